@@ -1,0 +1,12 @@
+# The two commands. Everything else is in scripts/ and pyproject.toml.
+.PHONY: up test
+
+# Run the embedded platform: broker, ingest, storage, API, dashboard and a simulated fleet.
+# Pass options with ARGS, e.g.  make up ARGS="--devices 50 --port 8080"
+up:
+	@scripts/bootstrap.sh
+	@.venv/bin/edgeloop up $(ARGS)
+
+# Set up and run the whole test suite.
+test:
+	@scripts/test.sh

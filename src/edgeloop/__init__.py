@@ -1,0 +1,4 @@
+"""EdgeLoop: an open, self-hosted AIoT platform."""
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

@@ -1,0 +1,65 @@
+"""The asset model: tenant -> site -> line -> asset (machine) -> device -> channel.
+
+A device profile declares the channels a kind of device reports, with units,
+expected ranges and sampling rate. Devices reference a profile by name. All of
+these are plain msgspec structs; storage and the API share them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from edgeloop.messages import ChannelName, Id
+
+
+class ChannelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: ChannelName
+    unit: Annotated[str, msgspec.Meta(max_length=16)] = ""
+    min: float | None = None
+    max: float | None = None
+    description: str = ""
+
+
+class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: Id
+    channels: Annotated[list[ChannelSpec], msgspec.Meta(min_length=1, max_length=64)]
+    sample_rate_hz: Annotated[float, msgspec.Meta(gt=0, le=100_000)] = 1.0
+    description: str = ""
+
+    def channel_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.channels)
+
+
+class Tenant(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: Id
+    name: str = ""
+
+
+class Site(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: Id
+    tenant: Id
+    name: str = ""
+
+
+class Line(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: Id
+    site: Id
+    name: str = ""
+
+
+class Asset(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: Id
+    line: Id
+    name: str = ""
+    kind: str = ""
+    criticality: Annotated[int, msgspec.Meta(ge=1, le=5)] = 3
+
+
+class Device(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: Id
+    tenant: Id
+    asset: Id
+    profile: Id
+    name: str = ""

@@ -1,0 +1,179 @@
+"""The canonical, versioned message schema that crosses every arrow of the loop.
+
+One module owns the wire format. Devices publish JSON; the platform decodes it
+with msgspec (strict types, no coercion), so a wrong type is a clear error, not
+a silently wrong number.
+
+MQTT topic layout (``{tenant}`` and ``{device}`` are ids, ``[a-z0-9][a-z0-9_.-]*``)::
+
+    edgeloop/v1/{tenant}/{device}/telemetry   device -> platform   Telemetry
+    edgeloop/v1/{tenant}/{device}/event       device -> platform   DeviceEvent
+    edgeloop/v1/{tenant}/{device}/status      device -> platform   "online"/"offline" (retained, LWT)
+    edgeloop/v1/{tenant}/{device}/cmd         platform -> device   Command
+    edgeloop/v1/{tenant}/{device}/config      platform -> device   (retained) device configuration
+
+A telemetry message::
+
+    {"v": 1, "device": "pump-0001", "seq": 42,
+     "samples": [{"ts": 1767225600000, "values": {"vib_x": 1.21, "bearing_temp": 48.2}}]}
+
+``ts`` is milliseconds since the Unix epoch (UTC). ``seq`` increases by one per
+message and never repeats for a device: the platform stores a (device, seq) at
+most once, so a device may resend freely. A value of ``null`` means "sensor had
+no valid reading" and is kept as missing, never as zero.
+
+>>> raw = encode(Telemetry(device="pump-1", seq=1, samples=[Sample(ts=1000, values={"t": 1.5})]))
+>>> decode_telemetry(raw).samples[0].values
+{'t': 1.5}
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Final
+
+import msgspec
+
+SCHEMA_VERSION: Final = 1
+TOPIC_ROOT: Final = "edgeloop/v1"
+ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_.\-]{0,63}$"
+CHANNEL_PATTERN: Final = r"^[a-z][a-z0-9_]{0,31}$"
+MAX_SAMPLES_PER_MESSAGE: Final = 1000
+MAX_CHANNELS_PER_SAMPLE: Final = 64
+
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+ChannelName = Annotated[str, msgspec.Meta(pattern=CHANNEL_PATTERN)]
+TimestampMs = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799_000)]  # up to year 9999
+Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+
+class Sample(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One instant of one device: a timestamp and the value of each channel."""
+
+    ts: TimestampMs
+    values: Annotated[dict[ChannelName, float | None], msgspec.Meta(min_length=1, max_length=64)]
+
+
+class Telemetry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A device's batch of samples, identified by (device, seq)."""
+
+    device: Id
+    seq: Seq
+    samples: Annotated[list[Sample], msgspec.Meta(min_length=1, max_length=MAX_SAMPLES_PER_MESSAGE)]
+    v: int = SCHEMA_VERSION
+
+
+class Severity(enum.StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class DeviceEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Something a device reports that is not a measurement (a fault code, a restart)."""
+
+    device: Id
+    ts: TimestampMs
+    kind: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    severity: Severity = Severity.INFO
+    message: str = ""
+    data: dict[str, str | int | float | bool | None] = {}
+    v: int = SCHEMA_VERSION
+
+
+class Command(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A request from the platform to a device; ``id`` makes it idempotent on the device."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    device: Id
+    ts: TimestampMs
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    args: dict[str, str | int | float | bool | None] = {}
+    issued_by: str = "system"
+    v: int = SCHEMA_VERSION
+
+
+class AlertStatus(enum.StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class Alert(msgspec.Struct, kw_only=True):
+    """A condition on an asset that a person should look at.
+
+    At most one alert per (asset, kind) is open at a time; repeats raise ``count``
+    and ``last_seen``. Times are sample times (ms), not wall-clock times.
+    """
+
+    id: int = 0
+    tenant: str
+    asset: str
+    device: str
+    kind: str
+    severity: Severity
+    status: AlertStatus = AlertStatus.OPEN
+    first_seen: int
+    last_seen: int
+    count: int = 1
+    score: float = 0.0
+    message: str = ""
+    explanation: dict[str, float] = {}
+    detector: str = ""
+    acknowledged_by: str | None = None
+    acknowledged_at: int | None = None
+    resolved_by: str | None = None
+    resolved_at: int | None = None
+
+
+_telemetry_decoder: Final = msgspec.json.Decoder(Telemetry)
+_event_decoder: Final = msgspec.json.Decoder(DeviceEvent)
+_command_decoder: Final = msgspec.json.Decoder(Command)
+_encoder: Final = msgspec.json.Encoder()
+
+
+def decode_telemetry(raw: bytes) -> Telemetry:
+    """Decode and type-check a telemetry payload; raises ``msgspec.DecodeError`` or ``ValidationError``."""
+    return _telemetry_decoder.decode(raw)
+
+
+def decode_event(raw: bytes) -> DeviceEvent:
+    return _event_decoder.decode(raw)
+
+
+def decode_command(raw: bytes) -> Command:
+    return _command_decoder.decode(raw)
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    return _encoder.encode(message)
+
+
+class TopicKind(enum.StrEnum):
+    TELEMETRY = "telemetry"
+    EVENT = "event"
+    STATUS = "status"
+    CMD = "cmd"
+    CONFIG = "config"
+
+
+def topic(tenant: str, device: str, kind: TopicKind) -> str:
+    """The topic a device publishes (or receives) ``kind`` messages on."""
+    return f"{TOPIC_ROOT}/{tenant}/{device}/{kind.value}"
+
+
+def subscription(kind: TopicKind) -> str:
+    """The wildcard subscription the platform uses for ``kind`` from every tenant and device."""
+    return f"{TOPIC_ROOT}/+/+/{kind.value}"
+
+
+def parse_topic(name: str) -> tuple[str, str, TopicKind] | None:
+    """Split a topic into (tenant, device, kind); ``None`` if it is not an EdgeLoop topic."""
+    parts = name.split("/")
+    if len(parts) != 5 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT:
+        return None
+    try:
+        kind = TopicKind(parts[4])
+    except ValueError:
+        return None
+    return parts[2], parts[3], kind

@@ -1,0 +1,26 @@
+"""Storage: one contract (``Store``), two real backends (SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeloop.errors import ConfigError
+from edgeloop.store.base import DeadLetter, Registry, Series, Store, TelemetryChunk, TelemetryQuery
+
+__all__ = ["DeadLetter", "Registry", "Series", "Store", "TelemetryChunk", "TelemetryQuery", "open_store"]
+
+
+def open_store(url: str) -> Store:
+    """A store for ``url``: ``sqlite:///path/to/file.db`` or ``postgresql://user@host:port/db``.
+
+    The store is not connected yet; use it as an async context manager.
+    """
+    if url.startswith("sqlite:///"):
+        from edgeloop.store.sqlite import SQLiteStore
+
+        return SQLiteStore(path=Path(url.removeprefix("sqlite:///")) if url != "sqlite:///:memory:" else ":memory:")
+    if url.startswith(("postgresql://", "postgres://")):
+        from edgeloop.store.postgres import PostgresStore
+
+        return PostgresStore(dsn=url)
+    raise ConfigError(f"unknown store URL {url!r}: use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")

@@ -1,0 +1,349 @@
+"""The storage contract every backend fulfils, and the pure helpers they share.
+
+Telemetry is stored as *chunks*: one row per accepted message, keyed by
+(device, seq), holding the message's timestamps and values as a compact
+columnar blob (int64 ms timestamps, then float64 values row-major, NaN =
+missing). The primary key makes deduplication the database's job: a chunk
+that is already there is not written again, in the same transaction that
+writes its rollups, so a resent message is never stored twice.
+
+Alongside, a relational one-minute rollup per (device, channel, minute) with
+count/min/max/sum lets a month of data chart from ~43k rows per channel.
+Queries pick the raw chunks for short ranges and the rollups for long ones.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+import numpy as np
+import numpy.typing as npt
+
+from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
+from edgeloop.messages import Alert, AlertStatus
+
+ROLLUP_MS = 60_000
+RAW_DEAD_LETTER_BYTES = 4096
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(slots=True)
+class TelemetryChunk:
+    """One accepted message, in columnar form."""
+
+    device: str
+    seq: int
+    channels: tuple[str, ...]
+    ts: I64  # (n,) ascending ms
+    values: F64  # (n, len(channels)); NaN = missing
+    received_ms: int = 0
+    tenant: str = ""
+    asset: str = ""
+
+    @property
+    def t0(self) -> int:
+        return int(self.ts[0])
+
+    @property
+    def t1(self) -> int:
+        return int(self.ts[-1])
+
+    def encode(self) -> bytes:
+        return self.ts.astype("<i8", copy=False).tobytes() + self.values.astype("<f8", copy=False).tobytes()
+
+    @classmethod
+    def decode(cls, device: str, seq: int, channels: str, n: int, blob: bytes) -> TelemetryChunk:
+        names = tuple(channels.split(",")) if channels else ()
+        ts = np.frombuffer(blob, dtype="<i8", count=n).astype(np.int64)
+        values = np.frombuffer(blob, dtype="<f8", offset=8 * n).reshape(n, len(names)).astype(np.float64)
+        return cls(device=device, seq=seq, channels=names, ts=ts, values=values)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    received_ms: int
+    topic: str
+    code: str
+    detail: str
+    raw: bytes  # bounded to RAW_DEAD_LETTER_BYTES by the constructor helper
+    size: int
+    device: str | None = None
+    tenant: str | None = None
+    id: int = 0
+
+    @classmethod
+    def of(
+        cls, *, received_ms: int, topic: str, code: str, detail: str, raw: bytes,
+        device: str | None = None, tenant: str | None = None,
+    ) -> DeadLetter:
+        return cls(
+            received_ms=received_ms, topic=topic, code=code, detail=detail[:500],
+            raw=raw[:RAW_DEAD_LETTER_BYTES], size=len(raw), device=device, tenant=tenant,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    ts: list[int]
+    avg: list[float | None]
+    min: list[float | None]
+    max: list[float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryQuery:
+    device: str
+    start: int
+    end: int
+    bucket_ms: int
+    series: dict[str, Series]
+    source: str  # "raw" or "rollup"
+
+
+@dataclass(slots=True)
+class Registry:
+    """Every tenant, site, line, asset, profile and device; small enough to hold in memory."""
+
+    tenants: dict[str, Tenant] = field(default_factory=dict)
+    sites: dict[str, Site] = field(default_factory=dict)
+    lines: dict[str, Line] = field(default_factory=dict)
+    assets: dict[str, Asset] = field(default_factory=dict)
+    profiles: dict[str, DeviceProfile] = field(default_factory=dict)
+    devices: dict[str, Device] = field(default_factory=dict)
+
+    def tenant_of_asset(self, asset_id: str) -> str | None:
+        asset = self.assets.get(asset_id)
+        line = self.lines.get(asset.line) if asset else None
+        site = self.sites.get(line.site) if line else None
+        return site.tenant if site else None
+
+
+RollupRow = tuple[str, str, int, int, float, float, float]  # device, channel, bucket, n, min, max, sum
+
+
+def rollup_rows(chunks: Iterable[TelemetryChunk], bucket_ms: int = ROLLUP_MS) -> list[RollupRow]:
+    """Aggregate chunks into one row per (device, channel, bucket); NaN is skipped, not counted."""
+    acc: dict[tuple[str, str, int], list[float]] = {}
+    for chunk in chunks:
+        buckets = (chunk.ts // bucket_ms) * bucket_ms
+        first, last = int(buckets[0]), int(buckets[-1])
+        for j, channel in enumerate(chunk.channels):
+            column = chunk.values[:, j]
+            if first == last:  # the common case: a whole message within one minute
+                _merge(acc, (chunk.device, channel, first), column)
+                continue
+            for b in np.unique(buckets):
+                _merge(acc, (chunk.device, channel, int(b)), column[buckets == b])
+    return [(d, c, b, int(v[0]), v[1], v[2], v[3]) for (d, c, b), v in acc.items()]
+
+
+def _merge(acc: dict[tuple[str, str, int], list[float]], key: tuple[str, str, int], column: F64) -> None:
+    valid = column[~np.isnan(column)]
+    if valid.size == 0:
+        return
+    n, lo, hi, total = float(valid.size), float(valid.min()), float(valid.max()), float(valid.sum())
+    cur = acc.get(key)
+    if cur is None:
+        acc[key] = [n, lo, hi, total]
+    else:
+        cur[0] += n
+        cur[1] = min(cur[1], lo)
+        cur[2] = max(cur[2], hi)
+        cur[3] += total
+
+
+def choose_bucket(start: int, end: int, points: int) -> int:
+    """Bucket width (ms) that gives at most ``points`` buckets; a multiple of a minute past one minute."""
+    points = max(1, min(points, 10_000))
+    width = max(1, math.ceil((end - start) / points))
+    if width >= ROLLUP_MS:
+        width = math.ceil(width / ROLLUP_MS) * ROLLUP_MS
+    return width
+
+
+def downsample_raw(
+    chunks: Sequence[TelemetryChunk], channels: Sequence[str], start: int, end: int, bucket_ms: int
+) -> dict[str, Series]:
+    """Bucket raw chunks into min/avg/max per channel over [start, end)."""
+    out: dict[str, Series] = {}
+    for channel in channels:
+        parts_t: list[I64] = []
+        parts_v: list[F64] = []
+        for chunk in chunks:
+            if channel not in chunk.channels:
+                continue
+            j = chunk.channels.index(channel)
+            parts_t.append(chunk.ts)
+            parts_v.append(chunk.values[:, j])
+        if not parts_t:
+            out[channel] = Series([], [], [], [])
+            continue
+        ts = np.concatenate(parts_t)
+        vs = np.concatenate(parts_v)
+        keep = (ts >= start) & (ts < end) & ~np.isnan(vs)
+        ts, vs = ts[keep], vs[keep]
+        order = np.argsort(ts, kind="stable")
+        ts, vs = ts[order], vs[order]
+        if ts.size == 0:
+            out[channel] = Series([], [], [], [])
+            continue
+        idx = (ts - start) // bucket_ms
+        uniq, first = np.unique(idx, return_index=True)
+        counts = np.diff(np.append(first, ts.size))
+        sums = np.add.reduceat(vs, first)
+        out[channel] = Series(
+            ts=[int(start + b * bucket_ms) for b in uniq],
+            avg=[float(x) for x in sums / counts],
+            min=[float(x) for x in np.minimum.reduceat(vs, first)],
+            max=[float(x) for x in np.maximum.reduceat(vs, first)],
+        )
+    return out
+
+
+def series_from_rollups(
+    rows: Iterable[tuple[str, int, int, float, float, float]], channels: Sequence[str], start: int, bucket_ms: int
+) -> dict[str, Series]:
+    """Turn (channel, bucket_index, n, min, max, sum) rows, ordered by channel and bucket, into series."""
+    acc: dict[str, Series] = {c: Series([], [], [], []) for c in channels}
+    for channel, b, n, lo, hi, total in rows:
+        s = acc[channel]
+        s.ts.append(int(start + b * bucket_ms))
+        s.avg.append(total / n if n else None)
+        s.min.append(lo)
+        s.max.append(hi)
+    return acc
+
+
+def first_occurrences(chunks: Sequence[TelemetryChunk], inserted: set[tuple[str, int]]) -> list[bool]:
+    """Mark as new only the first chunk of each inserted (device, seq); a repeat in the same batch is a duplicate."""
+    out: list[bool] = []
+    seen: set[tuple[str, int]] = set()
+    for c in chunks:
+        key = (c.device, c.seq)
+        out.append(key in inserted and key not in seen)
+        seen.add(key)
+    return out
+
+
+class Store(abc.ABC):
+    """What the platform needs from storage. Backends: SQLite (embedded) and PostgreSQL (production)."""
+
+    backend: str
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and create or migrate the schema."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    # -- registry -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def put_tenant(self, tenant: Tenant) -> None: ...
+    @abc.abstractmethod
+    async def put_site(self, site: Site) -> None: ...
+    @abc.abstractmethod
+    async def put_line(self, line: Line) -> None: ...
+    @abc.abstractmethod
+    async def put_asset(self, asset: Asset) -> None: ...
+    @abc.abstractmethod
+    async def put_profile(self, profile: DeviceProfile) -> None: ...
+    @abc.abstractmethod
+    async def put_device(self, device: Device) -> None: ...
+    @abc.abstractmethod
+    async def load_registry(self) -> Registry: ...
+
+    # -- telemetry ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def write_chunks(self, chunks: Sequence[TelemetryChunk]) -> list[bool]:
+        """Store chunks not stored before, with their rollups, in one transaction.
+
+        Returns, for each input chunk, True if it was new and is now stored, False if
+        (device, seq) was already stored (or appears earlier in the same batch).
+        """
+
+    @abc.abstractmethod
+    async def read_chunks(self, device: str, start: int, end: int) -> list[TelemetryChunk]:
+        """Chunks of ``device`` overlapping [start, end), in time order."""
+
+    @abc.abstractmethod
+    async def read_rollups(
+        self, device: str, channels: Sequence[str], start: int, end: int, bucket_ms: int
+    ) -> list[tuple[str, int, int, float, float, float]]:
+        """(channel, bucket_index, n, min, max, sum) re-bucketed to ``bucket_ms`` from ``start``."""
+
+    @abc.abstractmethod
+    async def telemetry_counts(self, device: str | None = None) -> tuple[int, int]:
+        """(messages, samples) stored, for one device or all."""
+
+    @abc.abstractmethod
+    async def latest_sample_ms(self) -> dict[str, int]:
+        """Newest stored sample time per device."""
+
+    async def query_telemetry(
+        self, device: str, channels: Sequence[str], start: int, end: int, points: int = 500
+    ) -> TelemetryQuery:
+        """Downsampled min/avg/max per channel over [start, end) in at most ``points`` buckets."""
+        bucket = choose_bucket(start, end, points)
+        if bucket >= ROLLUP_MS:
+            rows = await self.read_rollups(device, channels, start, end, bucket)
+            return TelemetryQuery(device, start, end, bucket, series_from_rollups(rows, channels, start, bucket),
+                                  "rollup")
+        chunks = await self.read_chunks(device, start, end)
+        return TelemetryQuery(device, start, end, bucket, downsample_raw(chunks, channels, start, end, bucket), "raw")
+
+    # -- dead letters ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def write_dead_letters(self, letters: Sequence[DeadLetter]) -> None: ...
+    @abc.abstractmethod
+    async def list_dead_letters(self, device: str | None = None, limit: int = 100) -> list[DeadLetter]: ...
+    @abc.abstractmethod
+    async def dead_letter_counts(self) -> dict[str, int]:
+        """Dead letters per device ('' for those whose device is unknown)."""
+
+    # -- alerts ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def raise_alert(self, alert: Alert) -> Alert:
+        """Open ``alert``, or if one for (asset, kind) is not resolved yet, merge into it (count, last_seen)."""
+
+    @abc.abstractmethod
+    async def list_alerts(
+        self, *, status: AlertStatus | None = None, asset: str | None = None, tenant: str | None = None,
+        limit: int = 200,
+    ) -> list[Alert]: ...
+
+    @abc.abstractmethod
+    async def get_alert(self, alert_id: int) -> Alert:
+        """Raises NotFoundError."""
+
+    @abc.abstractmethod
+    async def set_alert_status(self, alert_id: int, status: AlertStatus, *, by: str, at_ms: int) -> Alert:
+        """Acknowledge or resolve; raises NotFoundError, ConflictError on an invalid transition."""
+
+
+ALERT_TRANSITIONS: dict[AlertStatus, frozenset[AlertStatus]] = {
+    AlertStatus.OPEN: frozenset({AlertStatus.ACKNOWLEDGED, AlertStatus.RESOLVED}),
+    AlertStatus.ACKNOWLEDGED: frozenset({AlertStatus.RESOLVED}),
+    AlertStatus.RESOLVED: frozenset(),
+}
+
+ALERT_COLUMNS = (
+    "id", "tenant", "asset", "device", "kind", "severity", "status", "first_seen", "last_seen", "count", "score",
+    "message", "explanation", "detector", "acknowledged_by", "acknowledged_at", "resolved_by", "resolved_at",
+)

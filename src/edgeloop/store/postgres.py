@@ -1,0 +1,292 @@
+"""PostgreSQL storage (production): asyncpg pool, batched ``unnest`` inserts, same contract as SQLite.
+
+A whole ingest batch is one statement per table inside one transaction:
+``INSERT ... SELECT FROM unnest($1::text[], ...) ON CONFLICT DO NOTHING RETURNING``
+tells which (device, seq) were new, and the rollups of exactly those are
+merged with ``ON CONFLICT DO UPDATE``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
+from edgeloop.errors import ConflictError, NotFoundError, StoreError
+from edgeloop.messages import Alert, AlertStatus
+from edgeloop.store.base import (
+    ALERT_COLUMNS,
+    ALERT_TRANSITIONS,
+    DeadLetter,
+    Registry,
+    Store,
+    TelemetryChunk,
+    first_occurrences,
+    rollup_rows,
+)
+from edgeloop.store.rows import alert_from_row, alert_params
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS tenants (id text PRIMARY KEY, name text NOT NULL);
+CREATE TABLE IF NOT EXISTS sites (id text PRIMARY KEY, tenant text NOT NULL REFERENCES tenants(id), name text NOT NULL);
+CREATE TABLE IF NOT EXISTS lines (id text PRIMARY KEY, site text NOT NULL REFERENCES sites(id), name text NOT NULL);
+CREATE TABLE IF NOT EXISTS assets (id text PRIMARY KEY, line text NOT NULL REFERENCES lines(id), name text NOT NULL,
+    kind text NOT NULL, criticality int NOT NULL);
+CREATE TABLE IF NOT EXISTS profiles (name text PRIMARY KEY, body bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (id text PRIMARY KEY, tenant text NOT NULL REFERENCES tenants(id),
+    asset text NOT NULL REFERENCES assets(id), profile text NOT NULL REFERENCES profiles(name), name text NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (device text NOT NULL, seq bigint NOT NULL, t0 bigint NOT NULL, t1 bigint NOT NULL,
+    n int NOT NULL, channels text NOT NULL, data bytea NOT NULL, received bigint NOT NULL,
+    PRIMARY KEY (device, seq));
+CREATE INDEX IF NOT EXISTS chunks_time ON chunks (device, t0);
+CREATE TABLE IF NOT EXISTS rollup_1m (device text NOT NULL, channel text NOT NULL, bucket bigint NOT NULL,
+    n bigint NOT NULL, vmin double precision NOT NULL, vmax double precision NOT NULL,
+    vsum double precision NOT NULL, PRIMARY KEY (device, channel, bucket));
+CREATE TABLE IF NOT EXISTS dead_letters (id bigserial PRIMARY KEY, received bigint NOT NULL, topic text NOT NULL,
+    device text, tenant text, code text NOT NULL, detail text NOT NULL, size int NOT NULL, raw bytea NOT NULL);
+CREATE INDEX IF NOT EXISTS dead_letters_device ON dead_letters (device, id);
+CREATE TABLE IF NOT EXISTS alerts (id bigserial PRIMARY KEY, tenant text NOT NULL, asset text NOT NULL,
+    device text NOT NULL, kind text NOT NULL, severity text NOT NULL, status text NOT NULL,
+    first_seen bigint NOT NULL, last_seen bigint NOT NULL, count int NOT NULL, score double precision NOT NULL,
+    message text NOT NULL, explanation text NOT NULL, detector text NOT NULL, acknowledged_by text,
+    acknowledged_at bigint, resolved_by text, resolved_at bigint);
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_one_open ON alerts (asset, kind) WHERE status <> 'resolved';
+CREATE INDEX IF NOT EXISTS alerts_recent ON alerts (last_seen);
+"""
+SCHEMA_VERSION = "1"
+_LOCK_ID = 0x6564676C  # advisory lock so concurrent starters do not race on CREATE TABLE
+
+
+class PostgresStore(Store):
+    backend = "postgres"
+
+    def __init__(self, *, dsn: str, min_connections: int = 1, max_connections: int = 8) -> None:
+        self.dsn = dsn
+        self._min = min_connections
+        self._max = max_connections
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("PostgreSQL store is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(self.dsn, min_size=self._min, max_size=self._max)
+            async with self.pool.acquire() as con, con.transaction():
+                await con.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
+                await con.execute(SCHEMA)
+                found = await con.fetchval("SELECT value FROM meta WHERE key='schema_version'")
+                if found is None:
+                    await con.execute("INSERT INTO meta VALUES ('schema_version', $1)", SCHEMA_VERSION)
+                elif found != SCHEMA_VERSION:
+                    raise StoreError(f"database has schema version {found}, this EdgeLoop needs {SCHEMA_VERSION}")
+        except (OSError, asyncpg.PostgresError) as exc:
+            await self.close()
+            raise StoreError(f"cannot open PostgreSQL ({_redact(self.dsn)}): {exc}") from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+        self._pool = None
+
+    async def _exec(self, sql: str, *args: Any) -> None:
+        try:
+            await self.pool.execute(sql, *args)
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+
+    # -- registry -------------------------------------------------------------------------------
+    async def put_tenant(self, tenant: Tenant) -> None:
+        await self._exec("INSERT INTO tenants VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET name=excluded.name",
+                         tenant.id, tenant.name)
+
+    async def put_site(self, site: Site) -> None:
+        await self._exec("INSERT INTO sites VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET "
+                         "tenant=excluded.tenant, name=excluded.name", site.id, site.tenant, site.name)
+
+    async def put_line(self, line: Line) -> None:
+        await self._exec("INSERT INTO lines VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET "
+                         "site=excluded.site, name=excluded.name", line.id, line.site, line.name)
+
+    async def put_asset(self, asset: Asset) -> None:
+        await self._exec(
+            "INSERT INTO assets VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET line=excluded.line, "
+            "name=excluded.name, kind=excluded.kind, criticality=excluded.criticality",
+            asset.id, asset.line, asset.name, asset.kind, asset.criticality)
+
+    async def put_profile(self, profile: DeviceProfile) -> None:
+        await self._exec("INSERT INTO profiles VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET body=excluded.body",
+                         profile.name, msgspec.json.encode(profile))
+
+    async def put_device(self, device: Device) -> None:
+        await self._exec(
+            "INSERT INTO devices VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET tenant=excluded.tenant, "
+            "asset=excluded.asset, profile=excluded.profile, name=excluded.name",
+            device.id, device.tenant, device.asset, device.profile, device.name)
+
+    async def load_registry(self) -> Registry:
+        reg = Registry()
+        async with self.pool.acquire() as con:
+            for r in await con.fetch("SELECT id, name FROM tenants"):
+                reg.tenants[r[0]] = Tenant(id=r[0], name=r[1])
+            for r in await con.fetch("SELECT id, tenant, name FROM sites"):
+                reg.sites[r[0]] = Site(id=r[0], tenant=r[1], name=r[2])
+            for r in await con.fetch("SELECT id, site, name FROM lines"):
+                reg.lines[r[0]] = Line(id=r[0], site=r[1], name=r[2])
+            for r in await con.fetch("SELECT id, line, name, kind, criticality FROM assets"):
+                reg.assets[r[0]] = Asset(id=r[0], line=r[1], name=r[2], kind=r[3], criticality=r[4])
+            for r in await con.fetch("SELECT name, body FROM profiles"):
+                reg.profiles[r[0]] = msgspec.json.decode(r[1], type=DeviceProfile)
+            for r in await con.fetch("SELECT id, tenant, asset, profile, name FROM devices"):
+                reg.devices[r[0]] = Device(id=r[0], tenant=r[1], asset=r[2], profile=r[3], name=r[4])
+        return reg
+
+    # -- telemetry ------------------------------------------------------------------------------
+    async def write_chunks(self, chunks: Sequence[TelemetryChunk]) -> list[bool]:
+        if not chunks:
+            return []
+        try:
+            async with self.pool.acquire() as con, con.transaction():
+                rows = await con.fetch(
+                    "INSERT INTO chunks (device, seq, t0, t1, n, channels, data, received) "
+                    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::int[], "
+                    "$6::text[], $7::bytea[], $8::bigint[]) ON CONFLICT (device, seq) DO NOTHING RETURNING device, seq",
+                    [c.device for c in chunks], [c.seq for c in chunks], [c.t0 for c in chunks],
+                    [c.t1 for c in chunks], [len(c.ts) for c in chunks], [",".join(c.channels) for c in chunks],
+                    [c.encode() for c in chunks], [c.received_ms for c in chunks],
+                )
+                new = first_occurrences(chunks, {(r[0], r[1]) for r in rows})
+                agg = rollup_rows(c for c, ok in zip(chunks, new, strict=True) if ok)
+                if agg:
+                    cols = list(zip(*agg, strict=True))
+                    await con.execute(
+                        "INSERT INTO rollup_1m SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], "
+                        "$4::bigint[], $5::float8[], $6::float8[], $7::float8[]) "
+                        "ON CONFLICT (device, channel, bucket) DO UPDATE SET n=rollup_1m.n+excluded.n, "
+                        "vmin=least(rollup_1m.vmin, excluded.vmin), vmax=greatest(rollup_1m.vmax, excluded.vmax), "
+                        "vsum=rollup_1m.vsum+excluded.vsum",
+                        *[list(c) for c in cols],
+                    )
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"PostgreSQL write failed: {exc}") from exc
+        return new
+
+    async def read_chunks(self, device: str, start: int, end: int) -> list[TelemetryChunk]:
+        rows = await self.pool.fetch(
+            "SELECT seq, channels, n, data FROM chunks WHERE device=$1 AND t0 < $2 AND t1 >= $3 ORDER BY t0",
+            device, end, start)
+        return [TelemetryChunk.decode(device, r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def read_rollups(
+        self, device: str, channels: Sequence[str], start: int, end: int, bucket_ms: int
+    ) -> list[tuple[str, int, int, float, float, float]]:
+        rows = await self.pool.fetch(
+            "SELECT channel, (bucket - $1) / $2 AS b, sum(n), min(vmin), max(vmax), sum(vsum) FROM rollup_1m "
+            "WHERE device=$3 AND channel = ANY($4::text[]) AND bucket >= $5 AND bucket < $6 "
+            "GROUP BY channel, b ORDER BY channel, b",
+            start, bucket_ms, device, list(channels), start - (start % 60_000), end)
+        return [(r[0], int(r[1]), int(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    async def telemetry_counts(self, device: str | None = None) -> tuple[int, int]:
+        if device is None:
+            row = await self.pool.fetchrow("SELECT count(*), coalesce(sum(n), 0) FROM chunks")
+        else:
+            row = await self.pool.fetchrow("SELECT count(*), coalesce(sum(n), 0) FROM chunks WHERE device=$1",
+                                           device)
+        return int(row[0]), int(row[1])
+
+    async def latest_sample_ms(self) -> dict[str, int]:
+        rows = await self.pool.fetch("SELECT device, max(t1) FROM chunks GROUP BY device")
+        return {r[0]: int(r[1]) for r in rows}
+
+    # -- dead letters ---------------------------------------------------------------------------
+    async def write_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        if not letters:
+            return
+        await self._exec(
+            "INSERT INTO dead_letters (received, topic, device, tenant, code, detail, size, raw) "
+            "SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
+            "$7::int[], $8::bytea[])",
+            [d.received_ms for d in letters], [d.topic for d in letters], [d.device for d in letters],
+            [d.tenant for d in letters], [d.code for d in letters], [d.detail for d in letters],
+            [d.size for d in letters], [d.raw for d in letters])
+
+    async def list_dead_letters(self, device: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        sql = "SELECT id, received, topic, device, tenant, code, detail, size, raw FROM dead_letters"
+        if device is None:
+            rows = await self.pool.fetch(sql + " ORDER BY id DESC LIMIT $1", limit)
+        else:
+            rows = await self.pool.fetch(sql + " WHERE device=$1 ORDER BY id DESC LIMIT $2", device, limit)
+        return [DeadLetter(id=r[0], received_ms=r[1], topic=r[2], device=r[3], tenant=r[4], code=r[5], detail=r[6],
+                           size=r[7], raw=bytes(r[8])) for r in rows]
+
+    async def dead_letter_counts(self) -> dict[str, int]:
+        rows = await self.pool.fetch("SELECT coalesce(device, ''), count(*) FROM dead_letters GROUP BY 1")
+        return {r[0]: int(r[1]) for r in rows}
+
+    # -- alerts ---------------------------------------------------------------------------------
+    async def raise_alert(self, alert: Alert) -> Alert:
+        cols = ALERT_COLUMNS[1:]
+        marks = ",".join(f"${i}" for i in range(1, len(cols) + 1))
+        row = await self.pool.fetchrow(
+            f"INSERT INTO alerts ({','.join(cols)}) VALUES ({marks}) "
+            "ON CONFLICT (asset, kind) WHERE status <> 'resolved' DO UPDATE SET "
+            "count=alerts.count+excluded.count, last_seen=greatest(alerts.last_seen, excluded.last_seen), "
+            "first_seen=least(alerts.first_seen, excluded.first_seen), score=greatest(alerts.score, excluded.score), "
+            "severity=CASE WHEN excluded.severity='critical' THEN 'critical' ELSE alerts.severity END "
+            f"RETURNING {','.join(ALERT_COLUMNS)}",
+            *alert_params(alert))
+        return alert_from_row(tuple(row))
+
+    async def list_alerts(
+        self, *, status: AlertStatus | None = None, asset: str | None = None, tenant: str | None = None,
+        limit: int = 200,
+    ) -> list[Alert]:
+        where: list[str] = []
+        params: list[Any] = []
+        for col, val in (("status", status), ("asset", asset), ("tenant", tenant)):
+            if val is not None:
+                params.append(str(val))
+                where.append(f"{col}=${len(params)}")
+        sql = f"SELECT {','.join(ALERT_COLUMNS)} FROM alerts"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        params.append(limit)
+        rows = await self.pool.fetch(sql + f" ORDER BY last_seen DESC, id DESC LIMIT ${len(params)}", *params)
+        return [alert_from_row(tuple(r)) for r in rows]
+
+    async def get_alert(self, alert_id: int) -> Alert:
+        row = await self.pool.fetchrow(f"SELECT {','.join(ALERT_COLUMNS)} FROM alerts WHERE id=$1", alert_id)
+        if row is None:
+            raise NotFoundError("alert", alert_id)
+        return alert_from_row(tuple(row))
+
+    async def set_alert_status(self, alert_id: int, status: AlertStatus, *, by: str, at_ms: int) -> Alert:
+        who, when = ("acknowledged_by", "acknowledged_at") if status == AlertStatus.ACKNOWLEDGED else (
+            "resolved_by", "resolved_at")
+        async with self.pool.acquire() as con, con.transaction():
+            current = await con.fetchval("SELECT status FROM alerts WHERE id=$1 FOR UPDATE", alert_id)
+            if current is None:
+                raise NotFoundError("alert", alert_id)
+            if status not in ALERT_TRANSITIONS[AlertStatus(current)]:
+                raise ConflictError(f"alert {alert_id} is {current}; it cannot become {status.value}")
+            row = await con.fetchrow(
+                f"UPDATE alerts SET status=$1, {who}=$2, {when}=$3 WHERE id=$4 RETURNING {','.join(ALERT_COLUMNS)}",
+                status.value, by, at_ms, alert_id)
+        return alert_from_row(tuple(row))
+
+
+def _redact(dsn: str) -> str:
+    """The DSN without its password, for error messages."""
+    if "@" not in dsn or "://" not in dsn:
+        return dsn
+    scheme, rest = dsn.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else dsn

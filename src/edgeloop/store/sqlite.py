@@ -1,0 +1,362 @@
+"""SQLite storage (the embedded default): one connection, WAL, driven from a single worker thread.
+
+Every call runs on one dedicated thread so the event loop never blocks on disk
+and SQLite sees one writer. ``synchronous`` defaults to FULL: a batch the
+platform acknowledges to the broker is on disk even across power loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
+from edgeloop.errors import ConflictError, NotFoundError, StoreError
+from edgeloop.messages import Alert, AlertStatus
+from edgeloop.store.base import (
+    ALERT_COLUMNS,
+    ALERT_TRANSITIONS,
+    DeadLetter,
+    Registry,
+    Store,
+    TelemetryChunk,
+    first_occurrences,
+    rollup_rows,
+)
+from edgeloop.store.rows import alert_from_row, alert_params
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tenants (id TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sites (id TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(id), name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS lines (id TEXT PRIMARY KEY, site TEXT NOT NULL REFERENCES sites(id), name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS assets (id TEXT PRIMARY KEY, line TEXT NOT NULL REFERENCES lines(id), name TEXT NOT NULL,
+    kind TEXT NOT NULL, criticality INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS profiles (name TEXT PRIMARY KEY, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (id TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(id),
+    asset TEXT NOT NULL REFERENCES assets(id), profile TEXT NOT NULL REFERENCES profiles(name), name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (device TEXT NOT NULL, seq INTEGER NOT NULL, t0 INTEGER NOT NULL,
+    t1 INTEGER NOT NULL, n INTEGER NOT NULL, channels TEXT NOT NULL, data BLOB NOT NULL, received INTEGER NOT NULL,
+    PRIMARY KEY (device, seq));
+CREATE INDEX IF NOT EXISTS chunks_time ON chunks (device, t0);
+CREATE TABLE IF NOT EXISTS rollup_1m (device TEXT NOT NULL, channel TEXT NOT NULL, bucket INTEGER NOT NULL,
+    n INTEGER NOT NULL, vmin REAL NOT NULL, vmax REAL NOT NULL, vsum REAL NOT NULL,
+    PRIMARY KEY (device, channel, bucket)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY, received INTEGER NOT NULL, topic TEXT NOT NULL,
+    device TEXT, tenant TEXT, code TEXT NOT NULL, detail TEXT NOT NULL, size INTEGER NOT NULL, raw BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS dead_letters_device ON dead_letters (device, id);
+CREATE TABLE IF NOT EXISTS alerts (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, asset TEXT NOT NULL,
+    device TEXT NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL, status TEXT NOT NULL,
+    first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, count INTEGER NOT NULL, score REAL NOT NULL,
+    message TEXT NOT NULL, explanation TEXT NOT NULL, detector TEXT NOT NULL, acknowledged_by TEXT,
+    acknowledged_at INTEGER, resolved_by TEXT, resolved_at INTEGER);
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_one_open ON alerts (asset, kind) WHERE status <> 'resolved';
+CREATE INDEX IF NOT EXISTS alerts_recent ON alerts (last_seen);
+"""
+
+SCHEMA_VERSION = "1"
+_ROWS_PER_INSERT = 100  # 8 parameters each, well under SQLite's variable limit
+
+
+class SQLiteStore(Store):
+    backend = "sqlite"
+
+    def __init__(self, *, path: Path | str, synchronous: Literal["OFF", "NORMAL", "FULL"] = "FULL") -> None:
+        self.path = str(path)
+        self.synchronous = synchronous
+        self._executor: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._executor is None or self._db is None:
+            raise StoreError("SQLite store is not open")
+        db = self._db
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite ({self.path}): {exc}") from exc
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+
+        def connect() -> sqlite3.Connection:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(SCHEMA)
+            found = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if found is None:
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            elif found[0] != SCHEMA_VERSION:
+                raise StoreError(f"{self.path} has schema version {found[0]}, this EdgeLoop needs {SCHEMA_VERSION}")
+            return db
+
+        try:
+            self._db = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        except sqlite3.Error as exc:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._db is not None and self._executor is not None:
+            db = self._db
+            await asyncio.get_running_loop().run_in_executor(self._executor, db.close)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self._db = None
+        self._executor = None
+
+    async def _exec(self, sql: str, params: Sequence[Any] = ()) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            db.execute(sql, params)
+
+        await self._run(run)
+
+    # -- registry -------------------------------------------------------------------------------
+    async def put_tenant(self, tenant: Tenant) -> None:
+        await self._exec("INSERT INTO tenants VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET name=excluded.name",
+                         (tenant.id, tenant.name))
+
+    async def put_site(self, site: Site) -> None:
+        await self._exec(
+            "INSERT INTO sites VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET tenant=excluded.tenant, "
+            "name=excluded.name",
+            (site.id, site.tenant, site.name))
+
+    async def put_line(self, line: Line) -> None:
+        await self._exec(
+            "INSERT INTO lines VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET site=excluded.site, name=excluded.name",
+            (line.id, line.site, line.name))
+
+    async def put_asset(self, asset: Asset) -> None:
+        await self._exec(
+            "INSERT INTO assets VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET line=excluded.line, "
+            "name=excluded.name, kind=excluded.kind, criticality=excluded.criticality",
+            (asset.id, asset.line, asset.name, asset.kind, asset.criticality))
+
+    async def put_profile(self, profile: DeviceProfile) -> None:
+        await self._exec("INSERT INTO profiles VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET body=excluded.body",
+                         (profile.name, msgspec.json.encode(profile)))
+
+    async def put_device(self, device: Device) -> None:
+        await self._exec(
+            "INSERT INTO devices VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET tenant=excluded.tenant, "
+            "asset=excluded.asset, profile=excluded.profile, name=excluded.name",
+            (device.id, device.tenant, device.asset, device.profile, device.name))
+
+    async def load_registry(self) -> Registry:
+        def load(db: sqlite3.Connection) -> Registry:
+            reg = Registry()
+            for r in db.execute("SELECT id, name FROM tenants"):
+                reg.tenants[r[0]] = Tenant(id=r[0], name=r[1])
+            for r in db.execute("SELECT id, tenant, name FROM sites"):
+                reg.sites[r[0]] = Site(id=r[0], tenant=r[1], name=r[2])
+            for r in db.execute("SELECT id, site, name FROM lines"):
+                reg.lines[r[0]] = Line(id=r[0], site=r[1], name=r[2])
+            for r in db.execute("SELECT id, line, name, kind, criticality FROM assets"):
+                reg.assets[r[0]] = Asset(id=r[0], line=r[1], name=r[2], kind=r[3], criticality=r[4])
+            for r in db.execute("SELECT name, body FROM profiles"):
+                reg.profiles[r[0]] = msgspec.json.decode(r[1], type=DeviceProfile)
+            for r in db.execute("SELECT id, tenant, asset, profile, name FROM devices"):
+                reg.devices[r[0]] = Device(id=r[0], tenant=r[1], asset=r[2], profile=r[3], name=r[4])
+            return reg
+
+        return await self._run(load)
+
+    # -- telemetry ------------------------------------------------------------------------------
+    async def write_chunks(self, chunks: Sequence[TelemetryChunk]) -> list[bool]:
+        if not chunks:
+            return []
+
+        def write(db: sqlite3.Connection) -> list[bool]:
+            inserted: set[tuple[str, int]] = set()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for i in range(0, len(chunks), _ROWS_PER_INSERT):
+                    part = chunks[i : i + _ROWS_PER_INSERT]
+                    sql = (
+                        "INSERT INTO chunks (device, seq, t0, t1, n, channels, data, received) VALUES "
+                        + ",".join(["(?,?,?,?,?,?,?,?)"] * len(part))
+                        + " ON CONFLICT(device, seq) DO NOTHING RETURNING device, seq"
+                    )
+                    params: list[Any] = []
+                    for c in part:
+                        params += (c.device, c.seq, c.t0, c.t1, len(c.ts), ",".join(c.channels), c.encode(),
+                                   c.received_ms)
+                    inserted.update(db.execute(sql, params).fetchall())
+                new = first_occurrences(chunks, inserted)
+                db.executemany(
+                    "INSERT INTO rollup_1m VALUES (?,?,?,?,?,?,?) ON CONFLICT(device, channel, bucket) DO UPDATE SET "
+                    "n=n+excluded.n, vmin=min(vmin, excluded.vmin), vmax=max(vmax, excluded.vmax), "
+                    "vsum=vsum+excluded.vsum",
+                    rollup_rows(c for c, ok in zip(chunks, new, strict=True) if ok),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return new
+
+        return await self._run(write)
+
+    async def read_chunks(self, device: str, start: int, end: int) -> list[TelemetryChunk]:
+        def read(db: sqlite3.Connection) -> list[TelemetryChunk]:
+            rows = db.execute(
+                "SELECT seq, channels, n, data FROM chunks WHERE device=? AND t0 < ? AND t1 >= ? ORDER BY t0",
+                (device, end, start),
+            ).fetchall()
+            return [TelemetryChunk.decode(device, r[0], r[1], r[2], r[3]) for r in rows]
+
+        return await self._run(read)
+
+    async def read_rollups(
+        self, device: str, channels: Sequence[str], start: int, end: int, bucket_ms: int
+    ) -> list[tuple[str, int, int, float, float, float]]:
+        def read(db: sqlite3.Connection) -> list[tuple[str, int, int, float, float, float]]:
+            marks = ",".join("?" * len(channels))
+            return db.execute(
+                f"SELECT channel, (bucket - ?) / ? AS b, sum(n), min(vmin), max(vmax), sum(vsum) FROM rollup_1m "
+                f"WHERE device=? AND channel IN ({marks}) AND bucket >= ? AND bucket < ? "
+                "GROUP BY channel, b ORDER BY channel, b",
+                (start, bucket_ms, device, *channels, start - (start % 60_000), end),
+            ).fetchall()
+
+        return await self._run(read)
+
+    async def telemetry_counts(self, device: str | None = None) -> tuple[int, int]:
+        def count(db: sqlite3.Connection) -> tuple[int, int]:
+            if device is None:
+                row = db.execute("SELECT count(*), coalesce(sum(n), 0) FROM chunks").fetchone()
+            else:
+                row = db.execute("SELECT count(*), coalesce(sum(n), 0) FROM chunks WHERE device=?",
+                                 (device,)).fetchone()
+            return int(row[0]), int(row[1])
+
+        return await self._run(count)
+
+    async def latest_sample_ms(self) -> dict[str, int]:
+        def latest(db: sqlite3.Connection) -> dict[str, int]:
+            return {r[0]: int(r[1]) for r in db.execute("SELECT device, max(t1) FROM chunks GROUP BY device")}
+
+        return await self._run(latest)
+
+    # -- dead letters ---------------------------------------------------------------------------
+    async def write_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        if not letters:
+            return
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN")
+            db.executemany(
+                "INSERT INTO dead_letters (received, topic, device, tenant, code, detail, size, raw) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                [(d.received_ms, d.topic, d.device, d.tenant, d.code, d.detail, d.size, d.raw) for d in letters],
+            )
+            db.execute("COMMIT")
+
+        await self._run(write)
+
+    async def list_dead_letters(self, device: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        def read(db: sqlite3.Connection) -> list[DeadLetter]:
+            sql = "SELECT id, received, topic, device, tenant, code, detail, size, raw FROM dead_letters"
+            params: tuple[Any, ...] = (limit,)
+            if device is not None:
+                sql += " WHERE device=?"
+                params = (device, limit)
+            rows = db.execute(sql + " ORDER BY id DESC LIMIT ?", params).fetchall()
+            return [DeadLetter(id=r[0], received_ms=r[1], topic=r[2], device=r[3], tenant=r[4], code=r[5],
+                               detail=r[6], size=r[7], raw=bytes(r[8])) for r in rows]
+
+        return await self._run(read)
+
+    async def dead_letter_counts(self) -> dict[str, int]:
+        def count(db: sqlite3.Connection) -> dict[str, int]:
+            rows = db.execute("SELECT coalesce(device, ''), count(*) FROM dead_letters GROUP BY 1")
+            return {r[0]: int(r[1]) for r in rows}
+
+        return await self._run(count)
+
+    # -- alerts ---------------------------------------------------------------------------------
+    async def raise_alert(self, alert: Alert) -> Alert:
+        cols = ALERT_COLUMNS[1:]
+
+        def upsert(db: sqlite3.Connection) -> Alert:
+            row = db.execute(
+                f"INSERT INTO alerts ({','.join(cols)}) VALUES ({','.join('?' * len(cols))}) "
+                "ON CONFLICT(asset, kind) WHERE status <> 'resolved' DO UPDATE SET "
+                "count=count+excluded.count, last_seen=max(last_seen, excluded.last_seen), "
+                "first_seen=min(first_seen, excluded.first_seen), score=max(score, excluded.score), "
+                "severity=CASE WHEN excluded.severity='critical' THEN 'critical' ELSE severity END "
+                f"RETURNING {','.join(ALERT_COLUMNS)}",
+                alert_params(alert),
+            ).fetchone()
+            return alert_from_row(row)
+
+        return await self._run(upsert)
+
+    async def list_alerts(
+        self, *, status: AlertStatus | None = None, asset: str | None = None, tenant: str | None = None,
+        limit: int = 200,
+    ) -> list[Alert]:
+        where, params = [], []
+        for col, val in (("status", status), ("asset", asset), ("tenant", tenant)):
+            if val is not None:
+                where.append(f"{col}=?")
+                params.append(str(val))
+        sql = f"SELECT {','.join(ALERT_COLUMNS)} FROM alerts"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY last_seen DESC, id DESC LIMIT ?"
+
+        def read(db: sqlite3.Connection) -> list[Alert]:
+            return [alert_from_row(r) for r in db.execute(sql, (*params, limit))]
+
+        return await self._run(read)
+
+    async def get_alert(self, alert_id: int) -> Alert:
+        def read(db: sqlite3.Connection) -> Alert:
+            row = db.execute(f"SELECT {','.join(ALERT_COLUMNS)} FROM alerts WHERE id=?", (alert_id,)).fetchone()
+            if row is None:
+                raise NotFoundError("alert", alert_id)
+            return alert_from_row(row)
+
+        return await self._run(read)
+
+    async def set_alert_status(self, alert_id: int, status: AlertStatus, *, by: str, at_ms: int) -> Alert:
+        who, when = ("acknowledged_by", "acknowledged_at") if status == AlertStatus.ACKNOWLEDGED else (
+            "resolved_by", "resolved_at")
+
+        def update(db: sqlite3.Connection) -> Alert:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT status FROM alerts WHERE id=?", (alert_id,)).fetchone()
+                if row is None:
+                    raise NotFoundError("alert", alert_id)
+                current = AlertStatus(row[0])
+                if status not in ALERT_TRANSITIONS[current]:
+                    raise ConflictError(f"alert {alert_id} is {current.value}; it cannot become {status.value}")
+                out = db.execute(
+                    f"UPDATE alerts SET status=?, {who}=?, {when}=? WHERE id=? RETURNING {','.join(ALERT_COLUMNS)}",
+                    (status.value, by, at_ms, alert_id),
+                ).fetchone()
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return alert_from_row(out)
+
+        return await self._run(update)
+

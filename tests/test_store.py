@@ -1,0 +1,157 @@
+"""The storage contract, run against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Site, Tenant
+from edgeloop.errors import ConflictError, NotFoundError
+from edgeloop.messages import Alert, AlertStatus, Severity
+from edgeloop.store import DeadLetter, Store, TelemetryChunk
+
+T0 = 1_767_225_600_000
+
+
+def chunk(device: str, seq: int, start: int, n: int, channels: tuple[str, ...] = ("a", "b"),
+          period: int = 1000) -> TelemetryChunk:
+    ts = start + np.arange(n, dtype=np.int64) * period
+    values = np.column_stack([np.arange(n, dtype=np.float64) + 10 * j for j in range(len(channels))])
+    return TelemetryChunk(device=device, seq=seq, channels=channels, ts=ts, values=values, received_ms=start)
+
+
+async def seed_registry(store: Store) -> None:
+    await store.put_tenant(Tenant(id="acme", name="Acme"))
+    await store.put_site(Site(id="s1", tenant="acme"))
+    await store.put_line(Line(id="l1", site="s1"))
+    await store.put_asset(Asset(id="a1", line="l1", kind="pump"))
+    await store.put_profile(DeviceProfile(name="p1", channels=[ChannelSpec(name="a", unit="mm/s", min=0, max=50)]))
+    await store.put_device(Device(id="d1", tenant="acme", asset="a1", profile="p1"))
+
+
+async def test_registry_round_trip(store: Store) -> None:
+    await seed_registry(store)
+    await store.put_asset(Asset(id="a1", line="l1", kind="motor", criticality=5))  # upsert
+    reg = await store.load_registry()
+    assert reg.devices["d1"].asset == "a1"
+    assert reg.assets["a1"].kind == "motor"
+    assert reg.assets["a1"].criticality == 5
+    assert reg.profiles["p1"].channels[0].unit == "mm/s"
+    assert reg.tenant_of_asset("a1") == "acme"
+
+
+async def test_duplicate_messages_are_stored_once(store: Store) -> None:
+    first = await store.write_chunks([chunk("d1", 1, T0, 5), chunk("d1", 2, T0 + 5000, 5)])
+    assert first == [True, True]
+    again = await store.write_chunks([chunk("d1", 2, T0 + 5000, 5), chunk("d1", 3, T0 + 10000, 5),
+                                      chunk("d1", 3, T0 + 10000, 5)])
+    assert again == [False, True, False]
+    assert await store.telemetry_counts("d1") == (3, 15)
+    assert await store.telemetry_counts() == (3, 15)
+    # Rollups counted each sample exactly once despite the resends.
+    q = await store.query_telemetry("d1", ["a"], T0 - 60_000 * 10, T0 + 60_000 * 100, points=10)
+    assert q.source == "rollup"
+    assert sum(1 for _ in q.series["a"].ts) >= 1
+    total_avg_weighted = sum(q.series["a"].avg[i] or 0 for i in range(len(q.series["a"].ts)))
+    assert total_avg_weighted == pytest.approx(2.0)  # 15 samples in one bucket: values 0..4 thrice -> mean 2
+
+
+async def test_same_seq_on_other_device_is_not_a_duplicate(store: Store) -> None:
+    assert await store.write_chunks([chunk("d1", 1, T0, 2), chunk("d2", 1, T0, 2)]) == [True, True]
+
+
+async def test_raw_query_buckets_min_avg_max(store: Store) -> None:
+    await store.write_chunks([chunk("d1", 1, T0, 10)])
+    q = await store.query_telemetry("d1", ["a", "b"], T0, T0 + 10_000, points=5)
+    assert q.source == "raw"
+    assert q.bucket_ms == 2000
+    assert q.series["a"].ts == [T0 + i * 2000 for i in range(5)]
+    assert q.series["a"].min == [0, 2, 4, 6, 8]
+    assert q.series["a"].max == [1, 3, 5, 7, 9]
+    assert q.series["b"].avg == [10.5, 12.5, 14.5, 16.5, 18.5]
+
+
+async def test_missing_values_are_not_zero(store: Store) -> None:
+    c = chunk("d1", 1, T0, 4)
+    c.values[1, 0] = np.nan
+    c.values[2, 0] = np.nan
+    await store.write_chunks([c])
+    q = await store.query_telemetry("d1", ["a"], T0, T0 + 4000, points=1)
+    assert q.series["a"].min == [0.0]
+    assert q.series["a"].avg == [1.5]  # (0 + 3) / 2, NaN skipped
+
+
+async def test_month_of_data_from_rollups(store: Store) -> None:
+    # 30 days at one sample per minute, in day-long messages.
+    day = 24 * 60
+    chunks = [chunk("d1", i, T0 + i * day * 60_000, day, channels=("a",), period=60_000) for i in range(30)]
+    await store.write_chunks(chunks)
+    q = await store.query_telemetry("d1", ["a"], T0, T0 + 30 * day * 60_000, points=300)
+    assert q.source == "rollup"
+    assert 250 <= len(q.series["a"].ts) <= 300
+    assert q.series["a"].min[0] == 0
+    assert max(v for v in q.series["a"].max if v is not None) == day - 1
+
+
+async def test_query_reads_only_the_range(store: Store) -> None:
+    await store.write_chunks([chunk("d1", 1, T0, 10), chunk("d1", 2, T0 + 100_000, 10)])
+    q = await store.query_telemetry("d1", ["a"], T0 + 100_000, T0 + 110_000, points=10)
+    assert q.series["a"].ts[0] == T0 + 100_000
+    assert len(q.series["a"].ts) == 10
+    assert (await store.latest_sample_ms()) == {"d1": T0 + 109_000}
+
+
+async def test_dead_letters(store: Store) -> None:
+    big = b"x" * 10_000
+    await store.write_dead_letters([
+        DeadLetter.of(received_ms=T0, topic="t", code="not_json", detail="bad", raw=big, device="d1"),
+        DeadLetter.of(received_ms=T0, topic="t", code="unknown_device", detail="who", raw=b"{}"),
+    ])
+    letters = await store.list_dead_letters()
+    assert [d.code for d in letters] == ["unknown_device", "not_json"]
+    assert letters[1].size == 10_000
+    assert len(letters[1].raw) == 4096
+    assert await store.dead_letter_counts() == {"d1": 1, "": 1}
+    assert [d.code for d in await store.list_dead_letters(device="d1")] == ["not_json"]
+
+
+def make_alert(**kw: object) -> Alert:
+    base: dict[str, object] = dict(tenant="acme", asset="a1", device="d1", kind="anomaly",
+                                   severity=Severity.WARNING, first_seen=T0, last_seen=T0, score=2.0,
+                                   explanation={"a": 0.7, "b": 0.3}, detector="test-v1", message="m")
+    base.update(kw)
+    return Alert(**base)  # type: ignore[arg-type]
+
+
+async def test_one_open_alert_per_asset_and_kind(store: Store) -> None:
+    a = await store.raise_alert(make_alert())
+    b = await store.raise_alert(make_alert(last_seen=T0 + 5000, score=3.0, severity=Severity.CRITICAL))
+    assert a.id == b.id
+    assert b.count == 2
+    assert b.last_seen == T0 + 5000
+    assert b.first_seen == T0
+    assert b.score == 3.0
+    assert b.severity == Severity.CRITICAL
+    assert b.explanation == {"a": 0.7, "b": 0.3}
+    other = await store.raise_alert(make_alert(kind="data_gap"))
+    assert other.id != a.id
+    assert len(await store.list_alerts(status=AlertStatus.OPEN)) == 2
+
+
+async def test_alert_lifecycle(store: Store) -> None:
+    a = await store.raise_alert(make_alert())
+    acked = await store.set_alert_status(a.id, AlertStatus.ACKNOWLEDGED, by="ana", at_ms=T0 + 1)
+    assert (acked.status, acked.acknowledged_by, acked.acknowledged_at) == (AlertStatus.ACKNOWLEDGED, "ana", T0 + 1)
+    # Still not resolved, so a repeat merges into it.
+    assert (await store.raise_alert(make_alert(last_seen=T0 + 9))).id == a.id
+    resolved = await store.set_alert_status(a.id, AlertStatus.RESOLVED, by="bo", at_ms=T0 + 2)
+    assert resolved.status == AlertStatus.RESOLVED
+    with pytest.raises(ConflictError):
+        await store.set_alert_status(a.id, AlertStatus.ACKNOWLEDGED, by="x", at_ms=T0 + 3)
+    with pytest.raises(NotFoundError):
+        await store.get_alert(99999)
+    # Once resolved, the same condition opens a new alert.
+    fresh = await store.raise_alert(make_alert(first_seen=T0 + 100, last_seen=T0 + 100))
+    assert fresh.id != a.id
+    assert [x.id for x in await store.list_alerts(asset="a1")] == [fresh.id, a.id]
+    assert (await store.get_alert(a.id)).resolved_by == "bo"
