@@ -94,6 +94,7 @@ async def test_month_of_data_from_rollups(store: Store) -> None:
 
 
 async def test_query_reads_only_the_range(store: Store) -> None:
+    await seed_registry(store)
     await store.write_chunks([chunk("d1", 1, T0, 10), chunk("d1", 2, T0 + 100_000, 10)])
     q = await store.query_telemetry("d1", ["a"], T0 + 100_000, T0 + 110_000, points=10)
     assert q.series["a"].ts[0] == T0 + 100_000

@@ -1,16 +1,243 @@
 """The ``edgeloop`` command line."""
 
-import typer
+from __future__ import annotations
 
-app = typer.Typer(no_args_is_help=True, help="EdgeLoop: open AIoT platform.")
+import asyncio
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgeloop import __version__
+from edgeloop.errors import EdgeLoopError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="EdgeLoop: the open AIoT platform.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (code in bench/).")
+app.add_typer(bench_app, name="bench")
+alerts_app = typer.Typer(no_args_is_help=True, help="Alerts of a running platform.")
+app.add_typer(alerts_app, name="alerts")
+console = Console(stderr=True)
+out = Console()
+
+URL_OPTION = typer.Option("--url", envvar="EDGELOOP_URL", help="Base URL of a running platform's API.")
+REGISTRY_KINDS = ("tenants", "sites", "lines", "assets", "profiles", "devices")
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(1)
 
 
 @app.command()
 def version() -> None:
     """Print the version."""
-    from edgeloop import __version__
+    out.print(__version__)
 
-    print(__version__)
+
+@app.command()
+def up(
+    devices: Annotated[int, typer.Option(help="Simulated machines (0 for none).", min=0, max=2000)] = 20,
+    faulty: Annotated[int, typer.Option(help="How many of them develop a fault.", min=0)] = 3,
+    seed: Annotated[int, typer.Option(help="Simulator seed: the same seed gives the same fleet.")] = 1,
+    data_dir: Annotated[Path, typer.Option(help="Where data, alerts and settings are kept.")] = Path("data"),
+    port: Annotated[int, typer.Option(help="HTTP port of the API and dashboard.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address the API and broker listen on.")] = "127.0.0.1",
+    mqtt_port: Annotated[int, typer.Option(help="Port of the embedded MQTT broker.")] = 11883,
+    store: Annotated[str | None, typer.Option(help="Store URL (default: SQLite in the data dir).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the embedded platform: broker, ingest, storage, scoring, API, dashboard and a simulated fleet."""
+    from edgeloop.app import PlatformConfig
+    from edgeloop.embedded import SimSettings, run_embedded
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = PlatformConfig(data_dir=data_dir, store_url=store, mqtt_host=host, mqtt_port=mqtt_port,
+                         http_host=host, http_port=port)
+    sim = SimSettings(devices=devices, faulty=min(faulty, devices), seed=seed)
+    try:
+        asyncio.run(run_embedded(cfg, sim, console=console))
+    except KeyboardInterrupt:
+        console.print("\nstopped; data is kept in", str(data_dir.resolve()))
+    except EdgeLoopError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def scenario(
+    devices: Annotated[int, typer.Option(min=1, max=2000)] = 20,
+    faulty: Annotated[int, typer.Option(min=0)] = 3,
+    seed: Annotated[int, typer.Option()] = 7,
+    sim_hours: Annotated[float, typer.Option(min=0.5, max=24 * 30, help="Simulated hours of fleet life.")] = 2.0,
+    backend: Annotated[str, typer.Option(help="sqlite or postgres")] = "sqlite",
+    pg_url: Annotated[str, typer.Option(help="PostgreSQL server (a throwaway database is created on it).")] = (
+        "postgresql://postgres@127.0.0.1:5432/postgres"),
+    mqtt: Annotated[str | None, typer.Option(help="HOST:PORT of an external broker (default: embedded).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as one JSON object.")] = False,
+) -> None:
+    """Run a simulated fleet through the platform at accelerated time and compare with ground truth."""
+    from edgeloop.scenario import ScenarioConfig, run_scenario
+
+    host, mport, external = "127.0.0.1", None, False
+    if mqtt:
+        host, _, p = mqtt.rpartition(":")
+        mport, external = int(p), True
+    cfg = ScenarioConfig(devices=devices, faulty=faulty, seed=seed, sim_hours=sim_hours, backend=backend,
+                         pg_url=pg_url, mqtt_host=host or "127.0.0.1", mqtt_port=mport, external_broker=external)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                  transient=False) as bar:
+        task = bar.add_task("simulating", total=1.0, info="")
+
+        def progress(phase: str, fraction: float, figures: dict[str, Any]) -> None:
+            info = " ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in figures.items())
+            bar.update(task, completed=min(fraction, 1.0), description=phase, info=info)
+
+        try:
+            result = asyncio.run(run_scenario(cfg, progress=progress))
+        except EdgeLoopError as exc:
+            raise _fail(str(exc)) from None
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    _print_scenario(result)
+
+
+def _print_scenario(r: dict[str, Any]) -> None:
+    table = Table(title=f"{r['devices']} devices, {r['faulty']} faulty, seed {r['seed']}, {r['sim_hours']} "
+                        f"simulated hours ({r['backend']}, {r['broker']} broker) in {r['wall_seconds']} s")
+    for col in ("device", "fault", "onset", "alerted", "delay (min)", "false alerts", "published", "stored"):
+        table.add_column(col)
+    for d in r["per_device"]:
+        if not d["faulty"] and not d["false_alerts"]:
+            continue
+        onset = _ts(d["fault_onset_ms"]) if d["fault_onset_ms"] else "-"
+        table.add_row(d["device"], d["fault"] or "healthy", onset, "yes" if d["alerted"] else "[red]no[/red]",
+                      str(d["detection_delay_min"] or "-"), str(d["false_alerts"]), f"{d['published_samples']:,}",
+                      f"{d['stored_samples']:,}")
+    out.print(table)
+    out.print(f"samples published {r['samples_published']:,}, stored {r['samples_stored']:,}, "
+              f"lost {r['samples_lost']}, stored twice {r['stored_twice']}, duplicates dropped {r['duplicates']}, "
+              f"dead letters {r['dead_letters']}")
+    out.print(f"faulty alerted {r['faulty_alerted']}/{r['faulty']}, missed {r['faulty_missed']}, "
+              f"healthy alerted {r['healthy_alerted']}/{r['devices'] - r['faulty']}, "
+              f"median detection delay {r['median_detection_delay_min']} min")
+
+
+def _ts(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    seconds: Annotated[float, typer.Option(help="Measuring time per configuration.")] = 10.0,
+    backends: Annotated[str, typer.Option(help="Comma-separated: sqlite,postgres")] = "sqlite,postgres",
+) -> None:
+    """MQTT -> validated -> stored -> scored throughput and latency, against a bare-subscriber ceiling."""
+    bench_dir = Path(__file__).resolve().parents[2] / "bench"
+    if not (bench_dir / "ingest.py").exists():
+        raise _fail(f"benchmark code not found in {bench_dir}: run from a source checkout of EdgeLoop")
+    sys.path.insert(0, str(bench_dir.parent))
+    from bench.ingest import main as bench_main  # type: ignore[import-not-found,unused-ignore]
+
+    bench_main(as_json=as_json, seconds=seconds, backends=backends.split(","), console=console, out=out)
+
+
+# -- API client commands -------------------------------------------------------------------------
+def _api(method: str, url: str, path: str, body: Any = None) -> Any:
+    try:
+        resp = httpx.request(method, url.rstrip("/") + path, json=body, timeout=30)
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach the platform at {url}: {exc}") from None
+    if resp.status_code >= 400:
+        try:
+            detail = resp.json().get("detail", resp.text)
+        except ValueError:
+            detail = resp.text
+        raise _fail(f"{resp.status_code}: {detail}")
+    return resp.json()
+
+
+@app.command("list")
+def list_cmd(
+    kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(REGISTRY_KINDS)}")],
+    url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List tenants, sites, lines, assets, profiles or devices."""
+    if kind not in REGISTRY_KINDS:
+        raise _fail(f"unknown kind {kind!r}; one of {', '.join(REGISTRY_KINDS)}")
+    items = _api("GET", url, f"/api/v1/{kind}")
+    if as_json:
+        out.print_json(json.dumps(items))
+        return
+    table = Table(title=kind)
+    keys = [k for k in (items[0].keys() if items else []) if not isinstance(items[0][k], list | dict)]
+    for k in keys:
+        table.add_column(k)
+    for item in items:
+        table.add_row(*(str(item[k]) for k in keys))
+    out.print(table)
+
+
+@app.command("create")
+def create_cmd(
+    kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(REGISTRY_KINDS)}")],
+    body: Annotated[str, typer.Argument(help="JSON object, or @file.json")],
+    url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000",
+) -> None:
+    """Create or update a registry entry, e.g. ``edgeloop create sites '{"id":"s2","tenant":"demo"}'``."""
+    if kind not in REGISTRY_KINDS:
+        raise _fail(f"unknown kind {kind!r}; one of {', '.join(REGISTRY_KINDS)}")
+    text = Path(body[1:]).read_text() if body.startswith("@") else body
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _fail(f"the body is not JSON: {exc}") from None
+    out.print_json(json.dumps(_api("POST", url, f"/api/v1/{kind}", doc)))
+
+
+@alerts_app.command("list")
+def alerts_list(
+    status: Annotated[str | None, typer.Option(help="open, acknowledged or resolved")] = None,
+    url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Alerts, most recent first."""
+    alerts = _api("GET", url, "/api/v1/alerts" + (f"?status={status}" if status else ""))
+    if as_json:
+        out.print_json(json.dumps(alerts))
+        return
+    table = Table(title="alerts")
+    for col in ("id", "severity", "status", "asset", "kind", "first seen", "count", "message"):
+        table.add_column(col)
+    for a in alerts:
+        table.add_row(str(a["id"]), a["severity"], a["status"], a["asset"], a["kind"], _ts(a["first_seen"]),
+                      str(a["count"]), a["message"])
+    out.print(table)
+
+
+@alerts_app.command("ack")
+def alerts_ack(alert_id: int, by: Annotated[str, typer.Option(help="Who acknowledges.")],
+               url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000") -> None:
+    """Acknowledge an alert."""
+    out.print_json(json.dumps(_api("POST", url, f"/api/v1/alerts/{alert_id}/acknowledge", {"by": by})))
+
+
+@alerts_app.command("resolve")
+def alerts_resolve(alert_id: int, by: Annotated[str, typer.Option(help="Who resolves.")],
+                   url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000") -> None:
+    """Resolve an alert."""
+    out.print_json(json.dumps(_api("POST", url, f"/api/v1/alerts/{alert_id}/resolve", {"by": by})))
 
 
 def main() -> None:

@@ -294,7 +294,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def latest_sample_ms(self) -> dict[str, int]:
-        """Newest stored sample time per device."""
+        """Newest stored sample time per registered device that has data."""
 
     async def query_telemetry(
         self, device: str, channels: Sequence[str], start: int, end: int, points: int = 500
@@ -342,6 +342,10 @@ ALERT_TRANSITIONS: dict[AlertStatus, frozenset[AlertStatus]] = {
     AlertStatus.ACKNOWLEDGED: frozenset({AlertStatus.RESOLVED}),
     AlertStatus.RESOLVED: frozenset(),
 }
+
+LATEST_SAMPLE_SQL = (  # one index probe per registered device, not a scan of every chunk
+    "SELECT id, (SELECT t1 FROM chunks c WHERE c.device = d.id ORDER BY t0 DESC LIMIT 1) AS t FROM devices d"
+)
 
 ALERT_COLUMNS = (
     "id", "tenant", "asset", "device", "kind", "severity", "status", "first_seen", "last_seen", "count", "score",

@@ -20,6 +20,7 @@ from edgeloop.messages import Alert, AlertStatus
 from edgeloop.store.base import (
     ALERT_COLUMNS,
     ALERT_TRANSITIONS,
+    LATEST_SAMPLE_SQL,
     DeadLetter,
     Registry,
     Store,
@@ -203,8 +204,8 @@ class PostgresStore(Store):
         return int(row[0]), int(row[1])
 
     async def latest_sample_ms(self) -> dict[str, int]:
-        rows = await self.pool.fetch("SELECT device, max(t1) FROM chunks GROUP BY device")
-        return {r[0]: int(r[1]) for r in rows}
+        rows = await self.pool.fetch(LATEST_SAMPLE_SQL)
+        return {r[0]: int(r[1]) for r in rows if r[1] is not None}
 
     # -- dead letters ---------------------------------------------------------------------------
     async def write_dead_letters(self, letters: Sequence[DeadLetter]) -> None:

@@ -22,6 +22,7 @@ from edgeloop.messages import Alert, AlertStatus
 from edgeloop.store.base import (
     ALERT_COLUMNS,
     ALERT_TRANSITIONS,
+    LATEST_SAMPLE_SQL,
     DeadLetter,
     Registry,
     Store,
@@ -249,7 +250,7 @@ class SQLiteStore(Store):
 
     async def latest_sample_ms(self) -> dict[str, int]:
         def latest(db: sqlite3.Connection) -> dict[str, int]:
-            return {r[0]: int(r[1]) for r in db.execute("SELECT device, max(t1) FROM chunks GROUP BY device")}
+            return {r[0]: int(r[1]) for r in db.execute(LATEST_SAMPLE_SQL) if r[1] is not None}
 
         return await self._run(latest)
 

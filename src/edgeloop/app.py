@@ -1,0 +1,241 @@
+"""The composition root: wires broker, ingest, storage, scoring and the HTTP API into one platform.
+
+``Platform`` is an async context manager. Entering it opens the store, loads
+the registry, starts the embedded broker (if configured), subscribes, and
+starts the background loops; leaving it stops them in reverse order. Nothing
+here does domain work; each part owns its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import uvicorn
+
+from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
+from edgeloop.broker.embedded import EmbeddedBroker
+from edgeloop.clock import Clock, SystemClock
+from edgeloop.errors import ConflictError, EdgeLoopError
+from edgeloop.ingest.mqtt import MqttSource
+from edgeloop.ingest.pipeline import IngestPipeline, Presence
+from edgeloop.ingest.validate import Limits, Validator
+from edgeloop.messages import AlertStatus, TopicKind, subscription
+from edgeloop.scoring import ScoredHook, ScoringStage
+from edgeloop.store import Registry, Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlatformConfig:
+    data_dir: Path = Path("data")
+    store_url: str | None = None  # default: SQLite in data_dir
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    embedded_broker: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: int | None = 8000  # None: no HTTP server
+    ingest_client_id: str = "edgeloop-ingest"
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{self.data_dir.resolve() / 'edgeloop.db'}"
+
+
+class RegistryService:
+    """The one way to change the asset registry: store first, then the in-memory view ingest uses."""
+
+    def __init__(self, *, store: Store, registry: Registry, validator: Validator) -> None:
+        self.store = store
+        self.registry = registry
+        self.validator = validator
+
+    async def put_tenant(self, tenant: Tenant) -> None:
+        await self.store.put_tenant(tenant)
+        self.registry.tenants[tenant.id] = tenant
+
+    async def put_site(self, site: Site) -> None:
+        self._require(self.registry.tenants, site.tenant, "tenant")
+        await self.store.put_site(site)
+        self.registry.sites[site.id] = site
+
+    async def put_line(self, line: Line) -> None:
+        self._require(self.registry.sites, line.site, "site")
+        await self.store.put_line(line)
+        self.registry.lines[line.id] = line
+
+    async def put_asset(self, asset: Asset) -> None:
+        self._require(self.registry.lines, asset.line, "line")
+        await self.store.put_asset(asset)
+        self.registry.assets[asset.id] = asset
+
+    async def put_profile(self, profile: DeviceProfile) -> None:
+        await self.store.put_profile(profile)
+        self.registry.profiles[profile.name] = profile
+        self.validator.refresh(self.registry)
+
+    async def put_device(self, device: Device) -> None:
+        self._require(self.registry.tenants, device.tenant, "tenant")
+        self._require(self.registry.assets, device.asset, "asset")
+        self._require(self.registry.profiles, device.profile, "profile")
+        if self.registry.tenant_of_asset(device.asset) != device.tenant:
+            raise ConflictError(f"asset {device.asset!r} does not belong to tenant {device.tenant!r}")
+        await self.store.put_device(device)
+        self.registry.devices[device.id] = device
+        self.validator.refresh(self.registry)
+
+    @staticmethod
+    def _require(table: dict[str, Any], key: str, kind: str) -> None:
+        if key not in table:
+            raise ConflictError(f"{kind} {key!r} does not exist; create it first")
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn inside our event loop; signals stay with the CLI, which shuts everything down in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class Platform:
+    def __init__(
+        self, config: PlatformConfig, *, clock: Clock | None = None, on_scored: ScoredHook | None = None
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.on_scored = on_scored
+        self.started_at = self.clock.monotonic()
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._failed: asyncio.Future[BaseException] | None = None
+        self.store: Store
+        self.registry: RegistryService
+        self.pipeline: IngestPipeline
+        self.scoring: ScoringStage
+        self.source: MqttSource
+        self.presence = Presence()
+        self.api_server: uvicorn.Server | None = None
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _start(self) -> None:
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self._failed = asyncio.get_running_loop().create_future()
+        self.store = await self._stack.enter_async_context(open_store(cfg.resolved_store_url))
+        registry = await self.store.load_registry()
+        validator = Validator(registry=registry, limits=cfg.limits)
+        self.registry = RegistryService(store=self.store, registry=registry, validator=validator)
+        if cfg.embedded_broker:
+            await self._stack.enter_async_context(EmbeddedBroker(host=cfg.mqtt_host, port=cfg.mqtt_port))
+        self.scoring = ScoringStage(store=self.store, on_scored=self.on_scored)
+        self.source = MqttSource(
+            host=cfg.mqtt_host, port=cfg.mqtt_port, client_id=cfg.ingest_client_id, clock=self.clock,
+            topics=[subscription(TopicKind.TELEMETRY), subscription(TopicKind.STATUS)],
+        )
+        await self._stack.enter_async_context(self.source)
+        self.pipeline = IngestPipeline(source=self.source, store=self.store, validator=validator,
+                                       downstream=self.scoring.submit, presence=self.presence, clock=self.clock)
+        self.pipeline.last_seen.update(await self.store.latest_sample_ms())
+        self._stack.push_async_callback(self._stop_tasks)
+        self._spawn(self.scoring.run(), "scoring")
+        self._spawn(self.pipeline.run(), "ingest")
+        if cfg.http_port is not None:
+            from edgeloop.api import create_app
+
+            server = _ApiServer(uvicorn.Config(create_app(self), host=cfg.http_host, port=cfg.http_port,
+                                               log_level="warning", lifespan="off", access_log=False))
+            self.api_server = server
+            self._spawn(server.serve(), "http")
+            while not server.started:
+                if self._failed.done():
+                    raise EdgeLoopError(f"HTTP server failed to start on {cfg.http_host}:{cfg.http_port}")
+                await asyncio.sleep(0.02)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._failed is None or self._failed.done():
+            return
+        exc = task.exception()
+        self._failed.set_result(exc or EdgeLoopError(f"background task {task.get_name()} stopped"))
+
+    async def _stop_tasks(self) -> None:
+        if self.api_server is not None:
+            self.api_server.should_exit = True
+        for task in reversed(self._tasks):
+            if task.get_name() == "http":
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(task), 5)
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+
+    async def wait_failed(self) -> BaseException:
+        """Wait until a background loop dies (it should not); returns its exception."""
+        assert self._failed is not None
+        return await self._failed
+
+    # -- views for the API and CLI --------------------------------------------------------------
+    @property
+    def http_url(self) -> str | None:
+        port = self.config.http_port
+        return None if port is None else f"http://{self.config.http_host}:{port}"
+
+    async def idle(self, timeout_s: float = 30.0) -> bool:
+        """Wait until everything received so far is stored and scored."""
+        deadline = self.clock.monotonic() + timeout_s
+        while self.clock.monotonic() < deadline:
+            if self.source.depth == 0 and self.scoring.queue.empty() and not self.scoring.busy:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def snapshot(self) -> dict[str, Any]:
+        ing, sc, src = self.pipeline.stats, self.scoring.stats, self.source.stats
+        now = self.clock.monotonic()
+        open_alerts = await self.store.list_alerts(status=AlertStatus.OPEN, limit=10_000)
+        return {
+            "now_ms": self.scoring.latest_ms or self.clock.now_ms(),
+            "devices_total": len(self.registry.registry.devices),
+            "devices_online": self.presence.count(),
+            "readings_per_s": round(ing.samples_rate.rate(now), 1),
+            "messages_per_s": round(ing.messages_rate.rate(now), 1),
+            "alerts_open": len(open_alerts),
+            "uptime_s": round(now - self.started_at, 1),
+            "ingest": {
+                "received": ing.received, "stored_messages": ing.stored_messages,
+                "stored_samples": ing.stored_samples, "duplicates": ing.duplicates,
+                "dead_letters": ing.dead_letters, "dead_letters_by_code": dict(ing.dead_by_code),
+                "store_retries": ing.store_retries, "batches": ing.batches,
+                "queue_depth": self.source.depth,
+                "queue_capacity": src.capacity, "mqtt_connected": src.connected, "mqtt_connects": src.connects,
+            },
+            "scoring": {
+                "scored_messages": sc.scored_messages, "scored_samples": sc.scored_samples,
+                "late_messages": sc.late_messages, "findings": sc.findings, "alerts_raised": sc.alerts_raised,
+                "queue_depth": self.scoring.queue.qsize(), "queue_capacity": sc.capacity,
+            },
+        }

@@ -1,0 +1,117 @@
+"""``edgeloop up``: the embedded platform with a simulated fleet and a live status line.
+
+On first start in a data directory the simulator replays ``history_hours`` of
+fleet life at accelerated speed (so there is something to see at once, faults
+included), then keeps pace with the wall clock. The fleet's seed and start
+time are kept in ``sim.json``; on the next start the fleet resumes where the
+stored data ends, so nothing is published twice and no gap appears beyond the
+time the platform was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+from rich.console import Console
+
+from edgeloop.app import Platform, PlatformConfig
+from edgeloop.clock import SystemClock
+from edgeloop.errors import ConfigError
+from edgeloop.sim.fleet import Fleet
+from edgeloop.sim.publisher import FleetPublisher
+from edgeloop.sim.register import register_fleet
+
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimSettings:
+    devices: int = 20
+    faulty: int = 3
+    seed: int = 1
+    history_hours: float = 6.0
+    duration_hours: float = 8.0  # the fault schedule spans this much simulated time from the start
+    tenant: str = "demo"
+
+
+class _SimState(msgspec.Struct):
+    devices: int
+    faulty: int
+    seed: int
+    start_ms: int
+    duration_ms: int
+    tenant: str
+
+
+def _load_state(path: Path, sim: SimSettings, now_ms: int) -> _SimState:
+    if path.exists():
+        state = msgspec.json.decode(path.read_bytes(), type=_SimState)
+        if (state.devices, state.faulty, state.seed) != (sim.devices, sim.faulty, sim.seed):
+            raise ConfigError(
+                f"{path.parent} holds a fleet of {state.devices} devices ({state.faulty} faulty, seed {state.seed}); "
+                f"start with those settings or use another --data-dir")
+        return state
+    start = (now_ms - int(sim.history_hours * HOUR_MS)) // 60_000 * 60_000
+    state = _SimState(devices=sim.devices, faulty=sim.faulty, seed=sim.seed, start_ms=start,
+                      duration_ms=int(sim.duration_hours * HOUR_MS), tenant=sim.tenant)
+    path.write_bytes(msgspec.json.encode(state))
+    return state
+
+
+async def run_embedded(cfg: PlatformConfig, sim: SimSettings, *, console: Console) -> None:
+    clock = SystemClock()
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    async with Platform(cfg, clock=clock) as platform:
+        console.print(f"[bold green]EdgeLoop is up[/bold green]  dashboard [link]{platform.http_url}/[/link]  "
+                      f"API docs {platform.http_url}/docs  MQTT {cfg.mqtt_host}:{cfg.mqtt_port}  "
+                      f"data {cfg.data_dir.resolve()} ({platform.store.backend})")
+        console.print("Ctrl-C stops; the next start finds the data again.")
+        async with contextlib.AsyncExitStack() as stack:
+            if sim.devices > 0:
+                state = _load_state(cfg.data_dir / "sim.json", sim, clock.now_ms())
+                fleet = Fleet(devices=state.devices, faulty=state.faulty, seed=state.seed, start_ms=state.start_ms,
+                              duration_ms=state.duration_ms)
+                await register_fleet(platform.registry, fleet, tenant=state.tenant)
+                pub = await stack.enter_async_context(FleetPublisher(
+                    fleet=fleet, host=cfg.mqtt_host, port=cfg.mqtt_port, tenant=state.tenant,
+                    samples_per_message=60))
+                resume = max((platform.pipeline.last_seen.get(d.device_id, 0) for d in fleet.devices), default=0)
+                pub.skip_to(resume)
+                behind_h = (clock.now_ms() - fleet.now_ms) / HOUR_MS
+                if behind_h > 0.01:
+                    console.print(f"replaying {behind_h:.1f} h of simulated fleet history at full speed...")
+                await pub.run_until(clock.now_ms())
+                pub.samples_per_message = 1
+                live = asyncio.create_task(pub.run_realtime(), name="simulator")
+                stack.callback(live.cancel)
+            status = asyncio.create_task(_status_line(platform, console), name="status")
+            stack.callback(status.cancel)
+            exc = await platform.wait_failed()
+            raise exc
+
+
+async def _status_line(platform: Platform, console: Console) -> None:
+    interactive = console.is_terminal
+    last_print = 0.0
+    while True:
+        snap = await platform.snapshot()
+        sim_time = datetime.fromtimestamp(snap["now_ms"] / 1000, UTC).strftime("%H:%M:%S")
+        line = (f"{snap['devices_online']}/{snap['devices_total']} devices online · "
+                f"{snap['readings_per_s']:.0f} readings/s · {snap['alerts_open']} alerts open · "
+                f"{snap['ingest']['dead_letters']} dead letters · sample time {sim_time} UTC")
+        now = asyncio.get_running_loop().time()
+        if interactive:
+            console.file.write("\r\x1b[2K" + line)
+            console.file.flush()
+        elif now - last_print >= 10:
+            console.print(line)
+            last_print = now
+        await asyncio.sleep(1)
+
+
+__all__ = ["SimSettings", "run_embedded"]

@@ -1,0 +1,160 @@
+"""The platform's MQTT subscription: a persistent session whose messages are acknowledged only after commit.
+
+paho-mqtt runs its network loop in its own thread and appends each message to a
+bounded buffer; the asyncio side takes batches. Messages are QoS 1 and
+``manual_ack=True``: the broker keeps a message until the pipeline has stored
+it (or dead-lettered it) and calls :meth:`MqttSource.ack`. If the process dies
+first, the broker redelivers to the same persistent session on reconnect, and
+(device, seq) deduplication in the store makes the redelivery harmless.
+
+When the buffer is full the network thread waits, the socket stops being read,
+and the broker queues for us: backpressure instead of loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edgeloop.clock import Clock, SystemClock
+from edgeloop.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Inbound:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    received_ms: int
+
+
+@dataclass(slots=True)
+class SourceStats:
+    received: int = 0
+    connected: bool = False
+    connects: int = 0
+    disconnects: int = 0
+    depth: int = 0
+    capacity: int = 0
+
+
+class MqttSource:
+    """An async context manager yielding batches of inbound messages from ``topics``."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        topics: Sequence[str],
+        client_id: str = "edgeloop-ingest",
+        capacity: int = 50_000,
+        clock: Clock | None = None,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self.host, self.port, self.topics = host, port, tuple(topics)
+        self.client_id = client_id
+        self.capacity = capacity
+        self.clock = clock or SystemClock()
+        self.connect_timeout_s = connect_timeout_s
+        self.stats = SourceStats(capacity=capacity)
+        self._buf: collections.deque[Inbound] = collections.deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = asyncio.Event()
+        self._waiting = False
+        self._connected = threading.Event()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.reconnect_delay_set(min_delay=1, max_delay=5)
+
+    # -- paho thread ----------------------------------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.warning("MQTT connect to %s:%s refused: %s", self.host, self.port, reason)
+            return
+        self.stats.connected = True
+        self.stats.connects += 1
+        client.subscribe([(t, 1) for t in self.topics])
+        self._connected.set()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self.stats.connected = False
+        self.stats.disconnects += 1
+        if not self._closing:
+            log.warning("MQTT connection to %s:%s lost (%s); reconnecting", self.host, self.port, reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        item = Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self.clock.now_ms())
+        with self._cond:
+            while len(self._buf) >= self.capacity and not self._closing:
+                self._cond.wait(0.5)
+            self._buf.append(item)
+            self.stats.received += 1
+            wake = self._waiting
+            self._waiting = False
+        if wake and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._ready.set)
+
+    # -- asyncio side ---------------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._client.connect(self.host, self.port, keepalive=30)
+        except OSError as exc:
+            raise BrokerError(f"cannot reach the MQTT broker at {self.host}:{self.port}: {exc}") from exc
+        self._client.loop_start()
+        if not await asyncio.to_thread(self._connected.wait, self.connect_timeout_s):
+            self._client.loop_stop()
+            raise BrokerError(f"the MQTT broker at {self.host}:{self.port} did not accept {self.client_id!r}")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+
+    async def batch(self, max_items: int = 5000) -> list[Inbound]:
+        """The messages waiting now (at least one; waits for the first), oldest first."""
+        while True:
+            with self._cond:
+                if self._buf:
+                    n = min(max_items, len(self._buf))
+                    out = [self._buf.popleft() for _ in range(n)]
+                    self._cond.notify_all()
+                    return out
+                self._ready.clear()
+                self._waiting = True
+            await self._ready.wait()
+
+    def ack(self, items: Sequence[Inbound]) -> None:
+        """Tell the broker these messages are safely handled; it will not send them again."""
+        for item in items:
+            if item.qos > 0:
+                self._client.ack(item.mid, item.qos)
+
+    @property
+    def depth(self) -> int:
+        return len(self._buf)

@@ -1,0 +1,138 @@
+"""Decode and validate one inbound payload: a telemetry chunk, or a dead letter saying why not.
+
+Pure code: the registry and the time are passed in. Every refusal has a
+stable ``code`` (for counting and alerting) and a human ``detail``.
+
+Codes: ``oversized``, ``bad_topic``, ``not_json``, ``bad_schema``,
+``unsupported_version``, ``unknown_device``, ``wrong_tenant``,
+``topic_mismatch``, ``unknown_channel``, ``non_finite``, ``duplicate_timestamp``,
+``ts_future``, ``ts_past``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+
+from edgeloop.messages import SCHEMA_VERSION, Telemetry, TopicKind, decode_telemetry, parse_topic
+from edgeloop.store.base import DeadLetter, Registry, TelemetryChunk
+
+_Reject = Callable[[str, str, str | None, str | None], DeadLetter]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_payload_bytes: int = 256 * 1024
+    max_future_ms: int = 5 * 60_000  # clock skew allowed ahead of the platform
+    max_past_ms: int = 30 * 24 * 3_600_000  # how old buffered data may be when it finally arrives
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    """What ingest needs to know about a registered device."""
+
+    tenant: str
+    asset: str
+    channels: tuple[str, ...]
+    index: dict[str, int]
+
+
+class Validator:
+    """Turns (topic, payload) into a ``TelemetryChunk`` in the profile's channel order, or a ``DeadLetter``."""
+
+    def __init__(self, *, registry: Registry, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self._devices: dict[str, DeviceView] = {}
+        self.refresh(registry)
+
+    def refresh(self, registry: Registry) -> None:
+        """Rebuild the device lookup after the registry changed."""
+        views: dict[str, DeviceView] = {}
+        for dev in registry.devices.values():
+            profile = registry.profiles.get(dev.profile)
+            if profile is None:
+                continue
+            names = profile.channel_names()
+            views[dev.id] = DeviceView(dev.tenant, dev.asset, names, {n: i for i, n in enumerate(names)})
+        self._devices = views
+
+    def device(self, device_id: str) -> DeviceView | None:
+        return self._devices.get(device_id)
+
+    def check(self, topic: str, payload: bytes, now_ms: int) -> TelemetryChunk | DeadLetter:
+        def reject(code: str, detail: str, device: str | None, tenant: str | None) -> DeadLetter:
+            return DeadLetter.of(received_ms=now_ms, topic=topic[:256], code=code, detail=detail, raw=payload,
+                                 device=device, tenant=tenant)
+
+        parsed = parse_topic(topic)
+        if parsed is None or parsed[2] != TopicKind.TELEMETRY:
+            return reject("bad_topic", f"not a telemetry topic: {topic[:200]!r}", None, None)
+        tenant, topic_device, _ = parsed
+        known = topic_device if topic_device in self._devices else None
+        if len(payload) > self.limits.max_payload_bytes:
+            return reject("oversized", f"{len(payload)} bytes > limit {self.limits.max_payload_bytes}",
+                          known, tenant)
+        try:
+            msg = decode_telemetry(payload)
+        except msgspec.ValidationError as exc:
+            return reject(_schema_or_version(payload, exc), str(exc), known, tenant)
+        except msgspec.DecodeError as exc:
+            return reject("not_json", str(exc), known, tenant)
+        if msg.v != SCHEMA_VERSION:
+            return reject("unsupported_version", f"schema v{msg.v}; this platform speaks v{SCHEMA_VERSION}",
+                          known, tenant)
+        if msg.device != topic_device:
+            return reject("topic_mismatch", f"payload device {msg.device!r} published on {topic_device!r}'s topic",
+                          known, tenant)
+        view = self._devices.get(msg.device)
+        if view is None:
+            return reject("unknown_device", f"device {msg.device!r} is not registered", None, tenant)
+        if view.tenant != tenant:
+            return reject("wrong_tenant", f"device {msg.device!r} belongs to another tenant", msg.device, tenant)
+        return self._columns(msg, view, now_ms, reject)
+
+    def _columns(self, msg: Telemetry, view: DeviceView, now_ms: int, reject: _Reject) -> TelemetryChunk | DeadLetter:
+        n, width = len(msg.samples), len(view.channels)
+        ts = np.empty(n, dtype=np.int64)
+        values = np.full((n, width), np.nan)
+        index = view.index
+        for i, sample in enumerate(msg.samples):
+            ts[i] = sample.ts
+            row = values[i]
+            for name, value in sample.values.items():
+                j = index.get(name)
+                if j is None:
+                    return reject("unknown_channel", f"channel {name!r} is not in the device profile "
+                                  f"({', '.join(view.channels)})", msg.device, view.tenant)
+                if value is not None:
+                    row[j] = value
+        if np.isinf(values).any():
+            return reject("non_finite", "a value is infinite", msg.device, view.tenant)
+        if n > 1:
+            order = np.argsort(ts, kind="stable")
+            ts, values = ts[order], values[order]
+            if (np.diff(ts) == 0).any():
+                return reject("duplicate_timestamp", "two samples in one message share a timestamp",
+                              msg.device, view.tenant)
+        if int(ts[-1]) > now_ms + self.limits.max_future_ms:
+            return reject("ts_future", f"sample at {int(ts[-1])} is {(int(ts[-1]) - now_ms) / 1000:.0f} s ahead "
+                          "of the platform clock", msg.device, view.tenant)
+        if int(ts[0]) < now_ms - self.limits.max_past_ms:
+            return reject("ts_past", f"sample at {int(ts[0])} is older than the "
+                          f"{self.limits.max_past_ms // 86_400_000}-day limit", msg.device, view.tenant)
+        return TelemetryChunk(device=msg.device, seq=msg.seq, channels=view.channels, ts=ts, values=values,
+                              received_ms=now_ms, tenant=view.tenant, asset=view.asset)
+
+
+def _schema_or_version(payload: bytes, exc: msgspec.ValidationError) -> str:
+    """A schema error may really be a message from a newer schema version; say so when it is."""
+    try:
+        doc = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        return "bad_schema"
+    if isinstance(doc, dict) and doc.get("v", SCHEMA_VERSION) != SCHEMA_VERSION:
+        return "unsupported_version"
+    return "bad_schema"
