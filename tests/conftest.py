@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -58,3 +66,66 @@ def mosquitto(tmp_path: Path) -> Iterator[int]:
     port = free_port()
     with start_mosquitto(port=port, workdir=tmp_path / "mosquitto"):
         yield port
+
+
+@dataclass
+class LivePlatform:
+    """``edgeloop up`` running as a real process, exactly as a user starts it."""
+
+    base_url: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.base_url + path, timeout=10) as resp:
+            return json.load(resp)
+
+    def wait_for_alert(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.get("/api/v1/alerts?status=open"):
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"no open alert within {timeout_s} s")
+
+
+def start_up_process(data_dir: Path, *, devices: int = 6, faulty: int = 2, seed: int = 3) -> LivePlatform:
+    port, mqtt_port = free_port(), free_port()
+    log = data_dir.parent / f"{data_dir.name}.log"
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeloop", "up", "--devices", str(devices), "--faulty", str(faulty), "--seed",
+             str(seed), "--data-dir", str(data_dir), "--port", str(port), "--mqtt-port", str(mqtt_port)],
+            stdout=out, stderr=subprocess.STDOUT)
+    live = LivePlatform(base_url=f"http://127.0.0.1:{port}", data_dir=data_dir, process=proc)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"edgeloop up exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if live.get("/api/v1/health")["status"] == "ok":
+                return live
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("edgeloop up did not serve its API within 60 s")
+
+
+def stop_up_process(live: LivePlatform) -> int:
+    """Ctrl-C, as a user would; returns the exit code."""
+    live.process.send_signal(signal.SIGINT)
+    try:
+        return live.process.wait(30)
+    except subprocess.TimeoutExpired:
+        live.process.kill()
+        live.process.wait()
+        raise
+
+
+@pytest.fixture(scope="session")
+def live_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePlatform]:
+    live = start_up_process(tmp_path_factory.mktemp("live") / "data")
+    try:
+        yield live
+    finally:
+        stop_up_process(live)

@@ -147,6 +147,8 @@ class Platform:
         self.source = MqttSource(
             host=cfg.mqtt_host, port=cfg.mqtt_port, client_id=cfg.ingest_client_id, clock=self.clock,
             topics=[subscription(TopicKind.TELEMETRY), subscription(TopicKind.STATUS)],
+            ack="on_receipt" if cfg.embedded_broker else "after_commit",
+            capacity=1_000_000 if cfg.embedded_broker else 50_000,
         )
         await self._stack.enter_async_context(self.source)
         self.pipeline = IngestPipeline(source=self.source, store=self.store, validator=validator,

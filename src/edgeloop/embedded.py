@@ -79,7 +79,7 @@ async def run_embedded(cfg: PlatformConfig, sim: SimSettings, *, console: Consol
                 await register_fleet(platform.registry, fleet, tenant=state.tenant)
                 pub = await stack.enter_async_context(FleetPublisher(
                     fleet=fleet, host=cfg.mqtt_host, port=cfg.mqtt_port, tenant=state.tenant,
-                    samples_per_message=60))
+                    samples_per_message=60, wait_handled=platform.pipeline.wait_handled))
                 resume = max((platform.pipeline.last_seen.get(d.device_id, 0) for d in fleet.devices), default=0)
                 pub.skip_to(resume)
                 behind_h = (clock.now_ms() - fleet.now_ms) / HOUR_MS

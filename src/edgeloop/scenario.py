@@ -105,7 +105,8 @@ async def _drive(cfg: ScenarioConfig, platform: Platform, clock: Clock, report: 
     await register_fleet(platform.registry, fleet, tenant=cfg.tenant)
     started = clock.monotonic()
     async with FleetPublisher(fleet=fleet, host=cfg.mqtt_host, port=platform.config.mqtt_port, tenant=cfg.tenant,
-                              samples_per_message=cfg.samples_per_message) as pub:
+                              samples_per_message=cfg.samples_per_message,
+                              wait_handled=platform.pipeline.wait_handled) as pub:
         step = 10 * 60_000
         while fleet.now_ms < end:
             await pub.run_until(min(end, fleet.now_ms + step), step_ms=step)

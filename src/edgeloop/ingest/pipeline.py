@@ -105,6 +105,7 @@ class IngestPipeline:
         self.max_batch = max_batch
         self.stats = IngestStats()
         self.last_seen: dict[str, int] = {}  # newest stored sample time per device
+        self._progress = asyncio.Condition()
 
     async def run(self) -> None:
         """Process batches until cancelled."""
@@ -132,6 +133,17 @@ class IngestPipeline:
         s.messages_rate.add(now, len(accepted))
         if accepted and self.downstream is not None:
             await self.downstream(accepted)
+        async with self._progress:
+            self._progress.notify_all()
+
+    def handled(self) -> int:
+        """Messages finished with: stored, dropped as duplicates, or dead-lettered."""
+        return self.stats.stored_messages + self.stats.duplicates + self.stats.dead_letters
+
+    async def wait_handled(self, n: int) -> None:
+        """Wait until at least ``n`` messages have been handled."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.handled() >= n)
 
     def _sort(self, batch: list[Inbound]) -> tuple[list[TelemetryChunk], list[DeadLetter]]:
         chunks: list[TelemetryChunk] = []

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -137,6 +137,8 @@ class FleetPublisher:
         period_ms: int = 1000,
         max_unacked: int = 200,
         clock: Clock | None = None,
+        wait_handled: Callable[[int], Awaitable[None]] | None = None,
+        max_ahead: int = 2000,
     ) -> None:
         self.fleet = fleet
         self.tenant = tenant
@@ -144,6 +146,8 @@ class FleetPublisher:
         self.period_ms = period_ms
         self.clock = clock or SystemClock()
         self.stats = PublishStats()
+        self.wait_handled = wait_handled
+        self.max_ahead = max_ahead
         self.published_by_device: dict[str, int] = {d.device_id: 0 for d in fleet.devices}
         self._clients = {
             d.device_id: _DeviceClient(device=d.device_id, tenant=tenant, host=host, port=port,
@@ -166,8 +170,14 @@ class FleetPublisher:
         if sim_ms > self.fleet.now_ms:
             self.fleet.advance(sim_ms)
 
+    async def _pace(self) -> None:
+        """In accelerated replay, stay at most ``max_ahead`` messages ahead of what the platform has handled."""
+        if self.wait_handled is not None and self.stats.messages > self.max_ahead:
+            await self.wait_handled(self.stats.messages - self.max_ahead)
+
     async def publish_chunks(self, chunks: Sequence[DeviceChunk]) -> None:
         for chunk in chunks:
+            await self._pace()
             client = self._clients[chunk.device_id]
             messages = chunk_messages(chunk, self.samples_per_message, self.period_ms)
             for message in messages:

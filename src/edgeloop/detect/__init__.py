@@ -1,0 +1,10 @@
+"""Detectors: pure functions of telemetry (no I/O) that turn samples into findings.
+
+The public front is :class:`AssetDetector` (``robust-mv-v1``), its
+:class:`DetectorConfig`, and the :class:`Finding` it returns.
+"""
+
+from edgeloop.detect.finding import Finding, FindingKind
+from edgeloop.detect.robust import AssetDetector, DetectorConfig
+
+__all__ = ["AssetDetector", "DetectorConfig", "Finding", "FindingKind"]

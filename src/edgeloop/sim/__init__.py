@@ -1,0 +1,5 @@
+"""Fleet simulator: deterministic pumps and motors with injected faults and ground truth."""
+
+from edgeloop.sim.fleet import CHANNELS, DeviceChunk, FaultKind, FaultSpec, Fleet, SimDevice
+
+__all__ = ["CHANNELS", "DeviceChunk", "FaultKind", "FaultSpec", "Fleet", "SimDevice"]

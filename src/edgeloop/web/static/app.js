@@ -1,0 +1,1240 @@
+// EdgeLoop operator dashboard: one static page, hash routing, no build step.
+//
+// Pages:  #/                    fleet overview (assets + live KPIs)
+//         #/asset/{assetId}     live telemetry charts and the asset's alerts
+//         #/alerts[?status=..]  alert list with acknowledge / resolve
+//
+// Rules kept throughout: API strings only ever reach the DOM through textContent or
+// attribute values (never innerHTML); "now" is the fleet's sample time from
+// /api/v1/stats, never the browser clock; views keep their last data on errors and a
+// banner says the API is unreachable, so the screen is never blank.
+
+const API = "/api/v1";
+const STATS_EVERY_MS = 2000;
+const FLEET_EVERY_MS = 2000;
+const ASSET_EVERY_MS = 3000;
+const ALERTS_EVERY_MS = 3000;
+const REQUEST_TIMEOUT_MS = 10000;
+const OPERATOR_KEY = "edgeloop.operator";
+
+const RANGES = [
+  { key: "30m", label: "30 min", ms: 30 * 60_000 },
+  { key: "6h", label: "6 h", ms: 6 * 3600_000 },
+  { key: "24h", label: "24 h", ms: 24 * 3600_000 },
+  { key: "7d", label: "7 d", ms: 7 * 24 * 3600_000 },
+];
+
+const ALERT_STATUSES = ["open", "acknowledged", "resolved"];
+const SEVERITY_RANK = { critical: 3, warning: 2, info: 1 };
+const ASSET_STATUS_RANK = { alert: 0, offline: 1, ok: 2 };
+const PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563"];
+
+// ---------------------------------------------------------------------------
+// DOM helpers (no innerHTML anywhere)
+
+/**
+ * h("div", {class: "x", dataset: {a: 1}, onclick: fn, text: "..."}, child, ...)
+ * Strings become text nodes; null/false children are skipped.
+ */
+function h(tag, props, ...children) {
+  const el = document.createElement(tag);
+  if (props) {
+    for (const [k, v] of Object.entries(props)) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === "class") el.className = v;
+      else if (k === "text") el.textContent = String(v);
+      else if (k === "dataset") for (const [dk, dv] of Object.entries(v)) el.dataset[dk] = String(dv);
+      else if (k === "style") el.style.cssText = v;
+      else if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v === true ? "" : String(v));
+    }
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function setText(el, text) {
+  const t = String(text);
+  if (el.textContent !== t) el.textContent = t;
+}
+
+function $(sel, root = document) {
+  return root.querySelector(sel);
+}
+
+// ---------------------------------------------------------------------------
+// Formatting
+
+const pad = (n, w = 2) => String(n).padStart(w, "0");
+
+/** Sample time as local "YYYY-MM-DD HH:MM:SS". */
+function fmtTime(ms) {
+  if (ms === null || ms === undefined || !Number.isFinite(ms)) return "—";
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+/** Value for a <time datetime> attribute; undefined (attribute omitted) if not a valid time. */
+function isoAttr(ms) {
+  return Number.isFinite(ms) ? new Date(ms).toISOString() : undefined;
+}
+
+function fmtClock(ms) {
+  if (!Number.isFinite(ms)) return "—";
+  const d = new Date(ms);
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+function fmtDuration(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min`;
+  const hr = Math.floor(m / 60);
+  if (hr < 48) return `${hr} h ${pad(m % 60)} min`;
+  return `${Math.floor(hr / 24)} d ${hr % 24} h`;
+}
+
+/** "12 s ago" relative to the fleet's sample time (falls back to the absolute time). */
+function fmtAgo(ms) {
+  if (ms === null || ms === undefined) return "never";
+  const now = sampleNow();
+  if (now === null) return fmtTime(ms);
+  const diff = now - ms;
+  if (diff < 1500) return "just now";
+  return `${fmtDuration(diff)} ago`;
+}
+
+function fmtNumber(x, digits = 0) {
+  if (x === null || x === undefined || !Number.isFinite(x)) return "—";
+  return x.toLocaleString(undefined, { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+function fmtRate(x) {
+  if (!Number.isFinite(x)) return "—";
+  return fmtNumber(x, x < 100 ? 1 : 0);
+}
+
+function fmtValue(v) {
+  if (v === null || v === undefined || !Number.isFinite(v)) return "—";
+  const a = Math.abs(v);
+  const digits = a >= 1000 ? 0 : a >= 100 ? 1 : a >= 10 ? 2 : 3;
+  return v.toFixed(digits);
+}
+
+const UNIT_LABELS = { degC: "°C", degF: "°F", degc: "°C", m3: "m³", "m3/h": "m³/h", "m/s2": "m/s²", "m/s^2": "m/s²", pct: "%" };
+
+/** Display form of a unit as sent by the API (e.g. "degC" -> "°C"). */
+function unitLabel(u) {
+  return UNIT_LABELS[u] ?? u ?? "";
+}
+
+function humanize(s) {
+  return String(s ?? "").replace(/_/g, " ");
+}
+
+// ---------------------------------------------------------------------------
+// API access + connection banner
+
+class ApiError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+  }
+}
+
+const connection = {
+  failing: false,
+  lastOk: null,
+  ok() {
+    this.lastOk = Date.now();
+    if (!this.failing) return;
+    this.failing = false;
+    $("#banner").hidden = true;
+    document.body.classList.remove("is-stale");
+  },
+  fail(title, text) {
+    this.failing = true;
+    setText($("#banner-title"), title);
+    const since = this.lastOk ? ` Last successful update at ${fmtClock(this.lastOk)} (browser time).` : "";
+    setText($("#banner-text"), `${text} Showing the last known data and retrying automatically.${since}`);
+    $("#banner").hidden = false;
+    document.body.classList.add("is-stale");
+  },
+};
+
+function detailText(data, fallback) {
+  const d = data && data.detail;
+  if (typeof d === "string") return d;
+  if (Array.isArray(d)) return d.map((x) => (x && x.msg) || JSON.stringify(x)).join("; ");
+  if (d) return JSON.stringify(d);
+  return fallback;
+}
+
+/** fetch JSON from the API; aborts with the view's signal; reports reachability. */
+async function api(path, { method = "GET", body, signal } = {}) {
+  const ctrl = new AbortController();
+  const onAbort = () => ctrl.abort();
+  if (signal) {
+    if (signal.aborted) ctrl.abort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  }
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    ctrl.abort();
+  }, REQUEST_TIMEOUT_MS);
+  try {
+    let res;
+    try {
+      res = await fetch(API + path, {
+        method,
+        headers: body === undefined ? { Accept: "application/json" } : { Accept: "application/json", "Content-Type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: ctrl.signal,
+        cache: "no-store",
+      });
+    } catch (err) {
+      if (signal && signal.aborted) throw err; // navigation away: silent
+      const why = timedOut ? `No answer within ${REQUEST_TIMEOUT_MS / 1000} s.` : "The server did not respond.";
+      connection.fail("API unreachable.", why);
+      throw new ApiError(timedOut ? "request timed out" : "API unreachable", 0);
+    }
+    const raw = await res.text();
+    let data = null;
+    try {
+      data = raw ? JSON.parse(raw) : null;
+    } catch {
+      data = null;
+    }
+    if (!res.ok) {
+      const msg = detailText(data, `${res.status} ${res.statusText || "error"}`);
+      if (res.status >= 500) connection.fail(`API error ${res.status}.`, `${msg}.`);
+      else connection.ok();
+      throw new ApiError(msg, res.status);
+    }
+    connection.ok();
+    return data;
+  } finally {
+    clearTimeout(timer);
+    if (signal) signal.removeEventListener("abort", onAbort);
+  }
+}
+
+const isAbort = (err) => err && err.name === "AbortError";
+
+/**
+ * Run fn now and then every `every` ms (timer re-armed after each run, so runs never
+ * overlap) until signal aborts. Returns {kick()} to refresh immediately.
+ */
+function poll(fn, every, signal) {
+  let timer = null;
+  let running = false;
+  let again = false;
+  const run = async () => {
+    if (signal.aborted) return;
+    clearTimeout(timer);
+    running = true;
+    try {
+      await fn();
+    } catch (err) {
+      if (!isAbort(err) && !(err instanceof ApiError)) console.error(err);
+    } finally {
+      running = false;
+    }
+    if (signal.aborted) return;
+    if (again) {
+      again = false;
+      run();
+      return;
+    }
+    timer = setTimeout(run, typeof every === "function" ? every() : every);
+  };
+  signal.addEventListener("abort", () => clearTimeout(timer), { once: true });
+  run();
+  return {
+    kick() {
+      if (running) again = true;
+      else run();
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Shared state
+
+const state = {
+  stats: null,
+  assets: new Map(), // id -> asset (last fetched list)
+};
+
+function sampleNow() {
+  return state.stats ? state.stats.now_ms : null;
+}
+
+async function ensureStats(signal) {
+  if (!state.stats) await refreshStats(signal);
+  return state.stats.now_ms;
+}
+
+function rememberAssets(list) {
+  state.assets = new Map(list.map((a) => [a.id, a]));
+}
+
+// ---------------------------------------------------------------------------
+// Operator name (recorded on acknowledge / resolve)
+
+function storedOperator() {
+  try {
+    return localStorage.getItem(OPERATOR_KEY);
+  } catch {
+    return null;
+  }
+}
+
+function askOperator(current) {
+  const answer = window.prompt("Your name (recorded when you acknowledge or resolve alerts):", current || "operator");
+  if (answer === null) return null;
+  const name = answer.trim().slice(0, 64) || "operator";
+  try {
+    localStorage.setItem(OPERATOR_KEY, name);
+  } catch {
+    /* storage unavailable: use for this action only */
+  }
+  renderOperator(name);
+  return name;
+}
+
+/** The operator's name; asks once (default "operator"); null if the user cancels. */
+function operatorName() {
+  return storedOperator() || askOperator(null);
+}
+
+function renderOperator(name = storedOperator()) {
+  setText($("#operator-name"), name || "Set name");
+}
+
+// ---------------------------------------------------------------------------
+// Toasts
+
+function toast(message, kind = "info") {
+  const el = h("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" }, message);
+  $("#toasts").append(el);
+  setTimeout(() => el.classList.add("toast-out"), 3500);
+  setTimeout(() => el.remove(), 4000);
+}
+
+// ---------------------------------------------------------------------------
+// Header KPIs (all pages)
+
+function setKpi(testid, value, sub, level) {
+  const card = $(`[data-testid="${testid}"]`);
+  setText($("[data-value]", card), value);
+  setText($("[data-sub]", card), sub || "");
+  card.dataset.level = level || "";
+}
+
+async function refreshStats(signal) {
+  const s = await api("/stats", { signal });
+  state.stats = s;
+  const online = s.devices_online ?? 0;
+  const total = s.devices_total ?? 0;
+  setKpi("kpi-devices", `${fmtNumber(online)} / ${fmtNumber(total)}`,
+    total === 0 ? "no devices yet" : online === total ? "all online" : `${fmtNumber(total - online)} offline`,
+    total > 0 && online < total ? "warn" : "ok");
+  const ing = s.ingest || {};
+  setKpi("kpi-rate", fmtRate(s.readings_per_s), `${fmtNumber(ing.stored_samples)} samples stored`, "");
+  setKpi("kpi-alerts", fmtNumber(s.alerts_open), s.alerts_open ? "need attention" : "all quiet", s.alerts_open ? "bad" : "ok");
+  const dl = ing.dead_letters ?? 0;
+  setKpi("kpi-dead-letters", fmtNumber(dl), `${fmtNumber(ing.duplicates)} duplicates dropped`, dl > 0 ? "warn" : "ok");
+  const depth = ing.queue_depth ?? 0;
+  const cap = ing.queue_capacity || 0;
+  const fill = cap ? depth / cap : 0;
+  setKpi("kpi-queue", fmtNumber(depth), cap ? `${fmtNumber(fill * 100, fill < 0.1 ? 1 : 0)} % of ${fmtNumber(cap)}` : "",
+    fill >= 0.8 ? "bad" : fill >= 0.5 ? "warn" : "");
+  const now = $("#sample-now");
+  setText(now, fmtTime(s.now_ms));
+  if (isoAttr(s.now_ms)) now.setAttribute("datetime", isoAttr(s.now_ms));
+  const badge = $("#nav-alert-count");
+  badge.hidden = !s.alerts_open;
+  setText(badge, s.alerts_open > 99 ? "99+" : String(s.alerts_open || 0));
+  setText($("#footer-uptime"), Number.isFinite(s.uptime_s) ? `Platform up ${fmtDuration(s.uptime_s * 1000)}` : "");
+  document.dispatchEvent(new CustomEvent("edgeloop:stats"));
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// Small shared widgets
+
+function badge(status, text, extraClass = "") {
+  return h("span", { class: `badge badge-${status} ${extraClass}`.trim() }, h("span", { class: "dot", "aria-hidden": "true" }), text ?? status);
+}
+
+function stateBox(kind, title, detail) {
+  return h("div", { class: `state state-${kind}` }, h("strong", null, title), detail ? h("span", null, detail) : null);
+}
+
+function segmented(label, options, active, onSelect) {
+  return h("div", { class: "segmented", role: "group", "aria-label": label },
+    options.map((o) => h("button", {
+      type: "button",
+      class: o.key === active ? "is-active" : "",
+      "aria-pressed": o.key === active ? "true" : "false",
+      dataset: { key: o.key },
+      onclick: () => onSelect(o.key),
+    }, o.label)));
+}
+
+function assetLabel(id) {
+  const a = state.assets.get(id);
+  return a && a.name ? a.name : id;
+}
+
+// ---------------------------------------------------------------------------
+// Alert cards (alerts page and asset page)
+
+function explanationBars(expl) {
+  const entries = Object.entries(expl || {})
+    .filter(([, v]) => Number.isFinite(v))
+    .sort((a, b) => b[1] - a[1]);
+  if (!entries.length) return h("div", { class: "expl expl-empty", dataset: { testid: "explanation" } }, "No channel attribution");
+  const top = entries.slice(0, 4);
+  const rest = entries.length - top.length;
+  return h("div", { class: "expl", "aria-label": "Explanation: channel shares", dataset: { testid: "explanation" } },
+    top.map(([ch, share]) => {
+      const pct = Math.max(0, Math.min(1, share)) * 100;
+      return h("div", { class: "expl-row", title: `${ch}: ${pct.toFixed(1)} % of the anomaly score` },
+        h("span", { class: "expl-ch" }, ch),
+        h("span", { class: "expl-track" }, h("span", { class: "expl-bar", style: `width:${pct.toFixed(1)}%` })),
+        h("span", { class: "expl-pct" }, `${Math.round(pct)} %`));
+    }),
+    rest > 0 ? h("div", { class: "expl-more" }, `+ ${rest} more channel${rest > 1 ? "s" : ""}`) : null);
+}
+
+function alertSignature(a) {
+  return JSON.stringify(a);
+}
+
+function renderAlertCard(card, a, { showAsset = true } = {}) {
+  card._sig = alertSignature(a);
+  card._alert = a;
+  card.dataset.alertId = String(a.id);
+  card.dataset.status = a.status;
+  card.dataset.severity = a.severity;
+  card.className = `alert-card sev-${a.severity} st-${a.status}`;
+
+  const lifecycle = [];
+  if (a.acknowledged_by || a.acknowledged_at) {
+    lifecycle.push(`Acknowledged by ${a.acknowledged_by || "?"} at ${fmtTime(a.acknowledged_at)}`);
+  }
+  if (a.resolved_by || a.resolved_at) {
+    lifecycle.push(`Resolved by ${a.resolved_by || "?"} at ${fmtTime(a.resolved_at)}`);
+  }
+
+  const ackBtn = h("button", {
+    type: "button", class: "btn btn-secondary", dataset: { testid: "ack-btn" },
+    disabled: a.status !== "open",
+    title: a.status === "open" ? "I have seen this alert and am on it" : "Only open alerts can be acknowledged",
+    onclick: () => alertAction(card, "acknowledge"),
+  }, "Acknowledge");
+  const resolveBtn = h("button", {
+    type: "button", class: "btn btn-primary", dataset: { testid: "resolve-btn" },
+    disabled: a.status === "resolved",
+    title: a.status === "resolved" ? "Already resolved" : "The cause is fixed; close this alert",
+    onclick: () => alertAction(card, "resolve"),
+  }, "Resolve");
+
+  card.replaceChildren(
+    h("div", { class: "alert-main" },
+      h("div", { class: "alert-head" },
+        badge(a.severity, a.severity, "sev-badge"),
+        h("span", { class: "alert-kind" }, humanize(a.kind)),
+        showAsset ? h("a", { class: "alert-asset", href: `#/asset/${encodeURIComponent(a.asset)}`, dataset: { testid: "alert-asset" } }, assetLabel(a.asset)) : null,
+        h("span", { class: "alert-device" }, a.device),
+        h("span", { class: `status-pill st-${a.status}`, dataset: { testid: "alert-status" } }, a.status)),
+      h("p", { class: "alert-msg", dataset: { testid: "alert-message" } }, a.message || "(no message)"),
+      h("dl", { class: "alert-meta" },
+        h("div", null, h("dt", null, "First seen"), h("dd", null, h("time", { datetime: isoAttr(a.first_seen) }, fmtTime(a.first_seen)))),
+        h("div", null, h("dt", null, "Last seen"), h("dd", null,
+          h("time", { datetime: isoAttr(a.last_seen) }, fmtTime(a.last_seen)),
+          h("span", { class: "muted", dataset: { ago: a.last_seen } }, ` · ${fmtAgo(a.last_seen)}`))),
+        h("div", null, h("dt", null, "Count"), h("dd", null, fmtNumber(a.count))),
+        h("div", null, h("dt", null, "Score"), h("dd", null, Number.isFinite(a.score) ? a.score.toFixed(2) : "—")),
+        a.detector ? h("div", null, h("dt", null, "Detector"), h("dd", null, a.detector)) : null),
+      lifecycle.length ? h("p", { class: "alert-lifecycle" }, lifecycle.join(" · ")) : null,
+      h("p", { class: "alert-error", role: "alert", hidden: true })),
+    h("div", { class: "alert-side" },
+      explanationBars(a.explanation),
+      h("div", { class: "alert-actions" }, ackBtn, resolveBtn)));
+  return card;
+}
+
+function newAlertCard(a, opts) {
+  const card = h("article", { dataset: { testid: "alert-row" } });
+  card._opts = opts;
+  return renderAlertCard(card, a, opts);
+}
+
+function updateAlertCard(card, a) {
+  if (card._sig !== alertSignature(a)) renderAlertCard(card, a, card._opts);
+  else for (const el of card.querySelectorAll("[data-ago]")) setText(el, ` · ${fmtAgo(Number(el.dataset.ago))}`);
+}
+
+async function alertAction(card, action) {
+  const a = card._alert;
+  const by = operatorName();
+  if (!by) return;
+  const buttons = card.querySelectorAll(".alert-actions button");
+  buttons.forEach((b) => { b.disabled = true; });
+  card.classList.add("is-busy");
+  const err = $(".alert-error", card);
+  err.hidden = true;
+  try {
+    const updated = await api(`/alerts/${encodeURIComponent(a.id)}/${action}`, { method: "POST", body: { by } });
+    card.classList.remove("is-busy");
+    renderAlertCard(card, updated, card._opts);
+    toast(`Alert #${updated.id} ${updated.status} by ${by}`, "ok");
+    refreshStats().catch(() => {});
+  } catch (e) {
+    card.classList.remove("is-busy");
+    renderAlertCard(card, a, card._opts); // restores buttons for the old state
+    const msg = `Could not ${action} alert #${a.id}: ${e.message}`;
+    const box = $(".alert-error", card);
+    setText(box, msg);
+    box.hidden = false;
+    toast(msg, "error");
+  }
+}
+
+/** Keyed reconciliation of alert cards inside `list` (order = order of `alerts`). */
+function syncAlertList(list, alerts, opts) {
+  const existing = new Map();
+  for (const el of list.querySelectorAll(":scope > [data-testid='alert-row']")) existing.set(el.dataset.alertId, el);
+  let prev = null;
+  for (const a of alerts) {
+    const key = String(a.id);
+    let card = existing.get(key);
+    if (card) {
+      existing.delete(key);
+      if (!card.classList.contains("is-busy")) updateAlertCard(card, a);
+    } else {
+      card = newAlertCard(a, opts);
+    }
+    const want = prev ? prev.nextSibling : list.firstChild;
+    if (want !== card) list.insertBefore(card, want);
+    prev = card;
+  }
+  for (const el of existing.values()) if (!el.classList.contains("is-busy")) el.remove();
+}
+
+// ---------------------------------------------------------------------------
+// Page 1: Fleet
+
+function fleetView(root, _query, signal) {
+  document.title = "Fleet · EdgeLoop";
+  const summary = h("div", { class: "summary", dataset: { testid: "fleet-summary" } });
+  const filter = h("input", {
+    type: "search", class: "input", placeholder: "Filter by name, id, kind, line…", "aria-label": "Filter assets",
+    oninput: () => applyFilter(),
+  });
+  const tbody = h("tbody");
+  const table = h("table", { class: "fleet-table", dataset: { testid: "asset-table" } },
+    h("thead", null, h("tr", null,
+      h("th", { scope: "col" }, "Asset"), h("th", { scope: "col" }, "Status"), h("th", { scope: "col" }, "Kind"),
+      h("th", { scope: "col" }, "Site / line"), h("th", { scope: "col", class: "num" }, "Open alerts"),
+      h("th", { scope: "col" }, "Last seen"))),
+    tbody);
+  const body = h("div", { class: "panel-body" }, stateBox("loading", "Loading assets…"));
+  root.append(
+    h("div", { class: "page-head" },
+      h("div", null, h("h1", null, "Fleet"), summary),
+      h("div", { class: "page-tools" }, filter)),
+    h("section", { class: "panel" }, body));
+
+  const rows = new Map();
+  let loaded = false;
+  let sevByAsset = new Map();
+
+  function applyFilter() {
+    const q = filter.value.trim().toLowerCase();
+    let shown = 0;
+    for (const tr of rows.values()) {
+      const hit = !q || tr._search.includes(q);
+      tr.hidden = !hit;
+      if (hit) shown++;
+    }
+    const none = $(".filter-empty", body);
+    if (rows.size && !shown) {
+      if (!none) body.append(h("div", { class: "state state-empty filter-empty" }, h("strong", null, "No asset matches the filter.")));
+    } else if (none) none.remove();
+  }
+
+  function makeRow(a) {
+    const link = h("a", { class: "asset-link", href: `#/asset/${encodeURIComponent(a.id)}` });
+    const tr = h("tr", {
+      class: "asset-row", dataset: { testid: "asset-row", assetId: a.id },
+      onclick: (e) => {
+        if (e.target.closest("a")) return;
+        location.hash = `#/asset/${encodeURIComponent(a.id)}`;
+      },
+    },
+    h("td", { class: "cell-asset", "data-label": "Asset" }, link, h("span", { class: "asset-id" })),
+    h("td", { class: "cell-status", "data-label": "Status" }),
+    h("td", { class: "cell-kind", "data-label": "Kind" }),
+    h("td", { class: "cell-line", "data-label": "Site / line" }),
+    h("td", { class: "cell-alerts num", "data-label": "Open alerts" }),
+    h("td", { class: "cell-seen", "data-label": "Last seen" }));
+    return tr;
+  }
+
+  function updateRow(tr, a) {
+    const [cAsset, cStatus, cKind, cLine, cAlerts, cSeen] = tr.children;
+    setText($(".asset-link", cAsset), a.name || a.id);
+    setText($(".asset-id", cAsset), a.name && a.name !== a.id ? a.id : "");
+    const sev = sevByAsset.get(a.id);
+    const tone = a.status === "alert" ? (sev === "critical" ? "critical" : "warning") : a.status;
+    const sig = `${a.status}|${tone}`;
+    if (cStatus._sig !== sig) {
+      cStatus._sig = sig;
+      cStatus.replaceChildren(badge(tone, a.status === "alert" ? "alert" : a.status));
+      $(".badge", cStatus).dataset.testid = "asset-status";
+      $(".badge", cStatus).dataset.status = a.status;
+    }
+    tr.dataset.status = a.status;
+    setText(cKind, a.kind || "—");
+    setText(cLine, [a.site, a.line].filter(Boolean).join(" / ") || "—");
+    setText(cAlerts, fmtNumber(a.open_alerts ?? 0));
+    cAlerts.classList.toggle("has-alerts", (a.open_alerts ?? 0) > 0);
+    setText(cSeen, fmtAgo(a.last_seen_ms));
+    cSeen.title = a.last_seen_ms ? fmtTime(a.last_seen_ms) : "No data received yet";
+    tr._search = [a.id, a.name, a.kind, a.line, a.site, a.status, ...(a.devices || [])].join(" ").toLowerCase();
+  }
+
+  function renderSummary(list) {
+    const n = { ok: 0, alert: 0, offline: 0 };
+    for (const a of list) n[a.status] = (n[a.status] || 0) + 1;
+    summary.replaceChildren(
+      h("span", null, `${list.length} asset${list.length === 1 ? "" : "s"}`),
+      n.alert ? badge("critical", `${n.alert} alert`) : null,
+      n.offline ? badge("offline", `${n.offline} offline`) : null,
+      badge("ok", `${n.ok} ok`));
+  }
+
+  function lastSeenTick() {
+    for (const tr of rows.values()) {
+      const a = tr._asset;
+      if (a) setText(tr.children[5], fmtAgo(a.last_seen_ms));
+    }
+  }
+  document.addEventListener("edgeloop:stats", lastSeenTick, { signal });
+
+  poll(async () => {
+    let list;
+    try {
+      const [assets, open] = await Promise.all([
+        api("/assets", { signal }),
+        api("/alerts?status=open&limit=500", { signal }).catch((e) => {
+          if (isAbort(e)) throw e;
+          return null; // severity colouring is optional
+        }),
+      ]);
+      list = assets;
+      if (open) {
+        sevByAsset = new Map();
+        for (const al of open) {
+          const cur = sevByAsset.get(al.asset);
+          if (!cur || (SEVERITY_RANK[al.severity] || 0) > (SEVERITY_RANK[cur] || 0)) sevByAsset.set(al.asset, al.severity);
+        }
+      }
+    } catch (e) {
+      if (!loaded && !isAbort(e)) body.replaceChildren(stateBox("error", "Could not load assets.", `${e.message}. Retrying…`));
+      throw e;
+    }
+    rememberAssets(list);
+    if (!loaded) {
+      loaded = true;
+      body.replaceChildren(table);
+    }
+    if (!list.length) {
+      table.hidden = true;
+      if (!$(".state-empty", body)) {
+        body.append(stateBox("empty", "No assets yet.", "Assets appear here as soon as devices are provisioned and report."));
+      }
+    } else {
+      table.hidden = false;
+      $(".state-empty:not(.filter-empty)", body)?.remove();
+    }
+    list.sort((x, y) => (ASSET_STATUS_RANK[x.status] ?? 9) - (ASSET_STATUS_RANK[y.status] ?? 9)
+      || (y.criticality ?? 0) - (x.criticality ?? 0) || String(x.id).localeCompare(String(y.id)));
+    const seen = new Set();
+    const ordered = [];
+    for (const a of list) {
+      seen.add(a.id);
+      let tr = rows.get(a.id);
+      if (!tr) {
+        tr = makeRow(a);
+        rows.set(a.id, tr);
+      }
+      tr._asset = a;
+      updateRow(tr, a);
+      ordered.push(tr);
+    }
+    // move rows only when the order really changed (keeps clicks and hover stable)
+    ordered.forEach((tr, i) => {
+      if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
+    });
+    for (const [id, tr] of rows) {
+      if (!seen.has(id)) {
+        tr.remove();
+        rows.delete(id);
+      }
+    }
+    renderSummary(list);
+    applyFilter();
+  }, FLEET_EVERY_MS, signal);
+}
+
+// ---------------------------------------------------------------------------
+// Charts
+
+const GROUPS = [
+  { key: "vibration", title: "Vibration", name: /vib|accel|velocity/i, unit: /^(mm\/s|in\/s|g|m\/s²|m\/s\^2|m\/s2)$/i },
+  { key: "temperature", title: "Temperature", name: /temp/i, unit: /^(°c|°f|c|k|degc|degf)$/i },
+  { key: "current", title: "Current", name: /current|amp|^i_/i, unit: /^(a|ma)$/i },
+  { key: "process", title: "Pressure & flow", name: /press|flow/i, unit: /^(bar|mbar|kpa|pa|psi|m³\/h|m3\/h|l\/min|l\/s)$/i },
+  { key: "speed", title: "Speed", name: /speed|rpm/i, unit: /^(rpm|1\/min)$/i },
+];
+
+/** Split a device's channels into chart groups (vibration axes together, …). */
+function groupChannels(channels) {
+  const groups = new Map();
+  for (const ch of channels) {
+    const unit = ch.unit || "";
+    let g = GROUPS.find((x) => x.name.test(ch.name)) || GROUPS.find((x) => x.unit.test(unit));
+    if (!g) g = { key: `other:${unit}`, title: unit ? `Other (${unitLabel(unit)})` : "Other" };
+    if (!groups.has(g.key)) groups.set(g.key, { key: g.key, title: g.title, channels: [] });
+    groups.get(g.key).channels.push(ch);
+  }
+  const order = (k) => {
+    const i = GROUPS.findIndex((x) => x.key === k);
+    return i < 0 ? GROUPS.length : i;
+  };
+  return [...groups.values()].sort((a, b) => order(a.key) - order(b.key) || a.key.localeCompare(b.key));
+}
+
+function alpha(hex, a) {
+  const n = parseInt(hex.slice(1), 16);
+  return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${a})`;
+}
+
+/** One small-multiple chart: a group of channels of one device. */
+class ChartCard {
+  constructor(deviceId, group, colorOffset) {
+    this.deviceId = deviceId;
+    this.group = group;
+    this.colorOffset = colorOffset;
+    this.plot = null;
+    this.structure = "";
+    this.range = [0, 1];
+    this.units = [...new Set(group.channels.map((c) => c.unit || ""))];
+    this.container = h("div", {
+      class: "chart",
+      dataset: { testid: "chart", device: deviceId, group: group.key, channels: group.channels.map((c) => c.name).join(",") },
+      role: "img",
+      "aria-label": `${group.title} chart for ${deviceId}`,
+    });
+    this.empty = h("div", { class: "chart-empty", hidden: true }, "No data yet in this time range");
+    this.note = h("span", { class: "chart-note" });
+    this.el = h("figure", { class: "chart-card" },
+      h("figcaption", null,
+        h("span", { class: "chart-title" }, group.title),
+        h("span", { class: "chart-units" }, this.units.filter(Boolean).map(unitLabel).join(" · ")),
+        this.note),
+      h("div", { class: "chart-wrap" }, this.container, this.empty));
+    this.resizeObs = new ResizeObserver(() => this.resize());
+    this.resizeObs.observe(this.container);
+  }
+
+  size() {
+    const w = Math.max(200, Math.floor(this.container.clientWidth || this.el.clientWidth || 300));
+    const hgt = window.matchMedia("(max-width: 640px)").matches ? 170 : 200;
+    return { width: w, height: hgt };
+  }
+
+  resize() {
+    if (!this.plot) return;
+    const { width, height } = this.size();
+    if (Math.abs(this.plot.width - width) > 1 || this.plot.height !== height) this.plot.setSize({ width, height });
+  }
+
+  /** Feed one telemetry response (all channels of the device) and draw. */
+  update(resp, start, end) {
+    this.range = [start, end];
+    const chans = this.group.channels;
+    const ser = (resp && resp.series) || {};
+    // union of timestamps across the group's channels (normally identical buckets)
+    const tsSet = new Set();
+    for (const c of chans) for (const t of (ser[c.name]?.ts || [])) tsSet.add(t);
+    const xs = [...tsSet].sort((a, b) => a - b);
+    const idx = new Map(xs.map((t, i) => [t, i]));
+    let banded = false;
+    const cols = [];
+    let points = 0;
+    for (const c of chans) {
+      const s = ser[c.name] || { ts: [], avg: [], min: [], max: [] };
+      const avg = new Array(xs.length).fill(null);
+      const mn = new Array(xs.length).fill(null);
+      const mx = new Array(xs.length).fill(null);
+      (s.ts || []).forEach((t, i) => {
+        const j = idx.get(t);
+        const v = s.avg?.[i];
+        avg[j] = Number.isFinite(v) ? v : null;
+        mn[j] = Number.isFinite(s.min?.[i]) ? s.min[i] : null;
+        mx[j] = Number.isFinite(s.max?.[i]) ? s.max[i] : null;
+        if (avg[j] !== null) points++;
+        if (mn[j] !== null && mx[j] !== null && mx[j] - mn[j] > 1e-12) banded = true;
+      });
+      cols.push({ c, avg, mn, mx });
+    }
+    const data = [xs];
+    for (const col of cols) {
+      data.push(col.avg);
+      if (banded) data.push(col.mn, col.mx);
+    }
+    const structure = `${chans.map((c) => c.name).join(",")}|${banded}`;
+    if (typeof uPlot === "undefined") {
+      setText(this.empty, "Chart library failed to load (/static/vendor/uPlot.iife.min.js)");
+      this.empty.hidden = false;
+      this.container.dataset.points = "0";
+      return;
+    }
+    if (!this.plot || structure !== this.structure) {
+      this.plot?.destroy();
+      this.structure = structure;
+      this.plot = new uPlot(this.options(banded), data, this.container);
+    } else {
+      this.plot.setData(data, true);
+    }
+    const bucket = resp?.bucket_ms;
+    setText(this.note, bucket ? `${banded ? "avg, min–max band · " : ""}${fmtDuration(bucket)} buckets` : "");
+    this.empty.hidden = points > 0;
+    this.note.hidden = points === 0;
+    this.container.dataset.points = String(points);
+    this.container.dataset.banded = String(banded);
+  }
+
+  options(banded) {
+    const { width, height } = this.size();
+    const scaleOf = (unit) => `u:${unit}`;
+    const series = [{ label: "time", value: (u, v) => (v === null ? "—" : fmtTime(v)) }];
+    const bands = [];
+    const hidden = [];
+    this.group.channels.forEach((c, i) => {
+      const color = PALETTE[(i + this.colorOffset) % PALETTE.length];
+      const unit = c.unit || "";
+      series.push({
+        label: unit ? `${c.name} (${unitLabel(unit)})` : c.name,
+        scale: scaleOf(unit),
+        stroke: color,
+        width: 1.5,
+        spanGaps: false,
+        points: { show: false },
+        value: (u, v) => fmtValue(v),
+      });
+      if (banded) {
+        const avgIdx = series.length - 1;
+        for (const which of ["min", "max"]) {
+          series.push({ label: `${c.name} ${which}`, scale: scaleOf(unit), stroke: "transparent", width: 0, points: { show: false }, value: (u, v) => fmtValue(v) });
+          hidden.push(series.length - 1);
+        }
+        bands.push({ series: [avgIdx + 2, avgIdx + 1], fill: alpha(color, 0.16) });
+      }
+    });
+    const axisBase = {
+      stroke: "#5b6472",
+      grid: { stroke: "#eceff3", width: 1 },
+      ticks: { stroke: "#d9dee5", width: 1, size: 4 },
+      font: "11px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
+    };
+    const scales = {
+      x: { time: true, range: () => this.range },
+    };
+    const axes = [{ ...axisBase, space: 64, values: (u, splits) => xTickLabels(splits, this.range[1] - this.range[0]) }];
+    this.units.slice(0, 2).forEach((unit, i) => {
+      scales[scaleOf(unit)] = { auto: true };
+      axes.push({
+        ...axisBase,
+        scale: scaleOf(unit),
+        side: i === 0 ? 3 : 1,
+        grid: i === 0 ? axisBase.grid : { show: false },
+        size: 50,
+        values: (u, vals) => vals.map((v) => (v === null ? "" : fmtAxis(v))),
+        label: this.units.length > 1 ? unitLabel(unit) : undefined,
+        labelSize: this.units.length > 1 ? 14 : 0,
+        labelFont: axisBase.font,
+      });
+    });
+    for (const unit of this.units.slice(2)) scales[scaleOf(unit)] = { auto: true };
+    return {
+      width,
+      height,
+      ms: 1, // timestamps are milliseconds
+      series,
+      bands,
+      scales,
+      axes,
+      cursor: { drag: { x: false, y: false }, points: { size: 6 } },
+      legend: { live: true },
+      hooks: {
+        init: [(u) => {
+          const rows = u.root.querySelectorAll(".u-legend .u-series");
+          for (const i of hidden) if (rows[i]) rows[i].style.display = "none";
+        }],
+      },
+    };
+  }
+
+  destroy() {
+    this.resizeObs.disconnect();
+    this.plot?.destroy();
+    this.plot = null;
+  }
+}
+
+/** 24 h tick labels; the date is added where it changes (and always for spans > 1.5 d). */
+function xTickLabels(splits, span) {
+  let lastDay = null;
+  return splits.map((ms) => {
+    if (ms === null) return "";
+    const d = new Date(ms);
+    const day = `${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+    const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+    const time = span < 15 * 60_000 ? `${hm}:${pad(d.getSeconds())}` : hm;
+    const showDay = lastDay !== null && day !== lastDay;
+    lastDay = day;
+    if (span > 36 * 3600_000) return hm === "00:00" ? day : `${day}\n${hm}`;
+    return showDay ? `${time}\n${day}` : time;
+  });
+}
+
+function fmtAxis(v) {
+  const a = Math.abs(v);
+  if (a >= 10000) return `${(v / 1000).toFixed(a >= 100000 ? 0 : 1)}k`;
+  if (a >= 100) return v.toFixed(0);
+  if (a >= 10) return v.toFixed(1).replace(/\.0$/, "");
+  return String(+v.toFixed(2));
+}
+
+// ---------------------------------------------------------------------------
+// Page 2: Asset
+
+function assetView(root, assetId, query, signal) {
+  document.title = `${assetId} · EdgeLoop`;
+  const rangeKey = RANGES.some((r) => r.key === query.get("range")) ? query.get("range") : RANGES[0].key;
+  const range = RANGES.find((r) => r.key === rangeKey);
+
+  const title = h("h1", null, assetId);
+  const statusSlot = h("span", { class: "status-slot" });
+  const meta = h("dl", { class: "asset-meta" });
+  const devicesBox = h("div", { class: "devices" });
+  const rangeInfo = h("span", { class: "range-info muted", dataset: { testid: "range-info" } });
+  const chartsBox = h("div", { class: "charts-body" }, stateBox("loading", "Loading devices…"));
+  const alertsList = h("div", { class: "alert-list", dataset: { testid: "asset-alerts" } });
+  const alertsBody = h("div", null, stateBox("loading", "Loading alerts…"));
+
+  const setRange = (key) => {
+    const q = new URLSearchParams(query);
+    if (key === RANGES[0].key) q.delete("range");
+    else q.set("range", key);
+    const qs = q.toString();
+    location.hash = `#/asset/${encodeURIComponent(assetId)}${qs ? `?${qs}` : ""}`;
+  };
+
+  root.append(
+    h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/" }, "Fleet"), h("span", { "aria-hidden": "true" }, "/"), h("span", null, assetId)),
+    h("div", { class: "page-head" }, h("div", { class: "title-row" }, title, statusSlot)),
+    h("section", { class: "panel asset-info" }, meta, devicesBox),
+    h("section", { class: "panel" },
+      h("div", { class: "panel-head" },
+        h("h2", null, "Telemetry"),
+        h("div", { class: "panel-tools" }, rangeInfo, segmented("Time range", RANGES, rangeKey, setRange))),
+      chartsBox),
+    h("section", { class: "panel" },
+      h("div", { class: "panel-head" },
+        h("h2", null, "Alerts"),
+        h("a", { class: "panel-link", href: `#/alerts?asset=${encodeURIComponent(assetId)}` }, "Open in alert list →")),
+      alertsBody));
+
+  let asset = null;
+  let openSeverity = null; // highest severity among the asset's open alerts
+  const devices = new Map(); // id -> device json
+  const charts = new Map(); // deviceId -> [ChartCard]
+  signal.addEventListener("abort", () => {
+    for (const list of charts.values()) for (const c of list) c.destroy();
+  }, { once: true });
+
+  function renderHeader() {
+    if (!asset) return;
+    document.title = `${asset.name || asset.id} · EdgeLoop`;
+    setText(title, asset.name || asset.id);
+    setText($(".crumbs span:last-child", root), asset.name || asset.id);
+    const tone = asset.status === "alert" ? (openSeverity === "critical" || !openSeverity ? "critical" : "warning") : asset.status;
+    const sig = `${asset.status}|${tone}`;
+    if (statusSlot._sig !== sig) {
+      statusSlot._sig = sig;
+      statusSlot.replaceChildren(badge(tone, asset.status));
+    }
+    const items = [
+      ["Asset id", asset.id], ["Kind", asset.kind || "—"], ["Site / line", [asset.site, asset.line].filter(Boolean).join(" / ") || "—"],
+      ["Criticality", asset.criticality ? `${asset.criticality} / 5` : "—"], ["Open alerts", fmtNumber(asset.open_alerts ?? 0)],
+      ["Last seen", asset.last_seen_ms ? `${fmtTime(asset.last_seen_ms)} (${fmtAgo(asset.last_seen_ms)})` : "never"],
+    ];
+    meta.replaceChildren(...items.map(([k, v]) => h("div", null, h("dt", null, k), h("dd", null, v))));
+    devicesBox.replaceChildren(
+      h("span", { class: "devices-label" }, asset.devices?.length === 1 ? "Device" : "Devices"),
+      ...(asset.devices || []).map((id) => {
+        const d = devices.get(id);
+        const online = d ? d.online : null;
+        return h("span", { class: "device-chip", title: d ? `${d.profile} · last seen ${fmtTime(d.last_seen_ms)}` : id },
+          h("span", { class: `dot ${online === null ? "" : online ? "dot-ok" : "dot-offline"}`, "aria-hidden": "true" }),
+          id, d ? h("span", { class: "muted" }, ` · ${d.profile} · ${online ? "online" : "offline"}`) : null);
+      }));
+  }
+
+  async function loadAsset() {
+    const list = await api("/assets", { signal });
+    rememberAssets(list);
+    asset = list.find((a) => a.id === assetId) || null;
+    if (!asset) {
+      chartsBox.replaceChildren(stateBox("error", `Asset “${assetId}” not found.`, "It may have been removed. Go back to the fleet overview."));
+      return false;
+    }
+    renderHeader();
+    return true;
+  }
+
+  async function loadDevices() {
+    for (const id of asset.devices || []) {
+      if (devices.has(id)) continue;
+      try {
+        devices.set(id, await api(`/devices/${encodeURIComponent(id)}`, { signal }));
+      } catch (e) {
+        if (isAbort(e)) throw e;
+        // keep going; the device section says so
+      }
+    }
+  }
+
+  function buildCharts() {
+    const sections = [];
+    let colorOffset = 0;
+    for (const id of asset.devices || []) {
+      const d = devices.get(id);
+      if (!d || charts.has(id)) continue;
+      const cards = groupChannels(d.channels || []).map((g) => {
+        const card = new ChartCard(id, g, colorOffset);
+        colorOffset += g.channels.length;
+        return card;
+      });
+      charts.set(id, cards);
+      sections.push(h("div", { class: "device-charts", dataset: { device: id } },
+        (asset.devices.length > 1) ? h("h3", { class: "device-title" }, d.name || id, h("span", { class: "muted" }, ` · ${id}`)) : null,
+        cards.length ? h("div", { class: "chart-grid" }, cards.map((c) => c.el))
+          : stateBox("empty", "This device declares no channels.")));
+    }
+    if (sections.length) {
+      if (!charts.size || $(".state", chartsBox)?.parentElement === chartsBox) chartsBox.replaceChildren();
+      chartsBox.append(...sections);
+    }
+  }
+
+  async function refreshTelemetry() {
+    const now = await ensureStats(signal);
+    const start = now - range.ms;
+    const end = now;
+    const points = 300;
+    await Promise.all([...charts.entries()].map(async ([id, cards]) => {
+      const names = cards.flatMap((c) => c.group.channels.map((ch) => ch.name));
+      if (!names.length) return;
+      const q = new URLSearchParams({ channels: names.join(","), start: String(start), end: String(end), points: String(points) });
+      const resp = await api(`/devices/${encodeURIComponent(id)}/telemetry?${q}`, { signal });
+      for (const c of cards) c.update(resp, start, end);
+      setText(rangeInfo, `${fmtTime(start)} → ${fmtClock(end)}`);
+    }));
+  }
+
+  async function refreshAlerts() {
+    const list = await api(`/alerts?asset=${encodeURIComponent(assetId)}&limit=50`, { signal });
+    openSeverity = null;
+    for (const a of list) {
+      if (a.status === "open" && (SEVERITY_RANK[a.severity] || 0) > (SEVERITY_RANK[openSeverity] || 0)) openSeverity = a.severity;
+    }
+    renderHeader();
+    if (!list.length) {
+      alertsBody.replaceChildren(stateBox("empty", "No alerts for this asset.", "Anomalies, stuck sensors and data gaps will show up here."));
+      alertsList.replaceChildren();
+      return;
+    }
+    if (alertsList.parentElement !== alertsBody) alertsBody.replaceChildren(alertsList);
+    syncAlertList(alertsList, list, { showAsset: false });
+  }
+
+  let ready = false;
+  poll(async () => {
+    try {
+      if (!ready) {
+        if (!(await loadAsset())) return;
+        await loadDevices();
+        buildCharts();
+        const missing = (asset.devices || []).filter((id) => !devices.has(id));
+        if (!asset.devices?.length) {
+          chartsBox.replaceChildren(stateBox("empty", "No devices attached to this asset yet."));
+        } else if (missing.length && !charts.size) {
+          chartsBox.replaceChildren(stateBox("error", "Could not load device details.", `${missing.join(", ")} — retrying…`));
+        }
+        renderHeader();
+        ready = missing.length === 0;
+      } else {
+        await loadAsset();
+      }
+      await refreshTelemetry();
+    } catch (e) {
+      if (!isAbort(e) && !charts.size && !(e instanceof ApiError && e.status === 0)) {
+        chartsBox.replaceChildren(stateBox("error", "Could not load telemetry.", `${e.message}. Retrying…`));
+      } else if (!isAbort(e) && !charts.size) {
+        chartsBox.replaceChildren(stateBox("error", "Waiting for the API…", "Retrying automatically."));
+      }
+      throw e;
+    }
+  }, range.ms > 6 * 3600_000 ? 5000 : ASSET_EVERY_MS, signal);
+
+  poll(async () => {
+    try {
+      await refreshAlerts();
+    } catch (e) {
+      if (!isAbort(e) && !alertsList.childElementCount) alertsBody.replaceChildren(stateBox("error", "Could not load alerts.", `${e.message}. Retrying…`));
+      throw e;
+    }
+  }, ASSET_EVERY_MS, signal);
+}
+
+// ---------------------------------------------------------------------------
+// Page 3: Alerts
+
+function alertsView(root, query, signal) {
+  document.title = "Alerts · EdgeLoop";
+  const status = ALERT_STATUSES.includes(query.get("status")) ? query.get("status") : "all";
+  const assetFilter = query.get("asset") || "";
+  const go = (changes) => {
+    const q = new URLSearchParams(query);
+    for (const [k, v] of Object.entries(changes)) {
+      if (!v || v === "all") q.delete(k);
+      else q.set(k, v);
+    }
+    const qs = q.toString();
+    location.hash = `#/alerts${qs ? `?${qs}` : ""}`;
+  };
+  const options = [{ key: "all", label: "All" }, ...ALERT_STATUSES.map((s) => ({ key: s, label: s[0].toUpperCase() + s.slice(1) }))];
+  const counter = h("span", { class: "muted", dataset: { testid: "alert-count" } });
+  const list = h("div", { class: "alert-list", dataset: { testid: "alert-list" } });
+  const body = h("div", null, stateBox("loading", "Loading alerts…"));
+  root.append(
+    h("div", { class: "page-head" },
+      h("div", null, h("h1", null, "Alerts"), h("div", { class: "summary" }, counter,
+        assetFilter ? h("span", { class: "filter-chip" }, "Asset: ", h("strong", null, assetFilter),
+          h("button", { type: "button", class: "chip-x", "aria-label": "Clear asset filter", onclick: () => go({ asset: null }) }, "×")) : null)),
+      h("div", { class: "page-tools" }, segmented("Filter by status", options, status, (s) => go({ status: s })))),
+    h("section", { class: "panel" }, body));
+
+  // asset names for nicer links (optional)
+  if (!state.assets.size) api("/assets", { signal }).then(rememberAssets).catch(() => {});
+
+  poll(async () => {
+    const q = new URLSearchParams({ limit: "200" });
+    if (status !== "all") q.set("status", status);
+    if (assetFilter) q.set("asset", assetFilter);
+    let alerts;
+    try {
+      alerts = await api(`/alerts?${q}`, { signal });
+    } catch (e) {
+      if (!isAbort(e) && !list.childElementCount) body.replaceChildren(stateBox("error", "Could not load alerts.", `${e.message}. Retrying…`));
+      throw e;
+    }
+    setText(counter, `${alerts.length}${alerts.length === 200 ? "+" : ""} ${status === "all" ? "" : `${status} `}alert${alerts.length === 1 ? "" : "s"}`);
+    if (!alerts.length) {
+      const what = status === "all" ? "No alerts yet." : `No ${status} alerts.`;
+      body.replaceChildren(stateBox("empty", what, status === "open" || status === "all" ? "All quiet. New anomalies appear here within seconds." : null));
+      list.replaceChildren();
+      return;
+    }
+    if (list.parentElement !== body) body.replaceChildren(list);
+    syncAlertList(list, alerts, { showAsset: true });
+  }, ALERTS_EVERY_MS, signal);
+}
+
+// ---------------------------------------------------------------------------
+// Router
+
+let current = null;
+
+function parseHash() {
+  const raw = location.hash.replace(/^#/, "") || "/";
+  const [path, qs] = raw.split("?");
+  return { path: path || "/", query: new URLSearchParams(qs || "") };
+}
+
+function route() {
+  current?.abort();
+  const ctrl = new AbortController();
+  current = ctrl;
+  const { path, query } = parseHash();
+  const root = $("#view");
+  root.replaceChildren();
+  let nav = "";
+  const m = path.match(/^\/asset\/([^/]+)\/?$/);
+  try {
+    if (path === "/" || path === "") {
+      nav = "fleet";
+      fleetView(root, query, ctrl.signal);
+    } else if (m) {
+      nav = "fleet";
+      assetView(root, decodeURIComponent(m[1]), query, ctrl.signal);
+    } else if (path === "/alerts" || path === "/alerts/") {
+      nav = "alerts";
+      alertsView(root, query, ctrl.signal);
+    } else {
+      document.title = "Not found · EdgeLoop";
+      root.append(stateBox("error", "Page not found.", "Use the navigation above to go to the fleet or the alerts."));
+    }
+  } catch (err) {
+    console.error(err);
+    root.replaceChildren(stateBox("error", "Something went wrong rendering this page.", String(err && err.message)));
+  }
+  for (const a of document.querySelectorAll(".mainnav a")) {
+    const on = a.dataset.nav === nav;
+    a.classList.toggle("is-active", on);
+    if (on) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  window.scrollTo(0, 0);
+}
+
+function start() {
+  renderOperator();
+  $("#operator-btn").addEventListener("click", () => askOperator(storedOperator()));
+  window.addEventListener("hashchange", route);
+  const statsCtrl = new AbortController();
+  poll(() => refreshStats(statsCtrl.signal), STATS_EVERY_MS, statsCtrl.signal);
+  route();
+}
+
+start();
