@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import time
@@ -20,7 +21,8 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def start_mosquitto(*, port: int, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    conf = write_mosquitto_config(workdir, port=port)
+    # Started as root (as in CI), Mosquitto would drop to the "mosquitto" user, which cannot write our data dir.
+    conf = write_mosquitto_config(workdir, port=port, user="root" if os.geteuid() == 0 else None)
     proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 10
@@ -40,3 +42,5 @@ def start_mosquitto(*, port: int, workdir: Path) -> Iterator[subprocess.Popen[by
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()

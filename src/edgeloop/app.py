@@ -209,11 +209,12 @@ class Platform:
     async def idle(self, timeout_s: float = 30.0) -> bool:
         """Wait until everything received so far is stored and scored."""
         deadline = self.clock.monotonic() + timeout_s
-        while self.clock.monotonic() < deadline:
+        while True:
+            await asyncio.sleep(0.05)  # always yield: the loops being waited for need the event loop
             if self.source.depth == 0 and self.scoring.queue.empty() and not self.scoring.busy:
                 return True
-            await asyncio.sleep(0.05)
-        return False
+            if self.clock.monotonic() >= deadline:
+                return False
 
     async def snapshot(self) -> dict[str, Any]:
         ing, sc, src = self.pipeline.stats, self.scoring.stats, self.source.stats

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +28,7 @@ app.add_typer(bench_app, name="bench")
 alerts_app = typer.Typer(no_args_is_help=True, help="Alerts of a running platform.")
 app.add_typer(alerts_app, name="alerts")
 console = Console(stderr=True)
-out = Console()
+out = Console() if sys.stdout.isatty() else Console(width=140)  # logs and pipes get whole tables
 
 URL_OPTION = typer.Option("--url", envvar="EDGELOOP_URL", help="Base URL of a running platform's API.")
 REGISTRY_KINDS = ("tenants", "sites", "lines", "assets", "profiles", "devices")
@@ -72,6 +75,38 @@ def up(
 
 
 @app.command()
+def serve(
+    store: Annotated[str, typer.Option(help="Store URL: sqlite:///PATH or postgresql://USER@HOST:PORT/DB.")],
+    mqtt: Annotated[str, typer.Option(help="HOST:PORT of the MQTT broker (e.g. Mosquitto).")] = "127.0.0.1:1883",
+    port: Annotated[int, typer.Option(help="HTTP port of the API and dashboard.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
+    data_dir: Annotated[Path, typer.Option(help="Working directory for local state.")] = Path("data"),
+    client_id: Annotated[str, typer.Option(help="MQTT client id of the persistent ingest session.")] = (
+        "edgeloop-ingest"),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the platform against an external broker, no simulator: the production process.
+
+    Messages are acknowledged to the broker only after they are stored, on a
+    persistent session: a crash or kill -9 loses nothing, the broker redelivers.
+    """
+    from edgeloop.app import PlatformConfig
+    from edgeloop.embedded import run_platform
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    mhost, _, mport = mqtt.rpartition(":")
+    cfg = PlatformConfig(data_dir=data_dir, store_url=store, mqtt_host=mhost or "127.0.0.1", mqtt_port=int(mport),
+                         embedded_broker=False, http_host=host, http_port=port, ingest_client_id=client_id)
+    try:
+        asyncio.run(run_platform(cfg, console=console))
+    except KeyboardInterrupt:
+        console.print("\nstopped")
+    except EdgeLoopError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
 def scenario(
     devices: Annotated[int, typer.Option(min=1, max=2000)] = 20,
     faulty: Annotated[int, typer.Option(min=0)] = 3,
@@ -92,15 +127,7 @@ def scenario(
         mport, external = int(p), True
     cfg = ScenarioConfig(devices=devices, faulty=faulty, seed=seed, sim_hours=sim_hours, backend=backend,
                          pg_url=pg_url, mqtt_host=host or "127.0.0.1", mqtt_port=mport, external_broker=external)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
-                  transient=False) as bar:
-        task = bar.add_task("simulating", total=1.0, info="")
-
-        def progress(phase: str, fraction: float, figures: dict[str, Any]) -> None:
-            info = " ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in figures.items())
-            bar.update(task, completed=min(fraction, 1.0), description=phase, info=info)
-
+    with _progress_reporter() as progress:
         try:
             result = asyncio.run(run_scenario(cfg, progress=progress))
         except EdgeLoopError as exc:
@@ -109,6 +136,32 @@ def scenario(
         out.print_json(json.dumps(result))
         return
     _print_scenario(result)
+
+
+@contextlib.contextmanager
+def _progress_reporter() -> Iterator[Callable[[str, float, dict[str, Any]], None]]:
+    """A progress bar on a terminal; elsewhere (CI logs, pipes) a plain line per phase and every 2 s."""
+
+    def describe(figures: dict[str, Any]) -> str:
+        return " ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in figures.items())
+
+    if console.is_terminal:
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task("starting", total=1.0, info="")
+            yield lambda phase, fraction, figures: bar.update(
+                task, completed=min(fraction, 1.0), description=phase, info=describe(figures))
+        return
+    started = time.monotonic()
+    last = {"phase": "", "at": 0.0}
+
+    def line(phase: str, fraction: float, figures: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if phase != last["phase"] or now - float(last["at"]) >= 2.0:
+            console.print(f"[{now - started:6.1f} s] {phase:8} {fraction:6.1%} {describe(figures)}", highlight=False)
+            last.update(phase=phase, at=now)
+
+    yield line
 
 
 def _print_scenario(r: dict[str, Any]) -> None:

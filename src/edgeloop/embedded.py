@@ -95,6 +95,18 @@ async def run_embedded(cfg: PlatformConfig, sim: SimSettings, *, console: Consol
             raise exc
 
 
+async def run_platform(cfg: PlatformConfig, *, console: Console) -> None:
+    """The platform alone (no simulator), until Ctrl-C or a background loop fails."""
+    async with Platform(cfg) as platform:
+        console.print(f"[bold green]EdgeLoop is up[/bold green]  API {platform.http_url}/docs  "
+                      f"MQTT {cfg.mqtt_host}:{cfg.mqtt_port}  store {platform.store.backend}")
+        status = asyncio.create_task(_status_line(platform, console), name="status")
+        try:
+            raise await platform.wait_failed()
+        finally:
+            status.cancel()
+
+
 async def _status_line(platform: Platform, console: Console) -> None:
     interactive = console.is_terminal
     last_print = 0.0
@@ -114,4 +126,4 @@ async def _status_line(platform: Platform, console: Console) -> None:
         await asyncio.sleep(1)
 
 
-__all__ = ["SimSettings", "run_embedded"]
+__all__ = ["SimSettings", "run_embedded", "run_platform"]

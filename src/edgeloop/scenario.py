@@ -9,6 +9,7 @@ its fault was alerted and how long after onset.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import tempfile
@@ -116,10 +117,11 @@ async def _drive(cfg: ScenarioConfig, platform: Platform, clock: Clock, report: 
         if not await pub.drain(60):
             report("warning", 1.0, {"message": "the broker did not acknowledge every publish within 60 s"})
     # Everything acknowledged by the broker must now reach the store; wait for it.
-    deadline = clock.monotonic() + 120
-    while platform.pipeline.stats.stored_samples < pub.stats.samples and clock.monotonic() < deadline:
-        report("drain", platform.pipeline.stats.stored_samples / max(1, pub.stats.samples), {})
-        await platform.idle(0.5)
+    report("drain", 1.0, {"published": pub.stats.samples, "stored": platform.pipeline.stats.stored_samples})
+    try:
+        await asyncio.wait_for(platform.pipeline.wait_handled(pub.stats.messages), 120)
+    except TimeoutError:
+        report("warning", 1.0, {"message": "not every published message reached the platform within 120 s"})
     await platform.idle(30)
     wall_s = clock.monotonic() - started
     report("done", 1.0, {})

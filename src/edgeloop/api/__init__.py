@@ -144,7 +144,9 @@ def create_app(platform: Platform) -> FastAPI:
         if device is None:
             raise NotFoundError("device", device_id)
         profile = r.profiles[device.profile]
+        messages, samples = await platform.store.telemetry_counts(device_id)
         return _json({**msgspec.structs.asdict(device), "online": platform.presence.online.get(device_id, False),
+                      "stored_messages": messages, "stored_samples": samples,
                       "last_seen_ms": platform.pipeline.last_seen.get(device_id),
                       "sample_rate_hz": profile.sample_rate_hz, "channels": profile.channels,
                       "dead_letters": platform.pipeline.stats.dead_by_device.get(device_id, 0)})
