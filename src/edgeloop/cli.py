@@ -153,13 +153,14 @@ def _progress_reporter() -> Iterator[Callable[[str, float, dict[str, Any]], None
                 task, completed=min(fraction, 1.0), description=phase, info=describe(figures))
         return
     started = time.monotonic()
-    last = {"phase": "", "at": 0.0}
+    last_phase, last_at = "", 0.0
 
     def line(phase: str, fraction: float, figures: dict[str, Any]) -> None:
+        nonlocal last_phase, last_at
         now = time.monotonic()
-        if phase != last["phase"] or now - float(last["at"]) >= 2.0:
+        if phase != last_phase or now - last_at >= 2.0:
             console.print(f"[{now - started:6.1f} s] {phase:8} {fraction:6.1%} {describe(figures)}", highlight=False)
-            last.update(phase=phase, at=now)
+            last_phase, last_at = phase, now
 
     yield line
 
