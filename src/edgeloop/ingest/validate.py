@@ -131,7 +131,7 @@ def _schema_or_version(payload: bytes, exc: msgspec.ValidationError) -> str:
     """A schema error may really be a message from a newer schema version; say so when it is."""
     try:
         doc = msgspec.json.decode(payload)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # nested too deep to inspect: still just a bad message
         return "bad_schema"
     if isinstance(doc, dict) and doc.get("v", SCHEMA_VERSION) != SCHEMA_VERSION:
         return "unsupported_version"

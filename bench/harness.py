@@ -1,0 +1,234 @@
+"""Pieces the ingest benchmark is built from: a Mosquitto process, a pool of publisher processes, CPU accounting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnContext, SpawnProcess
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from bench.publisher import PublisherSpec, RunCommand, RunReport, publisher_main
+from edgeloop.broker.mosquitto import write_mosquitto_config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(found).exists():
+        raise RuntimeError("mosquitto not found (install it, e.g. apt-get install mosquitto)")
+    return found
+
+
+def mosquitto_version() -> str:
+    try:
+        out = subprocess.run([mosquitto_binary(), "-h"], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, RuntimeError, subprocess.TimeoutExpired):
+        return "unknown"
+    first = (out.stdout or out.stderr).splitlines()
+    return first[0].strip() if first else "unknown"
+
+
+def _spawn_mosquitto(conf: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=log)
+
+
+@contextlib.asynccontextmanager
+async def mosquitto(workdir: Path) -> AsyncIterator[tuple[int, subprocess.Popen[bytes]]]:
+    """A real Mosquitto with EdgeLoop's generated production config, on a free port; yields (port, process)."""
+    port = free_port()
+    conf = write_mosquitto_config(workdir, port=port)
+    log = (workdir / "mosquitto.log").open("wb")
+    proc = _spawn_mosquitto(conf, log)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mosquitto did not start on port {port}: "
+                                   f"{(workdir / 'mosquitto.log').read_text()[-2000:]}")
+            await asyncio.sleep(0.05)
+        yield port, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def peak_rss_mb(pid: int | None = None) -> float:
+    """Peak resident set size (VmHWM) of a process, in MiB."""
+    path = f"/proc/{pid or os.getpid()}/status"
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+class PublisherPool:
+    """Publisher processes (spawned, so they share nothing with us), driven phase by phase."""
+
+    def __init__(self, ctx: SpawnContext, specs: list[PublisherSpec], finished: Any) -> None:
+        self.ctx = ctx
+        self.specs = specs
+        self.finished = finished
+        self.procs: list[SpawnProcess] = []
+        self.conns: list[Connection] = []
+
+    async def start(self) -> None:
+        for spec in self.specs:
+            mine, theirs = self.ctx.Pipe()
+            proc = self.ctx.Process(target=publisher_main, args=(spec, theirs, self.finished),
+                                    name=f"bench-publisher-{spec.index}", daemon=True)
+            proc.start()
+            theirs.close()
+            self.procs.append(proc)
+            self.conns.append(mine)
+        for conn, proc in zip(self.conns, self.procs, strict=True):
+            ready = await asyncio.to_thread(self._recv, conn, proc, 60.0)
+            if not (isinstance(ready, tuple) and ready[:1] == ("ready",)):
+                raise RuntimeError(f"publisher {proc.name} did not start: {ready!r}")
+
+    @staticmethod
+    def _recv(conn: Connection, proc: SpawnProcess, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while not conn.poll(0.2):
+            if not proc.is_alive():
+                raise RuntimeError(f"publisher {proc.name} died (exit code {proc.exitcode})")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"publisher {proc.name} did not answer within {timeout:.0f} s")
+        return conn.recv()
+
+    def run(self, cmd: RunCommand) -> None:
+        for conn in self.conns:
+            conn.send(cmd)
+
+    async def collect(self, limit_s: float = 600.0) -> list[RunReport]:
+        reports = await asyncio.gather(*(asyncio.to_thread(self._recv, c, p, limit_s)
+                                         for c, p in zip(self.conns, self.procs, strict=True)))
+        for r in reports:
+            if not isinstance(r, RunReport):
+                raise RuntimeError(f"unexpected answer from a publisher: {r!r}")
+        return list(reports)
+
+    async def stop(self) -> list[RunReport]:
+        for conn in self.conns:
+            conn.send("stop")
+        return await self.collect(limit_s=120.0)
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid is not None]
+
+    async def close(self) -> None:
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.send("quit")
+        for proc in self.procs:
+            await asyncio.to_thread(proc.join, 5)
+            if proc.is_alive():
+                proc.terminate()
+                await asyncio.to_thread(proc.join, 5)
+        for conn in self.conns:
+            conn.close()
+
+
+@dataclass(slots=True)
+class CpuSample:
+    at: float
+    own: float
+    threads: dict[str, float]
+    broker: float
+    publishers: float
+    postgres: float
+    system_busy: float
+    system_total: float
+
+
+class CpuMeter:
+    """CPU seconds used by the platform process (per thread), the broker, the publishers and PostgreSQL."""
+
+    def __init__(self, *, broker_pid: int, publisher_pids: list[int], postgres: bool) -> None:
+        self.me = psutil.Process()
+        self.broker = psutil.Process(broker_pid)
+        self.publishers = [psutil.Process(p) for p in publisher_pids]
+        self.postgres = postgres
+
+    @staticmethod
+    def _cpu(procs: list[psutil.Process]) -> float:
+        total = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def _pg(self) -> float:
+        if not self.postgres:
+            return 0.0
+        procs = []
+        for p in psutil.process_iter(["name"]):
+            if p.info["name"] in {"postgres", "postmaster"}:
+                procs.append(p)
+        return self._cpu(procs)
+
+    def sample(self) -> CpuSample:
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        threads: dict[str, float] = {}
+        for t in self.me.threads():
+            name = names.get(t.id, "other")
+            threads[name] = threads.get(name, 0.0) + t.user_time + t.system_time
+        sys_t = psutil.cpu_times()
+        idle = sys_t.idle + getattr(sys_t, "iowait", 0.0)
+        total = sum(sys_t)
+        own = self.me.cpu_times()
+        return CpuSample(at=time.monotonic(), own=own.user + own.system, threads=threads,
+                         broker=self._cpu([self.broker]), publishers=self._cpu(self.publishers), postgres=self._pg(),
+                         system_busy=total - idle, system_total=total)
+
+    @staticmethod
+    def usage(a: CpuSample, b: CpuSample) -> dict[str, Any]:
+        """Percent of one core used by each part between two samples (200 % = both cores of a 2-core box)."""
+        dt = max(b.at - a.at, 1e-9)
+
+        def pct(x: float) -> float:
+            return round(100.0 * x / dt, 1)
+
+        threads = {k: pct(v - a.threads.get(k, 0.0)) for k, v in b.threads.items()}
+        busy = b.system_busy - a.system_busy
+        machine = round(100.0 * busy / max(b.system_total - a.system_total, 1e-9) * (os.cpu_count() or 1), 1)
+        parts = {
+            "platform_process": pct(b.own - a.own),
+            "broker": pct(b.broker - a.broker),
+            "publishers": pct(b.publishers - a.publishers),
+            "postgres": pct(b.postgres - a.postgres),
+        }
+        return {
+            **parts,
+            "platform_threads": {k: v for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v >= 0.5},
+            "machine_busy": machine,
+            "other_processes": round(max(0.0, machine - sum(parts.values())), 1),
+        }

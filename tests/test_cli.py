@@ -1,0 +1,283 @@
+"""The ``edgeloop`` command line: help, API client commands against a real ``edgeloop up``, and ``scenario``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from edgeloop.app import Platform, PlatformConfig
+from edgeloop.cli import app
+from edgeloop.messages import Alert, Severity
+from tests.conftest import LivePlatform, start_up_process, stop_up_process
+from tests.support import free_port
+
+runner = CliRunner()
+
+
+def cli(*args: str) -> Result:
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def one_line(text: str) -> str:
+    """Rich wraps long lines at the console width; compare messages without the wrapping."""
+    return " ".join(text.split())
+
+
+# -- no platform needed -------------------------------------------------------------------------------------
+
+
+def help_commands(text: str) -> set[str]:
+    """Command names in the "Commands" panel of typer's rich help."""
+    panel = text[text.index("Commands"):]
+    return {line[2:].split()[0] for line in panel.splitlines() if line.startswith("│ ") and line[2:3] != " "}
+
+
+def test_help_lists_the_commands() -> None:
+    result = cli("--help")
+    assert result.exit_code == 0
+    assert "EdgeLoop" in result.stdout
+    assert {"up", "scenario", "bench", "list", "create", "alerts", "version"} <= help_commands(result.stdout)
+    alerts = cli("alerts", "--help")
+    assert alerts.exit_code == 0
+    assert help_commands(alerts.stdout) == {"list", "ack", "resolve"}
+    bench = cli("bench", "--help")
+    assert bench.exit_code == 0
+    assert "ingest" in help_commands(bench.stdout)
+
+
+def test_version_prints_the_package_version() -> None:
+    from edgeloop import __version__
+
+    result = cli("version")
+    assert (result.exit_code, result.stdout.strip()) == (0, __version__)
+
+
+def test_unreachable_platform_is_a_clear_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    for args in (("list", "assets"), ("alerts", "list"), ("create", "tenants", '{"id": "t1"}'),
+                 ("alerts", "ack", "1", "--by", "me")):
+        result = cli(*args, "--url", url)
+        assert result.exit_code == 1, args
+        message = one_line(result.stderr)
+        assert f"cannot reach the platform at {url}" in message, message
+        assert "Traceback" not in result.stderr
+        assert result.stdout == ""
+
+
+def test_url_can_come_from_the_environment() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = runner.invoke(app, ["list", "devices"], env={"EDGELOOP_URL": url})
+    assert result.exit_code == 1
+    assert f"cannot reach the platform at {url}" in one_line(result.stderr)
+
+
+def test_unknown_kind_and_non_json_body_fail_before_any_request() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = cli("list", "widgets", "--url", url)
+    assert result.exit_code == 1
+    assert "unknown kind 'widgets'" in one_line(result.stderr)
+    result = cli("create", "sites", "{id: s1}", "--url", url)
+    assert result.exit_code == 1
+    assert "the body is not JSON" in one_line(result.stderr)
+
+
+# -- against a real `edgeloop up` --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePlatform]:
+    """This module's own ``edgeloop up`` (the session's live_platform is shared and must not be changed)."""
+    platform = start_up_process(tmp_path_factory.mktemp("cli-live") / "data", devices=2, faulty=0)
+    try:
+        deadline = time.monotonic() + 20
+        while len(platform.get("/api/v1/devices")) < 2:  # the fleet registers just after the API is up
+            assert time.monotonic() < deadline, "the simulated fleet was not registered"
+            time.sleep(0.1)
+        yield platform
+    finally:
+        assert stop_up_process(platform) == 0
+
+
+def run_wide(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m edgeloop ARGS`` on a 200-column terminal, so rich tables do not wrap their cells."""
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "edgeloop", *args], capture_output=True, text=True, timeout=60,
+                          check=False, env=env)
+
+
+def json_out(result: Result) -> Any:
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_list_shows_the_registry(live: LivePlatform) -> None:
+    devices = json_out(cli("list", "devices", "--json", "--url", live.base_url))
+    assert devices == live.get("/api/v1/devices")
+    assert {d["tenant"] for d in devices} == {"demo"}
+    table = run_wide("list", "assets", "--url", live.base_url)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    for asset in live.get("/api/v1/assets"):
+        row = next(line for line in lines if f" {asset['id']} " in line)
+        assert f" {asset['line']} " in row
+        assert f" {asset['status']} " in row
+    header = next(line for line in lines if " id " in line)
+    for column in ("name", "kind", "line", "site", "tenant", "criticality", "status", "online"):
+        assert f" {column} " in header, column
+    assert " devices " not in header  # lists are left out of the table
+
+
+def test_create_through_the_cli_then_list(live: LivePlatform, tmp_path: Path) -> None:
+    profile = live.get("/api/v1/devices")[0]["profile"]
+    url = live.base_url
+    site = json_out(cli("create", "sites", '{"id": "cli-site", "tenant": "demo", "name": "CLI site"}', "--url", url))
+    assert site == {"id": "cli-site", "tenant": "demo", "name": "CLI site"}
+    json_out(cli("create", "lines", '{"id": "cli-line", "site": "cli-site"}', "--url", url))
+    body_file = tmp_path / "asset.json"
+    body_file.write_text(json.dumps({"id": "cli-asset", "line": "cli-line", "kind": "fan", "criticality": 2}))
+    asset = json_out(cli("create", "assets", f"@{body_file}", "--url", url))
+    assert (asset["id"], asset["kind"], asset["criticality"]) == ("cli-asset", "fan", 2)
+
+    # The device through the installed entry point, as a user types it.
+    device_body = json.dumps({"id": "cli-dev", "tenant": "demo", "asset": "cli-asset", "profile": profile})
+    proc = subprocess.run([sys.executable, "-m", "edgeloop", "create", "devices", device_body, "--url", url],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["id"] == "cli-dev"
+
+    devices = json_out(cli("list", "devices", "--json", "--url", url))
+    mine = [d for d in devices if d["id"] == "cli-dev"]
+    assert mine == [{"id": "cli-dev", "tenant": "demo", "asset": "cli-asset", "profile": profile, "name": ""}]
+    assets = {a["id"]: a for a in json_out(cli("list", "assets", "--json", "--url", url))}
+    assert assets["cli-asset"]["devices"] == ["cli-dev"]
+    assert (assets["cli-asset"]["site"], assets["cli-asset"]["tenant"]) == ("cli-site", "demo")
+    assert live.get("/api/v1/devices/cli-dev")["asset"] == "cli-asset"
+
+
+def test_bad_bodies_report_the_api_message(live: LivePlatform) -> None:
+    url = live.base_url
+    result = cli("create", "devices", '{"id": "Bad Id", "tenant": "demo", "asset": "x", "profile": "y"}', "--url", url)
+    assert result.exit_code == 1
+    message = one_line(result.stderr)
+    assert "422: invalid Device" in message, message
+    assert "$.id" in message
+    assert result.stdout == ""
+
+    result = cli("create", "assets", '{"id": "orphan", "line": "no-such-line"}', "--url", url)
+    assert result.exit_code == 1
+    assert "409: line 'no-such-line' does not exist; create it first" in one_line(result.stderr)
+    assert "orphan" not in {a["id"] for a in live.get("/api/v1/assets")}
+
+    proc = subprocess.run([sys.executable, "-m", "edgeloop", "create", "tenants", '{"name": "no id"}', "--url", url],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert "422: invalid Tenant" in one_line(proc.stderr)
+    assert "missing required field `id`" in one_line(proc.stderr)
+
+
+def test_alerts_list_json(live: LivePlatform) -> None:
+    alerts = json_out(cli("alerts", "list", "--json", "--url", live.base_url))
+    assert isinstance(alerts, list)
+    assert [a["id"] for a in alerts] == [a["id"] for a in live.get("/api/v1/alerts")]
+    opened = json_out(cli("alerts", "list", "--status", "open", "--json", "--url", live.base_url))
+    assert all(a["status"] == "open" for a in opened)
+    bad = cli("alerts", "list", "--status", "bogus", "--url", live.base_url)
+    assert bad.exit_code == 1
+    assert bad.stderr.startswith("error: 422")
+    missing = cli("alerts", "ack", "987654", "--by", "pytest", "--url", live.base_url)
+    assert missing.exit_code == 1
+    assert "404: alert 987654 not found" in one_line(missing.stderr)
+
+
+# -- alert commands against an in-process platform with its HTTP server ------------------------------------------
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Platform]:
+    cfg = PlatformConfig(data_dir=tmp_path, embedded_broker=True, mqtt_port=free_port(), http_port=free_port())
+    async with Platform(cfg) as p:
+        yield p
+
+
+async def test_alert_commands_ack_and_resolve(served: Platform) -> None:
+    url = served.http_url
+    assert url is not None
+    t0 = served.clock.now_ms() - 60_000
+    raised = await served.store.raise_alert(Alert(
+        tenant="t", asset="a1", device="d1", kind="vibration", severity=Severity.CRITICAL, first_seen=t0,
+        last_seen=t0, message="bearing wear suspected"))
+
+    async def run(*args: str) -> Result:  # the CLI blocks on HTTP; the server runs on this loop
+        return await asyncio.to_thread(runner.invoke, app, [*args, "--url", url])
+
+    table = await asyncio.to_thread(run_wide, "alerts", "list", "--url", url)
+    assert table.returncode == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if " bearing wear suspected " in line)
+    for cell in (str(raised.id), "critical", "open", "a1", "vibration"):
+        assert f" {cell} " in row, cell
+
+    acked = await run("alerts", "ack", str(raised.id), "--by", "alice")
+    assert acked.exit_code == 0, acked.stderr
+    doc = json.loads(acked.stdout)
+    assert (doc["status"], doc["acknowledged_by"]) == ("acknowledged", "alice")
+    assert (await served.store.get_alert(raised.id)).acknowledged_by == "alice"
+
+    resolved = await run("alerts", "resolve", str(raised.id), "--by", "bob")
+    assert resolved.exit_code == 0, resolved.stderr
+    assert json.loads(resolved.stdout)["resolved_by"] == "bob"
+
+    again = await run("alerts", "ack", str(raised.id), "--by", "carol")
+    assert again.exit_code == 1
+    assert f"409: alert {raised.id} is resolved" in one_line(again.stderr)
+    listed = json.loads((await run("alerts", "list", "--status", "resolved", "--json")).stdout)
+    assert [a["id"] for a in listed] == [raised.id]
+
+
+# -- scenario -------------------------------------------------------------------------------------------------
+
+
+def test_scenario_json_outcome_and_progress_on_stderr() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeloop", "scenario", "--devices", "3", "--faulty", "1", "--seed", "5",
+         "--sim-hours", "1", "--json"],
+        capture_output=True, text=True, timeout=90, check=False)  # ~2 s normally; a hang must not stall the suite
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)  # the whole of stdout is one JSON object
+    assert isinstance(result, dict)
+    for key in ("samples_published", "samples_stored", "duplicates", "dead_letters", "faulty_alerted",
+                "faulty_missed", "healthy_alerted", "per_device"):
+        assert key in result, key
+    assert (result["devices"], result["faulty"], result["seed"], result["sim_hours"]) == (3, 1, 5, 1.0)
+    assert result["samples_published"] > 0
+    assert result["samples_stored"] == result["samples_published"]
+    assert result["samples_lost"] == 0
+    assert result["stored_twice"] == 0
+    assert result["dead_letters"] == 0
+    assert result["faulty_alerted"] + result["faulty_missed"] == 1
+    assert 0 <= result["healthy_alerted"] <= 2
+    per_device = result["per_device"]
+    assert len(per_device) == 3
+    assert sum(d["faulty"] for d in per_device) == 1
+    assert sum(d["published_samples"] for d in per_device) == result["samples_published"]
+    assert all(d["stored_samples"] == d["published_samples"] for d in per_device)
+    assert "{" not in proc.stderr  # the JSON goes to stdout only
+    phases = [line.split()[3] for line in proc.stderr.splitlines() if line.startswith("[")]
+    assert "publish" in phases, proc.stderr  # progress goes to stderr, one line per phase off-terminal
+    assert phases[-1] == "done", proc.stderr
+
+
+def test_scenario_refuses_more_faulty_than_devices() -> None:
+    result = cli("scenario", "--devices", "2", "--faulty", "3", "--json")
+    assert result.exit_code == 1
+    assert "--faulty 3 is more than --devices 2" in one_line(result.stderr)
+    assert result.stdout == ""
