@@ -47,11 +47,17 @@ TimestampMs = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799_000)]  # up t
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
+# Sample keys are only length-checked here: ingest refuses any key that is not a channel of the device's
+# registered profile, whose names are pattern-checked (ChannelName) when the profile is created. A regex per
+# key per sample was the largest single cost of decoding a 50-sample message.
+SampleKey = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+
+
 class Sample(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One instant of one device: a timestamp and the value of each channel."""
 
     ts: TimestampMs
-    values: Annotated[dict[ChannelName, float | None], msgspec.Meta(min_length=1, max_length=64)]
+    values: Annotated[dict[SampleKey, float | None], msgspec.Meta(min_length=1, max_length=MAX_CHANNELS_PER_SAMPLE)]
 
 
 class Telemetry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -13,9 +13,12 @@ backfill after an outage) is stored but not scored: detectors only move forward.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 from edgeloop.detect import AssetDetector, Finding
 from edgeloop.messages import Alert, Severity
@@ -73,23 +76,42 @@ class ScoringStage:
                 self.busy = False
 
     async def score(self, chunks: list[TelemetryChunk]) -> None:
+        """Score a batch: one detector call per device (and channel set), not one per message."""
+        runs: dict[str, list[list[TelemetryChunk]]] = {}
         for chunk in chunks:
-            detector = self._detector_for(chunk)
             if chunk.t0 <= self._last_ts.get(chunk.device, -1):
                 self.stats.late_messages += 1
                 continue
             self._last_ts[chunk.device] = chunk.t1
             self.latest_ms = max(self.latest_ms, chunk.t1)
-            findings = detector.process(chunk.ts, chunk.values)
-            self.stats.scored_messages += 1
-            self.stats.scored_samples += len(chunk.ts)
-            for finding in findings:
-                self.stats.findings += 1
-                await self.store.raise_alert(alert_from_finding(chunk, finding, detector.name))
-                self.stats.alerts_raised += 1
-                log.info("alert on %s/%s: %s", chunk.asset, chunk.device, finding.message)
+            device_runs = runs.setdefault(chunk.device, [])
+            if device_runs and device_runs[-1][0].channels == chunk.channels:
+                device_runs[-1].append(chunk)
+            else:
+                device_runs.append([chunk])
+        for device_runs in runs.values():
+            for run in device_runs:
+                await self._score_run(run)
         if self.on_scored is not None:
             self.on_scored(chunks)
+
+    async def _score_run(self, run: list[TelemetryChunk]) -> None:
+        """Consecutive chunks of one device with the same channels, in time order."""
+        detector = self._detector_for(run[0])
+        if len(run) == 1:
+            ts, values = run[0].ts, run[0].values
+        else:
+            ts, values = np.concatenate([c.ts for c in run]), np.concatenate([c.values for c in run])
+        findings = detector.process(ts, values)
+        self.stats.scored_messages += len(run)
+        self.stats.scored_samples += len(ts)
+        starts = [c.t0 for c in run]
+        for finding in findings:
+            chunk = run[max(0, bisect.bisect_right(starts, finding.ts) - 1)]  # the message the finding is in
+            self.stats.findings += 1
+            await self.store.raise_alert(alert_from_finding(chunk, finding, detector.name))
+            self.stats.alerts_raised += 1
+            log.info("alert on %s/%s: %s", chunk.asset, chunk.device, finding.message)
 
     def _detector_for(self, chunk: TelemetryChunk) -> AssetDetector:
         det = self._detectors.get(chunk.device)
