@@ -69,6 +69,8 @@ class ScoringStage:
     async def run(self) -> None:
         while True:
             chunks = await self.queue.get()
+            while not self.queue.empty():  # behind? score everything queued in one pass: fewer, larger calls
+                chunks = chunks + self.queue.get_nowait()
             self.busy = True
             try:
                 await self.score(chunks)

@@ -28,7 +28,7 @@ Downstream = Callable[[list[TelemetryChunk]], Awaitable[None]]
 
 
 class InboundSource(Protocol):
-    async def batch(self, max_items: int = ...) -> list[Inbound]: ...
+    async def batch(self, max_items: int = ..., linger_s: float = ...) -> list[Inbound]: ...
     def ack(self, items: Sequence[Inbound]) -> None: ...
     @property
     def depth(self) -> int: ...
@@ -95,6 +95,7 @@ class IngestPipeline:
         presence: Presence | None = None,
         clock: Clock | None = None,
         max_batch: int = 5000,
+        linger_s: float = 0.01,
     ) -> None:
         self.source = source
         self.store = store
@@ -103,6 +104,7 @@ class IngestPipeline:
         self.presence = presence or Presence()
         self.clock = clock or SystemClock()
         self.max_batch = max_batch
+        self.linger_s = linger_s
         self.stats = IngestStats()
         self.last_seen: dict[str, int] = {}  # newest stored sample time per device
         self._progress = asyncio.Condition()
@@ -110,7 +112,7 @@ class IngestPipeline:
     async def run(self) -> None:
         """Process batches until cancelled."""
         while True:
-            batch = await self.source.batch(self.max_batch)
+            batch = await self.source.batch(self.max_batch, self.linger_s)
             await self.handle(batch)
 
     async def handle(self, batch: list[Inbound]) -> None:

@@ -95,20 +95,19 @@ class Validator:
         return self._columns(msg, view, now_ms, reject)
 
     def _columns(self, msg: Telemetry, view: DeviceView, now_ms: int, reject: _Reject) -> TelemetryChunk | DeadLetter:
-        n, width = len(msg.samples), len(view.channels)
-        ts = np.empty(n, dtype=np.int64)
-        values = np.full((n, width), np.nan)
-        index = view.index
-        for i, sample in enumerate(msg.samples):
-            ts[i] = sample.ts
-            row = values[i]
-            for name, value in sample.values.items():
-                j = index.get(name)
-                if j is None:
-                    return reject("unknown_channel", f"channel {name!r} is not in the device profile "
-                                  f"({', '.join(view.channels)})", msg.device, view.tenant)
-                if value is not None:
-                    row[j] = value
+        names = view.channels
+        allowed = view.index.keys()
+        flat: list[float | None] = []
+        for sample in msg.samples:
+            vals = sample.values
+            if not vals.keys() <= allowed:
+                extra = sorted(vals.keys() - allowed)
+                return reject("unknown_channel", f"channel {extra[0]!r} is not in the device profile "
+                              f"({', '.join(names)})", msg.device, view.tenant)
+            flat.extend([vals.get(name) for name in names])
+        n = len(msg.samples)
+        values = np.array(flat, dtype=np.float64).reshape(n, len(names))  # None (no valid reading) -> NaN
+        ts = np.fromiter((sample.ts for sample in msg.samples), dtype=np.int64, count=n)
         if np.isinf(values).any():
             return reject("non_finite", "a value is infinite", msg.device, view.tenant)
         if n > 1:
