@@ -195,6 +195,11 @@ class Platform:
     ) -> None:
         await self._stack.aclose()
 
+    @property
+    def alive(self) -> bool:
+        """True while every background loop is running."""
+        return self._failed is not None and not self._failed.done()
+
     async def wait_failed(self) -> BaseException:
         """Wait until a background loop dies (it should not); returns its exception."""
         assert self._failed is not None
