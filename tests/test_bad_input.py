@@ -87,8 +87,8 @@ _seq = itertools.count(1)
 def good_payload() -> bytes:
     seq = next(_seq)
     now = int(time.time() * 1000)
-    return json.dumps({"v": 1, "device": DEVICE, "seq": seq, "samples": [
-        {"ts": now - 1000 + k, "values": {"flow": float(seq), "temp": None if k else 20.5}} for k in range(3)]}).encode()
+    samples = [{"ts": now - 1000 + k, "values": {"flow": float(seq), "temp": None if k else 20.5}} for k in range(3)]
+    return json.dumps({"v": 1, "device": DEVICE, "seq": seq, "samples": samples}).encode()
 
 
 json_values = st.recursive(
