@@ -193,6 +193,8 @@ def test_fleet_lists_assets_with_status_and_kpis(dash: Dash, live_platform: Any)
         f"{stats['ingest']['dead_letters']:,}"
     )
     expect(dash.page.locator("[data-testid=api-banner]")).to_be_hidden()
+    words = dash.page.locator("body").inner_text().split()
+    assert "null" not in words and "undefined" not in words, "a missing value leaked into the page as text"
     dash.assert_no_page_errors()
 
 

@@ -35,10 +35,15 @@ class EmbeddedBroker:
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(max(logging.getLogger(name).level, logging.WARNING))
         self._broker = Broker(self._config)
+        broker_log = logging.getLogger("amqtt.broker")
+        level = broker_log.level
+        broker_log.setLevel(logging.CRITICAL)  # a failed start is reported once, below, without amqtt's traceback
         try:
             await self._broker.start()
         except Exception as exc:
             raise BrokerError(f"embedded MQTT broker cannot listen on {self.host}:{self.port}: {exc}") from exc
+        finally:
+            broker_log.setLevel(level)
         log.info("embedded MQTT broker listening on %s:%d", self.host, self.port)
         return self
 

@@ -622,11 +622,12 @@ function fleetView(root, _query, signal) {
   function renderSummary(list) {
     const n = { ok: 0, alert: 0, offline: 0 };
     for (const a of list) n[a.status] = (n[a.status] || 0) + 1;
-    summary.replaceChildren(
+    summary.replaceChildren();  // append() skips null children; replaceChildren() would print "null"
+    append(summary, [
       h("span", null, `${list.length} asset${list.length === 1 ? "" : "s"}`),
       n.alert ? badge("critical", `${n.alert} alert`) : null,
       n.offline ? badge("offline", `${n.offline} offline`) : null,
-      badge("ok", `${n.ok} ok`));
+      badge("ok", `${n.ok} ok`)]);
   }
 
   function lastSeenTick() {
@@ -784,7 +785,16 @@ class ChartCard {
     // union of timestamps across the group's channels (normally identical buckets)
     const tsSet = new Set();
     for (const c of chans) for (const t of (ser[c.name]?.ts || [])) tsSet.add(t);
-    const xs = [...tsSet].sort((a, b) => a - b);
+    const present = [...tsSet].sort((a, b) => a - b);
+    // Buckets with no data at all (a silent device) get an explicit null point, so the line breaks
+    // there instead of being drawn straight across time for which nothing was received.
+    const bucket = resp?.bucket_ms || 0;
+    const xs = [];
+    for (const t of present) {
+      const prev = xs.length ? xs[xs.length - 1] : null;
+      if (bucket > 0 && prev !== null && t - prev > 1.5 * bucket) xs.push(prev + bucket);
+      xs.push(t);
+    }
     const idx = new Map(xs.map((t, i) => [t, i]));
     let banded = false;
     const cols = [];
@@ -824,7 +834,6 @@ class ChartCard {
     } else {
       this.plot.setData(data, true);
     }
-    const bucket = resp?.bucket_ms;
     setText(this.note, bucket ? `${banded ? "avg, min–max band · " : ""}${fmtDuration(bucket)} buckets` : "");
     this.empty.hidden = points > 0;
     this.note.hidden = points === 0;
