@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -15,12 +14,13 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext, SpawnProcess
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psutil
 
 from bench.publisher import PublisherSpec, RunCommand, RunReport, publisher_main
-from edgeloop.broker.mosquitto import write_mosquitto_config
+from edgeloop.broker.mosquitto import mosquitto_binary, run_mosquitto
+from edgeloop.errors import BrokerError
 
 
 def free_port() -> int:
@@ -29,52 +29,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(found).exists():
-        raise RuntimeError("mosquitto not found (install it, e.g. apt-get install mosquitto)")
-    return found
-
-
 def mosquitto_version() -> str:
     try:
         out = subprocess.run([mosquitto_binary(), "-h"], capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, RuntimeError, subprocess.TimeoutExpired):
+    except (OSError, BrokerError, subprocess.TimeoutExpired):
         return "unknown"
     first = (out.stdout or out.stderr).splitlines()
     return first[0].strip() if first else "unknown"
-
-
-def _spawn_mosquitto(conf: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=log)
 
 
 @contextlib.asynccontextmanager
 async def mosquitto(workdir: Path) -> AsyncIterator[tuple[int, subprocess.Popen[bytes]]]:
     """A real Mosquitto with EdgeLoop's generated production config, on a free port; yields (port, process)."""
     port = free_port()
-    conf = write_mosquitto_config(workdir, port=port)
-    log = (workdir / "mosquitto.log").open("wb")
-    proc = _spawn_mosquitto(conf, log)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mosquitto did not start on port {port}: "
-                                   f"{(workdir / 'mosquitto.log').read_text()[-2000:]}")
-            await asyncio.sleep(0.05)
+    with run_mosquitto(workdir, port=port) as proc:
         yield port, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def peak_rss_mb(pid: int | None = None) -> float:

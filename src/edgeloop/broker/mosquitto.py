@@ -8,7 +8,16 @@ window so acknowledging after commit does not throttle throughput.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+from edgeloop.errors import BrokerError
 
 
 def mosquitto_config(
@@ -42,3 +51,41 @@ def write_mosquitto_config(out_dir: Path, *, port: int, bind: str = "127.0.0.1",
     conf = out_dir / "mosquitto.conf"
     conf.write_text(mosquitto_config(port=port, data_dir=data.resolve(), bind=bind, user=user))
     return conf
+
+
+def mosquitto_binary() -> str:
+    """Path of the ``mosquitto`` executable; raises BrokerError with an install hint if there is none."""
+    found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(found).exists():
+        raise BrokerError("mosquitto not found: install it (e.g. apt-get install mosquitto)")
+    return found
+
+
+@contextlib.contextmanager
+def run_mosquitto(workdir: Path, *, port: int, timeout_s: float = 10.0) -> Iterator[subprocess.Popen[bytes]]:
+    """Run Mosquitto with the generated configuration on ``port`` until the block ends (tests, benchmarks).
+
+    Its log goes to ``workdir/mosquitto.log``. Started as root, Mosquitto would switch to the
+    ``mosquitto`` account, which cannot write ``workdir``; so it stays root then.
+    """
+    conf = write_mosquitto_config(workdir, port=port, user="root" if os.geteuid() == 0 else None)
+    log_path = workdir / "mosquitto.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise BrokerError(f"mosquitto did not start on port {port}: {log_path.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
