@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -79,6 +80,21 @@ def test_url_can_come_from_the_environment() -> None:
     result = runner.invoke(app, ["list", "devices"], env={"EDGELOOP_URL": url})
     assert result.exit_code == 1
     assert f"cannot reach the platform at {url}" in one_line(result.stderr)
+
+
+def test_up_on_a_busy_port_is_one_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgeloop", "up", "--devices", "0", "--data-dir", str(tmp_path / "d"),
+             "--port", str(port), "--mqtt-port", str(free_port())],
+            capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert f"the HTTP port 127.0.0.1:{port} is not available" in one_line(proc.stderr)
+    assert "--port" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_unknown_kind_and_non_json_body_fail_before_any_request() -> None:

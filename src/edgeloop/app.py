@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import uvicorn
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.broker.embedded import EmbeddedBroker
 from edgeloop.clock import Clock, SystemClock
-from edgeloop.errors import ConflictError, EdgeLoopError
+from edgeloop.errors import ConfigError, ConflictError, EdgeLoopError
 from edgeloop.ingest.mqtt import MqttSource
 from edgeloop.ingest.pipeline import IngestPipeline, Presence
 from edgeloop.ingest.validate import Limits, Validator
@@ -137,6 +138,7 @@ class Platform:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self._failed = asyncio.get_running_loop().create_future()
+        http_socket = self._bind_http() if cfg.http_port is not None else None
         self.store = await self._stack.enter_async_context(open_store(cfg.resolved_store_url))
         registry = await self.store.load_registry()
         validator = Validator(registry=registry, limits=cfg.limits)
@@ -163,11 +165,25 @@ class Platform:
             server = _ApiServer(uvicorn.Config(create_app(self), host=cfg.http_host, port=cfg.http_port,
                                                log_level="warning", lifespan="off", access_log=False))
             self.api_server = server
-            self._spawn(server.serve(), "http")
+            self._spawn(server.serve(sockets=[http_socket] if http_socket else None), "http")
             while not server.started:
                 if self._failed.done():
                     raise EdgeLoopError(f"HTTP server failed to start on {cfg.http_host}:{cfg.http_port}")
                 await asyncio.sleep(0.02)
+
+    def _bind_http(self) -> socket.socket:
+        """Bind the API's port first, so a busy port is one clear error before anything else starts."""
+        cfg = self.config
+        sock = socket.socket(socket.AF_INET6 if ":" in cfg.http_host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((cfg.http_host, cfg.http_port or 0))
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"the HTTP port {cfg.http_host}:{cfg.http_port} is not available ({exc.strerror}); "
+                              "choose another with --port") from exc
+        self._stack.callback(sock.close)
+        return sock
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
