@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -19,14 +18,9 @@ from typing import Any
 import psutil
 
 from bench.publisher import PublisherSpec, RunCommand, RunReport, publisher_main
+from edgeloop.broker import free_port
 from edgeloop.broker.mosquitto import mosquitto_binary, run_mosquitto
 from edgeloop.errors import BrokerError
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def mosquitto_version() -> str:

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from edgeloop.broker import free_port
 from edgeloop.broker.mosquitto import run_mosquitto
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["free_port", "start_mosquitto"]
 
 
 @contextlib.contextmanager

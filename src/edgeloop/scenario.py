@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 
 from edgeloop.app import Platform, PlatformConfig
+from edgeloop.broker import free_port
 from edgeloop.clock import Clock, SystemClock
 from edgeloop.errors import ConfigError
 from edgeloop.messages import Alert
@@ -71,14 +72,6 @@ async def _store_url(cfg: ScenarioConfig, data_dir: Path) -> AsyncIterator[str]:
             await admin.close()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def run_scenario(
     cfg: ScenarioConfig, *, progress: Progress | None = None, clock: Clock | None = None
 ) -> dict[str, Any]:
@@ -89,7 +82,7 @@ async def run_scenario(
     with contextlib.ExitStack() as stack:
         data_dir = cfg.data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeloop-scn-")))
         async with _store_url(cfg, data_dir) as url:
-            port = cfg.mqtt_port or _free_port()
+            port = cfg.mqtt_port or free_port()
             pcfg = PlatformConfig(data_dir=data_dir, store_url=url, mqtt_host=cfg.mqtt_host, mqtt_port=port,
                                   embedded_broker=not cfg.external_broker, http_port=None,
                                   ingest_client_id=f"edgeloop-ingest-{secrets.token_hex(3)}")
