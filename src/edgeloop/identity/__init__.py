@@ -1,0 +1,1 @@
+"""Identity: our own PKI, certificates for devices and services, revocation."""
