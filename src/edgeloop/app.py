@@ -24,6 +24,7 @@ from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.broker.embedded import EmbeddedBroker
 from edgeloop.clock import Clock, SystemClock
 from edgeloop.errors import ConfigError, ConflictError, EdgeLoopError
+from edgeloop.identity.tls import TlsIdentity
 from edgeloop.ingest.mqtt import MqttSource
 from edgeloop.ingest.pipeline import IngestPipeline, Presence
 from edgeloop.ingest.validate import Limits, Validator
@@ -44,6 +45,7 @@ class PlatformConfig:
     http_host: str = "127.0.0.1"
     http_port: int | None = 8000  # None: no HTTP server
     ingest_client_id: str = "edgeloop-ingest"
+    mqtt_tls: TlsIdentity | None = None  # mutual TLS to an external broker (the ingest service's identity)
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -151,6 +153,7 @@ class Platform:
             topics=[subscription(TopicKind.TELEMETRY), subscription(TopicKind.STATUS)],
             ack="on_receipt" if cfg.embedded_broker else "after_commit",
             capacity=1_000_000 if cfg.embedded_broker else 50_000,
+            tls=cfg.mqtt_tls,
         )
         await self._stack.enter_async_context(self.source)
         self.pipeline = IngestPipeline(source=self.source, store=self.store, validator=validator,

@@ -89,6 +89,9 @@ def serve(
     data_dir: Annotated[Path, typer.Option(help="Working directory for local state.")] = Path("data"),
     client_id: Annotated[str, typer.Option(help="MQTT client id of the persistent ingest session.")] = (
         "edgeloop-ingest"),
+    mqtt_tls: Annotated[Path | None, typer.Option(help="Directory with edgeloop-ingest.crt/.key and ca.crt: "
+                                                  "connect with mutual TLS (`edgeloop pki issue --service "
+                                                  "edgeloop-ingest`).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the platform against an external broker, no simulator: the production process.
@@ -98,13 +101,16 @@ def serve(
     """
     from edgeloop.app import PlatformConfig
     from edgeloop.embedded import run_platform
+    from edgeloop.identity.tls import TlsIdentity
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     mhost, _, mport = mqtt.rpartition(":")
-    cfg = PlatformConfig(data_dir=data_dir, store_url=store, mqtt_host=mhost or "127.0.0.1", mqtt_port=int(mport),
-                         embedded_broker=False, http_host=host, http_port=port, ingest_client_id=client_id)
     try:
+        cfg = PlatformConfig(
+            data_dir=data_dir, store_url=store, mqtt_host=mhost or "127.0.0.1", mqtt_port=int(mport),
+            embedded_broker=False, http_host=host, http_port=port, ingest_client_id=client_id,
+            mqtt_tls=TlsIdentity.from_dir(mqtt_tls, "edgeloop-ingest") if mqtt_tls else None)
         asyncio.run(run_platform(cfg, console=console))
     except KeyboardInterrupt:
         console.print("\nstopped")
@@ -122,6 +128,8 @@ def scenario(
     pg_url: Annotated[str, typer.Option(help="PostgreSQL server (a throwaway database is created on it).")] = (
         "postgresql://postgres@127.0.0.1:5432/postgres"),
     mqtt: Annotated[str | None, typer.Option(help="HOST:PORT of an external broker (default: embedded).")] = None,
+    pki: Annotated[Path | None, typer.Option(help="PKI directory: devices and ingest use mutual TLS "
+                                             "(with --mqtt pointing at a TLS listener).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as one JSON object.")] = False,
 ) -> None:
     """Run a simulated fleet through the platform at accelerated time and compare with ground truth."""
@@ -132,7 +140,10 @@ def scenario(
         host, _, p = mqtt.rpartition(":")
         mport, external = int(p), True
     cfg = ScenarioConfig(devices=devices, faulty=faulty, seed=seed, sim_hours=sim_hours, backend=backend,
-                         pg_url=pg_url, mqtt_host=host or "127.0.0.1", mqtt_port=mport, external_broker=external)
+                         pg_url=pg_url, mqtt_host=host or "127.0.0.1", mqtt_port=mport, external_broker=external,
+                         pki_dir=pki)
+    if pki is not None and not external:
+        raise _fail("--pki needs --mqtt HOST:PORT of a mutual-TLS broker (see `edgeloop broker config mosquitto`)")
     with _progress_reporter() as progress:
         try:
             result = asyncio.run(run_scenario(cfg, progress=progress))

@@ -22,8 +22,11 @@ import asyncpg
 
 from edgeloop.app import Platform, PlatformConfig
 from edgeloop.broker import free_port
+from edgeloop.broker.mosquitto import INGEST_IDENTITY
 from edgeloop.clock import Clock, SystemClock
 from edgeloop.errors import ConfigError
+from edgeloop.identity.pki import CertificateAuthority, Kind, build_csr, new_private_key, write_identity
+from edgeloop.identity.tls import TlsIdentity
 from edgeloop.messages import Alert
 from edgeloop.sim.fleet import Fleet
 from edgeloop.sim.publisher import FleetPublisher
@@ -47,6 +50,7 @@ class ScenarioConfig:
     samples_per_message: int = 60
     tenant: str = "demo"
     data_dir: Path | None = None
+    pki_dir: Path | None = None  # mutual TLS: every simulated device and the ingest service get certificates
 
 
 @contextlib.asynccontextmanager
@@ -83,15 +87,36 @@ async def run_scenario(
         data_dir = cfg.data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeloop-scn-")))
         async with _store_url(cfg, data_dir) as url:
             port = cfg.mqtt_port or free_port()
+            tls_for = _identities(cfg.pki_dir, data_dir / "identities") if cfg.pki_dir else None
             pcfg = PlatformConfig(data_dir=data_dir, store_url=url, mqtt_host=cfg.mqtt_host, mqtt_port=port,
                                   embedded_broker=not cfg.external_broker, http_port=None,
-                                  ingest_client_id=f"edgeloop-ingest-{secrets.token_hex(3)}")
+                                  ingest_client_id=INGEST_IDENTITY if tls_for else
+                                  f"edgeloop-ingest-{secrets.token_hex(3)}",
+                                  mqtt_tls=tls_for(INGEST_IDENTITY) if tls_for else None)
             async with Platform(pcfg, clock=clock) as platform:
-                return await _drive(cfg, platform, clock, report)
+                return await _drive(cfg, platform, clock, report, tls_for)
     raise AssertionError("unreachable")
 
 
-async def _drive(cfg: ScenarioConfig, platform: Platform, clock: Clock, report: Progress) -> dict[str, Any]:
+def _identities(pki_dir: Path, out: Path) -> Callable[[str], TlsIdentity]:
+    """Issue (once) and return the TLS identity of a simulated device or of the ingest service."""
+    ca = CertificateAuthority.open(pki_dir)
+
+    def identity(name: str) -> TlsIdentity:
+        if not (out / name / f"{name}.crt").exists():
+            key = new_private_key()
+            kind: Kind = "service" if name == INGEST_IDENTITY else "device"
+            cert = ca.sign_csr(build_csr(key, name), common_name=name, kind=kind)
+            write_identity(out / name, name=name, key=key, cert=cert, chain_pem=ca.chain_pem)
+        return TlsIdentity.from_dir(out / name, name)
+
+    return identity
+
+
+async def _drive(
+    cfg: ScenarioConfig, platform: Platform, clock: Clock, report: Progress,
+    tls_for: Callable[[str], TlsIdentity] | None,
+) -> dict[str, Any]:
     duration = int(cfg.sim_hours * HOUR_MS)
     end = clock.now_ms() // 60_000 * 60_000
     start = end - duration
@@ -100,7 +125,7 @@ async def _drive(cfg: ScenarioConfig, platform: Platform, clock: Clock, report: 
     started = clock.monotonic()
     async with FleetPublisher(fleet=fleet, host=cfg.mqtt_host, port=platform.config.mqtt_port, tenant=cfg.tenant,
                               samples_per_message=cfg.samples_per_message,
-                              wait_handled=platform.pipeline.wait_handled) as pub:
+                              wait_handled=platform.pipeline.wait_handled, tls_for=tls_for) as pub:
         step = 10 * 60_000
         while fleet.now_ms < end:
             await pub.run_until(min(end, fleet.now_ms + step), step_ms=step)
@@ -161,6 +186,7 @@ async def _outcome(
     return {
         "devices": cfg.devices, "faulty": cfg.faulty, "seed": cfg.seed, "sim_hours": cfg.sim_hours,
         "backend": cfg.backend, "broker": "external" if cfg.external_broker else "embedded",
+        "mutual_tls": cfg.pki_dir is not None,
         "wall_seconds": round(wall_s, 1),
         "samples_published": pub.stats.samples, "messages_published": pub.stats.messages,
         "samples_stored": stored_samples, "messages_stored": stored_msgs,

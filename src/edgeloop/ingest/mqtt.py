@@ -32,6 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeloop.clock import Clock, SystemClock
 from edgeloop.errors import BrokerError
+from edgeloop.identity.tls import TlsIdentity
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class MqttSource:
         clock: Clock | None = None,
         connect_timeout_s: float = 10.0,
         ack: Literal["after_commit", "on_receipt"] = "after_commit",
+        tls: TlsIdentity | None = None,
     ) -> None:
         self.host, self.port, self.topics = host, port, tuple(topics)
         self.client_id = client_id
@@ -92,6 +94,8 @@ class MqttSource:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.reconnect_delay_set(min_delay=1, max_delay=5)
+        if tls is not None:
+            tls.apply(self._client)
 
     # -- paho thread ----------------------------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -126,7 +130,7 @@ class MqttSource:
         self._loop = asyncio.get_running_loop()
         try:
             self._client.connect(self.host, self.port, keepalive=30)
-        except OSError as exc:
+        except OSError as exc:  # includes ssl.SSLError: refused certificate, wrong CA
             raise BrokerError(f"cannot reach the MQTT broker at {self.host}:{self.port}: {exc}") from exc
         self._client.loop_start()
         if not await asyncio.to_thread(self._connected.wait, self.connect_timeout_s):

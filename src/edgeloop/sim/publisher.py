@@ -28,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeloop.clock import Clock, SystemClock
 from edgeloop.errors import BrokerError
+from edgeloop.identity.tls import TlsIdentity
 from edgeloop.messages import Sample, Telemetry, TopicKind, encode, topic
 from edgeloop.sim.fleet import CHANNELS, DeviceChunk, Fleet
 
@@ -44,7 +45,9 @@ class PublishStats:
 class _DeviceClient:
     """One device's MQTT connection with a bounded number of unacknowledged publishes."""
 
-    def __init__(self, *, device: str, tenant: str, host: str, port: int, max_unacked: int) -> None:
+    def __init__(
+        self, *, device: str, tenant: str, host: str, port: int, max_unacked: int, tls: TlsIdentity | None = None
+    ) -> None:
         self.device = device
         self.topic = topic(tenant, device, TopicKind.TELEMETRY)
         self.status_topic = topic(tenant, device, TopicKind.STATUS)
@@ -59,6 +62,8 @@ class _DeviceClient:
         self.client.on_publish = self._on_publish
         self.client.on_connect = self._on_connect
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
+        if tls is not None:
+            tls.apply(self.client)
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if not reason.is_failure:
@@ -75,7 +80,7 @@ class _DeviceClient:
     def start(self, timeout_s: float) -> None:
         try:
             self.client.connect(self.host, self.port, keepalive=30)
-        except OSError as exc:
+        except OSError as exc:  # includes ssl.SSLError
             raise BrokerError(f"simulated device {self.device} cannot reach {self.host}:{self.port}: {exc}") from exc
         self.client.loop_start()
         if not self._connected.wait(timeout_s):
@@ -139,6 +144,7 @@ class FleetPublisher:
         clock: Clock | None = None,
         wait_handled: Callable[[int], Awaitable[None]] | None = None,
         max_ahead: int = 2000,
+        tls_for: Callable[[str], TlsIdentity] | None = None,
     ) -> None:
         self.fleet = fleet
         self.tenant = tenant
@@ -151,7 +157,7 @@ class FleetPublisher:
         self.published_by_device: dict[str, int] = {d.device_id: 0 for d in fleet.devices}
         self._clients = {
             d.device_id: _DeviceClient(device=d.device_id, tenant=tenant, host=host, port=port,
-                                       max_unacked=max_unacked)
+                                       max_unacked=max_unacked, tls=tls_for(d.device_id) if tls_for else None)
             for d in fleet.devices
         }
 
