@@ -156,3 +156,27 @@ async def test_alert_lifecycle(store: Store) -> None:
     assert fresh.id != a.id
     assert [x.id for x in await store.list_alerts(asset="a1")] == [fresh.id, a.id]
     assert (await store.get_alert(a.id)).resolved_by == "bo"
+
+
+async def test_enrollment_serial_used_once_and_audit(store: Store) -> None:
+    from edgeloop.store.base import AuditRecord, Enrollment
+
+    e = Enrollment(id="batch-1", tenant="acme", line="l1", profile="p1", claim_hash="h" * 64,
+                   expires_ms=T0 + 86_400_000, created_ms=T0, created_by="ana", serials=("SN1", "SN2"))
+    await store.put_enrollment(e)
+    with pytest.raises(ConflictError):
+        await store.put_enrollment(e)
+    assert await store.get_enrollment("batch-1") == e
+    assert await store.get_enrollment("nope") is None
+    assert await store.claim_serial("batch-1", "SN1", "batch-1-sn1", T0) is True
+    assert await store.claim_serial("batch-1", "SN1", "batch-1-sn1", T0 + 1) is False, "one use per serial"
+    assert await store.claim_serial("batch-2", "SN1", "batch-2-sn1", T0) is True, "serials are per enrollment"
+    assert await store.provisioned_count("batch-1") == 1
+    await store.audit(AuditRecord(ts_ms=T0, actor="device:batch-1-sn1", action="provision", target="SN1",
+                                  outcome="ok", source="10.0.0.7"))
+    await store.audit(AuditRecord(ts_ms=T0 + 1, actor="anonymous", action="provision", target="SN9",
+                                  outcome="refused", detail="serial not in the enrollment"))
+    log = await store.list_audit()
+    assert [(r.outcome, r.target) for r in log] == [("refused", "SN9"), ("ok", "SN1")]
+    assert log[1].source == "10.0.0.7"
+    assert [r.target for r in await store.list_audit(action="provision", limit=1)] == ["SN9"]

@@ -16,7 +16,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import uvicorn
 
@@ -25,6 +25,9 @@ from edgeloop.broker.embedded import EmbeddedBroker
 from edgeloop.clock import Clock, SystemClock
 from edgeloop.errors import ConfigError, ConflictError, EdgeLoopError
 from edgeloop.identity.tls import TlsIdentity
+
+if TYPE_CHECKING:
+    from edgeloop.identity.provisioning import ProvisioningService
 from edgeloop.ingest.mqtt import MqttSource
 from edgeloop.ingest.pipeline import IngestPipeline, Presence
 from edgeloop.ingest.validate import Limits, Validator
@@ -46,6 +49,8 @@ class PlatformConfig:
     http_port: int | None = 8000  # None: no HTTP server
     ingest_client_id: str = "edgeloop-ingest"
     mqtt_tls: TlsIdentity | None = None  # mutual TLS to an external broker (the ingest service's identity)
+    pki_dir: Path | None = None  # enables provisioning; created on first start when ``create_pki``
+    create_pki: bool = False
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -127,6 +132,7 @@ class Platform:
         self.source: MqttSource
         self.presence = Presence()
         self.api_server: uvicorn.Server | None = None
+        self.provisioning: ProvisioningService | None = None
 
     async def __aenter__(self) -> Self:
         try:
@@ -145,6 +151,13 @@ class Platform:
         registry = await self.store.load_registry()
         validator = Validator(registry=registry, limits=cfg.limits)
         self.registry = RegistryService(store=self.store, registry=registry, validator=validator)
+        if cfg.pki_dir is not None:
+            from edgeloop.identity.pki import CertificateAuthority
+            from edgeloop.identity.provisioning import ProvisioningService
+
+            fresh = cfg.create_pki and not (cfg.pki_dir / "issuing.key").exists()
+            ca = CertificateAuthority.init(cfg.pki_dir) if fresh else CertificateAuthority.open(cfg.pki_dir)
+            self.provisioning = ProvisioningService(store=self.store, registry=self.registry, ca=ca, clock=self.clock)
         if cfg.embedded_broker:
             await self._stack.enter_async_context(EmbeddedBroker(host=cfg.mqtt_host, port=cfg.mqtt_port))
         self.scoring = ScoringStage(store=self.store, on_scored=self.on_scored)

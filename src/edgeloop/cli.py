@@ -33,6 +33,8 @@ broker_app = typer.Typer(no_args_is_help=True, help="MQTT broker configuration."
 app.add_typer(broker_app, name="broker")
 broker_config_app = typer.Typer(no_args_is_help=True, help="Generate a broker's configuration.")
 broker_app.add_typer(broker_config_app, name="config")
+enroll_app = typer.Typer(no_args_is_help=True, help="Enrollments for zero-touch device provisioning.")
+app.add_typer(enroll_app, name="enroll")
 console = Console(stderr=True)
 out = Console() if sys.stdout.isatty() else Console(width=140)  # logs and pipes get whole tables
 
@@ -70,7 +72,7 @@ def up(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = PlatformConfig(data_dir=data_dir, store_url=store, mqtt_host=host, mqtt_port=mqtt_port,
-                         http_host=host, http_port=port)
+                         http_host=host, http_port=port, pki_dir=data_dir / "pki", create_pki=True)
     sim = SimSettings(devices=devices, faulty=min(faulty, devices), seed=seed)
     try:
         asyncio.run(run_embedded(cfg, sim, console=console))
@@ -89,6 +91,8 @@ def serve(
     data_dir: Annotated[Path, typer.Option(help="Working directory for local state.")] = Path("data"),
     client_id: Annotated[str, typer.Option(help="MQTT client id of the persistent ingest session.")] = (
         "edgeloop-ingest"),
+    pki: Annotated[Path | None, typer.Option(help="PKI directory (`edgeloop pki init`): enables provisioning.")] = (
+        None),
     mqtt_tls: Annotated[Path | None, typer.Option(help="Directory with edgeloop-ingest.crt/.key and ca.crt: "
                                                   "connect with mutual TLS (`edgeloop pki issue --service "
                                                   "edgeloop-ingest`).")] = None,
@@ -109,7 +113,7 @@ def serve(
     try:
         cfg = PlatformConfig(
             data_dir=data_dir, store_url=store, mqtt_host=mhost or "127.0.0.1", mqtt_port=int(mport),
-            embedded_broker=False, http_host=host, http_port=port, ingest_client_id=client_id,
+            embedded_broker=False, http_host=host, http_port=port, ingest_client_id=client_id, pki_dir=pki,
             mqtt_tls=TlsIdentity.from_dir(mqtt_tls, "edgeloop-ingest") if mqtt_tls else None)
         asyncio.run(run_platform(cfg, console=console))
     except KeyboardInterrupt:
@@ -314,6 +318,60 @@ def broker_config_mosquitto(
     except EdgeLoopError as exc:
         raise _fail(str(exc)) from None
     out.print(f"wrote {conf}; run: mosquitto -c {conf}")
+
+
+# -- provisioning -------------------------------------------------------------------------------
+@enroll_app.command("create")
+def enroll_create(
+    group: Annotated[str, typer.Option(help="Enrollment name; devices become GROUP-SERIAL.")],
+    profile: Annotated[str, typer.Option(help="Device profile of the batch.")],
+    tenant: Annotated[str, typer.Option(help="Tenant the devices belong to.")],
+    line: Annotated[str, typer.Option(help="Line the devices' assets are placed on.")],
+    asset: Annotated[str | None, typer.Option(help="Put every device under this asset (default: one each).")] = None,
+    serials: Annotated[Path | None, typer.Option(help="File with the allowed serial numbers, one per line.")] = None,
+    max_devices: Annotated[int | None, typer.Option(help="Without --serials: at most this many devices.")] = None,
+    expires: Annotated[str, typer.Option(help="How long the claim is valid: 30m, 24h, 7d.")] = "24h",
+    by: Annotated[str, typer.Option(help="Who creates it (audit log).")] = "operator",
+    url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000",
+) -> None:
+    """Create an enrollment and print its claim credential (shown once; give it to the devices' installer)."""
+    listed = None
+    if serials is not None:
+        if not serials.exists():
+            raise _fail(f"serials file {serials} does not exist")
+        listed = [ln.strip() for ln in serials.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    body = {"group": group, "tenant": tenant, "line": line, "profile": profile, "asset": asset,
+            "serials": listed, "max_devices": max_devices, "expires_in_s": _duration_s(expires), "by": by}
+    doc = _api("POST", url, "/api/v1/enrollments", body)
+    out.print(f"enrollment {doc['group']}: {doc['serials'] if doc['serials'] is not None else 'any'} serials, "
+              f"expires {_ts(doc['expires_ms'])} UTC")
+    out.print("claim (shown once, store it safely):")
+    out.print(doc["claim"], highlight=False, soft_wrap=True)
+
+
+def _duration_s(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    try:
+        return int(float(text[:-1]) * units[text[-1]])
+    except (KeyError, ValueError, IndexError):
+        raise _fail(f"--expires {text!r}: use a number and s, m, h or d (e.g. 24h)") from None
+
+
+@app.command()
+def provision(
+    url: Annotated[str, typer.Option(help="The platform's base URL.")],
+    claim: Annotated[str, typer.Option(help="The enrollment's claim credential.")],
+    serial: Annotated[str, typer.Option(help="This device's serial number.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Where DEVICE.key (0600), DEVICE.crt and ca.crt go.")],
+) -> None:
+    """Device side of zero-touch provisioning: make a key here, send a CSR, store the certificate."""
+    from edgeloop.identity.client import provision_device
+
+    try:
+        ident = provision_device(url=url, claim=claim, serial=serial, out_dir=out_dir)
+    except EdgeLoopError as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"provisioned as {ident.cert.stem}: {ident.key} (private key, never sent), {ident.cert}, {ident.ca}")
 
 
 # -- API client commands -------------------------------------------------------------------------

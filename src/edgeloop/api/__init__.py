@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from edgeloop import __version__
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.errors import ConflictError, NotFoundError
+from edgeloop.identity.provisioning import EnrollmentRequest, ProvisioningError, ProvisioningService
 from edgeloop.messages import Alert, AlertStatus
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["create_app"]
 
 T = TypeVar("T")
-BODY_TYPES: tuple[type[msgspec.Struct], ...] = (Tenant, Site, Line, Asset, DeviceProfile, Device)
+BODY_TYPES: tuple[type[msgspec.Struct], ...] = (Tenant, Site, Line, Asset, DeviceProfile, Device)  # + below
 _encoder = msgspec.json.Encoder()
 
 
@@ -37,13 +38,40 @@ class ActorBody(msgspec.Struct, forbid_unknown_fields=True):
     by: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 
 
+class EnrollmentBody(msgspec.Struct, forbid_unknown_fields=True):
+    """A batch of devices that may provision themselves with the claim this returns (shown once)."""
+
+    group: Annotated[str, msgspec.Meta(min_length=1, max_length=23)]
+    tenant: str
+    line: str
+    profile: str
+    expires_in_s: Annotated[int, msgspec.Meta(ge=60, le=365 * 86_400)] = 86_400
+    asset: str | None = None
+    serials: Annotated[list[str], msgspec.Meta(max_length=100_000)] | None = None
+    max_devices: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    by: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] = "operator"
+
+
+class ProvisionBody(msgspec.Struct, forbid_unknown_fields=True):
+    """A device's first contact: its claim, its serial number and a CSR for its own key."""
+
+    claim: Annotated[str, msgspec.Meta(max_length=200)]
+    serial: Annotated[str, msgspec.Meta(max_length=200)]
+    csr: Annotated[str, msgspec.Meta(max_length=16_384)]
+
+
+MAX_PROVISION_BODY = 32 * 1024
+
+
 def _json(obj: Any, status_code: int = 200) -> Response:
     return Response(_encoder.encode(obj), status_code=status_code, media_type="application/json")
 
 
-def _body(tp: type[T]) -> Callable[[Request], Awaitable[T]]:
+def _body(tp: type[T], max_bytes: int = 1024 * 1024) -> Callable[[Request], Awaitable[T]]:
     async def decode(request: Request) -> T:
         raw = await request.body()
+        if len(raw) > max_bytes:
+            raise HTTPException(413, f"request body of {len(raw)} bytes is over the {max_bytes}-byte limit")
         try:
             return msgspec.json.decode(raw, type=tp)
         except msgspec.ValidationError as exc:
@@ -52,6 +80,10 @@ def _body(tp: type[T]) -> Callable[[Request], Awaitable[T]]:
             raise HTTPException(400, f"body is not valid JSON: {exc}") from exc
 
     return decode
+
+
+def _source(request: Request) -> str:
+    return request.client.host if request.client else ""
 
 
 def _body_doc(tp: type[Any]) -> dict[str, Any]:
@@ -67,6 +99,10 @@ def create_app(platform: Platform) -> FastAPI:
     @app.exception_handler(NotFoundError)
     async def not_found(_r: Request, exc: NotFoundError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(ProvisioningError)
+    async def refused(_r: Request, exc: ProvisioningError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail, "code": exc.code}, status_code=exc.status)
 
     @app.exception_handler(ConflictError)
     async def conflict(_r: Request, exc: ConflictError) -> JSONResponse:
@@ -209,6 +245,43 @@ def create_app(platform: Platform) -> FastAPI:
                        "raw_text": d.raw.decode("utf-8", "replace"), "raw_base64": base64.b64encode(d.raw).decode()}
                       for d in letters])
 
+    # -- provisioning and audit -------------------------------------------------------------------
+    def provisioning() -> ProvisioningService:
+        if platform.provisioning is None:
+            raise HTTPException(503, "provisioning is not enabled: start the platform with a PKI (--pki DIR)")
+        return platform.provisioning
+
+    @app.post("/api/v1/enrollments", tags=["identity"], status_code=201, openapi_extra=_body_doc(EnrollmentBody))
+    async def create_enrollment(
+        request: Request, body: EnrollmentBody = Depends(_body(EnrollmentBody))  # noqa: B008
+    ) -> Response:
+        """Create an enrollment; the response holds the claim, which is not stored and never shown again."""
+        enrollment, claim = await provisioning().create_enrollment(EnrollmentRequest(
+            group=body.group, tenant=body.tenant, line=body.line, profile=body.profile,
+            expires_in_ms=body.expires_in_s * 1000, asset=body.asset,
+            serials=tuple(body.serials) if body.serials is not None else None, max_devices=body.max_devices,
+        ), by=body.by, source=_source(request))
+        return _json({"group": enrollment.id, "claim": claim, "tenant": enrollment.tenant, "line": enrollment.line,
+                      "profile": enrollment.profile, "asset": enrollment.asset, "expires_ms": enrollment.expires_ms,
+                      "serials": len(enrollment.serials) if enrollment.serials is not None else None,
+                      "max_devices": enrollment.max_devices}, 201)
+
+    @app.post("/api/v1/provision", tags=["identity"], status_code=201, openapi_extra=_body_doc(ProvisionBody))
+    async def provision(
+        request: Request,
+        body: ProvisionBody = Depends(_body(ProvisionBody, MAX_PROVISION_BODY)),  # noqa: B008
+    ) -> Response:
+        """A device exchanges claim + serial + CSR for its certificate; its private key never leaves it."""
+        done = await provisioning().provision(claim=body.claim, serial=body.serial, csr_pem=body.csr.encode(),
+                                              source=_source(request))
+        return _json({"device_id": done.device_id, "certificate": done.certificate_pem,
+                      "ca_chain": done.ca_chain_pem}, 201)
+
+    @app.get("/api/v1/audit", tags=["identity"])
+    async def audit_log(action: str | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 200) -> Response:
+        """Security-relevant actions, newest first: who, what, when, from where, and the outcome."""
+        return _json(await platform.store.list_audit(limit=limit, action=action))
+
     # -- dashboard ------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -222,7 +295,7 @@ def create_app(platform: Platform) -> FastAPI:
 
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes)
-            _, components = msgspec.json.schema_components((*BODY_TYPES, ActorBody),
+            _, components = msgspec.json.schema_components((*BODY_TYPES, ActorBody, EnrollmentBody, ProvisionBody),
                                                            ref_template="#/components/schemas/{name}")
             schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
             app.openapi_schema = schema

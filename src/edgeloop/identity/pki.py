@@ -207,31 +207,8 @@ class CertificateAuthority:
         return cert
 
     def sign_csr(self, csr_pem: bytes, *, common_name: str, kind: Kind = "device", days: int = 365) -> x509.Certificate:
-        """Issue a certificate for a CSR whose subject must be exactly ``common_name``.
-
-        Refused (``PkiError``): unparsable or oversized requests, a signature that does not
-        verify (tampered), a subject other than the identity being issued, keys other than P-256.
-        """
-        if len(csr_pem) > MAX_CSR_BYTES:
-            raise PkiError(f"certificate request of {len(csr_pem)} bytes is over the {MAX_CSR_BYTES}-byte limit")
-        try:
-            csr = x509.load_pem_x509_csr(csr_pem)
-        except ValueError as exc:
-            raise PkiError(f"not a PEM certificate signing request: {exc}") from exc
-        try:
-            valid = csr.is_signature_valid
-        except InvalidSignature:
-            valid = False
-        if not valid:
-            raise PkiError("the certificate request's signature does not verify (tampered or corrupt)")
-        names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        asked = str(names[0].value) if names else ""
-        if asked != common_name:
-            raise PkiError(f"the certificate request asks for {asked!r}, but this identity is {common_name!r}")
-        key = csr.public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-            raise PkiError("only ECDSA P-256 keys are accepted")
-        return self.issue(key, common_name, kind=kind, days=days)
+        """Issue a certificate for a CSR whose subject must be exactly ``common_name`` (see ``check_csr``)."""
+        return self.issue(check_csr(csr_pem, common_name=common_name), common_name, kind=kind, days=days)
 
     # -- revocation -----------------------------------------------------------------------------
     def revoke(self, common_name: str) -> list[int]:
@@ -276,6 +253,34 @@ class CertificateAuthority:
 
     def _save_ledger(self, ledger: list[IssuedCert]) -> None:
         _atomic_write(self.dir / "issued.json", json.dumps([asdict(e) for e in ledger], indent=1).encode())
+
+
+def check_csr(csr_pem: bytes, *, common_name: str) -> ec.EllipticCurvePublicKey:
+    """The public key of a valid CSR for ``common_name``.
+
+    Refused (``PkiError``): unparsable or oversized requests, a signature that does not
+    verify (tampered), a subject other than the identity being issued, keys other than P-256.
+    """
+    if len(csr_pem) > MAX_CSR_BYTES:
+        raise PkiError(f"certificate request of {len(csr_pem)} bytes is over the {MAX_CSR_BYTES}-byte limit")
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError as exc:
+        raise PkiError(f"not a PEM certificate signing request: {exc}") from exc
+    try:
+        valid = csr.is_signature_valid
+    except InvalidSignature:
+        valid = False
+    if not valid:
+        raise PkiError("the certificate request's signature does not verify (tampered or corrupt)")
+    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    asked = str(names[0].value) if names else ""
+    if asked != common_name:
+        raise PkiError(f"the certificate request asks for {asked!r}, but this identity is {common_name!r}")
+    key = csr.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise PkiError("only ECDSA P-256 keys are accepted")
+    return key
 
 
 def write_identity(out_dir: Path, *, name: str, key: ec.EllipticCurvePrivateKey | None,

@@ -90,6 +90,37 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
+class Enrollment:
+    """A batch of devices that may provision themselves with one claim (only its hash is kept)."""
+
+    id: str
+    tenant: str
+    line: str
+    profile: str
+    claim_hash: str
+    expires_ms: int
+    created_ms: int
+    created_by: str
+    asset: str | None = None  # every device under this asset; None: each device gets its own asset
+    serials: tuple[str, ...] | None = None  # None: any serial (each once)
+    max_devices: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """Who did what, when, from where, and how it ended."""
+
+    ts_ms: int
+    actor: str
+    action: str
+    target: str
+    outcome: str  # "ok" or "refused"
+    detail: str = ""
+    source: str = ""
+    id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Series:
     ts: list[int]
     avg: list[float | None]
@@ -320,6 +351,28 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def dead_letter_counts(self) -> dict[str, int]:
         """Dead letters per device ('' for those whose device is unknown)."""
+
+    # -- provisioning and audit -----------------------------------------------------------------
+    @abc.abstractmethod
+    async def put_enrollment(self, enrollment: Enrollment) -> None:
+        """Create an enrollment; ConflictError if its id exists."""
+
+    @abc.abstractmethod
+    async def get_enrollment(self, enrollment_id: str) -> Enrollment | None: ...
+
+    @abc.abstractmethod
+    async def claim_serial(self, enrollment_id: str, serial: str, device: str, at_ms: int) -> bool:
+        """Record that ``serial`` provisioned as ``device``; False if the serial was already used (atomic)."""
+
+    @abc.abstractmethod
+    async def provisioned_count(self, enrollment_id: str) -> int: ...
+
+    @abc.abstractmethod
+    async def audit(self, record: AuditRecord) -> None: ...
+
+    @abc.abstractmethod
+    async def list_audit(self, *, limit: int = 200, action: str | None = None) -> list[AuditRecord]:
+        """Newest first."""
 
     # -- alerts ---------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -21,14 +21,25 @@ from edgeloop.store.base import (
     ALERT_COLUMNS,
     ALERT_TRANSITIONS,
     LATEST_SAMPLE_SQL,
+    AuditRecord,
     DeadLetter,
+    Enrollment,
     Registry,
     Store,
     TelemetryChunk,
     first_occurrences,
     rollup_rows,
 )
-from edgeloop.store.rows import alert_from_row, alert_params
+from edgeloop.store.rows import (
+    AUDIT_COLUMNS,
+    ENROLLMENT_COLUMNS,
+    alert_from_row,
+    alert_params,
+    audit_from_row,
+    audit_params,
+    enrollment_from_row,
+    enrollment_params,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL);
@@ -57,6 +68,13 @@ CREATE TABLE IF NOT EXISTS alerts (id bigserial PRIMARY KEY, tenant text NOT NUL
     acknowledged_at bigint, resolved_by text, resolved_at bigint);
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_one_open ON alerts (asset, kind) WHERE status <> 'resolved';
 CREATE INDEX IF NOT EXISTS alerts_recent ON alerts (last_seen);
+CREATE TABLE IF NOT EXISTS enrollments (id text PRIMARY KEY, tenant text NOT NULL, line text NOT NULL,
+    profile text NOT NULL, claim_hash text NOT NULL, expires_ms bigint NOT NULL, created_ms bigint NOT NULL,
+    created_by text NOT NULL, asset text, serials text, max_devices bigint);
+CREATE TABLE IF NOT EXISTS provisioned (enrollment text NOT NULL, serial text NOT NULL, device text NOT NULL,
+    at_ms bigint NOT NULL, PRIMARY KEY (enrollment, serial));
+CREATE TABLE IF NOT EXISTS audit (id bigserial PRIMARY KEY, ts_ms bigint NOT NULL, actor text NOT NULL,
+    action text NOT NULL, target text NOT NULL, outcome text NOT NULL, detail text NOT NULL, source text NOT NULL);
 """
 SCHEMA_VERSION = "1"
 _LOCK_ID = 0x6564676C  # advisory lock so concurrent starters do not race on CREATE TABLE
@@ -231,6 +249,39 @@ class PostgresStore(Store):
     async def dead_letter_counts(self) -> dict[str, int]:
         rows = await self.pool.fetch("SELECT coalesce(device, ''), count(*) FROM dead_letters GROUP BY 1")
         return {r[0]: int(r[1]) for r in rows}
+
+    # -- provisioning and audit -----------------------------------------------------------------
+    async def put_enrollment(self, enrollment: Enrollment) -> None:
+        try:
+            await self.pool.execute("INSERT INTO enrollments VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                                    *enrollment_params(enrollment))
+        except asyncpg.UniqueViolationError as exc:
+            raise ConflictError(f"enrollment {enrollment.id!r} already exists") from exc
+
+    async def get_enrollment(self, enrollment_id: str) -> Enrollment | None:
+        row = await self.pool.fetchrow(f"SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE id=$1", enrollment_id)
+        return enrollment_from_row(tuple(row)) if row else None
+
+    async def claim_serial(self, enrollment_id: str, serial: str, device: str, at_ms: int) -> bool:
+        done = await self.pool.fetchval(
+            "INSERT INTO provisioned VALUES ($1,$2,$3,$4) ON CONFLICT DO NOTHING RETURNING 1",
+            enrollment_id, serial, device, at_ms)
+        return bool(done == 1)
+
+    async def provisioned_count(self, enrollment_id: str) -> int:
+        return int(await self.pool.fetchval("SELECT count(*) FROM provisioned WHERE enrollment=$1", enrollment_id))
+
+    async def audit(self, record: AuditRecord) -> None:
+        await self._exec("INSERT INTO audit (ts_ms, actor, action, target, outcome, detail, source) "
+                         "VALUES ($1,$2,$3,$4,$5,$6,$7)", *audit_params(record))
+
+    async def list_audit(self, *, limit: int = 200, action: str | None = None) -> list[AuditRecord]:
+        sql = f"SELECT {AUDIT_COLUMNS} FROM audit"
+        if action is None:
+            rows = await self.pool.fetch(sql + " ORDER BY id DESC LIMIT $1", limit)
+        else:
+            rows = await self.pool.fetch(sql + " WHERE action=$1 ORDER BY id DESC LIMIT $2", action, limit)
+        return [audit_from_row(tuple(r)) for r in rows]
 
     # -- alerts ---------------------------------------------------------------------------------
     async def raise_alert(self, alert: Alert) -> Alert:

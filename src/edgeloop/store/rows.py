@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from edgeloop.messages import Alert, AlertStatus, Severity
+from edgeloop.store.base import AuditRecord, Enrollment
 
 
 def alert_params(alert: Alert) -> tuple[Any, ...]:
@@ -28,3 +29,30 @@ def alert_from_row(row: Sequence[Any]) -> Alert:
         detector=row[13], acknowledged_by=row[14], acknowledged_at=row[15], resolved_by=row[16],
         resolved_at=row[17],
     )
+
+
+ENROLLMENT_COLUMNS = ("id, tenant, line, profile, claim_hash, expires_ms, created_ms, created_by, asset, serials, "
+                      "max_devices")
+AUDIT_COLUMNS = "id, ts_ms, actor, action, target, outcome, detail, source"
+
+
+def enrollment_params(e: Enrollment) -> tuple[Any, ...]:
+    serials = None if e.serials is None else msgspec.json.encode(list(e.serials)).decode()
+    return (e.id, e.tenant, e.line, e.profile, e.claim_hash, e.expires_ms, e.created_ms, e.created_by, e.asset,
+            serials, e.max_devices)
+
+
+def enrollment_from_row(row: Sequence[Any]) -> Enrollment:
+    serials = None if row[9] is None else tuple(msgspec.json.decode(row[9], type=list[str]))
+    return Enrollment(id=row[0], tenant=row[1], line=row[2], profile=row[3], claim_hash=row[4],
+                      expires_ms=int(row[5]), created_ms=int(row[6]), created_by=row[7], asset=row[8],
+                      serials=serials, max_devices=None if row[10] is None else int(row[10]))
+
+
+def audit_params(r: AuditRecord) -> tuple[Any, ...]:
+    return (r.ts_ms, r.actor, r.action, r.target[:200], r.outcome, r.detail[:1000], r.source[:100])
+
+
+def audit_from_row(row: Sequence[Any]) -> AuditRecord:
+    return AuditRecord(id=int(row[0]), ts_ms=int(row[1]), actor=row[2], action=row[3], target=row[4],
+                       outcome=row[5], detail=row[6], source=row[7])

@@ -23,14 +23,25 @@ from edgeloop.store.base import (
     ALERT_COLUMNS,
     ALERT_TRANSITIONS,
     LATEST_SAMPLE_SQL,
+    AuditRecord,
     DeadLetter,
+    Enrollment,
     Registry,
     Store,
     TelemetryChunk,
     first_occurrences,
     rollup_rows,
 )
-from edgeloop.store.rows import alert_from_row, alert_params
+from edgeloop.store.rows import (
+    AUDIT_COLUMNS,
+    ENROLLMENT_COLUMNS,
+    alert_from_row,
+    alert_params,
+    audit_from_row,
+    audit_params,
+    enrollment_from_row,
+    enrollment_params,
+)
 
 T = TypeVar("T")
 
@@ -61,6 +72,13 @@ CREATE TABLE IF NOT EXISTS alerts (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL,
     acknowledged_at INTEGER, resolved_by TEXT, resolved_at INTEGER);
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_one_open ON alerts (asset, kind) WHERE status <> 'resolved';
 CREATE INDEX IF NOT EXISTS alerts_recent ON alerts (last_seen);
+CREATE TABLE IF NOT EXISTS enrollments (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, line TEXT NOT NULL,
+    profile TEXT NOT NULL, claim_hash TEXT NOT NULL, expires_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL,
+    created_by TEXT NOT NULL, asset TEXT, serials TEXT, max_devices INTEGER);
+CREATE TABLE IF NOT EXISTS provisioned (enrollment TEXT NOT NULL, serial TEXT NOT NULL, device TEXT NOT NULL,
+    at_ms INTEGER NOT NULL, PRIMARY KEY (enrollment, serial));
+CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, actor TEXT NOT NULL,
+    action TEXT NOT NULL, target TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL, source TEXT NOT NULL);
 """
 
 SCHEMA_VERSION = "1"
@@ -289,6 +307,53 @@ class SQLiteStore(Store):
             return {r[0]: int(r[1]) for r in rows}
 
         return await self._run(count)
+
+    # -- provisioning and audit -----------------------------------------------------------------
+    async def put_enrollment(self, enrollment: Enrollment) -> None:
+        def insert(db: sqlite3.Connection) -> None:
+            try:
+                db.execute("INSERT INTO enrollments VALUES (?,?,?,?,?,?,?,?,?,?,?)", enrollment_params(enrollment))
+            except sqlite3.IntegrityError as exc:
+                raise ConflictError(f"enrollment {enrollment.id!r} already exists") from exc
+
+        await self._run(insert)
+
+    async def get_enrollment(self, enrollment_id: str) -> Enrollment | None:
+        def read(db: sqlite3.Connection) -> Enrollment | None:
+            row = db.execute(f"SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE id=?", (enrollment_id,)).fetchone()
+            return enrollment_from_row(row) if row else None
+
+        return await self._run(read)
+
+    async def claim_serial(self, enrollment_id: str, serial: str, device: str, at_ms: int) -> bool:
+        def insert(db: sqlite3.Connection) -> bool:
+            cur = db.execute("INSERT INTO provisioned VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                             (enrollment_id, serial, device, at_ms))
+            return cur.rowcount == 1
+
+        return await self._run(insert)
+
+    async def provisioned_count(self, enrollment_id: str) -> int:
+        def count(db: sqlite3.Connection) -> int:
+            return int(db.execute("SELECT count(*) FROM provisioned WHERE enrollment=?",
+                                  (enrollment_id,)).fetchone()[0])
+
+        return await self._run(count)
+
+    async def audit(self, record: AuditRecord) -> None:
+        await self._exec("INSERT INTO audit (ts_ms, actor, action, target, outcome, detail, source) "
+                         "VALUES (?,?,?,?,?,?,?)", audit_params(record))
+
+    async def list_audit(self, *, limit: int = 200, action: str | None = None) -> list[AuditRecord]:
+        def read(db: sqlite3.Connection) -> list[AuditRecord]:
+            sql = f"SELECT {AUDIT_COLUMNS} FROM audit"
+            params: tuple[Any, ...] = (limit,)
+            if action is not None:
+                sql += " WHERE action=?"
+                params = (action, limit)
+            return [audit_from_row(r) for r in db.execute(sql + " ORDER BY id DESC LIMIT ?", params)]
+
+        return await self._run(read)
 
     # -- alerts ---------------------------------------------------------------------------------
     async def raise_alert(self, alert: Alert) -> Alert:
