@@ -68,6 +68,9 @@ def mosquitto(tmp_path: Path) -> Iterator[int]:
         yield port
 
 
+ADMIN_PASSWORD = "live-platform-admin-password"
+
+
 @dataclass
 class LivePlatform:
     """``edgeloop up`` running as a real process, exactly as a user starts it."""
@@ -75,6 +78,8 @@ class LivePlatform:
     base_url: str
     data_dir: Path
     process: subprocess.Popen[bytes]
+    admin_user: str = "admin"
+    admin_password: str = ADMIN_PASSWORD
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.base_url + path, timeout=10) as resp:
@@ -89,14 +94,17 @@ class LivePlatform:
         raise AssertionError(f"no open alert within {timeout_s} s")
 
 
-def start_up_process(data_dir: Path, *, devices: int = 6, faulty: int = 2, seed: int = 3) -> LivePlatform:
+def start_up_process(
+    data_dir: Path, *, devices: int = 6, faulty: int = 2, seed: int = 3, auth: bool = False
+) -> LivePlatform:
     port, mqtt_port = free_port(), free_port()
     log = data_dir.parent / f"{data_dir.name}.log"
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
             [sys.executable, "-m", "edgeloop", "up", "--devices", str(devices), "--faulty", str(faulty), "--seed",
-             str(seed), "--data-dir", str(data_dir), "--port", str(port), "--mqtt-port", str(mqtt_port)],
-            stdout=out, stderr=subprocess.STDOUT)
+             str(seed), "--data-dir", str(data_dir), "--port", str(port), "--mqtt-port", str(mqtt_port),
+             "--auth" if auth else "--no-auth"],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "EDGELOOP_ADMIN_PASSWORD": ADMIN_PASSWORD})
     live = LivePlatform(base_url=f"http://127.0.0.1:{port}", data_dir=data_dir, process=proc)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -124,7 +132,7 @@ def stop_up_process(live: LivePlatform) -> int:
 
 @pytest.fixture(scope="session")
 def live_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePlatform]:
-    live = start_up_process(tmp_path_factory.mktemp("live") / "data")
+    live = start_up_process(tmp_path_factory.mktemp("live") / "data", auth=True)
     try:
         yield live
     finally:

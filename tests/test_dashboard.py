@@ -3,8 +3,13 @@
 Uses the ``live_platform`` fixture from tests/conftest.py: an object with
 ``base_url`` ("http://127.0.0.1:PORT") of a running embedded platform (API serving
 the dashboard at ``/`` and its assets at ``/static/``) with a simulated fleet in which
-at least one faulty device raises an alert, and ``wait_for_alert(timeout_s)`` which
-returns once at least one *open* alert exists (and raises if none does in time).
+at least one faulty device raises an alert, and ``admin_user`` / ``admin_password`` of the
+admin account that ``edgeloop up`` creates on first start.
+
+The API needs a bearer token (POST /api/v1/auth/token); the page signs in through its own
+form (see ``login``), and the Python-side API client signs in with the same admin account.
+The page also has to work on a server with authentication disabled; that mode is emulated
+with request interception (``test_no_sign_in_when_the_server_needs_none``).
 
 The browser is Debian's chromium (``EDGELOOP_CHROMIUM`` overrides the path), which the
 test command installs; a missing browser fails these tests, it never skips them.
@@ -15,6 +20,9 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, Request, Route, expect, sync_playwright
 
 pytestmark = pytest.mark.browser
 
@@ -36,9 +44,72 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-OPERATOR = "pytest-operator"
 UI_TIMEOUT_MS = 20_000  # the dashboard polls every 2-5 s; leave room for a few rounds
 ASSET_STATUSES = {"ok", "alert", "offline"}
+SESSION_KEY = "edgeloop.session"  # sessionStorage key of the page's token (app.js)
+
+
+# ---------------------------------------------------------------------------
+# plain HTTP (Python side)
+
+
+def http(base_url: str, path: str, *, method: str = "GET", token: str | None = None,
+         json_body: dict[str, Any] | None = None, form: dict[str, str] | None = None) -> tuple[int, Any]:
+    """(status, decoded JSON or None) of one API call; HTTP errors are returned, not raised."""
+    headers = {"Accept": "application/json"}
+    data = None
+    if json_body is not None:
+        data = json.dumps(json_body).encode()
+        headers["Content-Type"] = "application/json"
+    elif form is not None:
+        data = urllib.parse.urlencode(form).encode()
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(f"{base_url}/api/v1{path}", data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw) if raw else None
+        except ValueError:
+            return e.code, None
+
+
+def get_token(base_url: str, username: str, password: str) -> str:
+    status, body = http(base_url, "/auth/token", method="POST",
+                        form={"grant_type": "password", "username": username, "password": password})
+    assert status == 200, f"POST /api/v1/auth/token as {username!r}: {status} {body}"
+    assert body["token_type"].lower() == "bearer" and body["access_token"], body
+    return str(body["access_token"])
+
+
+@dataclass(frozen=True)
+class Auth:
+    """How the platform under test authenticates, and a token for the test's own API calls."""
+
+    enabled: bool
+    token: str | None
+    user: str | None
+
+
+@pytest.fixture(scope="module")
+def auth(live_platform: Any) -> Auth:
+    base = live_platform.base_url.rstrip("/")
+    status, me = http(base, "/auth/me")
+    if status == 401:
+        user, password = live_platform.admin_user, live_platform.admin_password
+        return Auth(enabled=True, token=get_token(base, user, password), user=user)
+    # authentication disabled: /auth/me is missing (404) or answers for an anonymous admin
+    assert status == 404 or (status == 200 and me.get("kind") == "anonymous"), f"GET /api/v1/auth/me: {status} {me}"
+    return Auth(enabled=False, token=None, user=None)
+
+
+def require_auth(auth: Auth) -> None:
+    assert auth.enabled, "the platform answers /api/v1 without a token: authentication is not enabled"
 
 
 # ---------------------------------------------------------------------------
@@ -57,27 +128,45 @@ def browser() -> Iterator[Browser]:
             b.close()
 
 
+def login(page: Page, live_platform: Any) -> None:
+    """Sign in through the page's form if it shows one; return once the dashboard is shown.
+
+    Waits until the page has decided (``body[data-auth]`` leaves "pending"): "signed-in" or
+    "open" (server without authentication) need nothing; "signed-out" shows the form.
+    """
+    body = page.locator("body")
+    expect(body).not_to_have_attribute("data-auth", "pending")
+    if body.get_attribute("data-auth") != "signed-out":
+        return
+    form = page.locator("[data-testid=login-form]")
+    expect(form).to_be_visible()
+    page.get_by_label("Username").fill(live_platform.admin_user)
+    page.get_by_label("Password").fill(live_platform.admin_password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(body).to_have_attribute("data-auth", "signed-in")
+    expect(form).to_have_count(0)
+
+
 @dataclass
 class Dash:
     """A fresh browser context on the dashboard, plus a JSON client for the same API."""
 
     page: Page
     base_url: str
+    platform: Any
+    token: str | None
     errors: list[str] = field(default_factory=list)
 
-    def open(self, hash_route: str = "#/") -> None:
+    def open(self, hash_route: str = "#/", *, sign_in: bool = True) -> None:
+        """Load the page at ``hash_route``; signs in through the form when the page asks."""
         self.page.goto(f"{self.base_url}/{hash_route}")
+        if sign_in:
+            login(self.page, self.platform)
 
     def api(self, path: str, method: str = "GET", body: dict[str, Any] | None = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            f"{self.base_url}/api/v1{path}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read())
+        status, data = http(self.base_url, path, method=method, token=self.token, json_body=body)
+        assert 200 <= status < 300, f"{method} /api/v1{path}: {status} {data}"
+        return data
 
     def wait_until(self, check: Callable[[], bool], timeout_ms: int = UI_TIMEOUT_MS, what: str = "") -> None:
         """Poll ``check`` (which may read both the page and the API) until it is true."""
@@ -88,23 +177,38 @@ class Dash:
             self.page.wait_for_timeout(step)
         assert check(), f"timed out waiting for {what or check}"
 
+    def wait_for_open_alert(self, timeout_s: float = 60) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            alerts: list[dict[str, Any]] = self.api("/alerts?status=open")
+            if alerts:
+                return alerts
+            time.sleep(0.5)
+        raise AssertionError(f"no open alert within {timeout_s} s")
+
+    def page_token(self) -> str | None:
+        """The token the page keeps (sessionStorage), or None."""
+        raw = self.page.evaluate(f"sessionStorage.getItem({SESSION_KEY!r})")
+        return json.loads(raw)["token"] if raw else None
+
     def assert_no_page_errors(self) -> None:
         assert not self.errors, f"JavaScript errors on the page: {self.errors}"
 
 
-def _new_dash(browser: Browser, base_url: str, width: int, height: int) -> tuple[Dash, Callable[[], None]]:
+def _new_dash(browser: Browser, live_platform: Any, auth: Auth, width: int, height: int
+              ) -> tuple[Dash, Callable[[], None]]:
     ctx = browser.new_context(viewport={"width": width, "height": height}, locale="en-US")
     ctx.set_default_timeout(UI_TIMEOUT_MS)
     page = ctx.new_page()
-    dash = Dash(page=page, base_url=base_url.rstrip("/"))
+    dash = Dash(page=page, base_url=live_platform.base_url.rstrip("/"), platform=live_platform, token=auth.token)
     page.on("pageerror", lambda exc: dash.errors.append(str(exc)))
     return dash, ctx.close
 
 
 @pytest.fixture
-def dash(browser: Browser, live_platform: Any) -> Iterator[Dash]:
-    """Desktop-sized page (1280 wide), empty localStorage (no operator name stored yet)."""
-    d, close = _new_dash(browser, live_platform.base_url, 1280, 900)
+def dash(browser: Browser, live_platform: Any, auth: Auth) -> Iterator[Dash]:
+    """Desktop-sized page (1280 wide), empty storage (not signed in yet)."""
+    d, close = _new_dash(browser, live_platform, auth, 1280, 900)
     try:
         yield d
     finally:
@@ -112,9 +216,9 @@ def dash(browser: Browser, live_platform: Any) -> Iterator[Dash]:
 
 
 @pytest.fixture
-def phone(browser: Browser, live_platform: Any) -> Iterator[Dash]:
+def phone(browser: Browser, live_platform: Any, auth: Auth) -> Iterator[Dash]:
     """Phone-sized page (390 wide)."""
-    d, close = _new_dash(browser, live_platform.base_url, 390, 844)
+    d, close = _new_dash(browser, live_platform, auth, 390, 844)
     try:
         yield d
     finally:
@@ -157,11 +261,11 @@ def pick_asset_with_data(dash: Dash) -> str:
 
 
 # ---------------------------------------------------------------------------
-# tests
+# tests: the dashboard
 
 
-def test_fleet_lists_assets_with_status_and_kpis(dash: Dash, live_platform: Any) -> None:
-    live_platform.wait_for_alert(60)
+def test_fleet_lists_assets_with_status_and_kpis(dash: Dash, auth: Auth) -> None:
+    dash.wait_for_open_alert(60)
     dash.open("#/")
     rows = dash.page.locator("[data-testid=asset-row]")
     expect(rows.first).to_be_visible()
@@ -193,6 +297,13 @@ def test_fleet_lists_assets_with_status_and_kpis(dash: Dash, live_platform: Any)
         f"{stats['ingest']['dead_letters']:,}"
     )
     expect(dash.page.locator("[data-testid=api-banner]")).to_be_hidden()
+
+    # the header names the signed-in user and role (no "Set name" any more)
+    if auth.enabled:
+        expect(dash.page.locator("[data-testid=user-name]")).to_have_text(str(auth.user))
+        expect(dash.page.locator("[data-testid=user-role]")).to_have_text("admin", ignore_case=True)
+        expect(dash.page.locator("[data-testid=signout-btn]")).to_be_visible()
+    expect(dash.page.get_by_text("Set name")).to_have_count(0)
     words = dash.page.locator("body").inner_text().split()
     assert "null" not in words and "undefined" not in words, "a missing value leaked into the page as text"
     dash.assert_no_page_errors()
@@ -222,8 +333,8 @@ def test_asset_page_shows_live_charts(dash: Dash) -> None:
     dash.assert_no_page_errors()
 
 
-def test_alert_status_filter(dash: Dash, live_platform: Any) -> None:
-    live_platform.wait_for_alert(60)
+def test_alert_status_filter(dash: Dash) -> None:
+    dash.wait_for_open_alert(60)
     dash.open("#/alerts?status=open")
     rows = dash.page.locator("[data-testid=alert-row]")
     expect(rows.first).to_be_visible()
@@ -235,14 +346,46 @@ def test_alert_status_filter(dash: Dash, live_platform: Any) -> None:
     dash.assert_no_page_errors()
 
 
-def test_alert_appears_and_can_be_acknowledged_then_resolved(dash: Dash, live_platform: Any) -> None:
-    live_platform.wait_for_alert(60)
-    open_alerts = dash.api("/alerts?status=open")
-    assert open_alerts, "wait_for_alert returned but GET /alerts?status=open is empty"
+def test_forbidden_action_is_shown_inline_and_keeps_the_session(dash: Dash) -> None:
+    """A 403 (e.g. a viewer pressing Acknowledge) is explained at the alert; no sign-out."""
+    alert_id = dash.wait_for_open_alert(60)[0]["id"]
+    detail = "Role viewer may not acknowledge alerts"
+
+    def forbid(route: Route) -> None:
+        route.fulfill(status=403, content_type="application/json", body=json.dumps({"detail": detail}))
+
+    dash.open("#/alerts?status=open")
+    dash.page.route("**/api/v1/alerts/*/acknowledge", forbid)
+    row = dash.page.locator(f"[data-testid=alert-row][data-alert-id='{alert_id}']")
+    expect(row).to_be_visible()
+    row.locator("[data-testid=ack-btn]").click()
+    error = row.locator("[data-testid=alert-error]")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text(detail)
+    expect(error).to_contain_text("Not allowed")
+    expect(row).to_have_attribute("data-status", "open")
+    expect(row.locator("[data-testid=ack-btn]")).to_be_enabled()
+    expect(dash.page.locator("[data-testid=login-form]")).to_have_count(0)
+    assert dash.page.locator("body").get_attribute("data-auth") in {"signed-in", "open"}
+    assert dash.api(f"/alerts/{alert_id}")["status"] == "open"
+    dash.assert_no_page_errors()
+
+
+def test_alert_appears_and_can_be_acknowledged_then_resolved(dash: Dash, auth: Auth) -> None:
+    open_alerts = dash.wait_for_open_alert(60)
     target = open_alerts[0]
     alert_id = target["id"]
 
+    # every API call of the page carries the bearer token
+    missing_token: list[str] = []
+
+    def check_header(req: Request) -> None:
+        api_call = "/api/v1/" in req.url and "/auth/token" not in req.url
+        if auth.enabled and api_call and not req.headers.get("authorization", "").startswith("Bearer "):
+            missing_token.append(f"{req.method} {req.url}")
+
     dash.open("#/alerts")
+    dash.page.on("request", check_header)
     row = dash.page.locator(f"[data-testid=alert-row][data-alert-id='{alert_id}']")
     expect(row).to_be_visible()
     expect(row).to_have_attribute("data-status", "open")
@@ -264,45 +407,52 @@ def test_alert_appears_and_can_be_acknowledged_then_resolved(dash: Dash, live_pl
 
     dash.wait_until(row_matches_api, what=f"alert row {alert_id} to show the API's message and explanation")
 
-    # first action: the page asks once for the operator's name (default "operator")
+    # no "who are you" prompt any more: the server records the signed-in user
     dialogs: list[Dialog] = []
 
-    def answer(dialog: Dialog) -> None:
+    def refuse(dialog: Dialog) -> None:
         dialogs.append(dialog)
-        dialog.accept(OPERATOR)
+        dialog.dismiss()
 
-    dash.page.on("dialog", answer)
+    dash.page.on("dialog", refuse)
     row.locator("[data-testid=ack-btn]").click()
     expect(row).to_have_attribute("data-status", "acknowledged")
     expect(row.locator("[data-testid=alert-status]")).to_have_text("acknowledged", ignore_case=True)
     expect(row.locator("[data-testid=ack-btn]")).to_be_disabled()
-    assert len(dialogs) == 1
-    assert dialogs[0].type == "prompt"
-    assert dialogs[0].default_value == "operator"
+    assert not dialogs, f"the page asked something: {[d.message for d in dialogs]}"
 
     acked = {a["id"]: a for a in dash.api("/alerts?status=acknowledged")}
     assert alert_id in acked, "GET /alerts?status=acknowledged does not list the acknowledged alert"
-    assert acked[alert_id]["acknowledged_by"] == OPERATOR
+    if auth.enabled:
+        assert acked[alert_id]["acknowledged_by"] == auth.user
+        expect(row).to_contain_text(f"Acknowledged by {auth.user}")
+    else:
+        assert acked[alert_id]["acknowledged_by"], "no acknowledging user recorded"
     assert alert_id not in {a["id"] for a in dash.api("/alerts?status=open")}
 
-    # the status survives a reload (it comes from the API, not from page state)
+    # the status survives a reload (it comes from the API, not from page state), and so does
+    # the session (sessionStorage): no second sign-in
     dash.page.reload()
     expect(row).to_have_attribute("data-status", "acknowledged")
+    expect(dash.page.locator("[data-testid=login-form]")).to_have_count(0)
 
-    # second action: no second prompt, the stored name is used
     row.locator("[data-testid=resolve-btn]").click()
     expect(row).to_have_attribute("data-status", "resolved")
     expect(row.locator("[data-testid=resolve-btn]")).to_be_disabled()
-    assert len(dialogs) == 1, "the operator name should only be asked for once"
+    assert not dialogs
     resolved = {a["id"]: a for a in dash.api("/alerts?status=resolved")}
     assert alert_id in resolved
-    assert resolved[alert_id]["resolved_by"] == OPERATOR
+    if auth.enabled:
+        assert resolved[alert_id]["resolved_by"] == auth.user
+    assert not missing_token, f"API calls without a bearer token: {missing_token[:5]}"
     dash.assert_no_page_errors()
 
 
 def test_unreachable_api_shows_banner_not_blank_page(dash: Dash) -> None:
+    dash.open("#/")  # signs in first, so that data can come back once the API does
+    expect(dash.page.locator("[data-testid=asset-row]").first).to_be_visible()
     dash.page.route("**/api/v1/**", lambda route: route.abort())
-    dash.open("#/")
+    dash.page.reload()
     banner = dash.page.locator("[data-testid=api-banner]")
     expect(banner).to_be_visible()
     expect(banner).to_contain_text("unreachable", ignore_case=True)
@@ -315,7 +465,12 @@ def test_unreachable_api_shows_banner_not_blank_page(dash: Dash) -> None:
 
 def test_phone_width_layout(phone: Dash) -> None:
     asset_id = pick_asset_with_data(phone)
-    phone.open("#/")
+    phone.open("#/", sign_in=False)
+    expect(phone.page.locator("body")).not_to_have_attribute("data-auth", "pending")
+    if phone.page.locator("body").get_attribute("data-auth") == "signed-out":
+        expect(phone.page.locator("[data-testid=login-form]")).to_be_visible()
+        assert no_horizontal_overflow(phone.page), "sign-in page scrolls sideways at 390 px"
+        login(phone.page, phone.platform)
     expect(phone.page.locator("[data-testid=asset-row]").first).to_be_visible()
     assert no_horizontal_overflow(phone.page), "fleet page scrolls sideways at 390 px"
 
@@ -330,3 +485,172 @@ def test_phone_width_layout(phone: Dash) -> None:
     expect(phone.page.locator("[data-testid=alert-row]").first).to_be_visible()
     assert no_horizontal_overflow(phone.page), "alerts page scrolls sideways at 390 px"
     phone.assert_no_page_errors()
+
+
+# ---------------------------------------------------------------------------
+# tests: signing in and out
+
+
+def assert_no_fleet_data(page: Page) -> None:
+    expect(page.locator("[data-testid=asset-row]")).to_have_count(0)
+    expect(page.locator("[data-testid=alert-row]")).to_have_count(0)
+    expect(page.locator("[data-testid=chart]")).to_have_count(0)
+    expect(page.locator(".kpis")).to_be_hidden()
+    for kpi in ("kpi-devices", "kpi-rate", "kpi-alerts", "kpi-dead-letters", "kpi-queue"):
+        expect(page.locator(f"[data-testid={kpi}] [data-value]")).to_have_text("—")
+    expect(page.locator("[data-testid=sample-now]")).to_have_text("—")
+    expect(page.locator("[data-testid=user-box]")).to_be_hidden()
+
+
+def test_sign_in_form_is_accessible_and_the_token_stays_in_the_tab(dash: Dash, auth: Auth) -> None:
+    require_auth(auth)
+    dash.open("#/alerts", sign_in=False)
+    form = dash.page.locator("[data-testid=login-form]")
+    expect(form).to_be_visible()
+    assert_no_fleet_data(dash.page)
+    # labelled fields with the autocomplete hints password managers need; focus starts there
+    user, password = dash.page.get_by_label("Username"), dash.page.get_by_label("Password")
+    expect(user).to_have_attribute("autocomplete", "username")
+    expect(password).to_have_attribute("autocomplete", "current-password")
+    expect(password).to_have_attribute("type", "password")
+    expect(user).to_be_focused()
+    expect(dash.page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+    login(dash.page, dash.platform)
+    # back on the page that was asked for, with data
+    expect(dash.page).to_have_url(f"{dash.base_url}/#/alerts")
+    expect(dash.page.locator("[data-testid=alert-row]").first).to_be_visible()
+    expect(dash.page.locator("[data-testid=user-name]")).to_have_text(dash.platform.admin_user)
+    token = dash.page_token()
+    assert token, "no token in sessionStorage after signing in"
+    assert dash.page.evaluate("localStorage.length") == 0, "nothing may be kept in localStorage"
+    status, me = http(dash.base_url, "/auth/me", token=token)
+    assert status == 200 and me["username"] == dash.platform.admin_user, (status, me)
+    dash.assert_no_page_errors()
+
+
+def test_wrong_password_shows_error_and_no_data(dash: Dash, auth: Auth) -> None:
+    require_auth(auth)
+    answers: list[tuple[str, int]] = []
+    dash.page.on("response", lambda r: answers.append((r.url, r.status)) if "/api/v1/" in r.url else None)
+    dash.open("#/", sign_in=False)
+    expect(dash.page.locator("[data-testid=login-form]")).to_be_visible()
+
+    dash.page.get_by_label("Username").fill(dash.platform.admin_user)
+    dash.page.get_by_label("Password").fill(dash.platform.admin_password + "-wrong")
+    dash.page.get_by_role("button", name="Sign in").click()
+    error = dash.page.locator("[data-testid=login-error]")
+    expect(error).to_be_visible()
+    expect(error).to_have_text("Wrong username or password.")
+    expect(error).to_have_attribute("role", "alert")
+    expect(dash.page.get_by_label("Password")).to_have_attribute("aria-invalid", "true")
+    expect(dash.page.locator("body")).to_have_attribute("data-auth", "signed-out")
+    dash.page.wait_for_timeout(2500)  # a poll round: still nothing loads
+    assert_no_fleet_data(dash.page)
+    assert dash.page_token() is None
+    token_answers = [s for u, s in answers if "/auth/token" in u]
+    assert token_answers == [401], answers
+    leaked = [(u, s) for u, s in answers if "/auth/token" not in u and s != 401]
+    assert not leaked, f"API calls answered without a valid token: {leaked}"
+    dash.assert_no_page_errors()
+
+
+def test_too_many_attempts_shows_when_to_retry(dash: Dash, auth: Auth) -> None:
+    """429 with Retry-After (faked here, so that the platform's real limiter is left alone)."""
+    require_auth(auth)
+    dash.open("#/", sign_in=False)
+    dash.page.route("**/api/v1/auth/token", lambda route: route.fulfill(
+        status=429, headers={"Retry-After": "42"}, content_type="application/json",
+        body=json.dumps({"detail": "Too many failed login attempts"})))
+    dash.page.get_by_label("Username").fill(dash.platform.admin_user)
+    dash.page.get_by_label("Password").fill("whatever")
+    dash.page.get_by_role("button", name="Sign in").click()
+    error = dash.page.locator("[data-testid=login-error]")
+    expect(error).to_contain_text("Too many failed sign-in attempts")
+    expect(error).to_contain_text("Try again in 42 s")
+    submit = dash.page.locator("[data-testid=login-submit]")
+    expect(submit).to_be_disabled()
+    expect(submit).to_contain_text("Try again in")
+    assert_no_fleet_data(dash.page)
+    dash.assert_no_page_errors()
+
+
+def test_sign_out_returns_to_login_and_revokes_the_token(dash: Dash, auth: Auth) -> None:
+    require_auth(auth)
+    dash.open("#/")
+    expect(dash.page.locator("[data-testid=asset-row]").first).to_be_visible()
+    token = dash.page_token()
+    assert token
+    assert http(dash.base_url, "/auth/me", token=token)[0] == 200
+
+    dash.page.get_by_role("button", name="Sign out").click()
+    expect(dash.page.locator("[data-testid=login-form]")).to_be_visible()
+    expect(dash.page.locator("[data-testid=login-notice]")).to_contain_text("signed out")
+    assert_no_fleet_data(dash.page)
+    assert dash.page_token() is None, "the token is still in sessionStorage after signing out"
+    status, body = http(dash.base_url, "/auth/me", token=token)
+    assert status == 401, f"the old token still works after Sign out: {status} {body}"
+
+    # a reload does not bring the session back
+    dash.page.reload()
+    expect(dash.page.locator("[data-testid=login-form]")).to_be_visible()
+    assert_no_fleet_data(dash.page)
+    dash.assert_no_page_errors()
+
+
+def test_ended_session_brings_back_the_login_form(dash: Dash, auth: Auth) -> None:
+    """A token that stops working mid-session (revoked, expired) -> 401 -> sign-in form, no data."""
+    require_auth(auth)
+    dash.open("#/")
+    expect(dash.page.locator("[data-testid=asset-row]").first).to_be_visible()
+    token = dash.page_token()
+    assert token
+    assert http(dash.base_url, "/auth/logout", method="POST", token=token)[0] == 204
+    expect(dash.page.locator("[data-testid=login-form]")).to_be_visible()  # next poll answers 401
+    expect(dash.page.locator("[data-testid=login-notice]")).to_contain_text("session has ended")
+    assert_no_fleet_data(dash.page)
+    assert dash.page_token() is None
+
+    # signing in again returns to the same page with data
+    login(dash.page, dash.platform)
+    expect(dash.page.locator("[data-testid=asset-row]").first).to_be_visible()
+    dash.assert_no_page_errors()
+
+
+@pytest.mark.parametrize("me", ["missing", "anonymous"])
+def test_no_sign_in_when_the_server_needs_none(dash: Dash, me: str) -> None:
+    """Authentication disabled on the server: the first calls work without a token, no form.
+
+    Emulated on the live platform: /auth/me answers as such a server does, and every other call
+    gets the test's own token added on the way (the page itself sends none).
+    """
+    sent_tokens: list[str] = []
+
+    def as_open_server(route: Route) -> None:
+        req = route.request
+        if req.headers.get("authorization"):
+            sent_tokens.append(req.url)
+        if req.url.split("?")[0].endswith("/api/v1/auth/me"):
+            if me == "missing":
+                route.fulfill(status=404, content_type="application/json", body='{"detail": "Not Found"}')
+            else:
+                route.fulfill(status=200, content_type="application/json", body=json.dumps(
+                    {"username": "anonymous", "role": "admin", "tenant": None, "kind": "anonymous"}))
+            return
+        headers = {k: v for k, v in req.headers.items() if k.lower() != "authorization"}
+        if dash.token:
+            headers["authorization"] = f"Bearer {dash.token}"
+        route.continue_(headers=headers)
+
+    dash.page.route("**/api/v1/**", as_open_server)
+    dash.open("#/", sign_in=False)
+    expect(dash.page.locator("body")).to_have_attribute("data-auth", "open")
+    expect(dash.page.locator("[data-testid=asset-row]").first).to_be_visible()
+    expect(dash.page.locator("[data-testid=login-form]")).to_have_count(0)
+    expect(dash.page.locator("[data-testid=signout-btn]")).to_be_hidden()
+    if me == "anonymous":
+        expect(dash.page.locator("[data-testid=user-name]")).to_have_text("anonymous")
+    else:
+        expect(dash.page.locator("[data-testid=user-box]")).to_be_hidden()
+    assert not sent_tokens, f"the page sent a token it never got: {sent_tokens[:3]}"
+    dash.assert_no_page_errors()

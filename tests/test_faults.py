@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from tests.support import free_port
 pytestmark = pytest.mark.mosquitto
 
 TENANT = "plant"
+ADMIN_PASSWORD = "kill-nine-admin-password"
 DEVICES = [f"dev-{i}" for i in range(4)]
 MESSAGES_PER_DEVICE = 2000
 SAMPLES_PER_MESSAGE = 5
@@ -38,22 +40,28 @@ class Serve:
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edgeloop", "serve", "--store", store, "--mqtt", f"127.0.0.1:{mqtt_port}",
-                 "--port", str(self.port), "--data-dir", str(workdir / "data"), "--client-id", "ingest-under-test"],
-                stdout=out, stderr=subprocess.STDOUT)
+                 "--port", str(self.port), "--data-dir", str(workdir / "data"), "--client-id", "ingest-under-test",
+                 "--insecure"],
+                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "EDGELOOP_ADMIN_PASSWORD": ADMIN_PASSWORD})
+        self.token = ""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, log.read_text()
             try:
                 self.call("GET", "/api/v1/health")
-                return
+                break
             except OSError:
                 time.sleep(0.1)
-        raise AssertionError("edgeloop serve did not start")
+        else:
+            raise AssertionError("edgeloop serve did not start")
+        form = urllib.parse.urlencode({"username": "admin", "password": ADMIN_PASSWORD}).encode()
+        with urllib.request.urlopen(self.url + "/api/v1/auth/token", data=form, timeout=10) as resp:
+            self.token = json.load(resp)["access_token"]
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"content-type": "application/json"})
+        headers = {"content-type": "application/json", "authorization": f"Bearer {self.token}"}
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.load(resp)
 

@@ -180,3 +180,38 @@ async def test_enrollment_serial_used_once_and_audit(store: Store) -> None:
     assert [(r.outcome, r.target) for r in log] == [("refused", "SN9"), ("ok", "SN1")]
     assert log[1].source == "10.0.0.7"
     assert [r.target for r in await store.list_audit(action="provision", limit=1)] == ["SN9"]
+
+
+async def test_users_and_credentials(store: Store) -> None:
+    from edgeloop.store.base import Credential, User
+
+    ana = User(username="ana", role="operator", tenant="acme", password_hash="scrypt$x", created_ms=T0)
+    await store.put_user(ana)
+    assert await store.get_user("ana") == ana
+    await store.put_user(User(username="ana", role="viewer", tenant="acme", password_hash="scrypt$y",
+                              created_ms=T0, disabled=True))
+    got = await store.get_user("ana")
+    assert got is not None
+    assert (got.role, got.disabled, got.password_hash) == ("viewer", True, "scrypt$y")
+    await store.put_user(User(username="root", role="admin", tenant=None, password_hash="h", created_ms=T0))
+    assert [u.username for u in await store.list_users()] == ["ana", "root"]
+    assert await store.get_user("nobody") is None
+
+    token = Credential(id="t" * 64, kind="token", subject="ana", role="viewer", tenant="acme", created_ms=T0,
+                       expires_ms=T0 + 1000)
+    await store.put_credential(token)
+    assert await store.get_credential("t" * 64) == token
+    assert await store.revoke_credential("t" * 64, T0 + 5) is True
+    assert await store.revoke_credential("t" * 64, T0 + 6) is False
+    revoked = await store.get_credential("t" * 64)
+    assert revoked is not None
+    assert revoked.revoked_ms == T0 + 5
+
+
+async def test_dead_letters_by_tenant(store: Store) -> None:
+    await store.write_dead_letters([
+        DeadLetter.of(received_ms=T0, topic="t", code="bad_schema", detail="x", raw=b"{}", device="d1", tenant="a"),
+        DeadLetter.of(received_ms=T0, topic="t", code="bad_schema", detail="y", raw=b"{}", device="d2", tenant="b"),
+    ])
+    assert [d.device for d in await store.list_dead_letters(tenant="a")] == ["d1"]
+    assert [d.device for d in await store.list_dead_letters(tenant="b", device="d1")] == []

@@ -24,6 +24,7 @@ from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.broker.embedded import EmbeddedBroker
 from edgeloop.clock import Clock, SystemClock
 from edgeloop.errors import ConfigError, ConflictError, EdgeLoopError
+from edgeloop.identity.access import AccessService
 from edgeloop.identity.tls import TlsIdentity
 
 if TYPE_CHECKING:
@@ -51,6 +52,10 @@ class PlatformConfig:
     mqtt_tls: TlsIdentity | None = None  # mutual TLS to an external broker (the ingest service's identity)
     pki_dir: Path | None = None  # enables provisioning; created on first start when ``create_pki``
     create_pki: bool = False
+    auth: bool = False  # require authentication on the API (users, tokens, API keys)
+    admin_password: str | None = None  # first start with auth: the admin's password (default: generated)
+    require_admin: bool = False  # production: refuse to generate one; an admin must be configured
+    https: TlsIdentity | None = None  # serve the API over HTTPS with this certificate (``cert``/``key``)
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -133,6 +138,8 @@ class Platform:
         self.presence = Presence()
         self.api_server: uvicorn.Server | None = None
         self.provisioning: ProvisioningService | None = None
+        self.access: AccessService
+        self.generated_admin_password: str | None = None  # shown once by the caller, never stored
 
     async def __aenter__(self) -> Self:
         try:
@@ -151,6 +158,12 @@ class Platform:
         registry = await self.store.load_registry()
         validator = Validator(registry=registry, limits=cfg.limits)
         self.registry = RegistryService(store=self.store, registry=registry, validator=validator)
+        self.access = AccessService(store=self.store, clock=self.clock)
+        if cfg.auth:
+            if cfg.require_admin and cfg.admin_password is None and not await self.store.list_users():
+                raise ConfigError("no administrator is configured: on the first start set EDGELOOP_ADMIN_PASSWORD "
+                                  "(at least 12 characters); it creates the user 'admin'")
+            self.generated_admin_password = await self.access.bootstrap_admin(cfg.admin_password)
         if cfg.pki_dir is not None:
             from edgeloop.identity.pki import CertificateAuthority
             from edgeloop.identity.provisioning import ProvisioningService
@@ -178,8 +191,11 @@ class Platform:
         if cfg.http_port is not None:
             from edgeloop.api import create_app
 
+            tls = cfg.https
             server = _ApiServer(uvicorn.Config(create_app(self), host=cfg.http_host, port=cfg.http_port,
-                                               log_level="warning", lifespan="off", access_log=False))
+                                               log_level="warning", lifespan="off", access_log=False,
+                                               ssl_certfile=str(tls.cert) if tls else None,
+                                               ssl_keyfile=str(tls.key) if tls else None))
             self.api_server = server
             self._spawn(server.serve(sockets=[http_socket] if http_socket else None), "http")
             while not server.started:
@@ -241,7 +257,8 @@ class Platform:
     @property
     def http_url(self) -> str | None:
         port = self.config.http_port
-        return None if port is None else f"http://{self.config.http_host}:{port}"
+        scheme = "https" if self.config.https else "http"
+        return None if port is None else f"{scheme}://{self.config.http_host}:{port}"
 
     async def idle(self, timeout_s: float = 30.0) -> bool:
         """Wait until everything received so far is stored and scored."""

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -63,6 +65,9 @@ def up(
     host: Annotated[str, typer.Option(help="Address the API and broker listen on.")] = "127.0.0.1",
     mqtt_port: Annotated[int, typer.Option(help="Port of the embedded MQTT broker.")] = 11883,
     store: Annotated[str | None, typer.Option(help="Store URL (default: SQLite in the data dir).")] = None,
+    auth: Annotated[bool, typer.Option("--auth/--no-auth", help="Require login on the API and dashboard; the "
+                                       "first start creates 'admin' and shows its password once (or takes "
+                                       "EDGELOOP_ADMIN_PASSWORD).")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the embedded platform: broker, ingest, storage, scoring, API, dashboard and a simulated fleet."""
@@ -72,7 +77,8 @@ def up(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = PlatformConfig(data_dir=data_dir, store_url=store, mqtt_host=host, mqtt_port=mqtt_port,
-                         http_host=host, http_port=port, pki_dir=data_dir / "pki", create_pki=True)
+                         http_host=host, http_port=port, pki_dir=data_dir / "pki", create_pki=True, auth=auth,
+                         admin_password=os.environ.get("EDGELOOP_ADMIN_PASSWORD") or None)
     sim = SimSettings(devices=devices, faulty=min(faulty, devices), seed=seed)
     try:
         asyncio.run(run_embedded(cfg, sim, console=console))
@@ -96,12 +102,20 @@ def serve(
     mqtt_tls: Annotated[Path | None, typer.Option(help="Directory with edgeloop-ingest.crt/.key and ca.crt: "
                                                   "connect with mutual TLS (`edgeloop pki issue --service "
                                                   "edgeloop-ingest`).")] = None,
+    https: Annotated[Path | None, typer.Option(help="Directory with edgeloop-api.crt/.key: serve the API over "
+                                               "HTTPS (`edgeloop pki issue --service edgeloop-api --hostname "
+                                               "...`).")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain MQTT and HTTP (development and tests "
+                                           "only).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the platform against an external broker, no simulator: the production process.
 
-    Messages are acknowledged to the broker only after they are stored, on a
-    persistent session: a crash or kill -9 loses nothing, the broker redelivers.
+    Production mode: API authentication is always on, and it refuses to start without mutual
+    TLS to the broker, HTTPS on the API and an administrator (on first start, from the
+    EDGELOOP_ADMIN_PASSWORD environment variable) unless --insecure is given.
+    Messages are acknowledged to the broker only after they are stored, on a persistent
+    session: a crash or kill -9 loses nothing, the broker redelivers.
     """
     from edgeloop.app import PlatformConfig
     from edgeloop.embedded import run_platform
@@ -110,11 +124,16 @@ def serve(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     mhost, _, mport = mqtt.rpartition(":")
+    if not insecure and (mqtt_tls is None or https is None):
+        raise _fail("production mode needs mutual TLS to the broker (--mqtt-tls DIR) and HTTPS on the API "
+                    "(--https DIR); see docs/security.md. For development only: --insecure")
     try:
         cfg = PlatformConfig(
             data_dir=data_dir, store_url=store, mqtt_host=mhost or "127.0.0.1", mqtt_port=int(mport),
             embedded_broker=False, http_host=host, http_port=port, ingest_client_id=client_id, pki_dir=pki,
-            mqtt_tls=TlsIdentity.from_dir(mqtt_tls, "edgeloop-ingest") if mqtt_tls else None)
+            mqtt_tls=TlsIdentity.from_dir(mqtt_tls, "edgeloop-ingest") if mqtt_tls else None,
+            https=TlsIdentity.from_dir(https, "edgeloop-api") if https else None,
+            auth=True, admin_password=os.environ.get("EDGELOOP_ADMIN_PASSWORD") or None, require_admin=True)
         asyncio.run(run_platform(cfg, console=console))
     except KeyboardInterrupt:
         console.print("\nstopped")
@@ -252,6 +271,8 @@ def pki_issue(
     device: Annotated[str | None, typer.Option(help="Issue a device certificate for this device id.")] = None,
     service: Annotated[str | None, typer.Option(help="Issue a service certificate (e.g. edgeloop-ingest).")] = None,
     days: Annotated[int, typer.Option(min=1, max=3650)] = 365,
+    hostname: Annotated[list[str] | None, typer.Option(help="DNS name(s) a service answers on (HTTPS).")] = None,
+    ip: Annotated[list[str] | None, typer.Option(help="IP address(es) a service answers on (HTTPS).")] = None,
 ) -> None:
     """Issue a certificate directly (for operators; devices normally provision themselves with a CSR)."""
     from edgeloop.identity.pki import CertificateAuthority, new_private_key, write_identity
@@ -262,7 +283,8 @@ def pki_issue(
     try:
         ca = CertificateAuthority.open(directory)
         key = new_private_key()
-        cert = ca.issue(key.public_key(), name, kind="device" if device else "service", days=days)
+        cert = ca.issue(key.public_key(), name, kind="device" if device else "service", days=days,
+                        dns_names=hostname or (), ip_addresses=ip or ())
     except EdgeLoopError as exc:
         raise _fail(str(exc)) from None
     write_identity(out_dir, name=name, key=key, cert=cert, chain_pem=ca.chain_pem)
@@ -368,7 +390,7 @@ def provision(
     from edgeloop.identity.client import provision_device
 
     try:
-        ident = provision_device(url=url, claim=claim, serial=serial, out_dir=out_dir)
+        ident = provision_device(url=url, claim=claim, serial=serial, out_dir=out_dir, verify=_verify())
     except EdgeLoopError as exc:
         raise _fail(str(exc)) from None
     out.print(f"provisioned as {ident.cert.stem}: {ident.key} (private key, never sent), {ident.cert}, {ident.ca}")
@@ -376,8 +398,12 @@ def provision(
 
 # -- API client commands -------------------------------------------------------------------------
 def _api(method: str, url: str, path: str, body: Any = None) -> Any:
+    """Call the platform's API with the token or API key in EDGELOOP_TOKEN (see `edgeloop login`)."""
+    token = os.environ.get("EDGELOOP_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    verify = _verify()
     try:
-        resp = httpx.request(method, url.rstrip("/") + path, json=body, timeout=30)
+        resp = httpx.request(method, url.rstrip("/") + path, json=body, timeout=30, headers=headers, verify=verify)
     except httpx.HTTPError as exc:
         raise _fail(f"cannot reach the platform at {url}: {exc}") from None
     if resp.status_code >= 400:
@@ -385,8 +411,34 @@ def _api(method: str, url: str, path: str, body: Any = None) -> Any:
             detail = resp.json().get("detail", resp.text)
         except ValueError:
             detail = resp.text
+        if resp.status_code == 401:
+            detail += " (log in: export EDGELOOP_TOKEN=$(edgeloop login --url URL --username NAME))"
         raise _fail(f"{resp.status_code}: {detail}")
     return resp.json()
+
+
+def _verify() -> bool | ssl.SSLContext:
+    """Which CA to trust for HTTPS: EDGELOOP_CA (our chain, e.g. PKI/ca-chain.pem), else the system's."""
+    ca = os.environ.get("EDGELOOP_CA")
+    return ssl.create_default_context(cafile=ca) if ca else True
+
+
+@app.command()
+def login(
+    username: Annotated[str, typer.Option(help="Your user name.")],
+    url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000",
+) -> None:
+    """Log in (password asked on the terminal) and print a bearer token for EDGELOOP_TOKEN."""
+    password = typer.prompt("password", hide_input=True, err=True)
+    verify = _verify()
+    try:
+        resp = httpx.post(url.rstrip("/") + "/api/v1/auth/token", data={"username": username, "password": password},
+                          timeout=30, verify=verify)
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach the platform at {url}: {exc}") from None
+    if resp.status_code != 200:
+        raise _fail(f"{resp.status_code}: {resp.json().get('detail', resp.text)}")
+    out.print(resp.json()["access_token"], highlight=False, soft_wrap=True)
 
 
 @app.command("list")

@@ -70,6 +70,9 @@ async def run_embedded(cfg: PlatformConfig, sim: SimSettings, *, console: Consol
         console.print(f"[bold green]EdgeLoop is up[/bold green]  dashboard [link]{platform.http_url}/[/link]  "
                       f"API docs {platform.http_url}/docs  MQTT {cfg.mqtt_host}:{cfg.mqtt_port}  "
                       f"data {cfg.data_dir.resolve()} ({platform.store.backend})")
+        if platform.generated_admin_password:
+            console.print(f"[bold yellow]first start:[/bold yellow] log in as [bold]admin[/bold] with password "
+                          f"[bold]{platform.generated_admin_password}[/bold]  (shown once; not stored anywhere)")
         console.print("Ctrl-C stops; the next start finds the data again.")
         async with contextlib.AsyncExitStack() as stack:
             if sim.devices > 0:

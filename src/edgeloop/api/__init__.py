@@ -9,20 +9,25 @@ conflict with stored state, 422 a schema violation.
 from __future__ import annotations
 
 import base64
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import msgspec
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as FastApiPath
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from edgeloop import __version__
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.errors import ConflictError, NotFoundError
+from edgeloop.identity.access import AuthError
+from edgeloop.identity.auth import ANONYMOUS_ADMIN, TOKEN_TTL_MS, Principal, Role
 from edgeloop.identity.provisioning import EnrollmentRequest, ProvisioningError, ProvisioningService
-from edgeloop.messages import Alert, AlertStatus
+from edgeloop.messages import ID_PATTERN, Alert, AlertStatus
+from edgeloop.store.base import AuditRecord, Registry
 
 if TYPE_CHECKING:
     from edgeloop.app import Platform
@@ -50,6 +55,19 @@ class EnrollmentBody(msgspec.Struct, forbid_unknown_fields=True):
     serials: Annotated[list[str], msgspec.Meta(max_length=100_000)] | None = None
     max_devices: Annotated[int, msgspec.Meta(ge=1)] | None = None
     by: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] = "operator"
+
+
+class UserBody(msgspec.Struct, forbid_unknown_fields=True):
+    username: Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+    password: Annotated[str, msgspec.Meta(min_length=12, max_length=200)]
+    role: Literal["viewer", "technician", "operator", "admin"]
+    tenant: str | None = None
+
+
+class ApiKeyBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    role: Literal["viewer", "technician", "operator", "admin"]
+    tenant: str | None = None
 
 
 class ProvisionBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -86,15 +104,43 @@ def _source(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def _body_doc(tp: type[Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {
+def _body_doc(tp: type[Any], *, required: bool = True) -> dict[str, Any]:
+    return {"requestBody": {"required": required, "content": {"application/json": {
         "schema": {"$ref": f"#/components/schemas/{tp.__name__}"}}}}}
+
+
+def tenant_of(r: Registry, item: Any) -> str | None:
+    """The tenant a registry entry belongs to (None for shared ones: device profiles)."""
+    if isinstance(item, Tenant):
+        return item.id
+    if isinstance(item, Site):
+        return item.tenant
+    if isinstance(item, Line):
+        site = r.sites.get(item.site)
+        return site.tenant if site else None
+    if isinstance(item, Asset):  # by its line, so that an asset being created resolves too
+        line = r.lines.get(item.line)
+        return tenant_of(r, line) if line else None
+    if isinstance(item, Device):
+        return item.tenant
+    return None
+
+
+# Routes anyone may call: liveness, logging in, and a device's claim-authenticated first contact.
+# Integers the stores accept (signed 64-bit); anything else is a 422, never a database overflow.
+AlertId = Annotated[int, FastApiPath(ge=1, le=2**63 - 1)]
+Millis = Annotated[int, Query(ge=0, le=2**63 - 1)]
+
+PUBLIC_ROUTES = frozenset({("GET", "/api/v1/health"), ("POST", "/api/v1/auth/token"), ("POST", "/api/v1/provision")})
 
 
 def create_app(platform: Platform) -> FastAPI:
     app = FastAPI(title="EdgeLoop", version=__version__,
-                  description="Telemetry, assets and alerts of an EdgeLoop platform.")
+                  description="Telemetry, assets and alerts of an EdgeLoop platform. Authenticate with "
+                              "`POST /api/v1/auth/token` (people) or an API key (integrations), then send "
+                              "`Authorization: Bearer ...`.")
     static = resources.files("edgeloop.web") / "static"
+    access = platform.access
 
     @app.exception_handler(NotFoundError)
     async def not_found(_r: Request, exc: NotFoundError) -> JSONResponse:
@@ -108,51 +154,144 @@ def create_app(platform: Platform) -> FastAPI:
     async def conflict(_r: Request, exc: ConflictError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
+    @app.exception_handler(AuthError)
+    async def auth_refused(_r: Request, exc: AuthError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else {"WWW-Authenticate": "Bearer"}
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers)
+
+    def guard(role: Role) -> Callable[[Request], Awaitable[Principal]]:
+        """Dependency: the authenticated caller, with at least ``role``; 401 / 403 otherwise."""
+
+        async def principal(request: Request) -> Principal:
+            if not platform.config.auth:
+                return ANONYMOUS_ADMIN
+            scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+            who = await access.authenticate(credential.strip()) if scheme.lower() == "bearer" and credential else None
+            if who is None:
+                raise AuthError(401, "authentication required: send a valid bearer token or API key")
+            if who.role < role:
+                raise HTTPException(403, f"{who.role.label} may not do this; it needs {role.label}")
+            return who
+
+        return principal
+
+    viewer, technician, operator, admin = (Depends(guard(role)) for role in Role)
     reg = platform.registry
+    r = reg.registry
+
+    def visible(who: Principal, item: Any) -> bool:
+        tenant = tenant_of(r, item)
+        return (tenant is None and not isinstance(item, Tenant | Site | Line | Asset | Device)) or who.sees(tenant)
+
+    # -- authentication -------------------------------------------------------------------------
+    @app.post("/api/v1/auth/token", tags=["auth"])
+    async def token(request: Request) -> Response:
+        """OAuth2 password grant (form or JSON ``username``, ``password``) -> a bearer token for 12 hours."""
+        raw = await request.body()
+        if len(raw) > 4096:
+            raise HTTPException(413, "request body too large")
+        if request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                doc = msgspec.json.decode(raw, type=dict[str, str])
+            except msgspec.DecodeError as exc:
+                raise HTTPException(400, f"body is not a JSON object of strings: {exc}") from exc
+            username, password = doc.get("username", ""), doc.get("password", "")
+        else:
+            form = urllib.parse.parse_qs(raw.decode("utf-8", "replace"))
+            username, password = form.get("username", [""])[0], form.get("password", [""])[0]
+        if not username or not password:
+            raise HTTPException(422, "username and password are required")
+        bearer, who = await access.login(username, password, source=_source(request))
+        return _json({"access_token": bearer, "token_type": "bearer", "expires_in": TOKEN_TTL_MS // 1000,
+                      "username": who.name, "role": who.role.label, "tenant": who.tenant})
+
+    @app.get("/api/v1/auth/me", tags=["auth"])
+    async def me(who: Principal = viewer) -> Response:
+        return _json({"username": who.name, "role": who.role.label, "tenant": who.tenant, "kind": who.kind})
+
+    @app.post("/api/v1/auth/logout", tags=["auth"], status_code=204)
+    async def logout(request: Request, who: Principal = viewer) -> Response:
+        _, _, credential = request.headers.get("authorization", "").partition(" ")
+        if who.kind == "user":
+            await access.logout(credential.strip(), who, source=_source(request))
+        return Response(status_code=204)
+
+    @app.get("/api/v1/users", tags=["auth"])
+    async def list_users(who: Principal = admin) -> Response:
+        return _json([{"username": u.username, "role": u.role, "tenant": u.tenant, "disabled": u.disabled}
+                      for u in await platform.store.list_users() if who.sees(u.tenant)])
+
+    @app.post("/api/v1/users", tags=["auth"], status_code=201, openapi_extra=_body_doc(UserBody))
+    async def create_user(request: Request, who: Principal = admin,
+                          body: UserBody = Depends(_body(UserBody))) -> Response:  # noqa: B008
+        user = await access.create_user(username=body.username, password=body.password, role=Role.parse(body.role),
+                                        tenant=body.tenant, by=who, source=_source(request))
+        return _json({"username": user.username, "role": user.role, "tenant": user.tenant}, 201)
+
+    @app.post("/api/v1/api-keys", tags=["auth"], status_code=201, openapi_extra=_body_doc(ApiKeyBody))
+    async def create_api_key(request: Request, who: Principal = admin,
+                             body: ApiKeyBody = Depends(_body(ApiKeyBody))) -> Response:  # noqa: B008
+        """An API key for an integration; the response holds the key, which is not stored and never shown again."""
+        key_id, key = await access.create_api_key(name=body.name, role=Role.parse(body.role), tenant=body.tenant,
+                                                  by=who, source=_source(request))
+        return _json({"id": key_id, "key": key, "name": body.name, "role": body.role, "tenant": body.tenant}, 201)
+
+    @app.delete("/api/v1/api-keys/{key_id}", tags=["auth"], status_code=204)
+    async def revoke_api_key(request: Request, key_id: str, who: Principal = admin) -> Response:
+        if not await access.revoke_api_key(key_id, by=who, source=_source(request)):
+            raise NotFoundError("api key", key_id)
+        return Response(status_code=204)
 
     # -- health and statistics ------------------------------------------------------------------
     @app.get("/api/v1/health", tags=["platform"])
     async def health() -> Response:
         return _json({"status": "ok", "version": __version__, "store": platform.store.backend,
-                      "mqtt_connected": platform.source.stats.connected})
+                      "mqtt_connected": platform.source.stats.connected, "auth": platform.config.auth})
 
     @app.get("/api/v1/stats", tags=["platform"])
-    async def stats() -> Response:
+    async def stats(_who: Principal = viewer) -> Response:
         """Devices online, rates, open alerts and the pipeline's queues, counters and dead letters."""
         return _json(await platform.snapshot())
 
     # -- registry -------------------------------------------------------------------------------
     def listing(name: str, table: Callable[[], dict[str, Any]]) -> None:
-        async def list_items() -> Response:
-            return _json(list(table().values()))
+        async def list_items(who: Principal = viewer) -> Response:
+            return _json([item for item in table().values() if visible(who, item)])
 
         app.get(f"/api/v1/{name}", tags=["assets"], name=f"list_{name}")(list_items)
 
-    def creation(name: str, tp: type[Any], put: Callable[[Any], Awaitable[None]]) -> None:
-        async def create(item: Any = Depends(_body(tp))) -> Response:  # noqa: B008
+    def creation(name: str, tp: type[Any], put: Callable[[Any], Awaitable[None]], role: Any) -> None:
+        async def create(request: Request, who: Principal = role,
+                         item: Any = Depends(_body(tp))) -> Response:  # noqa: B008
+            owner = tenant_of(r, item)
+            if not who.sees(owner) or (isinstance(item, Tenant) and who.tenant is not None):
+                raise HTTPException(403, f"{who.name} may not create {name} outside their own tenant")
             await put(item)
+            await platform.store.audit(AuditRecord(ts_ms=platform.clock.now_ms(), actor=who.name,
+                                                   action=f"{name}.put", target=str(getattr(item, "id", "") or
+                                                                                    getattr(item, "name", "")),
+                                                   outcome="ok", source=_source(request)))
             return _json(item, 201)
 
         app.post(f"/api/v1/{name}", tags=["assets"], name=f"create_{name}", status_code=201,
                  openapi_extra=_body_doc(tp))(create)
 
-    r = reg.registry
-    for name, tp, table, put in (
-        ("tenants", Tenant, lambda: r.tenants, reg.put_tenant),
-        ("sites", Site, lambda: r.sites, reg.put_site),
-        ("lines", Line, lambda: r.lines, reg.put_line),
-        ("profiles", DeviceProfile, lambda: r.profiles, reg.put_profile),
-        ("devices", Device, lambda: r.devices, reg.put_device),
+    for name, tp, table, put, role in (
+        ("tenants", Tenant, lambda: r.tenants, reg.put_tenant, admin),
+        ("sites", Site, lambda: r.sites, reg.put_site, operator),
+        ("lines", Line, lambda: r.lines, reg.put_line, operator),
+        ("profiles", DeviceProfile, lambda: r.profiles, reg.put_profile, admin),
+        ("devices", Device, lambda: r.devices, reg.put_device, operator),
     ):
         listing(name, table)
-        creation(name, tp, put)
-    creation("assets", Asset, reg.put_asset)
+        creation(name, tp, put, role)
+    creation("assets", Asset, reg.put_asset, operator)
 
     @app.get("/api/v1/assets", tags=["assets"])
-    async def list_assets() -> Response:
+    async def list_assets(who: Principal = viewer) -> Response:
         """Assets with their devices, status (ok / alert / offline), open alerts and last sample time."""
-        open_alerts = await platform.store.list_alerts(status=AlertStatus.OPEN, limit=100_000)
-        acked = await platform.store.list_alerts(status=AlertStatus.ACKNOWLEDGED, limit=100_000)
+        open_alerts = await platform.store.list_alerts(status=AlertStatus.OPEN, limit=100_000, tenant=who.tenant)
+        acked = await platform.store.list_alerts(status=AlertStatus.ACKNOWLEDGED, limit=100_000, tenant=who.tenant)
         unresolved: dict[str, int] = {}
         for a in (*open_alerts, *acked):
             unresolved[a.asset] = unresolved.get(a.asset, 0) + 1
@@ -162,6 +301,8 @@ def create_app(platform: Platform) -> FastAPI:
         last_seen = platform.pipeline.last_seen
         out: list[dict[str, Any]] = []
         for asset in sorted(r.assets.values(), key=lambda a: a.id):
+            if not visible(who, asset):
+                continue
             devs = sorted(devices_of.get(asset.id, []))
             online = any(platform.presence.online.get(d, False) for d in devs)
             seen = [last_seen[d] for d in devs if d in last_seen]
@@ -174,11 +315,16 @@ def create_app(platform: Platform) -> FastAPI:
                         "open_alerts": unresolved.get(asset.id, 0), "last_seen_ms": max(seen) if seen else None})
         return _json(out)
 
-    @app.get("/api/v1/devices/{device_id}", tags=["assets"])
-    async def get_device(device_id: str) -> Response:
+    def visible_device(who: Principal, device_id: str) -> Device:
+        """The device, or 404 also when it belongs to another tenant (no probing ids across tenants)."""
         device = r.devices.get(device_id)
-        if device is None:
+        if device is None or not who.sees(device.tenant):
             raise NotFoundError("device", device_id)
+        return device
+
+    @app.get("/api/v1/devices/{device_id}", tags=["assets"])
+    async def get_device(device_id: str, who: Principal = viewer) -> Response:
+        device = visible_device(who, device_id)
         profile = r.profiles[device.profile]
         messages, samples = await platform.store.telemetry_counts(device_id)
         return _json({**msgspec.structs.asdict(device), "online": platform.presence.online.get(device_id, False),
@@ -191,15 +337,14 @@ def create_app(platform: Platform) -> FastAPI:
     @app.get("/api/v1/devices/{device_id}/telemetry", tags=["telemetry"])
     async def telemetry(
         device_id: str,
-        start: Annotated[int, Query(description="inclusive, ms since epoch")],
-        end: Annotated[int, Query(description="exclusive, ms since epoch")],
+        start: Annotated[Millis, Query(description="inclusive, ms since epoch")],
+        end: Annotated[Millis, Query(description="exclusive, ms since epoch")],
         channels: Annotated[str | None, Query(description="comma-separated; default all")] = None,
         points: Annotated[int, Query(ge=1, le=10_000)] = 500,
+        who: Principal = viewer,
     ) -> Response:
         """min / avg / max per channel in at most ``points`` time buckets (raw data or 1-minute rollups)."""
-        device = r.devices.get(device_id)
-        if device is None:
-            raise NotFoundError("device", device_id)
+        device = visible_device(who, device_id)
         if end <= start:
             raise HTTPException(422, "end must be after start")
         known = r.profiles[device.profile].channel_names()
@@ -215,31 +360,52 @@ def create_app(platform: Platform) -> FastAPI:
     @app.get("/api/v1/alerts", tags=["alerts"])
     async def list_alerts(
         status: AlertStatus | None = None, asset: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 200, who: Principal = viewer,
     ) -> Response:
         """Alerts, most recently seen first."""
-        return _json(await platform.store.list_alerts(status=status, asset=asset, limit=limit))
+        return _json(await platform.store.list_alerts(status=status, asset=asset, limit=limit, tenant=who.tenant))
+
+    async def visible_alert(who: Principal, alert_id: AlertId) -> Alert:
+        alert = await platform.store.get_alert(alert_id)
+        if not who.sees(alert.tenant):
+            raise NotFoundError("alert", alert_id)
+        return alert
 
     @app.get("/api/v1/alerts/{alert_id}", tags=["alerts"])
-    async def get_alert(alert_id: int) -> Response:
-        return _json(await platform.store.get_alert(alert_id))
+    async def get_alert(alert_id: AlertId, who: Principal = viewer) -> Response:
+        return _json(await visible_alert(who, alert_id))
 
-    async def transition(alert_id: int, status: AlertStatus, body: ActorBody) -> Alert:
-        return await platform.store.set_alert_status(alert_id, status, by=body.by, at_ms=platform.clock.now_ms())
+    async def transition(request: Request, alert_id: AlertId, status: AlertStatus, who: Principal) -> Response:
+        await visible_alert(who, alert_id)
+        raw = await request.body()
+        by = who.name
+        if who.kind == "anonymous":  # auth disabled: the body may say who
+            try:
+                by = msgspec.json.decode(raw, type=ActorBody).by if raw.strip() else "anonymous"
+            except msgspec.ValidationError as exc:
+                raise HTTPException(422, f"invalid ActorBody: {exc}") from exc
+            except msgspec.DecodeError as exc:
+                raise HTTPException(400, f"body is not valid JSON: {exc}") from exc
+        alert = await platform.store.set_alert_status(alert_id, status, by=by, at_ms=platform.clock.now_ms())
+        return _json(alert)
 
-    @app.post("/api/v1/alerts/{alert_id}/acknowledge", tags=["alerts"], openapi_extra=_body_doc(ActorBody))
-    async def acknowledge(alert_id: int, body: ActorBody = Depends(_body(ActorBody))) -> Response:  # noqa: B008
-        return _json(await transition(alert_id, AlertStatus.ACKNOWLEDGED, body))
+    @app.post("/api/v1/alerts/{alert_id}/acknowledge", tags=["alerts"],
+              openapi_extra=_body_doc(ActorBody, required=False))
+    async def acknowledge(request: Request, alert_id: AlertId, who: Principal = technician) -> Response:
+        """Acknowledge; recorded as the authenticated user."""
+        return await transition(request, alert_id, AlertStatus.ACKNOWLEDGED, who)
 
-    @app.post("/api/v1/alerts/{alert_id}/resolve", tags=["alerts"], openapi_extra=_body_doc(ActorBody))
-    async def resolve(alert_id: int, body: ActorBody = Depends(_body(ActorBody))) -> Response:  # noqa: B008
-        return _json(await transition(alert_id, AlertStatus.RESOLVED, body))
+    @app.post("/api/v1/alerts/{alert_id}/resolve", tags=["alerts"], openapi_extra=_body_doc(ActorBody, required=False))
+    async def resolve(request: Request, alert_id: AlertId, who: Principal = technician) -> Response:
+        """Resolve; recorded as the authenticated user."""
+        return await transition(request, alert_id, AlertStatus.RESOLVED, who)
 
     # -- dead letters ---------------------------------------------------------------------------
     @app.get("/api/v1/dead-letters", tags=["telemetry"])
-    async def dead_letters(device: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
+    async def dead_letters(device: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                           who: Principal = viewer) -> Response:
         """Refused payloads, newest first, with the reason and the first 4 KiB of the raw bytes."""
-        letters = await platform.store.list_dead_letters(device=device, limit=limit)
+        letters = await platform.store.list_dead_letters(device=device, limit=limit, tenant=who.tenant)
         return _json([{"id": d.id, "received_ms": d.received_ms, "topic": d.topic, "device": d.device,
                        "tenant": d.tenant, "code": d.code, "detail": d.detail, "size": d.size,
                        "raw_text": d.raw.decode("utf-8", "replace"), "raw_base64": base64.b64encode(d.raw).decode()}
@@ -253,14 +419,17 @@ def create_app(platform: Platform) -> FastAPI:
 
     @app.post("/api/v1/enrollments", tags=["identity"], status_code=201, openapi_extra=_body_doc(EnrollmentBody))
     async def create_enrollment(
-        request: Request, body: EnrollmentBody = Depends(_body(EnrollmentBody))  # noqa: B008
+        request: Request, who: Principal = operator,
+        body: EnrollmentBody = Depends(_body(EnrollmentBody)),  # noqa: B008
     ) -> Response:
         """Create an enrollment; the response holds the claim, which is not stored and never shown again."""
+        if not who.sees(body.tenant):
+            raise HTTPException(403, f"{who.name} may not enrol devices into tenant {body.tenant!r}")
         enrollment, claim = await provisioning().create_enrollment(EnrollmentRequest(
             group=body.group, tenant=body.tenant, line=body.line, profile=body.profile,
             expires_in_ms=body.expires_in_s * 1000, asset=body.asset,
             serials=tuple(body.serials) if body.serials is not None else None, max_devices=body.max_devices,
-        ), by=body.by, source=_source(request))
+        ), by=who.name if who.kind != "anonymous" else body.by, source=_source(request))
         return _json({"group": enrollment.id, "claim": claim, "tenant": enrollment.tenant, "line": enrollment.line,
                       "profile": enrollment.profile, "asset": enrollment.asset, "expires_ms": enrollment.expires_ms,
                       "serials": len(enrollment.serials) if enrollment.serials is not None else None,
@@ -278,8 +447,11 @@ def create_app(platform: Platform) -> FastAPI:
                       "ca_chain": done.ca_chain_pem}, 201)
 
     @app.get("/api/v1/audit", tags=["identity"])
-    async def audit_log(action: str | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 200) -> Response:
+    async def audit_log(action: str | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
+                        who: Principal = admin) -> Response:
         """Security-relevant actions, newest first: who, what, when, from where, and the outcome."""
+        if who.tenant is not None:
+            raise HTTPException(403, "the audit log is for platform administrators")
         return _json(await platform.store.list_audit(limit=limit, action=action))
 
     # -- dashboard ------------------------------------------------------------------------------
@@ -295,7 +467,8 @@ def create_app(platform: Platform) -> FastAPI:
 
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes)
-            _, components = msgspec.json.schema_components((*BODY_TYPES, ActorBody, EnrollmentBody, ProvisionBody),
+            _, components = msgspec.json.schema_components((*BODY_TYPES, ActorBody, EnrollmentBody, ProvisionBody,
+                                                            UserBody, ApiKeyBody),
                                                            ref_template="#/components/schemas/{name}")
             schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
             app.openapi_schema = schema

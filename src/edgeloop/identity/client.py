@@ -7,6 +7,7 @@ platform has issued the certificate.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import httpx
@@ -18,7 +19,8 @@ from edgeloop.identity.tls import TlsIdentity
 
 
 def provision_device(
-    *, url: str, claim: str, serial: str, out_dir: Path, verify: bool | str = True, timeout_s: float = 30.0
+    *, url: str, claim: str, serial: str, out_dir: Path, verify: bool | ssl.SSLContext = True,
+    timeout_s: float = 30.0,
 ) -> TlsIdentity:
     """Provision this device; returns its TLS identity written into ``out_dir`` (DEVICE.key/.crt, ca.crt)."""
     device_id = device_id_for(group_of_claim(claim), serial)

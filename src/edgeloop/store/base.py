@@ -107,6 +107,31 @@ class Enrollment:
 
 
 @dataclass(frozen=True, slots=True)
+class User:
+    username: str
+    role: str  # viewer | technician | operator | admin
+    tenant: str | None  # None: every tenant (platform administrator)
+    password_hash: str
+    created_ms: int
+    disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A bearer token (``id`` = SHA-256 of the token) or an API key (``id`` = key id, ``secret_hash``)."""
+
+    id: str
+    kind: str  # "token" | "api_key"
+    subject: str  # username (token) or the key's name (api key)
+    role: str
+    tenant: str | None
+    created_ms: int
+    expires_ms: int | None = None
+    secret_hash: str = ""
+    revoked_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AuditRecord:
     """Who did what, when, from where, and how it ended."""
 
@@ -347,7 +372,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def write_dead_letters(self, letters: Sequence[DeadLetter]) -> None: ...
     @abc.abstractmethod
-    async def list_dead_letters(self, device: str | None = None, limit: int = 100) -> list[DeadLetter]: ...
+    async def list_dead_letters(
+        self, device: str | None = None, limit: int = 100, tenant: str | None = None
+    ) -> list[DeadLetter]: ...
     @abc.abstractmethod
     async def dead_letter_counts(self) -> dict[str, int]:
         """Dead letters per device ('' for those whose device is unknown)."""
@@ -369,6 +396,26 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def audit(self, record: AuditRecord) -> None: ...
+
+    @abc.abstractmethod
+    async def put_user(self, user: User) -> None:
+        """Create or replace a user."""
+
+    @abc.abstractmethod
+    async def get_user(self, username: str) -> User | None: ...
+
+    @abc.abstractmethod
+    async def list_users(self) -> list[User]: ...
+
+    @abc.abstractmethod
+    async def put_credential(self, credential: Credential) -> None: ...
+
+    @abc.abstractmethod
+    async def get_credential(self, credential_id: str) -> Credential | None: ...
+
+    @abc.abstractmethod
+    async def revoke_credential(self, credential_id: str, at_ms: int) -> bool:
+        """False if there was no such unrevoked credential."""
 
     @abc.abstractmethod
     async def list_audit(self, *, limit: int = 200, action: str | None = None) -> list[AuditRecord]:

@@ -22,23 +22,31 @@ from edgeloop.store.base import (
     ALERT_TRANSITIONS,
     LATEST_SAMPLE_SQL,
     AuditRecord,
+    Credential,
     DeadLetter,
     Enrollment,
     Registry,
     Store,
     TelemetryChunk,
+    User,
     first_occurrences,
     rollup_rows,
 )
 from edgeloop.store.rows import (
     AUDIT_COLUMNS,
+    CREDENTIAL_COLUMNS,
     ENROLLMENT_COLUMNS,
+    USER_COLUMNS,
     alert_from_row,
     alert_params,
     audit_from_row,
     audit_params,
+    credential_from_row,
+    credential_params,
     enrollment_from_row,
     enrollment_params,
+    user_from_row,
+    user_params,
 )
 
 SCHEMA = """
@@ -73,6 +81,11 @@ CREATE TABLE IF NOT EXISTS enrollments (id text PRIMARY KEY, tenant text NOT NUL
     created_by text NOT NULL, asset text, serials text, max_devices bigint);
 CREATE TABLE IF NOT EXISTS provisioned (enrollment text NOT NULL, serial text NOT NULL, device text NOT NULL,
     at_ms bigint NOT NULL, PRIMARY KEY (enrollment, serial));
+CREATE TABLE IF NOT EXISTS users (username text PRIMARY KEY, role text NOT NULL, tenant text,
+    password_hash text NOT NULL, created_ms bigint NOT NULL, disabled boolean NOT NULL);
+CREATE TABLE IF NOT EXISTS credentials (id text PRIMARY KEY, kind text NOT NULL, subject text NOT NULL,
+    role text NOT NULL, tenant text, created_ms bigint NOT NULL, expires_ms bigint, secret_hash text NOT NULL,
+    revoked_ms bigint);
 CREATE TABLE IF NOT EXISTS audit (id bigserial PRIMARY KEY, ts_ms bigint NOT NULL, actor text NOT NULL,
     action text NOT NULL, target text NOT NULL, outcome text NOT NULL, detail text NOT NULL, source text NOT NULL);
 """
@@ -237,12 +250,20 @@ class PostgresStore(Store):
             [d.tenant for d in letters], [d.code for d in letters], [d.detail for d in letters],
             [d.size for d in letters], [d.raw for d in letters])
 
-    async def list_dead_letters(self, device: str | None = None, limit: int = 100) -> list[DeadLetter]:
+    async def list_dead_letters(
+        self, device: str | None = None, limit: int = 100, tenant: str | None = None
+    ) -> list[DeadLetter]:
         sql = "SELECT id, received, topic, device, tenant, code, detail, size, raw FROM dead_letters"
-        if device is None:
-            rows = await self.pool.fetch(sql + " ORDER BY id DESC LIMIT $1", limit)
-        else:
-            rows = await self.pool.fetch(sql + " WHERE device=$1 ORDER BY id DESC LIMIT $2", device, limit)
+        where: list[str] = []
+        params: list[Any] = []
+        for col, val in (("device", device), ("tenant", tenant)):
+            if val is not None:
+                params.append(val)
+                where.append(f"{col}=${len(params)}")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        params.append(limit)
+        rows = await self.pool.fetch(sql + f" ORDER BY id DESC LIMIT ${len(params)}", *params)
         return [DeadLetter(id=r[0], received_ms=r[1], topic=r[2], device=r[3], tenant=r[4], code=r[5], detail=r[6],
                            size=r[7], raw=bytes(r[8])) for r in rows]
 
@@ -274,6 +295,33 @@ class PostgresStore(Store):
     async def audit(self, record: AuditRecord) -> None:
         await self._exec("INSERT INTO audit (ts_ms, actor, action, target, outcome, detail, source) "
                          "VALUES ($1,$2,$3,$4,$5,$6,$7)", *audit_params(record))
+
+    async def put_user(self, user: User) -> None:
+        await self._exec("INSERT INTO users VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (username) DO UPDATE SET "
+                         "role=excluded.role, tenant=excluded.tenant, password_hash=excluded.password_hash, "
+                         "disabled=excluded.disabled", *user_params(user, as_bool=True))
+
+    async def get_user(self, username: str) -> User | None:
+        row = await self.pool.fetchrow(f"SELECT {USER_COLUMNS} FROM users WHERE username=$1", username)
+        return user_from_row(tuple(row)) if row else None
+
+    async def list_users(self) -> list[User]:
+        return [user_from_row(tuple(r)) for r in await self.pool.fetch(
+            f"SELECT {USER_COLUMNS} FROM users ORDER BY username")]
+
+    async def put_credential(self, credential: Credential) -> None:
+        await self._exec("INSERT INTO credentials VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+                         *credential_params(credential))
+
+    async def get_credential(self, credential_id: str) -> Credential | None:
+        row = await self.pool.fetchrow(f"SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE id=$1", credential_id)
+        return credential_from_row(tuple(row)) if row else None
+
+    async def revoke_credential(self, credential_id: str, at_ms: int) -> bool:
+        done = await self.pool.fetchval(
+            "UPDATE credentials SET revoked_ms=$1 WHERE id=$2 AND revoked_ms IS NULL RETURNING 1", at_ms,
+            credential_id)
+        return bool(done == 1)
 
     async def list_audit(self, *, limit: int = 200, action: str | None = None) -> list[AuditRecord]:
         sql = f"SELECT {AUDIT_COLUMNS} FROM audit"

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from edgeloop.messages import Alert, AlertStatus, Severity
-from edgeloop.store.base import AuditRecord, Enrollment
+from edgeloop.store.base import AuditRecord, Credential, Enrollment, User
 
 
 def alert_params(alert: Alert) -> tuple[Any, ...]:
@@ -56,3 +56,26 @@ def audit_params(r: AuditRecord) -> tuple[Any, ...]:
 def audit_from_row(row: Sequence[Any]) -> AuditRecord:
     return AuditRecord(id=int(row[0]), ts_ms=int(row[1]), actor=row[2], action=row[3], target=row[4],
                        outcome=row[5], detail=row[6], source=row[7])
+
+
+USER_COLUMNS = "username, role, tenant, password_hash, created_ms, disabled"
+CREDENTIAL_COLUMNS = "id, kind, subject, role, tenant, created_ms, expires_ms, secret_hash, revoked_ms"
+
+
+def user_params(u: User, *, as_bool: bool = False) -> tuple[Any, ...]:
+    return (u.username, u.role, u.tenant, u.password_hash, u.created_ms, u.disabled if as_bool else int(u.disabled))
+
+
+def user_from_row(row: Sequence[Any]) -> User:
+    return User(username=row[0], role=row[1], tenant=row[2], password_hash=row[3], created_ms=int(row[4]),
+                disabled=bool(row[5]))
+
+
+def credential_params(c: Credential) -> tuple[Any, ...]:
+    return (c.id, c.kind, c.subject, c.role, c.tenant, c.created_ms, c.expires_ms, c.secret_hash, c.revoked_ms)
+
+
+def credential_from_row(row: Sequence[Any]) -> Credential:
+    return Credential(id=row[0], kind=row[1], subject=row[2], role=row[3], tenant=row[4], created_ms=int(row[5]),
+                      expires_ms=None if row[6] is None else int(row[6]), secret_hash=row[7],
+                      revoked_ms=None if row[8] is None else int(row[8]))

@@ -24,23 +24,31 @@ from edgeloop.store.base import (
     ALERT_TRANSITIONS,
     LATEST_SAMPLE_SQL,
     AuditRecord,
+    Credential,
     DeadLetter,
     Enrollment,
     Registry,
     Store,
     TelemetryChunk,
+    User,
     first_occurrences,
     rollup_rows,
 )
 from edgeloop.store.rows import (
     AUDIT_COLUMNS,
+    CREDENTIAL_COLUMNS,
     ENROLLMENT_COLUMNS,
+    USER_COLUMNS,
     alert_from_row,
     alert_params,
     audit_from_row,
     audit_params,
+    credential_from_row,
+    credential_params,
     enrollment_from_row,
     enrollment_params,
+    user_from_row,
+    user_params,
 )
 
 T = TypeVar("T")
@@ -77,6 +85,11 @@ CREATE TABLE IF NOT EXISTS enrollments (id TEXT PRIMARY KEY, tenant TEXT NOT NUL
     created_by TEXT NOT NULL, asset TEXT, serials TEXT, max_devices INTEGER);
 CREATE TABLE IF NOT EXISTS provisioned (enrollment TEXT NOT NULL, serial TEXT NOT NULL, device TEXT NOT NULL,
     at_ms INTEGER NOT NULL, PRIMARY KEY (enrollment, serial));
+CREATE TABLE IF NOT EXISTS users (username TEXT PRIMARY KEY, role TEXT NOT NULL, tenant TEXT,
+    password_hash TEXT NOT NULL, created_ms INTEGER NOT NULL, disabled INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS credentials (id TEXT PRIMARY KEY, kind TEXT NOT NULL, subject TEXT NOT NULL,
+    role TEXT NOT NULL, tenant TEXT, created_ms INTEGER NOT NULL, expires_ms INTEGER, secret_hash TEXT NOT NULL,
+    revoked_ms INTEGER);
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, target TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL, source TEXT NOT NULL);
 """
@@ -288,14 +301,19 @@ class SQLiteStore(Store):
 
         await self._run(write)
 
-    async def list_dead_letters(self, device: str | None = None, limit: int = 100) -> list[DeadLetter]:
+    async def list_dead_letters(
+        self, device: str | None = None, limit: int = 100, tenant: str | None = None
+    ) -> list[DeadLetter]:
         def read(db: sqlite3.Connection) -> list[DeadLetter]:
             sql = "SELECT id, received, topic, device, tenant, code, detail, size, raw FROM dead_letters"
-            params: tuple[Any, ...] = (limit,)
-            if device is not None:
-                sql += " WHERE device=?"
-                params = (device, limit)
-            rows = db.execute(sql + " ORDER BY id DESC LIMIT ?", params).fetchall()
+            where, params = [], []
+            for col, val in (("device", device), ("tenant", tenant)):
+                if val is not None:
+                    where.append(f"{col}=?")
+                    params.append(val)
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            rows = db.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
             return [DeadLetter(id=r[0], received_ms=r[1], topic=r[2], device=r[3], tenant=r[4], code=r[5],
                                detail=r[6], size=r[7], raw=bytes(r[8])) for r in rows]
 
@@ -343,6 +361,42 @@ class SQLiteStore(Store):
     async def audit(self, record: AuditRecord) -> None:
         await self._exec("INSERT INTO audit (ts_ms, actor, action, target, outcome, detail, source) "
                          "VALUES (?,?,?,?,?,?,?)", audit_params(record))
+
+    async def put_user(self, user: User) -> None:
+        await self._exec("INSERT INTO users VALUES (?,?,?,?,?,?) ON CONFLICT(username) DO UPDATE SET "
+                         "role=excluded.role, tenant=excluded.tenant, password_hash=excluded.password_hash, "
+                         "disabled=excluded.disabled", user_params(user))
+
+    async def get_user(self, username: str) -> User | None:
+        def read(db: sqlite3.Connection) -> User | None:
+            row = db.execute(f"SELECT {USER_COLUMNS} FROM users WHERE username=?", (username,)).fetchone()
+            return user_from_row(row) if row else None
+
+        return await self._run(read)
+
+    async def list_users(self) -> list[User]:
+        def read(db: sqlite3.Connection) -> list[User]:
+            return [user_from_row(r) for r in db.execute(f"SELECT {USER_COLUMNS} FROM users ORDER BY username")]
+
+        return await self._run(read)
+
+    async def put_credential(self, credential: Credential) -> None:
+        await self._exec("INSERT INTO credentials VALUES (?,?,?,?,?,?,?,?,?)", credential_params(credential))
+
+    async def get_credential(self, credential_id: str) -> Credential | None:
+        def read(db: sqlite3.Connection) -> Credential | None:
+            row = db.execute(f"SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE id=?", (credential_id,)).fetchone()
+            return credential_from_row(row) if row else None
+
+        return await self._run(read)
+
+    async def revoke_credential(self, credential_id: str, at_ms: int) -> bool:
+        def update(db: sqlite3.Connection) -> bool:
+            cur = db.execute("UPDATE credentials SET revoked_ms=? WHERE id=? AND revoked_ms IS NULL",
+                             (at_ms, credential_id))
+            return cur.rowcount == 1
+
+        return await self._run(update)
 
     async def list_audit(self, *, limit: int = 200, action: str | None = None) -> list[AuditRecord]:
         def read(db: sqlite3.Connection) -> list[AuditRecord]:

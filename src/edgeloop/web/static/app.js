@@ -4,6 +4,11 @@
 //         #/asset/{assetId}     live telemetry charts and the asset's alerts
 //         #/alerts[?status=..]  alert list with acknowledge / resolve
 //
+// Authentication: a bearer token from POST /api/v1/auth/token (kept in sessionStorage, sent on
+// every API call). A 401 from any call drops the token and shows the sign-in form; a 403 is shown
+// where the action happened. With authentication disabled on the server the first calls succeed
+// without a token and no sign-in form is ever shown.
+//
 // Rules kept throughout: API strings only ever reach the DOM through textContent or
 // attribute values (never innerHTML); "now" is the fleet's sample time from
 // /api/v1/stats, never the browser clock; views keep their last data on errors and a
@@ -15,7 +20,7 @@ const FLEET_EVERY_MS = 2000;
 const ASSET_EVERY_MS = 3000;
 const ALERTS_EVERY_MS = 3000;
 const REQUEST_TIMEOUT_MS = 10000;
-const OPERATOR_KEY = "edgeloop.operator";
+const SESSION_KEY = "edgeloop.session";
 
 const RANGES = [
   { key: "30m", label: "30 min", ms: 30 * 60_000 },
@@ -196,9 +201,12 @@ async function api(path, { method = "GET", body, signal } = {}) {
   try {
     let res;
     try {
+      const headers = { Accept: "application/json" };
+      if (body !== undefined) headers["Content-Type"] = "application/json";
+      if (session.token) headers.Authorization = `Bearer ${session.token}`;
       res = await fetch(API + path, {
         method,
-        headers: body === undefined ? { Accept: "application/json" } : { Accept: "application/json", "Content-Type": "application/json" },
+        headers,
         body: body === undefined ? undefined : JSON.stringify(body),
         signal: ctrl.signal,
         cache: "no-store",
@@ -218,6 +226,11 @@ async function api(path, { method = "GET", body, signal } = {}) {
     }
     if (!res.ok) {
       const msg = detailText(data, `${res.status} ${res.statusText || "error"}`);
+      if (res.status === 401) {
+        connection.ok();
+        if (path !== "/auth/logout") signedOut(session.token ? "Your session has ended. Please sign in again." : null);
+        throw new ApiError(msg, 401);
+      }
       if (res.status >= 500) connection.fail(`API error ${res.status}.`, `${msg}.`);
       else connection.ok();
       throw new ApiError(msg, res.status);
@@ -291,36 +304,275 @@ function rememberAssets(list) {
 }
 
 // ---------------------------------------------------------------------------
-// Operator name (recorded on acknowledge / resolve)
+// Session: bearer token, signed-in user, sign-in form
 
-function storedOperator() {
-  try {
-    return localStorage.getItem(OPERATOR_KEY);
-  } catch {
-    return null;
+const session = {
+  token: null,
+  expiresAt: null, // browser ms; the server decides, this only drops stale tokens early
+  user: null, // {username, role, tenant, kind} from the token response or GET /auth/me
+  load() {
+    try {
+      const saved = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+      if (saved && typeof saved.token === "string" && !(saved.expiresAt && saved.expiresAt <= Date.now())) {
+        this.token = saved.token;
+        this.expiresAt = saved.expiresAt || null;
+      } else if (saved) {
+        sessionStorage.removeItem(SESSION_KEY);
+      }
+    } catch {
+      /* storage unavailable or garbage: start signed out */
+    }
+  },
+  save(token, expiresIn) {
+    this.token = token;
+    this.expiresAt = Number.isFinite(expiresIn) && expiresIn > 0 ? Date.now() + expiresIn * 1000 : null;
+    try {
+      sessionStorage.setItem(SESSION_KEY, JSON.stringify({ token, expiresAt: this.expiresAt }));
+    } catch {
+      /* storage unavailable: the token lives as long as this page */
+    }
+  },
+  clear() {
+    this.token = null;
+    this.expiresAt = null;
+    this.user = null;
+    try {
+      sessionStorage.removeItem(SESSION_KEY);
+    } catch {
+      /* ignore */
+    }
+  },
+};
+
+let appCtrl = null; // alive while the dashboard is shown (stats polling, routing)
+
+/** Show the dashboard (after sign-in, or straight away when the server needs no sign-in). */
+function startApp() {
+  if (appCtrl) return;
+  appCtrl = new AbortController();
+  document.body.dataset.auth = session.token ? "signed-in" : "open";
+  renderUser();
+  const signal = appCtrl.signal;
+  poll(() => refreshStats(signal), STATS_EVERY_MS, signal);
+  route();
+}
+
+/** Stop all polling and forget every piece of fleet data shown so far. */
+function stopApp() {
+  appCtrl?.abort();
+  appCtrl = null;
+  current?.abort();
+  current = null;
+  state.stats = null;
+  state.assets = new Map();
+  for (const el of document.querySelectorAll(".kpi")) {
+    setText($("[data-value]", el), "—");
+    setText($("[data-sub]", el), "");
+    el.dataset.level = "";
   }
+  setText($("#sample-now"), "—");
+  $("#sample-now").removeAttribute("datetime");
+  $("#nav-alert-count").hidden = true;
+  setText($("#footer-uptime"), "");
+  $("#toasts").replaceChildren();
+  connection.failing = false;
+  $("#banner").hidden = true;
+  document.body.classList.remove("is-stale");
 }
 
-function askOperator(current) {
-  const answer = window.prompt("Your name (recorded when you acknowledge or resolve alerts):", current || "operator");
-  if (answer === null) return null;
-  const name = answer.trim().slice(0, 64) || "operator";
-  try {
-    localStorage.setItem(OPERATOR_KEY, name);
-  } catch {
-    /* storage unavailable: use for this action only */
+/** The server refused our credentials (401): drop the token, show the sign-in form (once). */
+function signedOut(notice) {
+  const wasSignedOut = document.body.dataset.auth === "signed-out";
+  session.clear();
+  if (wasSignedOut) return;
+  stopApp();
+  renderUser();
+  showLogin(notice);
+}
+
+function renderUser() {
+  const box = $("#user-box");
+  const u = session.user;
+  if (!u || document.body.dataset.auth === "signed-out") {
+    box.hidden = true;
+    return;
   }
-  renderOperator(name);
-  return name;
+  box.hidden = false;
+  const anonymous = u.kind === "anonymous" || !session.token;
+  setText($("#user-name"), u.username || "—");
+  setText($("#user-role"), u.role || "");
+  $("#user-role").hidden = !u.role;
+  $("#user-chip").title = anonymous
+    ? "Authentication is disabled on this server"
+    : `Signed in as ${u.username} (${u.role}${u.tenant ? `, tenant ${u.tenant}` : ""})`;
+  $("#signout-btn").hidden = anonymous;
 }
 
-/** The operator's name; asks once (default "operator"); null if the user cancels. */
-function operatorName() {
-  return storedOperator() || askOperator(null);
+async function signOut() {
+  const btn = $("#signout-btn");
+  btn.disabled = true;
+  stopApp();
+  try {
+    if (session.token) await api("/auth/logout", { method: "POST" });
+  } catch {
+    /* revoked or unreachable: the token is dropped here either way */
+  } finally {
+    btn.disabled = false;
+  }
+  session.clear();
+  renderUser();
+  showLogin("You have signed out.", "info");
 }
 
-function renderOperator(name = storedOperator()) {
-  setText($("#operator-name"), name || "Set name");
+/** Retry-After (seconds or an HTTP date) -> whole seconds, or null. */
+function retryAfterSeconds(value) {
+  if (!value) return null;
+  const n = Number(value);
+  if (Number.isFinite(n)) return Math.max(1, Math.ceil(n));
+  const at = Date.parse(value);
+  return Number.isFinite(at) ? Math.max(1, Math.ceil((at - Date.now()) / 1000)) : null;
+}
+
+function showLogin(notice, noticeKind = "warn") {
+  document.body.dataset.auth = "signed-out";
+  document.title = "Sign in · EdgeLoop";
+  for (const a of document.querySelectorAll(".mainnav a")) {
+    a.classList.remove("is-active");
+    a.removeAttribute("aria-current");
+  }
+  const errorBox = h("div", { class: "login-error", id: "login-error", role: "alert", dataset: { testid: "login-error" }, hidden: true });
+  const user = h("input", {
+    id: "login-username", name: "username", type: "text", class: "input", autocomplete: "username",
+    autocapitalize: "none", spellcheck: "false", required: true, maxlength: "200", dataset: { testid: "login-username" },
+  });
+  const pass = h("input", {
+    id: "login-password", name: "password", type: "password", class: "input", autocomplete: "current-password",
+    required: true, maxlength: "1000", dataset: { testid: "login-password" },
+  });
+  const submit = h("button", { type: "submit", class: "btn btn-primary login-submit", dataset: { testid: "login-submit" } }, "Sign in");
+  let lockTimer = null;
+
+  const showError = (text, fields = []) => {
+    setText(errorBox, text);
+    errorBox.hidden = false;
+    for (const f of [user, pass]) {
+      if (fields.includes(f)) {
+        f.setAttribute("aria-invalid", "true");
+        f.setAttribute("aria-describedby", "login-error");
+      } else {
+        f.removeAttribute("aria-invalid");
+        f.removeAttribute("aria-describedby");
+      }
+    }
+  };
+
+  const lockFor = (seconds) => {
+    clearInterval(lockTimer);
+    const until = Date.now() + seconds * 1000;
+    const tick = () => {
+      const left = Math.ceil((until - Date.now()) / 1000);
+      if (left <= 0 || !form.isConnected) {
+        clearInterval(lockTimer);
+        submit.disabled = false;
+        setText(submit, "Sign in");
+        return;
+      }
+      submit.disabled = true;
+      setText(submit, `Try again in ${left} s`);
+    };
+    tick();
+    lockTimer = setInterval(tick, 1000);
+  };
+
+  const onSubmit = async (ev) => {
+    ev.preventDefault();
+    if (submit.disabled) return;
+    const username = user.value.trim();
+    if (!username || !pass.value) {
+      showError("Enter your username and password.", [!username ? user : pass]);
+      (!username ? user : pass).focus();
+      return;
+    }
+    submit.disabled = true;
+    form.setAttribute("aria-busy", "true");
+    setText(submit, "Signing in…");
+    let res = null;
+    let data = null;
+    try {
+      res = await fetch(`${API}/auth/token`, {
+        method: "POST",
+        headers: { Accept: "application/json", "Content-Type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams({ grant_type: "password", username, password: pass.value }),
+        cache: "no-store",
+      });
+      try {
+        data = await res.json();
+      } catch {
+        data = null;
+      }
+    } catch {
+      res = null;
+    }
+    form.removeAttribute("aria-busy");
+    submit.disabled = false;
+    setText(submit, "Sign in");
+    if (res && res.ok && data && typeof data.access_token === "string") {
+      session.save(data.access_token, Number(data.expires_in));
+      session.user = { username: data.username || username, role: data.role || "", tenant: data.tenant ?? null, kind: "user" };
+      pass.value = "";
+      startApp();
+      $("#view").focus({ preventScroll: true });
+      return;
+    }
+    if (!res) {
+      showError("The server did not respond. Check the connection and try again.");
+    } else if (res.status === 401) {
+      showError("Wrong username or password.", [user, pass]);
+      pass.select();
+      pass.focus();
+    } else if (res.status === 429) {
+      const wait = retryAfterSeconds(res.headers.get("Retry-After"));
+      showError(wait
+        ? `Too many failed sign-in attempts. Try again in ${fmtDuration(wait * 1000)} (at ${fmtClock(Date.now() + wait * 1000)}).`
+        : "Too many failed sign-in attempts. Try again later.");
+      if (wait) lockFor(wait);
+    } else if (res.status === 404) {
+      showError("This server does not offer sign-in. Reload the page.");
+    } else {
+      showError(`Sign-in failed: ${detailText(data, `${res.status} ${res.statusText || "error"}`)}.`);
+    }
+  };
+
+  const form = h("form", {
+    class: "login-card", method: "post", action: "#", novalidate: true, "aria-labelledby": "login-title",
+    dataset: { testid: "login-form" }, onsubmit: onSubmit,
+  },
+  h("div", { class: "login-head" },
+    h("h1", { id: "login-title" }, "Sign in"),
+    h("p", { class: "muted" }, "EdgeLoop operator dashboard")),
+  notice ? h("p", { class: `login-notice login-notice-${noticeKind}`, role: "status", dataset: { testid: "login-notice" } }, notice) : null,
+  errorBox,
+  h("div", { class: "field" }, h("label", { for: "login-username" }, "Username"), user),
+  h("div", { class: "field" }, h("label", { for: "login-password" }, "Password"), pass),
+  submit);
+
+  $("#view").replaceChildren(h("div", { class: "login-wrap" }, form));
+  window.scrollTo(0, 0);
+  user.focus();
+}
+
+/** First contact: who are we? Decides between the sign-in form and the dashboard. */
+async function boot() {
+  try {
+    const me = await api("/auth/me");
+    session.user = me && typeof me === "object" ? me : null;
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) return; // sign-in form is shown
+    // 404: a server without authentication; 0 / 5xx: the views show the banner and retry.
+    // A 401 from any later call still brings up the sign-in form.
+    session.user = null;
+  }
+  startApp();
 }
 
 // ---------------------------------------------------------------------------
@@ -471,7 +723,7 @@ function renderAlertCard(card, a, { showAsset = true } = {}) {
         h("div", null, h("dt", null, "Score"), h("dd", null, Number.isFinite(a.score) ? a.score.toFixed(2) : "—")),
         a.detector ? h("div", null, h("dt", null, "Detector"), h("dd", null, a.detector)) : null),
       lifecycle.length ? h("p", { class: "alert-lifecycle" }, lifecycle.join(" · ")) : null,
-      h("p", { class: "alert-error", role: "alert", hidden: true })),
+      h("p", { class: "alert-error", role: "alert", dataset: { testid: "alert-error" }, hidden: true })),
     h("div", { class: "alert-side" },
       explanationBars(a.explanation),
       h("div", { class: "alert-actions" }, ackBtn, resolveBtn)));
@@ -491,8 +743,8 @@ function updateAlertCard(card, a) {
 
 async function alertAction(card, action) {
   const a = card._alert;
-  const by = operatorName();
-  if (!by) return;
+  // The server records the signed-in user; `by` only matters when authentication is off.
+  const by = session.user?.username || "operator";
   const buttons = card.querySelectorAll(".alert-actions button");
   buttons.forEach((b) => { b.disabled = true; });
   card.classList.add("is-busy");
@@ -502,12 +754,17 @@ async function alertAction(card, action) {
     const updated = await api(`/alerts/${encodeURIComponent(a.id)}/${action}`, { method: "POST", body: { by } });
     card.classList.remove("is-busy");
     renderAlertCard(card, updated, card._opts);
-    toast(`Alert #${updated.id} ${updated.status} by ${by}`, "ok");
+    const who = (action === "resolve" ? updated.resolved_by : updated.acknowledged_by) || by;
+    toast(`Alert #${updated.id} ${updated.status} by ${who}`, "ok");
     refreshStats().catch(() => {});
   } catch (e) {
+    if (e instanceof ApiError && e.status === 401) return; // signed out: the sign-in form is shown
     card.classList.remove("is-busy");
     renderAlertCard(card, a, card._opts); // restores buttons for the old state
-    const msg = `Could not ${action} alert #${a.id}: ${e.message}`;
+    const who = session.user ? `${session.user.username} (${session.user.role})` : "You";
+    const msg = e instanceof ApiError && e.status === 403
+      ? `Not allowed: ${who} may not ${action} alerts. ${e.message}`
+      : `Could not ${action} alert #${a.id}: ${e.message}`;
     const box = $(".alert-error", card);
     setText(box, msg);
     box.hidden = false;
@@ -1202,6 +1459,7 @@ function parseHash() {
 }
 
 function route() {
+  if (!appCtrl) return; // signed out: the hash is kept and shown after sign-in
   current?.abort();
   const ctrl = new AbortController();
   current = ctrl;
@@ -1238,12 +1496,10 @@ function route() {
 }
 
 function start() {
-  renderOperator();
-  $("#operator-btn").addEventListener("click", () => askOperator(storedOperator()));
+  session.load();
+  $("#signout-btn").addEventListener("click", signOut);
   window.addEventListener("hashchange", route);
-  const statsCtrl = new AbortController();
-  poll(() => refreshStats(statsCtrl.signal), STATS_EVERY_MS, statsCtrl.signal);
-  route();
+  boot();
 }
 
 start();
