@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import ipaddress
 import logging
 import socket
 from collections.abc import Generator
@@ -21,13 +23,16 @@ from typing import TYPE_CHECKING, Any, Self
 import uvicorn
 
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
-from edgeloop.broker.embedded import EmbeddedBroker
+from edgeloop.broker.acl import BROKER_IDENTITY, INGEST_IDENTITY
+from edgeloop.broker.embedded import BrokerTls, EmbeddedBroker
 from edgeloop.clock import Clock, SystemClock
 from edgeloop.errors import ConfigError, ConflictError, EdgeLoopError
 from edgeloop.identity.access import AccessService
+from edgeloop.identity.pki import PkiError
 from edgeloop.identity.tls import TlsIdentity
 
 if TYPE_CHECKING:
+    from edgeloop.identity.pki import CertificateAuthority
     from edgeloop.identity.provisioning import ProvisioningService
 from edgeloop.ingest.mqtt import MqttSource
 from edgeloop.ingest.pipeline import IngestPipeline, Presence
@@ -35,6 +40,7 @@ from edgeloop.ingest.validate import Limits, Validator
 from edgeloop.messages import AlertStatus, TopicKind, subscription
 from edgeloop.scoring import ScoredHook, ScoringStage
 from edgeloop.store import Registry, Store, open_store
+from edgeloop.store.base import AuditRecord
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,11 @@ class PlatformConfig:
     mqtt_tls: TlsIdentity | None = None  # mutual TLS to an external broker (the ingest service's identity)
     pki_dir: Path | None = None  # enables provisioning; created on first start when ``create_pki``
     create_pki: bool = False
+    # The embedded broker accepts only mutual TLS (needs pki_dir): its own and ingest's certificates are
+    # kept in data_dir/tls and renewed there; devices use certificates from the same PKI.
+    embedded_tls: bool = False
+    provision_rate_per_s: float = 20.0  # per client address, on provisioning and renewal
+    provision_burst: int = 200
     auth: bool = False  # require authentication on the API (users, tokens, API keys)
     admin_password: str | None = None  # first start with auth: the admin's password (default: generated)
     require_admin: bool = False  # production: refuse to generate one; an admin must be configured
@@ -61,6 +72,23 @@ class PlatformConfig:
     @property
     def resolved_store_url(self) -> str:
         return self.store_url or f"sqlite:///{self.data_dir.resolve() / 'edgeloop.db'}"
+
+
+CRL_RESIGN_DAYS = 15
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    serials: list[int]
+    sessions_closed: int
 
 
 class RegistryService:
@@ -138,6 +166,8 @@ class Platform:
         self.presence = Presence()
         self.api_server: uvicorn.Server | None = None
         self.provisioning: ProvisioningService | None = None
+        self.ca: CertificateAuthority | None = None
+        self.broker: EmbeddedBroker | None = None
         self.access: AccessService
         self.generated_admin_password: str | None = None  # shown once by the caller, never stored
 
@@ -165,21 +195,29 @@ class Platform:
                                   "(at least 12 characters); it creates the user 'admin'")
             self.generated_admin_password = await self.access.bootstrap_admin(cfg.admin_password)
         if cfg.pki_dir is not None:
+            from edgeloop.identity.auth import RateLimiter
             from edgeloop.identity.pki import CertificateAuthority
             from edgeloop.identity.provisioning import ProvisioningService
 
             fresh = cfg.create_pki and not (cfg.pki_dir / "issuing.key").exists()
-            ca = CertificateAuthority.init(cfg.pki_dir) if fresh else CertificateAuthority.open(cfg.pki_dir)
-            self.provisioning = ProvisioningService(store=self.store, registry=self.registry, ca=ca, clock=self.clock)
+            self.ca = CertificateAuthority.init(cfg.pki_dir) if fresh else CertificateAuthority.open(cfg.pki_dir)
+            self.provisioning = ProvisioningService(
+                store=self.store, registry=self.registry, ca=self.ca, clock=self.clock,
+                limiter=RateLimiter(rate_per_s=cfg.provision_rate_per_s, burst=cfg.provision_burst))
+        ingest_tls = cfg.mqtt_tls
         if cfg.embedded_broker:
-            await self._stack.enter_async_context(EmbeddedBroker(host=cfg.mqtt_host, port=cfg.mqtt_port))
+            broker_tls = None
+            if cfg.embedded_tls:
+                broker_tls, ingest_tls = self._embedded_tls()
+            self.broker = await self._stack.enter_async_context(
+                EmbeddedBroker(host=cfg.mqtt_host, port=cfg.mqtt_port, tls=broker_tls))
         self.scoring = ScoringStage(store=self.store, on_scored=self.on_scored)
         self.source = MqttSource(
             host=cfg.mqtt_host, port=cfg.mqtt_port, client_id=cfg.ingest_client_id, clock=self.clock,
             topics=[subscription(TopicKind.TELEMETRY), subscription(TopicKind.STATUS)],
             ack="on_receipt" if cfg.embedded_broker else "after_commit",
             capacity=1_000_000 if cfg.embedded_broker else 50_000,
-            tls=cfg.mqtt_tls,
+            tls=ingest_tls,
         )
         await self._stack.enter_async_context(self.source)
         self.pipeline = IngestPipeline(source=self.source, store=self.store, validator=validator,
@@ -188,6 +226,8 @@ class Platform:
         self._stack.push_async_callback(self._stop_tasks)
         self._spawn(self.scoring.run(), "scoring")
         self._spawn(self.pipeline.run(), "ingest")
+        if self.ca is not None:
+            self._spawn(self._keep_crl_fresh(self.ca), "crl")
         if cfg.http_port is not None:
             from edgeloop.api import create_app
 
@@ -202,6 +242,49 @@ class Platform:
                 if self._failed.done():
                     raise EdgeLoopError(f"HTTP server failed to start on {cfg.http_host}:{cfg.http_port}")
                 await asyncio.sleep(0.02)
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where the embedded platform keeps its own certificates (broker, ingest, simulated devices)."""
+        return self.config.data_dir / "tls"
+
+    def _embedded_tls(self) -> tuple[BrokerTls, TlsIdentity]:
+        from edgeloop.identity.crl import RevocationList
+        from edgeloop.identity.pki import ensure_identity
+
+        cfg = self.config
+        if self.ca is None:
+            raise ConfigError("mutual TLS on the embedded broker needs a PKI (pki_dir)")
+        ips = ["127.0.0.1"] + ([cfg.mqtt_host] if _is_ip(cfg.mqtt_host) and cfg.mqtt_host != "0.0.0.0" else [])
+        dns = ["localhost", socket.gethostname()] + ([] if _is_ip(cfg.mqtt_host) else [cfg.mqtt_host])
+        ensure_identity(self.ca, self.tls_dir, BROKER_IDENTITY, dns_names=dns, ip_addresses=ips)
+        ensure_identity(self.ca, self.tls_dir, INGEST_IDENTITY)
+        broker = BrokerTls(TlsIdentity.from_dir(self.tls_dir, BROKER_IDENTITY),
+                           RevocationList(self.ca.dir / "crl.pem", self.ca.cert))
+        return broker, TlsIdentity.from_dir(self.tls_dir, INGEST_IDENTITY)
+
+    async def _keep_crl_fresh(self, ca: CertificateAuthority) -> None:
+        """Re-sign the CRL before it expires: Mosquitto (and OpenSSL) refuse every client on an expired CRL."""
+        while True:
+            if ca.crl_expires_within(dt.timedelta(days=CRL_RESIGN_DAYS)):
+                await asyncio.to_thread(ca.write_crl)
+                log.info("re-signed the certificate revocation list")
+            await asyncio.sleep(3600)
+
+    async def revoke_device(self, device_id: str, *, by: str, source: str = "") -> Revoked:
+        """Revoke every certificate of ``device_id``, close its live session on the embedded broker, audit it."""
+        if self.ca is None:
+            raise ConfigError("revocation needs the platform's PKI (pki_dir)")
+        try:
+            serials = await asyncio.to_thread(self.ca.revoke, device_id)
+        except PkiError as exc:
+            raise ConflictError(str(exc)) from exc
+        closed = device_id in (self.broker.refresh_revocations() if self.broker else [])
+        await self.store.audit(AuditRecord(
+            ts_ms=self.clock.now_ms(), actor=by, action="device.revoke", target=device_id, outcome="ok",
+            source=source, detail=f"serials {', '.join(f'{n:x}' for n in serials)}"
+                                  f"{'; live MQTT session closed' if closed else ''}"))
+        return Revoked(serials=serials, sessions_closed=int(closed))
 
     def _bind_http(self) -> socket.socket:
         """Bind the API's port first, so a busy port is one clear error before anything else starts."""

@@ -22,7 +22,7 @@ import asyncpg
 
 from edgeloop.app import Platform, PlatformConfig
 from edgeloop.broker import free_port
-from edgeloop.broker.mosquitto import INGEST_IDENTITY
+from edgeloop.broker.acl import INGEST_IDENTITY
 from edgeloop.clock import Clock, SystemClock
 from edgeloop.errors import ConfigError
 from edgeloop.identity.pki import CertificateAuthority, Kind, build_csr, new_private_key, write_identity

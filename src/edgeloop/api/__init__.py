@@ -78,6 +78,14 @@ class ProvisionBody(msgspec.Struct, forbid_unknown_fields=True):
     csr: Annotated[str, msgspec.Meta(max_length=16_384)]
 
 
+class RenewBody(msgspec.Struct, forbid_unknown_fields=True):
+    """A device's renewal: its current certificate, a CSR for its new key, and the CSR signed with its current key."""
+
+    certificate: Annotated[str, msgspec.Meta(max_length=8192)]
+    csr: Annotated[str, msgspec.Meta(max_length=16_384)]
+    signature: Annotated[str, msgspec.Meta(max_length=512)]
+
+
 MAX_PROVISION_BODY = 32 * 1024
 
 
@@ -126,12 +134,14 @@ def tenant_of(r: Registry, item: Any) -> str | None:
     return None
 
 
-# Routes anyone may call: liveness, logging in, and a device's claim-authenticated first contact.
 # Integers the stores accept (signed 64-bit); anything else is a 422, never a database overflow.
 AlertId = Annotated[int, FastApiPath(ge=1, le=2**63 - 1)]
+# Routes anyone may call: liveness, logging in, a device's claim-authenticated first contact, and a
+# device's renewal (authenticated by its current certificate and key).
 Millis = Annotated[int, Query(ge=0, le=2**63 - 1)]
 
-PUBLIC_ROUTES = frozenset({("GET", "/api/v1/health"), ("POST", "/api/v1/auth/token"), ("POST", "/api/v1/provision")})
+PUBLIC_ROUTES = frozenset({("GET", "/api/v1/health"), ("POST", "/api/v1/auth/token"), ("POST", "/api/v1/provision"),
+                           ("POST", "/api/v1/renew")})
 
 
 def create_app(platform: Platform) -> FastAPI:
@@ -148,7 +158,8 @@ def create_app(platform: Platform) -> FastAPI:
 
     @app.exception_handler(ProvisioningError)
     async def refused(_r: Request, exc: ProvisioningError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail, "code": exc.code}, status_code=exc.status)
+        headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
+        return JSONResponse({"detail": exc.detail, "code": exc.code}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(ConflictError)
     async def conflict(_r: Request, exc: ConflictError) -> JSONResponse:
@@ -446,6 +457,27 @@ def create_app(platform: Platform) -> FastAPI:
         return _json({"device_id": done.device_id, "certificate": done.certificate_pem,
                       "ca_chain": done.ca_chain_pem}, 201)
 
+    @app.post("/api/v1/renew", tags=["identity"], status_code=201, openapi_extra=_body_doc(RenewBody))
+    async def renew(
+        request: Request,
+        body: RenewBody = Depends(_body(RenewBody, MAX_PROVISION_BODY)),  # noqa: B008
+    ) -> Response:
+        """A device renews its certificate before expiry, proving possession of its current key."""
+        done = await provisioning().renew(certificate_pem=body.certificate.encode(), csr_pem=body.csr.encode(),
+                                          signature=body.signature, source=_source(request))
+        return _json({"device_id": done.device_id, "certificate": done.certificate_pem,
+                      "ca_chain": done.ca_chain_pem}, 201)
+
+    @app.post("/api/v1/devices/{device_id}/revoke", tags=["identity"])
+    async def revoke_device(request: Request, device_id: str, who: Principal = admin) -> Response:
+        """Revoke every certificate of a device: the CRL is rewritten, the embedded broker closes its session at
+        once (Mosquitto refuses it after a reload); the device must be provisioned anew to return."""
+        visible_device(who, device_id)
+        provisioning()
+        revoked = await platform.revoke_device(device_id, by=who.name, source=_source(request))
+        return _json({"device_id": device_id, "revoked_serials": [f"{n:x}" for n in revoked.serials],
+                      "sessions_closed": revoked.sessions_closed})
+
     @app.get("/api/v1/audit", tags=["identity"])
     async def audit_log(action: str | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
                         who: Principal = admin) -> Response:
@@ -467,8 +499,8 @@ def create_app(platform: Platform) -> FastAPI:
 
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes)
-            _, components = msgspec.json.schema_components((*BODY_TYPES, ActorBody, EnrollmentBody, ProvisionBody,
-                                                            UserBody, ApiKeyBody),
+            bodies = (*BODY_TYPES, ActorBody, EnrollmentBody, ProvisionBody, RenewBody, UserBody, ApiKeyBody)
+            _, components = msgspec.json.schema_components(bodies,
                                                            ref_template="#/components/schemas/{name}")
             schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
             app.openapi_schema = schema

@@ -4,52 +4,276 @@ Devices connect to it exactly as they would to Mosquitto. Its sessions live in
 memory: a restart of the embedded platform forgets messages the broker had
 accepted but the platform had not yet stored. Production uses Mosquitto with
 persistence (see ``edgeloop.broker.mosquitto``).
+
+With ``tls`` it enforces what the generated Mosquitto configuration does:
+
+* mutual TLS only (TLS 1.2+): a client certificate issued by our CA is required; foreign,
+  expired and absent certificates fail the handshake;
+* the certificate's common name is the identity: it *replaces* the client id in the
+  CONNECT packet before amqtt sees it (as ``use_username_as_clientid``), so a client can
+  neither choose another identity nor take over another identity's session;
+* a revoked certificate is refused (CONNACK "not authorised"), and revoking one closes its
+  live session within a second (at once through ``refresh_revocations``);
+* publish, subscribe and delivery follow ``edgeloop.broker.acl``, the rules Mosquitto gets.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import ssl
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
+from amqtt.adapters import ReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
+from amqtt.contexts import Action
+from amqtt.session import Session
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
+from edgeloop.broker.acl import Access, IdentityKind, allowed
 from edgeloop.errors import BrokerError
+from edgeloop.identity.crl import RevocationList
+from edgeloop.identity.tls import TlsIdentity
 
 log = logging.getLogger(__name__)
 
+MAX_CONNECT_BYTES = 65_536
+CONNECT_TIMEOUT_S = 10.0
+CONNACK_NOT_AUTHORISED = bytes([0x20, 0x02, 0x00, 0x05])
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerTls:
+    """The broker's own certificate (``identity.cert``/``key``), the CA chain clients must chain to
+    (``identity.ca``), and the revocation list to enforce."""
+
+    identity: TlsIdentity
+    revocations: RevocationList
+
+    def server_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.identity.ca))
+        ctx.load_cert_chain(str(self.identity.cert), str(self.identity.key))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        return ctx
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIdentity:
+    name: str
+    kind: IdentityKind
+    serial: int
+
+
+def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> PeerIdentity | None:
+    """The identity in a verified client certificate: its common name, kind (OU) and serial."""
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        return None
+    cert = x509.load_der_x509_certificate(der)
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ou = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    if not cn:
+        return None
+    kind: IdentityKind = "service" if ou and ou[0].value == "service" else "device"
+    return PeerIdentity(name=str(cn[0].value), kind=kind, serial=cert.serial_number)
+
+
+class _PrefixedReader(ReaderAdapter):  # type: ignore[misc]  # amqtt ships no type information
+    """Serves ``prefix`` (the rewritten CONNECT) first, then the connection's own bytes."""
+
+    def __init__(self, prefix: bytes, reader: asyncio.StreamReader) -> None:
+        self._prefix = prefix
+        self._reader = reader
+
+    async def read(self, n: int = -1) -> bytes:
+        if self._prefix:
+            if n == -1 or n >= len(self._prefix):
+                head, self._prefix = self._prefix, b""
+                rest = n - len(head) if n != -1 else -1
+                return head + (await self._read(rest) if rest else b"")
+            head, self._prefix = self._prefix[:n], self._prefix[n:]
+            return head
+        return await self._read(n)
+
+    async def _read(self, n: int) -> bytes:
+        return await (self._reader.read(n) if n == -1 else self._reader.readexactly(n))
+
+    def feed_eof(self) -> None:
+        self._reader.feed_eof()
+
+
+async def _read_connect(reader: asyncio.StreamReader) -> bytes:
+    """The body of the first packet, which must be a CONNECT (raises ValueError otherwise)."""
+    if (await reader.readexactly(1))[0] != 0x10:
+        raise ValueError("the first packet is not CONNECT")
+    length, shift = 0, 0
+    for _ in range(4):
+        byte = (await reader.readexactly(1))[0]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    else:
+        raise ValueError("malformed remaining length")
+    if length > MAX_CONNECT_BYTES:
+        raise ValueError(f"CONNECT of {length} bytes")
+    return await reader.readexactly(length)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def with_client_id(body: bytes, client_id: str) -> bytes:
+    """A whole CONNECT packet equal to ``body`` but with ``client_id`` as its client identifier."""
+    name_len = int.from_bytes(body[0:2], "big")
+    start = 2 + name_len + 4  # protocol name, level, flags, keep-alive
+    old_len = int.from_bytes(body[start:start + 2], "big")
+    if len(body) < start + 2 + old_len:
+        raise ValueError("truncated CONNECT")
+    cid = client_id.encode()
+    new = body[:start] + len(cid).to_bytes(2, "big") + cid + body[start + 2 + old_len:]
+    return b"\x10" + _varint(len(new)) + new
+
+
+class _SecureBroker(Broker):  # type: ignore[misc]
+    """amqtt with certificate identities, revocation and EdgeLoop's ACL (see the module docstring)."""
+
+    def __init__(self, config: dict[str, Any], tls: BrokerTls) -> None:
+        super().__init__(config)
+        self.tls = tls
+        self.connections: dict[str, tuple[PeerIdentity, asyncio.StreamWriter]] = {}
+        self._identities: dict[str, PeerIdentity] = {}
+
+    @staticmethod
+    def _create_ssl_context(listener: Any) -> ssl.SSLContext:  # replaced per instance in __aenter__
+        raise BrokerError("the secure broker's TLS context is set by EmbeddedBroker")
+
+    async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                               listener_name: str) -> None:
+        ident = peer_identity(cast("ssl.SSLObject | None", writer.get_extra_info("ssl_object")))
+        peer = writer.get_extra_info("peername")
+        packet: bytes | None = None
+        try:
+            body = await asyncio.wait_for(_read_connect(reader), CONNECT_TIMEOUT_S)
+            if ident is not None and ident.serial not in self.tls.revocations.serials():
+                packet = with_client_id(body, ident.name)
+            else:
+                log.warning("MQTT connection from %s refused: %s", peer,
+                            "no identity" if ident is None else f"certificate of {ident.name!r} is revoked")
+                writer.write(CONNACK_NOT_AUTHORISED)
+                await writer.drain()
+        except (ValueError, IndexError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            log.warning("MQTT connection from %s dropped before CONNECT: %s", peer, exc)
+        if packet is None or ident is None:
+            writer.close()
+            return
+        self._identities[ident.name] = ident
+        self.connections[ident.name] = (ident, writer)
+        try:
+            await self._client_connected(listener_name, _PrefixedReader(packet, reader), StreamWriterAdapter(writer))
+        finally:
+            if self.connections.get(ident.name, (None, None))[1] is writer:
+                del self.connections[ident.name]
+            writer.close()
+
+    async def _authenticate(self, session: Session, _: Any) -> bool:
+        ident = self._identities.get(session.client_id or "")
+        return ident is not None and peer_identity(session.ssl_object) == ident
+
+    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
+        ident = self._identities.get(session.client_id or "")
+        if ident is None:
+            return False
+        access: Access = "write" if action == Action.PUBLISH else "read"
+        return allowed(ident.name, ident.kind, access, topic)
+
+    def disconnect_revoked(self) -> list[str]:
+        """Close the live connection of every identity whose certificate is now revoked; returns their names."""
+        revoked = self.tls.revocations.serials()
+        closed = []
+        for name, (ident, writer) in list(self.connections.items()):
+            if ident.serial in revoked:
+                log.warning("closing the MQTT session of %r: its certificate was revoked", name)
+                writer.transport.abort()
+                closed.append(name)
+        return closed
+
 
 class EmbeddedBroker:
-    """``async with EmbeddedBroker(port=1883): ...`` serves MQTT 3.1.1 on ``host:port``."""
+    """``async with EmbeddedBroker(port=1883): ...`` serves MQTT 3.1.1 on ``host:port`` (mutual TLS with ``tls``)."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 1883, max_connections: int = 10_000) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 1883, max_connections: int = 10_000,
+                 tls: BrokerTls | None = None) -> None:
         self.host = host
         self.port = port
+        self.tls = tls
+        listener: dict[str, Any] = {"type": "tcp", "bind": f"{host}:{port}", "max_connections": max_connections}
         self._config: dict[str, Any] = {
-            "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": max_connections}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            "listeners": {"default": listener},
+            "plugins": {} if tls else {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }
+        if tls:
+            listener.update(ssl=True, certfile=str(tls.identity.cert), keyfile=str(tls.identity.key))
         self._broker: Broker | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(max(logging.getLogger(name).level, logging.WARNING))
-        self._broker = Broker(self._config)
+        if self.tls is not None:
+            broker: Broker = _SecureBroker(self._config, self.tls)
+            context = self.tls.server_context()
+            broker._create_ssl_context = lambda _listener: context
+        else:
+            broker = Broker(self._config)
+        self._broker = broker
         broker_log = logging.getLogger("amqtt.broker")
         level = broker_log.level
         broker_log.setLevel(logging.CRITICAL)  # a failed start is reported once, below, without amqtt's traceback
         try:
-            await self._broker.start()
+            await broker.start()
         except Exception as exc:
             raise BrokerError(f"embedded MQTT broker cannot listen on {self.host}:{self.port}: {exc}") from exc
         finally:
             broker_log.setLevel(level)
-        log.info("embedded MQTT broker listening on %s:%d", self.host, self.port)
+        if self.tls is not None:
+            self._watch = asyncio.get_running_loop().create_task(self._watch_revocations(), name="crl-watch")
+        log.info("embedded MQTT broker listening on %s:%d%s", self.host, self.port,
+                 " (mutual TLS)" if self.tls else "")
         return self
+
+    def refresh_revocations(self) -> list[str]:
+        """Apply the revocation list now: close the sessions of revoked certificates; returns their identities."""
+        if isinstance(self._broker, _SecureBroker):
+            return self._broker.disconnect_revoked()
+        return []
+
+    async def _watch_revocations(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.refresh_revocations()
+            except Exception:  # the watch must outlive a bad CRL file; RevocationList logs why
+                log.exception("checking the revocation list failed")
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         if self._broker is not None:
             await self._broker.shutdown()
             self._broker = None

@@ -16,6 +16,7 @@ import collections
 import enum
 import hashlib
 import hmac
+import math
 import secrets
 from dataclasses import dataclass
 
@@ -137,3 +138,28 @@ class LoginLimiter:
 
     def succeeded(self, user: str, address: str) -> None:
         self._failures.pop((user, address), None)
+
+
+class RateLimiter:
+    """A token bucket per client address: ``rate_per_s`` sustained, bursts up to ``burst``.
+
+    Guards the unauthenticated, CPU-costly routes (provisioning, renewal) against floods;
+    ``take`` answers 0 when a request may proceed, else the seconds to wait.
+    """
+
+    def __init__(self, *, rate_per_s: float, burst: int) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, int]] = {}  # address -> (tokens, at_ms)
+
+    def take(self, address: str, now_ms: int) -> int:
+        tokens, at = self._buckets.get(address, (float(self.burst), now_ms))
+        tokens = min(float(self.burst), tokens + (now_ms - at) / 1000 * self.rate_per_s)
+        if tokens < 1:
+            self._buckets[address] = (tokens, now_ms)
+            return max(1, math.ceil((1 - tokens) / self.rate_per_s))
+        self._buckets[address] = (tokens - 1, now_ms)
+        if len(self._buckets) > 100_000:  # bounded: forget the full buckets (their addresses are quiet)
+            for key in [k for k, (t, _) in self._buckets.items() if t >= self.burst - 1][:50_000]:
+                del self._buckets[key]
+        return 0

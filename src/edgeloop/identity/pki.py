@@ -6,7 +6,8 @@ Layout of a PKI directory (private keys are written 0600, the directory 0700)::
     issuing.key issuing.crt    signs every device and service certificate (5 years)
     ca-chain.pem               issuing + root: what brokers and devices trust
     crl.pem                    revoked certificates, signed by the issuing CA
-    issued.json                ledger of every certificate issued (serial, subject, kind, expiry, revocation)
+    issued.jsonl               append-only ledger: one line per certificate issued (serial, subject, kind,
+                               expiry) and one per revocation; appended with fsync, never rewritten
 
 A certificate's subject common name *is* the identity: the device id for a device
 (``OU=device``), the component name for a platform service (``OU=service``). Brokers
@@ -21,7 +22,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Self
 
@@ -38,6 +39,7 @@ Kind = Literal["device", "service"]
 ORG = "EdgeLoop"
 MAX_CSR_BYTES = 8192
 CRL_VALID_DAYS = 30
+LEDGER = "issued.jsonl"
 
 
 class PkiError(EdgeLoopError):
@@ -148,7 +150,7 @@ class CertificateAuthority:
         (directory / "issuing.crt").write_bytes(pem(issuing))
         (directory / "ca-chain.pem").write_bytes(pem(issuing) + pem(root))
         ca = cls(directory, issuing_key, issuing, root)
-        ca._save_ledger([])
+        (directory / LEDGER).touch(0o600)
         ca.write_crl()
         return ca
 
@@ -200,10 +202,8 @@ class CertificateAuthority:
         if alt:
             builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
-        ledger = self._load_ledger()
-        ledger.append(IssuedCert(serial=cert.serial_number, subject=common_name, kind=kind,
-                                 not_after=cert.not_valid_after_utc.isoformat()))
-        self._save_ledger(ledger)
+        self._append({"serial": cert.serial_number, "subject": common_name, "kind": kind,
+                      "not_after": cert.not_valid_after_utc.isoformat()})
         return cert
 
     def sign_csr(self, csr_pem: bytes, *, common_name: str, kind: Kind = "device", days: int = 365) -> x509.Certificate:
@@ -213,16 +213,12 @@ class CertificateAuthority:
     # -- revocation -----------------------------------------------------------------------------
     def revoke(self, common_name: str) -> list[int]:
         """Revoke every unrevoked certificate of ``common_name`` and rewrite the CRL; returns their serials."""
-        ledger = self._load_ledger()
-        now = _now().isoformat()
-        serials = []
-        for i, entry in enumerate(ledger):
-            if entry.subject == common_name and entry.revoked_at is None:
-                ledger[i] = IssuedCert(**{**asdict(entry), "revoked_at": now})
-                serials.append(entry.serial)
+        serials = [e.serial for e in self._load_ledger() if e.subject == common_name and e.revoked_at is None]
         if not serials:
             raise PkiError(f"no valid certificate of {common_name!r} to revoke")
-        self._save_ledger(ledger)
+        now = _now().isoformat()
+        for serial in serials:
+            self._append({"revoked": serial, "at": now})
         self.write_crl()
         return serials
 
@@ -242,17 +238,61 @@ class CertificateAuthority:
         _atomic_write(self.dir / "crl.pem", data)
         return data
 
+    def crl_expires_within(self, margin: dt.timedelta) -> bool:
+        """True if ``crl.pem`` is missing, unreadable, or its next update is less than ``margin`` away."""
+        try:
+            crl = x509.load_pem_x509_crl((self.dir / "crl.pem").read_bytes())
+        except (OSError, ValueError):
+            return True
+        next_update = crl.next_update_utc
+        return next_update is None or next_update - _now() < margin
+
     def issued(self) -> list[IssuedCert]:
         return self._load_ledger()
 
     def _load_ledger(self) -> list[IssuedCert]:
-        path = self.dir / "issued.json"
+        """The ledger folded: every certificate in issue order, with its revocation time if revoked."""
+        self._migrate_ledger()
+        path = self.dir / LEDGER
+        entries: dict[int, IssuedCert] = {}
         if not path.exists():
             return []
-        return [IssuedCert(**e) for e in json.loads(path.read_text())]
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:  # a line cut short by a crash: it was never acknowledged
+                continue
+            if "revoked" in rec:
+                if rec["revoked"] in entries:
+                    entries[rec["revoked"]] = replace(entries[rec["revoked"]], revoked_at=rec["at"])
+            else:
+                entries[rec["serial"]] = IssuedCert(**rec)
+        return list(entries.values())
 
-    def _save_ledger(self, ledger: list[IssuedCert]) -> None:
-        _atomic_write(self.dir / "issued.json", json.dumps([asdict(e) for e in ledger], indent=1).encode())
+    def _append(self, record: dict[str, object]) -> None:
+        """Append one ledger line and fsync it: a certificate is never handed out unrecorded."""
+        self._migrate_ledger()
+        fd = os.open(self.dir / LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, json.dumps(record, separators=(",", ":")).encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _migrate_ledger(self) -> None:
+        """PKIs created before the append-only ledger kept ``issued.json``; convert it once."""
+        old = self.dir / "issued.json"
+        if not old.exists():
+            return
+        lines = []
+        for e in json.loads(old.read_text()):
+            lines.append({k: v for k, v in e.items() if k != "revoked_at"})
+            if e.get("revoked_at"):
+                lines.append({"revoked": e["serial"], "at": e["revoked_at"]})
+        _atomic_write(self.dir / LEDGER, b"".join(json.dumps(x).encode() + b"\n" for x in lines))
+        old.unlink()
 
 
 def check_csr(csr_pem: bytes, *, common_name: str) -> ec.EllipticCurvePublicKey:
@@ -302,3 +342,31 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def ensure_identity(
+    ca: CertificateAuthority, out_dir: Path, name: str, *, kind: Kind = "service", dns_names: Sequence[str] = (),
+    ip_addresses: Sequence[str] = (), renew_within_days: int = 30,
+) -> Path:
+    """Make sure ``out_dir`` holds a usable ``NAME.crt``/``NAME.key`` issued by ``ca`` (and ``ca.crt``).
+
+    An existing certificate is kept while it is from this CA, unrevoked and valid for more than
+    ``renew_within_days``; otherwise a new key and certificate are issued. Returns ``out_dir``.
+    """
+    cert_path = out_dir / f"{name}.crt"
+    if cert_path.exists() and (out_dir / f"{name}.key").exists():
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        revoked = {e.serial for e in ca.issued() if e.revoked_at is not None}
+        fresh = cert.not_valid_after_utc - _now() > dt.timedelta(days=renew_within_days)
+        if cert.issuer == ca.cert.subject and cert.serial_number not in revoked and fresh:
+            try:
+                cert.verify_directly_issued_by(ca.cert)
+            except (ValueError, TypeError, InvalidSignature):
+                pass
+            else:
+                (out_dir / "ca.crt").write_bytes(ca.chain_pem)
+                return out_dir
+    key = new_private_key()
+    cert = ca.issue(key.public_key(), name, kind=kind, dns_names=dns_names, ip_addresses=ip_addresses)
+    write_identity(out_dir, name=name, key=key, cert=cert, chain_pem=ca.chain_pem)
+    return out_dir

@@ -17,21 +17,41 @@ reason (and an audit record) at the first failure:
 
 then issues the certificate, registers the device (and its asset) and returns the
 certificate and CA chain. The private key never leaves the device.
+
+*Renewal* (before expiry, without downtime): the device generates a new key pair and sends
+its current certificate, a CSR for the new key (same subject) and a signature over the CSR
+made with its *current* key. The platform checks the certificate was issued by our CA, is
+within its validity and not revoked, that the signature proves possession of its key, and
+issues a new certificate; the old one stays valid until it expires, so the device switches
+over whenever it reconnects.
+
+Both routes are unauthenticated by design (the claim or the current key is the credential),
+so they are rate limited per client address.
 """
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import hashlib
 import hmac
 import re
 import secrets
 from dataclasses import dataclass
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
 from edgeloop.app import RegistryService
 from edgeloop.assets import Asset, Device
 from edgeloop.clock import Clock
 from edgeloop.errors import ConflictError, EdgeLoopError
-from edgeloop.identity.pki import CertificateAuthority, PkiError, check_csr, pem
+from edgeloop.identity.auth import RateLimiter
+from edgeloop.identity.crl import RevocationList
+from edgeloop.identity.pki import MAX_CSR_BYTES, CertificateAuthority, PkiError, check_csr, pem
 from edgeloop.messages import ID_PATTERN
 from edgeloop.store.base import AuditRecord, Enrollment, Store
 
@@ -42,11 +62,12 @@ GROUP_PATTERN = r"^[a-z0-9][a-z0-9-]{0,22}$"
 class ProvisioningError(EdgeLoopError):
     """A provisioning request was refused. ``status`` is the HTTP status the API answers with."""
 
-    def __init__(self, status: int, code: str, detail: str) -> None:
+    def __init__(self, status: int, code: str, detail: str, *, retry_after_s: int = 0) -> None:
         super().__init__(f"{code}: {detail}")
         self.status = status
         self.code = code
         self.detail = detail
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +115,36 @@ def group_of_claim(claim: str) -> str:
     return group
 
 
+def renewal_signature(key: ec.EllipticCurvePrivateKey, csr_pem: bytes) -> str:
+    """The proof of possession a renewal carries: the CSR signed with the device's current key (base64)."""
+    return base64.b64encode(key.sign(csr_pem, ec.ECDSA(hashes.SHA256()))).decode()
+
+
 class ProvisioningService:
-    def __init__(self, *, store: Store, registry: RegistryService, ca: CertificateAuthority, clock: Clock) -> None:
+    def __init__(self, *, store: Store, registry: RegistryService, ca: CertificateAuthority, clock: Clock,
+                 limiter: RateLimiter | None = None) -> None:
         self.store = store
         self.registry = registry
         self.ca = ca
         self.clock = clock
+        self.limiter = limiter or RateLimiter(rate_per_s=20, burst=200)
+        self.revocations = RevocationList(ca.dir / "crl.pem", ca.cert)
+        self._limited_audited: dict[str, int] = {}
+
+    async def admit(self, action: str, source: str) -> None:
+        """Rate limit per address (429 with Retry-After); the first refusal per address per minute is audited."""
+        now = self.clock.now_ms()
+        wait = self.limiter.take(source, now)
+        if not wait:
+            return
+        if now - self._limited_audited.get(source, -60_000) >= 60_000:
+            self._limited_audited[source] = now
+            if len(self._limited_audited) > 10_000:
+                self._limited_audited.clear()
+            await self.store.audit(AuditRecord(ts_ms=now, actor="anonymous", action=action, target=source,
+                                               outcome="refused", detail="rate limited", source=source))
+        raise ProvisioningError(429, "rate_limited", f"too many requests from {source}; retry in {wait} s",
+                                retry_after_s=wait)
 
     async def create_enrollment(self, req: EnrollmentRequest, *, by: str, source: str = "") -> tuple[Enrollment, str]:
         """Create an enrollment; returns it and its claim (the only time the claim is available)."""
@@ -130,6 +175,7 @@ class ProvisioningService:
 
     async def provision(self, *, claim: str, serial: str, csr_pem: bytes, source: str = "") -> Provisioned:
         """Check everything, then issue and register; every refusal is audited and raised as ProvisioningError."""
+        await self.admit("provision", source)
         try:
             return await self._provision(claim, serial, csr_pem, source)
         except ProvisioningError as exc:
@@ -171,6 +217,60 @@ class ProvisioningService:
                                            detail=f"certificate serial {cert.serial_number:x}"))
         return Provisioned(device_id=device_id, certificate_pem=pem(cert).decode(),
                            ca_chain_pem=self.ca.chain_pem.decode())
+
+    async def renew(self, *, certificate_pem: bytes, csr_pem: bytes, signature: str, source: str = "") -> Provisioned:
+        """Issue a new certificate to the holder of a current one (see the module docstring); audited either way."""
+        await self.admit("certificate.renew", source)
+        try:
+            device_id, public_key = self._check_renewal(certificate_pem, csr_pem, signature)
+        except ProvisioningError as exc:
+            await self.store.audit(AuditRecord(
+                ts_ms=self.clock.now_ms(), actor="anonymous", action="certificate.renew", target="",
+                outcome="refused", detail=f"{exc.code}: {exc.detail}", source=source))
+            raise
+        cert = self.ca.issue(public_key, device_id, kind="device")
+        await self.store.audit(AuditRecord(ts_ms=self.clock.now_ms(), actor=f"device:{device_id}",
+                                           action="certificate.renew", target=device_id, outcome="ok", source=source,
+                                           detail=f"new certificate serial {cert.serial_number:x}"))
+        return Provisioned(device_id=device_id, certificate_pem=pem(cert).decode(),
+                           ca_chain_pem=self.ca.chain_pem.decode())
+
+    def _check_renewal(
+        self, certificate_pem: bytes, csr_pem: bytes, signature: str
+    ) -> tuple[str, ec.EllipticCurvePublicKey]:
+        if len(certificate_pem) > MAX_CSR_BYTES:
+            raise ProvisioningError(413, "bad_certificate", "the certificate is too large")
+        try:
+            current = x509.load_pem_x509_certificate(certificate_pem)
+            current.verify_directly_issued_by(self.ca.cert)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            raise ProvisioningError(401, "bad_certificate", "the certificate was not issued by this platform") from exc
+        now = dt.datetime.fromtimestamp(self.clock.now_ms() / 1000, dt.UTC)
+        if not current.not_valid_before_utc <= now < current.not_valid_after_utc:
+            raise ProvisioningError(401, "expired_certificate", "the certificate is not valid now; an expired "
+                                    "device must be provisioned again (new enrollment)")
+        if current.serial_number in self.revocations.serials():
+            raise ProvisioningError(403, "revoked_certificate", "the certificate is revoked")
+        names = current.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        units = current.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+        if not names or not units or units[0].value != "device":
+            raise ProvisioningError(403, "not_a_device", "only device certificates renew here; services use "
+                                    "`edgeloop pki issue`")
+        device_id = str(names[0].value)
+        key = current.public_key()
+        try:
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                raise ValueError("not an EC key")
+            key.verify(base64.b64decode(signature, validate=True), csr_pem, ec.ECDSA(hashes.SHA256()))
+        except (ValueError, InvalidSignature) as exc:
+            raise ProvisioningError(401, "bad_signature", "the signature does not prove possession of the "
+                                    "certificate's key") from exc
+        if device_id not in self.registry.registry.devices:
+            raise ProvisioningError(403, "unknown_device", f"device {device_id!r} is not registered")
+        try:
+            return device_id, check_csr(csr_pem, common_name=device_id)
+        except PkiError as exc:
+            raise ProvisioningError(422, "bad_csr", str(exc)) from exc
 
     @staticmethod
     def _check_serial(group: str, serial: str, status: int = 409) -> str:
