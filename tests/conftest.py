@@ -78,6 +78,7 @@ class LivePlatform:
     base_url: str
     data_dir: Path
     process: subprocess.Popen[bytes]
+    mqtt_port: int = 0
     admin_user: str = "admin"
     admin_password: str = ADMIN_PASSWORD
 
@@ -105,7 +106,7 @@ def start_up_process(
              str(seed), "--data-dir", str(data_dir), "--port", str(port), "--mqtt-port", str(mqtt_port),
              "--auth" if auth else "--no-auth"],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "EDGELOOP_ADMIN_PASSWORD": ADMIN_PASSWORD})
-    live = LivePlatform(base_url=f"http://127.0.0.1:{port}", data_dir=data_dir, process=proc)
+    live = LivePlatform(base_url=f"http://127.0.0.1:{port}", data_dir=data_dir, process=proc, mqtt_port=mqtt_port)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

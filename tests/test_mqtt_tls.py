@@ -79,7 +79,7 @@ def embedded_broker(ca: CertificateAuthority, workdir: Path, port: int) -> Itera
             async with EmbeddedBroker(port=port, tls=tls):
                 started.set()
                 await stop.wait()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  # reported to the test thread below
             failed.append(exc)
             started.set()
 

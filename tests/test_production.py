@@ -141,15 +141,24 @@ def test_production_mode_end_to_end(tmp_path: Path) -> None:
                 time.sleep(0.1)
             assert stored["stored_messages"] == 1
 
-            # Revoked: the broker refuses it after a reload; others are unaffected.
+            # Renewed with its current certificate; the new identity connects, and so does the old one
+            # until it expires (no downtime while a fleet rolls over).
+            old_cert = device.cert.read_bytes()
+            renewed = edgeloop("renew", "--url", url, "--dir", str(tmp_path / "device"), env={"EDGELOOP_CA": ca_file})
+            assert "renewed press-sn-7" in renewed.stdout
+            assert device.cert.read_bytes() != old_cert
             assert connects(device, mqtt_port)
-            edgeloop("pki", "revoke", "--dir", str(pki), "press-sn-7")
+
+            # Revoked through the API: every certificate of the device, refused after the reload.
+            revoked = edgeloop("devices", "revoke", "press-sn-7", "--url", url, env=cli_env)
+            assert "revoked press-sn-7" in revoked.stdout
             broker.send_signal(signal.SIGHUP)
             time.sleep(0.5)
             assert not connects(device, mqtt_port)
             audit = httpx.get(f"{url}/api/v1/audit", headers=auth, verify=ca).json()
             actions = {(a["action"], a["outcome"]) for a in audit}
-            assert {("login", "ok"), ("enrollment.create", "ok"), ("provision", "ok")} <= actions
+            assert {("login", "ok"), ("enrollment.create", "ok"), ("provision", "ok"), ("certificate.renew", "ok"),
+                    ("device.revoke", "ok")} <= actions
             assert json.dumps(audit).count("press-sn-7") >= 1
         finally:
             serve.send_signal(signal.SIGINT)

@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 import stat
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import paho.mqtt.client as mqtt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeloop.api import create_app
 from edgeloop.app import Platform, PlatformConfig
 from edgeloop.assets import ChannelSpec, DeviceProfile, Line, Site, Tenant
 from edgeloop.broker import free_port
 from edgeloop.clock import ManualClock
-from edgeloop.identity.pki import CertificateAuthority, build_csr, new_private_key
-from edgeloop.identity.provisioning import device_id_for
+from edgeloop.identity.pki import CertificateAuthority, build_csr, new_private_key, pem
+from edgeloop.identity.provisioning import device_id_for, renewal_signature
+from edgeloop.identity.tls import TlsIdentity, finish_renewal
+from edgeloop.messages import Sample, Telemetry, TopicKind, encode, topic
 from tests.conftest import start_up_process, stop_up_process
 
 
@@ -75,6 +83,100 @@ async def test_happy_path_issues_and_registers(env: Any) -> None:
     assert (await client.get("/api/v1/devices/press-sn-1")).status_code == 200
     log = [(r.action, r.outcome) for r in await platform.store.list_audit()]
     assert log == [("provision", "ok"), ("enrollment.create", "ok")]
+
+
+async def provisioned(client: httpx.AsyncClient, serial: str = "SN-1",
+                      claim: str | None = None) -> tuple[Any, x509.Certificate]:
+    """A provisioned device: its key and its certificate."""
+    claim = claim or await enroll(client)
+    key = new_private_key()
+    resp = await provision(client, claim, serial, csr=build_csr(key, device_id_for("press", serial)))
+    assert resp.status_code == 201, resp.text
+    return key, x509.load_pem_x509_certificate(resp.json()["certificate"].encode())
+
+
+async def renew(client: httpx.AsyncClient, cert: x509.Certificate, key: Any, *, cn: str | None = None,
+                signer: Any = None) -> tuple[httpx.Response, Any]:
+    new_key = new_private_key()
+    name = cn or cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    csr = build_csr(new_key, str(name))
+    body = {"certificate": pem(cert).decode(), "csr": csr.decode(), "signature": renewal_signature(signer or key, csr)}
+    return await client.post("/api/v1/renew", json=body), new_key
+
+
+async def test_renewal_with_the_current_certificate(env: Any) -> None:
+    platform, client, _ = env
+    key, cert = await provisioned(client)
+    resp, new_key = await renew(client, cert, key)
+    assert resp.status_code == 201, resp.text
+    new = x509.load_pem_x509_certificate(resp.json()["certificate"].encode())
+    assert new.subject == cert.subject and new.serial_number != cert.serial_number
+    assert new.public_key() == new_key.public_key(), "the new certificate is for the device's new key"
+    new.verify_directly_issued_by(platform.ca.cert)
+    valid = {e.serial for e in platform.ca.issued() if e.revoked_at is None}
+    assert {cert.serial_number, new.serial_number} <= valid, "the old certificate stays valid: no downtime"
+    log = [(r.action, r.outcome, r.target) for r in await platform.store.list_audit(action="certificate.renew")]
+    assert log == [("certificate.renew", "ok", "press-sn-1")]
+
+
+@pytest.mark.parametrize(("case", "status", "code"), [
+    ("foreign_ca", 401, "bad_certificate"),
+    ("expired", 401, "expired_certificate"),
+    ("revoked", 403, "revoked_certificate"),
+    ("wrong_key", 401, "bad_signature"),
+    ("other_identity", 422, "bad_csr"),
+])
+async def test_renewal_refusals(env: Any, tmp_path: Path, case: str, status: int, code: str) -> None:
+    platform, client, _ = env
+    claim = await enroll(client)
+    key, cert = await provisioned(client, claim=claim)
+    kw: dict[str, Any] = {}
+    if case == "foreign_ca":
+        foreign = CertificateAuthority.init(tmp_path / "foreign")
+        cert = foreign.issue(key.public_key(), "press-sn-1")
+    elif case == "expired":
+        import datetime as dt
+        cert = platform.ca.issue(key.public_key(), "press-sn-1",
+                                 not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=40), days=30)
+    elif case == "revoked":
+        await platform.revoke_device("press-sn-1", by="ana")
+    elif case == "wrong_key":
+        kw["signer"] = new_private_key()  # someone who copied the certificate, not the key
+    elif case == "other_identity":
+        await provisioned(client, "SN-2", claim=claim)
+        kw["cn"] = "press-sn-2"  # SN-1 asking for a certificate in SN-2's name
+    resp, _ = await renew(client, cert, key, **kw)
+    assert resp.status_code == status, resp.text
+    assert resp.json()["code"] == code
+    refused = [r for r in await platform.store.list_audit(action="certificate.renew") if r.outcome == "refused"]
+    assert refused and refused[0].detail.startswith(code)
+
+
+async def test_provisioning_is_rate_limited_per_address(env: Any) -> None:
+    platform, client, _ = env
+    platform.provisioning.limiter.burst = 5
+    platform.provisioning.limiter.rate_per_s = 0.01
+    codes = [(await provision(client, "press.bogus-secret-xxxxxxxx", "SN-1")).status_code for _ in range(8)]
+    assert codes[:5] == [401] * 5, "within the burst: refused for the bad claim, not the rate"
+    limited = await provision(client, "press.bogus-secret-xxxxxxxx", "SN-1")
+    assert limited.status_code == 429
+    assert int(limited.headers["Retry-After"]) >= 1
+    limited_log = [r for r in await platform.store.list_audit(action="provision") if r.detail == "rate limited"]
+    assert len(limited_log) == 1, "a flood is audited once per address and minute, not once per request"
+
+
+def test_an_interrupted_renewal_never_leaves_key_and_certificate_mismatched(tmp_path: Path) -> None:
+    for name, text in (("d.key", "old key"), ("d.crt", "old cert"), ("d.key.new", "new key")):
+        (tmp_path / name).write_text(text)
+    finish_renewal(tmp_path, "d")  # crashed before the commit marker: the half-written renewal is dropped
+    assert [(tmp_path / n).read_text() for n in ("d.key", "d.crt")] == ["old key", "old cert"]
+    assert not (tmp_path / "d.key.new").exists()
+    (tmp_path / "d.key").write_text("new key")  # committed, crashed after renaming the key only
+    (tmp_path / "d.crt.new").write_text("new cert")
+    (tmp_path / "d.renewing").touch()
+    finish_renewal(tmp_path, "d")
+    assert [(tmp_path / n).read_text() for n in ("d.key", "d.crt")] == ["new key", "new cert"]
+    assert not (tmp_path / "d.renewing").exists()
 
 
 async def test_claim_is_stored_only_as_a_hash(env: Any) -> None:
@@ -160,13 +262,18 @@ async def test_enrollment_refuses_unknown_places(env: Any) -> None:
     assert again.status_code == 409
 
 
-def test_cli_enroll_then_provision_against_a_running_platform(tmp_path: Path) -> None:
-    """The operator's and the device's commands, against `edgeloop up` as a real process."""
-    live = start_up_process(tmp_path / "data", devices=1, faulty=0)
+def test_device_lifecycle_against_the_embedded_platform(tmp_path: Path) -> None:
+    """`edgeloop up` as a real process (mutual TLS on its embedded broker): enroll, provision zero-touch,
+    publish, renew while connected, revoke through the API and see the live session closed at once."""
+    live = start_up_process(tmp_path / "data", devices=1, faulty=0, auth=True)
     try:
-        def run(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "edgeloop", *args, "--url", live.base_url],
-                                  capture_output=True, text=True, timeout=60, check=False)
+        token = httpx.post(live.base_url + "/api/v1/auth/token",
+                           data={"username": live.admin_user, "password": live.admin_password}).json()["access_token"]
+        env = {**os.environ, "EDGELOOP_TOKEN": token}
+
+        def run(*args: str, url: bool = True) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "edgeloop", *args, *(["--url", live.base_url] if url else [])],
+                                  capture_output=True, text=True, timeout=60, check=False, env=env)
 
         serials = tmp_path / "serials.txt"
         serials.write_text("# one per line\nGW-100\nGW-101\n")
@@ -175,19 +282,89 @@ def test_cli_enroll_then_provision_against_a_running_platform(tmp_path: Path) ->
         assert created.returncode == 0, created.stderr
         claim = created.stdout.strip().splitlines()[-1]
         out = tmp_path / "device"
-        done = subprocess.run([sys.executable, "-m", "edgeloop", "provision", "--url", live.base_url, "--claim",
-                               claim, "--serial", "GW-100", "--out", str(out)],
-                              capture_output=True, text=True, timeout=60, check=False)
+        done = run("provision", "--claim", claim, "--serial", "GW-100", "--out", str(out))
         assert done.returncode == 0, done.stderr
         assert stat.S_IMODE((out / "gw-gw-100.key").stat().st_mode) == 0o600
-        assert (out / "gw-gw-100.crt").exists()
-        assert (out / "ca.crt").exists()
-        assert live.get("/api/v1/devices/gw-gw-100")["profile"] == "pump-v1"
-        again = subprocess.run([sys.executable, "-m", "edgeloop", "provision", "--url", live.base_url, "--claim",
-                                claim, "--serial", "GW-100", "--out", str(tmp_path / "again")],
-                               capture_output=True, text=True, timeout=60, check=False)
+        auth = {"Authorization": f"Bearer {token}"}
+        device = httpx.get(live.base_url + "/api/v1/devices/gw-gw-100", headers=auth).json()
+        assert device["profile"] == "pump-v1"
+        again = run("provision", "--claim", claim, "--serial", "GW-100", "--out", str(tmp_path / "again"))
         assert again.returncode == 1
         assert "serial_used" in again.stderr
         assert not (tmp_path / "again").exists(), "nothing is written when provisioning is refused"
+
+        # The device connects to the embedded broker with its certificate and its data is stored.
+        ident = TlsIdentity.from_dir(out, "gw-gw-100")
+        session = MqttSession(ident, live.mqtt_port)
+        try:
+            msg = Telemetry(device="gw-gw-100", seq=1, samples=[Sample(ts=int(time.time() * 1000),
+                                                                       values={device["channels"][0]["name"]: 1.5})])
+            session.client.publish(topic("demo", "gw-gw-100", TopicKind.TELEMETRY), encode(msg),
+                                   qos=1).wait_for_publish(5)
+            deadline = time.monotonic() + 10
+            while httpx.get(live.base_url + "/api/v1/devices/gw-gw-100", headers=auth).json()[
+                    "stored_messages"] != 1:
+                assert time.monotonic() < deadline, "the provisioned device's telemetry was not stored"
+                time.sleep(0.1)
+
+            # Renewal while connected: the live session carries on; the device's next connection uses the
+            # new certificate (one identity, one session: the reconnection replaces the old session).
+            old_cert = ident.cert.read_bytes()
+            renewed = run("renew", "--dir", str(out))
+            assert renewed.returncode == 0, renewed.stderr
+            assert ident.cert.read_bytes() != old_cert
+            time.sleep(0.5)
+            assert session.client.is_connected() and not session.dropped.is_set()
+            session.close()
+            session = MqttSession(TlsIdentity.from_dir(out, "gw-gw-100"), live.mqtt_port)
+            not_due = run("renew", "--dir", str(out), "--if-expires-within", "30d")
+            assert "not due" in not_due.stdout
+
+            # Revoked through the API: the live session is closed at once, and it cannot come back.
+            revoked = run("devices", "revoke", "gw-gw-100")
+            assert revoked.returncode == 0, revoked.stderr
+            assert "live MQTT session closed" in " ".join(revoked.stdout.split())
+            assert session.dropped.wait(2), "the revoked device kept its live session"
+        finally:
+            session.close()
+        with pytest.raises(AssertionError, match="refused"):
+            MqttSession(TlsIdentity.from_dir(out, "gw-gw-100"), live.mqtt_port)
+        audit = httpx.get(live.base_url + "/api/v1/audit?action=device.revoke", headers=auth).json()
+        assert audit[0]["target"] == "gw-gw-100" and "live MQTT session closed" in audit[0]["detail"]
     finally:
         stop_up_process(live)
+
+
+class MqttSession:
+    """A device's live MQTT session over mutual TLS; ``dropped`` is set when the broker ends it."""
+
+    def __init__(self, ident: TlsIdentity, port: int) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=ident.cert.stem)
+        ident.apply(self.client)
+        self.client.reconnect_delay_set(60, 60)
+        self.dropped = threading.Event()
+        accepted: list[bool] = []
+        settled = threading.Event()
+
+        def on_connect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+            accepted.append(not rc.is_failure)
+            settled.set()
+
+        def on_disconnect(*_a: Any) -> None:
+            self.dropped.set()
+            settled.set()
+
+        self.client.on_connect = on_connect
+        self.client.on_disconnect = on_disconnect
+        try:
+            self.client.connect("127.0.0.1", port)
+        except (ssl.SSLError, OSError) as exc:
+            raise AssertionError(f"refused: {exc}") from exc
+        self.client.loop_start()
+        if not (settled.wait(5) and accepted and accepted[0]):
+            self.close()
+            raise AssertionError("refused by the broker")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -131,7 +131,7 @@ class RegistryService:
             raise ConflictError(f"asset {device.asset!r} does not belong to tenant {device.tenant!r}")
         await self.store.put_device(device)
         self.registry.devices[device.id] = device
-        self.validator.refresh(self.registry)
+        self.validator.put_device(device, self.registry)
 
     @staticmethod
     def _require(table: dict[str, Any], key: str, kind: str) -> None:

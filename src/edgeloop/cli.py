@@ -37,6 +37,8 @@ broker_config_app = typer.Typer(no_args_is_help=True, help="Generate a broker's 
 broker_app.add_typer(broker_config_app, name="config")
 enroll_app = typer.Typer(no_args_is_help=True, help="Enrollments for zero-touch device provisioning.")
 app.add_typer(enroll_app, name="enroll")
+devices_app = typer.Typer(no_args_is_help=True, help="Devices of a running platform: revocation.")
+app.add_typer(devices_app, name="devices")
 console = Console(stderr=True)
 out = Console() if sys.stdout.isatty() else Console(width=140)  # logs and pipes get whole tables
 
@@ -68,6 +70,9 @@ def up(
     auth: Annotated[bool, typer.Option("--auth/--no-auth", help="Require login on the API and dashboard; the "
                                        "first start creates 'admin' and shows its password once (or takes "
                                        "EDGELOOP_ADMIN_PASSWORD).")] = True,
+    mqtt_tls: Annotated[bool, typer.Option("--mqtt-tls/--no-mqtt-tls", help="The embedded broker accepts only "
+                                           "mutual TLS with certificates from the platform's PKI (in "
+                                           "DATA_DIR/pki); --no-mqtt-tls: plain MQTT, for development.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the embedded platform: broker, ingest, storage, scoring, API, dashboard and a simulated fleet."""
@@ -78,7 +83,7 @@ def up(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = PlatformConfig(data_dir=data_dir, store_url=store, mqtt_host=host, mqtt_port=mqtt_port,
                          http_host=host, http_port=port, pki_dir=data_dir / "pki", create_pki=True, auth=auth,
-                         admin_password=os.environ.get("EDGELOOP_ADMIN_PASSWORD") or None)
+                         admin_password=os.environ.get("EDGELOOP_ADMIN_PASSWORD") or None, embedded_tls=mqtt_tls)
     sim = SimSettings(devices=devices, faulty=min(faulty, devices), seed=seed)
     try:
         asyncio.run(run_embedded(cfg, sim, console=console))
@@ -237,13 +242,38 @@ def bench_ingest(
     backends: Annotated[str, typer.Option(help="Comma-separated: sqlite,postgres")] = "sqlite,postgres",
 ) -> None:
     """MQTT -> validated -> stored -> scored throughput and latency, against a bare-subscriber ceiling."""
-    bench_dir = Path(__file__).resolve().parents[2] / "bench"
-    if not (bench_dir / "ingest.py").exists():
-        raise _fail(f"benchmark code not found in {bench_dir}: run from a source checkout of EdgeLoop")
-    sys.path.insert(0, str(bench_dir.parent))
+    _bench_path()
     from bench.ingest import main as bench_main  # type: ignore[import-not-found,unused-ignore]
 
     bench_main(as_json=as_json, seconds=seconds, backends=backends.split(","), console=console, out=out)
+
+
+@bench_app.command("pki")
+def bench_pki(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    devices: Annotated[int, typer.Option(help="Devices to provision per store.", min=1)] = 10_000,
+    connections: Annotated[int, typer.Option(help="Mutual-TLS MQTT sessions per broker.", min=1)] = 2_000,
+    concurrency: Annotated[int, typer.Option(help="Requests / sessions in flight.", min=1, max=256)] = 16,
+    backends: Annotated[str, typer.Option(help="Comma-separated: sqlite,postgres")] = "sqlite,postgres",
+) -> None:
+    """Provisioning throughput (CSR -> certificate, devices/s) and mutual-TLS connection rate per broker."""
+    _bench_path()
+    from bench.pki import Settings
+    from bench.pki import main as bench_main  # type: ignore[import-not-found,unused-ignore]
+
+    chosen = tuple(b.strip() for b in backends.split(",") if b.strip())
+    if not chosen or set(chosen) - {"sqlite", "postgres"}:
+        raise _fail(f"--backends {backends!r}: use sqlite and/or postgres")
+    bench_main(as_json=as_json, settings=Settings(devices=devices, concurrency=concurrency, connections=connections,
+                                                  backends=chosen), console=console, out=out)
+
+
+def _bench_path() -> None:
+    bench_dir = Path(__file__).resolve().parents[2] / "bench"
+    if not (bench_dir / "pki.py").exists():
+        raise _fail(f"benchmark code not found in {bench_dir}: run from a source checkout of EdgeLoop")
+    if str(bench_dir.parent) not in sys.path:
+        sys.path.insert(0, str(bench_dir.parent))
 
 
 # -- PKI ----------------------------------------------------------------------------------------
@@ -371,12 +401,12 @@ def enroll_create(
     out.print(doc["claim"], highlight=False, soft_wrap=True)
 
 
-def _duration_s(text: str) -> int:
+def _duration_s(text: str, option: str = "--expires") -> int:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
     try:
         return int(float(text[:-1]) * units[text[-1]])
     except (KeyError, ValueError, IndexError):
-        raise _fail(f"--expires {text!r}: use a number and s, m, h or d (e.g. 24h)") from None
+        raise _fail(f"{option} {text!r}: use a number and s, m, h or d (e.g. 24h)") from None
 
 
 @app.command()
@@ -394,6 +424,43 @@ def provision(
     except EdgeLoopError as exc:
         raise _fail(str(exc)) from None
     out.print(f"provisioned as {ident.cert.stem}: {ident.key} (private key, never sent), {ident.cert}, {ident.ca}")
+
+
+@app.command()
+def renew(
+    url: Annotated[str, typer.Option(help="The platform's base URL.")],
+    identity_dir: Annotated[Path, typer.Option("--dir", help="The device's identity folder (from `provision`).")],
+    device: Annotated[str | None, typer.Option(help="Device id (default: the only certificate in --dir).")] = None,
+    if_expires_within: Annotated[str | None, typer.Option(help="Renew only if the certificate expires within "
+                                                          "this long (30d, 12h); for a daily timer.")] = None,
+) -> None:
+    """Device side of renewal: a new key, proven with the current certificate; swapped in without downtime."""
+    import datetime as dt
+
+    from cryptography import x509
+
+    from edgeloop.identity.client import renew_device
+    from edgeloop.identity.tls import TlsIdentity
+
+    if device is None:
+        found = sorted(p.stem for p in identity_dir.glob("*.crt") if p.name != "ca.crt")
+        if len(found) != 1:
+            raise _fail(f"{identity_dir} holds {len(found)} device certificates; name one with --device")
+        device = found[0]
+    try:
+        ident = TlsIdentity.from_dir(identity_dir, device)
+        expires = x509.load_pem_x509_certificate(ident.cert.read_bytes()).not_valid_after_utc
+        if if_expires_within is not None:
+            left = expires - dt.datetime.now(dt.UTC)
+            if left > dt.timedelta(seconds=_duration_s(if_expires_within, "--if-expires-within")):
+                out.print(f"{device}: certificate valid until {expires:%Y-%m-%d}; not due for renewal")
+                return
+        ident = renew_device(url=url, identity=ident, verify=_verify())
+    except EdgeLoopError as exc:
+        raise _fail(str(exc)) from None
+    new_expiry = x509.load_pem_x509_certificate(ident.cert.read_bytes()).not_valid_after_utc
+    out.print(f"renewed {device}: new key and certificate in {identity_dir}, valid until {new_expiry:%Y-%m-%d}; "
+              "the old certificate stays valid until it expires")
 
 
 # -- API client commands -------------------------------------------------------------------------
@@ -478,6 +545,18 @@ def create_cmd(
     except json.JSONDecodeError as exc:
         raise _fail(f"the body is not JSON: {exc}") from None
     out.print_json(json.dumps(_api("POST", url, f"/api/v1/{kind}", doc)))
+
+
+@devices_app.command("revoke")
+def devices_revoke(
+    device_id: Annotated[str, typer.Argument(help="The device to revoke.")],
+    url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000",
+) -> None:
+    """Revoke a device's certificates through the API (admin): CRL rewritten, embedded broker drops it at once."""
+    doc = _api("POST", url, f"/api/v1/devices/{device_id}/revoke")
+    closed = " and its live MQTT session closed" if doc["sessions_closed"] else ""
+    out.print(f"revoked {device_id} (certificate serials {', '.join(doc['revoked_serials'])}){closed}. "
+              "With Mosquitto, reload it (kill -HUP) to apply the new CRL.")
 
 
 @alerts_app.command("list")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,8 @@ from rich.console import Console
 from edgeloop.app import Platform, PlatformConfig
 from edgeloop.clock import SystemClock
 from edgeloop.errors import ConfigError
+from edgeloop.identity.pki import ensure_identity
+from edgeloop.identity.tls import TlsIdentity
 from edgeloop.sim.fleet import Fleet
 from edgeloop.sim.publisher import FleetPublisher
 from edgeloop.sim.register import register_fleet
@@ -67,8 +70,10 @@ async def run_embedded(cfg: PlatformConfig, sim: SimSettings, *, console: Consol
     clock = SystemClock()
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     async with Platform(cfg, clock=clock) as platform:
+        mqtt = (f"MQTT mutual TLS {cfg.mqtt_host}:{cfg.mqtt_port} (CA {platform.ca.dir / 'ca-chain.pem'})"
+                if cfg.embedded_tls and platform.ca else f"MQTT {cfg.mqtt_host}:{cfg.mqtt_port} (plain)")
         console.print(f"[bold green]EdgeLoop is up[/bold green]  dashboard [link]{platform.http_url}/[/link]  "
-                      f"API docs {platform.http_url}/docs  MQTT {cfg.mqtt_host}:{cfg.mqtt_port}  "
+                      f"API docs {platform.http_url}/docs  {mqtt}  "
                       f"data {cfg.data_dir.resolve()} ({platform.store.backend})")
         if platform.generated_admin_password:
             console.print(f"[bold yellow]first start:[/bold yellow] log in as [bold]admin[/bold] with password "
@@ -82,7 +87,8 @@ async def run_embedded(cfg: PlatformConfig, sim: SimSettings, *, console: Consol
                 await register_fleet(platform.registry, fleet, tenant=state.tenant)
                 pub = await stack.enter_async_context(FleetPublisher(
                     fleet=fleet, host=cfg.mqtt_host, port=cfg.mqtt_port, tenant=state.tenant,
-                    samples_per_message=60, wait_handled=platform.pipeline.wait_handled))
+                    samples_per_message=60, wait_handled=platform.pipeline.wait_handled,
+                    tls_for=await _device_identities(platform, fleet) if cfg.embedded_tls else None))
                 resume = max((platform.pipeline.last_seen.get(d.device_id, 0) for d in fleet.devices), default=0)
                 pub.skip_to(resume)
                 behind_h = (clock.now_ms() - fleet.now_ms) / HOUR_MS
@@ -96,6 +102,21 @@ async def run_embedded(cfg: PlatformConfig, sim: SimSettings, *, console: Consol
             stack.callback(status.cancel)
             exc = await platform.wait_failed()
             raise exc
+
+
+async def _device_identities(platform: Platform, fleet: Fleet) -> Callable[[str], TlsIdentity]:
+    """Each simulated device gets its own certificate from the platform's CA, as a provisioned one would."""
+    ca = platform.ca
+    assert ca is not None, "embedded mutual TLS runs with a PKI"
+    where = platform.tls_dir / "sim"
+
+    def issue_all() -> None:
+        revoked = ca.revoked_serials()
+        for d in fleet.devices:
+            ensure_identity(ca, where, d.device_id, kind="device", revoked=revoked)
+
+    await asyncio.to_thread(issue_all)
+    return lambda device_id: TlsIdentity.from_dir(where, device_id)
 
 
 async def run_platform(cfg: PlatformConfig, *, console: Console) -> None:

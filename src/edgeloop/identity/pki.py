@@ -247,6 +247,9 @@ class CertificateAuthority:
         next_update = crl.next_update_utc
         return next_update is None or next_update - _now() < margin
 
+    def revoked_serials(self) -> frozenset[int]:
+        return frozenset(e.serial for e in self._load_ledger() if e.revoked_at is not None)
+
     def issued(self) -> list[IssuedCert]:
         return self._load_ledger()
 
@@ -346,17 +349,19 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def ensure_identity(
     ca: CertificateAuthority, out_dir: Path, name: str, *, kind: Kind = "service", dns_names: Sequence[str] = (),
-    ip_addresses: Sequence[str] = (), renew_within_days: int = 30,
+    ip_addresses: Sequence[str] = (), renew_within_days: int = 30, revoked: frozenset[int] | None = None,
 ) -> Path:
     """Make sure ``out_dir`` holds a usable ``NAME.crt``/``NAME.key`` issued by ``ca`` (and ``ca.crt``).
 
     An existing certificate is kept while it is from this CA, unrevoked and valid for more than
     ``renew_within_days``; otherwise a new key and certificate are issued. Returns ``out_dir``.
+    ``revoked``: the revoked serials, when the caller checks many identities (read from the ledger if not given).
     """
     cert_path = out_dir / f"{name}.crt"
     if cert_path.exists() and (out_dir / f"{name}.key").exists():
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        revoked = {e.serial for e in ca.issued() if e.revoked_at is not None}
+        if revoked is None:
+            revoked = ca.revoked_serials()
         fresh = cert.not_valid_after_utc - _now() > dt.timedelta(days=renew_within_days)
         if cert.issuer == ca.cert.subject and cert.serial_number not in revoked and fresh:
             try:

@@ -245,7 +245,7 @@ class ProvisioningService:
             current.verify_directly_issued_by(self.ca.cert)
         except (ValueError, TypeError, InvalidSignature) as exc:
             raise ProvisioningError(401, "bad_certificate", "the certificate was not issued by this platform") from exc
-        now = dt.datetime.fromtimestamp(self.clock.now_ms() / 1000, dt.UTC)
+        now = dt.datetime.now(dt.UTC)  # certificates live in real time, as the CA that issued them does
         if not current.not_valid_before_utc <= now < current.not_valid_after_utc:
             raise ProvisioningError(401, "expired_certificate", "the certificate is not valid now; an expired "
                                     "device must be provisioned again (new enrollment)")

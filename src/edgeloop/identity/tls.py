@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ class TlsIdentity:
     @classmethod
     def from_dir(cls, directory: Path, name: str) -> TlsIdentity:
         """The layout ``edgeloop pki issue`` and ``edgeloop provision`` write: NAME.crt, NAME.key, ca.crt."""
+        finish_renewal(directory, name)
         ident = cls(directory / "ca.crt", directory / f"{name}.crt", directory / f"{name}.key")
         missing = [p for p in (ident.ca, ident.cert, ident.key) if not p.exists()]
         if missing:
@@ -32,3 +34,22 @@ class TlsIdentity:
         """Configure a paho client for mutual TLS (server verified against our CA, TLS 1.2+)."""
         client.tls_set(ca_certs=str(self.ca), certfile=str(self.cert), keyfile=str(self.key),
                        cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+
+
+def finish_renewal(directory: Path, name: str) -> None:
+    """Complete or discard an interrupted renewal, so key and certificate never stay mismatched.
+
+    A renewal writes ``NAME.key.new`` and ``NAME.crt.new`` (fsynced), then the commit marker
+    ``NAME.renewing``, then renames key and certificate into place and removes the marker. With the
+    marker present the swap is finished; without it, leftover ``.new`` files are discarded.
+    """
+    marker = directory / f"{name}.renewing"
+    committed = marker.exists()
+    for suffix in (".key", ".crt"):
+        pending = directory / f"{name}{suffix}.new"
+        if pending.exists():
+            if committed:
+                os.replace(pending, directory / f"{name}{suffix}")
+            else:
+                pending.unlink()
+    marker.unlink(missing_ok=True)

@@ -128,8 +128,8 @@ class MqttSource:
     # -- asyncio side ---------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
-        try:
-            self._client.connect(self.host, self.port, keepalive=30)
+        try:  # off the loop: a TLS handshake with a broker in this process needs the loop to answer
+            await asyncio.to_thread(self._client.connect, self.host, self.port, keepalive=30)
         except OSError as exc:  # includes ssl.SSLError: refused certificate, wrong CA
             raise BrokerError(f"cannot reach the MQTT broker at {self.host}:{self.port}: {exc}") from exc
         self._client.loop_start()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 
+from edgeloop.assets import Device
 from edgeloop.messages import SCHEMA_VERSION, Telemetry, TopicKind, decode_telemetry, parse_topic
 from edgeloop.store.base import DeadLetter, Registry, TelemetryChunk
 
@@ -40,6 +41,14 @@ class DeviceView:
     index: dict[str, int]
 
 
+def _view(dev: Device, registry: Registry) -> DeviceView | None:
+    profile = registry.profiles.get(dev.profile)
+    if profile is None:
+        return None
+    names = profile.channel_names()
+    return DeviceView(dev.tenant, dev.asset, names, {n: i for i, n in enumerate(names)})
+
+
 class Validator:
     """Turns (topic, payload) into a ``TelemetryChunk`` in the profile's channel order, or a ``DeadLetter``."""
 
@@ -52,12 +61,18 @@ class Validator:
         """Rebuild the device lookup after the registry changed."""
         views: dict[str, DeviceView] = {}
         for dev in registry.devices.values():
-            profile = registry.profiles.get(dev.profile)
-            if profile is None:
-                continue
-            names = profile.channel_names()
-            views[dev.id] = DeviceView(dev.tenant, dev.asset, names, {n: i for i, n in enumerate(names)})
+            view = _view(dev, registry)
+            if view is not None:
+                views[dev.id] = view
         self._devices = views
+
+    def put_device(self, device: Device, registry: Registry) -> None:
+        """Add or update one device's lookup (O(1): provisioning registers devices one at a time)."""
+        view = _view(device, registry)
+        if view is None:
+            self._devices.pop(device.id, None)
+        else:
+            self._devices[device.id] = view
 
     def device(self, device_id: str) -> DeviceView | None:
         return self._devices.get(device_id)
