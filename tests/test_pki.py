@@ -128,3 +128,29 @@ def test_pki_commands(tmp_path: Path) -> None:
     missing = run(app, ["pki", "issue", "--dir", str(tmp_path / "none"), "--device", "x", "--out", str(dev)])
     assert missing.exit_code == 1
     assert "edgeloop pki init" in missing.output
+
+
+def test_crl_freshness_is_known(ca: CertificateAuthority) -> None:
+    """The platform re-signs the CRL when less than 15 days are left (brokers refuse everyone on an expired one)."""
+    import datetime as dt
+
+    assert not ca.crl_expires_within(dt.timedelta(days=15))
+    assert ca.crl_expires_within(dt.timedelta(days=31))
+    (ca.dir / "crl.pem").write_text("garbage")
+    assert ca.crl_expires_within(dt.timedelta(days=15)), "an unreadable CRL needs re-signing too"
+
+
+def test_ledger_of_an_older_pki_is_converted(ca: CertificateAuthority) -> None:
+    """PKIs from before the append-only ledger kept issued.json; their history survives the conversion."""
+    import json
+
+    (ca.dir / "issued.jsonl").unlink()
+    (ca.dir / "issued.json").write_text(json.dumps([
+        {"serial": 7, "subject": "pump-1", "kind": "device", "not_after": "2030-01-01T00:00:00+00:00",
+         "revoked_at": None},
+        {"serial": 8, "subject": "pump-2", "kind": "device", "not_after": "2030-01-01T00:00:00+00:00",
+         "revoked_at": "2026-01-01T00:00:00+00:00"}]))
+    assert [(e.serial, e.revoked_at is not None) for e in ca.issued()] == [(7, False), (8, True)]
+    assert not (ca.dir / "issued.json").exists()
+    ca.revoke("pump-1")
+    assert ca.revoked_serials() == {7, 8}

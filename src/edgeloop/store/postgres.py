@@ -119,7 +119,8 @@ class PostgresStore(Store):
                     await con.execute("INSERT INTO meta VALUES ('schema_version', $1)", SCHEMA_VERSION)
                 elif found != SCHEMA_VERSION:
                     raise StoreError(f"database has schema version {found}, this EdgeLoop needs {SCHEMA_VERSION}")
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+            # OSError covers TLS failures (ssl.SSLError: untrusted server certificate, wrong host name).
             await self.close()
             raise StoreError(f"cannot open PostgreSQL ({_redact(self.dsn)}): {exc}") from exc
 
