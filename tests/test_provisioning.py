@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import ssl
 import stat
@@ -26,7 +28,7 @@ from edgeloop.app import Platform, PlatformConfig
 from edgeloop.assets import ChannelSpec, DeviceProfile, Line, Site, Tenant
 from edgeloop.broker import free_port
 from edgeloop.clock import ManualClock
-from edgeloop.identity.pki import CertificateAuthority, build_csr, new_private_key, pem
+from edgeloop.identity.pki import CertificateAuthority, build_csr, new_private_key, pem, write_identity
 from edgeloop.identity.provisioning import device_id_for, renewal_signature
 from edgeloop.identity.tls import TlsIdentity, finish_renewal
 from edgeloop.messages import Sample, Telemetry, TopicKind, encode, topic
@@ -368,3 +370,47 @@ class MqttSession:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+async def test_refused_mqtt_connections_are_audited_once_per_address(tmp_path: Path) -> None:
+    """Garbage, plain MQTT and foreign certificates on the embedded broker's TLS port: refused, audited (a flood
+    once per address and minute), and the platform carries on."""
+    clock = ManualClock(start_ms=1_795_000_000_000)
+    cfg = PlatformConfig(data_dir=tmp_path, mqtt_port=free_port(), http_port=None, pki_dir=tmp_path / "pki",
+                         create_pki=True, embedded_tls=True)
+    foreign = CertificateAuthority.init(tmp_path / "foreign")
+    key = new_private_key()
+    cert = foreign.issue(key.public_key(), "press-sn-1")
+    write_identity(tmp_path / "intruder", name="press-sn-1", key=key, cert=cert, chain_pem=foreign.chain_pem)
+    async with Platform(cfg, clock=clock) as platform:
+        port = cfg.mqtt_port
+
+        async def refused_audit(count: int) -> list[Any]:
+            for _ in range(100):
+                found = await platform.store.list_audit(action="mqtt.connect")
+                if len(found) >= count:
+                    return found
+                await asyncio.sleep(0.02)
+            return await platform.store.list_audit(action="mqtt.connect")
+
+        for _ in range(3):  # a plain-TCP MQTT CONNECT, three times in a row
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00")
+            assert await reader.read(64) in (b"",)  # closed without a CONNACK
+            writer.close()
+        first = await refused_audit(1)
+        assert len(first) == 1, "three refusals from one address within a minute: one record"
+        assert first[0].outcome == "refused" and "TLS handshake failed: not TLS" in first[0].detail
+        assert first[0].source == "127.0.0.1"
+
+        clock.advance(61_000)
+        ctx = ssl.create_default_context(cafile=str(platform.ca.dir / "ca-chain.pem"))
+        ctx.load_cert_chain(tmp_path / "intruder" / "press-sn-1.crt", tmp_path / "intruder" / "press-sn-1.key")
+        with contextlib.suppress(ssl.SSLError, OSError, asyncio.IncompleteReadError):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost")
+            writer.write(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00")
+            await reader.readexactly(4)
+        second = await refused_audit(2)
+        assert len(second) == 2
+        assert "not issued by this platform's CA" in second[0].detail, second[0].detail
+        assert platform.alive

@@ -28,6 +28,7 @@ from edgeloop.broker.embedded import BrokerTls, EmbeddedBroker
 from edgeloop.clock import Clock, SystemClock
 from edgeloop.errors import ConfigError, ConflictError, EdgeLoopError
 from edgeloop.identity.access import AccessService
+from edgeloop.identity.auth import OncePer
 from edgeloop.identity.pki import PkiError
 from edgeloop.identity.tls import TlsIdentity
 
@@ -168,6 +169,7 @@ class Platform:
         self.provisioning: ProvisioningService | None = None
         self.ca: CertificateAuthority | None = None
         self.broker: EmbeddedBroker | None = None
+        self._refusals_audited = OncePer(60_000)
         self.access: AccessService
         self.generated_admin_password: str | None = None  # shown once by the caller, never stored
 
@@ -210,7 +212,8 @@ class Platform:
             if cfg.embedded_tls:
                 broker_tls, ingest_tls = self._embedded_tls()
             self.broker = await self._stack.enter_async_context(
-                EmbeddedBroker(host=cfg.mqtt_host, port=cfg.mqtt_port, tls=broker_tls))
+                EmbeddedBroker(host=cfg.mqtt_host, port=cfg.mqtt_port, tls=broker_tls,
+                               on_refused=self._audit_refused_connection))
         self.scoring = ScoringStage(store=self.store, on_scored=self.on_scored)
         self.source = MqttSource(
             host=cfg.mqtt_host, port=cfg.mqtt_port, client_id=cfg.ingest_client_id, clock=self.clock,
@@ -262,6 +265,13 @@ class Platform:
         broker = BrokerTls(TlsIdentity.from_dir(self.tls_dir, BROKER_IDENTITY),
                            RevocationList(self.ca.dir / "crl.pem", self.ca.cert))
         return broker, TlsIdentity.from_dir(self.tls_dir, INGEST_IDENTITY)
+
+    async def _audit_refused_connection(self, source: str, actor: str, reason: str) -> None:
+        """A connection the embedded broker refused: audited once per address and minute (floods stay small)."""
+        now = self.clock.now_ms()
+        if self._refusals_audited.due(source, now):
+            await self.store.audit(AuditRecord(ts_ms=now, actor=actor, action="mqtt.connect", target=source,
+                                               outcome="refused", detail=reason, source=source))
 
     async def _keep_crl_fresh(self, ca: CertificateAuthority) -> None:
         """Re-sign the CRL before it expires: Mosquitto (and OpenSSL) refuse every client on an expired CRL."""

@@ -14,7 +14,13 @@ With ``tls`` it enforces what the generated Mosquitto configuration does:
   neither choose another identity nor take over another identity's session;
 * a revoked certificate is refused (CONNACK "not authorised"), and revoking one closes its
   live session within a second (at once through ``refresh_revocations``);
-* publish, subscribe and delivery follow ``edgeloop.broker.acl``, the rules Mosquitto gets.
+* publish, subscribe and delivery follow ``edgeloop.broker.acl``, the rules Mosquitto gets;
+* every refused connection (failed handshake: no, foreign or expired certificate, garbage or
+  plain MQTT on the port; a revoked certificate; no CONNECT) is reported to ``on_refused``
+  (the platform writes it to the audit log, once per address and minute).
+
+The TLS handshake is done here (``StreamWriter.start_tls``) rather than by the listener, because
+asyncio drops failed handshakes silently and a refusal must be visible.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, cast
@@ -43,6 +50,7 @@ log = logging.getLogger(__name__)
 
 MAX_CONNECT_BYTES = 65_536
 CONNECT_TIMEOUT_S = 10.0
+OnRefused = Callable[[str, str, str], Awaitable[None]]  # (source address, identity or "anonymous", reason)
 CONNACK_NOT_AUTHORISED = bytes([0x20, 0x02, 0x00, 0x05])
 
 
@@ -81,6 +89,23 @@ def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> PeerIdent
         return None
     kind: IdentityKind = "service" if ou and ou[0].value == "service" else "device"
     return PeerIdentity(name=str(cn[0].value), kind=kind, serial=cert.serial_number)
+
+
+_HANDSHAKE_REASONS = {
+    "WRONG_VERSION_NUMBER": "not TLS (plain MQTT or another protocol on the TLS port)",
+    "HTTP_REQUEST": "not TLS (an HTTP request on the MQTT TLS port)",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "no client certificate",
+    "unable to get local issuer certificate": "certificate not issued by this platform's CA",
+    "certificate has expired": "certificate expired",
+    "certificate is not yet valid": "certificate not yet valid",
+}
+
+
+def handshake_failure(exc: BaseException) -> str:
+    """A plain-words reason for a failed TLS handshake (the OpenSSL one in brackets)."""
+    raw = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc) or "timed out"
+    plain = _HANDSHAKE_REASONS.get(str(raw))
+    return f"{plain} [{raw}]" if plain else str(raw)
 
 
 class _PrefixedReader(ReaderAdapter):  # type: ignore[misc]  # amqtt ships no type information
@@ -149,34 +174,50 @@ def with_client_id(body: bytes, client_id: str) -> bytes:
 class _SecureBroker(Broker):  # type: ignore[misc]
     """amqtt with certificate identities, revocation and EdgeLoop's ACL (see the module docstring)."""
 
-    def __init__(self, config: dict[str, Any], tls: BrokerTls) -> None:
+    def __init__(self, config: dict[str, Any], tls: BrokerTls, on_refused: OnRefused | None) -> None:
         super().__init__(config)
         self.tls = tls
+        self.on_refused = on_refused
+        self.context = tls.server_context()
         self.connections: dict[str, tuple[PeerIdentity, asyncio.StreamWriter]] = {}
         self._identities: dict[str, PeerIdentity] = {}
 
-    @staticmethod
-    def _create_ssl_context(listener: Any) -> ssl.SSLContext:  # replaced per instance in __aenter__
-        raise BrokerError("the secure broker's TLS context is set by EmbeddedBroker")
+    async def _refuse(self, writer: asyncio.StreamWriter, source: str, actor: str, reason: str) -> None:
+        log.warning("MQTT connection from %s refused: %s", source, reason)
+        writer.close()
+        if self.on_refused is not None:
+            try:
+                await self.on_refused(source, actor, reason)
+            except Exception:  # reporting must never take the broker down
+                log.exception("reporting a refused MQTT connection failed")
 
     async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                listener_name: str) -> None:
-        ident = peer_identity(cast("ssl.SSLObject | None", writer.get_extra_info("ssl_object")))
         peer = writer.get_extra_info("peername")
-        packet: bytes | None = None
+        source = str(peer[0]) if peer else ""
+        try:
+            await writer.start_tls(self.context, ssl_handshake_timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            await self._refuse(writer, source, "anonymous", f"TLS handshake failed: {handshake_failure(exc)}")
+            return
+        ident = peer_identity(cast("ssl.SSLObject | None", writer.get_extra_info("ssl_object")))
         try:
             body = await asyncio.wait_for(_read_connect(reader), CONNECT_TIMEOUT_S)
-            if ident is not None and ident.serial not in self.tls.revocations.serials():
-                packet = with_client_id(body, ident.name)
-            else:
-                log.warning("MQTT connection from %s refused: %s", peer,
-                            "no identity" if ident is None else f"certificate of {ident.name!r} is revoked")
+        except (ValueError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            await self._refuse(writer, source, ident.name if ident else "anonymous",
+                               f"no valid CONNECT: {exc or 'timeout'}")
+            return
+        if ident is None or ident.serial in self.tls.revocations.serials():
+            with contextlib.suppress(OSError):
                 writer.write(CONNACK_NOT_AUTHORISED)
                 await writer.drain()
-        except (ValueError, IndexError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
-            log.warning("MQTT connection from %s dropped before CONNECT: %s", peer, exc)
-        if packet is None or ident is None:
-            writer.close()
+            await self._refuse(writer, source, ident.name if ident else "anonymous",
+                               "no identity in the certificate" if ident is None else "certificate revoked")
+            return
+        try:
+            packet = with_client_id(body, ident.name)
+        except (ValueError, IndexError) as exc:
+            await self._refuse(writer, source, ident.name, f"malformed CONNECT: {exc}")
             return
         self._identities[ident.name] = ident
         self.connections[ident.name] = (ident, writer)
@@ -214,29 +255,24 @@ class EmbeddedBroker:
     """``async with EmbeddedBroker(port=1883): ...`` serves MQTT 3.1.1 on ``host:port`` (mutual TLS with ``tls``)."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 1883, max_connections: int = 10_000,
-                 tls: BrokerTls | None = None) -> None:
+                 tls: BrokerTls | None = None, on_refused: OnRefused | None = None) -> None:
         self.host = host
         self.port = port
         self.tls = tls
+        self.on_refused = on_refused
         listener: dict[str, Any] = {"type": "tcp", "bind": f"{host}:{port}", "max_connections": max_connections}
         self._config: dict[str, Any] = {
             "listeners": {"default": listener},
             "plugins": {} if tls else {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }
-        if tls:
-            listener.update(ssl=True, certfile=str(tls.identity.cert), keyfile=str(tls.identity.key))
         self._broker: Broker | None = None
         self._watch: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(max(logging.getLogger(name).level, logging.WARNING))
-        if self.tls is not None:
-            broker: Broker = _SecureBroker(self._config, self.tls)
-            context = self.tls.server_context()
-            broker._create_ssl_context = lambda _listener: context
-        else:
-            broker = Broker(self._config)
+        broker: Broker = (Broker(self._config) if self.tls is None
+                          else _SecureBroker(self._config, self.tls, self.on_refused))
         self._broker = broker
         broker_log = logging.getLogger("amqtt.broker")
         level = broker_log.level

@@ -163,3 +163,21 @@ class RateLimiter:
             for key in [k for k, (t, _) in self._buckets.items() if t >= self.burst - 1][:50_000]:
                 del self._buckets[key]
         return 0
+
+
+class OncePer:
+    """``due(key, now_ms)`` is True at most once per ``window_ms`` per key: audit a flood once, not per packet."""
+
+    def __init__(self, window_ms: int = 60_000, max_keys: int = 10_000) -> None:
+        self.window_ms = window_ms
+        self.max_keys = max_keys
+        self._last: dict[str, int] = {}
+
+    def due(self, key: str, now_ms: int) -> bool:
+        last = self._last.get(key)
+        if last is not None and now_ms - last < self.window_ms:
+            return False
+        if len(self._last) >= self.max_keys:
+            self._last.clear()
+        self._last[key] = now_ms
+        return True

@@ -49,7 +49,7 @@ from edgeloop.app import RegistryService
 from edgeloop.assets import Asset, Device
 from edgeloop.clock import Clock
 from edgeloop.errors import ConflictError, EdgeLoopError
-from edgeloop.identity.auth import RateLimiter
+from edgeloop.identity.auth import OncePer, RateLimiter
 from edgeloop.identity.crl import RevocationList
 from edgeloop.identity.pki import MAX_CSR_BYTES, CertificateAuthority, PkiError, check_csr, pem
 from edgeloop.messages import ID_PATTERN
@@ -129,7 +129,7 @@ class ProvisioningService:
         self.clock = clock
         self.limiter = limiter or RateLimiter(rate_per_s=20, burst=200)
         self.revocations = RevocationList(ca.dir / "crl.pem", ca.cert)
-        self._limited_audited: dict[str, int] = {}
+        self._limited_audited = OncePer(60_000)
 
     async def admit(self, action: str, source: str) -> None:
         """Rate limit per address (429 with Retry-After); the first refusal per address per minute is audited."""
@@ -137,10 +137,7 @@ class ProvisioningService:
         wait = self.limiter.take(source, now)
         if not wait:
             return
-        if now - self._limited_audited.get(source, -60_000) >= 60_000:
-            self._limited_audited[source] = now
-            if len(self._limited_audited) > 10_000:
-                self._limited_audited.clear()
+        if self._limited_audited.due(source, now):
             await self.store.audit(AuditRecord(ts_ms=now, actor="anonymous", action=action, target=source,
                                                outcome="refused", detail="rate limited", source=source))
         raise ProvisioningError(429, "rate_limited", f"too many requests from {source}; retry in {wait} s",
