@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -74,17 +75,20 @@ def test_restart_finds_data_and_alerts_again(tmp_path: Path) -> None:
         assert stop_up_process(second) == 0
 
 
-@pytest.mark.mosquitto
-async def test_whole_loop_over_mutual_tls(tmp_path: Path) -> None:
-    """Every simulated device and the ingest service connect with their own certificates to Mosquitto
-    running the generated mutual-TLS configuration; the outcome is the same as in plain MQTT."""
+@pytest.mark.parametrize("broker", [pytest.param("mosquitto", marks=pytest.mark.mosquitto), "embedded"])
+async def test_whole_loop_over_mutual_tls(tmp_path: Path, broker: str) -> None:
+    """Every simulated device and the ingest service connect with their own certificates, to Mosquitto running
+    the generated mutual-TLS configuration or to the embedded broker requiring mutual TLS; the outcome is the
+    same as in plain MQTT."""
     ca = CertificateAuthority.init(tmp_path / "pki")
-    port = free_port()
-    conf = write_mosquitto_tls_config(ca, tmp_path / "broker", port=port, bind="127.0.0.1", user=run_as())
-    with run_mosquitto(tmp_path / "broker", port=port, config=conf):
-        result = await run_scenario(ScenarioConfig(
-            devices=10, faulty=2, seed=5, sim_hours=2, mqtt_port=port, external_broker=True,
-            pki_dir=ca.dir, data_dir=tmp_path / "data"))
+    config = ScenarioConfig(devices=10, faulty=2, seed=5, sim_hours=2, pki_dir=ca.dir, data_dir=tmp_path / "data")
+    if broker == "mosquitto":
+        port = free_port()
+        conf = write_mosquitto_tls_config(ca, tmp_path / "broker", port=port, bind="127.0.0.1", user=run_as())
+        with run_mosquitto(tmp_path / "broker", port=port, config=conf):
+            result = await run_scenario(dataclasses.replace(config, mqtt_port=port, external_broker=True))
+    else:
+        result = await run_scenario(config)
     assert result["mutual_tls"] is True
     # What this test is about: the transport. Every sample crossed mutual TLS and was stored once.
     assert result["samples_stored"] == result["samples_published"] > 0

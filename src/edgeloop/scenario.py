@@ -88,11 +88,13 @@ async def run_scenario(
         async with _store_url(cfg, data_dir) as url:
             port = cfg.mqtt_port or free_port()
             tls_for = _identities(cfg.pki_dir, data_dir / "identities") if cfg.pki_dir else None
+            secure_embedded = tls_for is not None and not cfg.external_broker  # the embedded broker goes mTLS too
             pcfg = PlatformConfig(data_dir=data_dir, store_url=url, mqtt_host=cfg.mqtt_host, mqtt_port=port,
                                   embedded_broker=not cfg.external_broker, http_port=None,
                                   ingest_client_id=INGEST_IDENTITY if tls_for else
                                   f"edgeloop-ingest-{secrets.token_hex(3)}",
-                                  mqtt_tls=tls_for(INGEST_IDENTITY) if tls_for else None)
+                                  mqtt_tls=tls_for(INGEST_IDENTITY) if tls_for and cfg.external_broker else None,
+                                  pki_dir=cfg.pki_dir if secure_embedded else None, embedded_tls=secure_embedded)
             async with Platform(pcfg, clock=clock) as platform:
                 return await _drive(cfg, platform, clock, report, tls_for)
     raise AssertionError("unreachable")
