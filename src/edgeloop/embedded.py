@@ -107,7 +107,8 @@ async def run_embedded(cfg: PlatformConfig, sim: SimSettings, *, console: Consol
 async def _device_identities(platform: Platform, fleet: Fleet) -> Callable[[str], TlsIdentity]:
     """Each simulated device gets its own certificate from the platform's CA, as a provisioned one would."""
     ca = platform.ca
-    assert ca is not None, "embedded mutual TLS runs with a PKI"
+    if ca is None:
+        raise ConfigError("simulated devices over mutual TLS need the platform's PKI (pki_dir)")
     where = platform.tls_dir / "sim"
 
     def issue_all() -> None:
