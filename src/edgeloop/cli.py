@@ -94,6 +94,51 @@ def up(
 
 
 @app.command()
+def agent(
+    config: Annotated[Path, typer.Option("--config", help="The agent's configuration (agent.yaml).")],
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the edge agent: read machines, journal every sample durably, forward it to the platform."""
+    from edgeloop.agent.config import load_config
+    from edgeloop.agent.runner import Agent
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(config)
+    except EdgeLoopError as exc:
+        raise _fail(str(exc)) from None
+
+    async def main() -> None:
+        runner = Agent(cfg)
+        console.print(f"[bold green]EdgeLoop agent[/bold green]  {len(cfg.sources)} source(s) -> "
+                      f"mqtt {cfg.uplink.mqtt}{' (mutual TLS)' if cfg.uplink.tls else ''}  journal "
+                      f"{cfg.agent.data_dir}/journal.db (fsync={cfg.agent.fsync}, budget {cfg.agent.budget_mb:g} MB)")
+        status = asyncio.create_task(_agent_status(runner))
+        try:
+            await runner.run()
+        finally:
+            status.cancel()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        console.print("\nagent stopped; unsent data stays in the journal")
+
+
+async def _agent_status(runner: Any) -> None:
+    while True:
+        await asyncio.sleep(10)
+        h = await runner.health()
+        up = sum(h["uplink"]["connected"].values())
+        failing = [n for n, s in h["sources"].items() if s["state"] == "failing"]
+        console.print(f"{h['accepted_samples']} samples accepted · journal {h['journal']['messages']} messages "
+                      f"(oldest {h['journal']['oldest_unsent_age_s'] or 0} s) · {up}/{len(h['uplink']['connected'])} "
+                      f"devices connected · acked {h['uplink']['acked']} · dropped {h['journal']['dropped_samples']}"
+                      + (f" · failing: {', '.join(failing)}" if failing else ""))
+
+
+@app.command()
 def serve(
     store: Annotated[str, typer.Option(help="Store URL: sqlite:///PATH or postgresql://USER@HOST:PORT/DB.")],
     mqtt: Annotated[str, typer.Option(help="HOST:PORT of the MQTT broker (e.g. Mosquitto).")] = "127.0.0.1:1883",

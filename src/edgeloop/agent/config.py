@@ -1,0 +1,184 @@
+"""The edge agent's configuration: ``agent.yaml``, validated with errors that name the line.
+
+Example (every key is documented in ``docs/agent.md``)::
+
+    agent:
+      tenant: demo
+      data_dir: ./agent-data          # the journal lives here
+      fsync: commit                   # commit | os  (see journal.py for the guarantee of each)
+      budget_mb: 256
+    uplink:
+      mqtt: 127.0.0.1:11883
+      tls: ./identities               # optional: DEVICE.crt/.key per device and ca.crt (mutual TLS)
+      backfill_per_s: 20              # messages per second of backlog replay, beside live data
+    sources:
+      - name: press-plc
+        kind: modbus
+        host: 10.0.0.7
+        port: 502
+        unit: 1
+        poll_ms: 1000
+        device: press-1
+        points:
+          - {channel: force, address: 0, type: float32, word_order: big, scale: 1.0, unit: kN}
+          - {channel: temp, address: 2, table: input, type: int16, scale: 0.1, unit: degC}
+      - name: fleet
+        kind: simulator
+        devices: 3
+        seed: 7
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import yaml
+
+from edgeloop.errors import ConfigError
+from edgeloop.messages import CHANNEL_PATTERN, ID_PATTERN
+
+Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,63}$")]
+DeviceId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+Channel = Annotated[str, msgspec.Meta(pattern=CHANNEL_PATTERN)]
+PollMs = Annotated[int, msgspec.Meta(ge=10, le=3_600_000)]
+
+
+class AgentSection(msgspec.Struct, forbid_unknown_fields=True):
+    tenant: DeviceId
+    data_dir: str = "agent-data"
+    fsync: Literal["commit", "os"] = "commit"
+    budget_mb: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] = 256.0
+    commit_ms: Annotated[int, msgspec.Meta(ge=10, le=10_000)] = 200
+
+
+class UplinkSection(msgspec.Struct, forbid_unknown_fields=True):
+    mqtt: Annotated[str, msgspec.Meta(pattern=r"^[^\s:]+:\d{1,5}$")] = "127.0.0.1:1883"
+    tls: str | None = None
+    max_inflight: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    backfill_per_s: Annotated[float, msgspec.Meta(gt=0, le=100_000)] = 50.0
+    max_samples_per_message: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 600
+
+    @property
+    def host(self) -> str:
+        return self.mqtt.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.mqtt.rpartition(":")[2])
+
+
+class ModbusPoint(msgspec.Struct, forbid_unknown_fields=True):
+    channel: Channel
+    address: Annotated[int, msgspec.Meta(ge=0, le=65_535)]
+    table: Literal["holding", "input"] = "holding"
+    type: Literal["int16", "uint16", "int32", "uint32", "float32"] = "uint16"
+    word_order: Literal["big", "little"] = "big"  # for 32-bit types: which register holds the high word
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = ""
+
+
+class ModbusSource(msgspec.Struct, tag="modbus", tag_field="kind", forbid_unknown_fields=True):
+    name: Name
+    host: str
+    device: DeviceId
+    points: Annotated[list[ModbusPoint], msgspec.Meta(min_length=1, max_length=64)]
+    port: Annotated[int, msgspec.Meta(ge=1, le=65_535)] = 502
+    unit: Annotated[int, msgspec.Meta(ge=0, le=255)] = 1
+    poll_ms: PollMs = 1000
+    timeout_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 1000
+
+
+class SimulatorSource(msgspec.Struct, tag="simulator", tag_field="kind", forbid_unknown_fields=True):
+    name: Name
+    devices: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
+    faulty: Annotated[int, msgspec.Meta(ge=0)] = 0
+    seed: int = 1
+    poll_ms: PollMs = 1000
+
+
+SourceConfig = ModbusSource | SimulatorSource
+
+
+class AgentConfig(msgspec.Struct, forbid_unknown_fields=True):
+    agent: AgentSection
+    sources: Annotated[list[SourceConfig], msgspec.Meta(min_length=1)]
+    uplink: UplinkSection = msgspec.field(default_factory=UplinkSection)
+    version: Annotated[int, msgspec.Meta(ge=1)] = 1
+
+    def resolve(self, base: Path) -> AgentConfig:
+        """Paths in the file are relative to the file's folder."""
+        data = str((base / self.agent.data_dir).resolve())
+        tls = str((base / self.uplink.tls).resolve()) if self.uplink.tls else None
+        return msgspec.structs.replace(self, agent=msgspec.structs.replace(self.agent, data_dir=data),
+                                       uplink=msgspec.structs.replace(self.uplink, tls=tls))
+
+
+def parse_config(text: str, *, origin: str = "agent.yaml") -> AgentConfig:
+    """Parse and validate; raises ConfigError naming the line and what is wrong."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "somewhere"
+        raise ConfigError(f"{origin}, {where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{origin}: expected a mapping with 'agent' and 'sources'")
+    try:
+        cfg = msgspec.convert(doc, AgentConfig)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        path = message.rpartition(" - at `")[2].rstrip("`") if " - at `" in message else ""
+        what = message.partition(" - at `")[0]
+        line = _line_of(node, path) if node is not None else None
+        where = f"line {line}" if line else "top level"
+        raise ConfigError(f"{origin}, {where} ({path.removeprefix('$.') or 'document'}): {what}") from None
+    names = [s.name for s in cfg.sources]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{origin}: source names must be unique; repeated: {', '.join(dupes)}")
+    for src in cfg.sources:
+        if isinstance(src, ModbusSource):
+            channels = [p.channel for p in src.points]
+            if len(set(channels)) != len(channels):
+                raise ConfigError(f"{origin}: source {src.name!r} maps a channel twice")
+        if isinstance(src, SimulatorSource) and src.faulty > src.devices:
+            raise ConfigError(f"{origin}: source {src.name!r} has faulty > devices")
+    return cfg
+
+
+def load_config(path: Path) -> AgentConfig:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the agent configuration {path}: {exc.strerror}") from None
+    return parse_config(text, origin=str(path)).resolve(path.parent)
+
+
+def _line_of(node: Any, path: str) -> int | None:
+    """The 1-based line of the YAML node at msgspec error path ``$.a[0].b`` (the deepest that exists)."""
+    line: int = node.start_mark.line + 1
+    for part in path.removeprefix("$").replace("[", ".[").split("."):
+        if not part:
+            continue
+        if part.startswith("["):
+            if not isinstance(node, yaml.SequenceNode):
+                break
+            i = int(part[1:-1])
+            if i >= len(node.value):
+                break
+            node = node.value[i]
+        else:
+            if not isinstance(node, yaml.MappingNode):
+                break
+            for key, value in node.value:
+                if key.value == part:
+                    node = value
+                    break
+            else:
+                break
+        line = node.start_mark.line + 1
+    return line

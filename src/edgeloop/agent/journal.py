@@ -1,0 +1,235 @@
+"""The agent's durable store-and-forward journal (SQLite, WAL).
+
+A sample is *accepted* when the transaction that writes it commits: every ``commit_ms`` the
+agent writes what its sources produced, sealed into telemetry messages with their final
+``(device, seq)`` and payload bytes. A message leaves the journal only when the broker has
+acknowledged it (``ack``), so a resend after any crash carries the same seq and bytes, and
+the platform stores it once.
+
+Durability (``fsync``):
+
+* ``commit`` (default): ``synchronous=FULL``; every commit is fsynced. Accepted samples
+  survive ``kill -9`` *and* power loss.
+* ``os``: ``synchronous=NORMAL`` in WAL mode. Accepted samples survive ``kill -9`` (the OS
+  holds the pages); a power loss can lose the last commits before the WAL checkpoint.
+
+Sequence numbers: each device's counter starts at ``now_ms * 1000`` the first time the
+journal sees the device, then increases by one per message; a replaced gateway with a fresh
+journal therefore continues above anything it sent before, and the platform's (device, seq)
+dedup never mistakes new data for old.
+
+Disk budget: ``budget_bytes`` bounds the bytes of unsent payloads. Over it, the oldest
+*normal* messages are dropped first, *priority* ones (alarm and anomaly windows) only when
+nothing else is left; each drop becomes a gap record (device, first and last sample time,
+sample count, reason) that the uplink reports to the platform.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from edgeloop.messages import Sample, Telemetry, encode
+
+FsyncPolicy = Literal["commit", "os"]
+NORMAL, PRIORITY = 0, 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    priority INTEGER NOT NULL,
+    first_ts INTEGER NOT NULL,
+    last_ts INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    UNIQUE (device, seq)
+);
+CREATE INDEX IF NOT EXISTS messages_by_device ON messages (device, id);
+CREATE TABLE IF NOT EXISTS devices (
+    device TEXT PRIMARY KEY,
+    next_seq INTEGER NOT NULL,
+    last_ts INTEGER NOT NULL,
+    accepted INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS gaps (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    first_ts INTEGER NOT NULL,
+    last_ts INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    sent INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    id: int
+    device: str
+    seq: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    id: int
+    device: str
+    first_ts: int
+    last_ts: int
+    samples: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class JournalStats:
+    messages: int
+    bytes: int
+    oldest_ts: int | None
+    dropped_messages: int
+    dropped_samples: int
+    gaps_unsent: int
+
+
+class Journal:
+    """Synchronous; the agent calls it from one worker thread."""
+
+    def __init__(self, path: Path, *, fsync: FsyncPolicy = "commit", budget_bytes: int = 256 * 2**20,
+                 max_samples_per_message: int = 600) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.budget_bytes = budget_bytes
+        self.max_samples = max_samples_per_message
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if fsync == 'commit' else 'NORMAL'}")
+        self._db.executescript(SCHEMA)
+        self._bytes = int(self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM messages").fetchone()[0])
+        self.dropped_messages = 0
+        self.dropped_samples = 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- accepting ------------------------------------------------------------------------------
+    def append(self, batch: Mapping[str, Sequence[Sample]], *, priority: int = NORMAL,
+               now_ms: int | None = None) -> list[Pending]:
+        """Seal ``batch`` (samples per device, in time order) into messages and commit; returns them."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        out: list[Pending] = []
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for device, samples in batch.items():
+                if not samples:
+                    continue
+                row = db.execute("SELECT next_seq FROM devices WHERE device=?", (device,)).fetchone()
+                seq = int(row[0]) if row else now * 1000
+                for i in range(0, len(samples), self.max_samples):
+                    part = list(samples[i:i + self.max_samples])
+                    payload = encode(Telemetry(device=device, seq=seq, samples=part))
+                    cur = db.execute(
+                        "INSERT INTO messages (device, seq, priority, first_ts, last_ts, samples, payload) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (device, seq, priority, part[0].ts, part[-1].ts, len(part), payload))
+                    out.append(Pending(int(cur.lastrowid or 0), device, seq, payload))
+                    self._bytes += len(payload)
+                    seq += 1
+                db.execute("INSERT INTO devices (device, next_seq, last_ts, accepted) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT (device) DO UPDATE SET next_seq=excluded.next_seq, "
+                           "last_ts=MAX(devices.last_ts, excluded.last_ts), accepted=devices.accepted + ?",
+                           (device, seq, samples[-1].ts, len(samples), len(samples)))
+            dropped = self._enforce_budget(now)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if dropped:
+            gone = {p.id for p in dropped}
+            out = [p for p in out if p.id not in gone]
+        return out
+
+    def _enforce_budget(self, now_ms: int) -> list[Pending]:
+        """Inside the caller's transaction: drop oldest normal, then oldest priority, until under budget."""
+        if self._bytes <= self.budget_bytes:
+            return []
+        db = self._db
+        dropped: list[Pending] = []
+        per_device: dict[str, list[int]] = {}
+        for priority in (NORMAL, PRIORITY):
+            rows = db.execute("SELECT id, device, seq, first_ts, last_ts, samples, LENGTH(payload) FROM messages "
+                              "WHERE priority=? ORDER BY id", (priority,))
+            for mid, device, seq, first_ts, last_ts, samples, size in rows.fetchall():
+                if self._bytes <= self.budget_bytes:
+                    break
+                db.execute("DELETE FROM messages WHERE id=?", (mid,))
+                self._bytes -= int(size)
+                self.dropped_messages += 1
+                self.dropped_samples += int(samples)
+                dropped.append(Pending(int(mid), str(device), int(seq), b""))
+                span = per_device.setdefault(str(device), [int(first_ts), int(last_ts), 0])
+                span[0], span[1], span[2] = min(span[0], first_ts), max(span[1], last_ts), span[2] + samples
+        for device, (first_ts, last_ts, samples) in per_device.items():
+            db.execute("INSERT INTO gaps (device, first_ts, last_ts, samples, reason, created_ms) "
+                       "VALUES (?, ?, ?, ?, 'disk budget exhausted', ?)", (device, first_ts, last_ts, samples, now_ms))
+        return dropped
+
+    # -- sending --------------------------------------------------------------------------------
+    def pending(self, device: str, *, after_id: int = 0, upto_id: int | None = None, limit: int = 1000,
+                exclude: frozenset[int] | set[int] = frozenset()) -> list[Pending]:
+        """``device``'s unacknowledged messages with ``after_id < id <= upto_id``, oldest first, not in ``exclude``."""
+        hi = upto_id if upto_id is not None else 2**62
+        rows = self._db.execute("SELECT id, device, seq, payload FROM messages WHERE device = ? AND id > ? AND id <= ? "
+                                "ORDER BY id LIMIT ?", (device, after_id, hi, limit + len(exclude)))
+        out = [Pending(int(r[0]), str(r[1]), int(r[2]), bytes(r[3])) for r in rows if int(r[0]) not in exclude]
+        return out[:limit]
+
+    def devices_with_pending(self) -> list[str]:
+        return [str(r[0]) for r in self._db.execute("SELECT DISTINCT device FROM messages")]
+
+    def max_id(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0])
+
+    def ack(self, ids: Sequence[int]) -> None:
+        """The broker has these: they leave the journal."""
+        if not ids:
+            return
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for mid in ids:
+                row = db.execute("DELETE FROM messages WHERE id=? RETURNING LENGTH(payload)", (mid,)).fetchone()
+                if row is not None:
+                    self._bytes -= int(row[0])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def unsent_gaps(self) -> list[Gap]:
+        rows = self._db.execute("SELECT id, device, first_ts, last_ts, samples, reason FROM gaps WHERE sent=0 "
+                                "ORDER BY id")
+        return [Gap(int(r[0]), str(r[1]), int(r[2]), int(r[3]), int(r[4]), str(r[5])) for r in rows]
+
+    def gap_sent(self, gap_id: int) -> None:
+        self._db.execute("UPDATE gaps SET sent=1 WHERE id=?", (gap_id,))
+
+    # -- health ---------------------------------------------------------------------------------
+    def stats(self) -> JournalStats:
+        count, oldest = self._db.execute("SELECT COUNT(*), MIN(first_ts) FROM messages").fetchone()
+        gaps = self._db.execute("SELECT COUNT(*) FROM gaps WHERE sent=0").fetchone()[0]
+        return JournalStats(messages=int(count), bytes=self._bytes, oldest_ts=None if oldest is None else int(oldest),
+                            dropped_messages=self.dropped_messages, dropped_samples=self.dropped_samples,
+                            gaps_unsent=int(gaps))
+
+    def last_accepted(self) -> dict[str, tuple[int, int]]:
+        """Per device: (last accepted sample time, samples accepted over the journal's life)."""
+        return {str(d): (int(t), int(n)) for d, t, n in self._db.execute("SELECT device, last_ts, accepted "
+                                                                          "FROM devices")}

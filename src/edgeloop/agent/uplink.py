@@ -1,0 +1,235 @@
+"""The uplink: journal -> MQTT QoS 1 -> broker acknowledgement -> out of the journal.
+
+One MQTT connection per device (its own certificate under mutual TLS, as the ACL requires;
+its retained ``status`` and last will, as presence expects). For each connected device:
+
+* **live first**: messages journaled since the connection came up are sent at once;
+* **backfill**: older messages (an outage's backlog) are replayed oldest first, at most
+  ``backfill_per_s`` messages per second across all devices, beside the live stream;
+* at most ``max_inflight`` unacknowledged publishes per device. A PUBACK removes the message
+  from the journal; a lost connection makes every unacknowledged one eligible again (the
+  platform's (device, seq) dedup absorbs the repeats).
+
+Gaps the journal recorded (disk budget drops) are reported as ``gap`` events on the device's
+``event`` topic and marked sent when acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edgeloop.agent.config import UplinkSection
+from edgeloop.agent.journal import Gap, Journal, Pending
+from edgeloop.identity.tls import TlsIdentity
+from edgeloop.messages import DeviceEvent, Severity, TopicKind, encode, topic
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RunInJournal = Callable[[Callable[[Journal], T]], Awaitable[T]]
+
+
+@dataclass
+class UplinkStats:
+    sent: int = 0
+    acked: int = 0
+    resent_after_reconnect: int = 0
+    connects: int = 0
+    disconnects: int = 0
+    bytes_sent: int = 0
+    backfill_sent: int = 0
+
+
+@dataclass
+class _Link:
+    device: str
+    client: mqtt.Client
+    connected: bool = False
+    live_floor: int = 0  # journal ids above this arrived after the connection came up
+    backlog_cursor: int = 0  # the last backlog id sent on this connection
+    inflight: dict[int, tuple[str, int]] = field(default_factory=dict)  # mid -> ("msg" | "gap", id)
+
+
+class Uplink:
+    def __init__(self, cfg: UplinkSection, *, tenant: str, journal: RunInJournal[Any], keepalive_s: int = 10) -> None:
+        self.cfg = cfg
+        self.tenant = tenant
+        self.journal = journal
+        self.keepalive_s = keepalive_s
+        self.stats = UplinkStats()
+        self._links: dict[str, _Link] = {}
+        self._events: collections.deque[tuple[str, str, int]] = collections.deque()  # (device, what, mid)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._tokens = 0.0
+        self._tokens_at = time.monotonic()
+        self._lock = threading.Lock()
+
+    # -- paho threads -> loop -------------------------------------------------------------------
+    def _signal(self, device: str, what: str, mid: int = 0) -> None:
+        self._events.append((device, what, mid))
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _link(self, device: str) -> _Link:
+        link = self._links.get(device)
+        if link is not None:
+            return link
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device, clean_session=True)
+        status = topic(self.tenant, device, TopicKind.STATUS)
+        client.will_set(status, b"offline", qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=5)
+        client.max_inflight_messages_set(self.cfg.max_inflight)
+        if self.cfg.tls:
+            TlsIdentity.from_dir(Path(self.cfg.tls), device).apply(client)
+
+        def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+            if reason.is_failure:
+                log.warning("broker refused %s: %s", device, reason)
+                return
+            c.publish(status, b"online", qos=1, retain=True)
+            self._signal(device, "up")
+
+        client.on_connect = on_connect
+        client.on_disconnect = lambda *_a: self._signal(device, "down")
+        client.on_publish = lambda _c, _u, mid, _rc, _p: self._signal(device, "ack", mid)
+        client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.keepalive_s)
+        client.loop_start()
+        link = _Link(device, client)
+        self._links[device] = link
+        return link
+
+    # -- the loop -------------------------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def connected(self) -> dict[str, bool]:
+        return {d: link.connected for d, link in self._links.items()}
+
+    def inflight(self) -> int:
+        return sum(len(link.inflight) for link in self._links.values())
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 0.2)
+                self._wake.clear()
+                await self._handle_events()
+                for device in await self.journal(lambda j: j.devices_with_pending()):
+                    self._link(device)
+                for gap in await self.journal(lambda j: j.unsent_gaps()):
+                    self._link(gap.device)
+                await self._send()
+        finally:
+            self.close()
+
+    async def _handle_events(self) -> None:
+        acked: list[int] = []
+        gaps_acked: list[int] = []
+        while self._events:
+            device, what, mid = self._events.popleft()
+            link = self._links[device]
+            if what == "ack":
+                done = link.inflight.pop(mid, None)
+                if done is not None:
+                    (acked if done[0] == "msg" else gaps_acked).append(done[1])
+            elif what == "up":
+                link.connected = True
+                link.live_floor = await self.journal(lambda j: j.max_id())
+                link.backlog_cursor = 0
+                self.stats.connects += 1
+            elif what == "down":
+                if link.connected:
+                    self.stats.disconnects += 1
+                    self.stats.resent_after_reconnect += len(link.inflight)
+                link.connected = False
+                link.inflight.clear()
+        if acked:
+            self.stats.acked += len(acked)
+            await self.journal(lambda j: j.ack(acked))
+        for gid in gaps_acked:
+            await self.journal(lambda j, g=gid: j.gap_sent(g))  # type: ignore[misc]
+
+    def _take_tokens(self, want: int) -> int:
+        now = time.monotonic()
+        rate = self.cfg.backfill_per_s
+        self._tokens = min(rate, self._tokens + (now - self._tokens_at) * rate)  # at most 1 s of burst
+        self._tokens_at = now
+        got = min(want, int(self._tokens))
+        self._tokens -= got
+        return got
+
+    async def _send(self) -> None:
+        gaps = await self.journal(lambda j: j.unsent_gaps())
+        for link in self._links.values():
+            if not link.connected:
+                continue
+            sent_gaps = {what_id for what, what_id in link.inflight.values() if what == "gap"}
+            for gap in gaps:
+                if gap.device == link.device and gap.id not in sent_gaps:
+                    self._publish_gap(link, gap)
+            free = self.cfg.max_inflight - len(link.inflight)
+            if free <= 0:
+                continue
+            busy = {i for what, i in link.inflight.values() if what == "msg"}
+            live = await self.journal(lambda j, lk=link, b=busy, n=free: j.pending(  # type: ignore[misc]
+                lk.device, after_id=lk.live_floor, limit=n, exclude=b))
+            for msg in live:
+                self._publish(link, msg)
+            free -= len(live)
+            if free <= 0 or link.backlog_cursor >= link.live_floor:
+                continue
+            budget = self._take_tokens(free)
+            if budget <= 0:
+                continue
+            backlog = await self.journal(lambda j, lk=link, b=busy, n=budget: j.pending(  # type: ignore[misc]
+                lk.device, after_id=lk.backlog_cursor, upto_id=lk.live_floor, limit=n, exclude=b))
+            if not backlog:
+                link.backlog_cursor = link.live_floor
+                self._tokens += budget
+                continue
+            for msg in backlog:
+                self._publish(link, msg)
+                link.backlog_cursor = msg.id
+            self.stats.backfill_sent += len(backlog)
+            self._tokens += budget - len(backlog)
+
+    def _publish(self, link: _Link, msg: Pending) -> None:
+        info = link.client.publish(topic(self.tenant, link.device, TopicKind.TELEMETRY), msg.payload, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return  # not connected after all; it stays in the journal
+        link.inflight[info.mid] = ("msg", msg.id)
+        self.stats.sent += 1
+        self.stats.bytes_sent += len(msg.payload)
+
+    def _publish_gap(self, link: _Link, gap: Gap) -> None:
+        event = DeviceEvent(device=gap.device, ts=gap.last_ts, kind="gap", severity=Severity.WARNING,
+                            message=f"{gap.samples} samples dropped by the agent: {gap.reason}",
+                            data={"first_ts": gap.first_ts, "last_ts": gap.last_ts, "samples": gap.samples,
+                                  "reason": gap.reason})
+        info = link.client.publish(topic(self.tenant, link.device, TopicKind.EVENT), encode(event), qos=1)
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            link.inflight[info.mid] = ("gap", gap.id)
+
+    def close(self) -> None:
+        for link in self._links.values():
+            if link.connected:
+                link.client.publish(topic(self.tenant, link.device, TopicKind.STATUS), b"offline", qos=1,
+                                    retain=True)
+            link.client.disconnect()
+            link.client.loop_stop()
+        self._links.clear()
