@@ -59,6 +59,7 @@ class UplinkSection(msgspec.Struct, forbid_unknown_fields=True):
     max_inflight: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
     backfill_per_s: Annotated[float, msgspec.Meta(gt=0, le=100_000)] = 50.0
     max_samples_per_message: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 600
+    keepalive_s: Annotated[int, msgspec.Meta(ge=1, le=600)] = 10  # a silent link is declared dead after 1.5x
 
     @property
     def host(self) -> str:

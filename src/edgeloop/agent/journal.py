@@ -40,7 +40,7 @@ NORMAL, PRIORITY = 0, 1
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: the uplink's live/backlog split relies on it
     device TEXT NOT NULL,
     seq INTEGER NOT NULL,
     priority INTEGER NOT NULL,

@@ -28,13 +28,14 @@ T = TypeVar("T")
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig, *, keepalive_s: int = 10) -> None:
+    def __init__(self, cfg: AgentConfig) -> None:
         self.cfg = cfg
         self.journal = Journal(Path(cfg.agent.data_dir) / "journal.db", fsync=cfg.agent.fsync,
                                budget_bytes=int(cfg.agent.budget_mb * 2**20),
                                max_samples_per_message=cfg.uplink.max_samples_per_message)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
-        self.uplink = Uplink(cfg.uplink, tenant=cfg.agent.tenant, journal=self.in_journal, keepalive_s=keepalive_s)
+        self.uplink = Uplink(cfg.uplink, tenant=cfg.agent.tenant, journal=self.in_journal,
+                             keepalive_s=cfg.uplink.keepalive_s)
         self.sources = {s.name: SourceStatus(name=s.name, kind=type(s).__name__.removesuffix("Source").lower())
                         for s in cfg.sources}
         self._buffer: dict[str, list[Sample]] = {}
@@ -76,20 +77,41 @@ class Agent:
             "sources": {name: vars(st) for name, st in self.sources.items()},
         }
 
-    async def run(self) -> None:
-        tasks = [asyncio.create_task(run_source(s, self._emit, self.sources[s.name]), name=f"source:{s.name}")
-                 for s in self.cfg.sources]
-        tasks.append(asyncio.create_task(self._commit_loop(), name="journal"))
-        tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
+    async def run(self, *, drain_s: float = 5.0) -> None:
+        """Run until cancelled. On the way out: accept what the sources produced, then give the uplink up
+        to ``drain_s`` to deliver what is pending (what it cannot stays in the journal for next time)."""
+        readers = [asyncio.create_task(run_source(s, self._emit, self.sources[s.name]), name=f"source:{s.name}")
+                   for s in self.cfg.sources]
+        readers.append(asyncio.create_task(self._commit_loop(), name="journal"))
+        uplink = asyncio.create_task(self.uplink.run(), name="uplink")
+        tasks = [*readers, uplink]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 task.result()  # a journal or uplink failure is fatal and says why; sources never end
         finally:
-            for task in tasks:
+            for task in readers:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*readers, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await self.commit()  # a clean stop accepts what the sources already produced
+            if not uplink.done():
+                try:
+                    await self._drain(drain_s)
+                except Exception:  # whatever is not delivered stays in the journal
+                    log.exception("delivering the journal before stopping failed")
+            uplink.cancel()
+            await asyncio.gather(uplink, return_exceptions=True)
             await self.in_journal(lambda j: j.close())
             self._executor.shutdown(wait=True)
+
+    async def _drain(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        log.info("stopping: delivering up to %.0f s of pending messages", timeout_s)
+        while time.monotonic() < deadline:
+            if (await self.in_journal(lambda j: j.stats())).messages == 0 and self.uplink.inflight() == 0:
+                return
+            if not any(self.uplink.connected.values()):
+                return  # nowhere to send: it waits in the journal
+            self.uplink.wake()
+            await asyncio.sleep(0.05)

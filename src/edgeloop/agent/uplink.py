@@ -148,11 +148,13 @@ class Uplink:
                 if done is not None:
                     (acked if done[0] == "msg" else gaps_acked).append(done[1])
             elif what == "up":
+                log.info("%s connected (%d unacknowledged resent as backlog)", device, len(link.inflight))
                 link.connected = True
                 link.live_floor = await self.journal(lambda j: j.max_id())
                 link.backlog_cursor = 0
                 self.stats.connects += 1
             elif what == "down":
+                log.info("%s disconnected", device)
                 if link.connected:
                     self.stats.disconnects += 1
                     self.stats.resent_after_reconnect += len(link.inflight)

@@ -1,0 +1,230 @@
+"""The edge agent: configuration errors, the journal's guarantees, register decoding, and a real
+pymodbus server whose values reach the platform's store with the right channel and scale."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from edgeloop.agent.config import AgentConfig, ModbusPoint, parse_config
+from edgeloop.agent.journal import NORMAL, PRIORITY, Journal
+from edgeloop.agent.runner import Agent
+from edgeloop.agent.sources import decode_point
+from edgeloop.app import Platform, PlatformConfig
+from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Site, Tenant
+from edgeloop.broker import free_port
+from edgeloop.errors import ConfigError
+from edgeloop.messages import Sample, decode_telemetry
+
+GOOD = """\
+agent:
+  tenant: acme
+sources:
+  - name: press
+    kind: modbus
+    host: 127.0.0.1
+    device: press-1
+    points:
+      - {channel: force, address: 0, type: float32}
+"""
+
+
+# -- configuration ------------------------------------------------------------------------------
+def test_a_good_configuration_parses() -> None:
+    cfg = parse_config(GOOD)
+    assert cfg.agent.tenant == "acme"
+    assert cfg.sources[0].name == "press"
+    assert cfg.uplink.port == 1883
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (GOOD.replace("host: 127.0.0.1", "host: 127.0.0.1\n    port: fivehundred"),
+     r"line 7 \(sources\[0\]\.port\): Expected `int`"),
+    (GOOD.replace("type: float32", "type: float64"), r"line 9 \(sources\[0\]\.points\[0\]\.type\)"),
+    (GOOD.replace("kind: modbus", "kind: profibus"), r"line 5 \(sources\[0\]\.kind\): Invalid value 'profibus'"),
+    (GOOD.replace("  tenant: acme", "  tenant: acme\n  colour: blue"),
+     r"line 2 \(agent\): Object contains unknown field `colour`"),
+    (GOOD.replace("points:", "points: [oops"), r"line \d+: not valid YAML"),
+    (GOOD + GOOD[GOOD.index("  - name"):], r"source names must be unique; repeated: press"),
+    ("- just\n- a list\n", r"expected a mapping"),
+])
+def test_configuration_errors_say_which_line_and_what(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        parse_config(text)
+
+
+# -- register decoding --------------------------------------------------------------------------
+def regs_of(fmt: str, value: float) -> list[int]:
+    hi, lo = struct.unpack(">HH", struct.pack(fmt, value))
+    return [hi, lo]
+
+
+def test_register_decoding_types_word_order_and_scale() -> None:
+    int16 = ModbusPoint(channel="t", address=0, type="int16", scale=0.1)
+    assert decode_point(int16, [65535 - 99]) == pytest.approx(-10.0)
+    assert decode_point(ModbusPoint(channel="t", address=0, type="uint16", offset=-40), [100]) == 60
+    assert decode_point(ModbusPoint(channel="t", address=0, type="uint32"), [1, 2]) == 65538
+    assert decode_point(ModbusPoint(channel="t", address=0, type="uint32", word_order="little"), [2, 1]) == 65538
+    assert decode_point(ModbusPoint(channel="t", address=0, type="int32"), regs_of(">i", -5)) == -5
+    little = list(reversed(regs_of(">f", 12.5)))
+    assert decode_point(ModbusPoint(channel="t", address=0, type="float32", word_order="little"), little) == 12.5
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_float_register_is_flagged_not_passed_on(bad: float) -> None:
+    assert decode_point(ModbusPoint(channel="t", address=0, type="float32"), regs_of(">f", bad)) is None
+
+
+# -- journal ------------------------------------------------------------------------------------
+def samples(t0: int, n: int) -> list[Sample]:
+    return [Sample(ts=t0 + i * 100, values={"v": float(i)}) for i in range(n)]
+
+
+def test_journal_seals_messages_that_survive_a_reopen(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.db", max_samples_per_message=4)
+    sealed = j.append({"d1": samples(0, 10), "d2": samples(0, 1)}, now_ms=5_000)
+    assert [(p.device, p.seq - 5_000_000) for p in sealed] == [("d1", 0), ("d1", 1), ("d1", 2), ("d2", 0)]
+    msg = decode_telemetry(sealed[1].payload)
+    assert (msg.device, msg.seq, [s.ts for s in msg.samples]) == ("d1", 5_000_001, [400, 500, 600, 700])
+    j.close()
+    again = Journal(tmp_path / "j.db", max_samples_per_message=4)
+    assert [p.payload for p in again.pending("d1")] == [p.payload for p in sealed[:3]], "same bytes after reopen"
+    more = again.append({"d1": samples(2000, 1)}, now_ms=9_000)
+    assert more[0].seq == 5_000_003, "the sequence continues; a restart never reuses or jumps back"
+    again.ack([sealed[0].id, sealed[1].id])
+    assert [p.seq for p in again.pending("d1")] == [5_000_002, 5_000_003]
+    assert again.last_accepted()["d1"] == (2000, 11)
+
+
+def test_disk_budget_drops_oldest_normal_first_and_records_gaps(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.db", budget_bytes=10**9, max_samples_per_message=10)
+    j.append({"d1": samples(0, 10)}, priority=PRIORITY, now_ms=1)
+    j.append({"d1": samples(10_000, 10)}, priority=NORMAL, now_ms=2)
+    j.append({"d1": samples(20_000, 10)}, priority=NORMAL, now_ms=3)
+    size = j.stats().bytes
+    j.budget_bytes = size  # full: the next message must push something out
+    j.append({"d1": samples(30_000, 10)}, now_ms=4)
+    left = [decode_telemetry(p.payload).samples[0].ts for p in j.pending("d1")]
+    assert left == [0, 20_000, 30_000], "the oldest normal message went; the alarm window stayed"
+    gaps = j.unsent_gaps()
+    assert [(g.device, g.first_ts, g.last_ts, g.samples) for g in gaps] == [("d1", 10_000, 10_900, 10)]
+    assert "disk budget" in gaps[0].reason
+    j.budget_bytes = 1  # nothing normal is left to drop: priority data goes last
+    j.append({"d1": samples(40_000, 10)}, now_ms=5)
+    assert j.stats().dropped_samples == 10 + 40
+    assert j.stats().messages == 0
+    j.gap_sent(gaps[0].id)
+    assert [g.first_ts for g in j.unsent_gaps()] == [0], "one gap per enforcement, the sent one is done"
+
+
+# -- Modbus to the platform ---------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def modbus_server(port: int, holding: list[int], inputs: list[int]) -> AsyncIterator[object]:
+    from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
+    from pymodbus.server import ModbusTcpServer
+
+    # pymodbus keeps protocol address N at data block address N + 1.
+    device = ModbusDeviceContext(hr=ModbusSequentialDataBlock(1, holding), ir=ModbusSequentialDataBlock(1, inputs))
+    context = ModbusServerContext(devices={1: device}, single=False)
+    server = ModbusTcpServer(context, address=("127.0.0.1", port))
+    task = asyncio.create_task(server.serve_forever())
+    await asyncio.sleep(0.2)
+    try:
+        yield device
+    finally:
+        await server.shutdown()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def write_holding(port: int, address: int, values: list[int]) -> None:
+    from pymodbus.client import AsyncModbusTcpClient
+
+    client = AsyncModbusTcpClient("127.0.0.1", port=port)
+    await client.connect()
+    try:
+        assert not (await client.write_registers(address, values, device_id=1)).isError()
+    finally:
+        client.close()
+
+
+async def register_press(platform: Platform) -> None:
+    reg = platform.registry
+    await reg.put_tenant(Tenant(id="acme"))
+    await reg.put_site(Site(id="s1", tenant="acme"))
+    await reg.put_line(Line(id="l1", site="s1"))
+    await reg.put_asset(Asset(id="press-a", line="l1", kind="press"))
+    await reg.put_profile(DeviceProfile(name="press-v1", channels=[
+        ChannelSpec(name="force", unit="kN"), ChannelSpec(name="temp", unit="degC"),
+        ChannelSpec(name="count", unit="")]))
+    await reg.put_device(Device(id="press-1", tenant="acme", asset="press-a", profile="press-v1"))
+
+
+async def test_modbus_values_reach_the_store_scaled(tmp_path: Path) -> None:
+    mqtt_port, modbus_port = free_port(), free_port()
+    holding = [*regs_of(">f", 12.5), 0, 0]
+    inputs = [65535 - 49, *regs_of(">I", 70_000)[::-1]]  # temp -5.0 degC (x0.1); count as little-endian words
+    text = f"""\
+agent: {{tenant: acme, data_dir: {tmp_path / 'agent'}, commit_ms: 50}}
+uplink: {{mqtt: 127.0.0.1:{mqtt_port}}}
+sources:
+  - name: press
+    kind: modbus
+    host: 127.0.0.1
+    port: {modbus_port}
+    device: press-1
+    poll_ms: 100
+    points:
+      - {{channel: force, address: 0, type: float32, unit: kN}}
+      - {{channel: temp, address: 0, table: input, type: int16, scale: 0.1, unit: degC}}
+      - {{channel: count, address: 1, table: input, type: uint32, word_order: little}}
+"""
+    cfg: AgentConfig = parse_config(text)
+    async with (Platform(PlatformConfig(data_dir=tmp_path / "platform", mqtt_port=mqtt_port, http_port=None)) as p,
+                modbus_server(modbus_port, holding, inputs)):
+        await register_press(p)
+        agent = Agent(cfg)
+        run = asyncio.create_task(agent.run())
+        try:
+            got = await wait_for_values(p, "press-1", lambda v: v.get("force") == 12.5)
+            assert got["temp"] == pytest.approx(-5.0)
+            assert got["count"] == 70_000
+            await write_holding(modbus_port, 0, regs_of(">f", 99.0))  # the machine's value changes
+            got = await wait_for_values(p, "press-1", lambda v: v.get("force") == 99.0)
+            assert got["force"] == 99.0
+            health = await agent.health()
+            assert health["sources"]["press"]["state"] == "ok"
+            assert health["sources"]["press"]["bad_values"] == 0
+        finally:
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+
+
+async def wait_for_values(p: Platform, device: str, ok: object, timeout_s: float = 10) -> dict[str, float]:
+    deadline = time.monotonic() + timeout_s
+    now = int(time.time() * 1000)
+    while time.monotonic() < deadline:
+        q = await p.store.query_telemetry(device, ("force", "temp", "count"), now - 60_000, now + 60_000, 10_000)
+        latest = {ch: vals[-1] for ch, s in q.series.items() if (vals := [v for v in s.max if v is not None])}
+        if latest and ok(latest):  # type: ignore[operator]
+            return latest
+        await asyncio.sleep(0.1)
+        now = int(time.time() * 1000)
+    raise AssertionError(f"no matching values from {device} within {timeout_s} s")
+
+
+def test_journal_ids_only_grow_even_when_emptied(tmp_path: Path) -> None:
+    """The uplink splits live from backlog by id: an emptied journal must not hand out old ids again."""
+    j = Journal(tmp_path / "j.db")
+    first = j.append({"d1": samples(0, 1)}, now_ms=1)
+    j.ack([first[0].id])
+    second = j.append({"d1": samples(1000, 1)}, now_ms=2)
+    assert second[0].id > first[0].id
