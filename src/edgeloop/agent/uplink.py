@@ -230,8 +230,10 @@ class Uplink:
     def close(self) -> None:
         for link in self._links.values():
             if link.connected:
-                link.client.publish(topic(self.tenant, link.device, TopicKind.STATUS), b"offline", qos=1,
-                                    retain=True)
+                info = link.client.publish(topic(self.tenant, link.device, TopicKind.STATUS), b"offline", qos=1,
+                                           retain=True)
+                with contextlib.suppress(RuntimeError, ValueError):
+                    info.wait_for_publish(1)
             link.client.disconnect()
             link.client.loop_stop()
         self._links.clear()

@@ -171,7 +171,37 @@ def with_client_id(body: bytes, client_id: str) -> bytes:
     return b"\x10" + _varint(len(new)) + new
 
 
-class _SecureBroker(Broker):  # type: ignore[misc]
+class _ClosingBroker(Broker):  # type: ignore[misc]
+    """amqtt that closes every connection it accepted: when its session ends, and at shutdown.
+
+    amqtt leaves some server-side streams open after a client goes away (seen when a client
+    disconnects while the broker is stopping); they would linger until garbage collection.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                               listener_name: str) -> None:
+        self.writers.add(writer)
+        try:
+            await self._serve(reader, writer, listener_name)
+        finally:
+            self.writers.discard(writer)
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str) -> None:
+        await super().stream_connected(reader, writer, listener_name)
+
+    async def shutdown(self) -> None:
+        await super().shutdown()
+        for writer in list(self.writers):
+            writer.close()
+        self.writers.clear()
+
+
+class _SecureBroker(_ClosingBroker):
     """amqtt with certificate identities, revocation and EdgeLoop's ACL (see the module docstring)."""
 
     def __init__(self, config: dict[str, Any], tls: BrokerTls, on_refused: OnRefused | None) -> None:
@@ -191,8 +221,7 @@ class _SecureBroker(Broker):  # type: ignore[misc]
             except Exception:  # reporting must never take the broker down
                 log.exception("reporting a refused MQTT connection failed")
 
-    async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                               listener_name: str) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str) -> None:
         peer = writer.get_extra_info("peername")
         source = str(peer[0]) if peer else ""
         try:
@@ -226,7 +255,6 @@ class _SecureBroker(Broker):  # type: ignore[misc]
         finally:
             if self.connections.get(ident.name, (None, None))[1] is writer:
                 del self.connections[ident.name]
-            writer.close()
 
     async def _authenticate(self, session: Session, _: Any) -> bool:
         ident = self._identities.get(session.client_id or "")
@@ -271,7 +299,7 @@ class EmbeddedBroker:
     async def __aenter__(self) -> Self:
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(max(logging.getLogger(name).level, logging.WARNING))
-        broker: Broker = (Broker(self._config) if self.tls is None
+        broker: Broker = (_ClosingBroker(self._config) if self.tls is None
                           else _SecureBroker(self._config, self.tls, self.on_refused))
         self._broker = broker
         broker_log = logging.getLogger("amqtt.broker")
