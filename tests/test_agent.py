@@ -228,3 +228,36 @@ def test_journal_ids_only_grow_even_when_emptied(tmp_path: Path) -> None:
     j.ack([first[0].id])
     second = j.append({"d1": samples(1000, 1)}, now_ms=2)
     assert second[0].id > first[0].id
+
+
+async def test_a_failing_source_is_retried_and_reported_and_stops_nothing(tmp_path: Path) -> None:
+    """A Modbus server that is not there: the source reports 'failing' with the reason and keeps retrying;
+    the simulator beside it keeps delivering; when the server appears, the source recovers by itself."""
+    mqtt_port, modbus_port = free_port(), free_port()
+    cfg = parse_config(f"""\
+agent: {{tenant: acme, data_dir: {tmp_path / 'agent'}, commit_ms: 50}}
+uplink: {{mqtt: 127.0.0.1:{mqtt_port}}}
+sources:
+  - {{name: press, kind: modbus, host: 127.0.0.1, port: {modbus_port}, device: press-1, poll_ms: 100,
+      timeout_ms: 200, points: [{{channel: force, address: 0, type: float32}}]}}
+  - {{name: fleet, kind: simulator, devices: 1, poll_ms: 100}}
+""")
+    async with Platform(PlatformConfig(data_dir=tmp_path / "platform", mqtt_port=mqtt_port, http_port=None)) as p:
+        await register_press(p)
+        agent = Agent(cfg)
+        run = asyncio.create_task(agent.run())
+        try:
+            await asyncio.sleep(1.5)
+            health = await agent.health()
+            press, fleet = health["sources"]["press"], health["sources"]["fleet"]
+            assert press["state"] == "failing" and press["failures"] >= 1
+            assert "press" not in fleet["error"] and fleet["state"] == "ok" and fleet["polls"] >= 5
+            assert health["accepted_samples"] >= 5, "the simulator's readings were accepted regardless"
+            async with modbus_server(modbus_port, [*regs_of(">f", 7.0), 0, 0], [0, 0, 0]):
+                got = await wait_for_values(p, "press-1", lambda v: v.get("force") == 7.0, timeout_s=15)
+                assert got["force"] == 7.0
+                assert (await agent.health())["sources"]["press"]["state"] == "ok"
+        finally:
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
