@@ -215,3 +215,22 @@ async def test_dead_letters_by_tenant(store: Store) -> None:
     ])
     assert [d.device for d in await store.list_dead_letters(tenant="a")] == ["d1"]
     assert [d.device for d in await store.list_dead_letters(tenant="b", device="d1")] == []
+
+
+async def test_device_events_are_stored_once_and_filtered(store: Store) -> None:
+    from edgeloop.store.base import StoredEvent
+
+    gap = StoredEvent(device="d1", tenant="a", ts_ms=T0 + 900, kind="gap", severity="warning",
+                      message="10 samples dropped by the agent: disk budget exhausted",
+                      data={"first_ts": T0, "last_ts": T0 + 900, "samples": 10, "reason": "disk budget exhausted"},
+                      received_ms=T0 + 5000)
+    restart = StoredEvent(device="d1", tenant="a", ts_ms=T0 + 2000, kind="restart", severity="info", message="",
+                          data={}, received_ms=T0 + 5000)
+    other = StoredEvent(device="d2", tenant="b", ts_ms=T0, kind="gap", severity="warning", message="x",
+                        data={}, received_ms=T0)
+    assert await store.write_events([gap, restart, other]) == 3
+    assert await store.write_events([gap]) == 0, "a resent event (same device, kind, time, message) is kept once"
+    assert [e.kind for e in await store.list_events(device="d1")] == ["restart", "gap"], "newest first"
+    (found,) = await store.list_events(device="d1", kind="gap")
+    assert found.data == gap.data and found.message == gap.message and found.severity == "warning"
+    assert [e.device for e in await store.list_events(tenant="b")] == ["d2"]

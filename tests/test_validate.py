@@ -338,3 +338,34 @@ def test_telemetry_shaped_documents_never_raise(validator: Validator, topic_name
             for j, name in enumerate(CHANNELS):
                 value = sample["values"].get(name)
                 assert math.isnan(row[j]) if value is None else row[j] == float(value)
+
+
+def event_payload(device: str = "d1", ts: int = NOW, **extra: Any) -> bytes:
+    return json.dumps({"device": device, "ts": ts, "kind": "gap", "severity": "warning", "message": "10 dropped",
+                       "data": {"samples": 10}, **extra}).encode()
+
+
+def test_a_device_event_is_checked_like_telemetry() -> None:
+    v = Validator(registry=make_registry(), limits=LIMITS)
+    good = v.check_event("edgeloop/v1/acme/d1/event", event_payload(), NOW)
+    assert not isinstance(good, DeadLetter)
+    assert (good.device, good.tenant, good.kind, good.severity, good.data) == ("d1", "acme", "gap", "warning",
+                                                                                {"samples": 10})
+    cases = {
+        "topic_mismatch": ("edgeloop/v1/acme/d1/event", event_payload(device="d2")),
+        "unknown_device": ("edgeloop/v1/acme/ghost/event", event_payload(device="ghost")),
+        "bad_topic": ("edgeloop/v1/acme/d1/telemetry", event_payload()),
+        "not_json": ("edgeloop/v1/acme/d1/event", b"{nope"),
+        "ts_future": ("edgeloop/v1/acme/d1/event", event_payload(ts=NOW + 10 * 86_400_000)),
+    }
+    for code, (topic_name, raw) in cases.items():
+        result = v.check_event(topic_name, raw, NOW)
+        assert isinstance(result, DeadLetter) and result.code == code, (code, result)
+    assert rejected(v.check_event("edgeloop/v1/acme/d1/event", b'{"device": "d1"}', NOW)).code == "bad_schema"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=400))
+def test_arbitrary_event_bytes_never_raise(validator: Validator, raw: bytes) -> None:
+    result = validator.check_event("edgeloop/v1/acme/d1/event", raw, NOW)
+    assert isinstance(result, DeadLetter) or result.device == "d1"

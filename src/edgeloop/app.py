@@ -217,7 +217,7 @@ class Platform:
         self.scoring = ScoringStage(store=self.store, on_scored=self.on_scored)
         self.source = MqttSource(
             host=cfg.mqtt_host, port=cfg.mqtt_port, client_id=cfg.ingest_client_id, clock=self.clock,
-            topics=[subscription(TopicKind.TELEMETRY), subscription(TopicKind.STATUS)],
+            topics=[subscription(TopicKind.TELEMETRY), subscription(TopicKind.STATUS), subscription(TopicKind.EVENT)],
             ack="on_receipt" if cfg.embedded_broker else "after_commit",
             capacity=1_000_000 if cfg.embedded_broker else 50_000,
             tls=ingest_tls,
@@ -379,6 +379,7 @@ class Platform:
                 "received": ing.received, "stored_messages": ing.stored_messages,
                 "stored_samples": ing.stored_samples, "duplicates": ing.duplicates,
                 "dead_letters": ing.dead_letters, "dead_letters_by_code": dict(ing.dead_by_code),
+                "events": ing.events,
                 "store_retries": ing.store_retries, "batches": ing.batches,
                 "queue_depth": self.source.depth,
                 "queue_capacity": src.capacity, "mqtt_connected": src.connected, "mqtt_connects": src.connects,

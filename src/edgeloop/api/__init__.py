@@ -367,6 +367,20 @@ def create_app(platform: Platform) -> FastAPI:
         return _json({"device": device_id, "start": start, "end": end, "bucket_ms": q.bucket_ms,
                       "source": q.source, "series": q.series})
 
+    @app.get("/api/v1/devices/{device_id}/events", tags=["telemetry"])
+    async def device_events(
+        device_id: str,
+        kind: Annotated[str | None, Query(max_length=64, description="e.g. gap")] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
+        who: Principal = viewer,
+    ) -> Response:
+        """The device's events, newest first. ``gap``: samples an edge agent had to drop (``data`` has
+        ``first_ts``, ``last_ts``, ``samples`` and ``reason``)."""
+        visible_device(who, device_id)
+        events = await platform.store.list_events(device=device_id, kind=kind, limit=limit)
+        return _json([{"id": e.id, "device": e.device, "ts": e.ts_ms, "kind": e.kind, "severity": e.severity,
+                       "message": e.message, "data": e.data, "received_ms": e.received_ms} for e in events])
+
     # -- alerts ---------------------------------------------------------------------------------
     @app.get("/api/v1/alerts", tags=["alerts"])
     async def list_alerts(

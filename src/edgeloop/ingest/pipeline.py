@@ -20,7 +20,7 @@ from edgeloop.errors import StoreError
 from edgeloop.ingest.mqtt import Inbound
 from edgeloop.ingest.validate import Validator
 from edgeloop.messages import TopicKind, parse_topic
-from edgeloop.store.base import DeadLetter, Store, TelemetryChunk
+from edgeloop.store.base import DeadLetter, Store, StoredEvent, TelemetryChunk
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class IngestStats:
     stored_samples: int = 0
     duplicates: int = 0
     dead_letters: int = 0
+    events: int = 0  # device events received and stored (repeats of a stored one are skipped)
     store_retries: int = 0
     batches: int = 0
     dead_by_code: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -116,8 +117,8 @@ class IngestPipeline:
             await self.handle(batch)
 
     async def handle(self, batch: list[Inbound]) -> None:
-        chunks, letters = self._sort(batch)
-        new = await self._persist(chunks, letters)
+        chunks, letters, events = self._sort(batch)
+        new = await self._persist(chunks, letters, events)
         self.source.ack(batch)
         accepted = [c for c, ok in zip(chunks, new, strict=True) if ok]
         for c in accepted:
@@ -140,24 +141,28 @@ class IngestPipeline:
 
     def handled(self) -> int:
         """Messages finished with: stored, dropped as duplicates, or dead-lettered."""
-        return self.stats.stored_messages + self.stats.duplicates + self.stats.dead_letters
+        return self.stats.stored_messages + self.stats.duplicates + self.stats.dead_letters + self.stats.events
 
     async def wait_handled(self, n: int) -> None:
         """Wait until at least ``n`` messages have been handled."""
         async with self._progress:
             await self._progress.wait_for(lambda: self.handled() >= n)
 
-    def _sort(self, batch: list[Inbound]) -> tuple[list[TelemetryChunk], list[DeadLetter]]:
+    def _sort(self, batch: list[Inbound]) -> tuple[list[TelemetryChunk], list[DeadLetter], list[StoredEvent]]:
         chunks: list[TelemetryChunk] = []
         letters: list[DeadLetter] = []
+        events: list[StoredEvent] = []
         now = self.clock.now_ms()
         for item in batch:
             parsed = parse_topic(item.topic)
             if parsed is not None and parsed[2] == TopicKind.STATUS:
                 self.presence.update(parsed[1], item.payload)
                 continue
+            is_event = parsed is not None and parsed[2] == TopicKind.EVENT
             try:
-                result = self.validator.check(item.topic, item.payload, now)
+                result: TelemetryChunk | StoredEvent | DeadLetter = (
+                    self.validator.check_event(item.topic, item.payload, now) if is_event
+                    else self.validator.check(item.topic, item.payload, now))
             except Exception as exc:  # a bug must cost one message, never the pipeline
                 log.exception("validator failed on a payload from %s", item.topic)
                 result = DeadLetter.of(received_ms=now, topic=item.topic[:256], code="internal_error",
@@ -167,16 +172,23 @@ class IngestPipeline:
                 self.stats.dead_letters += 1
                 self.stats.dead_by_code[result.code] += 1
                 self.stats.dead_by_device[result.device or ""] += 1
+            elif isinstance(result, StoredEvent):
+                events.append(result)
             else:
                 chunks.append(result)
-        return chunks, letters
+        return chunks, letters, events
 
-    async def _persist(self, chunks: list[TelemetryChunk], letters: list[DeadLetter]) -> list[bool]:
+    async def _persist(
+        self, chunks: list[TelemetryChunk], letters: list[DeadLetter], events: list[StoredEvent]
+    ) -> list[bool]:
         delay = 0.1
         while True:
             try:
                 await self.store.write_dead_letters(letters)
                 letters = []  # written; a retry must not write them twice
+                await self.store.write_events(events)
+                self.stats.events += len(events)
+                events = []
                 return await self.store.write_chunks(chunks)
             except StoreError as exc:
                 self.stats.store_retries += 1

@@ -18,8 +18,16 @@ import msgspec
 import numpy as np
 
 from edgeloop.assets import Device
-from edgeloop.messages import SCHEMA_VERSION, Telemetry, TopicKind, decode_telemetry, parse_topic
-from edgeloop.store.base import DeadLetter, Registry, TelemetryChunk
+from edgeloop.messages import (
+    SCHEMA_VERSION,
+    DeviceEvent,
+    Telemetry,
+    TopicKind,
+    decode_event,
+    decode_telemetry,
+    parse_topic,
+)
+from edgeloop.store.base import DeadLetter, Registry, StoredEvent, TelemetryChunk
 
 _Reject = Callable[[str, str, str | None, str | None], DeadLetter]
 
@@ -78,20 +86,48 @@ class Validator:
         return self._devices.get(device_id)
 
     def check(self, topic: str, payload: bytes, now_ms: int) -> TelemetryChunk | DeadLetter:
+        got = self._envelope(topic, payload, now_ms, TopicKind.TELEMETRY)
+        if isinstance(got, DeadLetter):
+            return got
+        msg, view, reject = got
+        assert isinstance(msg, Telemetry)
+        return self._columns(msg, view, now_ms, reject)
+
+    def check_event(self, topic: str, payload: bytes, now_ms: int) -> StoredEvent | DeadLetter:
+        """A device event (a fault code, a restart, an agent's ``gap``), checked like telemetry."""
+        got = self._envelope(topic, payload, now_ms, TopicKind.EVENT)
+        if isinstance(got, DeadLetter):
+            return got
+        msg, view, reject = got
+        assert isinstance(msg, DeviceEvent)
+        if msg.ts > now_ms + self.limits.max_future_ms:
+            return reject("ts_future", f"event at {msg.ts} is ahead of the platform clock", msg.device, view.tenant)
+        if msg.ts < now_ms - self.limits.max_past_ms:
+            return reject("ts_past", f"event at {msg.ts} is older than the limit", msg.device, view.tenant)
+        return StoredEvent(device=msg.device, tenant=view.tenant, ts_ms=msg.ts, kind=msg.kind,
+                           severity=msg.severity.value, message=msg.message[:1000], data=dict(msg.data),
+                           received_ms=now_ms)
+
+    def _envelope(
+        self, topic: str, payload: bytes, now_ms: int, expect: TopicKind,
+    ) -> tuple[Telemetry | DeviceEvent, DeviceView, _Reject] | DeadLetter:
+        """Topic, size, schema, version, device and tenant checks shared by telemetry and events."""
+
         def reject(code: str, detail: str, device: str | None, tenant: str | None) -> DeadLetter:
             return DeadLetter.of(received_ms=now_ms, topic=topic[:256], code=code, detail=detail, raw=payload,
                                  device=device, tenant=tenant)
 
         parsed = parse_topic(topic)
-        if parsed is None or parsed[2] != TopicKind.TELEMETRY:
-            return reject("bad_topic", f"not a telemetry topic: {topic[:200]!r}", None, None)
+        if parsed is None or parsed[2] != expect:
+            return reject("bad_topic", f"not a {expect.value} topic: {topic[:200]!r}", None, None)
         tenant, topic_device, _ = parsed
         known = topic_device if topic_device in self._devices else None
         if len(payload) > self.limits.max_payload_bytes:
             return reject("oversized", f"{len(payload)} bytes > limit {self.limits.max_payload_bytes}",
                           known, tenant)
         try:
-            msg = decode_telemetry(payload)
+            msg: Telemetry | DeviceEvent = (decode_telemetry(payload) if expect == TopicKind.TELEMETRY
+                                            else decode_event(payload))
         except msgspec.ValidationError as exc:
             return reject(_schema_or_version(payload, exc), str(exc), known, tenant)
         except msgspec.DecodeError as exc:
@@ -107,7 +143,7 @@ class Validator:
             return reject("unknown_device", f"device {msg.device!r} is not registered", None, tenant)
         if view.tenant != tenant:
             return reject("wrong_tenant", f"device {msg.device!r} belongs to another tenant", msg.device, tenant)
-        return self._columns(msg, view, now_ms, reject)
+        return msg, view, reject
 
     def _columns(self, msg: Telemetry, view: DeviceView, now_ms: int, reject: _Reject) -> TelemetryChunk | DeadLetter:
         names = view.channels

@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -87,6 +87,21 @@ class DeadLetter:
             received_ms=received_ms, topic=topic, code=code, detail=detail[:500],
             raw=raw[:RAW_DEAD_LETTER_BYTES], size=len(raw), device=device, tenant=tenant,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """A device event as stored (e.g. ``gap``: samples an edge agent had to drop, with its reason)."""
+
+    device: str
+    tenant: str
+    ts_ms: int
+    kind: str
+    severity: str
+    message: str
+    data: dict[str, Any]
+    received_ms: int
+    id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +393,17 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def dead_letter_counts(self) -> dict[str, int]:
         """Dead letters per device ('' for those whose device is unknown)."""
+
+    # -- device events --------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def write_events(self, events: Sequence[StoredEvent]) -> int:
+        """Store device events; one already stored (same device, kind, time and message) is skipped.
+        Returns how many were new."""
+
+    @abc.abstractmethod
+    async def list_events(self, *, device: str | None = None, kind: str | None = None, limit: int = 100,
+                          tenant: str | None = None) -> list[StoredEvent]:
+        """Newest first."""
 
     # -- provisioning and audit -----------------------------------------------------------------
     @abc.abstractmethod

@@ -8,6 +8,7 @@ merged with ``ON CONFLICT DO UPDATE``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ from edgeloop.store.base import (
     Enrollment,
     Registry,
     Store,
+    StoredEvent,
     TelemetryChunk,
     User,
     first_occurrences,
@@ -69,6 +71,9 @@ CREATE TABLE IF NOT EXISTS rollup_1m (device text NOT NULL, channel text NOT NUL
 CREATE TABLE IF NOT EXISTS dead_letters (id bigserial PRIMARY KEY, received bigint NOT NULL, topic text NOT NULL,
     device text, tenant text, code text NOT NULL, detail text NOT NULL, size int NOT NULL, raw bytea NOT NULL);
 CREATE INDEX IF NOT EXISTS dead_letters_device ON dead_letters (device, id);
+CREATE TABLE IF NOT EXISTS device_events (id bigserial PRIMARY KEY, device text NOT NULL, tenant text NOT NULL,
+    ts bigint NOT NULL, kind text NOT NULL, severity text NOT NULL, message text NOT NULL, data text NOT NULL,
+    received bigint NOT NULL, UNIQUE (device, kind, ts, message));
 CREATE TABLE IF NOT EXISTS alerts (id bigserial PRIMARY KEY, tenant text NOT NULL, asset text NOT NULL,
     device text NOT NULL, kind text NOT NULL, severity text NOT NULL, status text NOT NULL,
     first_seen bigint NOT NULL, last_seen bigint NOT NULL, count int NOT NULL, score double precision NOT NULL,
@@ -267,6 +272,34 @@ class PostgresStore(Store):
         rows = await self.pool.fetch(sql + f" ORDER BY id DESC LIMIT ${len(params)}", *params)
         return [DeadLetter(id=r[0], received_ms=r[1], topic=r[2], device=r[3], tenant=r[4], code=r[5], detail=r[6],
                            size=r[7], raw=bytes(r[8])) for r in rows]
+
+    async def write_events(self, events: Sequence[StoredEvent]) -> int:
+        if not events:
+            return 0
+        rows = await self.pool.fetch(
+            "INSERT INTO device_events (device, tenant, ts, kind, severity, message, data, received) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], "
+            "$7::text[], $8::bigint[]) ON CONFLICT DO NOTHING RETURNING id",
+            [e.device for e in events], [e.tenant for e in events], [e.ts_ms for e in events],
+            [e.kind for e in events], [e.severity for e in events], [e.message for e in events],
+            [json.dumps(e.data) for e in events], [e.received_ms for e in events])
+        return len(rows)
+
+    async def list_events(self, *, device: str | None = None, kind: str | None = None, limit: int = 100,
+                          tenant: str | None = None) -> list[StoredEvent]:
+        where: list[str] = []
+        params: list[Any] = []
+        for col, val in (("device", device), ("kind", kind), ("tenant", tenant)):
+            if val is not None:
+                params.append(val)
+                where.append(f"{col}=${len(params)}")
+        sql = "SELECT id, device, tenant, ts, kind, severity, message, data, received FROM device_events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        params.append(limit)
+        rows = await self.pool.fetch(sql + f" ORDER BY ts DESC, id DESC LIMIT ${len(params)}", *params)
+        return [StoredEvent(id=r[0], device=r[1], tenant=r[2], ts_ms=r[3], kind=r[4], severity=r[5], message=r[6],
+                            data=json.loads(r[7]), received_ms=r[8]) for r in rows]
 
     async def dead_letter_counts(self) -> dict[str, int]:
         rows = await self.pool.fetch("SELECT coalesce(device, ''), count(*) FROM dead_letters GROUP BY 1")

@@ -8,6 +8,7 @@ platform acknowledges to the broker is on disk even across power loss.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from edgeloop.store.base import (
     Enrollment,
     Registry,
     Store,
+    StoredEvent,
     TelemetryChunk,
     User,
     first_occurrences,
@@ -73,6 +75,9 @@ CREATE TABLE IF NOT EXISTS rollup_1m (device TEXT NOT NULL, channel TEXT NOT NUL
 CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY, received INTEGER NOT NULL, topic TEXT NOT NULL,
     device TEXT, tenant TEXT, code TEXT NOT NULL, detail TEXT NOT NULL, size INTEGER NOT NULL, raw BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS dead_letters_device ON dead_letters (device, id);
+CREATE TABLE IF NOT EXISTS device_events (id INTEGER PRIMARY KEY, device TEXT NOT NULL, tenant TEXT NOT NULL,
+    ts INTEGER NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL, message TEXT NOT NULL, data TEXT NOT NULL,
+    received INTEGER NOT NULL, UNIQUE (device, kind, ts, message));
 CREATE TABLE IF NOT EXISTS alerts (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, asset TEXT NOT NULL,
     device TEXT NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL, status TEXT NOT NULL,
     first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, count INTEGER NOT NULL, score REAL NOT NULL,
@@ -316,6 +321,41 @@ class SQLiteStore(Store):
             rows = db.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
             return [DeadLetter(id=r[0], received_ms=r[1], topic=r[2], device=r[3], tenant=r[4], code=r[5],
                                detail=r[6], size=r[7], raw=bytes(r[8])) for r in rows]
+
+        return await self._run(read)
+
+    async def write_events(self, events: Sequence[StoredEvent]) -> int:
+        if not events:
+            return 0
+
+        def write(db: sqlite3.Connection) -> int:
+            db.execute("BEGIN")
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO device_events (device, tenant, ts, kind, severity, message, data, received) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                [(e.device, e.tenant, e.ts_ms, e.kind, e.severity, e.message, json.dumps(e.data), e.received_ms)
+                 for e in events])
+            new = db.total_changes - before
+            db.execute("COMMIT")
+            return new
+
+        return await self._run(write)
+
+    async def list_events(self, *, device: str | None = None, kind: str | None = None, limit: int = 100,
+                          tenant: str | None = None) -> list[StoredEvent]:
+        def read(db: sqlite3.Connection) -> list[StoredEvent]:
+            where, params = [], []
+            for col, val in (("device", device), ("kind", kind), ("tenant", tenant)):
+                if val is not None:
+                    where.append(f"{col}=?")
+                    params.append(val)
+            sql = "SELECT id, device, tenant, ts, kind, severity, message, data, received FROM device_events"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            rows = db.execute(sql + " ORDER BY ts DESC, id DESC LIMIT ?", (*params, limit)).fetchall()
+            return [StoredEvent(id=r[0], device=r[1], tenant=r[2], ts_ms=r[3], kind=r[4], severity=r[5],
+                                message=r[6], data=json.loads(r[7]), received_ms=r[8]) for r in rows]
 
         return await self._run(read)
 
