@@ -22,6 +22,13 @@ Example (every key is documented in ``docs/agent.md``)::
         points:
           - {channel: force, address: 0, type: float32, word_order: big, scale: 1.0, unit: kN}
           - {channel: temp, address: 2, table: input, type: int16, scale: 0.1, unit: degC}
+      - name: oven
+        kind: opcua
+        url: opc.tcp://10.0.0.8:4840
+        device: oven-1
+        sampling_ms: 500
+        nodes:
+          - {channel: temp, node: "ns=2;s=Oven.Temp", unit: degC}
       - name: fleet
         kind: simulator
         devices: 3
@@ -92,6 +99,24 @@ class ModbusSource(msgspec.Struct, tag="modbus", tag_field="kind", forbid_unknow
     timeout_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 1000
 
 
+class OpcUaNode(msgspec.Struct, forbid_unknown_fields=True):
+    channel: Channel
+    node: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]  # e.g. "ns=2;s=Oven.Temp"
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = ""
+
+
+class OpcUaSource(msgspec.Struct, tag="opcua", tag_field="kind", forbid_unknown_fields=True):
+    name: Name
+    url: Annotated[str, msgspec.Meta(pattern=r"^opc\.tcp://\S+$")]
+    device: DeviceId
+    nodes: Annotated[list[OpcUaNode], msgspec.Meta(min_length=1, max_length=256)]
+    sampling_ms: Annotated[int, msgspec.Meta(ge=10, le=3_600_000)] = 1000  # subscription publishing interval
+    poll_ms: PollMs = 1000  # how often the connection is checked
+    timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=60_000)] = 4000
+
+
 class SimulatorSource(msgspec.Struct, tag="simulator", tag_field="kind", forbid_unknown_fields=True):
     name: Name
     devices: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
@@ -100,7 +125,7 @@ class SimulatorSource(msgspec.Struct, tag="simulator", tag_field="kind", forbid_
     poll_ms: PollMs = 1000
 
 
-SourceConfig = ModbusSource | SimulatorSource
+SourceConfig = ModbusSource | OpcUaSource | SimulatorSource
 
 
 class AgentConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -142,8 +167,8 @@ def parse_config(text: str, *, origin: str = "agent.yaml") -> AgentConfig:
     if dupes:
         raise ConfigError(f"{origin}: source names must be unique; repeated: {', '.join(dupes)}")
     for src in cfg.sources:
-        if isinstance(src, ModbusSource):
-            channels = [p.channel for p in src.points]
+        if isinstance(src, ModbusSource | OpcUaSource):
+            channels = [p.channel for p in (src.points if isinstance(src, ModbusSource) else src.nodes)]
             if len(set(channels)) != len(channels):
                 raise ConfigError(f"{origin}: source {src.name!r} maps a channel twice")
         if isinstance(src, SimulatorSource) and src.faulty > src.devices:

@@ -27,6 +27,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def merge_by_time(samples: list[Sample]) -> list[Sample]:
+    """Readings of one device in time order, those with the same time merged into one sample (an OPC UA
+    subscription reports each channel on its own; two sources may feed one device)."""
+    merged: dict[int, dict[str, float | None]] = {}
+    for s in samples:
+        merged.setdefault(s.ts, {}).update(s.values)
+    return [Sample(ts=ts, values=merged[ts]) for ts in sorted(merged)]
+
+
 class Agent:
     def __init__(self, cfg: AgentConfig) -> None:
         self.cfg = cfg
@@ -57,9 +66,8 @@ class Agent:
     async def commit(self) -> None:
         if not self._buffer:
             return
-        batch, self._buffer = self._buffer, {}
-        for samples in batch.values():
-            samples.sort(key=lambda s: s.ts)
+        batch = {device: merge_by_time(samples) for device, samples in self._buffer.items()}
+        self._buffer = {}
         await self.in_journal(lambda j: j.append(batch))
         self.accepted += sum(len(s) for s in batch.values())
         self.uplink.wake()

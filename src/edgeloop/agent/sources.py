@@ -1,5 +1,5 @@
-"""Sources: what the agent reads machines with. Each runs as its own task; one that fails is retried
-with backoff and reported, and never stops the others.
+"""Sources: what the agent reads machines with (Modbus TCP, OPC UA, the simulator). Each runs as its
+own task; one that fails is retried with backoff and reported, and never stops the others.
 
 A source calls ``emit(device, sample)`` per reading. A value that cannot be a valid number (a
 32-bit float register pair holding NaN or infinity, a read that failed for one point) is sent
@@ -10,6 +10,7 @@ passed on as a number.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import struct
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeloop.agent.config import ModbusPoint, ModbusSource, SimulatorSource, SourceConfig
+from edgeloop.agent.config import ModbusPoint, ModbusSource, OpcUaSource, SimulatorSource, SourceConfig
 from edgeloop.messages import Sample
 from edgeloop.sim.fleet import CHANNELS, Fleet
 
@@ -105,6 +106,74 @@ class ModbusReader:
         self.client.close()
 
 
+class OpcUaReader:
+    """Subscribes to OPC UA nodes; each data change becomes a reading of its channel.
+
+    A value whose status is not Good (e.g. BadSensorFailure), or that is not a number, is sent as
+    ``None`` and counted in ``bad_values``. The sample time is the server's source timestamp when
+    it has one. ``poll`` (re)connects and subscribes, then checks the connection every ``poll_ms``;
+    a lost connection fails the poll and ``run_source`` retries with backoff.
+    """
+
+    def __init__(self, cfg: OpcUaSource, emit: Emit, status: SourceStatus) -> None:
+        self.cfg = cfg
+        self.emit = emit
+        self.status = status
+        status.devices = [cfg.device]
+        self.client: Any = None
+        self._by_node: dict[str, Any] = {}
+
+    def datachange_notification(self, node: Any, value: Any, data: Any) -> None:
+        point = self._by_node.get(node.nodeid.to_string())
+        if point is None:
+            return
+        dv = data.monitored_item.Value
+        code = getattr(dv, "StatusCode_", None) or getattr(dv, "StatusCode", None)
+        good = code is None or code.is_good()
+        number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if good and number:
+            v: float | None = float(value) * point.scale + point.offset
+        else:
+            v = None
+            self.status.bad_values += 1
+        when = getattr(dv, "SourceTimestamp", None) or getattr(dv, "ServerTimestamp", None)
+        ts = int(when.timestamp() * 1000) if when is not None else int(time.time() * 1000)
+        self.emit(self.cfg.device, Sample(ts=ts, values={point.channel: v}))
+
+    async def poll(self) -> None:
+        if self.client is not None:
+            try:
+                await self.client.check_connection()
+                return
+            except Exception:
+                await self._drop()
+                raise
+        from asyncua.client.client import Client
+
+        client = Client(self.cfg.url, timeout=self.cfg.timeout_ms / 1000)
+        await client.connect()
+        try:
+            nodes = [client.get_node(n.node) for n in self.cfg.nodes]
+            self._by_node = {node.nodeid.to_string(): point for node, point in zip(nodes, self.cfg.nodes, strict=True)}
+            sub = await client.create_subscription(self.cfg.sampling_ms, self)
+            await sub.subscribe_data_change(nodes)
+        except Exception:
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+            raise
+        self.client = client
+
+    async def _drop(self) -> None:
+        client, self.client = self.client, None
+        with contextlib.suppress(Exception):
+            await client.disconnect()
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client, client = None, self.client
+            asyncio.get_running_loop().create_task(client.disconnect())
+
+
 class SimulatorReader:
     """The platform's simulated fleet, in real time from the agent's start."""
 
@@ -124,9 +193,11 @@ class SimulatorReader:
         pass
 
 
-def make_reader(cfg: SourceConfig, emit: Emit, status: SourceStatus) -> ModbusReader | SimulatorReader:
+def make_reader(cfg: SourceConfig, emit: Emit, status: SourceStatus) -> ModbusReader | OpcUaReader | SimulatorReader:
     if isinstance(cfg, ModbusSource):
         return ModbusReader(cfg, emit, status)
+    if isinstance(cfg, OpcUaSource):
+        return OpcUaReader(cfg, emit, status)
     return SimulatorReader(cfg, emit, status)
 
 
