@@ -346,3 +346,17 @@ def test_readings_of_one_device_at_one_time_become_one_sample() -> None:
     merged = merge_by_time([Sample(ts=200, values={"a": 1.0}), Sample(ts=100, values={"b": None}),
                             Sample(ts=200, values={"b": 2.0})])
     assert merged == [Sample(ts=100, values={"b": None}), Sample(ts=200, values={"a": 1.0, "b": 2.0})]
+
+
+def test_the_agent_command_refuses_a_bad_configuration_clearly(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edgeloop.cli import app
+
+    bad = tmp_path / "agent.yaml"
+    bad.write_text(GOOD.replace("type: float32", "type: double"))
+    result = CliRunner().invoke(app, ["agent", "--config", str(bad)])
+    assert result.exit_code == 1
+    assert "line 9 (sources[0].points[0].type)" in " ".join(result.output.split())
+    missing = CliRunner().invoke(app, ["agent", "--config", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 1 and "cannot read the agent configuration" in " ".join(missing.output.split())

@@ -124,6 +124,8 @@ def agent(
         asyncio.run(main())
     except KeyboardInterrupt:
         console.print("\nagent stopped; unsent data stays in the journal")
+    except EdgeLoopError as exc:  # e.g. a device without its certificate in uplink.tls
+        raise _fail(str(exc)) from None
 
 
 async def _agent_status(runner: Any) -> None:
