@@ -232,3 +232,34 @@ async def test_an_exhausted_disk_budget_drops_the_oldest_and_the_platform_shows_
         assert sum(e["data"]["samples"] for e in events) == dropped.get(device, 0)
         assert all(e["data"]["reason"] == "disk budget exhausted" for e in events)
         assert all(e["data"]["last_ts"] < newest[device] for e in events), "the oldest went, not the newest"
+
+
+async def test_a_broker_restart_loses_nothing_and_stores_nothing_twice(tmp_path: Path) -> None:
+    """Mosquitto (persistent) stops mid-stream and comes back on the same port: the agent journals through
+    the gap and delivers; the platform's persistent session gets what the broker had already accepted."""
+    port = free_port()
+    broker = contextlib.ExitStack()
+    broker.enter_context(run_mosquitto(tmp_path / "mosquitto", port=port))
+    cfg = PlatformConfig(data_dir=tmp_path / "platform", mqtt_port=port, embedded_broker=False, http_port=None,
+                         ingest_client_id=f"ingest-{port}")
+    try:
+        async with Platform(cfg) as platform:
+            await register_fleet(platform.registry, Fleet(devices=DEVICES, faulty=0, seed=3, start_ms=0,
+                                                          duration_ms=3_600_000), tenant="demo")
+            config = write_config(tmp_path / "agent.yaml", mqtt_port=port, data_dir=tmp_path / "agent")
+            agent = start_agent(config, tmp_path / "agent.log")
+            try:
+                await asyncio.sleep(3)
+                await asyncio.to_thread(broker.close)  # SIGTERM: Mosquitto saves its persistent state
+                await asyncio.sleep(5)
+                broker.enter_context(run_mosquitto(tmp_path / "mosquitto", port=port))
+                await asyncio.sleep(8)
+            finally:
+                await asyncio.to_thread(stop_agent, agent)
+            accepted, unsent = journal_state(tmp_path / "agent")
+            got = await wait_until_stored(platform, accepted)
+    finally:
+        broker.close()
+    assert unsent == 0
+    assert sum(accepted.values()) > DEVICES * 10 * 12, "it kept accepting while the broker was down"
+    assert got == accepted, "every accepted sample stored exactly once across the broker restart"
