@@ -129,7 +129,7 @@ class Uplink:
                     await asyncio.wait_for(self._wake.wait(), 0.2)
                 self._wake.clear()
                 await self._handle_events()
-                for device in await self.journal(lambda j: j.devices_with_pending()):
+                for device in await self.journal(lambda j: j.devices()):
                     self._link(device)
                 for gap in await self.journal(lambda j: j.unsent_gaps()):
                     self._link(gap.device)
