@@ -360,3 +360,12 @@ def test_the_agent_command_refuses_a_bad_configuration_clearly(tmp_path: Path) -
     assert "line 9 (sources[0].points[0].type)" in " ".join(result.output.split())
     missing = CliRunner().invoke(app, ["agent", "--config", str(tmp_path / "nope.yaml")])
     assert missing.exit_code == 1 and "cannot read the agent configuration" in " ".join(missing.output.split())
+
+
+@pytest.mark.parametrize("example", sorted((Path(__file__).parent.parent / "examples").glob("agent-*.yaml")))
+def test_the_example_configurations_are_valid(example: Path) -> None:
+    from edgeloop.agent.config import load_config
+
+    cfg = load_config(example)
+    assert cfg.sources
+    assert Path(cfg.agent.data_dir).is_absolute(), "relative paths are resolved against the file"
