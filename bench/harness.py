@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext, SpawnProcess
 from pathlib import Path
 from typing import Any
 
 import psutil
+from rich.console import Console
 
 from bench.publisher import PublisherSpec, RunCommand, RunReport, publisher_main
 from edgeloop.broker import free_port
-from edgeloop.broker.mosquitto import mosquitto_binary, run_mosquitto
+from edgeloop.broker.mosquitto import mosquitto_binary, run_mosquitto_async
 from edgeloop.errors import BrokerError
 
 
@@ -36,8 +39,24 @@ def mosquitto_version() -> str:
 async def mosquitto(workdir: Path) -> AsyncIterator[tuple[int, subprocess.Popen[bytes]]]:
     """A real Mosquitto with EdgeLoop's generated production config, on a free port; yields (port, process)."""
     port = free_port()
-    with run_mosquitto(workdir, port=port) as proc:
+    async with run_mosquitto_async(workdir, port=port) as proc:
         yield port, proc
+
+
+def publish_report(report: dict[str, Any], name: str, *, as_json: bool, console: Console, out: Console,
+                   render: Callable[[dict[str, Any], Console], None]) -> dict[str, Any]:
+    """Write ``report`` to bench/results/NAME-<UTC time>.json, then print it as JSON or as ``render`` draws it."""
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    report["results_file"] = str(path)
+    console.print(f"done in {report['elapsed_seconds']:.0f} s; results written to {path}")
+    if as_json:
+        out.print(json.dumps(report, indent=2), markup=False, highlight=False, soft_wrap=True)
+    else:
+        render(report, out)
+    return report
 
 
 def peak_rss_mb(pid: int | None = None) -> float:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import multiprocessing
 import os
@@ -54,7 +53,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.table import Table
 
-from bench.harness import CpuMeter, PublisherPool, mosquitto, mosquitto_version, peak_rss_mb
+from bench.harness import CpuMeter, PublisherPool, mosquitto, mosquitto_version, peak_rss_mb, publish_report
 from bench.publisher import PublisherSpec, RunCommand, RunReport
 
 DEVICES = 20
@@ -69,7 +68,6 @@ FLEET_SEED = 11
 BASE_AGE_MS = 20 * 86_400_000  # first sample 20 days ago: 1 Hz "backfill" stays inside the 30-day window
 DRAIN_TIMEOUT_S = 180.0
 PG_ADMIN_DSN = os.environ.get("EDGELOOP_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 TARGET_SAMPLES_50 = 50_000
 TARGET_RATIO_1 = 0.60
@@ -583,16 +581,7 @@ def main(
         "results": rows,
     }
     report["targets"] = evaluate(rows, ceiling)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"ingest-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    report["results_file"] = str(path)
-    console.print(f"done in {report['elapsed_seconds']:.0f} s; results written to {path}")
-    if as_json:
-        out.print(json.dumps(report, indent=2), markup=False, highlight=False, soft_wrap=True)
-    else:
-        render(report, out)
-    return report
+    return publish_report(report, "ingest", as_json=as_json, console=console, out=out, render=render)
 
 
 if __name__ == "__main__":  # python -m bench.ingest [seconds]

@@ -19,7 +19,6 @@ Mosquitto with the generated configuration. Measured: completed sessions per sec
 from __future__ import annotations
 
 import asyncio
-import json
 import multiprocessing
 import os
 import resource
@@ -39,20 +38,19 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench.harness import mosquitto_version
+from bench.harness import mosquitto_version, publish_report
 from bench.ingest import pg_database
 from edgeloop.app import Platform, PlatformConfig
 from edgeloop.assets import ChannelSpec, DeviceProfile, Line, Site, Tenant
 from edgeloop.broker import free_port
 from edgeloop.broker.acl import BROKER_IDENTITY
 from edgeloop.broker.embedded import BrokerTls, EmbeddedBroker
-from edgeloop.broker.mosquitto import run_as, run_mosquitto, write_mosquitto_tls_config
+from edgeloop.broker.mosquitto import run_as, run_mosquitto_async, write_mosquitto_tls_config
 from edgeloop.identity.crl import RevocationList
 from edgeloop.identity.pki import CertificateAuthority, build_csr, ensure_identity, new_private_key
 from edgeloop.identity.provisioning import EnrollmentRequest, device_id_for
 from edgeloop.identity.tls import TlsIdentity
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 GROUP = "bench"
 CONNECT = "edgeloop-bench"
 
@@ -215,7 +213,7 @@ async def _bench_connections(work: Path, broker: str, total: int, concurrency: i
             result = await _recv(conn, proc, 1800)
     else:
         conf = write_mosquitto_tls_config(ca, work / "mosquitto", port=port, bind="127.0.0.1", user=run_as())
-        with run_mosquitto(work / "mosquitto", port=port, config=conf):
+        async with run_mosquitto_async(work / "mosquitto", port=port, config=conf):
             proc, conn = _spawn(_connect_client, port, identities, total)
             result = await _recv(conn, proc, 1800)
     proc.join(10)
@@ -280,13 +278,4 @@ def main(*, as_json: bool, settings: Settings, console: Console, out: Console) -
                   f"({', '.join(settings.backends)}), {settings.connections:,} mutual-TLS sessions per broker")
     report = asyncio.run(_run(settings, console))
     report["elapsed_seconds"] = round(time.monotonic() - started, 1)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"pki-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    report["results_file"] = str(path)
-    console.print(f"done in {report['elapsed_seconds']:.0f} s; results written to {path}")
-    if as_json:
-        out.print(json.dumps(report, indent=2), markup=False, highlight=False, soft_wrap=True)
-    else:
-        render(report, out)
-    return report
+    return publish_report(report, "pki", as_json=as_json, console=console, out=out, render=render)

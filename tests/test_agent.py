@@ -120,7 +120,7 @@ def test_disk_budget_drops_oldest_normal_first_and_records_gaps(tmp_path: Path) 
     j.append({"d1": samples(40_000, 10)}, now_ms=5)
     assert j.stats().dropped_samples == 10 + 40
     assert j.stats().messages == 0
-    j.gap_sent(gaps[0].id)
+    j.gaps_sent([gaps[0].id])
     assert [g.first_ts for g in j.unsent_gaps()] == [0], "one gap per enforcement, the sent one is done"
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from edgeloop.app import Platform, PlatformConfig
 from edgeloop.broker import free_port
-from edgeloop.broker.mosquitto import run_mosquitto
+from edgeloop.broker.mosquitto import run_mosquitto_async
 from edgeloop.sim.fleet import Fleet
 from edgeloop.sim.register import register_fleet
 
@@ -122,7 +122,7 @@ def journal_state(data_dir: Path) -> tuple[dict[str, int], int]:
 @contextlib.asynccontextmanager
 async def platform_behind_mosquitto(tmp_path: Path) -> AsyncIterator[tuple[Platform, int]]:
     port = free_port()
-    with run_mosquitto(tmp_path / "mosquitto", port=port):
+    async with run_mosquitto_async(tmp_path / "mosquitto", port=port):
         cfg = PlatformConfig(data_dir=tmp_path / "platform", mqtt_port=port, embedded_broker=False, http_port=None,
                              ingest_client_id=f"ingest-{port}")
         async with Platform(cfg) as platform:
@@ -238,8 +238,8 @@ async def test_a_broker_restart_loses_nothing_and_stores_nothing_twice(tmp_path:
     """Mosquitto (persistent) stops mid-stream and comes back on the same port: the agent journals through
     the gap and delivers; the platform's persistent session gets what the broker had already accepted."""
     port = free_port()
-    broker = contextlib.ExitStack()
-    broker.enter_context(run_mosquitto(tmp_path / "mosquitto", port=port))
+    broker = contextlib.AsyncExitStack()
+    await broker.enter_async_context(run_mosquitto_async(tmp_path / "mosquitto", port=port))
     cfg = PlatformConfig(data_dir=tmp_path / "platform", mqtt_port=port, embedded_broker=False, http_port=None,
                          ingest_client_id=f"ingest-{port}")
     try:
@@ -250,16 +250,16 @@ async def test_a_broker_restart_loses_nothing_and_stores_nothing_twice(tmp_path:
             agent = start_agent(config, tmp_path / "agent.log")
             try:
                 await asyncio.sleep(3)
-                await asyncio.to_thread(broker.close)  # SIGTERM: Mosquitto saves its persistent state
+                await broker.aclose()  # SIGTERM: Mosquitto saves its persistent state
                 await asyncio.sleep(5)
-                broker.enter_context(run_mosquitto(tmp_path / "mosquitto", port=port))
+                await broker.enter_async_context(run_mosquitto_async(tmp_path / "mosquitto", port=port))
                 await asyncio.sleep(8)
             finally:
                 await asyncio.to_thread(stop_agent, agent)
             accepted, unsent = journal_state(tmp_path / "agent")
             got = await wait_until_stored(platform, accepted)
     finally:
-        broker.close()
+        await broker.aclose()
     assert unsent == 0
     assert sum(accepted.values()) > DEVICES * 10 * 12, "it kept accepting while the broker was down"
     assert got == accepted, "every accepted sample stored exactly once across the broker restart"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from edgeloop.broker import free_port
-from edgeloop.broker.mosquitto import run_as, run_mosquitto, write_mosquitto_tls_config
+from edgeloop.broker.mosquitto import run_as, run_mosquitto_async, write_mosquitto_tls_config
 from edgeloop.identity.pki import CertificateAuthority
 from edgeloop.scenario import ScenarioConfig, run_scenario
 from tests.conftest import PG_ADMIN_DSN, start_up_process, stop_up_process
@@ -85,7 +85,7 @@ async def test_whole_loop_over_mutual_tls(tmp_path: Path, broker: str) -> None:
     if broker == "mosquitto":
         port = free_port()
         conf = write_mosquitto_tls_config(ca, tmp_path / "broker", port=port, bind="127.0.0.1", user=run_as())
-        with run_mosquitto(tmp_path / "broker", port=port, config=conf):
+        async with run_mosquitto_async(tmp_path / "broker", port=port, config=conf):
             result = await run_scenario(dataclasses.replace(config, mqtt_port=port, external_broker=True))
     else:
         result = await run_scenario(config)

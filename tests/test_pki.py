@@ -150,6 +150,7 @@ def test_ledger_of_an_older_pki_is_converted(ca: CertificateAuthority) -> None:
          "revoked_at": None},
         {"serial": 8, "subject": "pump-2", "kind": "device", "not_after": "2030-01-01T00:00:00+00:00",
          "revoked_at": "2026-01-01T00:00:00+00:00"}]))
+    ca = CertificateAuthority.open(ca.dir)  # opening a PKI converts its ledger
     assert [(e.serial, e.revoked_at is not None) for e in ca.issued()] == [(7, False), (8, True)]
     assert not (ca.dir / "issued.json").exists()
     ca.revoke("pump-1")

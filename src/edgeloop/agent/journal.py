@@ -219,8 +219,8 @@ class Journal:
                                 "ORDER BY id")
         return [Gap(int(r[0]), str(r[1]), int(r[2]), int(r[3]), int(r[4]), str(r[5])) for r in rows]
 
-    def gap_sent(self, gap_id: int) -> None:
-        self._db.execute("UPDATE gaps SET sent=1 WHERE id=?", (gap_id,))
+    def gaps_sent(self, gap_ids: Sequence[int]) -> None:
+        self._db.executemany("UPDATE gaps SET sent=1 WHERE id=?", [(g,) for g in gap_ids])
 
     # -- health ---------------------------------------------------------------------------------
     def stats(self) -> JournalStats:

@@ -102,7 +102,7 @@ class ModbusReader:
                 values[p.channel] = v
         self.emit(self.cfg.device, Sample(ts=int(time.time() * 1000), values=values))
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.client.close()
 
 
@@ -165,13 +165,12 @@ class OpcUaReader:
 
     async def _drop(self) -> None:
         client, self.client = self.client, None
-        with contextlib.suppress(Exception):
-            await client.disconnect()
+        with contextlib.suppress(Exception):  # the server may be gone: do not wait on it for ever
+            await asyncio.wait_for(client.disconnect(), self.cfg.timeout_ms / 1000)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self.client is not None:
-            self.client, client = None, self.client
-            asyncio.get_running_loop().create_task(client.disconnect())
+            await self._drop()
 
 
 class SimulatorReader:
@@ -189,7 +188,7 @@ class SimulatorReader:
             for sample in chunk.samples(CHANNELS):
                 self.emit(chunk.device_id, sample)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
 
 
@@ -228,4 +227,4 @@ async def run_source(cfg: SourceConfig, emit: Emit, status: SourceStatus) -> Non
             next_at += period
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
     finally:
-        reader.close()
+        await reader.close()

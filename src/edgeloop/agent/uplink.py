@@ -131,9 +131,10 @@ class Uplink:
                 await self._handle_events()
                 for device in await self.journal(lambda j: j.devices()):
                     self._link(device)
-                for gap in await self.journal(lambda j: j.unsent_gaps()):
+                gaps = await self.journal(lambda j: j.unsent_gaps())
+                for gap in gaps:
                     self._link(gap.device)
-                await self._send()
+                await self._send(gaps)
         finally:
             self.close()
 
@@ -163,8 +164,8 @@ class Uplink:
         if acked:
             self.stats.acked += len(acked)
             await self.journal(lambda j: j.ack(acked))
-        for gid in gaps_acked:
-            await self.journal(lambda j, g=gid: j.gap_sent(g))  # type: ignore[misc]
+        if gaps_acked:
+            await self.journal(lambda j: j.gaps_sent(gaps_acked))
 
     def _take_tokens(self, want: int) -> int:
         now = time.monotonic()
@@ -175,8 +176,7 @@ class Uplink:
         self._tokens -= got
         return got
 
-    async def _send(self) -> None:
-        gaps = await self.journal(lambda j: j.unsent_gaps())
+    async def _send(self, gaps: list[Gap]) -> None:
         for link in self._links.values():
             if not link.connected:
                 continue

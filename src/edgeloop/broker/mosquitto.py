@@ -8,13 +8,14 @@ window so acknowledging after commit does not throttle throughput.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 from edgeloop.broker.acl import BROKER_IDENTITY, mosquitto_acl
@@ -94,9 +95,12 @@ def run_mosquitto(
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise BrokerError(f"mosquitto did not start on port {port}: {log_path.read_text()[-2000:]}")
-            time.sleep(0.05)
+            try:  # between tries, wait on the process itself: an exit is noticed at once
+                proc.wait(0.05)
+            except subprocess.TimeoutExpired:
+                if time.monotonic() <= deadline:
+                    continue
+            raise BrokerError(f"mosquitto did not start on port {port}: {log_path.read_text()[-2000:]}")
         yield proc
     finally:
         proc.terminate()
@@ -105,6 +109,19 @@ def run_mosquitto(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def run_mosquitto_async(
+    workdir: Path, *, port: int, config: Path | None = None, timeout_s: float = 10.0
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """``run_mosquitto`` for async callers: starting and stopping the broker happen off the event loop."""
+    manager = run_mosquitto(workdir, port=port, config=config, timeout_s=timeout_s)
+    proc = await asyncio.to_thread(manager.__enter__)
+    try:
+        yield proc
+    finally:
+        await asyncio.to_thread(manager.__exit__, None, None, None)
 
 
 def mosquitto_tls_config(

@@ -160,9 +160,11 @@ class CertificateAuthority:
             if not (directory / name).exists():
                 raise ConfigError(f"{directory} is not an EdgeLoop PKI ({name} missing); run: edgeloop pki init "
                                   f"--dir {directory}")
-        return cls(directory, load_private_key(directory / "issuing.key"),
-                   x509.load_pem_x509_certificate((directory / "issuing.crt").read_bytes()),
-                   x509.load_pem_x509_certificate((directory / "root.crt").read_bytes()))
+        ca = cls(directory, load_private_key(directory / "issuing.key"),
+                 x509.load_pem_x509_certificate((directory / "issuing.crt").read_bytes()),
+                 x509.load_pem_x509_certificate((directory / "root.crt").read_bytes()))
+        ca._migrate_ledger()
+        return ca
 
     @property
     def chain_pem(self) -> bytes:
@@ -255,7 +257,6 @@ class CertificateAuthority:
 
     def _load_ledger(self) -> list[IssuedCert]:
         """The ledger folded: every certificate in issue order, with its revocation time if revoked."""
-        self._migrate_ledger()
         path = self.dir / LEDGER
         entries: dict[int, IssuedCert] = {}
         if not path.exists():
@@ -276,7 +277,6 @@ class CertificateAuthority:
 
     def _append(self, record: dict[str, object]) -> None:
         """Append one ledger line and fsync it: a certificate is never handed out unrecorded."""
-        self._migrate_ledger()
         fd = os.open(self.dir / LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, json.dumps(record, separators=(",", ":")).encode() + b"\n")
@@ -369,7 +369,9 @@ def ensure_identity(
             except (ValueError, TypeError, InvalidSignature):
                 pass
             else:
-                (out_dir / "ca.crt").write_bytes(ca.chain_pem)
+                chain = out_dir / "ca.crt"
+                if not chain.exists() or chain.read_bytes() != ca.chain_pem:
+                    chain.write_bytes(ca.chain_pem)
                 return out_dir
     key = new_private_key()
     cert = ca.issue(key.public_key(), name, kind=kind, dns_names=dns_names, ip_addresses=ip_addresses)
