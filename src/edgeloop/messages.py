@@ -9,8 +9,13 @@ MQTT topic layout (``{tenant}`` and ``{device}`` are ids, ``[a-z0-9][a-z0-9_.-]*
     edgeloop/v1/{tenant}/{device}/telemetry   device -> platform   Telemetry
     edgeloop/v1/{tenant}/{device}/event       device -> platform   DeviceEvent
     edgeloop/v1/{tenant}/{device}/status      device -> platform   "online"/"offline" (retained, LWT)
+    edgeloop/v1/{tenant}/{device}/health      gateway -> platform  Heartbeat (every ``interval_s``)
     edgeloop/v1/{tenant}/{device}/cmd         platform -> device   Command
-    edgeloop/v1/{tenant}/{device}/config      platform -> device   (retained) device configuration
+    edgeloop/v1/{tenant}/{device}/config      platform -> device   ConfigPush (retained): agent configuration
+
+A gateway (the host running ``edgeloop agent``) is a registered device like any other, with its
+own certificate; it is a gateway because it sends heartbeats, and the devices it lists in them
+are the ones behind it.
 
 A telemetry message::
 
@@ -99,6 +104,61 @@ class Command(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     v: int = SCHEMA_VERSION
 
 
+class SourceHealth(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One source of an edge agent (a PLC, an OPC UA server, the simulator) as the agent sees it."""
+
+    kind: str  # modbus | opcua | simulator
+    state: str  # starting | ok | failing
+    failures: int = 0  # consecutive failed attempts
+    last_ok_ms: TimestampMs | None = None
+    error: str = ""
+
+
+class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An edge agent's honest health, sent every ``interval_s`` on its gateway's ``health`` topic.
+
+    The platform marks the gateway offline when no heartbeat came for 3 intervals (or at once
+    when its retained status says ``offline``).
+    """
+
+    gateway: Id
+    ts: TimestampMs
+    interval_s: Annotated[float, msgspec.Meta(gt=0, le=3600)]
+    devices: list[Id]  # the devices behind this gateway (topology)
+    journal_messages: int  # telemetry messages waiting in the journal (accepted, not yet acknowledged)
+    journal_bytes: int
+    journal_samples: int
+    oldest_unsent_age_s: float | None  # age of the oldest sample not yet acknowledged; None when caught up
+    sync_lag_s: float | None  # sample time -> broker acknowledgement, for the last acknowledged message
+    dropped_samples: int  # dropped by the disk budget since the journal was created (each drop is a gap event)
+    accepted_samples: int  # since the agent started
+    uplink_connected: int  # device connections up
+    uplink_links: int  # device connections wanted
+    cpu_percent: float  # of one core, over the last interval
+    rss_bytes: int
+    sources: dict[str, SourceHealth]
+    config_version: int  # the configuration the agent runs
+    config_status: str = "applied"  # applied | rolled_back | rejected: what became of the last pushed one
+    config_message: str = ""
+    agent_version: str = ""
+    v: int = SCHEMA_VERSION
+
+
+class ConfigPush(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A new agent configuration for a gateway (``agent.yaml`` text), retained on its ``config`` topic.
+
+    The agent applies a version greater than the one it runs, atomically, and falls back to the
+    previous configuration if the new sources fail; it reports the outcome as a ``config`` event
+    (``data``: version, status, error) and in every heartbeat.
+    """
+
+    version: Annotated[int, msgspec.Meta(ge=1)]
+    config: Annotated[str, msgspec.Meta(min_length=1, max_length=1_000_000)]
+    ts: TimestampMs
+    issued_by: str = "system"
+    v: int = SCHEMA_VERSION
+
+
 class AlertStatus(enum.StrEnum):
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"
@@ -135,6 +195,8 @@ class Alert(msgspec.Struct, kw_only=True):
 _telemetry_decoder: Final = msgspec.json.Decoder(Telemetry)
 _event_decoder: Final = msgspec.json.Decoder(DeviceEvent)
 _command_decoder: Final = msgspec.json.Decoder(Command)
+_heartbeat_decoder: Final = msgspec.json.Decoder(Heartbeat)
+_config_push_decoder: Final = msgspec.json.Decoder(ConfigPush)
 _encoder: Final = msgspec.json.Encoder()
 
 
@@ -151,6 +213,14 @@ def decode_command(raw: bytes) -> Command:
     return _command_decoder.decode(raw)
 
 
+def decode_heartbeat(raw: bytes) -> Heartbeat:
+    return _heartbeat_decoder.decode(raw)
+
+
+def decode_config_push(raw: bytes) -> ConfigPush:
+    return _config_push_decoder.decode(raw)
+
+
 def encode(message: msgspec.Struct) -> bytes:
     return _encoder.encode(message)
 
@@ -159,6 +229,7 @@ class TopicKind(enum.StrEnum):
     TELEMETRY = "telemetry"
     EVENT = "event"
     STATUS = "status"
+    HEALTH = "health"
     CMD = "cmd"
     CONFIG = "config"
 

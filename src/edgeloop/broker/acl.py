@@ -38,7 +38,7 @@ def _kinds(access: Access, device: str, *kinds: TopicKind) -> tuple[Rule, ...]:
 # Every device: publish only on its own topics, receive only its own commands and configuration.
 # (The tenant segment is checked against the registry by ingest: a device id is globally unique.)
 DEVICE_RULES: tuple[Rule, ...] = (
-    *_kinds("write", "%u", TopicKind.TELEMETRY, TopicKind.EVENT, TopicKind.STATUS),
+    *_kinds("write", "%u", TopicKind.TELEMETRY, TopicKind.EVENT, TopicKind.STATUS, TopicKind.HEALTH),
     *_kinds("read", "%u", TopicKind.CMD, TopicKind.CONFIG),
 )
 
@@ -46,7 +46,7 @@ DEVICE_RULES: tuple[Rule, ...] = (
 SERVICE_RULES: dict[str, tuple[Rule, ...]] = {
     # Ingest reads what every device sends and writes commands and configuration.
     INGEST_IDENTITY: (
-        *_kinds("read", "+", TopicKind.TELEMETRY, TopicKind.EVENT, TopicKind.STATUS),
+        *_kinds("read", "+", TopicKind.TELEMETRY, TopicKind.EVENT, TopicKind.STATUS, TopicKind.HEALTH),
         *_kinds("write", "+", TopicKind.CMD, TopicKind.CONFIG),
     ),
 }
