@@ -134,6 +134,8 @@ class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     accepted_samples: int  # since the agent started
     uplink_connected: int  # device connections up
     uplink_links: int  # device connections wanted
+    bytes_sent: int  # telemetry payload bytes acknowledged by the broker since the agent started
+    bytes_raw: int  # what forwarding every raw sample would have taken (the bandwidth policy's saving)
     cpu_percent: float  # of one core, over the last interval
     rss_bytes: int
     sources: dict[str, SourceHealth]
