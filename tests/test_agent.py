@@ -21,11 +21,12 @@ from edgeloop.app import Platform, PlatformConfig
 from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.broker import free_port
 from edgeloop.errors import ConfigError
-from edgeloop.messages import Sample, decode_telemetry
+from edgeloop.messages import Sample, decode_event, decode_telemetry
 
 GOOD = """\
 agent:
   tenant: acme
+  gateway: gw-1
 sources:
   - name: press
     kind: modbus
@@ -46,9 +47,9 @@ def test_a_good_configuration_parses() -> None:
 
 @pytest.mark.parametrize(("text", "expected"), [
     (GOOD.replace("host: 127.0.0.1", "host: 127.0.0.1\n    port: fivehundred"),
-     r"line 7 \(sources\[0\]\.port\): Expected `int`"),
-    (GOOD.replace("type: float32", "type: float64"), r"line 9 \(sources\[0\]\.points\[0\]\.type\)"),
-    (GOOD.replace("kind: modbus", "kind: profibus"), r"line 5 \(sources\[0\]\.kind\): Invalid value 'profibus'"),
+     r"line 8 \(sources\[0\]\.port\): Expected `int`"),
+    (GOOD.replace("type: float32", "type: float64"), r"line 10 \(sources\[0\]\.points\[0\]\.type\)"),
+    (GOOD.replace("kind: modbus", "kind: profibus"), r"line 6 \(sources\[0\]\.kind\): Invalid value 'profibus'"),
     (GOOD.replace("  tenant: acme", "  tenant: acme\n  colour: blue"),
      r"line 2 \(agent\): Object contains unknown field `colour`"),
     (GOOD.replace("points:", "points: [oops"), r"line \d+: not valid YAML"),
@@ -113,15 +114,31 @@ def test_disk_budget_drops_oldest_normal_first_and_records_gaps(tmp_path: Path) 
     j.append({"d1": samples(30_000, 10)}, now_ms=4)
     left = [decode_telemetry(p.payload).samples[0].ts for p in j.pending("d1")]
     assert left == [0, 20_000, 30_000], "the oldest normal message went; the alarm window stayed"
-    gaps = j.unsent_gaps()
-    assert [(g.device, g.first_ts, g.last_ts, g.samples) for g in gaps] == [("d1", 10_000, 10_900, 10)]
-    assert "disk budget" in gaps[0].reason
+    gaps = [decode_event(e.payload) for e in j.unsent_events()]
+    assert [(g.device, g.kind, g.data["first_ts"], g.data["last_ts"], g.data["samples"]) for g in gaps] == [
+        ("d1", "gap", 10_000, 10_900, 10)]
+    assert "disk budget" in gaps[0].message
     j.budget_bytes = 1  # nothing normal is left to drop: priority data goes last
     j.append({"d1": samples(40_000, 10)}, now_ms=5)
     assert j.stats().dropped_samples == 10 + 40
     assert j.stats().messages == 0
-    j.gaps_sent([gaps[0].id])
-    assert [g.first_ts for g in j.unsent_gaps()] == [0], "one gap per enforcement, the sent one is done"
+    j.events_sent([j.unsent_events()[0].id])
+    assert [decode_event(e.payload).data["first_ts"] for e in j.unsent_events()] == [0], \
+        "one gap per enforcement, the sent one is done"
+    j.close()
+    assert Journal(tmp_path / "j.db").stats().dropped_samples == 50, "drop counts survive a restart"
+
+
+def test_anomaly_windows_are_raised_to_priority_after_the_fact(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.db", max_samples_per_message=10)
+    for start in (10_000, 20_000, 30_000):  # messages of equal size
+        j.append({"d1": samples(start, 10)})
+    assert j.mark_priority("d1", since_ts=20_500) == 2, "the messages holding samples from 20.5 s on"
+    j.budget_bytes = j.stats().bytes + 20
+    j.append({"d1": samples(40_000, 10)})
+    j.append({"d1": samples(50_000, 10)})
+    left = [decode_telemetry(p.payload).samples[0].ts for p in j.pending("d1")]
+    assert left == [20_000, 30_000, 50_000], "normal data went, newer normal data too, the raised window stayed"
 
 
 # -- Modbus to the platform ---------------------------------------------------------------------
@@ -173,7 +190,7 @@ async def test_modbus_values_reach_the_store_scaled(tmp_path: Path) -> None:
     holding = [*regs_of(">f", 12.5), 0, 0]
     inputs = [65535 - 49, *regs_of(">I", 70_000)[::-1]]  # temp -5.0 degC (x0.1); count as little-endian words
     text = f"""\
-agent: {{tenant: acme, data_dir: {tmp_path / 'agent'}, commit_ms: 50}}
+agent: {{tenant: acme, gateway: gw-1, data_dir: {tmp_path / 'agent'}, commit_ms: 50}}
 uplink: {{mqtt: 127.0.0.1:{mqtt_port}}}
 sources:
   - name: press
@@ -236,7 +253,7 @@ async def test_a_failing_source_is_retried_and_reported_and_stops_nothing(tmp_pa
     the simulator beside it keeps delivering; when the server appears, the source recovers by itself."""
     mqtt_port, modbus_port = free_port(), free_port()
     cfg = parse_config(f"""\
-agent: {{tenant: acme, data_dir: {tmp_path / 'agent'}, commit_ms: 50}}
+agent: {{tenant: acme, gateway: gw-1, data_dir: {tmp_path / 'agent'}, commit_ms: 50}}
 uplink: {{mqtt: 127.0.0.1:{mqtt_port}}}
 sources:
   - {{name: press, kind: modbus, host: 127.0.0.1, port: {modbus_port}, device: press-1, poll_ms: 100,
@@ -297,7 +314,7 @@ async def test_opcua_values_and_bad_status_reach_the_store(tmp_path: Path) -> No
                                                                         ChannelSpec(name="door", unit="")]))
         await reg.put_device(Device(id="oven-1", tenant="acme", asset="press-a", profile="oven-v1"))
         cfg = parse_config(f"""\
-agent: {{tenant: acme, data_dir: {tmp_path / 'agent'}, commit_ms: 50}}
+agent: {{tenant: acme, gateway: gw-1, data_dir: {tmp_path / 'agent'}, commit_ms: 50}}
 uplink: {{mqtt: 127.0.0.1:{mqtt_port}}}
 sources:
   - name: oven
@@ -357,7 +374,7 @@ def test_the_agent_command_refuses_a_bad_configuration_clearly(tmp_path: Path) -
     bad.write_text(GOOD.replace("type: float32", "type: double"))
     result = CliRunner().invoke(app, ["agent", "--config", str(bad)])
     assert result.exit_code == 1
-    assert "line 9 (sources[0].points[0].type)" in " ".join(result.output.split())
+    assert "line 10 (sources[0].points[0].type)" in " ".join(result.output.split())
     missing = CliRunner().invoke(app, ["agent", "--config", str(tmp_path / "nope.yaml")])
     assert missing.exit_code == 1 and "cannot read the agent configuration" in " ".join(missing.output.split())
 

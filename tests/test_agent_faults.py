@@ -80,7 +80,7 @@ class FaultProxy:
 
 def write_config(path: Path, *, mqtt_port: int, data_dir: Path, budget_mb: float = 256) -> Path:
     path.write_text(f"""\
-agent: {{tenant: demo, data_dir: {data_dir}, commit_ms: 100, budget_mb: {budget_mb}}}
+agent: {{tenant: demo, gateway: gw-1, data_dir: {data_dir}, commit_ms: 100, budget_mb: {budget_mb}}}
 uplink: {{mqtt: 127.0.0.1:{mqtt_port}, backfill_per_s: 200, keepalive_s: 2}}
 sources:
   - {{name: fleet, kind: simulator, devices: {DEVICES}, seed: 3, poll_ms: 100}}

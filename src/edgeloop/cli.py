@@ -99,19 +99,23 @@ def agent(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the edge agent: read machines, journal every sample durably, forward it to the platform."""
-    from edgeloop.agent.config import load_config
+    from edgeloop.agent.remote import load_effective_config
     from edgeloop.agent.runner import Agent
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        cfg = load_config(config)
+        cfg = load_effective_config(config)
     except EdgeLoopError as exc:
         raise _fail(str(exc)) from None
 
     async def main() -> None:
-        runner = Agent(cfg)
-        console.print(f"[bold green]EdgeLoop agent[/bold green]  {len(cfg.sources)} source(s) -> "
+        runner = Agent(cfg, base=config.parent)
+        if cfg.version > 1:
+            console.print(f"running configuration version {cfg.version}")
+        console.print(f"[bold green]EdgeLoop agent[/bold green] gateway {cfg.agent.gateway}  "
+                      f"{len(cfg.sources)} source(s), {len(cfg.rules)} fail-safe rule(s), {len(cfg.models)} "
+                      f"model(s), bandwidth {cfg.bandwidth.mode} -> "
                       f"mqtt {cfg.uplink.mqtt}{' (mutual TLS)' if cfg.uplink.tls else ''}  journal "
                       f"{cfg.agent.data_dir}/journal.db (fsync={cfg.agent.fsync}, budget {cfg.agent.budget_mb:g} MB)")
         status = asyncio.create_task(_agent_status(runner))
@@ -126,6 +130,38 @@ def agent(
         console.print("\nagent stopped; unsent data stays in the journal")
     except EdgeLoopError as exc:  # e.g. a device without its certificate in uplink.tls
         raise _fail(str(exc)) from None
+
+
+@app.command("edge-model")
+def edge_model(
+    csv: Annotated[Path, typer.Option("--csv", help="Healthy operation of one machine: a CSV with a header "
+                                      "'ts,CHANNEL,...' (ts in ms), one row per reading.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the ONNX model.")],
+    window_s: Annotated[float, typer.Option(help="Feature window (seconds).")] = 10.0,
+    every_s: Annotated[float, typer.Option(help="Score every N seconds.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed of the forest.")] = 0,
+) -> None:
+    """Train the agent's local anomaly model (Isolation Forest on feature windows) and export it to ONNX."""
+    import numpy as np
+
+    from edgeloop.agent.inference import train_isolation_forest
+
+    try:
+        header = csv.open().readline().strip().split(",")
+        data = np.genfromtxt(csv, delimiter=",", skip_header=1, dtype=np.float64, ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise _fail(f"cannot read {csv}: {exc}") from None
+    if len(header) < 2 or header[0] != "ts" or data.shape[1] != len(header):
+        raise _fail(f"{csv}: expected a header 'ts,CHANNEL,...' and that many columns per row")
+    order = np.argsort(data[:, 0], kind="stable")
+    console.print(f"training on {len(data)} readings of {', '.join(header[1:])} ...")
+    try:
+        blob = train_isolation_forest(data[order, 0].astype(np.int64), data[order, 1:], header[1:],
+                                      window_s=window_s, every_s=every_s, seed=seed)
+    except EdgeLoopError as exc:
+        raise _fail(str(exc)) from None
+    out.write_bytes(blob)
+    console.print(f"wrote {out} ({len(blob) / 1e6:.1f} MB); use it under 'models:' in agent.yaml")
 
 
 async def _agent_status(runner: Any) -> None:

@@ -54,6 +54,9 @@ PollMs = Annotated[int, msgspec.Meta(ge=10, le=3_600_000)]
 
 class AgentSection(msgspec.Struct, forbid_unknown_fields=True):
     tenant: DeviceId
+    gateway: DeviceId  # this gateway's own device id: its heartbeat, its configuration topic, its certificate
+    heartbeat_s: Annotated[float, msgspec.Meta(ge=0.2, le=3600)] = 10.0
+    config_verify_s: Annotated[float, msgspec.Meta(ge=0.5, le=600)] = 15.0  # pushed sources must be up by then
     data_dir: str = "agent-data"
     fsync: Literal["commit", "os"] = "commit"
     budget_mb: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] = 256.0
@@ -128,18 +131,77 @@ class SimulatorSource(msgspec.Struct, tag="simulator", tag_field="kind", forbid_
 SourceConfig = ModbusSource | OpcUaSource | SimulatorSource
 
 
+class ModbusWrite(msgspec.Struct, tag="modbus", tag_field="kind", forbid_unknown_fields=True):
+    """Write ``value`` to holding register ``address`` through Modbus source ``source``."""
+
+    source: Name
+    address: Annotated[int, msgspec.Meta(ge=0, le=65_535)]
+    value: Annotated[int, msgspec.Meta(ge=0, le=65_535)]
+
+
+class OpcUaWrite(msgspec.Struct, tag="opcua", tag_field="kind", forbid_unknown_fields=True):
+    """Write ``value`` to node ``node`` through OPC UA source ``source``."""
+
+    source: Name
+    node: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    value: float | int | bool
+
+
+class FailSafeRule(msgspec.Struct, forbid_unknown_fields=True):
+    """``channel`` of ``device`` above ``above`` (or below ``below``) for ``for_s`` seconds -> ``action``.
+
+    Runs in the agent, online or not. While ``override`` (a channel of the same device, e.g. a key
+    switch read from the PLC) is non-zero, a person has taken over: the rule does not act, and says so.
+    """
+
+    name: Name
+    device: DeviceId
+    channel: Channel
+    action: ModbusWrite | OpcUaWrite
+    above: float | None = None
+    below: float | None = None
+    for_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 5.0
+    override: Channel | None = None
+
+
+class LocalModel(msgspec.Struct, forbid_unknown_fields=True):
+    """An ONNX anomaly model scored on the agent over a per-device feature window (see ``inference.py``)."""
+
+    name: Name
+    path: str
+    devices: Annotated[list[DeviceId], msgspec.Meta(min_length=1)]
+    every_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 1.0
+    threshold: float | None = None  # default: the threshold stored in the model
+
+
+class BandwidthSection(msgspec.Struct, forbid_unknown_fields=True):
+    """``raw`` forwards every sample; ``aggregate`` forwards per-channel statistics every ``aggregate_s``
+    plus every raw sample from ``before_s`` before to ``after_s`` after a local anomaly or fail-safe."""
+
+    mode: Literal["raw", "aggregate"] = "raw"
+    aggregate_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 10.0
+    stats: Annotated[list[Literal["mean", "min", "max"]], msgspec.Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: ["mean"])  # "min" and "max" arrive as channels CHANNEL_min / CHANNEL_max
+    before_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0
+    after_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0
+
+
 class AgentConfig(msgspec.Struct, forbid_unknown_fields=True):
     agent: AgentSection
     sources: Annotated[list[SourceConfig], msgspec.Meta(min_length=1)]
     uplink: UplinkSection = msgspec.field(default_factory=UplinkSection)
+    rules: list[FailSafeRule] = msgspec.field(default_factory=list)
+    models: list[LocalModel] = msgspec.field(default_factory=list)
+    bandwidth: BandwidthSection = msgspec.field(default_factory=BandwidthSection)
     version: Annotated[int, msgspec.Meta(ge=1)] = 1
 
     def resolve(self, base: Path) -> AgentConfig:
         """Paths in the file are relative to the file's folder."""
         data = str((base / self.agent.data_dir).resolve())
         tls = str((base / self.uplink.tls).resolve()) if self.uplink.tls else None
+        models = [msgspec.structs.replace(m, path=str((base / m.path).resolve())) for m in self.models]
         return msgspec.structs.replace(self, agent=msgspec.structs.replace(self.agent, data_dir=data),
-                                       uplink=msgspec.structs.replace(self.uplink, tls=tls))
+                                       uplink=msgspec.structs.replace(self.uplink, tls=tls), models=models)
 
 
 def parse_config(text: str, *, origin: str = "agent.yaml") -> AgentConfig:
@@ -173,7 +235,28 @@ def parse_config(text: str, *, origin: str = "agent.yaml") -> AgentConfig:
                 raise ConfigError(f"{origin}: source {src.name!r} maps a channel twice")
         if isinstance(src, SimulatorSource) and src.faulty > src.devices:
             raise ConfigError(f"{origin}: source {src.name!r} has faulty > devices")
+    _check_rules(cfg, origin)
     return cfg
+
+
+def _check_rules(cfg: AgentConfig, origin: str) -> None:
+    sources = {s.name: s for s in cfg.sources}
+    for i, rule in enumerate(cfg.rules):
+        where = f"{origin}: rules[{i}] ({rule.name})"
+        if (rule.above is None) == (rule.below is None):
+            raise ConfigError(f"{where}: give exactly one of 'above' or 'below'")
+        target = sources.get(rule.action.source)
+        if target is None:
+            raise ConfigError(f"{where}: action source {rule.action.source!r} is not one of the sources "
+                              f"({', '.join(sources)})")
+        wanted = ModbusSource if isinstance(rule.action, ModbusWrite) else OpcUaSource
+        if not isinstance(target, wanted):
+            raise ConfigError(f"{where}: a {rule.action.__struct_config__.tag} action needs a "
+                              f"{rule.action.__struct_config__.tag} source; {target.name!r} is not one")
+    names = [r.name for r in cfg.rules] + [m.name for m in cfg.models]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{origin}: rule and model names must be unique; repeated: {', '.join(dupes)}")
 
 
 def load_config(path: Path) -> AgentConfig:

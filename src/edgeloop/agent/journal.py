@@ -21,7 +21,10 @@ dedup never mistakes new data for old.
 Disk budget: ``budget_bytes`` bounds the bytes of unsent payloads. Over it, the oldest
 *normal* messages are dropped first, *priority* ones (alarm and anomaly windows) only when
 nothing else is left; each drop becomes a gap record (device, first and last sample time,
-sample count, reason) that the uplink reports to the platform.
+sample count, reason) and a ``gap`` event in the outbox, which the uplink reports to the platform.
+
+Events (gaps, fail-safe actions, overrides, local anomalies, configuration changes) wait in
+the ``events`` outbox, committed like telemetry and deleted when the broker acknowledges them.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edgeloop.messages import Sample, Telemetry, encode
+from edgeloop.messages import DeviceEvent, Sample, Severity, Telemetry, encode
 
 FsyncPolicy = Literal["commit", "os"]
 NORMAL, PRIORITY = 0, 1
@@ -67,6 +70,15 @@ CREATE TABLE IF NOT EXISTS gaps (
     created_ms INTEGER NOT NULL,
     sent INTEGER NOT NULL DEFAULT 0
 );
+-- The outbox of device events the agent reports (gaps, fail-safe actions, overrides, anomalies,
+-- configuration changes): committed like telemetry, deleted when the broker acknowledges them.
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    gap_id INTEGER
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -76,26 +88,25 @@ class Pending:
     device: str
     seq: int
     payload: bytes
+    last_ts: int = 0  # the newest sample's time
 
 
 @dataclass(frozen=True, slots=True)
-class Gap:
+class OutEvent:
     id: int
     device: str
-    first_ts: int
-    last_ts: int
-    samples: int
-    reason: str
+    payload: bytes  # an encoded DeviceEvent
 
 
 @dataclass(frozen=True, slots=True)
 class JournalStats:
     messages: int
     bytes: int
+    samples: int
     oldest_ts: int | None
-    dropped_messages: int
+    dropped_messages: int  # over the journal's life
     dropped_samples: int
-    gaps_unsent: int
+    events_unsent: int
 
 
 class Journal:
@@ -112,8 +123,9 @@ class Journal:
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync == 'commit' else 'NORMAL'}")
         self._db.executescript(SCHEMA)
         self._bytes = int(self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM messages").fetchone()[0])
-        self.dropped_messages = 0
-        self.dropped_samples = 0
+        counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+        self.dropped_messages = int(counters.get("dropped_messages", 0))
+        self.dropped_samples = int(counters.get("dropped_samples", 0))
 
     def close(self) -> None:
         self._db.close()
@@ -139,7 +151,7 @@ class Journal:
                         "INSERT INTO messages (device, seq, priority, first_ts, last_ts, samples, payload) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (device, seq, priority, part[0].ts, part[-1].ts, len(part), payload))
-                    out.append(Pending(int(cur.lastrowid or 0), device, seq, payload))
+                    out.append(Pending(int(cur.lastrowid or 0), device, seq, payload, part[-1].ts))
                     self._bytes += len(payload)
                     seq += 1
                 db.execute("INSERT INTO devices (device, next_seq, last_ts, accepted) VALUES (?, ?, ?, ?) "
@@ -176,19 +188,39 @@ class Journal:
                 dropped.append(Pending(int(mid), str(device), int(seq), b""))
                 span = per_device.setdefault(str(device), [int(first_ts), int(last_ts), 0])
                 span[0], span[1], span[2] = min(span[0], first_ts), max(span[1], last_ts), span[2] + samples
+        reason = "disk budget exhausted"
         for device, (first_ts, last_ts, samples) in per_device.items():
-            db.execute("INSERT INTO gaps (device, first_ts, last_ts, samples, reason, created_ms) "
-                       "VALUES (?, ?, ?, ?, 'disk budget exhausted', ?)", (device, first_ts, last_ts, samples, now_ms))
+            cur = db.execute("INSERT INTO gaps (device, first_ts, last_ts, samples, reason, created_ms) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", (device, first_ts, last_ts, samples, reason, now_ms))
+            event = DeviceEvent(device=device, ts=last_ts, kind="gap", severity=Severity.WARNING,
+                                message=f"{samples} samples dropped by the agent: {reason}",
+                                data={"first_ts": first_ts, "last_ts": last_ts, "samples": samples, "reason": reason})
+            db.execute("INSERT INTO events (device, payload, gap_id) VALUES (?, ?, ?)",
+                       (device, encode(event), cur.lastrowid))
+        db.executemany("INSERT INTO counters VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value=excluded.value",
+                       [("dropped_messages", self.dropped_messages), ("dropped_samples", self.dropped_samples)])
         return dropped
+
+    def record_event(self, event: DeviceEvent) -> None:
+        """Commit ``event`` to the outbox; the uplink reports it (at least once) when it can."""
+        self._db.execute("INSERT INTO events (device, payload) VALUES (?, ?)", (event.device, encode(event)))
+
+    def mark_priority(self, device: str, since_ts: int) -> int:
+        """Raise ``device``'s unsent messages with samples at or after ``since_ts`` to priority (an anomaly
+        or alarm window: dropped last under the disk budget). Returns how many were raised."""
+        cur = self._db.execute("UPDATE messages SET priority=? WHERE device=? AND last_ts>=? AND priority<?",
+                               (PRIORITY, device, since_ts, PRIORITY))
+        return cur.rowcount
 
     # -- sending --------------------------------------------------------------------------------
     def pending(self, device: str, *, after_id: int = 0, upto_id: int | None = None, limit: int = 1000,
                 exclude: frozenset[int] | set[int] = frozenset()) -> list[Pending]:
         """``device``'s unacknowledged messages with ``after_id < id <= upto_id``, oldest first, not in ``exclude``."""
         hi = upto_id if upto_id is not None else 2**62
-        rows = self._db.execute("SELECT id, device, seq, payload FROM messages WHERE device = ? AND id > ? AND id <= ? "
-                                "ORDER BY id LIMIT ?", (device, after_id, hi, limit + len(exclude)))
-        out = [Pending(int(r[0]), str(r[1]), int(r[2]), bytes(r[3])) for r in rows if int(r[0]) not in exclude]
+        rows = self._db.execute("SELECT id, device, seq, payload, last_ts FROM messages WHERE device = ? AND id > ? "
+                                "AND id <= ? ORDER BY id LIMIT ?", (device, after_id, hi, limit + len(exclude)))
+        out = [Pending(int(r[0]), str(r[1]), int(r[2]), bytes(r[3]), int(r[4])) for r in rows
+               if int(r[0]) not in exclude]
         return out[:limit]
 
     def devices(self) -> list[str]:
@@ -214,21 +246,32 @@ class Journal:
             db.execute("ROLLBACK")
             raise
 
-    def unsent_gaps(self) -> list[Gap]:
-        rows = self._db.execute("SELECT id, device, first_ts, last_ts, samples, reason FROM gaps WHERE sent=0 "
-                                "ORDER BY id")
-        return [Gap(int(r[0]), str(r[1]), int(r[2]), int(r[3]), int(r[4]), str(r[5])) for r in rows]
+    def unsent_events(self, limit: int = 1000) -> list[OutEvent]:
+        rows = self._db.execute("SELECT id, device, payload FROM events ORDER BY id LIMIT ?", (limit,))
+        return [OutEvent(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
-    def gaps_sent(self, gap_ids: Sequence[int]) -> None:
-        self._db.executemany("UPDATE gaps SET sent=1 WHERE id=?", [(g,) for g in gap_ids])
+    def events_sent(self, ids: Sequence[int]) -> None:
+        """The broker has these events: out of the outbox (a gap's record is marked sent)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for eid in ids:
+                row = db.execute("DELETE FROM events WHERE id=? RETURNING gap_id", (eid,)).fetchone()
+                if row is not None and row[0] is not None:
+                    db.execute("UPDATE gaps SET sent=1 WHERE id=?", (row[0],))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     # -- health ---------------------------------------------------------------------------------
     def stats(self) -> JournalStats:
-        count, oldest = self._db.execute("SELECT COUNT(*), MIN(first_ts) FROM messages").fetchone()
-        gaps = self._db.execute("SELECT COUNT(*) FROM gaps WHERE sent=0").fetchone()[0]
-        return JournalStats(messages=int(count), bytes=self._bytes, oldest_ts=None if oldest is None else int(oldest),
-                            dropped_messages=self.dropped_messages, dropped_samples=self.dropped_samples,
-                            gaps_unsent=int(gaps))
+        count, samples, oldest = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(samples), 0), MIN(first_ts) FROM messages").fetchone()
+        events = self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        return JournalStats(messages=int(count), bytes=self._bytes, samples=int(samples),
+                            oldest_ts=None if oldest is None else int(oldest), dropped_messages=self.dropped_messages,
+                            dropped_samples=self.dropped_samples, events_unsent=int(events))
 
     def last_accepted(self) -> dict[str, tuple[int, int]]:
         """Per device: (last accepted sample time, samples accepted over the journal's life)."""

@@ -102,6 +102,14 @@ class ModbusReader:
                 values[p.channel] = v
         self.emit(self.cfg.device, Sample(ts=int(time.time() * 1000), values=values))
 
+    async def write_register(self, address: int, value: int) -> None:
+        """Write one holding register (a fail-safe action); raises ConnectionError if it did not happen."""
+        if not self.client.connected and not await self.client.connect():
+            raise ConnectionError(f"cannot connect to Modbus server {self.cfg.host}:{self.cfg.port}")
+        resp = await self.client.write_register(address, value, device_id=self.cfg.unit)
+        if resp.isError():
+            raise ConnectionError(f"Modbus write of register {address} failed: {resp}")
+
     async def close(self) -> None:
         self.client.close()
 
@@ -163,6 +171,17 @@ class OpcUaReader:
             raise
         self.client = client
 
+    async def write_node(self, node: str, value: float | bool) -> None:
+        """Write one node's value (a fail-safe action) with the node's own data type."""
+        if self.client is None:
+            raise ConnectionError(f"not connected to {self.cfg.url}")
+        target = self.client.get_node(node)
+        variant_type = await target.read_data_type_as_variant_type()
+        from asyncua import ua
+
+        await asyncio.wait_for(target.write_value(ua.DataValue(ua.Variant(value, variant_type))),
+                               self.cfg.timeout_ms / 1000)
+
     async def _drop(self) -> None:
         client, self.client = self.client, None
         with contextlib.suppress(Exception):  # the server may be gone: do not wait on it for ever
@@ -192,7 +211,10 @@ class SimulatorReader:
         pass
 
 
-def make_reader(cfg: SourceConfig, emit: Emit, status: SourceStatus) -> ModbusReader | OpcUaReader | SimulatorReader:
+Reader = ModbusReader | OpcUaReader | SimulatorReader
+
+
+def make_reader(cfg: SourceConfig, emit: Emit, status: SourceStatus) -> Reader:
     if isinstance(cfg, ModbusSource):
         return ModbusReader(cfg, emit, status)
     if isinstance(cfg, OpcUaSource):
@@ -200,9 +222,8 @@ def make_reader(cfg: SourceConfig, emit: Emit, status: SourceStatus) -> ModbusRe
     return SimulatorReader(cfg, emit, status)
 
 
-async def run_source(cfg: SourceConfig, emit: Emit, status: SourceStatus) -> None:
-    """Poll ``cfg`` every ``poll_ms`` for ever; failures are retried with exponential backoff and reported."""
-    reader: Any = make_reader(cfg, emit, status)
+async def run_source(cfg: SourceConfig, reader: Reader, status: SourceStatus) -> None:
+    """Poll ``reader`` every ``poll_ms`` for ever; failures are retried with exponential backoff and reported."""
     backoff = BACKOFF_MIN_S
     period = cfg.poll_ms / 1000
     next_at = time.monotonic()

@@ -10,8 +10,11 @@ its retained ``status`` and last will, as presence expects). For each connected 
   from the journal; a lost connection makes every unacknowledged one eligible again (the
   platform's (device, seq) dedup absorbs the repeats).
 
-Gaps the journal recorded (disk budget drops) are reported as ``gap`` events on the device's
-``event`` topic and marked sent when acknowledged.
+Events in the journal's outbox (gaps, fail-safe actions, overrides, anomalies, configuration
+changes) go out on the device's ``event`` topic and leave the outbox when acknowledged.
+
+The gateway itself has a link too: its heartbeat goes out on its ``health`` topic, and it
+subscribes to its ``config`` topic, handing each configuration push to ``on_config``.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeloop.agent.config import UplinkSection
-from edgeloop.agent.journal import Gap, Journal, Pending
+from edgeloop.agent.journal import Journal, OutEvent, Pending
 from edgeloop.identity.tls import TlsIdentity
-from edgeloop.messages import DeviceEvent, Severity, TopicKind, encode, topic
+from edgeloop.messages import TopicKind, topic
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,7 +51,10 @@ class UplinkStats:
     connects: int = 0
     disconnects: int = 0
     bytes_sent: int = 0
+    bytes_acked: int = 0
     backfill_sent: int = 0
+    events_sent: int = 0
+    sync_lag_s: float | None = None  # sample time -> broker acknowledgement, for the last acknowledged message
 
 
 @dataclass
@@ -58,13 +64,16 @@ class _Link:
     connected: bool = False
     live_floor: int = 0  # journal ids above this arrived after the connection came up
     backlog_cursor: int = 0  # the last backlog id sent on this connection
-    inflight: dict[int, tuple[str, int]] = field(default_factory=dict)  # mid -> ("msg" | "gap", id)
+    inflight: dict[int, tuple[str, int, int, int]] = field(default_factory=dict)  # mid -> (msg|event, id, bytes, ts)
 
 
 class Uplink:
-    def __init__(self, cfg: UplinkSection, *, tenant: str, journal: RunInJournal[Any], keepalive_s: int = 10) -> None:
+    def __init__(self, cfg: UplinkSection, *, tenant: str, gateway: str, journal: RunInJournal[Any],
+                 keepalive_s: int = 10, on_config: Callable[[bytes], None] | None = None) -> None:
         self.cfg = cfg
         self.tenant = tenant
+        self.gateway = gateway
+        self.on_config = on_config
         self.journal = journal
         self.keepalive_s = keepalive_s
         self.stats = UplinkStats()
@@ -99,9 +108,16 @@ class Uplink:
                 log.warning("broker refused %s: %s", device, reason)
                 return
             c.publish(status, b"online", qos=1, retain=True)
+            if device == self.gateway:
+                c.subscribe(topic(self.tenant, device, TopicKind.CONFIG), qos=1)
             self._signal(device, "up")
 
+        def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+            if self.on_config is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(self.on_config, bytes(msg.payload))
+
         client.on_connect = on_connect
+        client.on_message = on_message
         client.on_disconnect = lambda *_a: self._signal(device, "down")
         client.on_publish = lambda _c, _u, mid, _rc, _p: self._signal(device, "ack", mid)
         client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.keepalive_s)
@@ -121,8 +137,17 @@ class Uplink:
     def inflight(self) -> int:
         return sum(len(link.inflight) for link in self._links.values())
 
+    def publish_health(self, payload: bytes) -> bool:
+        """Send a heartbeat on the gateway's ``health`` topic; False when the gateway is not connected."""
+        link = self._links.get(self.gateway)
+        if link is None or not link.connected:
+            return False
+        info = link.client.publish(topic(self.tenant, self.gateway, TopicKind.HEALTH), payload, qos=1)
+        return bool(info.rc == mqtt.MQTT_ERR_SUCCESS)
+
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._link(self.gateway)
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -131,23 +156,29 @@ class Uplink:
                 await self._handle_events()
                 for device in await self.journal(lambda j: j.devices()):
                     self._link(device)
-                gaps = await self.journal(lambda j: j.unsent_gaps())
-                for gap in gaps:
-                    self._link(gap.device)
-                await self._send(gaps)
+                events = await self.journal(lambda j: j.unsent_events())
+                for event in events:
+                    self._link(event.device)
+                await self._send(events)
         finally:
             self.close()
 
     async def _handle_events(self) -> None:
         acked: list[int] = []
-        gaps_acked: list[int] = []
+        events_acked: list[int] = []
         while self._events:
             device, what, mid = self._events.popleft()
             link = self._links[device]
             if what == "ack":
                 done = link.inflight.pop(mid, None)
-                if done is not None:
-                    (acked if done[0] == "msg" else gaps_acked).append(done[1])
+                if done is None:
+                    continue
+                if done[0] == "msg":
+                    acked.append(done[1])
+                    self.stats.bytes_acked += done[2]
+                    self.stats.sync_lag_s = max(0.0, time.time() - done[3] / 1000)
+                else:
+                    events_acked.append(done[1])
             elif what == "up":
                 log.info("%s connected (%d unacknowledged resent as backlog)", device, len(link.inflight))
                 link.connected = True
@@ -164,8 +195,9 @@ class Uplink:
         if acked:
             self.stats.acked += len(acked)
             await self.journal(lambda j: j.ack(acked))
-        if gaps_acked:
-            await self.journal(lambda j: j.gaps_sent(gaps_acked))
+        if events_acked:
+            self.stats.events_sent += len(events_acked)
+            await self.journal(lambda j: j.events_sent(events_acked))
 
     def _take_tokens(self, want: int) -> int:
         now = time.monotonic()
@@ -176,18 +208,18 @@ class Uplink:
         self._tokens -= got
         return got
 
-    async def _send(self, gaps: list[Gap]) -> None:
+    async def _send(self, events: list[OutEvent]) -> None:
         for link in self._links.values():
             if not link.connected:
                 continue
-            sent_gaps = {what_id for what, what_id in link.inflight.values() if what == "gap"}
-            for gap in gaps:
-                if gap.device == link.device and gap.id not in sent_gaps:
-                    self._publish_gap(link, gap)
+            sent_events = {what_id for what, what_id, *_ in link.inflight.values() if what == "event"}
+            for event in events:
+                if event.device == link.device and event.id not in sent_events:
+                    self._publish_event(link, event)
             free = self.cfg.max_inflight - len(link.inflight)
             if free <= 0:
                 continue
-            busy = {i for what, i in link.inflight.values() if what == "msg"}
+            busy = {i for what, i, *_ in link.inflight.values() if what == "msg"}
             live = await self.journal(lambda j, lk=link, b=busy, n=free: j.pending(  # type: ignore[misc]
                 lk.device, after_id=lk.live_floor, limit=n, exclude=b))
             for msg in live:
@@ -214,18 +246,14 @@ class Uplink:
         info = link.client.publish(topic(self.tenant, link.device, TopicKind.TELEMETRY), msg.payload, qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return  # not connected after all; it stays in the journal
-        link.inflight[info.mid] = ("msg", msg.id)
+        link.inflight[info.mid] = ("msg", msg.id, len(msg.payload), msg.last_ts)
         self.stats.sent += 1
         self.stats.bytes_sent += len(msg.payload)
 
-    def _publish_gap(self, link: _Link, gap: Gap) -> None:
-        event = DeviceEvent(device=gap.device, ts=gap.last_ts, kind="gap", severity=Severity.WARNING,
-                            message=f"{gap.samples} samples dropped by the agent: {gap.reason}",
-                            data={"first_ts": gap.first_ts, "last_ts": gap.last_ts, "samples": gap.samples,
-                                  "reason": gap.reason})
-        info = link.client.publish(topic(self.tenant, link.device, TopicKind.EVENT), encode(event), qos=1)
+    def _publish_event(self, link: _Link, event: OutEvent) -> None:
+        info = link.client.publish(topic(self.tenant, link.device, TopicKind.EVENT), event.payload, qos=1)
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
-            link.inflight[info.mid] = ("gap", gap.id)
+            link.inflight[info.mid] = ("event", event.id, len(event.payload), 0)
 
     def close(self) -> None:
         for link in self._links.values():

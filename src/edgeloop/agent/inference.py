@@ -1,0 +1,159 @@
+"""Local anomaly scoring on the agent: per-device feature windows and an ONNX model (ONNX Runtime).
+
+The model contract (written by ``train_isolation_forest``, read by ``LocalModelRunner``), in the
+ONNX file's metadata:
+
+* ``edgeloop.channels``: JSON list of the channels the model reads, in order;
+* ``edgeloop.window_s``: the feature window;
+* ``edgeloop.score_output`` / ``edgeloop.score_sign``: which output is the score, and its sign
+  (the runner reports ``sign * output``: higher is more anomalous);
+* ``edgeloop.threshold``: the score at and above which a window is anomalous.
+
+The input is one float32 row of features: for each channel in order, ``FEATURES`` over the
+samples of the last ``window_s`` seconds. A window is scored only when every channel has at
+least two valid readings in it; otherwise it is counted as skipped, never filled with zeros.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edgeloop.agent.config import LocalModel
+from edgeloop.errors import ConfigError
+from edgeloop.messages import Sample
+
+FEATURES = ("mean", "std", "min", "max")
+Matrix = npt.NDArray[np.float64]
+
+
+def window_features(window: Matrix) -> Matrix | None:
+    """Rows = samples, columns = channels (NaN = missing) -> one feature row, or None if too sparse."""
+    valid = ~np.isnan(window)
+    if window.shape[0] < 2 or (valid.sum(axis=0) < 2).any():
+        return None
+    return np.concatenate([np.nanmean(window, axis=0), np.nanstd(window, axis=0),
+                           np.nanmin(window, axis=0), np.nanmax(window, axis=0)])
+
+
+def sliding_features(ts: npt.NDArray[np.int64], values: Matrix, window_s: float, every_s: float) -> Matrix:
+    """Feature rows for windows ending every ``every_s`` over a series (training uses the same windows
+    as scoring)."""
+    window_ms, step_ms = int(window_s * 1000), int(every_s * 1000)
+    rows = []
+    end = int(ts[0]) + window_ms
+    while end <= int(ts[-1]):
+        lo, hi = np.searchsorted(ts, end - window_ms, side="right"), np.searchsorted(ts, end, side="right")
+        feats = window_features(values[lo:hi])
+        if feats is not None:
+            rows.append(feats)
+        end += step_ms
+    return np.array(rows, dtype=np.float64).reshape(len(rows), values.shape[1] * len(FEATURES))
+
+
+def train_isolation_forest(ts: npt.NDArray[np.int64], values: Matrix, channels: list[str], *, window_s: float = 10.0,
+                           every_s: float = 1.0, seed: int = 0, quantile: float = 0.999) -> bytes:
+    """Train an Isolation Forest on the feature windows of healthy operation; the ONNX model's bytes.
+
+    The threshold is the ``quantile`` of the training windows' scores (at least 0, sklearn's own
+    outlier boundary)."""
+    from skl2onnx import to_onnx
+    from sklearn.ensemble import IsolationForest
+
+    feats = sliding_features(ts, values, window_s, every_s)
+    if len(feats) < 20:
+        raise ConfigError(f"only {len(feats)} complete feature windows in the training data; need at least 20")
+    forest = IsolationForest(n_estimators=100, random_state=seed).fit(feats)
+    scores = -forest.decision_function(feats)
+    threshold = max(0.0, float(np.quantile(scores, quantile)))
+    model = to_onnx(forest, feats[:1].astype(np.float32), target_opset={"": 17, "ai.onnx.ml": 3})
+    meta = {"edgeloop.channels": json.dumps(channels), "edgeloop.window_s": str(window_s),
+            "edgeloop.score_output": "scores", "edgeloop.score_sign": "-1", "edgeloop.threshold": repr(threshold),
+            "edgeloop.features": json.dumps(FEATURES), "edgeloop.trainer": "isolation-forest"}
+    for key, value in meta.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    return bytes(model.SerializeToString())
+
+
+@dataclass(slots=True)
+class _DeviceWindow:
+    samples: collections.deque[tuple[int, Matrix]] = field(default_factory=collections.deque)
+    next_at: int | None = None
+    anomalous: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    model: str
+    device: str
+    ts: int
+    score: float
+    threshold: float
+    starts: bool  # the first anomalous window of an episode
+    ends: bool  # the first normal window after an episode
+
+
+class LocalModelRunner:
+    """Scores one model's devices every ``every_s`` of sample time."""
+
+    def __init__(self, cfg: LocalModel) -> None:
+        import onnxruntime as ort
+
+        path = Path(cfg.path)
+        try:
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = 1
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001  # onnxruntime raises several types for a bad file
+            raise ConfigError(f"model {cfg.name!r}: cannot load {path}: {exc}") from None
+        meta: dict[str, Any] = dict(self.session.get_modelmeta().custom_metadata_map)
+        try:
+            self.channels: list[str] = json.loads(meta["edgeloop.channels"])
+            self.window_ms = int(float(meta["edgeloop.window_s"]) * 1000)
+            self.sign = float(meta.get("edgeloop.score_sign", "1"))
+            output = meta.get("edgeloop.score_output")
+            self.threshold = cfg.threshold if cfg.threshold is not None else float(meta["edgeloop.threshold"])
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"model {cfg.name!r}: {path} lacks EdgeLoop metadata ({exc})") from None
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.output = output if output in outputs else outputs[0]
+        self.input = self.session.get_inputs()[0].name
+        self.cfg = cfg
+        self.step_ms = int(cfg.every_s * 1000)
+        self._windows = {device: _DeviceWindow() for device in cfg.devices}
+        self.scored = 0
+        self.skipped = 0
+
+    def observe(self, device: str, sample: Sample) -> Score | None:
+        win = self._windows.get(device)
+        if win is None:
+            return None
+        row = np.array([np.nan if (v := sample.values.get(c)) is None else v for c in self.channels], dtype=np.float64)
+        if np.isnan(row).all():
+            return None  # no channel of this model in the sample (e.g. another OPC UA node's change)
+        win.samples.append((sample.ts, row))
+        while win.samples and win.samples[0][0] <= sample.ts - self.window_ms:
+            win.samples.popleft()
+        if win.next_at is None:
+            win.next_at = sample.ts + self.window_ms
+        if sample.ts < win.next_at:
+            return None
+        win.next_at = sample.ts + self.step_ms
+        feats = window_features(np.array([r for _, r in win.samples]))
+        if feats is None:
+            self.skipped += 1
+            return None
+        out = self.session.run([self.output], {self.input: feats.astype(np.float32)[None, :]})[0]
+        score = self.sign * float(np.asarray(out).reshape(-1)[0])
+        self.scored += 1
+        anomalous = score >= self.threshold
+        starts, ends = anomalous and not win.anomalous, win.anomalous and not anomalous
+        win.anomalous = anomalous
+        return Score(self.cfg.name, device, sample.ts, score, self.threshold, starts, ends)
