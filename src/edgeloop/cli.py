@@ -139,15 +139,15 @@ def edge_model(
     out: Annotated[Path, typer.Option("--out", help="Where to write the ONNX model.")],
     window_s: Annotated[float, typer.Option(help="Feature window (seconds).")] = 10.0,
     every_s: Annotated[float, typer.Option(help="Score every N seconds.")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Random seed of the forest.")] = 0,
 ) -> None:
-    """Train the agent's local anomaly model (Isolation Forest on feature windows) and export it to ONNX."""
+    """Fit the agent's local anomaly model (a Gaussian over feature windows) and export it to ONNX."""
     import numpy as np
 
-    from edgeloop.agent.inference import train_isolation_forest
+    from edgeloop.agent.inference import train_edge_model
 
     try:
-        header = csv.open().readline().strip().split(",")
+        with csv.open() as f:
+            header = f.readline().strip().split(",")
         data = np.genfromtxt(csv, delimiter=",", skip_header=1, dtype=np.float64, ndmin=2)
     except (OSError, ValueError) as exc:
         raise _fail(f"cannot read {csv}: {exc}") from None
@@ -156,8 +156,8 @@ def edge_model(
     order = np.argsort(data[:, 0], kind="stable")
     console.print(f"training on {len(data)} readings of {', '.join(header[1:])} ...")
     try:
-        blob = train_isolation_forest(data[order, 0].astype(np.int64), data[order, 1:], header[1:],
-                                      window_s=window_s, every_s=every_s, seed=seed)
+        blob = train_edge_model(data[order, 0].astype(np.int64), data[order, 1:], header[1:],
+                                window_s=window_s, every_s=every_s)
     except EdgeLoopError as exc:
         raise _fail(str(exc)) from None
     out.write_bytes(blob)

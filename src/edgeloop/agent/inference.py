@@ -1,6 +1,6 @@
 """Local anomaly scoring on the agent: per-device feature windows and an ONNX model (ONNX Runtime).
 
-The model contract (written by ``train_isolation_forest``, read by ``LocalModelRunner``), in the
+The model contract (written by ``train_edge_model``, read by ``LocalModelRunner``), in the
 ONNX file's metadata:
 
 * ``edgeloop.channels``: JSON list of the channels the model reads, in order;
@@ -57,25 +57,38 @@ def sliding_features(ts: npt.NDArray[np.int64], values: Matrix, window_s: float,
     return np.array(rows, dtype=np.float64).reshape(len(rows), values.shape[1] * len(FEATURES))
 
 
-def train_isolation_forest(ts: npt.NDArray[np.int64], values: Matrix, channels: list[str], *, window_s: float = 10.0,
-                           every_s: float = 1.0, seed: int = 0, quantile: float = 0.999) -> bytes:
-    """Train an Isolation Forest on the feature windows of healthy operation; the ONNX model's bytes.
+def train_edge_model(ts: npt.NDArray[np.int64], values: Matrix, channels: list[str], *, window_s: float = 10.0,
+                     every_s: float = 1.0, false_window_rate: float = 1e-5) -> bytes:
+    """Fit the agent's anomaly model on feature windows of healthy operation; the ONNX model's bytes.
 
-    The threshold is the ``quantile`` of the training windows' scores (at least 0, sklearn's own
-    outlier boundary)."""
+    The model is a multivariate Gaussian over the standardised window features (scikit-learn's
+    ``GaussianMixture`` with one component, exported with skl2onnx): its score, the negative
+    log-likelihood, is half the squared Mahalanobis distance plus a constant, so it keeps growing
+    beyond anything seen in training (tree ensembles such as Isolation Forest flatten out there).
+    The threshold is where a healthy window, if the features were Gaussian, would score higher
+    with probability ``false_window_rate`` (chi-squared quantile), and never below the highest
+    training score."""
+    from scipy.stats import chi2
     from skl2onnx import to_onnx
-    from sklearn.ensemble import IsolationForest
+    from sklearn.mixture import GaussianMixture
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     feats = sliding_features(ts, values, window_s, every_s)
-    if len(feats) < 20:
-        raise ConfigError(f"only {len(feats)} complete feature windows in the training data; need at least 20")
-    forest = IsolationForest(n_estimators=100, random_state=seed).fit(feats)
-    scores = -forest.decision_function(feats)
-    threshold = max(0.0, float(np.quantile(scores, quantile)))
-    model = to_onnx(forest, feats[:1].astype(np.float32), target_opset={"": 17, "ai.onnx.ml": 3})
+    if len(feats) < 20 * feats.shape[1]:
+        raise ConfigError(f"only {len(feats)} complete feature windows in the training data; need at least "
+                          f"{20 * feats.shape[1]} for {feats.shape[1]} features")
+    gauss = GaussianMixture(n_components=1, covariance_type="full", reg_covar=1e-3, random_state=0)
+    pipe = make_pipeline(StandardScaler(), gauss).fit(feats)
+    at_mean = -float(gauss.score_samples(gauss.means_)[0])  # the score of a window at the centre
+    threshold = max(at_mean + 0.5 * float(chi2.ppf(1 - false_window_rate, feats.shape[1])),
+                    float(np.max(-pipe.score_samples(feats))))
+    model = to_onnx(pipe, feats[:1].astype(np.float32), options={id(gauss): {"score_samples": True}},
+                    target_opset={"": 17, "ai.onnx.ml": 3})
     meta = {"edgeloop.channels": json.dumps(channels), "edgeloop.window_s": str(window_s),
-            "edgeloop.score_output": "scores", "edgeloop.score_sign": "-1", "edgeloop.threshold": repr(threshold),
-            "edgeloop.features": json.dumps(FEATURES), "edgeloop.trainer": "isolation-forest"}
+            "edgeloop.score_output": "score_samples", "edgeloop.score_sign": "-1",
+            "edgeloop.threshold": repr(threshold), "edgeloop.features": json.dumps(FEATURES),
+            "edgeloop.trainer": "gaussian-window-features"}
     for key, value in meta.items():
         prop = model.metadata_props.add()
         prop.key, prop.value = key, value
@@ -86,7 +99,8 @@ def train_isolation_forest(ts: npt.NDArray[np.int64], values: Matrix, channels: 
 class _DeviceWindow:
     samples: collections.deque[tuple[int, Matrix]] = field(default_factory=collections.deque)
     next_at: int | None = None
-    anomalous: bool = False
+    anomalous: bool = False  # in an episode
+    calm_since: int | None = None  # in an episode: first of the normal scores since the last anomalous one
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +111,7 @@ class Score:
     score: float
     threshold: float
     starts: bool  # the first anomalous window of an episode
-    ends: bool  # the first normal window after an episode
+    ends: bool  # an episode ends after one whole window of normal scores (no flapping at the threshold)
 
 
 class LocalModelRunner:
@@ -153,7 +167,11 @@ class LocalModelRunner:
         out = self.session.run([self.output], {self.input: feats.astype(np.float32)[None, :]})[0]
         score = self.sign * float(np.asarray(out).reshape(-1)[0])
         self.scored += 1
-        anomalous = score >= self.threshold
-        starts, ends = anomalous and not win.anomalous, win.anomalous and not anomalous
-        win.anomalous = anomalous
+        starts = ends = False
+        if score >= self.threshold:
+            starts, win.anomalous, win.calm_since = not win.anomalous, True, None
+        elif win.anomalous:
+            win.calm_since = sample.ts if win.calm_since is None else win.calm_since
+            if sample.ts - win.calm_since >= self.window_ms:
+                ends, win.anomalous, win.calm_since = True, False, None
         return Score(self.cfg.name, device, sample.ts, score, self.threshold, starts, ends)
