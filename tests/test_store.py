@@ -9,6 +9,7 @@ from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Sit
 from edgeloop.errors import ConflictError, NotFoundError
 from edgeloop.messages import Alert, AlertStatus, Severity
 from edgeloop.store import DeadLetter, Store, TelemetryChunk
+from edgeloop.store.base import GatewayHeartbeat
 
 T0 = 1_767_225_600_000
 
@@ -234,3 +235,72 @@ async def test_device_events_are_stored_once_and_filtered(store: Store) -> None:
     (found,) = await store.list_events(device="d1", kind="gap")
     assert found.data == gap.data and found.message == gap.message and found.severity == "warning"
     assert [e.device for e in await store.list_events(tenant="b")] == ["d2"]
+
+
+def heartbeat(gateway: str, ts: int, *, devices: tuple[str, ...] = ("d1", "d2"), dropped: int = 0,
+              tenant: str = "acme", status: str | None = None) -> GatewayHeartbeat:
+    return GatewayHeartbeat(gateway=gateway, tenant=tenant, ts_ms=ts, received_ms=ts + 50,
+                            heartbeat=f'{{"gateway": "{gateway}", "ts": {ts}}}', devices=devices,
+                            dropped_samples=dropped, status=status, status_ms=None if status is None else ts)
+
+
+async def test_gateway_heartbeats_status_and_topology(store: Store) -> None:
+    await store.write_heartbeats([heartbeat("gw1", T0, status="online"), heartbeat("gw2", T0, devices=("d9",),
+                                                                                   tenant="other")])
+    gw = await store.get_gateway("gw1")
+    assert gw is not None
+    assert (gw.tenant, gw.received_ms, gw.devices, gw.status, gw.status_ms) == (
+        "acme", T0 + 50, ("d1", "d2"), "online", T0)
+    assert gw.heartbeat == f'{{"gateway": "gw1", "ts": {T0}}}'
+    assert gw.dropped_at_ms is None
+    # A newer heartbeat replaces the device list and keeps the status it does not carry; drops are timed.
+    await store.write_heartbeats([heartbeat("gw1", T0 + 10_000, devices=("d2", "d3"), dropped=5)])
+    gw = await store.get_gateway("gw1")
+    assert gw is not None
+    assert (gw.devices, gw.status, gw.received_ms, gw.dropped_at_ms) == (("d2", "d3"), "online", T0 + 10_050,
+                                                                          T0 + 10_050)
+    # An older one (a redelivery) changes nothing; the same drop count does not move dropped_at.
+    await store.write_heartbeats([heartbeat("gw1", T0 + 5_000, devices=("zz",), dropped=9)])
+    await store.write_heartbeats([heartbeat("gw1", T0 + 20_000, devices=("d2", "d3"), dropped=5)])
+    gw = await store.get_gateway("gw1")
+    assert gw is not None
+    assert (gw.devices, gw.received_ms, gw.dropped_at_ms) == (("d2", "d3"), T0 + 20_050, T0 + 10_050)
+    # The last will: status of stored gateways only.
+    await store.write_gateway_status([("gw1", False, T0 + 21_000), ("not-a-gateway", True, T0)])
+    gw = await store.get_gateway("gw1")
+    assert gw is not None
+    assert (gw.status, gw.status_ms) == ("offline", T0 + 21_000)
+    assert await store.get_gateway("not-a-gateway") is None
+    assert [g.id for g in await store.list_gateways()] == ["gw1", "gw2"]
+    assert [g.id for g in await store.list_gateways(tenant="other")] == ["gw2"]
+    assert (await store.list_gateways(tenant="other"))[0].devices == ("d9",)
+    assert await store.gateway_of("d3") == ["gw1"]
+    assert await store.gateway_of("d1") == []
+
+
+async def test_gateway_config_versions(store: Store) -> None:
+    first = await store.add_gateway_config(gateway="gw1", tenant="acme", config="a: 1\n", created_ms=T0,
+                                           created_by="ana")
+    second = await store.add_gateway_config(gateway="gw1", tenant="acme", config="a: 2\n", created_ms=T0 + 1,
+                                            created_by="bo")
+    other = await store.add_gateway_config(gateway="gw2", tenant="acme", config="b\n", created_ms=T0,
+                                           created_by="ana")
+    assert (first.version, second.version, other.version) == (1, 2, 1), "versions count per gateway"
+    assert (second.status, second.created_by, second.config, second.error) == ("pending", "bo", "a: 2\n", "")
+    listed = await store.list_gateway_configs("gw1")
+    assert [(c.version, c.config) for c in listed] == [(2, ""), (1, "")]
+    assert [c.config for c in await store.list_gateway_configs("gw1", with_text=True)] == ["a: 2\n", "a: 1\n"]
+    assert await store.set_gateway_config_status("gw1", 2, "rolled_back", "source plc failing", T0 + 9) is True
+    assert await store.set_gateway_config_status("gw1", 7, "applied", "", T0 + 9) is False
+    got = await store.get_gateway_config("gw1", 2)
+    assert got is not None
+    assert (got.status, got.error, got.status_ms, got.config) == ("rolled_back", "source plc failing", T0 + 9,
+                                                                  "a: 2\n")
+    assert await store.get_gateway_config("gw1", 3) is None
+    # The next version is above the one the agent says it runs (an agent applies only newer ones).
+    third = await store.add_gateway_config(gateway="gw1", tenant="acme", config="a: 3\n", created_ms=T0 + 2,
+                                           created_by="ana", after=7)
+    assert third.version == 8
+    latest = await store.latest_gateway_configs()
+    assert {gw: (c.version, c.config) for gw, c in latest.items()} == {"gw1": (8, ""), "gw2": (1, "")}
+    assert set(await store.latest_gateway_configs(tenant="other")) == set()

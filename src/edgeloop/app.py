@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import ipaddress
 import logging
@@ -26,7 +27,7 @@ from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.broker.acl import BROKER_IDENTITY, INGEST_IDENTITY
 from edgeloop.broker.embedded import BrokerTls, EmbeddedBroker
 from edgeloop.clock import Clock, SystemClock
-from edgeloop.errors import ConfigError, ConflictError, EdgeLoopError
+from edgeloop.errors import BrokerError, ConfigError, ConflictError, EdgeLoopError
 from edgeloop.identity.access import AccessService
 from edgeloop.identity.auth import OncePer
 from edgeloop.identity.pki import PkiError
@@ -38,10 +39,10 @@ if TYPE_CHECKING:
 from edgeloop.ingest.mqtt import MqttSource
 from edgeloop.ingest.pipeline import IngestPipeline, Presence
 from edgeloop.ingest.validate import Limits, Validator
-from edgeloop.messages import AlertStatus, TopicKind, subscription
+from edgeloop.messages import AlertStatus, ConfigPush, TopicKind, encode, subscription, topic
 from edgeloop.scoring import ScoredHook, ScoringStage
 from edgeloop.store import Registry, Store, open_store
-from edgeloop.store.base import AuditRecord
+from edgeloop.store.base import AuditRecord, GatewayConfig
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,8 @@ class Platform:
         self.scoring = ScoringStage(store=self.store, on_scored=self.on_scored)
         self.source = MqttSource(
             host=cfg.mqtt_host, port=cfg.mqtt_port, client_id=cfg.ingest_client_id, clock=self.clock,
-            topics=[subscription(TopicKind.TELEMETRY), subscription(TopicKind.STATUS), subscription(TopicKind.EVENT)],
+            topics=[subscription(TopicKind.TELEMETRY), subscription(TopicKind.STATUS), subscription(TopicKind.EVENT),
+                    subscription(TopicKind.HEALTH)],
             ack="on_receipt" if cfg.embedded_broker else "after_commit",
             capacity=1_000_000 if cfg.embedded_broker else 50_000,
             tls=ingest_tls,
@@ -226,6 +228,7 @@ class Platform:
         self.pipeline = IngestPipeline(source=self.source, store=self.store, validator=validator,
                                        downstream=self.scoring.submit, presence=self.presence, clock=self.clock)
         self.pipeline.last_seen.update(await self.store.latest_sample_ms())
+        self.pipeline.gateways.update(g.id for g in await self.store.list_gateways())
         self._stack.push_async_callback(self._stop_tasks)
         self._spawn(self.scoring.run(), "scoring")
         self._spawn(self.pipeline.run(), "ingest")
@@ -295,6 +298,41 @@ class Platform:
             source=source, detail=f"serials {', '.join(f'{n:x}' for n in serials)}"
                                   f"{'; live MQTT session closed' if closed else ''}"))
         return Revoked(serials=serials, sessions_closed=int(closed))
+
+    async def push_gateway_config(self, gateway: str, text: str, *, by: str, source: str = "") -> GatewayConfig:
+        """Validate an agent configuration, store it as the gateway's next version and publish it (retained,
+        QoS 1) on the gateway's ``config`` topic. ``ConfigError`` names the line; ``BrokerError`` if the broker
+        did not take it (the version is then stored as ``failed``)."""
+        from edgeloop.agent.config import parse_config
+        from edgeloop.ingest.gateways import read_heartbeat
+
+        device = self.registry.registry.devices.get(gateway)
+        if device is None:
+            raise ConflictError(f"gateway {gateway!r} is not a registered device")
+        parsed = parse_config(text, origin="agent.yaml")
+        if parsed.agent.gateway != gateway:
+            raise ConfigError(f"agent.yaml: agent.gateway is {parsed.agent.gateway!r}; this configuration is "
+                              f"for {gateway!r}")
+        if parsed.agent.tenant != device.tenant:
+            raise ConfigError(f"agent.yaml: agent.tenant is {parsed.agent.tenant!r}, but gateway {gateway!r} "
+                              f"belongs to tenant {device.tenant!r}")
+        record = await self.store.get_gateway(gateway)
+        hb = read_heartbeat(record) if record is not None else None
+        now = self.clock.now_ms()
+        cfg = await self.store.add_gateway_config(gateway=gateway, tenant=device.tenant, config=text, created_ms=now,
+                                                  created_by=by, after=hb.config_version if hb else 0)
+        audit = AuditRecord(ts_ms=now, actor=by, action="gateway.config", target=gateway, outcome="ok",
+                            detail=f"version {cfg.version}, {len(text)} bytes", source=source)
+        push = ConfigPush(version=cfg.version, config=text, ts=now, issued_by=by)
+        try:
+            await self.source.publish(topic(device.tenant, gateway, TopicKind.CONFIG), encode(push), qos=1,
+                                      retain=True)
+        except BrokerError as exc:
+            await self.store.set_gateway_config_status(gateway, cfg.version, "failed", str(exc), self.clock.now_ms())
+            await self.store.audit(dataclasses.replace(audit, outcome="failed", detail=f"{audit.detail}: {exc}"))
+            raise
+        await self.store.audit(audit)
+        return cfg
 
     def _bind_http(self) -> socket.socket:
         """Bind the API's port first, so a busy port is one clear error before anything else starts."""

@@ -675,5 +675,60 @@ def alerts_resolve(alert_id: int, by: Annotated[str, typer.Option(help="Who reso
     out.print_json(json.dumps(_api("POST", url, f"/api/v1/alerts/{alert_id}/resolve", {"by": by})))
 
 
+# -- gateways (edge agents) --------------------------------------------------------------------------------------
+gateways_app = typer.Typer(help="Edge gateways of a running platform: state, backlog, remote configuration.")
+app.add_typer(gateways_app, name="gateways")
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+@gateways_app.callback(invoke_without_command=True)
+def gateways_list(
+    ctx: typer.Context,
+    url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Gateways: state and why, backlog, lag, drops, sources, devices behind each, configuration."""
+    if ctx.invoked_subcommand is not None:
+        return
+    gateways = _api("GET", url, "/api/v1/gateways")
+    if as_json:
+        out.print_json(json.dumps(gateways))
+        return
+    table = Table(title="gateways")
+    for col in ("gateway", "state", "backlog (msgs / oldest)", "lag", "dropped", "sources", "devices", "config",
+                "heartbeat", "why"):
+        table.add_column(col)
+    colour = {"online": "green", "degraded": "yellow", "offline": "red"}
+    for g in gateways:
+        backlog = g.get("backlog") or {}
+        sources = ", ".join(f"{s['name']}: {s['state']}" for s in g.get("sources", [])) or "-"
+        cfg = g["config"]
+        latest = cfg.get("latest")
+        config = f"v{cfg['running_version']} {cfg['status']}" + (
+            f" (pushed v{latest['version']}: {latest['status']})" if latest else "")
+        lag = g.get("sync_lag_s")
+        table.add_row(g["id"], f"[{colour.get(g['state'], 'white')}]{g['state']}[/]",
+                      f"{backlog.get('messages', '-')} / {_age(backlog.get('oldest_unsent_age_s'))}",
+                      "-" if lag is None else f"{lag:.1f} s", str(g.get("dropped_samples", "-")), sources,
+                      str(len(g["devices"])), config, f"{_age(g['heartbeat_age_s'])} ago", "; ".join(g["reasons"]))
+    out.print(table)
+
+
+@gateways_app.command("push-config")
+def gateways_push_config(
+    gateway: Annotated[str, typer.Argument(help="The gateway (its device id).")],
+    file: Annotated[Path, typer.Argument(help="The agent configuration (agent.yaml).", exists=True, dir_okay=False)],
+    url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000",
+) -> None:
+    """Validate and push a new agent configuration (operator); the agent applies it or rolls back and says so."""
+    doc = _api("PUT", url, f"/api/v1/gateways/{gateway}/config", {"config": file.read_text()})
+    out.print(f"pushed version {doc['version']} to {gateway} (status {doc['status']}); follow it with "
+              f"`edgeloop gateways`")
+
 def main() -> None:
     app()

@@ -22,12 +22,13 @@ from fastapi.staticfiles import StaticFiles
 
 from edgeloop import __version__
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
-from edgeloop.errors import ConflictError, NotFoundError
+from edgeloop.errors import BrokerError, ConfigError, ConflictError, NotFoundError
 from edgeloop.identity.access import AuthError
 from edgeloop.identity.auth import ANONYMOUS_ADMIN, TOKEN_TTL_MS, Principal, Role
 from edgeloop.identity.provisioning import EnrollmentRequest, ProvisioningError, ProvisioningService
+from edgeloop.ingest.gateways import config_view, gateway_view
 from edgeloop.messages import ID_PATTERN, Alert, AlertStatus
-from edgeloop.store.base import AuditRecord, Registry
+from edgeloop.store.base import AuditRecord, GatewayRecord, Registry
 
 if TYPE_CHECKING:
     from edgeloop.app import Platform
@@ -86,7 +87,16 @@ class RenewBody(msgspec.Struct, forbid_unknown_fields=True):
     signature: Annotated[str, msgspec.Meta(max_length=512)]
 
 
+class GatewayConfigBody(msgspec.Struct, forbid_unknown_fields=True):
+    """A new configuration for a gateway's agent: the text of its ``agent.yaml`` (its ``version`` is ignored;
+    the platform numbers versions per gateway)."""
+
+    config: Annotated[str, msgspec.Meta(min_length=1, max_length=1_000_000)]
+
+
 MAX_PROVISION_BODY = 32 * 1024
+MAX_CONFIG_BODY = 2 * 1024 * 1024  # a 1 MB configuration, JSON-escaped
+ConfigVersion = Annotated[int, FastApiPath(ge=1, le=2**31 - 1)]
 
 
 def _json(obj: Any, status_code: int = 200) -> Response:
@@ -436,6 +446,64 @@ def create_app(platform: Platform) -> FastAPI:
                        "raw_text": d.raw.decode("utf-8", "replace"), "raw_base64": base64.b64encode(d.raw).decode()}
                       for d in letters])
 
+    # -- gateways -------------------------------------------------------------------------------
+    async def visible_gateway(who: Principal, gateway_id: str) -> GatewayRecord:
+        """The stored gateway, or 404 (also for another tenant's, or a device that never sent a heartbeat)."""
+        record = await platform.store.get_gateway(gateway_id)
+        if record is None or not who.sees(record.tenant):
+            raise NotFoundError("gateway", gateway_id)
+        return record
+
+    @app.get("/api/v1/gateways", tags=["gateways"])
+    async def list_gateways(who: Principal = viewer) -> Response:
+        """Edge gateways (devices that send heartbeats): state (online / degraded / offline) with the reasons,
+        backlog, lag, drops, CPU, RSS, per-source status, the devices behind each and the configuration it runs."""
+        now = platform.clock.now_ms()
+        latest = await platform.store.latest_gateway_configs(tenant=who.tenant)
+        return _json([gateway_view(g, now, latest_config=latest.get(g.id))
+                      for g in await platform.store.list_gateways(tenant=who.tenant) if who.sees(g.tenant)])
+
+    @app.get("/api/v1/gateways/{gateway_id}", tags=["gateways"])
+    async def get_gateway(gateway_id: str, who: Principal = viewer) -> Response:
+        """One gateway, with its last heartbeat as received and its newest pushed configuration."""
+        record = await visible_gateway(who, gateway_id)
+        configs = await platform.store.list_gateway_configs(gateway_id)
+        return _json(gateway_view(record, platform.clock.now_ms(), latest_config=configs[0] if configs else None,
+                                  include_heartbeat=True))
+
+    @app.put("/api/v1/gateways/{gateway_id}/config", tags=["gateways"], status_code=201,
+             openapi_extra=_body_doc(GatewayConfigBody))
+    async def push_gateway_config(
+        request: Request, gateway_id: str, who: Principal = operator,
+        body: GatewayConfigBody = Depends(_body(GatewayConfigBody, MAX_CONFIG_BODY)),  # noqa: B008
+    ) -> Response:
+        """Validate an agent configuration (422 names the line), store it as the gateway's next version and
+        publish it retained on the gateway's ``config`` topic. Its status (pending, then applied, rolled_back or
+        rejected as the agent reports) is in ``GET .../config``."""
+        visible_device(who, gateway_id)
+        try:
+            cfg = await platform.push_gateway_config(gateway_id, body.config, by=who.name, source=_source(request))
+        except ConfigError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        except BrokerError as exc:
+            raise HTTPException(503, f"stored but not delivered: {exc}") from exc
+        return _json({"gateway": gateway_id, **config_view(cfg)}, 201)
+
+    @app.get("/api/v1/gateways/{gateway_id}/config", tags=["gateways"])
+    async def list_gateway_configs(gateway_id: str, who: Principal = viewer) -> Response:
+        """Every configuration pushed to the gateway, newest first, with its status."""
+        visible_device(who, gateway_id)
+        return _json([config_view(c) for c in await platform.store.list_gateway_configs(gateway_id)])
+
+    @app.get("/api/v1/gateways/{gateway_id}/config/{version}", tags=["gateways"])
+    async def get_gateway_config(gateway_id: str, version: ConfigVersion, who: Principal = viewer) -> Response:
+        """One pushed configuration with its text."""
+        visible_device(who, gateway_id)
+        cfg = await platform.store.get_gateway_config(gateway_id, version)
+        if cfg is None:
+            raise NotFoundError("configuration version", version)
+        return _json(config_view(cfg, with_text=True))
+
     # -- provisioning and audit -------------------------------------------------------------------
     def provisioning() -> ProvisioningService:
         if platform.provisioning is None:
@@ -513,7 +581,8 @@ def create_app(platform: Platform) -> FastAPI:
 
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes)
-            bodies = (*BODY_TYPES, ActorBody, EnrollmentBody, ProvisionBody, RenewBody, UserBody, ApiKeyBody)
+            bodies = (*BODY_TYPES, ActorBody, EnrollmentBody, ProvisionBody, RenewBody, UserBody, ApiKeyBody,
+                      GatewayConfigBody)
             _, components = msgspec.json.schema_components(bodies,
                                                            ref_template="#/components/schemas/{name}")
             schema.setdefault("components", {}).setdefault("schemas", {}).update(components)

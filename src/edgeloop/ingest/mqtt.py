@@ -186,6 +186,23 @@ class MqttSource:
             if item.qos > 0:
                 self._client.ack(item.mid, item.qos)
 
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                      timeout_s: float = 10.0) -> None:
+        """Publish on the platform's own connection (configuration for a gateway, commands) and wait for the
+        broker's acknowledgement (QoS 1); ``BrokerError`` if the broker is not connected or does not confirm."""
+        if not self.stats.connected:
+            raise BrokerError(f"not connected to the MQTT broker at {self.host}:{self.port}")
+
+        def send() -> None:  # off the loop: the embedded broker answering the PUBACK runs on it
+            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                raise BrokerError(f"publishing on {topic} failed: {mqtt.error_string(info.rc)}")
+            info.wait_for_publish(timeout_s)
+            if not info.is_published():
+                raise BrokerError(f"the MQTT broker did not acknowledge the message on {topic} within {timeout_s:g} s")
+
+        await asyncio.to_thread(send)
+
     @property
     def depth(self) -> int:
         return len(self._buf)

@@ -1,4 +1,4 @@
-"""Decode and validate one inbound payload: a telemetry chunk, or a dead letter saying why not.
+"""Decode and validate one inbound payload: a telemetry chunk (an event, a heartbeat), or a dead letter saying why not.
 
 Pure code: the registry and the time are passed in. Every refusal has a
 stable ``code`` (for counting and alerting) and a human ``detail``.
@@ -21,13 +21,20 @@ from edgeloop.assets import Device
 from edgeloop.messages import (
     SCHEMA_VERSION,
     DeviceEvent,
+    Heartbeat,
     Telemetry,
     TopicKind,
     decode_event,
+    decode_heartbeat,
     decode_telemetry,
     parse_topic,
 )
-from edgeloop.store.base import DeadLetter, Registry, StoredEvent, TelemetryChunk
+from edgeloop.store.base import DeadLetter, GatewayHeartbeat, Registry, StoredEvent, TelemetryChunk
+
+_Message = Telemetry | DeviceEvent | Heartbeat
+_DECODERS: dict[TopicKind, Callable[[bytes], _Message]] = {
+    TopicKind.TELEMETRY: decode_telemetry, TopicKind.EVENT: decode_event, TopicKind.HEALTH: decode_heartbeat,
+}
 
 _Reject = Callable[[str, str, str | None, str | None], DeadLetter]
 
@@ -37,6 +44,14 @@ class Limits:
     max_payload_bytes: int = 256 * 1024
     max_future_ms: int = 5 * 60_000  # clock skew allowed ahead of the platform
     max_past_ms: int = 30 * 24 * 3_600_000  # how old buffered data may be when it finally arrives
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedHeartbeat:
+    """An accepted heartbeat: what the store keeps, and the message itself."""
+
+    record: GatewayHeartbeat
+    message: Heartbeat
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +123,27 @@ class Validator:
                            severity=msg.severity.value, message=msg.message[:1000], data=dict(msg.data),
                            received_ms=now_ms)
 
+    def check_heartbeat(self, topic: str, payload: bytes, now_ms: int) -> CheckedHeartbeat | DeadLetter:
+        """A gateway's heartbeat: the gateway must be a registered device of the topic's tenant, publishing on
+        its own ``health`` topic. Devices it lists that belong to another tenant are left out of its topology."""
+        got = self._envelope(topic, payload, now_ms, TopicKind.HEALTH)
+        if isinstance(got, DeadLetter):
+            return got
+        msg, view, reject = got
+        assert isinstance(msg, Heartbeat)
+        if msg.ts > now_ms + self.limits.max_future_ms:
+            return reject("ts_future", f"heartbeat at {msg.ts} is ahead of the platform clock", msg.gateway,
+                          view.tenant)
+        devices = tuple(d for d in dict.fromkeys(msg.devices)
+                        if (other := self._devices.get(d)) is None or other.tenant == view.tenant)
+        record = GatewayHeartbeat(gateway=msg.gateway, tenant=view.tenant, ts_ms=msg.ts, received_ms=now_ms,
+                                  heartbeat=payload.decode(), devices=devices, dropped_samples=msg.dropped_samples)
+        return CheckedHeartbeat(record=record, message=msg)
+
     def _envelope(
         self, topic: str, payload: bytes, now_ms: int, expect: TopicKind,
-    ) -> tuple[Telemetry | DeviceEvent, DeviceView, _Reject] | DeadLetter:
-        """Topic, size, schema, version, device and tenant checks shared by telemetry and events."""
+    ) -> tuple[_Message, DeviceView, _Reject] | DeadLetter:
+        """Topic, size, schema, version, device and tenant checks shared by telemetry, events and heartbeats."""
 
         def reject(code: str, detail: str, device: str | None, tenant: str | None) -> DeadLetter:
             return DeadLetter.of(received_ms=now_ms, topic=topic[:256], code=code, detail=detail, raw=payload,
@@ -126,8 +158,7 @@ class Validator:
             return reject("oversized", f"{len(payload)} bytes > limit {self.limits.max_payload_bytes}",
                           known, tenant)
         try:
-            msg: Telemetry | DeviceEvent = (decode_telemetry(payload) if expect == TopicKind.TELEMETRY
-                                            else decode_event(payload))
+            msg = _DECODERS[expect](payload)
         except msgspec.ValidationError as exc:
             return reject(_schema_or_version(payload, exc), str(exc), known, tenant)
         except msgspec.DecodeError as exc:
@@ -135,14 +166,15 @@ class Validator:
         if msg.v != SCHEMA_VERSION:
             return reject("unsupported_version", f"schema v{msg.v}; this platform speaks v{SCHEMA_VERSION}",
                           known, tenant)
-        if msg.device != topic_device:
-            return reject("topic_mismatch", f"payload device {msg.device!r} published on {topic_device!r}'s topic",
+        sender, role = (msg.gateway, "gateway") if isinstance(msg, Heartbeat) else (msg.device, "device")
+        if sender != topic_device:
+            return reject("topic_mismatch", f"payload {role} {sender!r} published on {topic_device!r}'s topic",
                           known, tenant)
-        view = self._devices.get(msg.device)
+        view = self._devices.get(sender)
         if view is None:
-            return reject("unknown_device", f"device {msg.device!r} is not registered", None, tenant)
+            return reject("unknown_device", f"{role} {sender!r} is not registered", None, tenant)
         if view.tenant != tenant:
-            return reject("wrong_tenant", f"device {msg.device!r} belongs to another tenant", msg.device, tenant)
+            return reject("wrong_tenant", f"{role} {sender!r} belongs to another tenant", sender, tenant)
         return msg, view, reject
 
     def _columns(self, msg: Telemetry, view: DeviceView, now_ms: int, reject: _Reject) -> TelemetryChunk | DeadLetter:

@@ -161,6 +161,50 @@ class AuditRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class GatewayHeartbeat:
+    """An accepted heartbeat of a gateway (an edge agent's host), as ingest hands it to the store."""
+
+    gateway: str
+    tenant: str
+    ts_ms: int  # the agent's time
+    received_ms: int  # the platform's time
+    heartbeat: str  # the full heartbeat JSON as received
+    devices: tuple[str, ...]  # behind this gateway (topology), never devices of another tenant
+    dropped_samples: int
+    status: str | None = None  # the gateway's retained status ("online" / "offline") when known
+    status_ms: int | None = None  # when that status arrived
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRecord:
+    """A gateway as stored: its last heartbeat, when the platform received it, and its retained status."""
+
+    id: str
+    tenant: str
+    heartbeat: str  # the full JSON of the last heartbeat
+    received_ms: int
+    devices: tuple[str, ...]
+    status: str | None  # "online" / "offline" (retained status topic and last will); None: never said
+    status_ms: int | None
+    dropped_at_ms: int | None  # when a heartbeat last reported more dropped samples than the one before
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """One pushed agent configuration (``version`` counts per gateway from 1)."""
+
+    gateway: str
+    tenant: str
+    version: int
+    config: str  # the agent YAML text, as pushed
+    created_ms: int
+    created_by: str
+    status: str = "pending"  # pending | applied | rolled_back | rejected | superseded | failed
+    status_ms: int | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Series:
     ts: list[int]
     avg: list[float | None]
@@ -405,6 +449,50 @@ class Store(abc.ABC):
                           tenant: str | None = None) -> list[StoredEvent]:
         """Newest first."""
 
+    # -- gateways -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def write_heartbeats(self, beats: Sequence[GatewayHeartbeat]) -> None:
+        """Store each gateway's latest heartbeat and its device list (replacing the previous one)."""
+
+    @abc.abstractmethod
+    async def write_gateway_status(self, updates: Sequence[tuple[str, bool, int]]) -> None:
+        """(gateway, online, at_ms): the retained status of gateways that are stored; others are skipped."""
+
+    @abc.abstractmethod
+    async def list_gateways(self, *, tenant: str | None = None) -> list[GatewayRecord]:
+        """Every gateway (a device that sent a heartbeat), by id."""
+
+    @abc.abstractmethod
+    async def get_gateway(self, gateway: str) -> GatewayRecord | None: ...
+
+    @abc.abstractmethod
+    async def gateway_of(self, device: str) -> list[str]:
+        """The gateways whose last heartbeat lists ``device`` (topology)."""
+
+    @abc.abstractmethod
+    async def add_gateway_config(self, *, gateway: str, tenant: str, config: str, created_ms: int,
+                                 created_by: str, after: int = 0) -> GatewayConfig:
+        """Store a configuration under the gateway's next version (atomically), status pending.
+
+        The version is one more than both the highest stored one and ``after`` (the version the agent says it
+        runs: an agent only applies a version greater than its own)."""
+
+    @abc.abstractmethod
+    async def list_gateway_configs(self, gateway: str, *, with_text: bool = False) -> list[GatewayConfig]:
+        """Newest version first; ``config`` is "" unless ``with_text``."""
+
+    @abc.abstractmethod
+    async def get_gateway_config(self, gateway: str, version: int) -> GatewayConfig | None: ...
+
+    @abc.abstractmethod
+    async def latest_gateway_configs(self, *, tenant: str | None = None) -> dict[str, GatewayConfig]:
+        """Each gateway's newest pushed configuration (without its text)."""
+
+    @abc.abstractmethod
+    async def set_gateway_config_status(self, gateway: str, version: int, status: str, error: str,
+                                        at_ms: int) -> bool:
+        """False if there is no such version."""
+
     # -- provisioning and audit -----------------------------------------------------------------
     @abc.abstractmethod
     async def put_enrollment(self, enrollment: Enrollment) -> None:
@@ -480,4 +568,11 @@ LATEST_SAMPLE_SQL = (  # one index probe per registered device, not a scan of ev
 ALERT_COLUMNS = (
     "id", "tenant", "asset", "device", "kind", "severity", "status", "first_seen", "last_seen", "count", "score",
     "message", "explanation", "detector", "acknowledged_by", "acknowledged_at", "resolved_by", "resolved_at",
+)
+
+GATEWAY_COLUMNS = "id, tenant, heartbeat, received, status, status_ms, dropped_at"
+GATEWAY_CONFIG_COLUMNS = "gateway, tenant, version, {text}, created_ms, created_by, status, status_ms, error"
+LATEST_GATEWAY_CONFIGS_SQL = (  # one index probe per gateway (primary key (gateway, version))
+    "SELECT " + GATEWAY_CONFIG_COLUMNS.format(text="''") + " FROM gateway_configs c "
+    "WHERE version = (SELECT max(version) FROM gateway_configs m WHERE m.gateway = c.gateway)"
 )

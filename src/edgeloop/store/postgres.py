@@ -21,11 +21,17 @@ from edgeloop.messages import Alert, AlertStatus
 from edgeloop.store.base import (
     ALERT_COLUMNS,
     ALERT_TRANSITIONS,
+    GATEWAY_COLUMNS,
+    GATEWAY_CONFIG_COLUMNS,
+    LATEST_GATEWAY_CONFIGS_SQL,
     LATEST_SAMPLE_SQL,
     AuditRecord,
     Credential,
     DeadLetter,
     Enrollment,
+    GatewayConfig,
+    GatewayHeartbeat,
+    GatewayRecord,
     Registry,
     Store,
     StoredEvent,
@@ -47,6 +53,8 @@ from edgeloop.store.rows import (
     credential_params,
     enrollment_from_row,
     enrollment_params,
+    gateway_config_from_row,
+    gateway_from_row,
     user_from_row,
     user_params,
 )
@@ -93,8 +101,26 @@ CREATE TABLE IF NOT EXISTS credentials (id text PRIMARY KEY, kind text NOT NULL,
     revoked_ms bigint);
 CREATE TABLE IF NOT EXISTS audit (id bigserial PRIMARY KEY, ts_ms bigint NOT NULL, actor text NOT NULL,
     action text NOT NULL, target text NOT NULL, outcome text NOT NULL, detail text NOT NULL, source text NOT NULL);
+CREATE TABLE IF NOT EXISTS gateways (id text PRIMARY KEY, tenant text NOT NULL, heartbeat text NOT NULL,
+    ts bigint NOT NULL, received bigint NOT NULL, dropped bigint NOT NULL, dropped_at bigint, status text,
+    status_ms bigint);
+CREATE INDEX IF NOT EXISTS gateways_tenant ON gateways (tenant, id);
+CREATE TABLE IF NOT EXISTS gateway_devices (gateway text NOT NULL, device text NOT NULL, PRIMARY KEY (gateway, device));
+CREATE INDEX IF NOT EXISTS gateway_devices_device ON gateway_devices (device);
+CREATE TABLE IF NOT EXISTS gateway_configs (gateway text NOT NULL, tenant text NOT NULL, version int NOT NULL,
+    config text NOT NULL, created_ms bigint NOT NULL, created_by text NOT NULL, status text NOT NULL,
+    status_ms bigint, error text NOT NULL, PRIMARY KEY (gateway, version));
 """
 SCHEMA_VERSION = "1"
+# As in SQLite: an older heartbeat (a redelivery) is ignored, a missing status keeps the stored one.
+HEARTBEAT_UPSERT = (
+    "INSERT INTO gateways (id, tenant, heartbeat, ts, received, dropped, dropped_at, status, status_ms) "
+    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT (id) DO UPDATE SET tenant=excluded.tenant, "
+    "heartbeat=excluded.heartbeat, ts=excluded.ts, received=excluded.received, dropped=excluded.dropped, "
+    "dropped_at=CASE WHEN excluded.dropped > gateways.dropped THEN excluded.received ELSE gateways.dropped_at END, "
+    "status=coalesce(excluded.status, gateways.status), status_ms=coalesce(excluded.status_ms, gateways.status_ms) "
+    "WHERE excluded.ts >= gateways.ts RETURNING id"
+)
 _LOCK_ID = 0x6564676C  # advisory lock so concurrent starters do not race on CREATE TABLE
 
 
@@ -304,6 +330,91 @@ class PostgresStore(Store):
     async def dead_letter_counts(self) -> dict[str, int]:
         rows = await self.pool.fetch("SELECT coalesce(device, ''), count(*) FROM dead_letters GROUP BY 1")
         return {r[0]: int(r[1]) for r in rows}
+
+    # -- gateways -------------------------------------------------------------------------------
+    async def write_heartbeats(self, beats: Sequence[GatewayHeartbeat]) -> None:
+        if not beats:
+            return
+        try:
+            async with self.pool.acquire() as con, con.transaction():
+                for b in beats:
+                    applied = await con.fetchval(
+                        HEARTBEAT_UPSERT, b.gateway, b.tenant, b.heartbeat, b.ts_ms, b.received_ms, b.dropped_samples,
+                        b.received_ms if b.dropped_samples > 0 else None, b.status,
+                        b.status_ms if b.status is not None else None)
+                    if applied is None:  # an older heartbeat than the stored one (a redelivery): ignored
+                        continue
+                    await con.execute("DELETE FROM gateway_devices WHERE gateway=$1", b.gateway)
+                    await con.execute("INSERT INTO gateway_devices SELECT $1, d FROM unnest($2::text[]) AS d "
+                                      "ON CONFLICT DO NOTHING", b.gateway, list(b.devices))
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+
+    async def write_gateway_status(self, updates: Sequence[tuple[str, bool, int]]) -> None:
+        if not updates:
+            return
+        await self._exec(
+            "UPDATE gateways g SET status=u.status, status_ms=u.at FROM unnest($1::text[], $2::text[], $3::bigint[]) "
+            "AS u(id, status, at) WHERE g.id = u.id",
+            [u[0] for u in updates], ["online" if u[1] else "offline" for u in updates], [u[2] for u in updates])
+
+    async def list_gateways(self, *, tenant: str | None = None) -> list[GatewayRecord]:
+        sql = f"SELECT {GATEWAY_COLUMNS} FROM gateways"
+        async with self.pool.acquire() as con:
+            rows = (await con.fetch(sql + " WHERE tenant=$1 ORDER BY id", tenant) if tenant is not None
+                    else await con.fetch(sql + " ORDER BY id"))
+            devices: dict[str, list[str]] = {}
+            for r in await con.fetch("SELECT gateway, device FROM gateway_devices ORDER BY gateway, device"):
+                devices.setdefault(r[0], []).append(r[1])
+        return [gateway_from_row(tuple(r), devices.get(r[0], [])) for r in rows]
+
+    async def get_gateway(self, gateway: str) -> GatewayRecord | None:
+        async with self.pool.acquire() as con:
+            row = await con.fetchrow(f"SELECT {GATEWAY_COLUMNS} FROM gateways WHERE id=$1", gateway)
+            if row is None:
+                return None
+            devices = [r[0] for r in await con.fetch(
+                "SELECT device FROM gateway_devices WHERE gateway=$1 ORDER BY device", gateway)]
+        return gateway_from_row(tuple(row), devices)
+
+    async def gateway_of(self, device: str) -> list[str]:
+        rows = await self.pool.fetch("SELECT gateway FROM gateway_devices WHERE device=$1 ORDER BY gateway", device)
+        return [r[0] for r in rows]
+
+    async def add_gateway_config(self, *, gateway: str, tenant: str, config: str, created_ms: int,
+                                 created_by: str, after: int = 0) -> GatewayConfig:
+        async with self.pool.acquire() as con, con.transaction():
+            # Two pushes at once must not pick the same version: serialise per gateway.
+            await con.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_ID, gateway)
+            row = await con.fetchrow(
+                "INSERT INTO gateway_configs (gateway, tenant, version, config, created_ms, created_by, status, error) "
+                "SELECT $1, $2, greatest(coalesce(max(version), 0), $6) + 1, $3, $4, $5, 'pending', '' "
+                f"FROM gateway_configs WHERE gateway=$1 RETURNING {GATEWAY_CONFIG_COLUMNS.format(text='config')}",
+                gateway, tenant, config, created_ms, created_by, after)
+        return gateway_config_from_row(tuple(row))
+
+    async def list_gateway_configs(self, gateway: str, *, with_text: bool = False) -> list[GatewayConfig]:
+        cols = GATEWAY_CONFIG_COLUMNS.format(text="config" if with_text else "''")
+        rows = await self.pool.fetch(f"SELECT {cols} FROM gateway_configs WHERE gateway=$1 ORDER BY version DESC",
+                                     gateway)
+        return [gateway_config_from_row(tuple(r)) for r in rows]
+
+    async def get_gateway_config(self, gateway: str, version: int) -> GatewayConfig | None:
+        row = await self.pool.fetchrow(f"SELECT {GATEWAY_CONFIG_COLUMNS.format(text='config')} FROM gateway_configs "
+                                       "WHERE gateway=$1 AND version=$2", gateway, version)
+        return gateway_config_from_row(tuple(row)) if row else None
+
+    async def latest_gateway_configs(self, *, tenant: str | None = None) -> dict[str, GatewayConfig]:
+        rows = (await self.pool.fetch(LATEST_GATEWAY_CONFIGS_SQL + " AND tenant=$1", tenant) if tenant is not None
+                else await self.pool.fetch(LATEST_GATEWAY_CONFIGS_SQL))
+        return {r[0]: gateway_config_from_row(tuple(r)) for r in rows}
+
+    async def set_gateway_config_status(self, gateway: str, version: int, status: str, error: str,
+                                        at_ms: int) -> bool:
+        done = await self.pool.fetchval(
+            "UPDATE gateway_configs SET status=$1, error=$2, status_ms=$3 WHERE gateway=$4 AND version=$5 RETURNING 1",
+            status, error[:1000], at_ms, gateway, version)
+        return bool(done == 1)
 
     # -- provisioning and audit -----------------------------------------------------------------
     async def put_enrollment(self, enrollment: Enrollment) -> None:

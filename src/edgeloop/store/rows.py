@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from edgeloop.messages import Alert, AlertStatus, Severity
-from edgeloop.store.base import AuditRecord, Credential, Enrollment, User
+from edgeloop.store.base import AuditRecord, Credential, Enrollment, GatewayConfig, GatewayRecord, User
 
 
 def alert_params(alert: Alert) -> tuple[Any, ...]:
@@ -79,3 +79,17 @@ def credential_from_row(row: Sequence[Any]) -> Credential:
     return Credential(id=row[0], kind=row[1], subject=row[2], role=row[3], tenant=row[4], created_ms=int(row[5]),
                       expires_ms=None if row[6] is None else int(row[6]), secret_hash=row[7],
                       revoked_ms=None if row[8] is None else int(row[8]))
+
+
+def gateway_from_row(row: Sequence[Any], devices: Sequence[str]) -> GatewayRecord:
+    """``GATEWAY_COLUMNS`` order."""
+    return GatewayRecord(id=row[0], tenant=row[1], heartbeat=row[2], received_ms=int(row[3]), devices=tuple(devices),
+                         status=row[4], status_ms=None if row[5] is None else int(row[5]),
+                         dropped_at_ms=None if row[6] is None else int(row[6]))
+
+
+def gateway_config_from_row(row: Sequence[Any]) -> GatewayConfig:
+    """``GATEWAY_CONFIG_COLUMNS`` order."""
+    return GatewayConfig(gateway=row[0], tenant=row[1], version=int(row[2]), config=row[3] or "",
+                         created_ms=int(row[4]), created_by=row[5], status=row[6],
+                         status_ms=None if row[7] is None else int(row[7]), error=row[8])

@@ -23,11 +23,17 @@ from edgeloop.messages import Alert, AlertStatus
 from edgeloop.store.base import (
     ALERT_COLUMNS,
     ALERT_TRANSITIONS,
+    GATEWAY_COLUMNS,
+    GATEWAY_CONFIG_COLUMNS,
+    LATEST_GATEWAY_CONFIGS_SQL,
     LATEST_SAMPLE_SQL,
     AuditRecord,
     Credential,
     DeadLetter,
     Enrollment,
+    GatewayConfig,
+    GatewayHeartbeat,
+    GatewayRecord,
     Registry,
     Store,
     StoredEvent,
@@ -49,6 +55,8 @@ from edgeloop.store.rows import (
     credential_params,
     enrollment_from_row,
     enrollment_params,
+    gateway_config_from_row,
+    gateway_from_row,
     user_from_row,
     user_params,
 )
@@ -97,9 +105,28 @@ CREATE TABLE IF NOT EXISTS credentials (id TEXT PRIMARY KEY, kind TEXT NOT NULL,
     revoked_ms INTEGER);
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, target TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL, source TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS gateways (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, heartbeat TEXT NOT NULL,
+    ts INTEGER NOT NULL, received INTEGER NOT NULL, dropped INTEGER NOT NULL, dropped_at INTEGER, status TEXT,
+    status_ms INTEGER);
+CREATE INDEX IF NOT EXISTS gateways_tenant ON gateways (tenant, id);
+CREATE TABLE IF NOT EXISTS gateway_devices (gateway TEXT NOT NULL, device TEXT NOT NULL, PRIMARY KEY (gateway, device));
+CREATE INDEX IF NOT EXISTS gateway_devices_device ON gateway_devices (device);
+CREATE TABLE IF NOT EXISTS gateway_configs (gateway TEXT NOT NULL, tenant TEXT NOT NULL, version INTEGER NOT NULL,
+    config TEXT NOT NULL, created_ms INTEGER NOT NULL, created_by TEXT NOT NULL, status TEXT NOT NULL,
+    status_ms INTEGER, error TEXT NOT NULL, PRIMARY KEY (gateway, version));
 """
 
 SCHEMA_VERSION = "1"
+# A gateway's heartbeat replaces the stored one unless it is older (a redelivery); the retained status is kept
+# when the heartbeat does not carry one; ``dropped_at`` moves when the agent reports more drops than before.
+HEARTBEAT_UPSERT = (
+    "INSERT INTO gateways (id, tenant, heartbeat, ts, received, dropped, dropped_at, status, status_ms) "
+    "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET tenant=excluded.tenant, heartbeat=excluded.heartbeat, "
+    "ts=excluded.ts, received=excluded.received, dropped=excluded.dropped, "
+    "dropped_at=CASE WHEN excluded.dropped > gateways.dropped THEN excluded.received ELSE gateways.dropped_at END, "
+    "status=coalesce(excluded.status, gateways.status), status_ms=coalesce(excluded.status_ms, gateways.status_ms) "
+    "WHERE excluded.ts >= gateways.ts RETURNING id"
+)
 _ROWS_PER_INSERT = 100  # 8 parameters each, well under SQLite's variable limit
 
 
@@ -365,6 +392,117 @@ class SQLiteStore(Store):
             return {r[0]: int(r[1]) for r in rows}
 
         return await self._run(count)
+
+    # -- gateways -------------------------------------------------------------------------------
+    async def write_heartbeats(self, beats: Sequence[GatewayHeartbeat]) -> None:
+        if not beats:
+            return
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for b in beats:
+                    applied = db.execute(HEARTBEAT_UPSERT, (
+                        b.gateway, b.tenant, b.heartbeat, b.ts_ms, b.received_ms, b.dropped_samples,
+                        b.received_ms if b.dropped_samples > 0 else None, b.status,
+                        b.status_ms if b.status is not None else None)).fetchone()
+                    if applied is None:  # an older heartbeat than the stored one (a redelivery): ignored
+                        continue
+                    db.execute("DELETE FROM gateway_devices WHERE gateway=?", (b.gateway,))
+                    db.executemany("INSERT OR IGNORE INTO gateway_devices VALUES (?, ?)",
+                                   [(b.gateway, d) for d in b.devices])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        await self._run(write)
+
+    async def write_gateway_status(self, updates: Sequence[tuple[str, bool, int]]) -> None:
+        if not updates:
+            return
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany("UPDATE gateways SET status=?, status_ms=? WHERE id=?",
+                           [("online" if online else "offline", at, gw) for gw, online, at in updates])
+
+        await self._run(write)
+
+    async def list_gateways(self, *, tenant: str | None = None) -> list[GatewayRecord]:
+        def read(db: sqlite3.Connection) -> list[GatewayRecord]:
+            sql = f"SELECT {GATEWAY_COLUMNS} FROM gateways"
+            rows = (db.execute(sql + " WHERE tenant=? ORDER BY id", (tenant,)) if tenant is not None
+                    else db.execute(sql + " ORDER BY id")).fetchall()
+            devices: dict[str, list[str]] = {}
+            for gw, dev in db.execute("SELECT gateway, device FROM gateway_devices ORDER BY gateway, device"):
+                devices.setdefault(gw, []).append(dev)
+            return [gateway_from_row(r, devices.get(r[0], [])) for r in rows]
+
+        return await self._run(read)
+
+    async def get_gateway(self, gateway: str) -> GatewayRecord | None:
+        def read(db: sqlite3.Connection) -> GatewayRecord | None:
+            row = db.execute(f"SELECT {GATEWAY_COLUMNS} FROM gateways WHERE id=?", (gateway,)).fetchone()
+            if row is None:
+                return None
+            devices = [r[0] for r in db.execute("SELECT device FROM gateway_devices WHERE gateway=? ORDER BY device",
+                                                (gateway,))]
+            return gateway_from_row(row, devices)
+
+        return await self._run(read)
+
+    async def gateway_of(self, device: str) -> list[str]:
+        def read(db: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in db.execute("SELECT gateway FROM gateway_devices WHERE device=? ORDER BY gateway",
+                                             (device,))]
+
+        return await self._run(read)
+
+    async def add_gateway_config(self, *, gateway: str, tenant: str, config: str, created_ms: int,
+                                 created_by: str, after: int = 0) -> GatewayConfig:
+        def insert(db: sqlite3.Connection) -> GatewayConfig:
+            row = db.execute(
+                "INSERT INTO gateway_configs (gateway, tenant, version, config, created_ms, created_by, status, error) "
+                "SELECT ?, ?, max(coalesce(max(version), 0), ?) + 1, ?, ?, ?, 'pending', '' FROM gateway_configs "
+                f"WHERE gateway=? RETURNING {GATEWAY_CONFIG_COLUMNS.format(text='config')}",
+                (gateway, tenant, after, config, created_ms, created_by, gateway)).fetchone()
+            return gateway_config_from_row(row)
+
+        return await self._run(insert)
+
+    async def list_gateway_configs(self, gateway: str, *, with_text: bool = False) -> list[GatewayConfig]:
+        cols = GATEWAY_CONFIG_COLUMNS.format(text="config" if with_text else "''")
+
+        def read(db: sqlite3.Connection) -> list[GatewayConfig]:
+            return [gateway_config_from_row(r) for r in db.execute(
+                f"SELECT {cols} FROM gateway_configs WHERE gateway=? ORDER BY version DESC", (gateway,))]
+
+        return await self._run(read)
+
+    async def get_gateway_config(self, gateway: str, version: int) -> GatewayConfig | None:
+        def read(db: sqlite3.Connection) -> GatewayConfig | None:
+            row = db.execute(f"SELECT {GATEWAY_CONFIG_COLUMNS.format(text='config')} FROM gateway_configs "
+                             "WHERE gateway=? AND version=?", (gateway, version)).fetchone()
+            return gateway_config_from_row(row) if row else None
+
+        return await self._run(read)
+
+    async def latest_gateway_configs(self, *, tenant: str | None = None) -> dict[str, GatewayConfig]:
+        def read(db: sqlite3.Connection) -> dict[str, GatewayConfig]:
+            rows = (db.execute(LATEST_GATEWAY_CONFIGS_SQL + " AND tenant=?", (tenant,)) if tenant is not None
+                    else db.execute(LATEST_GATEWAY_CONFIGS_SQL))
+            return {r[0]: gateway_config_from_row(r) for r in rows}
+
+        return await self._run(read)
+
+    async def set_gateway_config_status(self, gateway: str, version: int, status: str, error: str,
+                                        at_ms: int) -> bool:
+        def update(db: sqlite3.Connection) -> bool:
+            cur = db.execute("UPDATE gateway_configs SET status=?, error=?, status_ms=? WHERE gateway=? AND version=?",
+                             (status, error[:1000], at_ms, gateway, version))
+            return cur.rowcount == 1
+
+        return await self._run(update)
 
     # -- provisioning and audit -----------------------------------------------------------------
     async def put_enrollment(self, enrollment: Enrollment) -> None:
