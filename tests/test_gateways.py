@@ -8,6 +8,7 @@ subscribe to the gateway's ``config`` topic exactly as an agent does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import socket
@@ -633,3 +634,50 @@ async def test_gateways_on_postgresql(env_factory: Callable[..., Awaitable[Env]]
     g = await env.get(f"/gateways/{GW}")
     assert (g["state"], g["devices"], g["config"]["latest"]["status"]) == ("online", list(PUMPS), "applied")
     assert await env.platform.store.gateway_of("acme-pump-1") == [GW]
+
+
+# -- the real agent -----------------------------------------------------------------------------------------
+
+
+async def test_a_real_agent_reports_its_health_and_takes_a_pushed_configuration(
+        env_factory: Callable[..., Awaitable[Env]], tmp_path: Path) -> None:
+    """``edgeloop agent`` (in-process) against the platform: heartbeats make it a gateway, a push through the API
+    is applied and reported, and stopping it marks it offline at once."""
+    from edgeloop.agent.remote import load_effective_config
+    from edgeloop.agent.runner import Agent
+
+    env = await env_factory(manual_clock=False)
+    text = f"""\
+agent: {{tenant: acme, gateway: {GW}, data_dir: {tmp_path / 'agent'}, commit_ms: 50, heartbeat_s: 0.5,
+         config_verify_s: 1}}
+uplink: {{mqtt: 127.0.0.1:{env.platform.config.mqtt_port}}}
+sources:
+  - {{name: fleet, kind: simulator, devices: 1, seed: 3, poll_ms: 200}}
+"""
+    local = tmp_path / "agent.yaml"
+    local.write_text(text)
+    agent = Agent(load_effective_config(local), base=tmp_path)
+    task = asyncio.create_task(agent.run(drain_s=0.5))
+
+    async def gateway(check: Callable[[dict[str, Any]], bool]) -> bool:
+        found = [g for g in await env.get("/gateways") if g["id"] == GW]
+        return bool(found) and check(found[0])
+
+    try:
+        await until(lambda: gateway(lambda g: g["state"] != "offline" and g["sources"][0]["state"] == "ok"),
+                    "the agent's heartbeat with its source up")
+        g = await env.get(f"/gateways/{GW}")
+        assert (g["config"]["running_version"], g["interval_s"], len(g["devices"])) == (1, 0.5, 1)
+        assert g["rss_bytes"] > 10_000_000 and g["uplink"]["links"] == 1
+
+        pushed = await env.push(text.replace("devices: 1", "devices: 2"))
+        assert pushed.json()["version"] == 2, pushed.text
+        await until(lambda: gateway(lambda g: g["config"]["latest"]["status"] == "applied"),
+                    "version 2 applied, as the agent reports", timeout_s=20)
+        await until(lambda: gateway(lambda g: g["config"]["running_version"] == 2 and len(g["devices"]) == 2),
+                    "the heartbeat of version 2")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await until(lambda: gateway(lambda g: g["state"] == "offline"), "the stopped agent shown offline")
