@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -29,8 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import Browser, Dialog, Page, Request, Route, expect, sync_playwright
+
+from edgeloop.identity.pki import CertificateAuthority, ensure_identity
+from edgeloop.identity.tls import TlsIdentity
+from edgeloop.messages import Heartbeat, SourceHealth, TopicKind, encode, topic
 
 pytestmark = pytest.mark.browser
 
@@ -485,6 +493,102 @@ def test_phone_width_layout(phone: Dash) -> None:
     expect(phone.page.locator("[data-testid=alert-row]").first).to_be_visible()
     assert no_horizontal_overflow(phone.page), "alerts page scrolls sideways at 390 px"
     phone.assert_no_page_errors()
+
+
+# ---------------------------------------------------------------------------
+# tests: edge gateways
+
+
+@dataclass
+class FakeGateway:
+    """A real MQTT client with its own certificate from the live platform's CA, playing an edge gateway."""
+
+    client: Any
+    tenant: str
+    gateway: str
+
+    def heartbeat(self, **changes: Any) -> None:
+        beat = Heartbeat(gateway=self.gateway, ts=int(time.time() * 1000), interval_s=60.0, devices=[],
+                         journal_messages=0, journal_bytes=0, journal_samples=0, oldest_unsent_age_s=None,
+                         sync_lag_s=0.4, dropped_samples=0, accepted_samples=1000, uplink_connected=1,
+                         uplink_links=1, bytes_sent=1000, bytes_raw=4000, cpu_percent=2.5, rss_bytes=50_000_000,
+                         sources={"plc": SourceHealth(kind="modbus", state="ok")}, config_version=1)
+        payload = encode(msgspec.structs.replace(beat, **changes))
+        self.client.publish(topic(self.tenant, self.gateway, TopicKind.HEALTH), payload, qos=1).wait_for_publish(10)
+
+    def status(self, text: str) -> None:
+        self.client.publish(topic(self.tenant, self.gateway, TopicKind.STATUS), text.encode(), qos=1,
+                            retain=True).wait_for_publish(10)
+
+
+@pytest.fixture
+def fake_gateway(live_platform: Any, auth: Auth, tmp_path: Path) -> Iterator[FakeGateway]:
+    """Registers ``dash-gw`` beside an existing device (same tenant, asset, profile) and connects it over mutual TLS."""
+    base = live_platform.base_url.rstrip("/")
+    status, devices = http(base, "/devices", token=auth.token)
+    assert status == 200 and devices, devices
+    model = devices[0]
+    gateway = "dash-gw"
+    status, body = http(base, "/devices", method="POST", token=auth.token, json_body={
+        "id": gateway, "tenant": model["tenant"], "asset": model["asset"], "profile": model["profile"],
+        "name": "Dashboard test gateway"})
+    assert status == 201, body
+    ca = CertificateAuthority.open(Path(live_platform.data_dir) / "pki")
+    ensure_identity(ca, tmp_path, gateway, kind="device")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=gateway)
+    TlsIdentity.from_dir(tmp_path, gateway).apply(client)
+    client.will_set(topic(model["tenant"], gateway, TopicKind.STATUS), b"offline", qos=1, retain=True)
+    up = threading.Event()
+    client.on_connect = lambda _c, _u, _f, reason, _p: up.set() if not reason.is_failure else None
+    client.connect("127.0.0.1", live_platform.mqtt_port)
+    client.loop_start()
+    try:
+        assert up.wait(10), "the live broker refused the gateway's certificate"
+        yield FakeGateway(client=client, tenant=model["tenant"], gateway=gateway)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        client.on_connect = None
+
+
+def test_gateways_panel_shows_state_backlog_lag_and_sources(dash: Dash, fake_gateway: FakeGateway) -> None:
+    fake_gateway.status("online")
+    fake_gateway.heartbeat(journal_messages=420, journal_samples=25_000, oldest_unsent_age_s=300.0,
+                           sources={"plc": SourceHealth(kind="modbus", state="failing", failures=4,
+                                                        error="connection refused"),
+                                    "oven": SourceHealth(kind="opcua", state="ok")})
+    dash.open("#/")
+    dash.page.get_by_role("link", name="Gateways").click()
+    expect(dash.page).to_have_url(f"{dash.base_url}/#/gateways")
+    row = dash.page.locator("[data-testid=gateway-row][data-gateway-id='dash-gw']")
+    expect(row).to_be_visible()
+    expect(row).to_have_attribute("data-state", "degraded")
+    expect(row.locator("[data-testid=gateway-state]")).to_have_text("degraded")
+    reasons = row.locator("[data-testid=gateway-reasons]")
+    expect(reasons).to_contain_text("backlog: 420 messages")
+    expect(reasons).to_contain_text("source plc (modbus) failing")
+    expect(row.locator("[data-testid=gateway-backlog]")).to_contain_text("420 msgs")
+    expect(row.locator("[data-testid=gateway-backlog]")).to_contain_text("25,000 samples")
+    expect(row.locator("[data-testid=gateway-lag]")).to_have_text("0.4 s")
+    chips = row.locator("[data-testid=gateway-source]")
+    expect(chips).to_have_count(2)
+    expect(row.locator("[data-testid=gateway-source][data-state=failing]")).to_have_text("plc: failing")
+    api_row = next(g for g in dash.api("/gateways") if g["id"] == "dash-gw")
+    assert (api_row["state"], api_row["backlog"]["messages"]) == ("degraded", 420)
+
+    # The page follows the gateway: healthy again, then its connection drops (last will) -> offline at once.
+    fake_gateway.heartbeat()
+    expect(row).to_have_attribute("data-state", "online")
+    expect(row.locator("[data-testid=gateway-reasons]")).to_have_count(0)
+    fake_gateway.status("offline")
+    expect(row).to_have_attribute("data-state", "offline")
+    expect(row.locator("[data-testid=gateway-reasons]")).to_contain_text("connection is closed")
+    words = dash.page.locator("#view").inner_text().split()
+    assert "null" not in words and "undefined" not in words and "NaN" not in words
+    dash.page.set_viewport_size({"width": 390, "height": 844})
+    expect(row).to_be_visible()
+    assert no_horizontal_overflow(dash.page), "gateways page scrolls sideways at 390 px"
+    dash.assert_no_page_errors()
 
 
 # ---------------------------------------------------------------------------
