@@ -350,6 +350,31 @@ def bench_pki(
                                                   backends=chosen), console=console, out=out)
 
 
+@bench_app.command("edge")
+def bench_edge(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="1-minute backlog, 10 s outage, one kill -9.")] = False,
+    rows: Annotated[str, typer.Option(help="Comma-separated: edgeloop,thingsboard")] = "edgeloop,thingsboard",
+    devices: Annotated[int, typer.Option(help="Machines (8 channels each).", min=1, max=1000)] = 20,
+    hz: Annotated[float, typer.Option(help="Readings per second per machine.")] = 10.0,
+    backlog_minutes: Annotated[float | None, typer.Option(help="Outage backlog to replay. [default: 10]")] = None,
+    outage_s: Annotated[float | None, typer.Option(help="Black-holed uplink, seconds. [default: 30]")] = None,
+    kills: Annotated[int | None, typer.Option(help="kill -9 + restart of each gateway. [default: 3]", min=0)] = None,
+) -> None:
+    """The edge agent beside the ThingsBoard IoT Gateway: storage throughput, backlog replay with live load,
+    loss and duplicates after an outage and kill -9, RSS (ThingsBoard: `make bench-deps`)."""
+    _bench_path()
+    from bench.edge import Settings
+    from bench.edge import main as bench_main  # type: ignore[import-not-found,unused-ignore]
+
+    settings = Settings(devices=devices, hz=hz, rows=tuple(r.strip() for r in rows.split(",") if r.strip()))
+    settings = settings.chosen(quick=quick, backlog_minutes=backlog_minutes, outage_s=outage_s, kills=kills)
+    try:
+        bench_main(as_json=as_json, settings=settings, console=console, out=out)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+
+
 def _bench_path() -> None:
     bench_dir = Path(__file__).resolve().parents[2] / "bench"
     if not (bench_dir / "pki.py").exists():
