@@ -542,6 +542,17 @@ async def test_agent_reports_update_the_config_status(env: Env) -> None:
     assert (await statuses())[0] == (4, "rejected", "unknown source kind")
 
 
+async def test_a_yaml_alias_bomb_is_refused_quickly(env: Env) -> None:
+    """Nine levels of ten aliases each: 10^9 nodes once expanded (walking it would hang the API, so this test
+    would never end). Refused before anything walks it."""
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    resp = await env.push("\n".join(levels) + "\n")
+    assert resp.status_code == 422
+    assert "aliases expand to more than 100000 YAML nodes" in resp.json()["detail"]
+    assert (await env.push("agent: &a [*a]\n")).status_code == 422, "a recursive alias never ends"
+
+
 async def test_next_version_is_above_the_one_the_agent_runs(env: Env) -> None:
     """An agent applies only a version greater than its own: a local configuration with ``version: 7``."""
     gw = await env.gateway()

@@ -34,6 +34,7 @@ from edgeloop.identity.pki import PkiError
 from edgeloop.identity.tls import TlsIdentity
 
 if TYPE_CHECKING:
+    from edgeloop.agent.config import AgentConfig
     from edgeloop.identity.pki import CertificateAuthority
     from edgeloop.identity.provisioning import ProvisioningService
 from edgeloop.ingest.mqtt import MqttSource
@@ -139,6 +140,56 @@ class RegistryService:
     def _require(table: dict[str, Any], key: str, kind: str) -> None:
         if key not in table:
             raise ConflictError(f"{kind} {key!r} does not exist; create it first")
+
+
+MAX_CONFIG_NODES = 100_000
+
+
+def _parse_agent_config(text: str) -> AgentConfig:
+    """The agent's own validation, after refusing YAML whose aliases expand to a huge document ("billion laughs"):
+    it would cost the platform (and the agent) exponential time."""
+    import yaml
+
+    from edgeloop.agent.config import parse_config
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        root = None  # parse_config reports it with its line
+    if root is not None and _expanded_nodes(root) > MAX_CONFIG_NODES:
+        raise ConfigError(f"agent.yaml: its aliases expand to more than {MAX_CONFIG_NODES} YAML nodes")
+    return parse_config(text, origin="agent.yaml")
+
+
+def _expanded_nodes(root: Any) -> int:
+    """How many nodes the document has with every alias expanded (each shared node counted once, memoised)."""
+    import yaml
+
+    cap = 10 * MAX_CONFIG_NODES
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()  # being counted: meeting one again is a recursive alias, an endless document
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            sizes[id(node)] = 1
+            continue
+        if done:
+            open_.discard(id(node))
+            sizes[id(node)] = min(1 + sum(sizes.get(id(c), 1) for c in children), cap)
+            continue
+        if id(node) in open_:
+            return cap
+        open_.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
 
 
 class _ApiServer(uvicorn.Server):
@@ -303,13 +354,13 @@ class Platform:
         """Validate an agent configuration, store it as the gateway's next version and publish it (retained,
         QoS 1) on the gateway's ``config`` topic. ``ConfigError`` names the line; ``BrokerError`` if the broker
         did not take it (the version is then stored as ``failed``)."""
-        from edgeloop.agent.config import parse_config
         from edgeloop.ingest.gateways import read_heartbeat
 
         device = self.registry.registry.devices.get(gateway)
         if device is None:
             raise ConflictError(f"gateway {gateway!r} is not a registered device")
-        parsed = parse_config(text, origin="agent.yaml")
+        # Off the event loop (PyYAML is slow on a large file; ingest and the embedded broker keep running).
+        parsed = await asyncio.to_thread(_parse_agent_config, text)
         if parsed.agent.gateway != gateway:
             raise ConfigError(f"agent.yaml: agent.gateway is {parsed.agent.gateway!r}; this configuration is "
                               f"for {gateway!r}")
