@@ -390,3 +390,33 @@ def test_edge_model_command_trains_from_a_csv_and_refuses_a_bad_one(tmp_path: Pa
     bad.write_text("time,temp\n1,2\n")
     result = CliRunner().invoke(app, ["edge-model", "--csv", str(bad), "--out", str(out)])
     assert result.exit_code == 1 and "expected a header 'ts,CHANNEL,...'" in " ".join(result.output.split())
+
+
+async def test_a_full_journal_does_not_stop_the_fail_safe_rules(tmp_path: Path) -> None:
+    """SQLite reports the disk full (the journal file may not grow: max_page_count): the samples that cannot be
+    accepted are counted and reported, and the rule still acts on the PLC."""
+    import sqlite3
+
+    modbus_port = free_port()
+    cfg = parse_config(f"""\
+agent: {{tenant: acme, gateway: gw-1, data_dir: {tmp_path / 'agent'}, commit_ms: 50, heartbeat_s: 0.5}}
+uplink: {{mqtt: 127.0.0.1:{free_port()}}}
+sources:
+  - {{name: plc, kind: modbus, host: 127.0.0.1, port: {modbus_port}, device: press-1, poll_ms: 50,
+     points: [{{channel: temp, address: 0}}]}}
+rules:
+  - {{name: hot, device: press-1, channel: temp, above: 90, for_s: 0.5,
+     action: {{kind: modbus, source: plc, address: 10, value: 1}}}}
+""")
+    async with modbus_server(modbus_port, [50] + [0] * 11, [0]):
+        agent = Agent(cfg)
+        pages = agent.journal._db.execute("PRAGMA page_count").fetchone()[0]
+        agent.journal._db.execute(f"PRAGMA max_page_count={pages}")
+        async with running(agent):
+            await eventually(lambda: agent.journal_failures > 0, what="the journal refuses writes")
+            await write_holding(modbus_port, 0, [95])
+            await eventually(lambda: agent.actions_done == 1, what="the rule acted anyway")
+            assert await read_holding(modbus_port, 10) == 1
+            assert agent.unjournaled_samples > 0
+            with pytest.raises(sqlite3.OperationalError, match="full"):
+                agent.journal.append({"press-1": [Sample(ts=1, values={"temp": 1.0})]})

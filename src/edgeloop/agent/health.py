@@ -38,7 +38,8 @@ class ProcessMeter:
 
 
 def build_heartbeat(cfg: AgentConfig, js: JournalStats, uplink: Uplink, sources: Mapping[str, SourceStatus],
-                    outcome: ConfigOutcome, meter: ProcessMeter, *, accepted: int, bytes_raw: int) -> Heartbeat:
+                    outcome: ConfigOutcome, meter: ProcessMeter, *, accepted: int, bytes_raw: int,
+                    unjournaled: int = 0) -> Heartbeat:
     now = int(time.time() * 1000)
     cpu, rss = meter.read()
     links = {d: up for d, up in uplink.connected.items() if d != cfg.agent.gateway}
@@ -48,7 +49,7 @@ def build_heartbeat(cfg: AgentConfig, js: JournalStats, uplink: Uplink, sources:
         journal_messages=js.messages, journal_bytes=js.bytes, journal_samples=js.samples,
         oldest_unsent_age_s=None if js.oldest_ts is None else round(max(0, now - js.oldest_ts) / 1000, 1),
         sync_lag_s=None if uplink.stats.sync_lag_s is None else round(uplink.stats.sync_lag_s, 3),
-        dropped_samples=js.dropped_samples, accepted_samples=accepted,
+        dropped_samples=js.dropped_samples + unjournaled, accepted_samples=accepted,
         uplink_connected=sum(links.values()), uplink_links=len(links),
         bytes_sent=uplink.stats.bytes_acked, bytes_raw=bytes_raw, cpu_percent=round(cpu, 1), rss_bytes=rss,
         sources={name: SourceHealth(kind=st.kind, state=st.state, failures=st.failures, last_ok_ms=st.last_ok_ms,

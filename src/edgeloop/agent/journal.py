@@ -161,7 +161,8 @@ class Journal:
             dropped = self._enforce_budget(now)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back already (e.g. the disk is full)
+                db.execute("ROLLBACK")
             raise
         if dropped:
             gone = {p.id for p in dropped}
@@ -243,7 +244,8 @@ class Journal:
                     self._bytes -= int(row[0])
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back already (e.g. the disk is full)
+                db.execute("ROLLBACK")
             raise
 
     def unsent_events(self, limit: int = 1000) -> list[OutEvent]:
@@ -261,7 +263,8 @@ class Journal:
                     db.execute("UPDATE gaps SET sent=1 WHERE id=?", (row[0],))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back already (e.g. the disk is full)
+                db.execute("ROLLBACK")
             raise
 
     # -- health ---------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from edgeloop.agent.journal import PRIORITY, Journal
 from edgeloop.agent.remote import PUSHED_FILE, ConfigOutcome, PushedConfig, check_push, config_event
 from edgeloop.agent.sources import ModbusReader, OpcUaReader, Reader, SourceStatus, make_reader, run_source
 from edgeloop.agent.uplink import Uplink
+from edgeloop.identity.auth import OncePer
 from edgeloop.messages import DeviceEvent, Sample, Severity, encode
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,9 @@ class Agent:
         self._meter = ProcessMeter()
         self.accepted = 0
         self.actions_done = 0
+        self.journal_failures = 0
+        self.unjournaled_samples = 0  # read but never accepted: the journal could not write them
+        self._journal_error_logged = OncePer(60_000)
 
     @property
     def sources(self) -> dict[str, SourceStatus]:
@@ -161,7 +166,18 @@ class Agent:
             for event in events:
                 j.record_event(event)
 
-        await self.in_journal(write)
+        try:
+            await self.in_journal(write)
+        except (sqlite3.Error, OSError) as exc:
+            # A full or failing disk must not stop the fail-safe rules, which already ran on these samples:
+            # the batch is lost (counted and reported), its events wait for the next commit.
+            self.journal_failures += 1
+            self.unjournaled_samples += sum(len(s) for s in batch.values())
+            self._pending_events = events + self._pending_events
+            if self._journal_error_logged.due("journal", int(time.time() * 1000)):
+                log.error("journal write failed (%s): %d samples not accepted so far; rules keep running",
+                          exc, self.unjournaled_samples)
+            return
         self.accepted += sum(len(s) for s in batch.values())
         self.uplink.wake()
 
@@ -233,6 +249,8 @@ class Agent:
         now = int(time.time() * 1000)
         return {
             "accepted_samples": self.accepted,
+            "unjournaled_samples": self.unjournaled_samples,
+            "journal_failures": self.journal_failures,
             "journal": {"messages": js.messages, "samples": js.samples, "bytes": js.bytes,
                         "dropped_messages": js.dropped_messages, "dropped_samples": js.dropped_samples,
                         "events_unsent": js.events_unsent,
@@ -252,7 +270,8 @@ class Agent:
     async def send_heartbeat(self) -> bool:
         js = await self.in_journal(lambda j: j.stats())
         beat = build_heartbeat(self.cfg, js, self.uplink, self.sources, self.outcome, self._meter,
-                               accepted=self.accepted, bytes_raw=self.local.forwarder.bytes_raw)
+                               accepted=self.accepted, bytes_raw=self.local.forwarder.bytes_raw,
+                               unjournaled=self.unjournaled_samples)
         return self.uplink.publish_health(encode(beat))
 
     # -- remote configuration -------------------------------------------------------------------
