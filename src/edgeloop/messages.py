@@ -142,6 +142,7 @@ class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     config_version: int  # the configuration the agent runs
     config_status: str = "applied"  # applied | rolled_back | rejected: what became of the last pushed one
     config_message: str = ""
+    config_pushed: int | None = None  # the pushed version config_status is about (None: no push seen)
     agent_version: str = ""
     v: int = SCHEMA_VERSION
 

@@ -55,4 +55,5 @@ def build_heartbeat(cfg: AgentConfig, js: JournalStats, uplink: Uplink, sources:
         sources={name: SourceHealth(kind=st.kind, state=st.state, failures=st.failures, last_ok_ms=st.last_ok_ms,
                                     error=st.error) for name, st in sources.items()},
         config_version=outcome.running, config_status=outcome.status, config_message=outcome.message[:1000],
+        config_pushed=outcome.pushed if outcome.pushed >= 1 else None,
         agent_version=AGENT_VERSION)

@@ -194,6 +194,18 @@ class _ClosingBroker(Broker):  # type: ignore[misc]
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str) -> None:
         await super().stream_connected(reader, writer, listener_name)
 
+    async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
+                                                          session: Session) -> None:
+        """Retained messages go only to a session that holds the subscription itself.
+
+        amqtt 0.12.1 replays, to every connecting client, the retained messages of every topic filter
+        that *any* client subscribed to: a device would receive another gateway's retained
+        configuration and other tenants' status. A subscription the ACL refused is never recorded,
+        so holding it means the ACL allowed it."""
+        holders = self._subscriptions.get(subscription[0], ())
+        if any(s.client_id == session.client_id for s, _ in holders):
+            await super()._publish_retained_messages_for_subscription(subscription, session)
+
     async def shutdown(self) -> None:
         await super().shutdown()
         for writer in list(self.writers):

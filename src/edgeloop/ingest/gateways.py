@@ -157,8 +157,9 @@ def _is_version(value: object) -> bool:
 
 def outcome_of_heartbeat(hb: Heartbeat, received_ms: int) -> ConfigOutcome:
     status = hb.config_status if hb.config_status in CONFIG_OUTCOMES else "applied"
+    pushed = hb.config_pushed if _is_version(hb.config_pushed) else None  # agents before it was added send None
     return ConfigOutcome(gateway=hb.gateway, status=status, error=hb.config_message[:1000], at_ms=received_ms,
-                         running=hb.config_version)
+                         running=hb.config_version, version=pushed)
 
 
 def config_updates(configs: Sequence[GatewayConfig], outcome: ConfigOutcome) -> list[tuple[int, str, str]]:
