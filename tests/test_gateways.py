@@ -631,7 +631,7 @@ async def test_cli_lists_gateways_and_pushes_a_config(env_factory: Callable[...,
     config.write_text(BAD_CONFIG)
     refused = await asyncio.to_thread(cli, "gateways", "push-config", GW, str(config))
     assert refused.exit_code == 1
-    assert "422" in refused.output and "line 8" in refused.output
+    assert "422" in refused.output and "line 8" in " ".join(refused.output.split())
     config.write_text(CONFIG.format(tenant="acme"))
     pushed = await asyncio.to_thread(cli, "gateways", "push-config", GW, str(config))
     assert pushed.exit_code == 0, pushed.output
