@@ -729,11 +729,15 @@ async def run_thingsboard(s: Settings, console: Console, work: Path, started: fl
                               f"waiting there, {at_broker:,} not yet acknowledged by broker 1")
 
             await row.wait_for("storage filling", stored, max(s.settle_timeout_s, backlog_n / 500))
-            filled_at = next((t for t, n in history if n - rows0 >= backlog_n + live_rows(t)), history[-1][0])
-            ingest = {"samples": backlog_n, "seconds": round(filled_at - t0, 2),
-                      "samples_per_s": round(backlog_n / max(filled_at - t0, 1e-9)),
+            # the rate while the backlog streams in (from its first 1,000 events on; the live events written
+            # meanwhile taken out), not counting the publisher's own start
+            filled = next(((t, n) for t, n in history if n - rows0 >= backlog_n + live_rows(t)), history[-1])
+            begun = next(((t, n) for t, n in history if n - rows0 - live_rows(t) >= 1000), history[0])
+            span = max(filled[0] - begun[0], 1e-9)
+            ingest = {"samples": backlog_n, "seconds_from_outage_start": round(filled[0] - t0, 2),
+                      "samples_per_s": round((filled[1] - begun[1] - s.live_rate * span) / span),
                       "storage_written": history[-1][1] - rows0}
-            row.say(f"storage: {backlog_n:,} backlog samples stored at {ingest['samples_per_s']:,} samples/s "
+            row.say(f"storage: {backlog_n:,} backlog samples stored, {ingest['samples_per_s']:,} samples/s "
                     "(MQTT in -> converter -> SQLite, uplink down)")
             proxy.flowing.set()
             proxy.reset()
@@ -761,6 +765,7 @@ async def run_thingsboard(s: Settings, console: Console, work: Path, started: fl
             await asyncio.sleep(2)
             stats, samples = await row.dump()
             await gw.stop()
+            still_stored = tb_storage_rows(folder)[0]  # one event per sample here: not lost, it goes next time
         finally:
             meter.cancel()
             if gw.alive():
@@ -773,7 +778,7 @@ async def run_thingsboard(s: Settings, console: Console, work: Path, started: fl
     limits_ok = log_text.count("Service configuration was successfully retrieved")
     if limits_ok < gw.starts:
         row.notes.append(f"session limits applied {limits_ok} times for {gw.starts} starts (see {folder / 'logs'})")
-    return analyse_thingsboard(row, s, ingest, acked, unacked, stats, samples)
+    return analyse_thingsboard(row, s, ingest, (acked, unacked, still_stored), stats, samples)
 
 
 # -- analysis --------------------------------------------------------------------------------------------
@@ -906,8 +911,10 @@ def _unread_while_down(row: Row, s: Settings, samples: list[tuple[str, int, int,
     return total
 
 
-def analyse_thingsboard(row: Row, s: Settings, ingest: dict[str, Any], acked: list[tuple[str, int]], unacked: int,
-                        stats: dict[str, float], samples: list[tuple[str, int, int, float, int]]) -> dict[str, Any]:
+def analyse_thingsboard(row: Row, s: Settings, ingest: dict[str, Any],
+                        published: tuple[list[tuple[str, int]], int, int], stats: dict[str, float],
+                        samples: list[tuple[str, int, int, float, int]]) -> dict[str, Any]:
+    acked, unacked, still_stored = published
     got = {(d, ts): dp for d, ts, dp, _f, _r in samples}
     phases: dict[str, dict[str, Any]] = {}
     for name, (lo, hi) in _phases(row).items():
@@ -923,7 +930,8 @@ def analyse_thingsboard(row: Row, s: Settings, ingest: dict[str, Any], acked: li
         "storage_throughput": ingest,
         "replay": _replay(row, samples),
         "phases": phases,
-        "total": {"expected": len(acked), "delivered": counts["delivered"], "lost": lost_total,
+        "total": {"expected": len(acked), "delivered": counts["delivered"], "lost": max(0, lost_total - still_stored),
+                  "still_in_storage": still_stored,
                   "duplicates": counts["duplicates"], "partial": counts["partial"],
                   "unacknowledged_by_broker1": unacked},
         "lost_examples": [{"device": d, "ts": ts, "at_s": round(ts / 1000 - row.marks.get("link_up", 0), 1)}
