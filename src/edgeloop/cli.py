@@ -357,9 +357,9 @@ def bench_edge(
     rows: Annotated[str, typer.Option(help="Comma-separated: edgeloop,thingsboard")] = "edgeloop,thingsboard",
     devices: Annotated[int, typer.Option(help="Machines (8 channels each).", min=1, max=1000)] = 20,
     hz: Annotated[float, typer.Option(help="Readings per second per machine.")] = 10.0,
-    backlog_minutes: Annotated[float | None, typer.Option(help="Outage backlog to replay. [default: 10]")] = None,
-    outage_s: Annotated[float | None, typer.Option(help="Black-holed uplink, seconds. [default: 30]")] = None,
-    kills: Annotated[int | None, typer.Option(help="kill -9 + restart of each gateway. [default: 3]", min=0)] = None,
+    backlog_minutes: Annotated[float | None, typer.Option(help="Outage backlog to replay (default 10).")] = None,
+    outage_s: Annotated[float | None, typer.Option(help="Black-holed uplink, seconds (default 30).")] = None,
+    kills: Annotated[int | None, typer.Option(help="kill -9 + restart of each gateway (default 3).", min=0)] = None,
 ) -> None:
     """The edge agent beside the ThingsBoard IoT Gateway: storage throughput, backlog replay with live load,
     loss and duplicates after an outage and kill -9, RSS (ThingsBoard: `make bench-deps`)."""
