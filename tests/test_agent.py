@@ -96,7 +96,7 @@ def test_journal_seals_messages_that_survive_a_reopen(tmp_path: Path) -> None:
     assert (msg.device, msg.seq, [s.ts for s in msg.samples]) == ("d1", 5_000_001, [400, 500, 600, 700])
     j.close()
     again = Journal(tmp_path / "j.db", max_samples_per_message=4)
-    assert [p.payload for p in again.pending("d1")] == [p.payload for p in sealed[:3]], "same bytes after reopen"
+    assert [p.payload for p in again.take("d1")] == [p.payload for p in sealed[:3]], "same bytes after reopen"
     more = again.append({"d1": samples(2000, 1)}, now_ms=9_000)
     assert more[0].seq == 5_000_003, "the sequence continues; a restart never reuses or jumps back"
     again.ack([sealed[0].id, sealed[1].id])
@@ -386,3 +386,25 @@ def test_the_example_configurations_are_valid(example: Path) -> None:
     cfg = load_config(example)
     assert cfg.sources
     assert Path(cfg.agent.data_dir).is_absolute(), "relative paths are resolved against the file"
+
+
+def test_messages_nobody_took_grow_to_full_size_and_taken_ones_never_change(tmp_path: Path) -> None:
+    """An outage's backlog builds up as full messages (fast replay); a message the uplink has taken keeps its
+    bytes for every resend, and samples after it start a new message."""
+    j = Journal(tmp_path / "j.db", max_samples_per_message=25)
+    for k in range(6):
+        j.append({"d1": samples(k * 1000, 10)})  # 60 samples, committed 10 at a time
+    sizes = [decode_telemetry(p.payload).samples for p in j.pending("d1")]
+    assert [len(s) for s in sizes] == [25, 25, 10], "coalesced up to the message size"
+    assert [x.ts for s in sizes for x in s] == [x.ts for k in range(6) for x in samples(k * 1000, 10)]
+    taken = j.take("d1", limit=10)
+    assert len(taken) == 3
+    j.append({"d1": samples(10_000, 5)})
+    after = j.pending("d1")
+    assert [p.payload for p in after[:3]] == [p.payload for p in taken], "taken messages keep their bytes"
+    assert len(decode_telemetry(after[3].payload).samples) == 5 and after[3].seq == taken[-1].seq + 1
+    j.append({"d1": samples(20_000, 5)}, priority=PRIORITY)
+    assert len(j.pending("d1")) == 5, "a priority window is not merged into normal data"
+    floor = j.seal("d1")
+    j.append({"d1": samples(30_000, 5)})
+    assert j.pending("d1")[-1].id > floor, "after a link comes up new samples are live messages"

@@ -18,6 +18,16 @@ journal sees the device, then increases by one per message; a replaced gateway w
 journal therefore continues above anything it sent before, and the platform's (device, seq)
 dedup never mistakes new data for old.
 
+Coalescing: a message that was never handed to the uplink (``published = 0``; ``take`` sets it
+in the same transaction that reads it) has a seq nobody has seen, so new samples of the same
+device and priority are appended to it until it holds ``max_samples_per_message``. During an
+outage the backlog therefore builds up as full messages and replays as few large publishes;
+with the link up every message is taken within a commit or two and nothing is merged. A
+message once taken keeps its exact bytes for every resend. (Under ``fsync: os`` a power loss
+can undo the mark of a message that was published; its seq could then carry more samples than
+the copy the platform stored, and those would be dropped as a duplicate: the documented "last
+commits before power loss" limit of that mode.)
+
 Disk budget: ``budget_bytes`` bounds the bytes of unsent payloads. Over it, the oldest
 *normal* messages are dropped first, *priority* ones (alarm and anomaly windows) only when
 nothing else is left; each drop becomes a gap record (device, first and last sample time,
@@ -36,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edgeloop.messages import DeviceEvent, Sample, Severity, Telemetry, encode
+from edgeloop.messages import DeviceEvent, Sample, Severity, Telemetry, decode_telemetry, encode
 
 FsyncPolicy = Literal["commit", "os"]
 NORMAL, PRIORITY = 0, 1
@@ -51,6 +61,7 @@ CREATE TABLE IF NOT EXISTS messages (
     last_ts INTEGER NOT NULL,
     samples INTEGER NOT NULL,
     payload BLOB NOT NULL,
+    published INTEGER NOT NULL DEFAULT 0,  -- handed to the uplink at least once: its bytes are final
     UNIQUE (device, seq)
 );
 CREATE INDEX IF NOT EXISTS messages_by_device ON messages (device, id);
@@ -122,6 +133,9 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync == 'commit' else 'NORMAL'}")
         self._db.executescript(SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(messages)")}
+        if "published" not in columns:  # a journal from before coalescing: treat what it holds as sent once
+            self._db.execute("ALTER TABLE messages ADD COLUMN published INTEGER NOT NULL DEFAULT 1")
         self._bytes = int(self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM messages").fetchone()[0])
         counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
         self.dropped_messages = int(counters.get("dropped_messages", 0))
@@ -144,8 +158,11 @@ class Journal:
                     continue
                 row = db.execute("SELECT next_seq FROM devices WHERE device=?", (device,)).fetchone()
                 seq = int(row[0]) if row else now * 1000
-                for i in range(0, len(samples), self.max_samples):
-                    part = list(samples[i:i + self.max_samples])
+                merged, samples_left = self._coalesce(device, samples, priority)
+                if merged is not None:
+                    out.append(merged)
+                for i in range(0, len(samples_left), self.max_samples):
+                    part = list(samples_left[i:i + self.max_samples])
                     payload = encode(Telemetry(device=device, seq=seq, samples=part))
                     cur = db.execute(
                         "INSERT INTO messages (device, seq, priority, first_ts, last_ts, samples, payload) "
@@ -168,6 +185,23 @@ class Journal:
             gone = {p.id for p in dropped}
             out = [p for p in out if p.id not in gone]
         return out
+
+    def _coalesce(self, device: str, samples: Sequence[Sample], priority: int) -> tuple[Pending | None,
+                                                                                       Sequence[Sample]]:
+        """Inside the caller's transaction: top up the device's newest message if nobody has taken it yet."""
+        db = self._db
+        row = db.execute("SELECT id, seq, priority, samples, payload, published FROM messages WHERE device=? "
+                         "ORDER BY id DESC LIMIT 1", (device,)).fetchone()
+        if row is None or row[5] or row[2] != priority or row[3] >= self.max_samples:
+            return None, samples
+        room = self.max_samples - int(row[3])
+        old = decode_telemetry(bytes(row[4]))
+        part = [*old.samples, *samples[:room]]
+        payload = encode(Telemetry(device=device, seq=int(row[1]), samples=part))
+        db.execute("UPDATE messages SET last_ts=?, samples=?, payload=? WHERE id=?",
+                   (part[-1].ts, len(part), payload, row[0]))
+        self._bytes += len(payload) - len(row[4])
+        return Pending(int(row[0]), device, int(row[1]), payload, part[-1].ts), samples[room:]
 
     def _enforce_budget(self, now_ms: int) -> list[Pending]:
         """Inside the caller's transaction: drop oldest normal, then oldest priority, until under budget."""
@@ -224,9 +258,33 @@ class Journal:
                if int(r[0]) not in exclude]
         return out[:limit]
 
+    def take(self, device: str, *, after_id: int = 0, upto_id: int | None = None, limit: int = 1000,
+             exclude: frozenset[int] | set[int] = frozenset()) -> list[Pending]:
+        """``pending`` for sending: the messages returned are marked taken in the same transaction, so
+        their bytes never change again (no sample is added to a message the uplink holds)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            out = self.pending(device, after_id=after_id, upto_id=upto_id, limit=limit, exclude=exclude)
+            fresh = [(p.id,) for p in out]
+            if fresh:
+                db.executemany("UPDATE messages SET published=1 WHERE id=? AND published=0", fresh)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return out
+
     def devices(self) -> list[str]:
         """Every device this journal has accepted data for (a small table: cheap to ask often)."""
         return [str(r[0]) for r in self._db.execute("SELECT device FROM devices")]
+
+    def seal(self, device: str) -> int:
+        """A link for ``device`` came up: its backlog stops growing (new samples start new messages, which
+        go out as live data) and the newest message id is returned as the live/backlog boundary."""
+        self._db.execute("UPDATE messages SET published=1 WHERE device=? AND published=0", (device,))
+        return self.max_id()
 
     def max_id(self) -> int:
         return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0])

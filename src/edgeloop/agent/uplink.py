@@ -182,7 +182,7 @@ class Uplink:
             elif what == "up":
                 log.info("%s connected (%d unacknowledged resent as backlog)", device, len(link.inflight))
                 link.connected = True
-                link.live_floor = await self.journal(lambda j: j.max_id())
+                link.live_floor = await self.journal(lambda j, d=device: j.seal(d))  # type: ignore[misc]
                 link.backlog_cursor = 0
                 self.stats.connects += 1
             elif what == "down":
@@ -220,7 +220,7 @@ class Uplink:
             if free <= 0:
                 continue
             busy = {i for what, i, *_ in link.inflight.values() if what == "msg"}
-            live = await self.journal(lambda j, lk=link, b=busy, n=free: j.pending(  # type: ignore[misc]
+            live = await self.journal(lambda j, lk=link, b=busy, n=free: j.take(  # type: ignore[misc]
                 lk.device, after_id=lk.live_floor, limit=n, exclude=b))
             for msg in live:
                 self._publish(link, msg)
@@ -230,7 +230,7 @@ class Uplink:
             budget = self._take_tokens(free)
             if budget <= 0:
                 continue
-            backlog = await self.journal(lambda j, lk=link, b=busy, n=budget: j.pending(  # type: ignore[misc]
+            backlog = await self.journal(lambda j, lk=link, b=busy, n=budget: j.take(  # type: ignore[misc]
                 lk.device, after_id=lk.backlog_cursor, upto_id=lk.live_floor, limit=n, exclude=b))
             if not backlog:
                 link.backlog_cursor = link.live_floor
