@@ -193,19 +193,31 @@ class OpcUaReader:
 
 
 class SimulatorReader:
-    """The platform's simulated fleet, in real time from the agent's start."""
+    """The platform's simulated fleet, in real time from the agent's start, one simulated day at a time
+    (the same machines every day, each day with its faults at its own hours)."""
+
+    DAY_MS = 86_400_000
 
     def __init__(self, cfg: SimulatorSource, emit: Emit, status: SourceStatus) -> None:
-        now = int(time.time() * 1000) // cfg.poll_ms * cfg.poll_ms
-        self.fleet = Fleet(devices=cfg.devices, faulty=cfg.faulty, seed=cfg.seed, start_ms=now,
-                           duration_ms=365 * 86_400_000, period_ms=cfg.poll_ms)
+        self.cfg = cfg
         self.emit = emit
+        self.fleet = self._day(int(time.time() * 1000) // cfg.poll_ms * cfg.poll_ms)
         status.devices = [d.device_id for d in self.fleet.devices]
 
+    def _day(self, start_ms: int) -> Fleet:
+        c = self.cfg
+        return Fleet(devices=c.devices, faulty=c.faulty, seed=c.seed, start_ms=start_ms, duration_ms=self.DAY_MS,
+                     period_ms=c.poll_ms)
+
     async def poll(self) -> None:
-        for chunk in self.fleet.advance(int(time.time() * 1000)):
-            for sample in chunk.samples(CHANNELS):
-                self.emit(chunk.device_id, sample)
+        now = int(time.time() * 1000)
+        while True:
+            for chunk in self.fleet.advance(min(now, self.fleet.start_ms + self.DAY_MS)):
+                for sample in chunk.samples(CHANNELS):
+                    self.emit(chunk.device_id, sample)
+            if now <= self.fleet.start_ms + self.DAY_MS:
+                return
+            self.fleet = self._day(self.fleet.start_ms + self.DAY_MS)
 
     async def close(self) -> None:
         pass
