@@ -388,23 +388,24 @@ def test_the_example_configurations_are_valid(example: Path) -> None:
     assert Path(cfg.agent.data_dir).is_absolute(), "relative paths are resolved against the file"
 
 
-def test_messages_nobody_took_grow_to_full_size_and_taken_ones_never_change(tmp_path: Path) -> None:
-    """An outage's backlog builds up as full messages (fast replay); a message the uplink has taken keeps its
-    bytes for every resend, and samples after it start a new message."""
+def test_untaken_messages_are_sent_coalesced_and_taken_ones_never_change(tmp_path: Path) -> None:
+    """An outage's backlog (one small message per commit) goes out as full messages (fast replay); a message
+    the uplink has taken keeps its bytes for every resend."""
     j = Journal(tmp_path / "j.db", max_samples_per_message=25)
     for k in range(6):
         j.append({"d1": samples(k * 1000, 10)})  # 60 samples, committed 10 at a time
-    sizes = [decode_telemetry(p.payload).samples for p in j.pending("d1")]
-    assert [len(s) for s in sizes] == [25, 25, 10], "coalesced up to the message size"
-    assert [x.ts for s in sizes for x in s] == [x.ts for k in range(6) for x in samples(k * 1000, 10)]
-    taken = j.take("d1", limit=10)
-    assert len(taken) == 3
-    j.append({"d1": samples(10_000, 5)})
-    after = j.pending("d1")
-    assert [p.payload for p in after[:3]] == [p.payload for p in taken], "taken messages keep their bytes"
-    assert len(decode_telemetry(after[3].payload).samples) == 5 and after[3].seq == taken[-1].seq + 1
-    j.append({"d1": samples(20_000, 5)}, priority=PRIORITY)
-    assert len(j.pending("d1")) == 5, "a priority window is not merged into normal data"
-    floor = j.seal("d1")
-    j.append({"d1": samples(30_000, 5)})
-    assert j.pending("d1")[-1].id > floor, "after a link comes up new samples are live messages"
+    size = j.stats().bytes
+    taken = j.take("d1", limit=2)
+    got = [decode_telemetry(p.payload) for p in taken]
+    assert [len(m.samples) for m in got] == [20, 20], "merged up to the message size, two messages asked for"
+    assert [x.ts for m in got for x in m.samples] == [x.ts for k in range(4) for x in samples(k * 1000, 10)]
+    assert [m.seq for m in got] == [p.seq for p in taken] and got[0].seq < got[1].seq
+    assert j.stats().messages == 4 and j.stats().samples == 60 and j.stats().bytes < size
+    again = j.take("d1", limit=10)
+    assert [p.payload for p in again[:2]] == [p.payload for p in taken], "taken messages keep their bytes"
+    assert len(decode_telemetry(again[2].payload).samples) == 20
+    j.append({"d1": samples(10_000, 5)}, priority=PRIORITY)
+    j.append({"d1": samples(20_000, 5)})
+    assert len(j.take("d1", after_id=again[-1].id)) == 2, "priority and normal data are not merged"
+    j.ack([p.id for p in j.pending("d1")])
+    assert j.stats().messages == 0 and j.stats().bytes == 0

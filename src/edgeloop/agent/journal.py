@@ -18,15 +18,15 @@ journal sees the device, then increases by one per message; a replaced gateway w
 journal therefore continues above anything it sent before, and the platform's (device, seq)
 dedup never mistakes new data for old.
 
-Coalescing: a message that was never handed to the uplink (``published = 0``; ``take`` sets it
-in the same transaction that reads it) has a seq nobody has seen, so new samples of the same
-device and priority are appended to it until it holds ``max_samples_per_message``. During an
-outage the backlog therefore builds up as full messages and replays as few large publishes;
-with the link up every message is taken within a commit or two and nothing is merged. A
-message once taken keeps its exact bytes for every resend. (Under ``fsync: os`` a power loss
-can undo the mark of a message that was published; its seq could then carry more samples than
-the copy the platform stored, and those would be dropped as a duplicate: the documented "last
-commits before power loss" limit of that mode.)
+Coalescing: a message that was never handed to the uplink (``published = 0``) has a seq nobody
+has seen. When the uplink takes messages (``take``), consecutive untaken ones of a device with
+the same priority are merged into one of up to ``max_samples_per_message`` samples under the
+first one's seq, and marked taken in the same transaction. Commits stay small and fast; an
+outage's backlog (one small message per commit) replays as few large publishes. A message once
+taken keeps its exact bytes for every resend. (Under ``fsync: os`` a power loss can undo the
+mark of a message that was published; merged again with its neighbours, its seq would carry
+more samples than the copy the platform stored, and those would be dropped as a duplicate: the
+documented "last commits before power loss" limit of that mode.)
 
 Disk budget: ``budget_bytes`` bounds the bytes of unsent payloads. Over it, the oldest
 *normal* messages are dropped first, *priority* ones (alarm and anomaly windows) only when
@@ -158,11 +158,8 @@ class Journal:
                     continue
                 row = db.execute("SELECT next_seq FROM devices WHERE device=?", (device,)).fetchone()
                 seq = int(row[0]) if row else now * 1000
-                merged, samples_left = self._coalesce(device, samples, priority)
-                if merged is not None:
-                    out.append(merged)
-                for i in range(0, len(samples_left), self.max_samples):
-                    part = list(samples_left[i:i + self.max_samples])
+                for i in range(0, len(samples), self.max_samples):
+                    part = list(samples[i:i + self.max_samples])
                     payload = encode(Telemetry(device=device, seq=seq, samples=part))
                     cur = db.execute(
                         "INSERT INTO messages (device, seq, priority, first_ts, last_ts, samples, payload) "
@@ -185,23 +182,6 @@ class Journal:
             gone = {p.id for p in dropped}
             out = [p for p in out if p.id not in gone]
         return out
-
-    def _coalesce(self, device: str, samples: Sequence[Sample], priority: int) -> tuple[Pending | None,
-                                                                                       Sequence[Sample]]:
-        """Inside the caller's transaction: top up the device's newest message if nobody has taken it yet."""
-        db = self._db
-        row = db.execute("SELECT id, seq, priority, samples, payload, published FROM messages WHERE device=? "
-                         "ORDER BY id DESC LIMIT 1", (device,)).fetchone()
-        if row is None or row[5] or row[2] != priority or row[3] >= self.max_samples:
-            return None, samples
-        room = self.max_samples - int(row[3])
-        old = decode_telemetry(bytes(row[4]))
-        part = [*old.samples, *samples[:room]]
-        payload = encode(Telemetry(device=device, seq=int(row[1]), samples=part))
-        db.execute("UPDATE messages SET last_ts=?, samples=?, payload=? WHERE id=?",
-                   (part[-1].ts, len(part), payload, row[0]))
-        self._bytes += len(payload) - len(row[4])
-        return Pending(int(row[0]), device, int(row[1]), payload, part[-1].ts), samples[room:]
 
     def _enforce_budget(self, now_ms: int) -> list[Pending]:
         """Inside the caller's transaction: drop oldest normal, then oldest priority, until under budget."""
@@ -260,15 +240,30 @@ class Journal:
 
     def take(self, device: str, *, after_id: int = 0, upto_id: int | None = None, limit: int = 1000,
              exclude: frozenset[int] | set[int] = frozenset()) -> list[Pending]:
-        """``pending`` for sending: the messages returned are marked taken in the same transaction, so
-        their bytes never change again (no sample is added to a message the uplink holds)."""
+        """``pending`` for sending, coalesced: consecutive messages nobody has taken yet (same priority) are
+        merged into one of up to ``max_samples_per_message`` samples under the first one's seq (the others'
+        seqs were never seen and are simply not used). What is returned is marked taken in the same
+        transaction, so its bytes never change again."""
+        hi = upto_id if upto_id is not None else 2**62
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            out = self.pending(device, after_id=after_id, upto_id=upto_id, limit=limit, exclude=exclude)
-            fresh = [(p.id,) for p in out]
-            if fresh:
-                db.executemany("UPDATE messages SET published=1 WHERE id=? AND published=0", fresh)
+            rows = db.execute("SELECT id, seq, priority, samples, payload, published, last_ts FROM messages "
+                              "WHERE device = ? AND id > ? AND id <= ? ORDER BY id", (device, after_id, hi))
+            groups: list[list[tuple[int, int, int, int, bytes, int, int]]] = []
+            for row in rows:
+                if row[0] in exclude:
+                    continue
+                last = groups[-1] if groups else None
+                if (last is not None and not row[5] and not last[0][5] and row[2] == last[0][2]
+                        and sum(r[3] for r in last) + row[3] <= self.max_samples):
+                    last.append(row)
+                elif len(groups) == limit:
+                    break
+                else:
+                    groups.append([row])
+            rows.close()
+            out = [self._seal_group(device, g) for g in groups]
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -276,15 +271,24 @@ class Journal:
             raise
         return out
 
+    def _seal_group(self, device: str, group: list[tuple[int, int, int, int, bytes, int, int]]) -> Pending:
+        """Inside the caller's transaction: one message for ``group``, marked taken."""
+        first = group[0]
+        if len(group) == 1:
+            if not first[5]:
+                self._db.execute("UPDATE messages SET published=1 WHERE id=?", (first[0],))
+            return Pending(int(first[0]), device, int(first[1]), bytes(first[4]), int(first[6]))
+        samples = [s for r in group for s in decode_telemetry(bytes(r[4])).samples]
+        payload = encode(Telemetry(device=device, seq=int(first[1]), samples=samples))
+        self._db.execute("UPDATE messages SET payload=?, samples=?, last_ts=?, published=1 WHERE id=?",
+                         (payload, len(samples), samples[-1].ts, first[0]))
+        self._db.executemany("DELETE FROM messages WHERE id=?", [(r[0],) for r in group[1:]])
+        self._bytes += len(payload) - sum(len(r[4]) for r in group)
+        return Pending(int(first[0]), device, int(first[1]), payload, samples[-1].ts)
+
     def devices(self) -> list[str]:
         """Every device this journal has accepted data for (a small table: cheap to ask often)."""
         return [str(r[0]) for r in self._db.execute("SELECT device FROM devices")]
-
-    def seal(self, device: str) -> int:
-        """A link for ``device`` came up: its backlog stops growing (new samples start new messages, which
-        go out as live data) and the newest message id is returned as the live/backlog boundary."""
-        self._db.execute("UPDATE messages SET published=1 WHERE device=? AND published=0", (device,))
-        return self.max_id()
 
     def max_id(self) -> int:
         return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0])

@@ -182,7 +182,7 @@ class Uplink:
             elif what == "up":
                 log.info("%s connected (%d unacknowledged resent as backlog)", device, len(link.inflight))
                 link.connected = True
-                link.live_floor = await self.journal(lambda j, d=device: j.seal(d))  # type: ignore[misc]
+                link.live_floor = await self.journal(lambda j: j.max_id())
                 link.backlog_cursor = 0
                 self.stats.connects += 1
             elif what == "down":
