@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from bench.harness import FaultProxy
 
 from edgeloop.app import Platform, PlatformConfig
 from edgeloop.broker import free_port
@@ -25,57 +26,6 @@ from edgeloop.sim.register import register_fleet
 
 pytestmark = pytest.mark.mosquitto
 DEVICES = 2
-
-
-class FaultProxy:
-    """A TCP proxy that can pass traffic, black-hole it (connections stay open, nothing flows), or reset."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = free_port()
-        self.flowing = asyncio.Event()
-        self.flowing.set()
-        self._pipes: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> FaultProxy:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        self.reset()
-        for task in list(self._pipes):
-            task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
-
-    def reset(self) -> None:
-        for w in list(self._writers):
-            w.transport.abort()
-        self._writers.clear()
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers.add(up_writer)
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
-            self._pipes.add(task)
-            task.add_done_callback(self._pipes.discard)
-
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            while data := await src.read(65536):
-                await self.flowing.wait()  # black-holed: bytes neither arrive nor fail
-                dst.write(data)
-                await dst.drain()
-        dst.transport.abort()
 
 
 def write_config(path: Path, *, mqtt_port: int, data_dir: Path, budget_mb: float = 256) -> Path:
