@@ -383,6 +383,54 @@ def _bench_path() -> None:
         sys.path.insert(0, str(bench_dir.parent))
 
 
+# -- evaluation on public benchmarks ----------------------------------------------------------------------
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate detectors on public benchmarks (NAB).")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("nab")
+def eval_nab(
+    scores: Annotated[Path, typer.Option("--scores", help="A detector's scores in NAB's results layout: "
+                                         "CATEGORY/[DETECTOR_]NAME.csv with timestamp and anomaly_score.")],
+    thresholds: Annotated[Path, typer.Option("--thresholds", help="NAB's thresholds.json (per detector and "
+                                             "profile); the detector is the scores directory's name.")],
+    data: Annotated[Path | None, typer.Option("--data", help="The data directory holding nab/ (default: "
+                                              "$EDGELOOP_DATA or ../shared/data beside the project).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Score precomputed anomaly scores with our NAB scorer: the three profiles, normalised 0 (null) to 100."""
+    from edgeloop.detect.nab import PROFILES, score_corpus
+    from edgeloop.detect.nab_data import (
+        NabDataError,
+        default_data_dir,
+        load_profiles,
+        load_scored_corpus,
+        load_thresholds,
+        nab_dir,
+    )
+
+    data_dir = data if data is not None else default_data_dir()
+    if not data_dir.is_dir():
+        raise _fail(f"data directory {data_dir} not found: give --data DIR or set EDGELOOP_DATA")
+    try:
+        nab = nab_dir(data_dir)
+        files = load_scored_corpus(nab, scores)
+        results = score_corpus(files, load_thresholds(thresholds, scores.name), load_profiles(nab))
+    except (NabDataError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        out.print_json(data={p: round(results[p].normalized, 4) for p in PROFILES})
+        return
+    table = Table(title=f"NAB: {scores.name} on {len(files)} files, "
+                        f"{sum(len(f.windows) for f in files)} windows")
+    for column in ("profile", "score", "raw", "null", "perfect"):
+        table.add_column(column, justify="left" if column == "profile" else "right")
+    for p in PROFILES:
+        r = results[p]
+        table.add_row(p, f"{r.normalized:.2f}", f"{r.raw:.3f}", f"{r.null:.1f}", f"{r.perfect:.1f}")
+    out.print(table)
+
+
 # -- PKI ----------------------------------------------------------------------------------------
 PKI_DIR = typer.Option("--dir", help="The PKI directory (created by `edgeloop pki init`).")
 

@@ -1,0 +1,139 @@
+"""Loading NAB's corpus (https://github.com/numenta/NAB layout) for :mod:`edgeloop.detect.nab`.
+
+``NAB_DIR/labels/combined_windows.json`` names the files and their windows, ``NAB_DIR/config/profiles.json``
+holds the profiles; a scores directory holds one CSV per file, ``CATEGORY/[DETECTOR_]NAME.csv``, with a header
+naming at least ``timestamp`` and ``anomaly_score`` (NAB's results files and the bare calibration files).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeloop.detect.nab import PROFILES, CostMatrix, ScoredFile, Window
+
+WINDOWS_FILE = Path("labels") / "combined_windows.json"
+PROFILES_FILE = Path("config") / "profiles.json"
+
+
+class NabDataError(ValueError):
+    """The NAB data, a scores directory or a thresholds file is missing or malformed."""
+
+
+def default_data_dir() -> Path:
+    """``$EDGELOOP_DATA``, else ``../shared/data`` beside the project root."""
+    env = os.environ.get("EDGELOOP_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3].parent / "shared" / "data"
+
+
+def nab_dir(data: Path) -> Path:
+    """The NAB corpus in ``data``: ``data`` itself or its ``nab/`` folder."""
+    for candidate in (data, data / "nab"):
+        if (candidate / WINDOWS_FILE).is_file():
+            return candidate
+    raise NabDataError(f"no NAB corpus in {data}: expected {data / 'nab' / WINDOWS_FILE} (set --data or "
+                       "EDGELOOP_DATA)")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NabDataError(f"{path}: not found") from None
+    except json.JSONDecodeError as exc:
+        raise NabDataError(f"{path}: not JSON ({exc})") from None
+
+
+def load_windows(nab: Path) -> dict[str, list[Window]]:
+    """``category/name.csv`` -> its windows (start, end), for every file of the corpus."""
+    raw = _read_json(nab / WINDOWS_FILE)
+    if not isinstance(raw, dict):
+        raise NabDataError(f"{nab / WINDOWS_FILE}: expected an object of file -> windows")
+    return {name: [(np.datetime64(start, "us"), np.datetime64(end, "us")) for start, end in limits]
+            for name, limits in sorted(raw.items())}
+
+
+def load_profiles(nab: Path) -> dict[str, CostMatrix]:
+    raw = _read_json(nab / PROFILES_FILE)
+    try:
+        return {name: CostMatrix(tp_weight=float(raw[name]["CostMatrix"]["tpWeight"]),
+                                 fp_weight=float(raw[name]["CostMatrix"]["fpWeight"]),
+                                 fn_weight=float(raw[name]["CostMatrix"]["fnWeight"])) for name in PROFILES}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise NabDataError(f"{nab / PROFILES_FILE}: missing or bad profile weights ({exc!r})") from None
+
+
+def load_thresholds(path: Path, detector: str | None = None) -> dict[str, float]:
+    """Thresholds per profile from NAB's ``thresholds.json`` (``{detector: {profile: {"threshold": t}}}``);
+    the detector is ``detector`` or the file's only one. A flat ``{profile: t}`` is accepted too."""
+    raw = _read_json(path)
+    if not isinstance(raw, dict):
+        raise NabDataError(f"{path}: expected a JSON object")
+    if not all(p in raw for p in PROFILES):
+        if detector is not None and detector in raw:
+            raw = raw[detector]
+        elif len(raw) == 1:
+            raw = next(iter(raw.values()))
+        else:
+            raise NabDataError(f"{path}: holds detectors {', '.join(sorted(raw))}; which one is {detector!r}?")
+    try:
+        return {p: float(raw[p]["threshold"] if isinstance(raw[p], dict) else raw[p]) for p in PROFILES}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise NabDataError(f"{path}: missing or bad threshold ({exc!r})") from None
+
+
+def _score_file(scores_dir: Path, name: str) -> Path:
+    category, _, base = name.rpartition("/")
+    folder = scores_dir / category
+    for candidate in (folder / f"{scores_dir.name}_{base}", folder / base):
+        if candidate.is_file():
+            return candidate
+    matches = sorted(folder.glob(f"*_{base}")) if folder.is_dir() else []
+    if len(matches) == 1:
+        return matches[0]
+    raise NabDataError(f"{scores_dir}: no scores for {name} (looked for {category}/[DETECTOR_]{base})")
+
+
+def read_scores(path: Path) -> tuple[np.ndarray[Any, np.dtype[np.datetime64]], np.ndarray[Any, np.dtype[np.float64]]]:
+    """Timestamps and anomaly scores of one scores CSV."""
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        if "timestamp" not in header or "anomaly_score" not in header:
+            raise NabDataError(f"{path}: the header must name timestamp and anomaly_score, got {header}")
+        t_col, s_col = header.index("timestamp"), header.index("anomaly_score")
+        stamps: list[str] = []
+        values: list[float] = []
+        for line_no, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                stamps.append(row[t_col])
+                values.append(float(row[s_col]))
+            except (IndexError, ValueError):
+                raise NabDataError(f"{path}:{line_no}: bad row {row}") from None
+    try:
+        timestamps = np.array(stamps, dtype="datetime64[us]")
+    except ValueError as exc:
+        raise NabDataError(f"{path}: bad timestamp ({exc})") from None
+    if timestamps.size > 1 and bool(np.any(np.diff(timestamps) < np.timedelta64(0, "us"))):
+        raise NabDataError(f"{path}: timestamps go backwards")
+    return timestamps, np.array(values, dtype=np.float64)
+
+
+def load_scored_corpus(nab: Path, scores_dir: Path) -> list[ScoredFile]:
+    """Every file of the corpus with the detector's scores from ``scores_dir`` and the labelled windows."""
+    if not scores_dir.is_dir():
+        raise NabDataError(f"{scores_dir}: not a directory")
+    files: list[ScoredFile] = []
+    for name, windows in load_windows(nab).items():
+        timestamps, scores = read_scores(_score_file(scores_dir, name))
+        files.append(ScoredFile(name=name, timestamps=timestamps, scores=scores, windows=windows))
+    return files
