@@ -222,11 +222,13 @@ class Agent:
             if isinstance(action, ModbusWrite):
                 if not isinstance(reader, ModbusReader):
                     raise ConnectionError(f"source {action.source!r} is not running")
-                await asyncio.wait_for(reader.write_register(action.address, action.value), ACTION_TIMEOUT_S)
+                async with asyncio.timeout(ACTION_TIMEOUT_S):
+                    await reader.write_register(action.address, action.value)
             else:
                 if not isinstance(reader, OpcUaReader):
                     raise ConnectionError(f"source {action.source!r} is not running")
-                await asyncio.wait_for(reader.write_node(action.node, action.value), ACTION_TIMEOUT_S)
+                async with asyncio.timeout(ACTION_TIMEOUT_S):
+                    await reader.write_node(action.node, action.value)
         except Exception as exc:  # noqa: BLE001  # a failed write is reported and retried on the next sample
             self.local.failsafe.rearm(d.rule)
             message = f"{d.message}: the write FAILED ({type(exc).__name__}: {exc})"

@@ -179,13 +179,14 @@ class OpcUaReader:
         variant_type = await target.read_data_type_as_variant_type()
         from asyncua import ua
 
-        await asyncio.wait_for(target.write_value(ua.DataValue(ua.Variant(value, variant_type))),
-                               self.cfg.timeout_ms / 1000)
+        async with asyncio.timeout(self.cfg.timeout_ms / 1000):
+            await target.write_value(ua.DataValue(ua.Variant(value, variant_type)))
 
     async def _drop(self) -> None:
         client, self.client = self.client, None
         with contextlib.suppress(Exception):  # the server may be gone: do not wait on it for ever
-            await asyncio.wait_for(client.disconnect(), self.cfg.timeout_ms / 1000)
+            async with asyncio.timeout(self.cfg.timeout_ms / 1000):
+                await client.disconnect()
 
     async def close(self) -> None:
         if self.client is not None:

@@ -150,8 +150,11 @@ class Uplink:
         self._link(self.gateway)
         try:
             while True:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that
+                # arrives as its timeout fires, and this loop would then never stop (seen in tests).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 0.2)
+                    async with asyncio.timeout(0.2):
+                        await self._wake.wait()
                 self._wake.clear()
                 await self._handle_events()
                 for device in await self.journal(lambda j: j.devices()):
