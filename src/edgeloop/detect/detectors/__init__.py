@@ -1,0 +1,1 @@
+"""The detector implementations; each module registers its classes with ``edgeloop.detect.registry``."""

@@ -1,0 +1,74 @@
+"""The one protocol every streaming anomaly scorer follows (pure code, no I/O).
+
+A :class:`Detector` scores fixed-width rows: the channels of one asset, or features computed
+from them. It is used in streaming order, always *score first, then learn*:
+
+    for x in rows:
+        s = det.score_one(x)     # uses only rows learned so far: no look-ahead
+        det.learn_one(x)
+
+``score_learn_many(X)`` is the batched path of exactly that loop: the scores are the same
+(to floating-point rounding, ``rtol=1e-7``) and the state afterwards is the same, however the
+stream is split into batches. A detector that learns in blocks (fit on a warm-up, refit every
+K rows) counts the rows it has seen, so its block boundaries fall on the same rows whatever
+the batching.
+
+Conventions, checked by the shared conformance suite (``tests/test_detect_conformance.py``):
+
+- **Scores** are finite floats ``>= 0``; higher is more anomalous. Each detector documents its
+  range in ``score_range`` (``(0.0, inf)`` for unbounded scores, ``(0.0, 1.0)`` for
+  probabilities). While it is warming up (``warmed_up`` is False) a detector scores ``0.0``.
+- **Missing values** are ``NaN`` entries. They are never read as zero: a detector scores a row
+  from its present values (``0.0`` when none are present) and learns nothing from the missing
+  ones. Constant input (zero spread) must not produce NaN, inf or an exception.
+- **Determinism**: randomised detectors take a ``seed``; the same seed and input give the same
+  scores.
+- **Explanations**: ``explain_one(x)`` gives each feature's non-negative share of the score of
+  ``x`` against the current state; the shares sum to 1, or are all 0 when the score is 0 (or the
+  detector is not warmed up). Statistical detectors give exact contributions; tree models give
+  SHAP values (TreeExplainer), clipped at zero and normalised.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from edgeloop.detect._numeric import F64
+
+__all__ = ["Detector", "normalise_shares"]
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """A streaming anomaly scorer over rows of ``n_features`` floats (see the module docstring)."""
+
+    name: str  # registry name, e.g. "mad", "mahalanobis", "hst", "iforest", "seasonal", "ensemble"
+    n_features: int
+    score_range: tuple[float, float]
+
+    @property
+    def warmed_up(self) -> bool: ...
+
+    def learn_one(self, x: F64) -> None:
+        """Update the state with one row (``(n_features,)``, NaN = missing)."""
+
+    def score_one(self, x: F64) -> float:
+        """The anomaly score of one row against the current state (no update)."""
+
+    def score_learn_many(self, X: F64) -> F64:
+        """Score then learn each row of ``X`` (``(n, n_features)``) in order; return the ``(n,)`` scores."""
+
+    def explain_one(self, x: F64) -> F64:
+        """Each feature's share of the score of ``x`` (``(n_features,)``, >= 0, sums to 1 or is all 0)."""
+
+
+def normalise_shares(contrib: F64) -> F64:
+    """Clip contributions at zero and scale them to sum to 1 (all zeros stay zeros; NaN counts as 0)."""
+    c = np.where(np.isfinite(contrib), np.maximum(contrib, 0.0), 0.0)
+    total = float(c.sum())
+    if total <= 0.0:
+        return np.zeros_like(c)
+    shares: F64 = c / total
+    return shares
