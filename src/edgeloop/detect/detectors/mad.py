@@ -118,4 +118,5 @@ class MadDetector:
         z = self._z(X, m_before, s_before)
         self._m = m_after[-1]
         self._s = s_after[-1]
-        return z.max(axis=1)
+        best: F64 = z.max(axis=1)
+        return best
