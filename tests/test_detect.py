@@ -2,56 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 
 from edgeloop.detect import AssetDetector, DetectorConfig, Finding, FindingKind
+from edgeloop.detect.sim_eval import FleetResult, run_fleet
 from edgeloop.sim import CHANNELS, FaultKind, Fleet
 
 START = 1_767_225_600_000
 HOUR = 3_600_000
 MIN = 60_000
-
-
-@dataclass
-class FleetResult:
-    fleet: Fleet
-    findings: dict[str, list[Finding]] = field(default_factory=dict)
-
-    def healthy_with_findings(self) -> list[str]:
-        return [d.device_id for d in self.fleet.devices if d.fault is None and self.findings[d.device_id]]
-
-    def early_findings(self) -> list[str]:
-        """Faulty devices with a finding before their fault began (false alarms)."""
-        return [
-            d.device_id
-            for d in self.fleet.devices
-            if d.fault is not None and any(f.ts < d.fault.start_ms for f in self.findings[d.device_id])
-        ]
-
-    def delays_min(self) -> dict[str, float | None]:
-        """Per faulty device: minutes from fault onset to its first finding (None = missed)."""
-        out: dict[str, float | None] = {}
-        for d in self.fleet.devices:
-            if d.fault is None:
-                continue
-            hits = [f.ts for f in self.findings[d.device_id] if f.ts >= d.fault.start_ms]
-            out[d.device_id] = (hits[0] - d.fault.start_ms) / MIN if hits else None
-        return out
-
-
-def run_fleet(fleet: Fleet, step_ms: int = MIN) -> FleetResult:
-    detectors = {d.device_id: AssetDetector(channels=CHANNELS) for d in fleet.devices}
-    result = FleetResult(fleet, {d.device_id: [] for d in fleet.devices})
-    t = fleet.start_ms
-    while t < fleet.end_ms:
-        t += step_ms
-        for chunk in fleet.advance(t):
-            result.findings[chunk.device_id] += detectors[chunk.device_id].process(chunk.ts, chunk.values)
-    return result
 
 
 def check_fleet(result: FleetResult) -> None:
@@ -309,3 +272,20 @@ def test_anomaly_explanation_and_episode() -> None:
 
 def test_detector_has_a_version_name() -> None:
     assert AssetDetector.name == "robust-mv-v1"
+
+
+def test_eval_sim_reports_recall_false_alerts_and_delay() -> None:
+    from typer.testing import CliRunner
+
+    from edgeloop.cli import app
+
+    res = CliRunner().invoke(app, ["eval", "sim", "--devices", "12", "--faulty", "6", "--sim-hours", "6",
+                                   "--seed", "5", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout[res.stdout.index("{"):])
+    assert data["faulty"] == 6 and data["machine_days"] == 3.0
+    assert set(data["recall_per_fault"]) == {k.value for k in FaultKind}
+    assert data["recall"] == 1.0 and data["false_alerts"] == 0
+    assert 0 < data["median_delay_min"] < 120
+    bad = CliRunner().invoke(app, ["eval", "sim", "--devices", "2", "--faulty", "3"])
+    assert bad.exit_code != 0 and "more than --devices" in bad.output

@@ -384,7 +384,8 @@ def _bench_path() -> None:
 
 
 # -- evaluation on public benchmarks ----------------------------------------------------------------------
-eval_app = typer.Typer(no_args_is_help=True, help="Evaluate detectors on public benchmarks (NAB).")
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate the detectors: public benchmarks (NAB, SKAB, C-MAPSS) "
+                       "and the simulator's ground truth.")
 app.add_typer(eval_app, name="eval")
 
 
@@ -429,6 +430,48 @@ def eval_nab(
         r = results[p]
         table.add_row(p, f"{r.normalized:.2f}", f"{r.raw:.3f}", f"{r.null:.1f}", f"{r.perfect:.1f}")
     out.print(table)
+
+
+@eval_app.command("sim")
+def eval_sim(
+    devices: Annotated[int, typer.Option(min=1, help="Simulated machines.")] = 60,
+    faulty: Annotated[int | None, typer.Option(min=0, help="How many of them get a fault (default: a third; "
+                                               "the six fault types in turn).")] = None,
+    sim_hours: Annotated[float, typer.Option(min=0.5, help="Simulated hours per machine.")] = 48.0,
+    seed: Annotated[int, typer.Option(help="Fleet seed: the same seed gives the same fleet and faults.")] = 7,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Run the platform's detector over a simulated fleet and score it against the simulator's ground truth."""
+    from edgeloop.detect.sim_eval import evaluate, run_fleet
+    from edgeloop.sim import Fleet
+
+    n_faulty = faulty if faulty is not None else devices // 3
+    if n_faulty > devices:
+        raise _fail(f"--faulty {n_faulty} is more than --devices {devices}")
+    fleet = Fleet(devices=devices, faulty=n_faulty, seed=seed, start_ms=1_767_225_600_000,
+                  duration_ms=int(sim_hours * 3_600_000))
+    started = time.monotonic()
+    with _progress_reporter() as progress:
+        result = evaluate(run_fleet(fleet, step_ms=600_000, progress=lambda done, total: progress(
+            "scoring", done / total, {"sim_hours": round(done / 3_600_000, 1)})))
+    wall = round(time.monotonic() - started, 1)
+    if as_json:
+        out.print_json(data={**result.as_dict(), "seed": seed, "sim_hours": sim_hours, "wall_seconds": wall})
+        return
+    table = Table(title=f"{devices} machines ({n_faulty} faulty), {sim_hours:g} simulated hours, seed {seed}: "
+                        f"{result.machine_days:.0f} machine-days in {wall} s")
+    for column in ("fault", "machines", "detected", "recall", "median delay (min)"):
+        table.add_column(column, justify="left" if column == "fault" else "right")
+    for kind, r in sorted(result.per_fault.items()):
+        table.add_row(kind, str(r.faulty), str(r.detected), f"{r.recall:.0%}",
+                      "-" if r.median_delay_min is None else f"{r.median_delay_min:.1f}")
+    table.add_row("all", str(result.faulty), str(result.detected), f"{result.recall:.0%}",
+                  "-" if result.median_delay_min is None else f"{result.median_delay_min:.1f}")
+    out.print(table)
+    out.print(f"false alerts: {result.false_alerts} "
+              f"({result.false_alerts_per_100_machine_days:.2f} per 100 machine-days)")
+    for line in result.false_alert_detail[:20]:
+        out.print(f"  {line}", highlight=False)
 
 
 # -- PKI ----------------------------------------------------------------------------------------

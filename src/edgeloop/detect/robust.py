@@ -58,6 +58,8 @@ import numpy as np
 
 from edgeloop.detect._numeric import F64, I64, Bool, ewma, run_lengths
 from edgeloop.detect.finding import Finding, FindingKind
+from edgeloop.detect.protocol import Detector
+from edgeloop.detect.registry import make
 
 __all__ = ["AssetDetector", "DetectorConfig"]
 
@@ -96,6 +98,9 @@ class DetectorConfig:
     smoothing_s: float = 60.0  # EWMA time constant of the residuals
     sigma_inflation: float = 1.3  # margin on the warm-up spread of the smoothed residuals
     threshold: float = 12.0  # sum of squared smoothed t-values that maps to score 1.0
+    ensemble_members: tuple[str, ...] = ("mad",)  # registered detectors fused over the residual t-values
+    ensemble_warmup: int = 600  # scored rows the ensemble members learn from, then as many to calibrate on
+    ensemble_threshold: float = 16.0  # fused surprise (decades of rarity) that maps to score 1.0
     persistence_samples: int = 45  # consecutive samples above 1.0 to confirm an anomaly
     clear_score: float = 0.5  # an anomaly clears below this score ...
     clear_samples: int = 300  # ... held for this many consecutive samples
@@ -113,7 +118,8 @@ class DetectorConfig:
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise ValueError(f"DetectorConfig.{name} must be >= 1")
-        positive = ("smoothing_s", "sigma_inflation", "threshold", "residual_clip", "critical_score")
+        positive = ("smoothing_s", "sigma_inflation", "threshold", "residual_clip", "critical_score",
+                    "ensemble_threshold")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"DetectorConfig.{name} must be > 0")
@@ -121,6 +127,8 @@ class DetectorConfig:
             raise ValueError("DetectorConfig.clear_score must be in (0, 1]")
         if self.ridge < 0 or self.residual_floor < 0 or self.gap_min_ms < 0 or self.lag_min_cut < 0:
             raise ValueError("DetectorConfig.ridge, residual_floor, lag_min_cut and gap_min_ms must be >= 0")
+        if self.ensemble_warmup < 2:
+            raise ValueError("DetectorConfig.ensemble_warmup must be >= 2")
         if any(not t > 0 for t in self.lag_time_constants_s):
             raise ValueError("DetectorConfig.lag_time_constants_s must be > 0")
 
@@ -183,6 +191,7 @@ class AssetDetector:
         self._eq_run = np.zeros(n_ch, dtype=np.int64)
         self._warm: _Warmup | None = _Warmup()
         self._model: _Model | None = None
+        self._ensemble: Detector | None = None  # fused detectors over the residual t-values, made at fit
         self._active = False  # an anomaly episode is open
         self._carry = 0  # current run: above threshold (if not active) / below clear (if active)
         self._scored_center = np.zeros(self._scored.size)
@@ -485,12 +494,20 @@ class AssetDetector:
         )
         self._scored_center = center[self._scored]
         self._scored_scale = scale[self._scored]
+        if cfg.ensemble_members and n_scored:
+            self._ensemble = make("ensemble", n_scored, warmup=cfg.ensemble_warmup,
+                                  members=cfg.ensemble_members)
         self._load_const = np.tile(constant[self._load], cfg.load_degree)
 
     # ----------------------------------------------------------------- anomaly
 
-    def _scores(self, x: F64, dt: F64) -> tuple[F64, F64, F64]:
-        """Score, t-values and smoothed residuals of each row (model must be fitted)."""
+    def _scores(self, x: F64, dt: F64) -> tuple[F64, F64, F64, F64]:
+        """Score, t-values, smoothed residuals and the ensemble's part of the score (model must be fitted).
+
+        Two views of the same residuals, each scaled so that 1.0 is its threshold: the exact statistic
+        ``sum(t**2) / threshold`` and the calibrated ensemble's fused surprise over the t-values
+        divided by ``ensemble_threshold``. The score is the larger of the two.
+        """
         model = self._model
         assert model is not None
         cfg = self.config
@@ -517,13 +534,16 @@ class AssetDetector:
         model.m_state = m[-1].copy()
         t = np.where(model.use, m / model.sigma_m, 0.0)
         score = np.einsum("ij,ij->i", t, t) / cfg.threshold
-        return score, t, m
+        if self._ensemble is None:
+            return score, t, m, np.zeros(n)
+        ens = self._ensemble.score_learn_many(t) / cfg.ensemble_threshold
+        return np.maximum(score, ens), t, m, ens
 
     def _anomaly(self, ts: I64, x: F64, dt: F64, out_scores: F64) -> list[Finding]:
         cfg = self.config
         if not self._scored.size:
             return []
-        score, t, m = self._scores(x, dt)
+        score, t, m, ens = self._scores(x, dt)
         out_scores[:] = score
         self.last_score = float(score[-1])
         out: list[Finding] = []
@@ -537,7 +557,7 @@ class AssetDetector:
                     self._carry = int(run[-1])
                     break
                 k = i + int(hit[0])
-                out.append(self._anomaly_finding(int(ts[k]), float(score[k]), t[k], m[k]))
+                out.append(self._anomaly_finding(int(ts[k]), float(score[k]), t[k], m[k], bool(ens[k] >= score[k])))
                 self._active, self._carry = True, 0
             else:
                 run = run_lengths(score[i:] < cfg.clear_score, self._carry)
@@ -550,8 +570,15 @@ class AssetDetector:
             i = k + 1
         return out
 
-    def _anomaly_finding(self, ts: int, score: float, t: F64, m: F64) -> Finding:
+    def _anomaly_finding(self, ts: int, score: float, t: F64, m: F64, by_ensemble: bool) -> Finding:
+        # the exact shares of sum(t**2), or the ensemble's explanation when it is the larger score
+        # (the ensemble explains against its state at the end of the batch; if that sees nothing, the exact
+        # shares stand)
         sq = t * t
+        if by_ensemble and self._ensemble is not None:
+            shares = self._ensemble.explain_one(t)
+            if shares.sum() > 0:
+                sq = shares
         total = float(sq.sum())
         names = [self.channels[j] for j in self._scored.tolist()]
         explanation = {names[k]: float(sq[k]) / total for k in np.flatnonzero(sq > 0).tolist()}

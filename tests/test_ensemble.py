@@ -1,0 +1,58 @@
+"""The ensemble's calibration: every member's score on one scale, learned from the asset's own data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edgeloop.detect.detectors.ensemble import Calibration, EnsembleDetector
+from edgeloop.detect.registry import make
+
+
+def test_surprise_is_decades_of_rarity_relative_to_the_median() -> None:
+    ref = np.random.default_rng(0).exponential(1.0, 20_000)
+    cal = Calibration(ref)
+    med, q95, q99 = np.quantile(ref, [0.5, 0.95, 0.99])
+    s = cal.surprise(np.array([0.0, med, q95, q99]))
+    assert s[0] == 0.0 and s[1] == pytest.approx(0.0, abs=0.01)
+    assert s[2] == pytest.approx(1.0, abs=0.05)  # the top 5 % of normal data: one decade
+    assert s[3] == pytest.approx(math.log10(50), abs=0.1)
+    # beyond the data, the fitted exponential tail: exp(1) data, 1 in 10^4 at ln(10^4) = 9.2
+    assert cal.surprise(np.array([math.log(1e4)]))[0] == pytest.approx(math.log10(0.5e4), abs=0.15)
+    grid = np.linspace(0, 30, 3001)
+    assert (np.diff(cal.surprise(grid)) >= 0).all(), "surprise must grow with the score"
+
+
+def test_constant_reference_maps_its_value_to_zero_and_anything_else_high() -> None:
+    cal = Calibration(np.zeros(500))
+    assert cal.surprise(np.array([0.0]))[0] == 0.0
+    assert cal.surprise(np.array([1e-3]))[0] > 100
+    assert np.isfinite(cal.surprise(np.array([1e6]))).all()
+
+
+def test_members_on_different_scales_count_alike() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.normal(0, 1, (3000, 3))
+    det = make("ensemble", 3, warmup=500, calibration=1000, members=["mad", "mad"], weights=[1, 3])
+    assert isinstance(det, EnsembleDetector)
+    s = det.score_learn_many(X)
+    assert (s[:1500] == 0).all() and det.warmed_up
+    # on normal data the fused surprise rarely exceeds 2 decades
+    assert np.mean(s[1500:] > 2.0) < 0.02
+    x = X[-1].copy()
+    x[1] += 12.0
+    assert det.score_one(x) > 4.0
+    assert det.explain_one(x).argmax() == 1
+
+
+def test_bad_member_lists_are_rejected() -> None:
+    with pytest.raises(ValueError, match="members"):
+        make("ensemble", 2, members=[])
+    with pytest.raises(ValueError, match="members"):
+        make("ensemble", 2, members=["ensemble"])
+    with pytest.raises(ValueError, match="weight"):
+        make("ensemble", 2, members=["mad"], weights=[1, 2])
+    with pytest.raises(ValueError, match="unknown detector"):
+        make("ensemble", 2, members=["nope"])
