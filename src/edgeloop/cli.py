@@ -350,6 +350,23 @@ def bench_pki(
                                                   backends=chosen), console=console, out=out)
 
 
+@bench_app.command("detect")
+def bench_detect(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    rows: Annotated[int, typer.Option(help="Rows scored in the batched path.", min=1000)] = 200_000,
+    batch: Annotated[int, typer.Option(help="Rows per call in the batched path.", min=1)] = 1_000,
+    detector: Annotated[list[str] | None, typer.Option(help="Registered detector(s) to measure (default: "
+                                                       "all).")] = None,
+) -> None:
+    """Detector speed on one core: the platform's detector (batched rows/s, one-row latency) and each registered one."""
+    _bench_path()
+    from bench.detect import Settings
+    from bench.detect import main as bench_main  # type: ignore[import-not-found,unused-ignore]
+
+    bench_main(as_json=as_json, settings=Settings(rows=rows, batch=batch, detectors=tuple(detector or ())),
+               console=console, out=out)
+
+
 @bench_app.command("edge")
 def bench_edge(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
