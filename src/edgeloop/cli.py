@@ -449,6 +449,71 @@ def eval_nab(
     out.print(table)
 
 
+@eval_app.command("skab")
+def eval_skab(
+    data: Annotated[Path | None, typer.Option("--data", help="A folder of SKAB-format runs (searched recursively; "
+                                              "other CSVs are skipped and listed), or the data directory holding "
+                                              "skab/ (default: $EDGELOOP_DATA or ../shared/data beside the "
+                                              "project).")] = None,
+    detector: Annotated[str, typer.Option("--detector", help="Registered detector scoring the features.")] = (
+        "mahalanobis"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: f1, far and mar (fractions "
+                                          "0..1), nab_standard, nab_low_fp, nab_low_fn (0 = detect nothing, "
+                                          "100 = perfect), tp/fp/tn/fn, runs, windows, skipped, detector.")] = False,
+) -> None:
+    """Detect anomalies on SKAB water-pump runs (first 400 rows of each run train, the rest is scored).
+
+    Point F1, false-alarm rate (FAR) and missed-alarm rate (MAR, % in the table, fractions in JSON) over all test
+    rows, and SKAB's NAB score on change points (30 s windows centred on each labelled change point).
+    """
+    from edgeloop.detect.nab_data import default_data_dir
+    from edgeloop.detect.registry import available
+    from edgeloop.detect.skab import SkabConfig, evaluate
+    from edgeloop.detect.skab_data import SkabDataError, load_runs, skab_dir
+
+    if detector not in available():
+        raise _fail(f"unknown detector {detector!r}; available: {', '.join(available())}")
+    try:
+        folder = skab_dir(data if data is not None else default_data_dir())
+        runs, skipped = load_runs(folder)
+    except SkabDataError as exc:
+        raise _fail(str(exc)) from None
+    for s in skipped:
+        console.print(f"[yellow]skipped[/yellow] {s.name}: {s.reason}", highlight=False)
+    started = time.monotonic()
+    done = {"n": 0}
+
+    def progress(name: str) -> None:
+        done["n"] += 1
+        console.print(f"[dim]{done['n']}/{len(runs)} {name}[/dim]", highlight=False)
+
+    try:
+        report = evaluate(runs, SkabConfig(detector=detector), progress=None if as_json else progress)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    c = report.counts
+    nab = {key: report.nab_score(profile) for key, profile in (("nab_standard", "standard"),
+           ("nab_low_fp", "reward_low_FP_rate"), ("nab_low_fn", "reward_low_FN_rate"))}
+    if as_json:
+        out.print_json(data={"f1": round(c.f1, 4), "far": round(c.far, 4), "mar": round(c.mar, 4),
+                             **{k: round(v, 2) for k, v in nab.items()}, "tp": c.tp, "fp": c.fp, "tn": c.tn,
+                             "fn": c.fn, "runs": report.runs, "windows": report.windows, "skipped": len(skipped),
+                             "detector": detector})
+        return
+    table = Table(title=f"SKAB: {detector} on {report.runs} runs in {folder} ({time.monotonic() - started:.1f} s)")
+    for column in ("metric", "value", "published best"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    table.add_row("F1 (points)", f"{c.f1:.3f}", "0.78 (Conv-AE)")
+    table.add_row("FAR", f"{100 * c.far:.1f} %", "13.6 %")
+    table.add_row("MAR", f"{100 * c.mar:.1f} %", "28.0 %")
+    table.add_row("NAB standard (change points)", f"{nab['nab_standard']:.1f}", "32.4 (MSCRED)")
+    table.add_row("NAB low FP", f"{nab['nab_low_fp']:.1f}", "")
+    table.add_row("NAB low FN", f"{nab['nab_low_fn']:.1f}", "")
+    out.print(table)
+    out.print(f"test points: TP {c.tp}, FP {c.fp}, TN {c.tn}, FN {c.fn}; change-point windows: {report.windows}",
+              highlight=False)
+
+
 @eval_app.command("sim")
 def eval_sim(
     devices: Annotated[int, typer.Option(min=1, help="Simulated machines.")] = 60,
