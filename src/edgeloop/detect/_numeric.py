@@ -29,6 +29,12 @@ def ewma(u: F64, valid: Bool | None, log_decay: F64, y0: F64) -> F64:
     ld = np.maximum(log_decay, _MIN_LOG_DECAY)
     if ld.ndim == 1:
         ld = ld[:, None]
+    if n == 1:  # one row (the single-sample path): the recursion itself, without the closed form's cumsums
+        a = np.exp(ld[0])
+        one: F64 = a * y0 + (1.0 - a) * u[0]
+        if valid is not None:
+            one = np.where(valid[0], one, y0)
+        return one.reshape(1, -1)
     if valid is None:
         loga = ld * np.ones(u.shape[1]) if ld.shape[1] != u.shape[1] else ld
         w = -np.expm1(loga)
