@@ -172,6 +172,11 @@ class MahalanobisDetector:
         """Squared distances of rows (NaN = missing: the marginal of the present features)."""
         out = np.zeros(X.shape[0])
         valid = np.isfinite(X)
+        if valid.all():  # the common case: one pattern
+            idx, inv = self._inverse(valid[0]) if X.shape[0] else (np.arange(0), np.zeros((0, 0)))
+            r = X - self._m
+            d2: F64 = np.maximum(np.einsum("ij,jk,ik->i", r, inv, r), 0.0)
+            return d2
         patterns, inverse = np.unique(valid, axis=0, return_inverse=True)
         for k, present in enumerate(patterns):
             if not present.any():
@@ -180,8 +185,8 @@ class MahalanobisDetector:
             idx, inv = self._inverse(present)
             r = X[np.ix_(rows, idx)] - self._m[idx]
             out[rows] = np.einsum("ij,jk,ik->i", r, inv, r)
-        d2: F64 = np.maximum(out, 0.0)
-        return d2
+        res: F64 = np.maximum(out, 0.0)
+        return res
 
     def _scores(self, X: F64) -> F64:
         s: F64 = np.sqrt(self._d2(X))
