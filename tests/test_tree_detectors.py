@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from edgeloop.detect.detectors.hst import HalfSpaceTreesDetector
+from edgeloop.detect.detectors.iforest import IsolationForestDetector
 from edgeloop.detect.registry import make
 
 N = 8
@@ -63,3 +64,68 @@ def test_hst_does_not_learn_rows_with_missing_values() -> None:
     s = det.score_learn_many(holes)
     assert np.isfinite(s).all() and (s > 0).all()
     assert [t.l_mass for t in det._hst.trees] == before
+
+
+# ---------------------------------------------------------------------------- iforest
+def test_iforest_onnx_scores_equal_sklearn_score_samples() -> None:
+    det = make("iforest", N, seed=4, warmup=300)
+    assert isinstance(det, IsolationForestDetector)
+    det.score_learn_many(_plant(300))
+    X = np.vstack([_plant(2000, seed=8), _plant(50, seed=9) * 1.5])  # normal rows and far-out ones
+    onnx_raw = det.onnx_scores(X)
+    np.testing.assert_allclose(onnx_raw, det.sklearn_scores(X), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(onnx_raw, -det.forest.score_samples(X), rtol=0, atol=1e-4)
+
+
+def test_iforest_skl2onnx_exporter_gives_the_same_scores() -> None:
+    compact = make("iforest", N, seed=4, warmup=200, n_estimators=10)
+    stock = make("iforest", N, seed=4, warmup=200, n_estimators=10, exporter="skl2onnx")
+    X = _plant(600)
+    np.testing.assert_allclose(stock.score_learn_many(X), compact.score_learn_many(X), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(stock.onnx_scores(X), -stock.forest.score_samples(X), rtol=0, atol=1e-4)
+
+
+def test_iforest_refits_at_fixed_rows_and_adapts_to_a_level_shift() -> None:
+    kw = {"seed": 5, "warmup": 256, "refit_every": 500, "window": 500}
+    X = np.vstack([_plant(1256), _plant(1500, seed=11) + 15.0])  # every channel steps up 7.5 sigma
+    whole = make("iforest", N, **kw)
+    s = whole.score_learn_many(X)
+    rows = make("iforest", N, **kw)
+    for part in np.array_split(X, 37):
+        rows.score_learn_many(part)
+    assert isinstance(whole, IsolationForestDetector) and isinstance(rows, IsolationForestDetector)
+    assert whole.n_fits == rows.n_fits == 1 + (X.shape[0] - 256) // 500 == 6
+    assert whole.next_refit == rows.next_refit == 256 + 6 * 500
+    normal_q99 = float(np.quantile(s[256:1256], 0.99))
+    assert np.median(s[1256:1756]) > 10 * normal_q99  # before the model has seen the new level
+    assert np.quantile(s[-500:], 0.9) < normal_q99  # after two refits it is the new normal
+
+
+def test_iforest_shap_points_at_the_faulty_channel_on_eight_correlated_channels() -> None:
+    for range_weight in (0.0, 1.0):  # the forest's SHAP values alone, and with the range term
+        det = make("iforest", N, seed=6, warmup=1000, range_weight=range_weight)
+        det.score_learn_many(_plant(1000))
+        blame = []
+        for channel in range(N):
+            fault = _plant(1, seed=30 + channel)[0]
+            fault[channel] += 8.0  # 4 sigma on one channel
+            shares = det.explain_one(fault)
+            assert math.isclose(float(shares.sum()), 1.0, rel_tol=1e-9)
+            assert int(np.argmax(shares)) == channel, (range_weight, channel, shares)
+            blame.append(shares[channel])
+        # SHAP alone shares the blame with the row's own (normal) extremes on other channels: the
+        # faulty channel gets the most, and most of it on average; with the range term, most each time.
+        assert np.mean(blame) > 0.6 and (min(blame) > 0.5 if range_weight else min(blame) > 0.3), blame
+
+
+def test_iforest_missing_values_take_the_training_median() -> None:
+    det = make("iforest", N, seed=7, warmup=300)
+    assert isinstance(det, IsolationForestDetector)
+    det.score_learn_many(_plant(300))
+    x = _plant(1, seed=3)[0]
+    holes = x.copy()
+    holes[[1, 5]] = np.nan
+    filled = x.copy()
+    filled[[1, 5]] = det._median[[1, 5]]
+    assert det.score_one(holes) == det.score_one(filled)
+    assert det.score_one(np.full(N, np.nan)) == 0.0
