@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from river import anomaly
 
 from edgeloop.detect.detectors.hst import HalfSpaceTreesDetector
 from edgeloop.detect.detectors.iforest import IsolationForestDetector
@@ -58,12 +59,35 @@ def test_hst_does_not_learn_rows_with_missing_values() -> None:
     det = make("hst", N, seed=3, warmup=100)
     X = _plant(400)
     det.score_learn_many(X)
-    before = [t.l_mass for t in det._hst.trees]
+    before = det._l_mass.copy()
     holes = _plant(10, seed=1)
     holes[:, 4] = np.nan
     s = det.score_learn_many(holes)
     assert np.isfinite(s).all() and (s > 0).all()
-    assert [t.l_mass for t in det._hst.trees] == before
+    np.testing.assert_array_equal(det._l_mass, before)
+
+
+def test_hst_scores_equal_rivers_half_space_trees() -> None:
+    """The numpy walk is river's algorithm: a river HalfSpaceTrees fed the same scaled rows agrees exactly."""
+    kw = {"n_trees": 7, "height": 5, "window_size": 50}
+    det = make("hst", N, seed=9, warmup=120, **kw)
+    assert isinstance(det, HalfSpaceTreesDetector)
+    X = np.vstack([_plant(120), _plant(400, seed=3), _plant(40, seed=4) * 1.2])
+    X[130:140, 2] = np.nan  # not learned, scored with the median
+    X[300, 5] -= 20.0
+    ours = np.concatenate([det.score_learn_many(part) for part in np.array_split(X, 13)])
+    ref = anomaly.HalfSpaceTrees(n_trees=7, height=5, window_size=50, seed=9)
+    keys = list(range(N))
+    U, _ = det._scaled(X)
+    theirs = np.zeros(X.shape[0])
+    for i, (u, x) in enumerate(zip(U.tolist(), X, strict=True)):
+        d = dict(zip(keys, u, strict=True))
+        if i >= 120:
+            theirs[i] = ref.score_one(d)
+        if np.isfinite(x).all():
+            ref.learn_one(d)
+    np.testing.assert_array_equal(ours, theirs)
+    assert det._counter == ref.counter
 
 
 # ---------------------------------------------------------------------------- iforest

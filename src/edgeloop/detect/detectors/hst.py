@@ -7,8 +7,14 @@ warm-up gets a tiny span (``1e-6 * max(|level|, 1)``), so any later change clips
 At the end of the warm-up its complete rows are learned, which fills HST's first reference window
 (``window_size`` is capped at the number of complete warm-up rows so it is ready right away).
 
-After that each row is *scored, then learned*, one river call each (river is per-row; the batched
-path is the same loop without the per-call overhead). The score is river's: ``1 - mass/max_mass``
+After that each row is *scored, then learned*. River builds the seeded trees and learns the warm-up;
+then the trees are copied into arrays (heap order: node ``i`` has children ``2i+1``, ``2i+2``) and
+walked with numpy, many rows at once: between two pivots of the reference window the node masses
+used for scoring are fixed, so a batch is scored per segment and its complete rows' paths are
+counted into the latest window with one ``bincount``. This is river's algorithm step for step
+(its score is a sum of integer masses times powers of two, so the results are identical; the tests
+check them against a river ``HalfSpaceTrees`` fed the same rows), some 20x faster than calling river
+per row. The score is river's: ``1 - mass/max_mass``
 in ``[0, 1]``, higher is more anomalous (a row in an empty region of the reference window scores
 near 1; typical rows score ~0.1-0.6 depending on ``height`` and the data). Scores are ``0.0`` until
 warmed up.
@@ -69,12 +75,21 @@ class HalfSpaceTreesDetector:
         self._scale = np.ones(n_features)
         self._median_u = np.full(n_features, 0.5)
         self._keys = list(range(n_features))
-        self._hst: Any = None  # river.anomaly.HalfSpaceTrees once the warm-up is over
+        self._hst: Any = None  # river.anomaly.HalfSpaceTrees: builds the trees, learns the warm-up, is dropped
+        n_internal = 2 ** height - 1
+        self._feature = np.zeros((n_trees, n_internal), dtype=np.int64)
+        self._threshold = np.zeros((n_trees, n_internal))
+        self._r_mass = np.zeros((n_trees, 2 * n_internal + 1), dtype=np.int64)  # reference window
+        self._l_mass = np.zeros((n_trees, 2 * n_internal + 1), dtype=np.int64)  # the window filling up
+        self._counter = 0
+        self._window = window_size
+        self._first_window = True
+        self._max_score = 1
 
     @property
     def warmed_up(self) -> bool:
         """True once the warm-up is over and HST's first reference window is full."""
-        return self._ready and not self._hst._first_window
+        return self._ready and not self._first_window
 
     # ------------------------------------------------------------------ protocol
     def learn_one(self, x: F64) -> None:
@@ -91,7 +106,7 @@ class HalfSpaceTreesDetector:
         return self._river_score(u[0])
 
     def score_learn_many(self, X: F64) -> F64:
-        """Score then learn each row in order (a loop of river calls); return the ``(n,)`` scores."""
+        """Score then learn each row in order (numpy, per segment between window pivots); the ``(n,)`` scores."""
         X = np.asarray(X, dtype=np.float64).reshape(-1, self.n_features)
         scores = np.zeros(X.shape[0])
         start = 0
@@ -104,16 +119,17 @@ class HalfSpaceTreesDetector:
         if start >= X.shape[0]:
             return scores
         U, present = self._scaled(X[start:])
-        complete: list[bool] = np.asarray(np.isfinite(X[start:]).all(axis=1), dtype=np.bool_).tolist()
-        hst = self._hst
-        keys = self._keys
-        for i, (row, has_any, learn) in enumerate(zip(U.tolist(), present.tolist(), complete,
-                                                               strict=True)):
-            d = dict(zip(keys, row, strict=True))
-            if has_any and not hst._first_window:
-                scores[start + i] = float(hst.score_one(d))
-            if learn:
-                hst.learn_one(d)
+        learn: Bool = np.asarray(np.isfinite(X[start:]).all(axis=1), dtype=np.bool_)
+        i, n = 0, U.shape[0]
+        while i < n:  # segments that end where the reference window pivots
+            cum = np.cumsum(learn[i:])
+            full = np.flatnonzero(cum == self._window - self._counter)
+            end = i + int(full[0]) + 1 if full.size else n
+            paths, seg = self._walk(U[i:end])
+            if not self._first_window:
+                scores[start + i:start + end] = np.where(present[i:end], seg, 0.0)
+            self._learn(paths[learn[i:end]])
+            i = end
         return scores
 
     def explain_one(self, x: F64) -> F64:
@@ -161,6 +177,14 @@ class HalfSpaceTreesDetector:
                                            seed=self.seed)
         for row in self._scaled(complete)[0].tolist():
             self._hst.learn_one(dict(zip(self._keys, row, strict=True)))
+        fake = not self._hst.trees
+        if fake:  # no complete warm-up row: river builds its trees on the first row it learns
+            self._hst.learn_one(dict(zip(self._keys, self._median_u.tolist(), strict=True)))
+        self._copy_trees()
+        if fake:  # ... which is then forgotten
+            self._l_mass[:] = 0
+            self._counter = 0
+        self._hst = None  # from here on the arrays are the state
         self._ready = True
 
     def _scaled(self, X: F64) -> tuple[F64, Bool]:
@@ -172,28 +196,88 @@ class HalfSpaceTreesDetector:
         return u, any_present
 
     def _river_score(self, u: F64) -> float:
-        if self._hst._first_window:
+        if self._first_window:
             return 0.0
-        return float(self._hst.score_one(dict(zip(self._keys, u.tolist(), strict=True))))
+        return float(self._walk(u.reshape(1, -1))[1][0])
+
+    def _walk(self, U: F64) -> tuple[np.ndarray[Any, np.dtype[np.int64]], F64]:
+        """Each row's path (``(m, n_trees, height + 1)`` heap indices) and its score against ``r_mass``.
+
+        River's ``_walk_score`` on all rows and trees at once: add ``r_mass * 2**depth`` down the
+        path, stopping after a node whose mass is below ``0.1 * window``.
+        """
+        m = U.shape[0]
+        trees = np.arange(self.n_trees)
+        rows = np.arange(m)[:, None]
+        limit = 0.1 * self._window
+        idx = np.zeros((m, self.n_trees), dtype=np.int64)
+        paths = np.empty((m, self.n_trees, self.height + 1), dtype=np.int64)
+        total = np.zeros((m, self.n_trees), dtype=np.int64)
+        alive = np.ones((m, self.n_trees), dtype=np.bool_)
+        for depth in range(self.height):
+            paths[:, :, depth] = idx
+            r = self._r_mass[trees, idx]
+            total += np.where(alive, r << depth, 0)
+            alive &= r >= limit
+            right = U[rows, self._feature[trees, idx]] >= self._threshold[trees, idx]
+            idx = 2 * idx + 1 + right
+        paths[:, :, self.height] = idx
+        total += np.where(alive, self._r_mass[trees, idx] << self.height, 0)
+        score: F64 = 1.0 - total.sum(axis=1) / self._max_score
+        return paths, score
+
+    def _learn(self, paths: np.ndarray[Any, np.dtype[np.int64]]) -> None:
+        """River's ``_walk_learn`` for rows with these paths (all before the next pivot), then the pivot."""
+        if paths.shape[0] == 0:
+            return
+        n_nodes = self._l_mass.shape[1]
+        flat = (paths + (np.arange(self.n_trees) * n_nodes)[None, :, None]).ravel()
+        self._l_mass += np.bincount(flat, minlength=self.n_trees * n_nodes).reshape(self.n_trees, n_nodes)
+        self._counter += paths.shape[0]
+        if self._counter == self._window:
+            self._r_mass = self._l_mass
+            self._l_mass = np.zeros_like(self._r_mass)
+            self._counter = 0
+            self._first_window = False
+
+    def _copy_trees(self) -> None:
+        """Copy river's trees (structure and masses) into the heap-ordered arrays."""
+        hst = self._hst
+        for t, tree in enumerate(hst.trees):
+            queue = [(tree, 0)]
+            while queue:
+                node, i = queue.pop()
+                self._r_mass[t, i] = node.r_mass
+                self._l_mass[t, i] = node.l_mass
+                if hasattr(node, "feature"):
+                    self._feature[t, i] = node.feature
+                    self._threshold[t, i] = node.threshold
+                    queue.append((node.children[0], 2 * i + 1))
+                    queue.append((node.children[1], 2 * i + 2))
+        self._counter = hst.counter
+        self._window = hst.window_size
+        self._first_window = hst._first_window
+        self._max_score = hst._max_score
 
     def path_contributions(self, u: F64) -> F64:
-        """The exact split of river's HST score of the scaled row ``u`` over the features it split on.
+        """The exact split of the HST score of the scaled row ``u`` over the features it split on.
 
-        Sums to ``score`` (to rounding): see the module docstring.
+        Sums to the score (to rounding): see the module docstring.
         """
-        hst = self._hst
         contrib = np.zeros(self.n_features)
-        size_limit = 0.1 * hst.window_size
+        limit = 0.1 * self._window
         top = 2 ** (self.height + 1)
-        for tree in hst.trees:
-            node = tree
+        for t in range(self.n_trees):
+            i = 0
             for depth in range(self.height):
-                mass = float(node.r_mass)
-                if mass < size_limit:  # river stops here: the rest of the mass is lost at this split
-                    contrib[node.feature] += mass * (top - 2 ** (depth + 1))
+                mass = float(self._r_mass[t, i])
+                f = int(self._feature[t, i])
+                weight = top - 2 ** (depth + 1)
+                if mass < limit:  # river stops here: the rest of the mass is lost at this split
+                    contrib[f] += mass * weight
                     break
-                child = node.children[0] if u[node.feature] < node.threshold else node.children[1]
-                contrib[node.feature] += (mass - float(child.r_mass)) * (top - 2 ** (depth + 1))
-                node = child
-        out: F64 = contrib / hst._max_score
+                child = 2 * i + 1 + int(u[f] >= self._threshold[t, i])
+                contrib[f] += (mass - float(self._r_mass[t, child])) * weight
+                i = child
+        out: F64 = contrib / self._max_score
         return out

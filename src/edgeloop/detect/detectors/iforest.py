@@ -146,7 +146,7 @@ class IsolationForestDetector:
     score_range = (0.0, math.inf)
 
     def __init__(self, n_features: int, *, seed: int = 0, warmup: int = 256, n_estimators: int = 100,
-                 max_samples: int = 256, refit_every: int = 5000, window: int = 2000,
+                 max_samples: int = 256, refit_every: int = 50_000, window: int = 5000,
                  exclude_quantile: float | None = 0.99, range_weight: float = 1.0,
                  exporter: Literal["compact", "skl2onnx"] = "compact") -> None:
         if n_features < 1 or warmup < 2 or n_estimators < 1 or max_samples < 2 or refit_every < 1 \
