@@ -46,7 +46,7 @@ def test_hst_explanation_points_at_the_faulty_channel_on_eight_channels() -> Non
     for channel in range(N):
         fault = _plant(1, seed=20 + channel)[0]
         fault[channel] -= 30.0  # 15 sigma down on one channel
-        caught += det.score_one(fault) > np.quantile(normal, 0.99)
+        caught += int(det.score_one(fault) > np.quantile(normal, 0.99))
         shares = det.explain_one(fault)
         assert math.isclose(float(shares.sum()), 1.0, rel_tol=1e-9)
         assert int(np.argmax(shares)) == channel and shares[channel] > 0.5
@@ -57,6 +57,7 @@ def test_hst_explanation_points_at_the_faulty_channel_on_eight_channels() -> Non
 
 def test_hst_does_not_learn_rows_with_missing_values() -> None:
     det = make("hst", N, seed=3, warmup=100)
+    assert isinstance(det, HalfSpaceTreesDetector)
     X = _plant(400)
     det.score_learn_many(X)
     before = det._l_mass.copy()
@@ -83,9 +84,9 @@ def test_hst_scores_equal_rivers_half_space_trees() -> None:
     for i, (u, x) in enumerate(zip(U.tolist(), X, strict=True)):
         d = dict(zip(keys, u, strict=True))
         if i >= 120:
-            theirs[i] = ref.score_one(d)
+            theirs[i] = ref.score_one(d)  # type: ignore[no-untyped-call]
         if np.isfinite(x).all():
-            ref.learn_one(d)
+            ref.learn_one(d)  # type: ignore[no-untyped-call]
     np.testing.assert_array_equal(ours, theirs)
     assert det._counter == ref.counter
 
@@ -104,6 +105,7 @@ def test_iforest_onnx_scores_equal_sklearn_score_samples() -> None:
 def test_iforest_skl2onnx_exporter_gives_the_same_scores() -> None:
     compact = make("iforest", N, seed=4, warmup=200, n_estimators=10)
     stock = make("iforest", N, seed=4, warmup=200, n_estimators=10, exporter="skl2onnx")
+    assert isinstance(stock, IsolationForestDetector)
     X = _plant(600)
     np.testing.assert_allclose(stock.score_learn_many(X), compact.score_learn_many(X), rtol=0, atol=1e-5)
     np.testing.assert_allclose(stock.onnx_scores(X), -stock.forest.score_samples(X), rtol=0, atol=1e-4)
