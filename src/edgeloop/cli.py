@@ -404,48 +404,92 @@ def _bench_path() -> None:
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate the detectors: public benchmarks (NAB, SKAB, C-MAPSS) "
                        "and the simulator's ground truth.")
 app.add_typer(eval_app, name="eval")
+DEFAULT_NAB_DETECTOR = "mad"  # the detector `eval nab` runs when neither --detector nor --scores is given
 
 
 @eval_app.command("nab")
 def eval_nab(
-    scores: Annotated[Path, typer.Option("--scores", help="A detector's scores in NAB's results layout: "
-                                         "CATEGORY/[DETECTOR_]NAME.csv with timestamp and anomaly_score.")],
-    thresholds: Annotated[Path, typer.Option("--thresholds", help="NAB's thresholds.json (per detector and "
-                                             "profile); the detector is the scores directory's name.")],
+    detector: Annotated[str | None, typer.Option("--detector", help="Run this registered detector over every NAB "
+                                                 "file in streaming order (default: "
+                                                 f"{DEFAULT_NAB_DETECTOR}) and optimise one threshold per profile, "
+                                                 "as NAB does.")] = None,
+    scores: Annotated[Path | None, typer.Option("--scores", help="Instead of running a detector: a detector's "
+                                                "scores in NAB's results layout, CATEGORY/[DETECTOR_]NAME.csv with "
+                                                "timestamp and anomaly_score.")] = None,
+    thresholds: Annotated[Path | None, typer.Option("--thresholds", help="With --scores: NAB's thresholds.json "
+                                                    "(per detector and profile; the detector is the scores "
+                                                    "directory's name). Without it the thresholds are optimised.")
+                          ] = None,
     data: Annotated[Path | None, typer.Option("--data", help="The data directory holding nab/ (default: "
                                               "$EDGELOOP_DATA or ../shared/data beside the project).")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Processes running files in parallel "
+                                         "(0: one per CPU).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Score precomputed anomaly scores with our NAB scorer: the three profiles, normalised 0 (null) to 100."""
+    """Score a detector on NAB with our scorer: the three profiles, normalised 0 (null) to 100.
+
+    With --detector (the default) the detector runs over the corpus (progress on stderr); with --scores,
+    precomputed anomaly scores are read instead.
+    """
     from edgeloop.detect.nab import PROFILES, score_corpus
     from edgeloop.detect.nab_data import (
         NabDataError,
         default_data_dir,
+        load_corpus,
         load_profiles,
         load_scored_corpus,
         load_thresholds,
         nab_dir,
     )
+    from edgeloop.detect.nab_run import default_workers, optimise_thresholds, run_corpus
 
+    if scores is not None and detector is not None:
+        raise _fail("give --detector or --scores, not both")
+    if thresholds is not None and scores is None:
+        raise _fail("--thresholds goes with --scores (a detector's thresholds are optimised)")
     data_dir = data if data is not None else default_data_dir()
     if not data_dir.is_dir():
         raise _fail(f"data directory {data_dir} not found: give --data DIR or set EDGELOOP_DATA")
+    name = scores.name if scores is not None else (detector or DEFAULT_NAB_DETECTOR)
+    started = time.perf_counter()
     try:
         nab = nab_dir(data_dir)
-        files = load_scored_corpus(nab, scores)
-        results = score_corpus(files, load_thresholds(thresholds, scores.name), load_profiles(nab))
+        profiles = load_profiles(nab)
+        if scores is not None:
+            files = load_scored_corpus(nab, scores)
+        else:
+            series = load_corpus(nab)
+            tty = sys.stderr.isatty()
+
+            def progress(done: int, total: int) -> None:
+                if tty:
+                    typer.echo(f"\r{name}: {done}/{total} files", err=True, nl=done == total)
+                elif done == total or done % max(1, total // 10) == 0:  # a log gets about ten lines
+                    typer.echo(f"{name}: {done}/{total} files", err=True)
+
+            files = run_corpus(series, name, workers=workers or default_workers(), progress=progress)
+        chosen = (load_thresholds(thresholds, name) if thresholds is not None
+                  else optimise_thresholds(files, profiles))
+        results = score_corpus(files, chosen, profiles)
     except (NabDataError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    seconds = time.perf_counter() - started
     if as_json:
-        out.print_json(data={p: round(results[p].normalized, 4) for p in PROFILES})
+        report: dict[str, object] = {p: round(results[p].normalized, 4) for p in PROFILES}
+        if thresholds is None:  # optimised thresholds are reported (published ones: the three scores, as before)
+            report.update(detector=name, files=len(files), windows=sum(len(f.windows) for f in files),
+                          thresholds={p: chosen[p] for p in PROFILES}, seconds=round(seconds, 2))
+        out.print_json(data=report)
         return
-    table = Table(title=f"NAB: {scores.name} on {len(files)} files, "
-                        f"{sum(len(f.windows) for f in files)} windows")
-    for column in ("profile", "score", "raw", "null", "perfect"):
+    how = "published" if thresholds is not None else "optimised"
+    table = Table(title=f"NAB: {name} on {len(files)} files, {sum(len(f.windows) for f in files)} windows "
+                        f"({how} thresholds, {seconds:.1f} s)")
+    for column in ("profile", "score", "threshold", "raw", "null", "perfect"):
         table.add_column(column, justify="left" if column == "profile" else "right")
     for p in PROFILES:
         r = results[p]
-        table.add_row(p, f"{r.normalized:.2f}", f"{r.raw:.3f}", f"{r.null:.1f}", f"{r.perfect:.1f}")
+        table.add_row(p, f"{r.normalized:.2f}", f"{chosen[p]:.6g}", f"{r.raw:.3f}", f"{r.null:.1f}",
+                      f"{r.perfect:.1f}")
     out.print(table)
 
 

@@ -2,7 +2,8 @@
 
 ``NAB_DIR/labels/combined_windows.json`` names the files and their windows, ``NAB_DIR/config/profiles.json``
 holds the profiles; a scores directory holds one CSV per file, ``CATEGORY/[DETECTOR_]NAME.csv``, with a header
-naming at least ``timestamp`` and ``anomaly_score`` (NAB's results files and the bare calibration files).
+naming at least ``timestamp`` and ``anomaly_score`` (NAB's results files and the bare calibration files);
+``NAB_DIR/data/CATEGORY/NAME.csv`` holds the series themselves (``timestamp,value``) for running a detector.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeloop.detect.nab import PROFILES, CostMatrix, ScoredFile, Window
+from edgeloop.detect.nab_run import NabSeries
 
 WINDOWS_FILE = Path("labels") / "combined_windows.json"
 PROFILES_FILE = Path("config") / "profiles.json"
@@ -137,3 +140,51 @@ def load_scored_corpus(nab: Path, scores_dir: Path) -> list[ScoredFile]:
         timestamps, scores = read_scores(_score_file(scores_dir, name))
         files.append(ScoredFile(name=name, timestamps=timestamps, scores=scores, windows=windows))
     return files
+
+
+def read_series(path: Path) -> tuple[np.ndarray[Any, np.dtype[np.datetime64]], np.ndarray[Any, np.dtype[np.float64]]]:
+    """Timestamps and values of one NAB data CSV (``timestamp,value``); an empty or non-numeric value is NaN."""
+    try:
+        f = path.open(newline="")
+    except FileNotFoundError:
+        raise NabDataError(f"{path}: not found") from None
+    with f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        if "timestamp" not in header or "value" not in header:
+            raise NabDataError(f"{path}: the header must name timestamp and value, got {header}")
+        t_col, v_col = header.index("timestamp"), header.index("value")
+        stamps: list[str] = []
+        values: list[float] = []
+        for line_no, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                stamps.append(row[t_col])
+                text = row[v_col].strip()
+            except IndexError:
+                raise NabDataError(f"{path}:{line_no}: bad row {row}") from None
+            try:
+                values.append(float(text))
+            except ValueError:
+                values.append(float("nan"))
+    try:
+        timestamps = np.array(stamps, dtype="datetime64[us]")
+    except ValueError as exc:
+        raise NabDataError(f"{path}: bad timestamp ({exc})") from None
+    return timestamps, np.array(values, dtype=np.float64)
+
+
+def load_corpus(nab: Path, only: Sequence[str] | None = None) -> list[NabSeries]:
+    """The corpus's data files (``NAB_DIR/data/CATEGORY/NAME.csv``) with their labelled windows, in the
+    order of the labels file; ``only`` keeps the named files (``category/name.csv``), in that order."""
+    windows = load_windows(nab)
+    names = list(windows) if only is None else list(only)
+    unknown = [n for n in names if n not in windows]
+    if unknown:
+        raise NabDataError(f"{nab / WINDOWS_FILE}: no such file(s): {', '.join(unknown)}")
+    series: list[NabSeries] = []
+    for name in names:
+        timestamps, values = read_series(nab / "data" / name)
+        series.append(NabSeries(name=name, timestamps=timestamps, values=values, windows=windows[name]))
+    return series
