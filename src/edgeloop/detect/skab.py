@@ -21,10 +21,10 @@ the same channels and the same registered detector:
    its alarm rises when a change starts and clears when it is over.
 4. **Scores.** One detector per alarm (default ``mahalanobis``) warms up on the training rows' features and scores
    every test row, score first then learn. For ``mahalanobis`` each level's spread is floored at 0.5 % of the
-   level (``rel_floor``; the trends sit at zero, so it does not touch them): on SKAB's fault-free run the flow,
-   current and pressure levels wander by about that much within an hour with no fault, more than a 400 s
-   training part shows. Without the floor the anomaly alarm flags 13 % of the fault-free run's test rows (in
-   1150-row pieces cut like SKAB runs), with it 4 %.
+   level (``rel_floor``; the trends sit at zero, so it does not touch them): on SKAB's fault-free run the flow
+   level wanders by about that much within an hour with no fault, more than a 400 s training part shows (current
+   and pressure are so noisy at 1 Hz that the floor changes nothing for them). Without the floor the anomaly
+   alarm flags 13 % of the fault-free run's test rows (in 1150-row pieces cut like SKAB runs), with it 4 %.
 5. **Thresholds.** The largest score of the training rows -- scored in-sample by a copy of the warmed-up detector,
    leaving out the first ``burn_rows`` while the EWMAs settle (``quantile`` 1.0) -- times a margin: ``margin``
    (1.0) for the anomaly alarm (normal operation as seen in training does not alarm; no tail model is fitted to 370
