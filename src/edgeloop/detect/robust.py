@@ -98,8 +98,10 @@ class DetectorConfig:
     smoothing_s: float = 60.0  # EWMA time constant of the residuals
     sigma_inflation: float = 1.3  # margin on the warm-up spread of the smoothed residuals
     threshold: float = 12.0  # sum of squared smoothed t-values that maps to score 1.0
-    ensemble_members: tuple[str, ...] = ("mad",)  # registered detectors fused over the residual t-values
-    ensemble_warmup: int = 600  # scored rows the ensemble members learn from, then as many to calibrate on
+    ensemble_members: tuple[str, ...] = ("mahalanobis",)  # registered detectors fused over the residual t-values
+    ensemble_member_params: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = (
+        ("mahalanobis", (("shrinkage", 0.5),)),)  # per member: (name, ((parameter, value), ...))
+    ensemble_warmup: int = 3600  # scored rows the ensemble members learn from, then as many to calibrate on
     ensemble_threshold: float = 16.0  # fused surprise (decades of rarity) that maps to score 1.0
     persistence_samples: int = 45  # consecutive samples above 1.0 to confirm an anomaly
     clear_score: float = 0.5  # an anomaly clears below this score ...
@@ -495,8 +497,9 @@ class AssetDetector:
         self._scored_center = center[self._scored]
         self._scored_scale = scale[self._scored]
         if cfg.ensemble_members and n_scored:
-            self._ensemble = make("ensemble", n_scored, warmup=cfg.ensemble_warmup,
-                                  members=cfg.ensemble_members)
+            self._ensemble = make("ensemble", n_scored, warmup=cfg.ensemble_warmup, members=cfg.ensemble_members,
+                                  member_params={m: dict(p) for m, p in cfg.ensemble_member_params
+                                                 if m in cfg.ensemble_members})
         self._load_const = np.tile(constant[self._load], cfg.load_degree)
 
     # ----------------------------------------------------------------- anomaly

@@ -24,7 +24,8 @@ that recalibrated on drifting data would learn to accept the fault it should rep
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -69,11 +70,16 @@ class EnsembleDetector:
     score_range = (0.0, math.inf)
 
     def __init__(self, n_features: int, *, seed: int = 0, warmup: int = 600, calibration: int | None = None,
-                 members: Sequence[str] = DEFAULT_MEMBERS, weights: Sequence[float] | None = None) -> None:
+                 members: Sequence[str] = DEFAULT_MEMBERS, weights: Sequence[float] | None = None,
+                 member_params: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         if not members or "ensemble" in members:
             raise ValueError("ensemble: members must be a non-empty list of other detectors")
+        params = dict(member_params or {})
+        strays = sorted(set(params) - set(members))
+        if strays:
+            raise ValueError(f"ensemble: member_params for detectors that are not members: {strays}")
         self.n_features = n_features
-        self.members: list[Detector] = [make(m, n_features, seed=seed + i, warmup=warmup)
+        self.members: list[Detector] = [make(m, n_features, seed=seed + i, warmup=warmup, **params.get(m, {}))
                                         for i, m in enumerate(members)]
         w = np.ones(len(members)) if weights is None else np.asarray(weights, dtype=np.float64)
         if w.shape != (len(members),) or (w < 0).any() or w.sum() <= 0:
