@@ -1,4 +1,4 @@
-"""The robust-mv-v1 detector, on its own and against the simulated fleet (no I/O)."""
+"""The robust-ensemble-v2 detector, on its own and against the simulated fleet (no I/O)."""
 
 from __future__ import annotations
 
@@ -271,7 +271,7 @@ def test_anomaly_explanation_and_episode() -> None:
 
 
 def test_detector_has_a_version_name() -> None:
-    assert AssetDetector.name == "robust-mv-v1"
+    assert AssetDetector.name == "robust-ensemble-v2"
 
 
 def test_eval_sim_reports_recall_false_alerts_and_delay() -> None:

@@ -1,6 +1,6 @@
 """Detectors: pure functions of telemetry (no I/O) that turn samples into findings.
 
-The public front is :class:`AssetDetector` (``robust-mv-v1``), its
+The public front is :class:`AssetDetector` (``robust-ensemble-v2``), its
 :class:`DetectorConfig`, and the :class:`Finding` it returns.
 """
 

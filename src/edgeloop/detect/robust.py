@@ -1,4 +1,4 @@
-"""``robust-mv-v1``: a streaming, per-asset, multi-sensor detector (pure code, no I/O).
+"""``robust-ensemble-v2``: a streaming, per-asset, multi-sensor detector (pure code, no I/O).
 
 How it works
 ------------
@@ -18,6 +18,15 @@ How it works
    level -- a 20 min warm-up cannot reveal model error below that. This is
    ``t_j``; the score is ``sum(t_j**2) / threshold``, so ``1.0`` is the
    threshold and ``t_j**2 / sum(t**2)`` is channel ``j``'s exact share of it.
+   **The ensemble.** The same t-values also stream into the calibrated ``ensemble`` detector
+   (``edgeloop.detect.detectors.ensemble``; default member: ``mahalanobis`` with shrinkage 0.5),
+   which learns their joint spread over the first ``ensemble_warmup`` scored samples (1 h),
+   calibrates its surprise over as many more, and from then on reports a fused surprise in
+   decades of rarity; divided by ``ensemble_threshold`` (16) it is a second score where 1.0 is
+   the threshold. It sees what the per-channel sum misses: several channels leaving their joint
+   normal pattern together (bearing wear on three vibration axes; pressure and flow in
+   cavitation). The anomaly score is the larger of the two, and the explanation comes from the
+   one that is larger.
 3. **Confirmation.** An anomaly is confirmed when the score stays above 1 for
    ``persistence_samples`` consecutive samples, and cleared after
    ``clear_samples`` consecutive samples below ``clear_score``. One
@@ -162,7 +171,7 @@ class _Warmup:
 class AssetDetector:
     """Streaming multi-sensor detector for one asset; see the module docstring."""
 
-    name: ClassVar[str] = "robust-mv-v1"
+    name: ClassVar[str] = "robust-ensemble-v2"
 
     def __init__(self, *, channels: Sequence[str], period_ms: int = 1000,
                  config: DetectorConfig | None = None) -> None:
