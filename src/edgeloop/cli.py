@@ -404,7 +404,7 @@ def _bench_path() -> None:
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate the detectors: public benchmarks (NAB, SKAB, C-MAPSS) "
                        "and the simulator's ground truth.")
 app.add_typer(eval_app, name="eval")
-DEFAULT_NAB_DETECTOR = "mad"  # the detector `eval nab` runs when neither --detector nor --scores is given
+DEFAULT_NAB_DETECTOR = "novelty"  # the detector `eval nab` runs when neither --detector nor --scores is given
 
 
 @eval_app.command("nab")

@@ -1,0 +1,188 @@
+"""``novelty``: has this feature ever looked like this before? A streaming discord detector for NAB-like signals.
+
+Each feature is scored on its own, in units of the range it has shown so far (``hi - lo`` over every value seen,
+warm-up included), so one alarm level fits signals of any scale:
+
+- **new extreme**: a value beyond the range seen so far scores its excess over the range, ``(x - hi) / range``
+  or ``(lo - x) / range``;
+- **new shape**: the stream is cut into blocks of ``step`` rows (by row count, so batching cannot move them);
+  when a block ends, the means of the last ``blocks`` blocks form a short pattern, and its distance to the
+  nearest pattern seen before (mean absolute difference; the overlapping recent patterns and those older than
+  ``memory`` blocks excluded) over the range is the score.
+
+A feature's raw score is the larger of the two. The output is shaped for alarms, as an operator (and NAB) wants
+one alarm per episode: after a row reaches ``alarm`` the feature is quiet (scores 0) for ``refractory`` rows
+unless something ``escalate`` times as novel comes, and each alarm raises the feature's bar (the divisor of its
+scores) by ``bar_gain``; the bar relaxes back to 1 with half-life ``bar_halflife`` rows, so a feature that alarms
+often (pure noise, a restless signal) has to be more novel to alarm again. All of it uses only rows up to the
+one scored. A row scores its largest feature score (range ``[0, inf)``); the explanation gives each feature its
+share of the raw scores (all zeros when the row scores 0).
+
+Missing values (NaN) score 0; a block's mean is over its present values (the previous block's mean when none).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edgeloop.detect._numeric import F64
+from edgeloop.detect.protocol import normalise_shares
+from edgeloop.detect.registry import register
+
+__all__ = ["NoveltyDetector"]
+
+
+class _Feature:
+    """The state of one feature (see the module docstring)."""
+
+    __slots__ = ("bar", "bar_row", "block_n", "block_sum", "hi", "last_alarm", "last_mean", "last_r", "lo",
+                 "n_stored", "ring", "store", "store_lo")
+
+    def __init__(self, blocks: int) -> None:
+        self.lo = math.inf
+        self.hi = -math.inf
+        self.block_sum = 0.0
+        self.block_n = 0
+        self.last_mean = math.nan
+        self.ring: list[float] = []  # the last ``blocks`` block means
+        self.store = np.empty((64, blocks))  # past patterns, rows store_lo .. n_stored - 1 in use
+        self.store_lo = 0
+        self.n_stored = 0
+        self.last_alarm = -(10**18)
+        self.last_r = 0.0
+        self.bar = 1.0
+        self.bar_row = 0
+
+
+@register
+class NoveltyDetector:
+    name = "novelty"
+    score_range = (0.0, math.inf)
+
+    def __init__(self, n_features: int, *, seed: int = 0, warmup: int = 150, step: int = 4, blocks: int = 4,
+                 memory: int = 8192, alarm: float = 0.05, refractory: int = 100, escalate: float = 3.0,
+                 bar_gain: float = 1.3, bar_halflife: float = 2000.0) -> None:
+        if (n_features < 1 or warmup < 1 or step < 1 or blocks < 1 or memory < 1 or alarm <= 0 or refractory < 0
+                or escalate < 1 or bar_gain < 1 or bar_halflife <= 0):
+            raise ValueError("novelty: need n_features, warmup, step, blocks, memory >= 1, alarm > 0, "
+                             "refractory >= 0, escalate >= 1, bar_gain >= 1, bar_halflife > 0")
+        self.n_features = n_features
+        self.seed = seed  # deterministic: the seed is not used
+        self.warmup = warmup
+        self.step = step
+        self.blocks = blocks
+        self.memory = memory
+        self.alarm = alarm
+        self.refractory = refractory
+        self.escalate = escalate
+        self.bar_gain = bar_gain
+        self._log_bar_decay = math.log(0.5) / bar_halflife
+        self._rows = 0  # rows learned
+        self._features = [_Feature(blocks) for _ in range(n_features)]
+
+    @property
+    def warmed_up(self) -> bool:
+        return self._rows >= self.warmup
+
+    # ------------------------------------------------------------------ protocol
+    def learn_one(self, x: F64) -> None:
+        self._row(np.asarray(x, dtype=np.float64).reshape(-1), commit=True)
+
+    def score_one(self, x: F64) -> float:
+        return max(self._row(np.asarray(x, dtype=np.float64).reshape(-1), commit=False)[0])
+
+    def explain_one(self, x: F64) -> F64:
+        out, raw = self._row(np.asarray(x, dtype=np.float64).reshape(-1), commit=False)
+        if max(out) <= 0.0:
+            return np.zeros(self.n_features)
+        return normalise_shares(np.array(raw))
+
+    def score_learn_many(self, X: F64) -> F64:
+        X = np.asarray(X, dtype=np.float64).reshape(-1, self.n_features)
+        scores = np.zeros(X.shape[0])
+        for i, row in enumerate(X.tolist()):
+            scores[i] = max(self._row(row, commit=True)[0])
+        return scores
+
+    # ------------------------------------------------------------------ internals
+    def _row(self, x: F64 | list[float], *, commit: bool) -> tuple[list[float], list[float]]:
+        """Each feature's output and raw score for row ``x``; with ``commit`` the state learns the row."""
+        t = self._rows
+        scoring = t >= self.warmup
+        boundary = t % self.step == self.step - 1
+        outs: list[float] = []
+        raws: list[float] = []
+        for j, f in enumerate(self._features):
+            out, raw = self._feature(f, float(x[j]), t, scoring, boundary, commit)
+            outs.append(out)
+            raws.append(raw)
+        if commit:
+            self._rows = t + 1
+        return outs, raws
+
+    def _feature(self, f: _Feature, v: float, t: int, scoring: bool, boundary: bool,
+                 commit: bool) -> tuple[float, float]:
+        present = math.isfinite(v)
+        lo, hi = f.lo, f.hi
+        seen = hi >= lo
+        scale = max(hi - lo, 1e-9 * max(1.0, abs(hi), abs(lo))) if seen else 0.0
+        raw = 0.0
+        if present and scoring and seen:
+            raw = max(v - hi, lo - v, 0.0) / scale
+        pattern: F64 | None = None
+        if boundary:
+            total = f.block_sum + (v if present else 0.0)
+            count = f.block_n + (1 if present else 0)
+            mean = total / count if count else f.last_mean
+            if math.isfinite(mean):
+                ring = [*f.ring[1 - self.blocks:], mean] if self.blocks > 1 else [mean]
+                if len(ring) == self.blocks:
+                    pattern = np.array(ring)
+                    usable = f.n_stored - self.blocks  # the newest patterns overlap this one
+                    first = max(f.store_lo, usable - self.memory)
+                    if present and scoring and seen and usable > first:
+                        past = f.store[first - f.store_lo:usable - f.store_lo]
+                        nearest = float(np.abs(past - pattern).mean(axis=1).min())
+                        raw = max(raw, nearest / scale)
+            if commit:
+                f.block_sum, f.block_n = 0.0, 0
+                if math.isfinite(mean):
+                    f.last_mean = mean
+                    f.ring = ring
+                if pattern is not None:
+                    self._store(f, pattern)
+        elif commit and present:
+            f.block_sum += v
+            f.block_n += 1
+        if commit and present:
+            f.lo, f.hi = min(lo, v), max(hi, v)
+        # shape the output: the bar, the refractory period
+        bar = max(1.0, f.bar * math.exp(self._log_bar_decay * (t - f.bar_row)))
+        out = raw / bar
+        if out > 0.0:
+            quiet = t - f.last_alarm < self.refractory
+            if quiet and out <= self.escalate * f.last_r:
+                out = 0.0
+            elif out >= self.alarm and commit:
+                f.last_alarm = t
+                f.last_r = out
+                f.bar = bar * self.bar_gain
+                f.bar_row = t
+        return out, raw
+
+    def _store(self, f: _Feature, pattern: F64) -> None:
+        used = f.n_stored - f.store_lo
+        if used == f.store.shape[0]:
+            keep = self.memory + self.blocks  # what a search can still reach
+            if used > 2 * keep:
+                f.store[:keep] = f.store[used - keep:used]
+                f.store_lo = f.n_stored - keep
+                used = keep
+            else:
+                grown = np.empty((2 * f.store.shape[0], self.blocks))
+                grown[:used] = f.store[:used]
+                f.store = grown
+        f.store[used] = pattern
+        f.n_stored += 1
