@@ -1,14 +1,17 @@
 """``novelty``: has this feature ever looked like this before? A streaming discord detector for NAB-like signals.
 
-Each feature is scored on its own, in units of the range it has shown so far (``hi - lo`` over every value seen,
-warm-up included), so one alarm level fits signals of any scale:
+Each feature is scored on its own, in units of the range it has shown (``hi - lo``, warm-up included), so one
+alarm level fits signals of any scale. The range is every value seen, slowly forgotten: after each value the
+extremes relax towards an EWMA of the level by the factor ``0.5 ** (1 / range_halflife)``, so a spike long ago
+does not blunt the detector for ever.
 
-- **new extreme**: a value beyond the range seen so far scores its excess over the range, ``(x - hi) / range``
-  or ``(lo - x) / range``;
-- **new shape**: the stream is cut into blocks of ``step`` rows (by row count, so batching cannot move them);
-  when a block ends, the means of the last ``blocks`` blocks form a short pattern, and its distance to the
-  nearest pattern seen before (mean absolute difference; the overlapping recent patterns and those older than
-  ``memory`` blocks excluded) over the range is the score.
+- **new extreme**: a value beyond the range scores its excess over the range, ``(x - hi) / range`` or
+  ``(lo - x) / range``;
+- **new shape**, at two time scales: the stream is cut into blocks of ``step`` rows (and of ``step * coarse``
+  rows), by row count so batching cannot move them; when a block ends, the means of the last ``blocks`` blocks
+  form a short pattern, and its distance to the nearest pattern of that scale seen before (mean absolute
+  difference; the overlapping recent patterns and those older than ``memory`` blocks excluded) over the range
+  is the score.
 
 A feature's raw score is the larger of the two. The output is shaped for alarms, as an operator (and NAB) wants
 one alarm per episode: after a row reaches ``alarm`` the feature is quiet (scores 0) for ``refractory`` rows
@@ -34,15 +37,13 @@ from edgeloop.detect.registry import register
 __all__ = ["NoveltyDetector"]
 
 
-class _Feature:
-    """The state of one feature (see the module docstring)."""
+class _Scale:
+    """The patterns of one feature at one time scale: blocks of ``step`` rows (see the module docstring)."""
 
-    __slots__ = ("bar", "bar_row", "block_n", "block_sum", "hi", "last_alarm", "last_mean", "last_r", "lo",
-                 "n_stored", "ring", "store", "store_lo")
+    __slots__ = ("block_n", "block_sum", "last_mean", "n_stored", "ring", "step", "store", "store_lo")
 
-    def __init__(self, blocks: int) -> None:
-        self.lo = math.inf
-        self.hi = -math.inf
+    def __init__(self, step: int, blocks: int) -> None:
+        self.step = step
         self.block_sum = 0.0
         self.block_n = 0
         self.last_mean = math.nan
@@ -50,6 +51,18 @@ class _Feature:
         self.store = np.empty((64, blocks))  # past patterns, rows store_lo .. n_stored - 1 in use
         self.store_lo = 0
         self.n_stored = 0
+
+
+class _Feature:
+    """The state of one feature (see the module docstring)."""
+
+    __slots__ = ("bar", "bar_row", "hi", "last_alarm", "last_r", "lo", "mid", "scales")
+
+    def __init__(self, steps: tuple[int, ...], blocks: int) -> None:
+        self.lo = math.inf
+        self.hi = -math.inf
+        self.mid = math.nan
+        self.scales = [_Scale(step, blocks) for step in steps]
         self.last_alarm = -(10**18)
         self.last_r = 0.0
         self.bar = 1.0
@@ -61,17 +74,20 @@ class NoveltyDetector:
     name = "novelty"
     score_range = (0.0, math.inf)
 
-    def __init__(self, n_features: int, *, seed: int = 0, warmup: int = 150, step: int = 4, blocks: int = 4,
-                 memory: int = 8192, alarm: float = 0.05, refractory: int = 100, escalate: float = 3.0,
-                 bar_gain: float = 1.3, bar_halflife: float = 2000.0) -> None:
-        if (n_features < 1 or warmup < 1 or step < 1 or blocks < 1 or memory < 1 or alarm <= 0 or refractory < 0
-                or escalate < 1 or bar_gain < 1 or bar_halflife <= 0):
-            raise ValueError("novelty: need n_features, warmup, step, blocks, memory >= 1, alarm > 0, "
-                             "refractory >= 0, escalate >= 1, bar_gain >= 1, bar_halflife > 0")
+    def __init__(self, n_features: int, *, seed: int = 0, warmup: int = 150, step: int = 4, coarse: int = 4,
+                 blocks: int = 4, memory: int = 8192, range_halflife: float = 10000.0, alarm: float = 0.05,
+                 refractory: int = 100, escalate: float = 3.0, bar_gain: float = 1.3,
+                 bar_halflife: float = 2000.0) -> None:
+        if (n_features < 1 or warmup < 1 or step < 1 or coarse < 1 or blocks < 1 or memory < 1
+                or range_halflife <= 0 or alarm <= 0 or refractory < 0 or escalate < 1 or bar_gain < 1
+                or bar_halflife <= 0):
+            raise ValueError("novelty: need n_features, warmup, step, coarse, blocks, memory >= 1, "
+                             "range_halflife > 0, alarm > 0, refractory >= 0, escalate >= 1, bar_gain >= 1, "
+                             "bar_halflife > 0")
         self.n_features = n_features
         self.seed = seed  # deterministic: the seed is not used
         self.warmup = warmup
-        self.step = step
+        self.steps = (step, step * coarse) if coarse > 1 else (step,)
         self.blocks = blocks
         self.memory = memory
         self.alarm = alarm
@@ -79,8 +95,9 @@ class NoveltyDetector:
         self.escalate = escalate
         self.bar_gain = bar_gain
         self._log_bar_decay = math.log(0.5) / bar_halflife
+        self._range_keep = 0.5 ** (1.0 / range_halflife)
         self._rows = 0  # rows learned
-        self._features = [_Feature(blocks) for _ in range(n_features)]
+        self._features = [_Feature(self.steps, blocks) for _ in range(n_features)]
 
     @property
     def warmed_up(self) -> bool:
@@ -111,53 +128,36 @@ class NoveltyDetector:
         """Each feature's output and raw score for row ``x``; with ``commit`` the state learns the row."""
         t = self._rows
         scoring = t >= self.warmup
-        boundary = t % self.step == self.step - 1
         outs: list[float] = []
         raws: list[float] = []
         for j, f in enumerate(self._features):
-            out, raw = self._feature(f, float(x[j]), t, scoring, boundary, commit)
+            out, raw = self._feature(f, float(x[j]), t, scoring, commit)
             outs.append(out)
             raws.append(raw)
         if commit:
             self._rows = t + 1
         return outs, raws
 
-    def _feature(self, f: _Feature, v: float, t: int, scoring: bool, boundary: bool,
-                 commit: bool) -> tuple[float, float]:
+    def _feature(self, f: _Feature, v: float, t: int, scoring: bool, commit: bool) -> tuple[float, float]:
         present = math.isfinite(v)
         lo, hi = f.lo, f.hi
         seen = hi >= lo
         scale = max(hi - lo, 1e-9 * max(1.0, abs(hi), abs(lo))) if seen else 0.0
-        raw = 0.0
-        if present and scoring and seen:
-            raw = max(v - hi, lo - v, 0.0) / scale
-        pattern: F64 | None = None
-        if boundary:
-            total = f.block_sum + (v if present else 0.0)
-            count = f.block_n + (1 if present else 0)
-            mean = total / count if count else f.last_mean
-            if math.isfinite(mean):
-                ring = [*f.ring[1 - self.blocks:], mean] if self.blocks > 1 else [mean]
-                if len(ring) == self.blocks:
-                    pattern = np.array(ring)
-                    usable = f.n_stored - self.blocks  # the newest patterns overlap this one
-                    first = max(f.store_lo, usable - self.memory)
-                    if present and scoring and seen and usable > first:
-                        past = f.store[first - f.store_lo:usable - f.store_lo]
-                        nearest = float(np.abs(past - pattern).mean(axis=1).min())
-                        raw = max(raw, nearest / scale)
-            if commit:
-                f.block_sum, f.block_n = 0.0, 0
-                if math.isfinite(mean):
-                    f.last_mean = mean
-                    f.ring = ring
-                if pattern is not None:
-                    self._store(f, pattern)
-        elif commit and present:
-            f.block_sum += v
-            f.block_n += 1
+        live = present and scoring and seen
+        raw = max(v - hi, lo - v, 0.0) / scale if live else 0.0
+        for sc in f.scales:
+            nearest = self._pattern(sc, v, t, present, live, commit)
+            if nearest > 0.0:
+                raw = max(raw, nearest / scale)
         if commit and present:
-            f.lo, f.hi = min(lo, v), max(hi, v)
+            if seen:  # the range relaxes towards the recent level: old extremes are slowly forgotten
+                keep = self._range_keep
+                mid = keep * f.mid + (1.0 - keep) * v
+                f.mid = mid
+                f.hi = max(v, mid + (hi - mid) * keep)
+                f.lo = min(v, mid - (mid - lo) * keep)
+            else:
+                f.mid, f.lo, f.hi = v, v, v
         # shape the output: the bar, the refractory period
         bar = max(1.0, f.bar * math.exp(self._log_bar_decay * (t - f.bar_row)))
         out = raw / bar
@@ -172,7 +172,39 @@ class NoveltyDetector:
                 f.bar_row = t
         return out, raw
 
-    def _store(self, f: _Feature, pattern: F64) -> None:
+    def _pattern(self, sc: _Scale, v: float, t: int, present: bool, live: bool, commit: bool) -> float:
+        """At the end of a block of ``sc``: the distance of the new pattern to its nearest past one (0 when there
+        is none or ``live`` is False); with ``commit`` the block is learned."""
+        if t % sc.step != sc.step - 1:
+            if commit and present:
+                sc.block_sum += v
+                sc.block_n += 1
+            return 0.0
+        total = sc.block_sum + (v if present else 0.0)
+        count = sc.block_n + (1 if present else 0)
+        mean = total / count if count else sc.last_mean
+        nearest = 0.0
+        pattern: F64 | None = None
+        ring = sc.ring
+        if math.isfinite(mean):
+            ring = [*sc.ring[1 - self.blocks:], mean] if self.blocks > 1 else [mean]
+            if len(ring) == self.blocks:
+                pattern = np.array(ring)
+                usable = sc.n_stored - self.blocks  # the newest patterns overlap this one
+                first = max(sc.store_lo, usable - self.memory)
+                if live and usable > first:
+                    past = sc.store[first - sc.store_lo:usable - sc.store_lo]
+                    nearest = float(np.abs(past - pattern).mean(axis=1).min())
+        if commit:
+            sc.block_sum, sc.block_n = 0.0, 0
+            if math.isfinite(mean):
+                sc.last_mean = mean
+                sc.ring = ring
+            if pattern is not None:
+                self._store(sc, pattern)
+        return nearest
+
+    def _store(self, f: _Scale, pattern: F64) -> None:
         used = f.n_stored - f.store_lo
         if used == f.store.shape[0]:
             keep = self.memory + self.blocks  # what a search can still reach
