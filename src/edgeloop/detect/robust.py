@@ -20,9 +20,9 @@ How it works
    threshold and ``t_j**2 / sum(t**2)`` is channel ``j``'s exact share of it.
    **The ensemble.** The same t-values also stream into the calibrated ``ensemble`` detector
    (``edgeloop.detect.detectors.ensemble``; default member: ``mahalanobis`` with shrinkage 0.5),
-   which learns their joint spread over the first ``ensemble_warmup`` scored samples (1 h),
+   which learns their joint spread over the first ``ensemble_warmup`` scored samples (3 h),
    calibrates its surprise over as many more, and from then on reports a fused surprise in
-   decades of rarity; divided by ``ensemble_threshold`` (16) it is a second score where 1.0 is
+   decades of rarity; divided by ``ensemble_threshold`` (20) it is a second score where 1.0 is
    the threshold. It sees what the per-channel sum misses: several channels leaving their joint
    normal pattern together (bearing wear on three vibration axes; pressure and flow in
    cavitation). The anomaly score is the larger of the two, and the explanation comes from the
@@ -110,8 +110,8 @@ class DetectorConfig:
     ensemble_members: tuple[str, ...] = ("mahalanobis",)  # registered detectors fused over the residual t-values
     ensemble_member_params: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = (
         ("mahalanobis", (("shrinkage", 0.5),)),)  # per member: (name, ((parameter, value), ...))
-    ensemble_warmup: int = 3600  # scored rows the ensemble members learn from, then as many to calibrate on
-    ensemble_threshold: float = 16.0  # fused surprise (decades of rarity) that maps to score 1.0
+    ensemble_warmup: int = 10800  # scored rows the ensemble members learn from, then as many to calibrate on
+    ensemble_threshold: float = 20.0  # fused surprise (decades of rarity) that maps to score 1.0
     persistence_samples: int = 45  # consecutive samples above 1.0 to confirm an anomaly
     clear_score: float = 0.5  # an anomaly clears below this score ...
     clear_samples: int = 300  # ... held for this many consecutive samples
