@@ -164,3 +164,14 @@ def test_the_cli_refuses_an_unknown_detector_and_missing_data(tmp_path: Path) ->
     result = runner.invoke(app, ["eval", "nab", "--data", str(empty), "--detector", "mad", "--scores", str(empty)],
                            catch_exceptions=False)
     assert result.exit_code == 1 and "not both" in result.output
+
+
+def test_the_novelty_detectors_pruned_search_is_exact() -> None:
+    from edgeloop.detect.detectors.novelty import _nearest
+
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        past = rng.normal(0.0, 1.0, (int(rng.integers(1, 300)), 4)) + (0.0 if trial % 2 else np.arange(4.0))
+        pattern = rng.normal(0.0, 1.0, 4)
+        expected = float(np.abs(past - pattern).mean(axis=1).min())
+        assert _nearest(past, past.mean(axis=1), pattern) == expected

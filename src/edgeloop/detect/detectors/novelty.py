@@ -40,7 +40,7 @@ __all__ = ["NoveltyDetector"]
 class _Scale:
     """The patterns of one feature at one time scale: blocks of ``step`` rows (see the module docstring)."""
 
-    __slots__ = ("block_n", "block_sum", "last_mean", "n_stored", "ring", "step", "store", "store_lo")
+    __slots__ = ("block_n", "block_sum", "keys", "last_mean", "n_stored", "ring", "step", "store", "store_lo")
 
     def __init__(self, step: int, blocks: int) -> None:
         self.step = step
@@ -49,8 +49,25 @@ class _Scale:
         self.last_mean = math.nan
         self.ring: list[float] = []  # the last ``blocks`` block means
         self.store = np.empty((64, blocks))  # past patterns, rows store_lo .. n_stored - 1 in use
+        self.keys = np.empty(64)  # each stored pattern's mean
         self.store_lo = 0
         self.n_stored = 0
+
+
+def _nearest(past: F64, keys: F64, pattern: F64) -> float:
+    """The smallest mean absolute difference between ``pattern`` and a row of ``past`` (``keys``: the rows' means).
+
+    Exact, but fast: ``mean|p - q| >= |mean p - mean q|``, so once the most recent patterns give a bound ``d``,
+    only the rows whose mean lies within ``d`` of the pattern's can be nearer.
+    """
+    recent = past[-8:]
+    bound = float(np.abs(recent - pattern).mean(axis=1).min())
+    key = float(pattern.mean())
+    slack = bound * (1.0 + 1e-9) + 1e-12 * (abs(key) + 1.0)  # rounding must not exclude a row as near as the bound
+    near = np.flatnonzero(np.abs(keys - key) <= slack)
+    if near.size == 0:
+        return bound
+    return min(bound, float(np.abs(past[near] - pattern).mean(axis=1).min()))
 
 
 class _Feature:
@@ -193,8 +210,8 @@ class NoveltyDetector:
                 usable = sc.n_stored - self.blocks  # the newest patterns overlap this one
                 first = max(sc.store_lo, usable - self.memory)
                 if live and usable > first:
-                    past = sc.store[first - sc.store_lo:usable - sc.store_lo]
-                    nearest = float(np.abs(past - pattern).mean(axis=1).min())
+                    lo, hi = first - sc.store_lo, usable - sc.store_lo
+                    nearest = _nearest(sc.store[lo:hi], sc.keys[lo:hi], pattern)
         if commit:
             sc.block_sum, sc.block_n = 0.0, 0
             if math.isfinite(mean):
@@ -210,11 +227,16 @@ class NoveltyDetector:
             keep = self.memory + self.blocks  # what a search can still reach
             if used > 2 * keep:
                 f.store[:keep] = f.store[used - keep:used]
+                f.keys[:keep] = f.keys[used - keep:used]
                 f.store_lo = f.n_stored - keep
                 used = keep
             else:
                 grown = np.empty((2 * f.store.shape[0], self.blocks))
                 grown[:used] = f.store[:used]
                 f.store = grown
+                keys = np.empty(2 * f.keys.shape[0])
+                keys[:used] = f.keys[:used]
+                f.keys = keys
         f.store[used] = pattern
+        f.keys[used] = float(pattern.mean())
         f.n_stored += 1
