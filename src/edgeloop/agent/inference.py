@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgeloop.agent.config import LocalModel
+from edgeloop.detect import features as detect_features
 from edgeloop.errors import ConfigError
 from edgeloop.messages import Sample
 
@@ -38,8 +39,7 @@ def window_features(window: Matrix) -> Matrix | None:
     valid = ~np.isnan(window)
     if window.shape[0] < 2 or (valid.sum(axis=0) < 2).any():
         return None
-    return np.concatenate([np.nanmean(window, axis=0), np.nanstd(window, axis=0),
-                           np.nanmin(window, axis=0), np.nanmax(window, axis=0)])
+    return detect_features.window_features(np.arange(window.shape[0], dtype=np.int64), window, FEATURES)
 
 
 def sliding_features(ts: npt.NDArray[np.int64], values: Matrix, window_s: float, every_s: float) -> Matrix:
