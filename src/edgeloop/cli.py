@@ -607,6 +607,103 @@ def eval_sim(
         out.print(f"  {line}", highlight=False)
 
 
+RUL_TRAIN = typer.Option("--train", help="Engines run to failure in C-MAPSS format (e.g. train_FD001.txt).")
+RUL_TREES = typer.Option("--trees", min=1, help="Boosting rounds of the gradient-boosted trees (default 300).")
+RUL_STRIDE = typer.Option("--stride", min=1, help="Train on every n-th cycle of each engine (default 2).")
+RUL_CAP = typer.Option("--cap", min=1, help="RUL cap (cycles) of the target.")
+
+
+def _rul_params(trees: int | None, stride: int | None, cap: float) -> Any:
+    from dataclasses import replace
+
+    from edgeloop.detect.rul import RulParams
+
+    p = RulParams(cap=cap)
+    return replace(p, n_estimators=trees or p.n_estimators, stride=stride or p.stride)
+
+
+@eval_app.command("rul")
+def eval_rul(
+    train: Annotated[Path, RUL_TRAIN],
+    test: Annotated[Path | None, typer.Option("--test", help="Truncated test engines (test_FD001.txt); needs "
+                                              "--truth.")] = None,
+    truth: Annotated[Path | None, typer.Option("--truth", help="True RUL at each test engine's last cycle, one "
+                                               "per line (RUL_FD001.txt).")] = None,
+    folds: Annotated[int, typer.Option("--folds", min=2, help="Without --test: cross-validation folds (by "
+                                       "engine).")] = 5,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the validation engines' cut points.")] = 0,
+    trees: Annotated[int | None, RUL_TREES] = None,
+    stride: Annotated[int | None, RUL_STRIDE] = None,
+    cap: Annotated[float, RUL_CAP] = 125.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """The RUL model at each engine's last observed cycle: RMSE, PHM08 score and interval coverage.
+
+    Only --train: cross-validation by engine, each validation engine cut at a random cycle.
+    With --test and --truth: train on --train, score the test engines at their last cycle."""
+    from edgeloop.detect.cmapss_data import CmapssDataError, load_runs, load_test
+    from edgeloop.detect.rul_eval import cross_validate, evaluate_test
+
+    if (test is None) != (truth is None):
+        raise _fail("give both --test and --truth, or neither (cross-validation)")
+    params = _rul_params(trees, stride, cap)
+    started = time.monotonic()
+
+    def progress(message: str) -> None:
+        console.print(f"[{time.monotonic() - started:6.1f} s] {message}", highlight=False)
+
+    try:
+        engines = load_runs(train)
+        if test is not None and truth is not None:
+            test_engines, lives = load_test(test, truth)
+            result = evaluate_test(engines, test_engines, lives, params, progress=progress)
+        else:
+            result = cross_validate(engines, folds, params, seed=seed, progress=progress)
+    except (CmapssDataError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    doc = result.to_json()
+    if as_json:
+        out.print_json(data=doc)
+        return
+    what = (f"{folds}-fold cross-validation by engine on {train.name}, cut at random cycles (seed {seed})"
+            if test is None else f"trained on {train.name}, tested on {test.name}")
+    table = Table(title=f"RUL: {what}; {doc['engines']} engines, cap {cap:g}")
+    for column in ("figure", "value"):
+        table.add_column(column, justify="left" if column == "figure" else "right")
+    table.add_row("RMSE at the last observed cycle", f"{doc['rmse']:.2f}")
+    table.add_row("PHM08 score", f"{doc['phm08']:.1f}")
+    table.add_row(f"interval coverage (nominal {params.coverage:.0%})", f"{doc['coverage']:.1%}")
+    table.add_row("RMSE against the uncapped truth", f"{doc['rmse_uncapped']:.2f}")
+    if doc["rows_rmse"] is not None:
+        table.add_row("RMSE over every cycle", f"{doc['rows_rmse']:.2f}")
+        table.add_row("interval coverage over every cycle", f"{doc['rows_coverage']:.1%}")
+    table.add_row("seconds", f"{doc['seconds']:.0f}")
+    out.print(table)
+
+
+@app.command("rul-model")
+def rul_model(
+    train: Annotated[Path, RUL_TRAIN],
+    out_path: Annotated[Path, typer.Option("--out", help="Where to write the ONNX model.")],
+    trees: Annotated[int | None, RUL_TREES] = None,
+    stride: Annotated[int | None, RUL_STRIDE] = None,
+    cap: Annotated[float, RUL_CAP] = 125.0,
+) -> None:
+    """Train the remaining-useful-life model on engines run to failure; write the ONNX model the platform runs."""
+    from edgeloop.detect.cmapss_data import CmapssDataError, load_runs
+    from edgeloop.detect.rul import train_rul
+
+    try:
+        engines = load_runs(train)
+        trained = train_rul(engines, _rul_params(trees, stride, cap), progress=console.print)
+    except (CmapssDataError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    out_path.write_bytes(trained.onnx)
+    console.print(f"wrote {out_path} ({len(trained.onnx) / 1e6:.2f} MB): {len(trained.spec.names)} features of "
+                  f"{', '.join(trained.spec.kept)} and age; {trained.interval.coverage:.0%} interval from "
+                  "cross-validation residuals")
+
+
 # -- PKI ----------------------------------------------------------------------------------------
 PKI_DIR = typer.Option("--dir", help="The PKI directory (created by `edgeloop pki init`).")
 
