@@ -90,6 +90,9 @@ def test_operating_regimes_are_found_and_normalised_away() -> None:
     assert len(spec.centres) == 6
     z = asset_features(spec, histories[0])[:, 0]  # a.mean10 after normalisation: noise around 0, not 0..250
     assert np.abs(z[10:]).max() < 2.0
+    # settings exactly at three set points (fewer distinct points than k-means' largest k)
+    exact = [replace(h, settings=centres[:3][rng.integers(0, 3, len(h))]) for h in histories]
+    assert len(fit_feature_spec(exact).centres) == 3
 
 
 # -- the ONNX model and its explanation --------------------------------------------------------------------------
@@ -138,6 +141,30 @@ def test_a_sensor_given_end_of_life_degradation_leads_the_explanation(small_mode
         assert sum(why.lowering.values()) == pytest.approx(1.0)
         assert why.base + sum(why.features.values()) == pytest.approx(model.raw(model.features(perturbed))[-1],
                                                                       abs=1e-3)
+
+
+def test_the_platform_feeds_named_channels_and_gets_an_explained_alert(small_model: TrainedRul,
+                                                                        engines: list[AssetHistory]) -> None:
+    model = RulModel(small_model.onnx)
+    engine = engines[75]
+    readings = {name: engine.sensors[:, j] for j, name in enumerate(engine.sensor_names)}
+    assert set(model.channels) == set(small_model.spec.kept)  # FD001: one regime, the settings are not needed
+    history = model.history(engine.asset, engine.cycles, readings)
+    assert model.predict(history) == model.predict(engine)
+    with pytest.raises(ValueError, match="no readings for s11"):
+        model.history("x", engine.cycles, {k: v for k, v in readings.items() if k != "s11"})
+    # a missing reading holds the previous one: the same features as the series with that value repeated
+    gappy = {k: v.copy() for k, v in readings.items()}
+    gappy["s11"][50] = np.nan
+    held = {k: v.copy() for k, v in readings.items()}
+    held["s11"][50] = held["s11"][49]
+    assert np.array_equal(model.features(model.history("x", engine.cycles, gappy)),
+                          model.features(model.history("x", engine.cycles, held)))
+    prediction, alert = model.check(history, horizon=30)
+    assert prediction.rul < 30 and alert is not None and alert.explanation is not None
+    assert alert.severity == "critical" and "pulled down by" in alert.message
+    early, none = model.check(history.head(40), horizon=30)
+    assert early.rul > 60 and none is None
 
 
 def test_rul_models_refuse_other_bytes(small_model: TrainedRul) -> None:
@@ -221,10 +248,11 @@ def test_the_cli_reports_a_malformed_file(tmp_path: Path) -> None:
 
 
 # -- the evaluation on the real FD001 -------------------------------------------------------------------------------
-# Reduced settings so the run takes well under a minute: 3 folds, 60 trees, every 4th cycle. They reach an RMSE of
-# about 11 at the last observed cycle (the full settings of `edgeloop eval rul` are better still); the bars sit a
-# little above what the reduced run gives, so a regression in features or training fails here.
-REDUCED = ["--trees", "60", "--stride", "4"]
+# Reduced settings so each run takes well under a minute: 60 trees at learning rate 0.1 on every 4th cycle (the
+# defaults, 300 trees at 0.05 on every 2nd, are better still: 9.4 in 5-fold cross-validation). In 3-fold
+# cross-validation they reach an RMSE of 11.5 at the last observed cycle (9.9 over every cycle, PHM08 216), and 13.5
+# on the 20 held-out engines; the bars sit a little above, so a regression in features or training fails here.
+REDUCED = ["--trees", "60", "--learning-rate", "0.1", "--stride", "4"]
 
 
 def test_cross_validation_by_engine_on_fd001_meets_its_bar() -> None:
@@ -270,7 +298,7 @@ def test_the_cli_writes_the_model_the_platform_runs(tmp_path: Path, engines: lis
     assert rul_alert(p, horizon=50, explanation=model.explain(engines[90])) is not None
 
 
-RMSE_BAR = 14.0
-ROWS_RMSE_BAR = 14.0
-PHM08_BAR = 400.0
-HELD_OUT_RMSE_BAR = 20.0
+RMSE_BAR = 12.5
+ROWS_RMSE_BAR = 10.8
+PHM08_BAR = 270.0
+HELD_OUT_RMSE_BAR = 15.0

@@ -611,15 +611,17 @@ RUL_TRAIN = typer.Option("--train", help="Engines run to failure in C-MAPSS form
 RUL_TREES = typer.Option("--trees", min=1, help="Boosting rounds of the gradient-boosted trees (default 300).")
 RUL_STRIDE = typer.Option("--stride", min=1, help="Train on every n-th cycle of each engine (default 2).")
 RUL_CAP = typer.Option("--cap", min=1, help="RUL cap (cycles) of the target.")
+RUL_RATE = typer.Option("--learning-rate", min=0.001, max=1.0, help="Boosting learning rate (default 0.05).")
 
 
-def _rul_params(trees: int | None, stride: int | None, cap: float) -> Any:
+def _rul_params(trees: int | None, stride: int | None, cap: float, rate: float | None) -> Any:
     from dataclasses import replace
 
     from edgeloop.detect.rul import RulParams
 
     p = RulParams(cap=cap)
-    return replace(p, n_estimators=trees or p.n_estimators, stride=stride or p.stride)
+    return replace(p, n_estimators=trees or p.n_estimators, stride=stride or p.stride,
+                   learning_rate=rate or p.learning_rate)
 
 
 @eval_app.command("rul")
@@ -635,6 +637,7 @@ def eval_rul(
     trees: Annotated[int | None, RUL_TREES] = None,
     stride: Annotated[int | None, RUL_STRIDE] = None,
     cap: Annotated[float, RUL_CAP] = 125.0,
+    rate: Annotated[float | None, RUL_RATE] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """The RUL model at each engine's last observed cycle: RMSE, PHM08 score and interval coverage.
@@ -646,7 +649,7 @@ def eval_rul(
 
     if (test is None) != (truth is None):
         raise _fail("give both --test and --truth, or neither (cross-validation)")
-    params = _rul_params(trees, stride, cap)
+    params = _rul_params(trees, stride, cap, rate)
     started = time.monotonic()
 
     def progress(message: str) -> None:
@@ -688,6 +691,7 @@ def rul_model(
     trees: Annotated[int | None, RUL_TREES] = None,
     stride: Annotated[int | None, RUL_STRIDE] = None,
     cap: Annotated[float, RUL_CAP] = 125.0,
+    rate: Annotated[float | None, RUL_RATE] = None,
 ) -> None:
     """Train the remaining-useful-life model on engines run to failure; write the ONNX model the platform runs."""
     from edgeloop.detect.cmapss_data import CmapssDataError, load_runs
@@ -695,7 +699,7 @@ def rul_model(
 
     try:
         engines = load_runs(train)
-        trained = train_rul(engines, _rul_params(trees, stride, cap), progress=console.print)
+        trained = train_rul(engines, _rul_params(trees, stride, cap, rate), progress=console.print)
     except (CmapssDataError, ValueError) as exc:
         raise _fail(str(exc)) from None
     out_path.write_bytes(trained.onnx)

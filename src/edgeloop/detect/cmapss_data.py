@@ -55,7 +55,7 @@ def parse_runs(text_lines: list[str], source: str = "<input>") -> list[AssetHist
             data = np.array(unit_rows, dtype=np.float64)
             engines.append(AssetHistory(
                 asset=str(unit), cycles=data[:, 1].astype(np.int64), settings=data[:, 2:2 + N_SETTINGS],
-                sensors=data[:, 2 + N_SETTINGS:], sensor_names=SENSOR_NAMES))
+                sensors=data[:, 2 + N_SETTINGS:], sensor_names=SENSOR_NAMES, setting_names=SETTING_NAMES))
 
     for number, line in enumerate(text_lines, start=1):
         fields = line.split()

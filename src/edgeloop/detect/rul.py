@@ -23,7 +23,7 @@ horizon. The evaluation (:mod:`edgeloop.detect.rul_eval`) uses these same functi
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -319,6 +319,45 @@ class RulModel:
         """SHAP values of the prediction at the latest cycle, and each sensor's share of them."""
         base, values = self.shap_values(self.features(history)[-1:])
         return explanation(self.spec, base, values[0])
+
+    def check(self, history: AssetHistory, horizon: float,
+              basis: str = "lower") -> tuple[RulPrediction, RulAlert | None]:
+        """The prediction at the latest cycle and, when it is below the horizon, the alert with its explanation
+        (explained only then: a prediction takes ~1 ms, an explanation a few more)."""
+        prediction = self.predict(history)
+        alert = rul_alert(prediction, horizon, basis=basis)
+        if alert is None:
+            return prediction, None
+        return prediction, rul_alert(prediction, horizon, self.explain(history), basis=basis)
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The channels a history needs: the operational settings (when the model has several operating
+        regimes) and the sensors the features are computed from."""
+        settings = self.spec.setting_names if len(self.spec.centres) > 1 else ()
+        return (*settings, *self.spec.kept)
+
+    def history(self, asset: str, cycles: Sequence[int] | IntArray,
+                readings: Mapping[str, Sequence[float] | Matrix]) -> AssetHistory:
+        """An asset's history from per-channel readings (one value per cycle, NaN where missing), in the
+        layout the model reads; channels the model does not use may be omitted."""
+        n = len(cycles)
+        absent = [c for c in self.channels if c not in readings]
+        if absent:
+            raise ValueError(f"asset {asset}: no readings for {', '.join(absent)}")
+
+        def column(name: str) -> Matrix:
+            values = readings.get(name)
+            col = np.full(n, np.nan) if values is None else np.asarray(values, dtype=np.float64)
+            if col.shape != (n,):
+                raise ValueError(f"asset {asset}: {name} has {col.shape[0]} values for {n} cycles")
+            return col
+
+        settings = np.column_stack([column(c) for c in self.spec.setting_names]) if self.spec.setting_names \
+            else np.zeros((n, 0))
+        sensors = np.column_stack([column(c) for c in self.spec.kept])
+        return AssetHistory(asset, np.asarray(cycles, dtype=np.int64), settings.reshape(n, -1), sensors,
+                            self.spec.kept, self.spec.setting_names)
 
 
 def explanation(spec: FeatureSpec, base: float, values: Matrix) -> RulExplanation:

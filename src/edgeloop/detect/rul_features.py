@@ -14,8 +14,8 @@ Operating regimes: when the operational settings fall into tight clusters (k-mea
 explains >= 99.9 % of their variance), each cluster is a regime and every sensor is standardised
 with its mean and spread within the regime of the row; otherwise there is one regime. Sensors
 that are constant within every regime, or take fewer than three distinct values, are dropped.
-Everything fitted (regimes, their statistics, the kept sensors) is a :class:`FeatureSpec`, which
-travels with the model as JSON.
+A missing reading (NaN) holds the sensor's previous value. Everything fitted (regimes, their
+statistics, the kept sensors) is a :class:`FeatureSpec`, which travels with the model as JSON.
 """
 
 from __future__ import annotations
@@ -46,8 +46,15 @@ class AssetHistory:
     settings: Matrix  # (n, k): the operating condition of each cycle; k may be 0
     sensors: Matrix  # (n, m)
     sensor_names: tuple[str, ...]  # m names
+    setting_names: tuple[str, ...] = ()  # k names (default setting1..k)
 
     def __post_init__(self) -> None:
+        if not self.setting_names:
+            defaults = tuple(f"setting{i}" for i in range(1, self.settings.shape[1] + 1))
+            object.__setattr__(self, "setting_names", defaults)
+        if len(self.setting_names) != self.settings.shape[1]:
+            raise ValueError(f"asset {self.asset}: {self.settings.shape[1]} setting columns, "
+                             f"{len(self.setting_names)} names")
         n = len(self.cycles)
         if self.settings.shape[0] != n or self.sensors.shape[0] != n:
             raise ValueError(f"asset {self.asset}: {n} cycles but {self.settings.shape[0]} setting rows and "
@@ -61,19 +68,21 @@ class AssetHistory:
 
     def head(self, n: int) -> AssetHistory:
         """The first ``n`` cycles (the asset as it was seen at cycle ``n``)."""
-        return AssetHistory(self.asset, self.cycles[:n], self.settings[:n], self.sensors[:n], self.sensor_names)
+        return AssetHistory(self.asset, self.cycles[:n], self.settings[:n], self.sensors[:n], self.sensor_names,
+                            self.setting_names)
 
 
 @dataclass(frozen=True)
 class FeatureSpec:
     """What the feature extractor learned from training histories (JSON-serialisable)."""
 
-    sensor_names: tuple[str, ...]  # the sensors an input history must have, in order
-    kept: tuple[str, ...]  # the sensors that become features
+    sensor_names: tuple[str, ...]  # the sensors of the training histories
+    kept: tuple[str, ...]  # the sensors that become features: an input history must have these
     setting_scale: tuple[float, ...]  # divisor of each setting before the regime distance
     centres: tuple[tuple[float, ...], ...]  # regime centres in scaled setting units
     means: tuple[tuple[float, ...], ...]  # per regime, per kept sensor
     stds: tuple[tuple[float, ...], ...]
+    setting_names: tuple[str, ...] = ()  # the operational settings, in the order of setting_scale
     names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -82,7 +91,8 @@ class FeatureSpec:
 
     def to_json(self) -> str:
         return json.dumps({"sensor_names": self.sensor_names, "kept": self.kept, "setting_scale": self.setting_scale,
-                           "centres": self.centres, "means": self.means, "stds": self.stds})
+                           "centres": self.centres, "means": self.means, "stds": self.stds,
+                           "setting_names": self.setting_names})
 
     @classmethod
     def from_json(cls, text: str) -> FeatureSpec:
@@ -93,7 +103,7 @@ class FeatureSpec:
 
         return cls(sensor_names=tuple(raw["sensor_names"]), kept=tuple(raw["kept"]),
                    setting_scale=tuple(float(v) for v in raw["setting_scale"]), centres=rows("centres"),
-                   means=rows("means"), stds=rows("stds"))
+                   means=rows("means"), stds=rows("stds"), setting_names=tuple(raw.get("setting_names", ())))
 
     def channel_of(self, feature: str) -> str:
         """The sensor a feature is computed from (``age`` is its own channel)."""
@@ -118,9 +128,10 @@ def _regime_centres(settings: Matrix) -> tuple[Matrix, Matrix]:
         tight = km.inertia_ <= (1 - REGIME_EXPLAINED) * total
         return np.asarray(km.cluster_centers_, dtype=np.float64) if tight else None
 
-    if clusters(MAX_REGIMES) is None:  # if the most regimes do not explain the settings, fewer will not
+    most = min(MAX_REGIMES, len(np.unique(sample, axis=0)))  # k-means warns when asked for more
+    if most < 2 or clusters(most) is None:  # if the most regimes do not explain the settings, fewer will not
         return scale, single
-    for k in range(2, MAX_REGIMES + 1):
+    for k in range(2, most + 1):
         centres = clusters(k)
         if centres is not None:
             return scale, centres
@@ -140,8 +151,9 @@ def fit_feature_spec(histories: list[AssetHistory]) -> FeatureSpec:
         raise ValueError("no histories to fit features on")
     names = histories[0].sensor_names
     for h in histories:
-        if h.sensor_names != names:
-            raise ValueError(f"asset {h.asset}: sensors {h.sensor_names} differ from {names}")
+        if h.sensor_names != names or h.setting_names != histories[0].setting_names:
+            raise ValueError(f"asset {h.asset}: channels {h.setting_names + h.sensor_names} differ from "
+                             f"{histories[0].setting_names + names}")
     settings = np.concatenate([h.settings for h in histories])
     sensors = np.concatenate([h.sensors for h in histories])
     scale, centres = _regime_centres(settings)
@@ -164,7 +176,7 @@ def fit_feature_spec(histories: list[AssetHistory]) -> FeatureSpec:
     return FeatureSpec(sensor_names=names, kept=tuple(names[j] for j in keep), setting_scale=tuple(scale.tolist()),
                        centres=tuple(tuple(c) for c in centres.tolist()),
                        means=tuple(tuple(m) for m in means[:, keep].tolist()),
-                       stds=tuple(tuple(s) for s in safe.tolist()))
+                       stds=tuple(tuple(s) for s in safe.tolist()), setting_names=histories[0].setting_names)
 
 
 def _window_sums(values: Matrix, width: int) -> tuple[Matrix, Matrix]:
@@ -184,28 +196,41 @@ def _rolling_slope(z: Matrix, width: int) -> Matrix:
     sx, _ = _window_sums(x, width)
     sxx, _ = _window_sums(x * x, width)
     sxy, _ = _window_sums(x * z, width)
-    # centre x on the window to keep the difference well conditioned
+    # centred sums: n * cov and n * var of the window
     var = sxx - sx * sx / count
     cov = sxy - sx * sy / count
     return np.divide(cov, var, out=np.zeros_like(cov), where=var > 1e-12)
 
 
+def _hold_missing(z: Matrix) -> Matrix:
+    """A missing (NaN) reading holds the sensor's previous value; before its first reading, the regime mean (0)."""
+    valid = np.isfinite(z)
+    if valid.all():
+        return z
+    rows = np.where(valid, np.arange(len(z))[:, None], -1)
+    last = np.maximum.accumulate(rows, axis=0)
+    held = np.take_along_axis(z, np.maximum(last, 0), axis=0)
+    return np.where(last >= 0, held, 0.0)
+
+
 def asset_features(spec: FeatureSpec, history: AssetHistory) -> Matrix:
     """The feature rows of every cycle of ``history`` (row t uses cycles <= t), columns ``spec.names``."""
-    if history.sensor_names != spec.sensor_names:
-        missing = [s for s in spec.sensor_names if s not in history.sensor_names]
-        if missing:
-            raise ValueError(f"asset {history.asset}: no readings for {', '.join(missing)}")
-        order = [history.sensor_names.index(s) for s in spec.sensor_names]
-        history = AssetHistory(history.asset, history.cycles, history.settings, history.sensors[:, order],
-                               spec.sensor_names)
+    missing = [s for s in spec.kept if s not in history.sensor_names]
+    if missing:
+        raise ValueError(f"asset {history.asset}: no readings for {', '.join(missing)}")
+    settings = history.settings
+    if len(spec.centres) > 1:  # the regime of each row depends on the settings: take them by name
+        absent = [s for s in spec.setting_names if s not in history.setting_names]
+        if absent or len(spec.setting_names) != len(spec.setting_scale):
+            raise ValueError(f"asset {history.asset}: no readings for settings {', '.join(absent) or '?'}")
+        settings = settings[:, [history.setting_names.index(s) for s in spec.setting_names]]
     n = len(history)
     if n == 0:
         return np.zeros((0, len(spec.names)))
-    kept = [spec.sensor_names.index(s) for s in spec.kept]
+    kept = [history.sensor_names.index(s) for s in spec.kept]
     centres = np.array(spec.centres, dtype=np.float64)
-    regime = _assign(history.settings, np.array(spec.setting_scale), centres)
-    z = (history.sensors[:, kept] - np.array(spec.means)[regime]) / np.array(spec.stds)[regime]
+    regime = _assign(settings, np.array(spec.setting_scale), centres)
+    z = _hold_missing((history.sensors[:, kept] - np.array(spec.means)[regime]) / np.array(spec.stds)[regime])
     short_sum, short_n = _window_sums(z, SHORT)
     long_sum, long_n = _window_sums(z, LONG)
     mean_long = long_sum / long_n
