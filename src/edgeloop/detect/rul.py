@@ -210,7 +210,7 @@ def train_rul(histories: Sequence[AssetHistory], params: RulParams | None = None
     for k, (fit, held) in enumerate(GroupKFold(p.calibration_folds).split(x, y, groups), start=1):
         say(f"interval calibration fold {k}/{p.calibration_folds}")
         oof[held] = _fit_gbr(x[fit], y[fit], p).predict(x[held])
-    interval = IntervalTable.fit(oof, y, p.cap, p.coverage)
+    interval = IntervalTable.fit(np.clip(oof, 0.0, p.cap), y, p.cap, p.coverage)  # as RulModel reports them
     say(f"final model on {len(histories)} assets, {len(y)} rows, {x.shape[1]} features")
     estimator = _fit_gbr(x, y, p)
     return TrainedRul(_export(estimator, spec, interval, p), estimator, spec, interval, p)
@@ -226,25 +226,27 @@ def _shap_trees(node: Any, cover: list[list[int]]) -> dict[str, Any]:
     leaf_value: dict[tuple[int, int], float] = {}
     for t, n, w in zip(attr["target_treeids"], attr["target_nodeids"], attr["target_weights"], strict=True):
         leaf_value[(t, n)] = leaf_value.get((t, n), 0.0) + float(w)
+    sizes = [len(weights) for weights in cover]
+    left = [np.full(size, -1, np.int32) for size in sizes]
+    right = [np.full(size, -1, np.int32) for size in sizes]
+    feature = [np.full(size, -2, np.int32) for size in sizes]
+    threshold = [np.full(size, -2.0) for size in sizes]
+    value = [np.zeros(size) for size in sizes]
+    for i, (t, n) in enumerate(zip(attr["nodes_treeids"], attr["nodes_nodeids"], strict=True)):
+        if attr["nodes_modes"][i] == b"LEAF":
+            value[t][n] = leaf_value[(t, n)]
+        else:
+            left[t][n], right[t][n] = attr["nodes_truenodeids"][i], attr["nodes_falsenodeids"][i]
+            feature[t][n], threshold[t][n] = attr["nodes_featureids"][i], attr["nodes_values"][i]
     trees = []
     for t, weights in enumerate(cover):
-        size = len(weights)
-        left, right = np.full(size, -1, np.int32), np.full(size, -1, np.int32)
-        feature, threshold = np.full(size, -2, np.int32), np.full(size, -2.0)
-        value = np.zeros(size)
-        for i in (i for i, tree in enumerate(attr["nodes_treeids"]) if tree == t):
-            n = attr["nodes_nodeids"][i]
-            if attr["nodes_modes"][i] == b"LEAF":
-                value[n] = leaf_value[(t, n)]
-            else:
-                left[n], right[n] = attr["nodes_truenodeids"][i], attr["nodes_falsenodeids"][i]
-                feature[n], threshold[n] = attr["nodes_featureids"][i], attr["nodes_values"][i]
         weight = np.array(weights, dtype=np.float64)
-        for n in range(size - 1, -1, -1):  # children have larger ids than their parent
-            if left[n] >= 0:
-                value[n] = (weight[left[n]] * value[left[n]] + weight[right[n]] * value[right[n]]) / weight[n]
-        trees.append({"children_left": left, "children_right": right, "children_default": left.copy(),
-                      "features": feature, "thresholds": threshold, "values": value[:, None],
+        lt, rt, vt = left[t], right[t], value[t]
+        for n in range(len(weights) - 1, -1, -1):  # children have larger ids than their parent
+            if lt[n] >= 0:
+                vt[n] = (weight[lt[n]] * vt[lt[n]] + weight[rt[n]] * vt[rt[n]]) / weight[n]
+        trees.append({"children_left": lt, "children_right": rt, "children_default": lt.copy(),
+                      "features": feature[t], "thresholds": threshold[t], "values": vt[:, None],
                       "node_sample_weight": weight})
     return {"trees": trees, "base_offset": float(attr["base_values"][0]), "tree_output": "raw_value",
             "objective": "squared_error", "input_dtype": np.float32, "internal_dtype": np.float64}
@@ -270,7 +272,10 @@ class RulModel:
             raise ValueError(f"not an EdgeLoop RUL model (missing or bad metadata: {exc!r})") from None
         except Exception as exc:  # noqa: BLE001  # onnx raises its own DecodeError for garbage bytes
             raise ValueError(f"not an ONNX model: {exc}") from None
-        self._trees_node = next(n for n in proto.graph.node if n.op_type == "TreeEnsembleRegressor")
+        nodes = [n for n in proto.graph.node if n.op_type == "TreeEnsembleRegressor"]
+        if len(nodes) != 1:
+            raise ValueError("not an EdgeLoop RUL model (expected one TreeEnsembleRegressor)")
+        self._trees_node = nodes[0]
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         self._session = ort.InferenceSession(blob, sess_options=opts, providers=["CPUExecutionProvider"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -59,7 +59,6 @@ class RulEvaluation:
     rows_rmse: float | None = None  # cross-validation: over every cycle of the validation engines
     rows_coverage: float | None = None
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def _arrays(self) -> tuple[Matrix, Matrix, Matrix, Matrix, Matrix]:
         e = self.engines
