@@ -56,3 +56,42 @@ def test_bad_member_lists_are_rejected() -> None:
         make("ensemble", 2, members=["mad"], weights=[1, 2])
     with pytest.raises(ValueError, match="unknown detector"):
         make("ensemble", 2, members=["nope"])
+
+
+def test_the_univariate_preset_shapes_alarms_like_novelty() -> None:
+    """One copy of the alarm shaping: novelty's raw score through the ensemble (a fixed scale, then the shaper)
+    gives novelty's own shaped scores, times the scale's inverse."""
+    rng = np.random.default_rng(5)
+    x = np.sin(np.arange(6000) * 2 * np.pi / 96) + rng.normal(0, 0.1, 6000)
+    x[3000:3010] += 3.0
+    x[4500:4700] = 0.0
+    X = x.reshape(-1, 1)
+    ens = make("ensemble", 1, preset="univariate")
+    nov = make("novelty", 1)
+    s_ens = np.concatenate([ens.score_learn_many(X[i:i + 700]) for i in range(0, 6000, 700)])
+    s_nov = nov.score_learn_many(X)
+    np.testing.assert_allclose(s_ens, s_nov / 0.05, rtol=1e-9, atol=1e-12)
+    assert s_ens[3000:3010].max() > 1.0 and (s_ens[3011:3100] == 0).all()  # one alarm, then the refractory period
+    assert ens.score_one(X[-1]) == pytest.approx(nov.score_one(X[-1]) / 0.05)
+
+
+def test_members_calibrate_after_their_own_warm_up() -> None:
+    rng = np.random.default_rng(2)
+    X = rng.normal(0, 1, (2000, 1))
+    det = make("ensemble", 1, warmup=100, calibration=200, members=["mad", "seasonal"],
+               member_params={"seasonal": {"warmup": 600}})
+    assert isinstance(det, EnsembleDetector)
+    s = det.score_learn_many(X)
+    assert (s[:300] == 0).all() and (s[300:] > 0).any()  # mad alone from row 300, seasonal joins at row 800
+    assert det.member_surprises(X[-1]).shape == (2,)
+
+
+def test_presets_and_shaping_are_checked() -> None:
+    with pytest.raises(ValueError, match="preset"):
+        make("ensemble", 1, preset="nope")
+    with pytest.raises(ValueError, match="fusion"):
+        make("ensemble", 1, fusion="median")
+    with pytest.raises(ValueError, match="not members"):
+        make("ensemble", 1, members=["mad"], member_scales={"novelty": 0.05})
+    with pytest.raises(ValueError, match="alarm shaping"):
+        make("ensemble", 1, shaping={"alarm": 1.0, "escalate": 0.5})

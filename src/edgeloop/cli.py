@@ -404,15 +404,15 @@ def _bench_path() -> None:
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate the detectors: public benchmarks (NAB, SKAB, C-MAPSS) "
                        "and the simulator's ground truth.")
 app.add_typer(eval_app, name="eval")
-DEFAULT_NAB_DETECTOR = "novelty"  # the detector `eval nab` runs when neither --detector nor --scores is given
+DEFAULT_NAB_DETECTOR = "ensemble"  # the detector `eval nab` runs when neither --detector nor --scores is given
 
 
 @eval_app.command("nab")
 def eval_nab(
     detector: Annotated[str | None, typer.Option("--detector", help="Run this registered detector over every NAB "
                                                  "file in streaming order (default: "
-                                                 f"{DEFAULT_NAB_DETECTOR}) and optimise one threshold per profile, "
-                                                 "as NAB does.")] = None,
+                                                 f"{DEFAULT_NAB_DETECTOR}, with its univariate preset) and "
+                                                 "optimise one threshold per profile, as NAB does.")] = None,
     scores: Annotated[Path | None, typer.Option("--scores", help="Instead of running a detector: a detector's "
                                                 "scores in NAB's results layout, CATEGORY/[DETECTOR_]NAME.csv with "
                                                 "timestamp and anomaly_score.")] = None,
@@ -441,7 +441,7 @@ def eval_nab(
         load_thresholds,
         nab_dir,
     )
-    from edgeloop.detect.nab_run import default_workers, optimise_thresholds, run_corpus
+    from edgeloop.detect.nab_run import UNIVARIATE_PARAMS, default_workers, optimise_thresholds, run_corpus
 
     if scores is not None and detector is not None:
         raise _fail("give --detector or --scores, not both")
@@ -467,7 +467,8 @@ def eval_nab(
                 elif done == total or done % max(1, total // 10) == 0:  # a log gets about ten lines
                     typer.echo(f"{name}: {done}/{total} files", err=True)
 
-            files = run_corpus(series, name, workers=workers or default_workers(), progress=progress)
+            files = run_corpus(series, name, UNIVARIATE_PARAMS.get(name), workers=workers or default_workers(),
+                               progress=progress)
         chosen = (load_thresholds(thresholds, name) if thresholds is not None
                   else optimise_thresholds(files, profiles))
         results = score_corpus(files, chosen, profiles)

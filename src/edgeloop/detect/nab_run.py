@@ -35,12 +35,16 @@ from edgeloop.detect.nab import (
 )
 from edgeloop.detect.registry import make
 
-__all__ = ["CHUNK_ROWS", "NabSeries", "optimise_threshold", "optimise_thresholds", "run_corpus", "run_series",
-           "threshold_curve"]
+__all__ = ["CHUNK_ROWS", "UNIVARIATE_PARAMS", "NabSeries", "optimise_threshold", "optimise_thresholds", "run_corpus",
+           "run_series", "threshold_curve"]
 
 CHUNK_ROWS = 4096  # rows per score_learn_many call: a stream arrives in batches, never as a whole file
 
 Progress = Callable[[int, int], None]
+
+# The parameters a detector runs with on a single KPI stream, as NAB's files are (and as the platform selects for a
+# univariate device profile): the ensemble's ``univariate`` preset (see ``edgeloop.detect.detectors.ensemble``).
+UNIVARIATE_PARAMS: dict[str, dict[str, Any]] = {"ensemble": {"preset": "univariate"}}
 
 
 @dataclass(frozen=True)

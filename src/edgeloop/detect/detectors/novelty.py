@@ -14,11 +14,13 @@ does not blunt the detector for ever.
   is the score.
 
 A feature's raw score is the larger of the two. The output is shaped for alarms, as an operator (and NAB) wants
-one alarm per episode: after a row reaches ``alarm`` the feature is quiet (scores 0) for ``refractory`` rows
-unless something ``escalate`` times as novel comes, and each alarm raises the feature's bar (the divisor of its
-scores) by ``bar_gain``; the bar relaxes back to 1 with half-life ``bar_halflife`` rows, so a feature that alarms
-often (pure noise, a restless signal) has to be more novel to alarm again. All of it uses only rows up to the
-one scored. A row scores its largest feature score (range ``[0, inf)``); the explanation gives each feature its
+one alarm per episode, by each feature's own :class:`~edgeloop.detect.detectors.shaping.AlarmShaper`: after a
+row reaches ``alarm`` the feature is quiet (scores 0) for ``refractory`` rows unless something ``escalate`` times
+as novel comes, and each alarm raises the feature's bar (the divisor of its scores) by ``bar_gain``; the bar
+relaxes back to 1 with half-life ``bar_halflife`` rows, so a feature that alarms often (pure noise, a restless
+signal) has to be more novel to alarm again. All of it uses only rows up to the one scored. With
+``shaping=False`` the output is the raw score (what the ``ensemble`` calibrates and shapes itself).
+A row scores its largest feature score (range ``[0, inf)``); the explanation gives each feature its
 share of the raw scores (all zeros when the row scores 0).
 
 Missing values (NaN) score 0; a block's mean is over its present values (the previous block's mean when none).
@@ -31,6 +33,7 @@ import math
 import numpy as np
 
 from edgeloop.detect._numeric import F64
+from edgeloop.detect.detectors.shaping import AlarmShaper
 from edgeloop.detect.protocol import normalise_shares
 from edgeloop.detect.registry import register
 
@@ -73,17 +76,14 @@ def _nearest(past: F64, keys: F64, pattern: F64) -> float:
 class _Feature:
     """The state of one feature (see the module docstring)."""
 
-    __slots__ = ("bar", "bar_row", "hi", "last_alarm", "last_r", "lo", "mid", "scales")
+    __slots__ = ("hi", "lo", "mid", "scales", "shaper")
 
-    def __init__(self, steps: tuple[int, ...], blocks: int) -> None:
+    def __init__(self, steps: tuple[int, ...], blocks: int, shaper: AlarmShaper | None) -> None:
         self.lo = math.inf
         self.hi = -math.inf
         self.mid = math.nan
         self.scales = [_Scale(step, blocks) for step in steps]
-        self.last_alarm = -(10**18)
-        self.last_r = 0.0
-        self.bar = 1.0
-        self.bar_row = 0
+        self.shaper = shaper
 
 
 @register
@@ -94,27 +94,27 @@ class NoveltyDetector:
     def __init__(self, n_features: int, *, seed: int = 0, warmup: int = 150, step: int = 4, coarse: int = 4,
                  blocks: int = 4, memory: int = 8192, range_halflife: float = 10000.0, alarm: float = 0.05,
                  refractory: int = 100, escalate: float = 3.0, bar_gain: float = 1.3,
-                 bar_halflife: float = 2000.0) -> None:
-        if (n_features < 1 or warmup < 1 or step < 1 or coarse < 1 or blocks < 1 or memory < 1
-                or range_halflife <= 0 or alarm <= 0 or refractory < 0 or escalate < 1 or bar_gain < 1
-                or bar_halflife <= 0):
+                 bar_halflife: float = 2000.0, shaping: bool = True) -> None:
+        if n_features < 1 or warmup < 1 or step < 1 or coarse < 1 or blocks < 1 or memory < 1 or range_halflife <= 0:
             raise ValueError("novelty: need n_features, warmup, step, coarse, blocks, memory >= 1, "
-                             "range_halflife > 0, alarm > 0, refractory >= 0, escalate >= 1, bar_gain >= 1, "
-                             "bar_halflife > 0")
+                             "range_halflife > 0")
+
+        def shaper() -> AlarmShaper:
+            return AlarmShaper(alarm=alarm, refractory=refractory, escalate=escalate, bar_gain=bar_gain,
+                               bar_halflife=bar_halflife)
+
+        shaper()  # checks the shaping parameters even when shaping is off
         self.n_features = n_features
         self.seed = seed  # deterministic: the seed is not used
         self.warmup = warmup
         self.steps = (step, step * coarse) if coarse > 1 else (step,)
         self.blocks = blocks
         self.memory = memory
-        self.alarm = alarm
-        self.refractory = refractory
-        self.escalate = escalate
-        self.bar_gain = bar_gain
-        self._log_bar_decay = math.log(0.5) / bar_halflife
+        self.shaping = shaping
         self._range_keep = 0.5 ** (1.0 / range_halflife)
         self._rows = 0  # rows learned
-        self._features = [_Feature(self.steps, blocks) for _ in range(n_features)]
+        self._features = [_Feature(self.steps, blocks, shaper() if shaping else None)
+                          for _ in range(n_features)]
 
     @property
     def warmed_up(self) -> bool:
@@ -175,18 +175,7 @@ class NoveltyDetector:
                 f.lo = min(v, mid - (mid - lo) * keep)
             else:
                 f.mid, f.lo, f.hi = v, v, v
-        # shape the output: the bar, the refractory period
-        bar = max(1.0, f.bar * math.exp(self._log_bar_decay * (t - f.bar_row)))
-        out = raw / bar
-        if out > 0.0:
-            quiet = t - f.last_alarm < self.refractory
-            if quiet and out <= self.escalate * f.last_r:
-                out = 0.0
-            elif out >= self.alarm and commit:
-                f.last_alarm = t
-                f.last_r = out
-                f.bar = bar * self.bar_gain
-                f.bar_row = t
+        out = f.shaper.shape(raw, t, commit) if f.shaper is not None else raw
         return out, raw
 
     def _pattern(self, sc: _Scale, v: float, t: int, present: bool, live: bool, commit: bool) -> float:
