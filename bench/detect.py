@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.harness import publish_report
-from edgeloop.detect import AssetDetector
+from edgeloop.detect import AssetDetector, DetectorConfig
 from edgeloop.detect.registry import available, make
 from edgeloop.sim import CHANNELS, Fleet
 
@@ -57,6 +57,12 @@ def _stream(rows: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([c.ts for c in chunks]), np.concatenate([c.values for c in chunks])
 
 
+def _platform_warmup() -> int:
+    """Rows until the platform detector is fully live: model fit, then the ensemble's warm-up and calibration."""
+    cfg = DetectorConfig()
+    return cfg.warmup_samples + 2 * cfg.ensemble_warmup + 10
+
+
 def _latency(samples_s: list[float]) -> dict[str, float]:
     us = np.array(samples_s) * 1e6
     return {"p50_us": round(float(np.percentile(us, 50)), 1), "p99_us": round(float(np.percentile(us, 99)), 1),
@@ -65,7 +71,7 @@ def _latency(samples_s: list[float]) -> dict[str, float]:
 
 def bench_platform(s: Settings, ts: np.ndarray, x: np.ndarray, console: Console) -> dict[str, Any]:
     det = AssetDetector(channels=CHANNELS)
-    warm = det.config.warmup_samples + 2 * det.config.ensemble_warmup + 10
+    warm = _platform_warmup()
     det.process(ts[:warm], x[:warm])  # fit + ensemble warm-up and calibration
     console.print(f"platform detector: warmed up on {warm:,} rows; batched path, {s.batch} rows per call")
     end = min(len(ts), warm + s.rows)
@@ -127,7 +133,7 @@ def render(report: dict[str, Any], out: Console) -> None:
 def main(*, as_json: bool, settings: Settings, console: Console, out: Console) -> dict[str, Any]:
     cpu = _pin_one_core()
     started = time.monotonic()
-    need = 1200 + 2 * 600 + 10 + settings.rows + settings.single + 10
+    need = _platform_warmup() + settings.rows + settings.single + 10
     console.print(f"simulating {need:,} rows of an 8-channel pump ...")
     ts, x = _stream(need)
     report: dict[str, Any] = {
