@@ -8,9 +8,10 @@ the ONNX file's metadata, nothing of the training data:
 
 * ``edgeloop.rul.features``: the :class:`FeatureSpec` (regimes, normalisation, kept sensors);
 * ``edgeloop.rul.cap``: the cap;
-* ``edgeloop.rul.interval``: the interval, split-conformal residual quantiles from cross-validation
-  by asset, per band of predicted RUL (errors grow with the RUL): ``[pred + q_lo, pred + q_hi]``
-  with the ``(1 - coverage) / 2`` and ``(1 + coverage) / 2`` quantiles of ``true - predicted``;
+* ``edgeloop.rul.interval``: the interval, conformal residual quantiles of out-of-fold predictions
+  (cross-validation by asset on the training set), per band of predicted RUL (errors grow with the
+  RUL): ``[pred + q_lo, pred + q_hi]`` with the ``(1 - coverage) / 2`` and ``(1 + coverage) / 2``
+  quantiles of ``true - predicted`` (no quantile models: one model, the interval is metadata);
 * ``edgeloop.rul.cover``: each tree node's training sample count. With the trees themselves, read
   back from the ONNX graph's ``TreeEnsembleRegressor``, they are what path-dependent TreeSHAP needs:
   :meth:`RulModel.explain` explains the very model ONNX Runtime runs.
@@ -72,8 +73,8 @@ class IntervalTable:
 
     def bounds(self, predicted: Matrix) -> tuple[Matrix, Matrix]:
         band = np.searchsorted(np.array(self.edges), predicted, side="right")
-        return (np.maximum(0.0, predicted + np.array(self.lower)[band]),
-                np.maximum(0.0, predicted + np.array(self.upper)[band]))
+        lower = np.clip(predicted + np.array(self.lower)[band], 0.0, predicted)
+        return lower, np.maximum(predicted + np.array(self.upper)[band], predicted)
 
     @classmethod
     def fit(cls, predicted: Matrix, true: Matrix, cap: float, coverage: float, min_count: int = 50) -> IntervalTable:
