@@ -66,7 +66,7 @@ def test_the_univariate_preset_shapes_alarms_like_novelty() -> None:
     x[3000:3010] += 3.0
     x[4500:4700] = 0.0
     X = x.reshape(-1, 1)
-    ens = make("ensemble", 1, preset="univariate")
+    ens = make("ensemble", 1, preset="univariate", members=["novelty"], member_scales={"novelty": 0.05})
     nov = make("novelty", 1)
     s_ens = np.concatenate([ens.score_learn_many(X[i:i + 700]) for i in range(0, 6000, 700)])
     s_nov = nov.score_learn_many(X)
@@ -95,3 +95,19 @@ def test_presets_and_shaping_are_checked() -> None:
         make("ensemble", 1, members=["mad"], member_scales={"novelty": 0.05})
     with pytest.raises(ValueError, match="alarm shaping"):
         make("ensemble", 1, shaping={"alarm": 1.0, "escalate": 0.5})
+
+
+def test_the_contextual_member_sees_a_cycle_that_fails_to_drop() -> None:
+    """A daily-like cycle (period 96 rows) that stays high for a whole cycle: ``context`` compares each short shape
+    with the same phase of earlier cycles, so the missing drop scores far above the normal cycles."""
+    rng = np.random.default_rng(4)
+    t = np.arange(96 * 20)
+    x = np.where(t % 96 < 48, 0.0, 1.0) + rng.normal(0, 0.02, t.size)
+    x[96 * 15:96 * 16] = 1.0 + rng.normal(0, 0.02, 96)  # the drop that did not come
+    X = x.reshape(-1, 1)
+    ctx = make("context", 1).score_learn_many(X)
+    normal = slice(96 * 8, 96 * 15)  # after the cycle is found
+    assert ctx[96 * 15:96 * 16].max() > 0.5 > 3 * ctx[normal].max()
+    ens = make("ensemble", 1, preset="univariate")
+    s = ens.score_learn_many(X)
+    assert s[96 * 15:96 * 16].max() > 1.0 > s[normal].max()  # an alarm, and none in the normal cycles before
