@@ -111,3 +111,25 @@ def test_the_contextual_member_sees_a_cycle_that_fails_to_drop() -> None:
     ens = make("ensemble", 1, preset="univariate")
     s = ens.score_learn_many(X)
     assert s[96 * 15:96 * 16].max() > 1.0 > s[normal].max()  # an alarm, and none in the normal cycles before
+
+
+def test_the_univariate_preset_streams_like_the_loop_without_look_ahead() -> None:
+    """What eval nab runs is a platform detector like any other: batching cannot change it, nor can later rows."""
+    rng = np.random.default_rng(9)
+    t = np.arange(2400)
+    x = np.sin(t * 2 * np.pi / 96) + rng.normal(0, 0.1, t.size)
+    x[1500:1520] += 2.0
+    x[1800] = np.nan
+    X = x.reshape(-1, 1)
+    whole = make("ensemble", 1, preset="univariate").score_learn_many(X)
+    det = make("ensemble", 1, preset="univariate")
+    looped = np.empty(t.size)
+    for i, row in enumerate(X):
+        looped[i] = det.score_one(row)
+        det.learn_one(row)
+    np.testing.assert_allclose(whole, looped, rtol=1e-7, atol=1e-9)
+    changed = X.copy()
+    changed[2000:] += 50.0
+    np.testing.assert_array_equal(make("ensemble", 1, preset="univariate").score_learn_many(changed)[:2000],
+                                  whole[:2000])
+    assert whole[1500:1520].max() > 1.0 and np.isfinite(whole).all()
