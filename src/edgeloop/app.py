@@ -41,6 +41,7 @@ from edgeloop.ingest.mqtt import MqttSource
 from edgeloop.ingest.pipeline import IngestPipeline, Presence
 from edgeloop.ingest.validate import Limits, Validator
 from edgeloop.messages import AlertStatus, ConfigPush, TopicKind, encode, subscription, topic
+from edgeloop.rul_monitor import RulMonitor, load_rul_models
 from edgeloop.scoring import ScoredHook, ScoringStage
 from edgeloop.store import Registry, Store, open_store
 from edgeloop.store.base import AuditRecord, GatewayConfig
@@ -71,6 +72,7 @@ class PlatformConfig:
     require_admin: bool = False  # production: refuse to generate one; an admin must be configured
     https: TlsIdentity | None = None  # serve the API over HTTPS with this certificate (``cert``/``key``)
     limits: Limits = field(default_factory=Limits)
+    rul_horizon: float = 30.0  # cycles: a RUL model's alert fires when the RUL's lower bound is below this
 
     @property
     def resolved_store_url(self) -> str:
@@ -266,7 +268,11 @@ class Platform:
             self.broker = await self._stack.enter_async_context(
                 EmbeddedBroker(host=cfg.mqtt_host, port=cfg.mqtt_port, tls=broker_tls,
                                on_refused=self._audit_refused_connection))
-        self.scoring = ScoringStage(store=self.store, on_scored=self.on_scored)
+        rul_models = load_rul_models(cfg.data_dir / "models" / "rul")
+        if rul_models:
+            log.info("RUL models loaded: %s (horizon %g cycles)", ", ".join(rul_models), cfg.rul_horizon)
+        self.scoring = ScoringStage(store=self.store, on_scored=self.on_scored,
+                                    rul=RulMonitor(rul_models, horizon=cfg.rul_horizon) if rul_models else None)
         self.source = MqttSource(
             host=cfg.mqtt_host, port=cfg.mqtt_port, client_id=cfg.ingest_client_id, clock=self.clock,
             topics=[subscription(TopicKind.TELEMETRY), subscription(TopicKind.STATUS), subscription(TopicKind.EVENT),
@@ -477,5 +483,7 @@ class Platform:
                 "scored_messages": sc.scored_messages, "scored_samples": sc.scored_samples,
                 "late_messages": sc.late_messages, "findings": sc.findings, "alerts_raised": sc.alerts_raised,
                 "queue_depth": self.scoring.queue.qsize(), "queue_capacity": sc.capacity,
+                "rul_models": sorted(self.scoring.rul.models) if self.scoring.rul else [],
+                "rul_predictions": self.scoring.rul.stats.predictions if self.scoring.rul else 0,
             },
         }

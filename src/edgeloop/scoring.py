@@ -22,6 +22,7 @@ import numpy as np
 
 from edgeloop.detect import AssetDetector, Finding
 from edgeloop.messages import Alert, Severity
+from edgeloop.rul_monitor import RulMonitor
 from edgeloop.store.base import Store, TelemetryChunk
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,11 @@ def alert_from_finding(chunk: TelemetryChunk, finding: Finding, detector: str) -
 
 class ScoringStage:
     def __init__(
-        self, *, store: Store, capacity: int = 256, period_ms: int = 1000, on_scored: ScoredHook | None = None
+        self, *, store: Store, capacity: int = 256, period_ms: int = 1000, on_scored: ScoredHook | None = None,
+        rul: RulMonitor | None = None,
     ) -> None:
         self.store = store
+        self.rul = rul  # remaining-useful-life models for devices that report the channels they read
         self.period_ms = period_ms
         self.on_scored = on_scored
         self.queue: asyncio.Queue[list[TelemetryChunk]] = asyncio.Queue(maxsize=capacity)
@@ -114,6 +117,11 @@ class ScoringStage:
             await self.store.raise_alert(alert_from_finding(chunk, finding, detector.name))
             self.stats.alerts_raised += 1
             log.info("alert on %s/%s: %s", chunk.asset, chunk.device, finding.message)
+        if self.rul is not None:
+            alert = self.rul.observe(run)
+            if alert is not None:
+                await self.store.raise_alert(alert)
+                self.stats.alerts_raised += 1
 
     def _detector_for(self, chunk: TelemetryChunk) -> AssetDetector:
         det = self._detectors.get(chunk.device)
