@@ -271,7 +271,11 @@ class Platform:
         rul_models = load_rul_models(cfg.data_dir / "models" / "rul")
         if rul_models:
             log.info("RUL models loaded: %s (horizon %g cycles)", ", ".join(rul_models), cfg.rul_horizon)
-        self.scoring = ScoringStage(store=self.store, on_scored=self.on_scored,
+        def profile_of(device: str) -> DeviceProfile | None:
+            dev = registry.devices.get(device)
+            return registry.profiles.get(dev.profile) if dev is not None else None
+
+        self.scoring = ScoringStage(store=self.store, on_scored=self.on_scored, profile_of=profile_of,
                                     rul=RulMonitor(rul_models, horizon=cfg.rul_horizon) if rul_models else None)
         self.source = MqttSource(
             host=cfg.mqtt_host, port=cfg.mqtt_port, client_id=cfg.ingest_client_id, clock=self.clock,

@@ -7,7 +7,7 @@ these are plain msgspec structs; storage and the API share them.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -27,6 +27,9 @@ class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     channels: Annotated[list[ChannelSpec], msgspec.Meta(min_length=1, max_length=64)]
     sample_rate_hz: Annotated[float, msgspec.Meta(gt=0, le=100_000)] = 1.0
     description: str = ""
+    # "default": robust-ensemble-v2 (multi-sensor machines); "univariate": the ensemble's univariate preset per
+    # channel, for KPI streams (what `edgeloop eval nab` evaluates)
+    detector: Literal["default", "univariate"] = "default"
 
     def channel_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.channels)

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeloop.assets import DeviceProfile
 from edgeloop.detect import AssetDetector, Finding
+from edgeloop.detect.stream import UnivariateStreamDetector
 from edgeloop.messages import Alert, Severity
 from edgeloop.rul_monitor import RulMonitor
 from edgeloop.store.base import Store, TelemetryChunk
@@ -51,7 +53,7 @@ def alert_from_finding(chunk: TelemetryChunk, finding: Finding, detector: str) -
 class ScoringStage:
     def __init__(
         self, *, store: Store, capacity: int = 256, period_ms: int = 1000, on_scored: ScoredHook | None = None,
-        rul: RulMonitor | None = None,
+        rul: RulMonitor | None = None, profile_of: Callable[[str], DeviceProfile | None] | None = None,
     ) -> None:
         self.store = store
         self.rul = rul  # remaining-useful-life models for devices that report the channels they read
@@ -59,7 +61,8 @@ class ScoringStage:
         self.on_scored = on_scored
         self.queue: asyncio.Queue[list[TelemetryChunk]] = asyncio.Queue(maxsize=capacity)
         self.stats = ScoringStats(capacity=capacity)
-        self._detectors: dict[str, AssetDetector] = {}
+        self.profile_of = profile_of  # device -> its profile, which may choose the detector
+        self._detectors: dict[str, AssetDetector | UnivariateStreamDetector] = {}
         self._last_ts: dict[str, int] = {}
         self.busy = False
         self.latest_ms = 0  # newest sample time scored: "now" in simulated time
@@ -123,9 +126,13 @@ class ScoringStage:
                 await self.store.raise_alert(alert)
                 self.stats.alerts_raised += 1
 
-    def _detector_for(self, chunk: TelemetryChunk) -> AssetDetector:
+    def _detector_for(self, chunk: TelemetryChunk) -> AssetDetector | UnivariateStreamDetector:
         det = self._detectors.get(chunk.device)
         if det is None or det.channels != chunk.channels:  # new device, or its profile changed
-            det = AssetDetector(channels=chunk.channels, period_ms=self.period_ms)
+            profile = self.profile_of(chunk.device) if self.profile_of is not None else None
+            if profile is not None and profile.detector == "univariate":
+                det = UnivariateStreamDetector(channels=chunk.channels)
+            else:
+                det = AssetDetector(channels=chunk.channels, period_ms=self.period_ms)
             self._detectors[chunk.device] = det
         return det
