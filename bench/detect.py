@@ -8,6 +8,8 @@ healthy), the shape of what the platform scores.
   residual model plus the calibrated ensemble over its residuals, and the data-quality rules),
   warmed up, then fed ``batch`` rows per call (the batched path: the scoring stage hands it whole
   messages) and one row per call (the single-sample latency: p50 / p99 / max of one call).
+- **platform KPI profile**: the detector of a ``detector: univariate`` profile (the ensemble's univariate
+  preset, what ``edgeloop eval nab`` evaluates) on one channel, batched and one row per call.
 - **each registered detector** (``edgeloop.detect.registry``) on the same eight channels: rows/s
   through ``score_learn_many`` in batches, and p99 latency of one ``score_one`` + ``learn_one``.
   Slow detectors are measured for at most ``budget_s`` seconds each.
@@ -28,6 +30,7 @@ from rich.table import Table
 from bench.harness import publish_report
 from edgeloop.detect import AssetDetector, DetectorConfig
 from edgeloop.detect.registry import available, make
+from edgeloop.detect.stream import UnivariateStreamDetector
 from edgeloop.sim import CHANNELS, Fleet
 
 START_MS = 1_767_225_600_000
@@ -90,6 +93,29 @@ def bench_platform(s: Settings, ts: np.ndarray, x: np.ndarray, console: Console)
             "single_row": _latency(lat), "single_rows": len(lat)}
 
 
+def bench_univariate(s: Settings, ts: np.ndarray, x: np.ndarray, console: Console) -> dict[str, Any]:
+    """The platform's detector for KPI profiles (``detector: univariate``) on one channel."""
+    det = UnivariateStreamDetector(channels=["flow"])
+    col = x[:, CHANNELS.index("flow"):CHANNELS.index("flow") + 1]
+    det.process(ts[:2000], col[:2000])
+    rows, i = 0, 2000
+    t0 = time.perf_counter()
+    while i < len(ts) and rows < s.rows and time.perf_counter() - t0 < s.budget_s:
+        det.process(ts[i:i + s.batch], col[i:i + s.batch])
+        i += s.batch
+        rows += s.batch
+    batched = rows / (time.perf_counter() - t0)
+    lat: list[float] = []
+    for j in range(i, min(len(ts), i + s.single)):
+        t1 = time.perf_counter()
+        det.process(ts[j:j + 1], col[j:j + 1])
+        lat.append(time.perf_counter() - t1)
+    console.print(f"  {det.name} (1 channel): {batched:,.0f} rows/s batched, "
+                  f"p99 one row {_latency(lat)['p99_us']:.0f} µs")
+    return {"detector": det.name, "channels": 1, "rows_per_s_batched": round(batched), "rows_timed": rows,
+            "single_row": _latency(lat), "single_rows": len(lat)}
+
+
 def bench_registered(name: str, s: Settings, x: np.ndarray, console: Console) -> dict[str, Any]:
     z = (x - x[:2000].mean(axis=0)) / x[:2000].std(axis=0)
     det = make(name, z.shape[1], seed=0, warmup=1000)
@@ -123,6 +149,9 @@ def render(report: dict[str, Any], out: Console) -> None:
     p = report["platform"]
     table.add_row(f"platform ({p['detector']})", f"{p['rows_per_s_batched']:,}", f"{p['single_row']['p50_us']}",
                   f"{p['single_row']['p99_us']}", f"{p['single_row']['max_us']}")
+    u = report["platform_univariate"]
+    table.add_row(f"platform KPI profile ({u['detector']}, 1 channel)", f"{u['rows_per_s_batched']:,}",
+                  f"{u['single_row']['p50_us']}", f"{u['single_row']['p99_us']}", f"{u['single_row']['max_us']}")
     for r in report["registered"]:
         table.add_row(r["detector"], f"{r['rows_per_s_batched']:,}", f"{r['single_row']['p50_us']}",
                       f"{r['single_row']['p99_us']}", f"{r['single_row']['max_us']}")
@@ -139,6 +168,7 @@ def main(*, as_json: bool, settings: Settings, console: Console, out: Console) -
     report: dict[str, Any] = {
         "channels": len(CHANNELS), "rows": settings.rows, "cpu": cpu, "python": platform_mod.python_version(),
         "machine": platform_mod.machine(), "platform": bench_platform(settings, ts, x, console),
+        "platform_univariate": bench_univariate(settings, ts, x, console),
     }
     names = settings.detectors or tuple(available())
     console.print(f"registered detectors: {', '.join(names)}")

@@ -22,5 +22,7 @@ def test_bench_detect_measures_the_platform_detector_and_the_registered_ones() -
     platform = report["platform"]
     assert platform["rows_per_s_batched"] > 0 and platform["single_rows"] == 5000
     assert 0 < platform["single_row"]["p50_us"] <= platform["single_row"]["p99_us"] <= platform["single_row"]["max_us"]
+    kpi = report["platform_univariate"]
+    assert kpi["channels"] == 1 and kpi["rows_per_s_batched"] > 0 and kpi["single_rows"] > 0
     assert [r["detector"] for r in report["registered"]] == ["mad", "ensemble"]
     assert all(r["rows_timed"] >= 2000 and r["rows_per_s_batched"] > 0 for r in report["registered"])
