@@ -37,7 +37,7 @@ import numpy as np
 
 from edgeloop.detect._numeric import F64
 
-__all__ = ["Detector", "normalise_shares"]
+__all__ = ["Detector", "WarmupBuffer", "normalise_shares"]
 
 
 @runtime_checkable
@@ -72,3 +72,27 @@ def normalise_shares(contrib: F64) -> F64:
         return np.zeros_like(c)
     shares: F64 = c / total
     return shares
+
+
+class WarmupBuffer:
+    """The first ``size`` rows of a stream, which a detector learns from before it scores."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._rows: list[F64] = []
+
+    def take(self, X: F64) -> tuple[int, F64 | None]:
+        """Keep the rows of ``X`` the warm-up still needs.
+
+        Returns the index of the first row of ``X`` after the warm-up (``len(X)`` if there is none) and, when
+        this call filled the warm-up, all its rows as one ``(size, n_features)`` array (else ``None``).
+        """
+        need = self.size - len(self._rows)
+        if need <= 0:
+            return 0, None
+        self._rows.extend(X[:need])
+        if len(self._rows) < self.size:
+            return X.shape[0], None
+        rows = np.array(self._rows)
+        self._rows = []
+        return need, rows

@@ -43,7 +43,7 @@ import numpy as np
 from river import anomaly
 
 from edgeloop.detect._numeric import F64, Bool
-from edgeloop.detect.protocol import normalise_shares
+from edgeloop.detect.protocol import WarmupBuffer, normalise_shares
 from edgeloop.detect.registry import register
 
 __all__ = ["HalfSpaceTreesDetector"]
@@ -69,7 +69,7 @@ class HalfSpaceTreesDetector:
         self.height = height
         self.window_size = window_size
         self.margin = margin
-        self._warm: list[F64] = []
+        self._warm = WarmupBuffer(warmup)
         self._ready = False
         self._lo = np.zeros(n_features)
         self._scale = np.ones(n_features)
@@ -111,11 +111,9 @@ class HalfSpaceTreesDetector:
         scores = np.zeros(X.shape[0])
         start = 0
         if not self._ready:
-            need = self.warmup - len(self._warm)
-            self._warm.extend(X[:need])
-            start = min(need, X.shape[0])
-            if len(self._warm) >= self.warmup:
-                self._finish_warmup()
+            start, rows = self._warm.take(X)
+            if rows is not None:
+                self._finish_warmup(rows)
         if start >= X.shape[0]:
             return scores
         U, present = self._scaled(X[start:])
@@ -154,9 +152,7 @@ class HalfSpaceTreesDetector:
         return normalise_shares(self.path_contributions(u))
 
     # ------------------------------------------------------------------ internals
-    def _finish_warmup(self) -> None:
-        w = np.array(self._warm)
-        self._warm = []
+    def _finish_warmup(self, w: F64) -> None:
         valid = np.isfinite(w)
         lo = np.zeros(self.n_features)
         hi = np.zeros(self.n_features)

@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from edgeloop.detect._numeric import F64, ewma
-from edgeloop.detect.protocol import normalise_shares
+from edgeloop.detect.protocol import WarmupBuffer, normalise_shares
 from edgeloop.detect.registry import register
 
 __all__ = ["MadDetector"]
@@ -41,7 +41,7 @@ class MadDetector:
         self.warmup = warmup
         self._log_a = math.log(0.5) / halflife
         self.floor_frac = floor_frac
-        self._warm: list[F64] = []
+        self._warm = WarmupBuffer(warmup)
         self._m = np.zeros(n_features)
         self._s = np.ones(n_features)
         self._floor = np.ones(n_features)
@@ -72,19 +72,15 @@ class MadDetector:
         scores = np.zeros(X.shape[0])
         start = 0
         if not self._ready:
-            need = self.warmup - len(self._warm)
-            self._warm.extend(X[:need])
-            start = min(need, X.shape[0])
-            if len(self._warm) >= self.warmup:
-                self._finish_warmup()
+            start, rows = self._warm.take(X)
+            if rows is not None:
+                self._finish_warmup(rows)
         if start < X.shape[0]:
             scores[start:] = self._run(X[start:])
         return scores
 
     # ------------------------------------------------------------------ internals
-    def _finish_warmup(self) -> None:
-        w = np.array(self._warm)
-        self._warm = []
+    def _finish_warmup(self, w: F64) -> None:
         valid = np.isfinite(w)
         med = np.array([np.median(w[valid[:, j], j]) if valid[:, j].any() else 0.0 for j in range(w.shape[1])])
         mad = np.array([np.median(np.abs(w[valid[:, j], j] - med[j])) if valid[:, j].any() else 0.0

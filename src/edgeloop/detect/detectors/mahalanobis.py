@@ -29,7 +29,7 @@ import numpy.typing as npt
 from scipy.stats import chi2
 
 from edgeloop.detect._numeric import F64, Bool
-from edgeloop.detect.protocol import normalise_shares
+from edgeloop.detect.protocol import WarmupBuffer, normalise_shares
 from edgeloop.detect.registry import register
 
 __all__ = ["MahalanobisDetector"]
@@ -56,7 +56,7 @@ class MahalanobisDetector:
         self.rel_floor = rel_floor
         self.refit_every = refit_every
         self.refit_weight = refit_weight
-        self._warm: list[F64] = []
+        self._warm = WarmupBuffer(warmup)
         self._block: list[F64] = []
         self._m = np.zeros(n_features)
         self._cov = np.eye(n_features)
@@ -96,12 +96,9 @@ class MahalanobisDetector:
         scores = np.zeros(X.shape[0])
         start = 0
         if not self._ready:
-            need = self.warmup - len(self._warm)
-            self._warm.extend(X[:need])
-            start = min(need, X.shape[0])
-            if len(self._warm) >= self.warmup:
-                self._fit(np.array(self._warm))
-                self._warm = []
+            start, rows = self._warm.take(X)
+            if rows is not None:
+                self._fit(rows)
                 self._ready = True
         while start < X.shape[0]:
             stop = X.shape[0] if self.refit_every == 0 else \

@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from edgeloop.detect._numeric import F64
-from edgeloop.detect.protocol import normalise_shares
+from edgeloop.detect.protocol import WarmupBuffer, normalise_shares
 from edgeloop.detect.registry import register
 
 __all__ = ["SeasonalDetector", "detect_period"]
@@ -75,7 +75,7 @@ class SeasonalDetector:
         self.floor_frac = floor_frac
         self.min_period = min_period
         self.min_acf = min_acf
-        self._warm: list[F64] = []
+        self._warm = WarmupBuffer(warmup)
         self._ready = False
         self._t = 0  # rows seen after warm-up (the phase)
         self.periods = [1] * n_features
@@ -108,11 +108,9 @@ class SeasonalDetector:
         scores = np.zeros(X.shape[0])
         start = 0
         if not self._ready:
-            need = self.warmup - len(self._warm)
-            self._warm.extend(X[:need])
-            start = min(need, X.shape[0])
-            if len(self._warm) >= self.warmup:
-                self._finish_warmup()
+            start, rows = self._warm.take(X)
+            if rows is not None:
+                self._finish_warmup(rows)
         for i in range(start, X.shape[0]):
             scores[i] = self._step(X[i])
         return scores
@@ -151,9 +149,7 @@ class SeasonalDetector:
         self._t += 1
         return float(z.max())
 
-    def _finish_warmup(self) -> None:
-        w = np.array(self._warm)
-        self._warm = []
+    def _finish_warmup(self, w: F64) -> None:
         n = w.shape[0]
         spreads = np.zeros(self.n_features)
         levels = np.zeros(self.n_features)
