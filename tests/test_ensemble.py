@@ -67,12 +67,33 @@ def test_the_univariate_preset_shapes_alarms_like_novelty() -> None:
     x[4500:4700] = 0.0
     X = x.reshape(-1, 1)
     ens = make("ensemble", 1, preset="univariate", members=["novelty"], member_scales={"novelty": 0.05})
-    nov = make("novelty", 1)
+    nov = make("novelty", 1, range_age=10.0)
     s_ens = np.concatenate([ens.score_learn_many(X[i:i + 700]) for i in range(0, 6000, 700)])
     s_nov = nov.score_learn_many(X)
     np.testing.assert_allclose(s_ens, s_nov / 0.05, rtol=1e-9, atol=1e-12)
     assert s_ens[3000:3010].max() > 1.0 and (s_ens[3011:3100] == 0).all()  # one alarm, then the refractory period
     assert ens.score_one(X[-1]) == pytest.approx(nov.score_one(X[-1]) / 0.05)
+
+
+def test_a_young_novelty_forgets_a_start_up_transient() -> None:
+    """With ``range_age`` the range's half-life grows with the rows seen (``range_age`` times the age), so a
+    start-up burst ten times the later level blunts the detector (a little) less than the fixed 10,000-row
+    half-life."""
+    rng = np.random.default_rng(3)
+    x = 1.0 + rng.normal(0, 0.05, 1500)
+    x[:20] = 10.0
+    x[1200:1216] = 2.5
+    X = x.reshape(-1, 1)
+    young_det = make("novelty", 1, shaping=False, range_age=10.0)
+    fixed_det = make("novelty", 1, shaping=False)
+    young, fixed = young_det.score_learn_many(X), fixed_det.score_learn_many(X)
+    assert young[1200:1220].max() > fixed[1200:1220].max() > 0.1
+    assert young[600:1200].max() < 0.02  # the normal rows stay quiet as the range shrinks
+    f_young, f_fixed = young_det._features[0], fixed_det._features[0]  # the ranges themselves
+    assert f_young.hi - f_young.lo < 0.98 * (f_fixed.hi - f_fixed.lo)  # a little: the level the extremes relax
+    # towards (an EWMA of the values) forgets the burst slowly too
+    with pytest.raises(ValueError, match="range_age"):
+        make("novelty", 1, range_age=-1.0)
 
 
 def test_members_calibrate_after_their_own_warm_up() -> None:

@@ -24,7 +24,7 @@ from edgeloop.detect.registry import make
 
 __all__ = ["NAB_STANDARD_THRESHOLD", "UnivariateStreamDetector"]
 
-NAB_STANDARD_THRESHOLD = 1.0997  # `edgeloop eval nab --json` -> thresholds.standard for the default ensemble
+NAB_STANDARD_THRESHOLD = 1.0857  # `edgeloop eval nab --json` -> thresholds.standard for the default ensemble
 
 
 class UnivariateStreamDetector:

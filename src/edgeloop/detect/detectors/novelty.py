@@ -3,7 +3,11 @@
 Each feature is scored on its own, in units of the range it has shown (``hi - lo``, warm-up included), so one
 alarm level fits signals of any scale. The range is every value seen, slowly forgotten: after each value the
 extremes relax towards an EWMA of the level by the factor ``0.5 ** (1 / range_halflife)``, so a spike long ago
-does not blunt the detector for ever.
+does not blunt the detector for ever. With ``range_age > 0`` a young detector forgets faster: at row ``t`` the
+half-life is ``min(range_halflife, range_age * t)``, so what the first rows showed (a start-up transient far
+above the later level) is forgotten by the factor ``0.5 ** (ln(t / t0) / range_age)`` by row ``t``: a little
+(the level the extremes relax towards forgets it slowly too), but enough to matter on short streams (the
+``ensemble``'s univariate preset uses 10; see that module).
 
 - **new extreme**: a value beyond the range scores its excess over the range, ``(x - hi) / range`` or
   ``(lo - x) / range``;
@@ -94,10 +98,11 @@ class NoveltyDetector:
     def __init__(self, n_features: int, *, seed: int = 0, warmup: int = 150, step: int = 4, coarse: int = 4,
                  blocks: int = 4, memory: int = 8192, range_halflife: float = 10000.0, alarm: float = 0.05,
                  refractory: int = 100, escalate: float = 3.0, bar_gain: float = 1.3,
-                 bar_halflife: float = 2000.0, shaping: bool = True) -> None:
-        if n_features < 1 or warmup < 1 or step < 1 or coarse < 1 or blocks < 1 or memory < 1 or range_halflife <= 0:
+                 bar_halflife: float = 2000.0, shaping: bool = True, range_age: float = 0.0) -> None:
+        if (n_features < 1 or warmup < 1 or step < 1 or coarse < 1 or blocks < 1 or memory < 1 or range_halflife <= 0
+                or range_age < 0):
             raise ValueError("novelty: need n_features, warmup, step, coarse, blocks, memory >= 1, "
-                             "range_halflife > 0")
+                             "range_halflife > 0, range_age >= 0")
 
         def shaper() -> AlarmShaper:
             return AlarmShaper(alarm=alarm, refractory=refractory, escalate=escalate, bar_gain=bar_gain,
@@ -111,6 +116,8 @@ class NoveltyDetector:
         self.blocks = blocks
         self.memory = memory
         self.shaping = shaping
+        self.range_halflife = range_halflife
+        self.range_age = range_age
         self._range_keep = 0.5 ** (1.0 / range_halflife)
         self._rows = 0  # rows learned
         self._features = [_Feature(self.steps, blocks, shaper() if shaping else None)
@@ -169,6 +176,8 @@ class NoveltyDetector:
         if commit and present:
             if seen:  # the range relaxes towards the recent level: old extremes are slowly forgotten
                 keep = self._range_keep
+                if self.range_age > 0.0 and self.range_age * t < self.range_halflife:
+                    keep = 0.5 ** (1.0 / max(1.0, self.range_age * t))
                 mid = keep * f.mid + (1.0 - keep) * v
                 f.mid = mid
                 f.hi = max(v, mid + (hi - mid) * keep)
