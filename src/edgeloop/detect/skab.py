@@ -1,17 +1,22 @@
-"""Anomaly and change detection on SKAB's water-pump runs (pure code, no I/O): features, detectors, alarms.
+"""Anomaly and change detection on SKAB's water-pump runs (pure code, no I/O): the evaluation of the platform's
+``baseline`` detector.
 
 SKAB's protocol: in each run the first ``train_rows`` (400) rows are normal training data, the rest is the test.
-Everything here is streaming: a test row's labels depend only on that row, the rows before it and the training
-part of its run. SKAB poses two problems over the same runs -- which *points* are anomalous (F1, FAR, MAR) and
-where the *changes* are (a NAB score on change points) -- and the pipeline answers each with its own alarm over
-the same channels and the same registered detector:
+The pipeline below *is* the platform detector :class:`~edgeloop.detect.baseline.TrainedBaselineDetector` (what a
+device profile with ``detector: baseline`` runs): :func:`detect_run` streams each run through one, built with
+:class:`SkabConfig`'s settings by :func:`baseline_detector`; there is no benchmark-only code path. Everything is
+streaming: a test row's labels depend only on that row, the rows before it and the training part of its run.
+SKAB poses two problems over the same runs -- which *points* are anomalous (F1, FAR, MAR) and where the *changes*
+are (a NAB score on change points) -- and the pipeline answers each with its own alarm over the same channels and
+the same registered detector:
 
 1. **Channels.** The hydraulic operating point of the pump: ``Current`` (the motor's load), ``Pressure`` and
-   ``Volume Flow RateRMS`` -- what a valve, a leak or cavitation changes first. Vibration RMS, voltage and the
-   two temperatures are left out by default: on SKAB's fault-free run vibration and the temperatures wander by
-   3-10 training standard deviations within an hour (the rig warming up) and the voltage is the mains supply, so
-   from a 400 s training part they cannot tell a fault from drift. A missing reading holds the smoothed value; a
-   channel is missing (NaN) until its first reading.
+   ``Volume Flow RateRMS`` -- what a valve, a leak or cavitation changes first (the detector's
+   ``scored_channels``; in the platform it scores all of a profile's channels unless told otherwise). Vibration
+   RMS, voltage and the two temperatures are left out by default: on SKAB's fault-free run vibration and the
+   temperatures wander by 3-10 training standard deviations within an hour (the rig warming up) and the voltage
+   is the mains supply, so from a 400 s training part they cannot tell a fault from drift. A missing reading
+   holds the smoothed value; a channel is missing (NaN) until its first reading.
 2. **Level features** (the anomaly alarm): each channel's time-aware EWMA with a ``tau_s`` (3 s) time constant. The
    raw 1 Hz readings are quantised and noisy (the flow meter reads 32.0 with single-step jumps, pressure sits on a
    few levels) and a SKAB fault lasts minutes, so a few seconds of smoothing cut the noise at little delay.
@@ -66,7 +71,6 @@ release 0.5, one row) scores 33.5 on the tuning half. All of this is one valve o
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -75,9 +79,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edgeloop.detect._numeric import F64, ewma
+from edgeloop.detect._numeric import F64
+from edgeloop.detect.baseline import MAHALANOBIS_PARAMS, Latch, TrainedBaselineDetector
 from edgeloop.detect.nab import ProfileScore
-from edgeloop.detect.registry import make
 from edgeloop.detect.skab_data import CHANNELS, SkabRun
 from edgeloop.detect.skab_metrics import (
     ChangepointRun,
@@ -87,11 +91,10 @@ from edgeloop.detect.skab_metrics import (
     predicted_changepoints,
 )
 
-__all__ = ["Alarm", "RunResult", "SkabConfig", "SkabReport", "detect_run", "evaluate", "features", "latch",
-           "trend_features"]
+__all__ = ["Alarm", "RunResult", "SkabConfig", "SkabReport", "baseline_detector", "detect_run", "evaluate",
+           "latch"]
 
 Int8 = npt.NDArray[np.int8]
-MAHALANOBIS_PARAMS: Mapping[str, Any] = {"rel_floor": 0.005}  # spreads >= 0.5 % of the level (module docstring)
 
 
 @dataclass(frozen=True)
@@ -135,49 +138,16 @@ class SkabConfig:
             raise ValueError("SkabConfig: need on_rows, off_rows, change_on_rows, change_off_rows >= 1")
 
 
-def features(x: F64, seconds: F64, channels: Sequence[str], tau_s: float) -> F64:
-    """Time-aware EWMAs (time constant ``tau_s``) of the chosen ``channels`` of SKAB rows ``x`` (n, 8) at
-    ``seconds``; a missing reading holds the average, and a channel is NaN until its first reading."""
-    cols = [CHANNELS.index(c) for c in channels]
-    u = x[:, cols]
-    valid = np.isfinite(u)
-    if u.shape[0] == 0:
-        return u.copy()
-    dt = np.diff(seconds, prepend=seconds[0])
-    first = np.argmax(valid, axis=0)
-    y0 = np.where(valid.any(axis=0), u[first, np.arange(u.shape[1])], 0.0)
-    out = ewma(np.where(valid, u, 0.0), valid, -np.maximum(dt, 0.0) / tau_s, y0)
-    started = np.maximum.accumulate(valid, axis=0)
-    res: F64 = np.where(started, out, np.nan)
-    return res
-
-
-def trend_features(x: F64, seconds: F64, channels: Sequence[str], tau_s: float, trend_tau_s: float) -> F64:
-    """The fast EWMA (``tau_s``) minus the slow one (``trend_tau_s``) of each chosen channel: a rate of change."""
-    diff: F64 = features(x, seconds, channels, tau_s) - features(x, seconds, channels, trend_tau_s)
-    return diff
-
-
 def latch(scores: F64, threshold: float, release: float, on_rows: int, off_rows: int) -> Int8:
     """Alarm labels of ``scores`` in order: raised after ``on_rows`` consecutive scores above ``threshold``,
     cleared after ``off_rows`` consecutive scores below ``release * threshold`` (each label uses the past only)."""
-    labels = np.zeros(scores.shape[0], dtype=np.int8)
-    state, above, below = 0, 0, 0
-    low = release * threshold
-    for i, s in enumerate(scores.tolist()):
-        above = above + 1 if s > threshold else 0
-        below = below + 1 if s < low else 0
-        if not state and above >= on_rows:
-            state = 1
-        elif state and below >= off_rows:
-            state = 0
-        labels[i] = state
-    return labels
+    return Latch(threshold, release, on_rows, off_rows).feed(np.asarray(scores, dtype=np.float64))
 
 
 @dataclass(frozen=True)
 class Alarm:
-    """One alarm over a run: per-row scores, 0/1 labels and the threshold (training rows score and label 0)."""
+    """One alarm over a run: per-row scores, 0/1 labels and the threshold (training rows score and label 0; the
+    threshold is NaN when the run is no longer than its training part)."""
 
     scores: F64
     labels: Int8
@@ -198,33 +168,25 @@ def _seconds(run: SkabRun) -> F64:
     return s
 
 
-def _alarm(f: F64, n_train: int, cfg: SkabConfig, margin: float, release: float, on_rows: int,
-           off_rows: int) -> Alarm:
-    """Warm a detector up on the first ``n_train`` rows of ``f``, set the threshold, score and latch the rest."""
-    det = make(cfg.detector, f.shape[1], warmup=n_train, **cfg.params())
-    scores = np.zeros(f.shape[0])
-    det.score_learn_many(f[:n_train])
-    calib = copy.deepcopy(det).score_learn_many(f[min(cfg.burn_rows, n_train - 1):n_train])
-    level = float(np.quantile(calib, cfg.quantile)) if calib.size else 0.0
-    threshold = max(level * margin, 1e-12)
-    scores[n_train:] = det.score_learn_many(f[n_train:])
-    labels = np.zeros(f.shape[0], dtype=np.int8)
-    labels[n_train:] = latch(scores[n_train:], threshold, release, on_rows, off_rows)
-    return Alarm(scores=scores, labels=labels, threshold=threshold)
+def baseline_detector(config: SkabConfig | None = None) -> TrainedBaselineDetector:
+    """The platform detector with ``config``'s settings, over SKAB's eight channels, scoring ``config.channels``."""
+    cfg = config if config is not None else SkabConfig()
+    return TrainedBaselineDetector(
+        channels=CHANNELS, scored_channels=cfg.channels, train_rows=cfg.train_rows, tau_s=cfg.tau_s,
+        detector=cfg.detector, detector_params=cfg.params(), burn_rows=cfg.burn_rows, quantile=cfg.quantile,
+        margin=cfg.margin, release=cfg.release, on_rows=cfg.on_rows, off_rows=cfg.off_rows,
+        trend_tau_s=cfg.trend_tau_s, change_margin=cfg.change_margin, change_release=cfg.change_release,
+        change_on_rows=cfg.change_on_rows, change_off_rows=cfg.change_off_rows)
 
 
 def detect_run(run: SkabRun, config: SkabConfig | None = None) -> RunResult:
-    """Both alarms over one run (see the module docstring)."""
-    cfg = config if config is not None else SkabConfig()
-    n_train = min(cfg.train_rows, run.x.shape[0])
-    seconds = _seconds(run)
-    level = features(run.x, seconds, cfg.channels, cfg.tau_s)
-    trend = trend_features(run.x, seconds, cfg.channels, cfg.tau_s, cfg.trend_tau_s)
+    """Both alarms over one run: the run streamed through :func:`baseline_detector` (see the module docstring)."""
+    det = baseline_detector(config)
+    det.process(run.timestamps.astype("datetime64[ms]").astype(np.int64), run.x)
     return RunResult(
         name=run.name,
-        anomaly=_alarm(level, n_train, cfg, cfg.margin, cfg.release, cfg.on_rows, cfg.off_rows),
-        change=_alarm(trend, n_train, cfg, cfg.change_margin, cfg.change_release, cfg.change_on_rows,
-                      cfg.change_off_rows))
+        anomaly=Alarm(scores=det.last_scores, labels=det.last_labels, threshold=det.threshold),
+        change=Alarm(scores=det.last_change_scores, labels=det.last_change_labels, threshold=det.change_threshold))
 
 
 @dataclass(frozen=True)
