@@ -28,8 +28,9 @@ class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sample_rate_hz: Annotated[float, msgspec.Meta(gt=0, le=100_000)] = 1.0
     description: str = ""
     # "default": robust-ensemble-v2 (multi-sensor machines); "univariate": the ensemble's univariate preset per
-    # channel, for KPI streams (what `edgeloop eval nab` evaluates)
-    detector: Literal["default", "univariate"] = "default"
+    # channel, for KPI streams (what `edgeloop eval nab` evaluates); "baseline": trained-baseline-v1, for machines
+    # whose first 400 samples are a known-normal commissioning run (what `edgeloop eval skab` evaluates)
+    detector: Literal["default", "univariate", "baseline"] = "default"
 
     def channel_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.channels)

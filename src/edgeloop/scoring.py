@@ -22,6 +22,7 @@ import numpy as np
 
 from edgeloop.assets import DeviceProfile
 from edgeloop.detect import AssetDetector, Finding
+from edgeloop.detect.baseline import TrainedBaselineDetector
 from edgeloop.detect.stream import UnivariateStreamDetector
 from edgeloop.messages import Alert, Severity
 from edgeloop.rul_monitor import RulMonitor
@@ -62,7 +63,7 @@ class ScoringStage:
         self.queue: asyncio.Queue[list[TelemetryChunk]] = asyncio.Queue(maxsize=capacity)
         self.stats = ScoringStats(capacity=capacity)
         self.profile_of = profile_of  # device -> its profile, which may choose the detector
-        self._detectors: dict[str, AssetDetector | UnivariateStreamDetector] = {}
+        self._detectors: dict[str, AssetDetector | UnivariateStreamDetector | TrainedBaselineDetector] = {}
         self._last_ts: dict[str, int] = {}
         self.busy = False
         self.latest_ms = 0  # newest sample time scored: "now" in simulated time
@@ -126,12 +127,17 @@ class ScoringStage:
                 await self.store.raise_alert(alert)
                 self.stats.alerts_raised += 1
 
-    def _detector_for(self, chunk: TelemetryChunk) -> AssetDetector | UnivariateStreamDetector:
+    def _detector_for(
+        self, chunk: TelemetryChunk,
+    ) -> AssetDetector | UnivariateStreamDetector | TrainedBaselineDetector:
         det = self._detectors.get(chunk.device)
         if det is None or det.channels != chunk.channels:  # new device, or its profile changed
             profile = self.profile_of(chunk.device) if self.profile_of is not None else None
             if profile is not None and profile.detector == "univariate":
                 det = UnivariateStreamDetector(channels=chunk.channels)
+            elif profile is not None and profile.detector == "baseline":
+                # the device's first 400 samples train it (its commissioning run); all its channels are scored
+                det = TrainedBaselineDetector(channels=chunk.channels)
             else:
                 det = AssetDetector(channels=chunk.channels, period_ms=self.period_ms)
             self._detectors[chunk.device] = det
