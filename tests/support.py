@@ -1,4 +1,4 @@
-"""Helpers for tests: free ports, a Mosquitto process."""
+"""Helpers for tests: free ports, a Mosquitto process, a one-device registry."""
 
 from __future__ import annotations
 
@@ -7,13 +7,27 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from edgeloop.app import Platform
+from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.broker import free_port
 from edgeloop.broker.mosquitto import run_mosquitto
 
-__all__ = ["free_port", "start_mosquitto"]
+__all__ = ["free_port", "register_device", "start_mosquitto"]
 
 
 @contextlib.contextmanager
 def start_mosquitto(*, port: int, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
     with run_mosquitto(workdir, port=port) as proc:
         yield proc
+
+
+async def register_device(platform: Platform, *, tenant: str, asset: str, device: str, profile: DeviceProfile,
+                          kind: str = "") -> None:
+    """One tenant, site, line, asset, profile and device in the platform's registry: the smallest fleet."""
+    reg = platform.registry
+    await reg.put_tenant(Tenant(id=tenant))
+    await reg.put_site(Site(id=f"{tenant}-site", tenant=tenant))
+    await reg.put_line(Line(id=f"{tenant}-line", site=f"{tenant}-site"))
+    await reg.put_asset(Asset(id=asset, line=f"{tenant}-line", kind=kind))
+    await reg.put_profile(profile)
+    await reg.put_device(Device(id=device, tenant=tenant, asset=asset, profile=profile.name))

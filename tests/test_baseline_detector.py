@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgeloop.app import Platform, PlatformConfig
-from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Site, Tenant
+from edgeloop.assets import ChannelSpec, DeviceProfile
 from edgeloop.broker import free_port
 from edgeloop.detect.baseline import TrainedBaselineDetector
 from edgeloop.detect.finding import Finding
@@ -18,6 +18,7 @@ from edgeloop.detect.nab_data import default_data_dir
 from edgeloop.detect.skab import SkabConfig, baseline_detector, detect_run
 from edgeloop.detect.skab_data import CHANNELS, SkabRun, load_runs
 from edgeloop.messages import Sample, Telemetry, TopicKind, encode, topic
+from tests.support import register_device
 from tests.test_api import publish_all
 
 SKAB = default_data_dir() / "skab"
@@ -107,16 +108,12 @@ async def test_a_baseline_profile_gets_alerts_over_mqtt(tmp_path: Path) -> None:
     first = TrainedBaselineDetector(channels=[SHORT[c] for c in HYDRAULIC]).process(rel, run.x[:, cols])[0]
     cfg = PlatformConfig(data_dir=tmp_path / "platform", mqtt_port=free_port(), http_port=None)
     async with Platform(cfg) as p:
-        reg = p.registry
-        await reg.put_tenant(Tenant(id="water"))
-        await reg.put_site(Site(id="plant", tenant="water"))
-        await reg.put_line(Line(id="loop", site="plant"))
-        await reg.put_asset(Asset(id="pump-1", line="loop", kind="pump"))
-        await reg.put_profile(DeviceProfile(
-            name="pump-hydraulics", detector="baseline",
-            channels=[ChannelSpec(name="current", unit="A"), ChannelSpec(name="pressure", unit="bar"),
-                      ChannelSpec(name="flow", unit="l/min")]))
-        await reg.put_device(Device(id="pump-1-hyd", tenant="water", asset="pump-1", profile="pump-hydraulics"))
+        await register_device(p, tenant="water", asset="pump-1", device="pump-1-hyd", kind="pump",
+                              profile=DeviceProfile(
+                                  name="pump-hydraulics", detector="baseline",
+                                  channels=[ChannelSpec(name="current", unit="A"),
+                                            ChannelSpec(name="pressure", unit="bar"),
+                                            ChannelSpec(name="flow", unit="l/min")]))
         base = (p.clock.now_ms() // 1000 - int(rel[-1]) // 1000 - 10) * 1000
         messages = []
         for seq, lo in enumerate(range(0, rel.size, 50), start=1):

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from edgeloop.app import Platform, PlatformConfig
-from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Site, Tenant
+from edgeloop.assets import ChannelSpec, DeviceProfile
 from edgeloop.broker import free_port
 from edgeloop.detect.nab_data import default_data_dir, load_corpus, nab_dir
 from edgeloop.detect.nab_run import UNIVARIATE_PARAMS, run_series
 from edgeloop.detect.stream import NAB_STANDARD_THRESHOLD, UnivariateStreamDetector
 from edgeloop.messages import Sample, Telemetry, TopicKind, encode, topic
+from tests.support import register_device
 from tests.test_api import publish_all
 
 FILES = ["realTraffic/speed_7578.csv", "realKnownCause/rogue_agent_key_hold.csv"]
@@ -40,14 +41,9 @@ async def test_a_kpi_profile_gets_univariate_alerts_over_mqtt(tmp_path: Path) ->
                               >= NAB_STANDARD_THRESHOLD)
     cfg = PlatformConfig(data_dir=tmp_path / "platform", mqtt_port=free_port(), http_port=None)
     async with Platform(cfg) as p:
-        reg = p.registry
-        await reg.put_tenant(Tenant(id="city"))
-        await reg.put_site(Site(id="roads", tenant="city"))
-        await reg.put_line(Line(id="ring", site="roads"))
-        await reg.put_asset(Asset(id="sensor-7578", line="ring", kind="traffic"))
-        await reg.put_profile(DeviceProfile(name="speed-kpi", channels=[ChannelSpec(name="speed", unit="mph")],
-                                            detector="univariate"))
-        await reg.put_device(Device(id="loop-7578", tenant="city", asset="sensor-7578", profile="speed-kpi"))
+        await register_device(p, tenant="city", asset="sensor-7578", device="loop-7578", kind="traffic",
+                              profile=DeviceProfile(name="speed-kpi", channels=[ChannelSpec(name="speed", unit="mph")],
+                                                    detector="univariate"))
         base = (p.clock.now_ms() // 1000 - series.values.size - 10) * 1000
         messages = []
         for seq, lo in enumerate(range(0, series.values.size, 50), start=1):
