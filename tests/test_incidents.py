@@ -319,3 +319,26 @@ def test_a_large_storm_stays_small_in_pages() -> None:
     ev = eng.process_many(sig) + eng.tick(T + 3 * 3_600_000)
     kinds = Counter(p.kind for p in pages(ev))
     assert kinds == {"gateway": 1, "asset": 50}
+
+
+def test_gateway_offline_again_during_recovery_keeps_the_silence_linked() -> None:
+    topo = Topology(gateway_of_asset={"a1": "gw"})
+    eng, _ = engine(topo, started_at_ms=T0, gateway_recovery_ms=2 * MIN)
+    ev = eng.gateway_state("gw", online=False, ts=T)
+    ev += eng.process(raise_(T + 5 * S, "a1", "missing-data"))
+    ev += eng.gateway_state("gw", online=True, ts=T + 10 * MIN)
+    ev += eng.gateway_state("gw", online=False, ts=T + 11 * MIN)
+    ev += eng.tick(T + 13 * MIN)
+    assert [p.kind for p in pages(ev)] == ["gateway", "gateway"]
+    a = eng.open_alert("a1", "missing-data")
+    assert a is not None and eng.incident(a.incident).kind == "gateway"
+
+
+def test_compact_forgets_closed_incidents_but_not_open_ones() -> None:
+    eng, _ = engine(started_at_ms=T0, auto_resolve_ms=MIN)
+    eng.process_many([raise_(T, "c1", "r"), clear(T + S, "c1", "r"), raise_(T, "c2", "r")])
+    eng.tick(T + 5 * MIN)
+    assert eng.compact(T + 60 * MIN) == 1
+    assert [i.scope for i in eng.inbox()] == ["c2"]
+    ev = eng.process(raise_(T + 61 * MIN, "c1", "r")) + eng.tick(T + 70 * MIN)
+    assert [p.scope for p in pages(ev)] == ["c1"]

@@ -350,6 +350,38 @@ class IncidentEngine:
         """Remove a manual silence before its end."""
         self._silences.pop(silence_id, None)
 
+    def compact(self, before_ms: int) -> int:
+        """Forget incidents closed before ``before_ms`` whose windows have passed, with their alerts.
+
+        The engine keeps closed incidents so that a late alert can reopen them within their window; a
+        long-running platform calls this now and then (after persisting the events). Returns how many
+        incidents were forgotten.
+        """
+        horizon = before_ms - max(self.config.asset_window_ms, self.config.line_window_ms)
+        gone = [i for i in self._incidents.values()
+                if i.closed and (i.resolved_at or i.opened_at) < before_ms and i.last_raise < horizon
+                and all(self._alerts[a].resolved_at is not None for a in i.alerts)]
+        for inc in gone:
+            del self._incidents[inc.id]
+            for aid in inc.alerts:
+                del self._alerts[aid]
+        ids = {inc.id for inc in gone}
+        for asset in [k for k, v in self._asset_incident.items() if v in ids]:
+            del self._asset_incident[asset]
+        for lk in [k for k, v in self._line_incident.items() if v in ids]:
+            del self._line_incident[lk]
+        flap_horizon = before_ms - self.config.flap_period_ms
+        for key in [k for k, q in self._flap_raises.items() if not q or q[-1] <= flap_horizon]:
+            del self._flap_raises[key]
+        for key in [k for k, u in self._flap_until.items() if u <= before_ms]:
+            del self._flap_until[key]
+        line_horizon = before_ms - self.config.line_window_ms
+        for lk in [k for k, q in self._line_raises.items() if not q or q[-1][0] < line_horizon]:
+            del self._line_raises[lk]
+        self._maintenance = [w for w in self._maintenance if w.end_ms > before_ms]
+        self._silences = {k: v for k, v in self._silences.items() if v.until_ms > before_ms}
+        return len(gone)
+
     def alert(self, alert_id: int) -> AlertState:
         """One alert by id."""
         return self._alerts[alert_id]
@@ -379,16 +411,17 @@ class IncidentEngine:
             due, _, kind, ident = heapq.heappop(timers)
             self.now = max(self.now, due)
             if kind == _PAGE:
-                inc = self._incidents[ident]
-                self._maybe_page(inc, due, out)
-                self._check_incident(inc, due, out)
+                inc = self._incidents.get(ident)
+                if inc is not None:
+                    self._maybe_page(inc, due, out)
+                    self._check_incident(inc, due, out)
             elif kind == _RESOLVE:
-                a = self._alerts[ident]
-                if (a.resolved_at is None and not a.active and a.cleared_at is not None
+                a = self._alerts.get(ident)
+                if (a is not None and a.resolved_at is None and not a.active and a.cleared_at is not None
                         and a.cleared_at + self.config.auto_resolve_ms == due):
                     self._resolve_alert(a, due, "condition cleared for "
                                         f"{self.config.auto_resolve_ms // 1000} s", out)
-            elif kind == _RECOVER:
+            elif kind == _RECOVER and ident in self._incidents:
                 self._recovery_over(self._incidents[ident], due, out)
         self.now = max(self.now, ts)
         return self.now
@@ -699,9 +732,13 @@ class IncidentEngine:
         """Linked alerts still silent ``gateway_recovery_ms`` after their gateway returned page on their own."""
         if inc.closed:
             return
+        again = self._gateway_incident.get(inc.scope)
         for aid in list(inc.alerts):
             a = self._alerts[aid]
             if a.resolved_at is not None:
+                continue
+            if again is not None:  # the gateway went offline again: the silence belongs to its new incident
+                self._detach(a, ts, out, self._incidents[again])
                 continue
             new = self._new_incident("asset", a.asset, "", f"{a.asset}: {a.rule} (still silent after gateway "
                                      f"{inc.scope} returned)", ts, out, page_due=ts)
