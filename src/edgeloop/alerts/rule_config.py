@@ -75,7 +75,7 @@ class _RuleBase(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only
         return asset in self.assets or bool(profiles.intersection(self.profiles))
 
 
-class ThresholdRule(_RuleBase, tag="threshold", tag_field="kind"):
+class ThresholdRule(_RuleBase, tag="threshold", tag_field="kind", frozen=True):
     """``channel`` above ``above`` (or below ``below``) for ``for_s``; clears past ``clear_below`` / ``clear_above``."""
 
     channel: ChannelName
@@ -86,7 +86,7 @@ class ThresholdRule(_RuleBase, tag="threshold", tag_field="kind"):
     for_s: Seconds = 0.0
 
 
-class RateRule(_RuleBase, tag="rate", tag_field="kind"):
+class RateRule(_RuleBase, tag="rate", tag_field="kind", frozen=True):
     """``channel``'s change per second between consecutive valid samples above ``above_per_s`` (or below
     ``below_per_s``, e.g. -0.5 for a drop) for ``for_s``; hysteresis as for thresholds."""
 
@@ -98,14 +98,14 @@ class RateRule(_RuleBase, tag="rate", tag_field="kind"):
     for_s: Seconds = 0.0
 
 
-class MissingRule(_RuleBase, tag="missing", tag_field="kind"):
+class MissingRule(_RuleBase, tag="missing", tag_field="kind", frozen=True):
     """No data from the asset (or no valid value of ``channel``) for ``after_s``; data arriving clears."""
 
     after_s: Annotated[float, msgspec.Meta(gt=0, le=30 * 86_400)]
     channel: ChannelName | None = None
 
 
-class ScoreRule(_RuleBase, tag="score", tag_field="kind"):
+class ScoreRule(_RuleBase, tag="score", tag_field="kind", frozen=True):
     """A detector's score from ``source`` (e.g. the finding kind ``anomaly``; 1.0 = its threshold) above
     ``above`` for ``for_s``. Detectors that report only findings never send a low score: ``hold_s`` clears the
     rule when no score at or above ``clear_below`` has arrived for that long."""
@@ -117,7 +117,7 @@ class ScoreRule(_RuleBase, tag="score", tag_field="kind"):
     hold_s: Annotated[float, msgspec.Meta(gt=0, le=30 * 86_400)] | None = None
 
 
-class RulRule(_RuleBase, tag="rul", tag_field="kind"):
+class RulRule(_RuleBase, tag="rul", tag_field="kind", frozen=True):
     """The remaining useful life below ``below_cycles`` (``basis``: the interval's ``lower`` bound when the
     model gives one, else the ``point`` estimate); clears above ``clear_above`` (default ``below_cycles``)."""
 
@@ -126,14 +126,14 @@ class RulRule(_RuleBase, tag="rul", tag_field="kind"):
     basis: Literal["point", "lower"] = "lower"
 
 
-class AllRule(_RuleBase, tag="all", tag_field="kind"):
+class AllRule(_RuleBase, tag="all", tag_field="kind", frozen=True):
     """Every rule in ``of`` raised on the same asset (AND), for ``for_s``."""
 
     of: Annotated[tuple[Id, ...], msgspec.Meta(min_length=1, max_length=64)]
     for_s: Seconds = 0.0
 
 
-class AnyRule(_RuleBase, tag="any", tag_field="kind"):
+class AnyRule(_RuleBase, tag="any", tag_field="kind", frozen=True):
     """At least one rule in ``of`` raised on the asset (OR), for ``for_s``."""
 
     of: Annotated[tuple[Id, ...], msgspec.Meta(min_length=1, max_length=64)]
@@ -194,7 +194,8 @@ def rules_from_obj(doc: Any, *, origin: str = "rules", node: Any = None) -> Rule
         label = path.removeprefix("$.") if path != "$" else "document"
         name = _rule_name_at(doc, path)
         if name:
-            label += f" {name!r}"
+            head, _, rest = label.partition("].")
+            label = f"{head}] {name!r}, {rest}" if rest else f"{label} {name!r}"
         raise ConfigError(f"{where(path)} ({label}): {what}") from None
     _check(ruleset, where)
     return ruleset
