@@ -104,6 +104,11 @@ def _machine(on: Bool, off: Bool, valid: Bool, ts: I64, cond0: Bool, start0: I64
     ``cond`` latches on at ``on`` and off at ``off``; a run of ``cond`` that began at ``start`` is raised
     from the first valid row with ``ts - start >= for_ms``; between valid rows the raised state is carried.
     """
+    if on.shape[0] == 1:  # one row (single-sample messages, scores, ticks): the same, without the scans
+        c1: Bool = np.where(on[0], True, np.where(off[0], False, cond0))
+        s1: I64 = np.where(c1 & ~cond0, ts[0], start0)
+        q1: Bool = np.where(valid[0], c1 & (ts[0] - s1 >= for_ms), q0)
+        return q1[None, :], c1, s1
     k = on.shape[1]
     cols = np.arange(k)[None, :]
     di = _ffill_index(on | off)
@@ -191,6 +196,13 @@ class RuleEngine:
                 self._levels[i] = level
         self._members: dict[int, list[int]] = {
             i: [self.index[m] for m in r.of] for i, r in enumerate(self.rules) if isinstance(r, AllRule | AnyRule)}
+        depth: dict[int, int] = {}
+        for i in self._members:  # members come first (topological order)
+            depth[i] = 1 + max((depth.get(k, 0) for k in self._members[i]), default=0)
+        self._layers: list[list[int]] = [[i for i in self._members if depth[i] == d]
+                                         for d in range(1, max(depth.values(), default=0) + 1)]
+        self._for_ms = np.array([round(r.for_s * 1000) if isinstance(r, AllRule | AnyRule) else 0
+                                 for r in self.rules], dtype=np.int64)
         self._composite_expl: dict[int, dict[str, float]] = {
             i: _shares(self._channels_of(i)) for i in self._members}
         self._assets: dict[str, _AssetState] = {}
@@ -453,29 +465,32 @@ class RuleEngine:
 
     def _composites(self, st: _AssetState, asset: str, device: str, ts: I64, valid: Bool, series: dict[int, Bool],
                     out: _Out) -> None:
+        """Every composite of the asset over the rows of one step, a layer (nesting depth) at a time."""
         n = ts.shape[0]
-        one = np.ones(1, dtype=np.int64)
-        for i, members in self._members.items():
-            if not st.applies[i]:
+        for layer in self._layers:
+            idx = [i for i in layer if st.applies[i]]
+            if not idx:
                 continue
-            m = np.empty((n, len(members)), dtype=bool)
-            for j, k in enumerate(members):
-                s = series.get(k)
-                m[:, j] = (st.active[k] and st.applies[k]) if s is None else s
-            cond = m.all(axis=1) if isinstance(self.rules[i], AllRule) else m.any(axis=1)
-            q0 = st.active[i:i + 1]
-            q, c, s0 = _machine((cond & valid)[:, None], (~cond & valid)[:, None], valid[:, None], ts,
-                                st.cond[i:i + 1], st.start[i:i + 1], q0.copy(), one * self._for_ms(i))
-            rows, _ = _transitions(q, q0)
-            series[i] = q[:, 0]
-            st.cond[i], st.start[i], st.active[i] = c[0], s0[0], q[-1, 0]
-            for row in rows.tolist():
-                out.append((int(ts[row]), i, self._signal(st, asset, device, i, int(ts[row]), bool(q[row, 0]),
-                                                          None)))
-
-    def _for_ms(self, i: int) -> int:
-        rule = self.rules[i]
-        return round(rule.for_s * 1000) if isinstance(rule, AllRule | AnyRule) else 0
+            cond = np.empty((n, len(idx)), dtype=bool)
+            for j, i in enumerate(idx):
+                members = self._members[i]
+                arrays = [s for k in members if (s := series.get(k)) is not None]
+                const = [bool(st.active[k]) for k in members if k not in series]
+                if isinstance(self.rules[i], AllRule):
+                    cond[:, j] = all(const) and (np.logical_and.reduce(arrays) if arrays else True)
+                else:
+                    cond[:, j] = any(const) or (np.logical_or.reduce(arrays) if arrays else False)
+            ia = np.array(idx, dtype=np.int64)
+            v = np.broadcast_to(valid[:, None], cond.shape)
+            q0 = st.active[ia]
+            q, c, s0 = _machine(cond & v, ~cond & v, v, ts, st.cond[ia], st.start[ia], q0, self._for_ms[ia])
+            st.cond[ia], st.start[ia], st.active[ia] = c, s0, q[-1]
+            for j, i in enumerate(idx):
+                series[i] = q[:, j]
+            rows, cols = _transitions(q, q0)
+            for row, j in zip(rows.tolist(), cols.tolist(), strict=True):
+                out.append((int(ts[row]), idx[j], self._signal(st, asset, device, idx[j], int(ts[row]),
+                                                               bool(q[row, j]), None)))
 
     def _channels_of(self, i: int) -> list[str]:
         rule = self.rules[i]
