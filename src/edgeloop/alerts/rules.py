@@ -139,6 +139,7 @@ class _Plan:
     idx: I64  # level rule indices (threshold, rate)
     cols: I64  # column of each in the chunk's values
     rate: Bool
+    rate_cols: I64  # positions of the rate rules in ``idx``
     on: F64
     off: F64
     sign: F64
@@ -349,6 +350,7 @@ class RuleEngine:
         return _Plan(
             idx=np.array(idx, dtype=np.int64), cols=np.array(cols, dtype=np.int64),
             rate=np.array([isinstance(self.rules[i], RateRule) for i in idx], dtype=bool),
+            rate_cols=np.array([j for j, i in enumerate(idx) if isinstance(self.rules[i], RateRule)], dtype=np.int64),
             on=np.array([x.on for x in lv]), off=np.array([x.off for x in lv]),
             sign=np.array([x.sign for x in lv]), for_ms=np.array([x.for_ms for x in lv], dtype=np.int64),
             missing=missing)
@@ -357,8 +359,20 @@ class RuleEngine:
                      series: dict[int, Bool], out: _Out) -> None:
         idx = plan.idx
         x = vals[:, plan.cols]
-        if plan.rate.any():
-            r = np.flatnonzero(plan.rate)
+        if plan.rate.any() and ts.shape[0] == 1:  # one row: the rate against the previous valid sample
+            r = plan.rate_cols
+            ri = idx[r]
+            cur = x[0, r]
+            ok = ~np.isnan(cur)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rate1 = np.where(ok & (st.last_t[ri] >= 0), (cur - st.last_v[ri]) * 1000.0 / (ts[0] - st.last_t[ri]),
+                                 np.nan)
+            x = x.copy()
+            x[0, r] = rate1
+            st.last_v[ri] = np.where(ok, cur, st.last_v[ri])
+            st.last_t[ri] = np.where(ok, ts[0], st.last_t[ri])
+        elif plan.rate.any():
+            r = plan.rate_cols
             ri = idx[r]
             v = np.vstack([st.last_v[ri][None, :], x[:, r]])  # row 0: the previous chunk's last valid sample
             t = np.empty(v.shape, dtype=np.int64)
