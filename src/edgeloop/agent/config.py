@@ -38,13 +38,14 @@ Example (every key is documented in ``docs/agent.md``)::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 import yaml
 
 from edgeloop.errors import ConfigError
 from edgeloop.messages import CHANNEL_PATTERN, ID_PATTERN
+from edgeloop.yaml_lines import line_of
 
 Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,63}$")]
 DeviceId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
@@ -221,7 +222,7 @@ def parse_config(text: str, *, origin: str = "agent.yaml") -> AgentConfig:
         message = str(exc)
         path = message.rpartition(" - at `")[2].rstrip("`") if " - at `" in message else ""
         what = message.partition(" - at `")[0]
-        line = _line_of(node, path) if node is not None else None
+        line = line_of(node, path) if node is not None else None
         where = f"line {line}" if line else "top level"
         raise ConfigError(f"{origin}, {where} ({path.removeprefix('$.') or 'document'}): {what}") from None
     names = [s.name for s in cfg.sources]
@@ -265,29 +266,3 @@ def load_config(path: Path) -> AgentConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read the agent configuration {path}: {exc.strerror}") from None
     return parse_config(text, origin=str(path)).resolve(path.parent)
-
-
-def _line_of(node: Any, path: str) -> int | None:
-    """The 1-based line of the YAML node at msgspec error path ``$.a[0].b`` (the deepest that exists)."""
-    line: int = node.start_mark.line + 1
-    for part in path.removeprefix("$").replace("[", ".[").split("."):
-        if not part:
-            continue
-        if part.startswith("["):
-            if not isinstance(node, yaml.SequenceNode):
-                break
-            i = int(part[1:-1])
-            if i >= len(node.value):
-                break
-            node = node.value[i]
-        else:
-            if not isinstance(node, yaml.MappingNode):
-                break
-            for key, value in node.value:
-                if key.value == part:
-                    node = value
-                    break
-            else:
-                break
-        line = node.start_mark.line + 1
-    return line

@@ -30,9 +30,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 import yaml
 
-from edgeloop.agent.config import _line_of
 from edgeloop.errors import ConfigError
 from edgeloop.messages import ChannelName, Id
+from edgeloop.yaml_lines import line_of
 
 __all__ = [
     "AllRule",
@@ -180,7 +180,7 @@ def rules_from_obj(doc: Any, *, origin: str = "rules", node: Any = None) -> Rule
     """Validate an already-decoded document (e.g. an API request body); ``node`` (the composed YAML) adds lines."""
 
     def where(path: str) -> str:
-        line = _line_of(node, path) if node is not None else None
+        line = line_of(node, path) if node is not None else None
         return f"{origin}, line {line}" if line else origin
 
     if not isinstance(doc, dict) or "rules" not in doc:

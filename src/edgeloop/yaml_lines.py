@@ -1,0 +1,35 @@
+"""Line numbers for validation errors in YAML documents: which line a msgspec error path points at."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+__all__ = ["line_of"]
+
+
+def line_of(node: Any, path: str) -> int | None:
+    """The 1-based line of the YAML node at msgspec error path ``$.a[0].b`` (the deepest that exists)."""
+    line: int = node.start_mark.line + 1
+    for part in path.removeprefix("$").replace("[", ".[").split("."):
+        if not part:
+            continue
+        if part.startswith("["):
+            if not isinstance(node, yaml.SequenceNode):
+                break
+            i = int(part[1:-1])
+            if i >= len(node.value):
+                break
+            node = node.value[i]
+        else:
+            if not isinstance(node, yaml.MappingNode):
+                break
+            for key, value in node.value:
+                if key.value == part:
+                    node = value
+                    break
+            else:
+                break
+        line = node.start_mark.line + 1
+    return line
