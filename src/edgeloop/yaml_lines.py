@@ -6,7 +6,9 @@ from typing import Any
 
 import yaml
 
-__all__ = ["line_of"]
+from edgeloop.errors import ConfigError
+
+__all__ = ["line_of", "load_yaml"]
 
 
 def line_of(node: Any, path: str) -> int | None:
@@ -33,3 +35,14 @@ def line_of(node: Any, path: str) -> int | None:
                 break
         line = node.start_mark.line + 1
     return line
+
+
+def load_yaml(text: str, origin: str) -> tuple[Any, Any]:
+    """The decoded document and its node tree (for :func:`line_of`); JSON is YAML too. Raises ``ConfigError``
+    naming the line of a syntax error."""
+    try:
+        return yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "somewhere"
+        raise ConfigError(f"{origin}, {where}: not valid YAML/JSON ({getattr(exc, 'problem', exc)})") from None

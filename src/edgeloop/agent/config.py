@@ -41,11 +41,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
-import yaml
 
 from edgeloop.errors import ConfigError
 from edgeloop.messages import CHANNEL_PATTERN, ID_PATTERN
-from edgeloop.yaml_lines import line_of
+from edgeloop.yaml_lines import line_of, load_yaml
 
 Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,63}$")]
 DeviceId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
@@ -207,13 +206,7 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 def parse_config(text: str, *, origin: str = "agent.yaml") -> AgentConfig:
     """Parse and validate; raises ConfigError naming the line and what is wrong."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "somewhere"
-        raise ConfigError(f"{origin}, {where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    doc, node = load_yaml(text, origin)
     if not isinstance(doc, dict):
         raise ConfigError(f"{origin}: expected a mapping with 'agent' and 'sources'")
     try:

@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
-import yaml
 
 from edgeloop.errors import ConfigError
 from edgeloop.messages import ChannelName, Id
-from edgeloop.yaml_lines import line_of
+from edgeloop.yaml_lines import line_of, load_yaml
 
 __all__ = [
     "AllRule",
@@ -157,13 +156,7 @@ class RuleSet(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 def parse_rules(text: str, *, origin: str = "rules") -> RuleSet:
     """Parse YAML or JSON text into a :class:`RuleSet`; raises ``ConfigError`` naming the line, the rule and the
     problem (JSON is read by the YAML parser, so its errors name lines too)."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "somewhere"
-        raise ConfigError(f"{origin}, {where}: not valid YAML/JSON ({getattr(exc, 'problem', exc)})") from None
+    doc, node = load_yaml(text, origin)
     return rules_from_obj(doc, origin=origin, node=node)
 
 
