@@ -322,3 +322,29 @@ async def test_email_unreachable_dead_lettered_after_max_attempts() -> None:
         (d,) = await n.send(PAGE)
     assert not d.ok and d.attempts == 2 and len(sleeps.calls) == 1
     assert d.dead_letter is not None and "ConnectionRefusedError" in d.dead_letter.last_error
+
+
+async def test_email_login() -> None:
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    seen: list[tuple[bytes, bytes]] = []
+
+    def authenticator(server: SMTP, session: Session, envelope: Envelope, mechanism: str,
+                      auth_data: Any) -> AuthResult:
+        assert isinstance(auth_data, LoginPassword)
+        seen.append((auth_data.login, auth_data.password))
+        return AuthResult(success=auth_data.password == b"pw")
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=port, authenticator=authenticator,
+                            auth_require_tls=False)
+    controller.start()
+    try:
+        async with Notifier([mail_channel(port, username="edgeloop", password="pw")], sleep=Sleeps()) as n:
+            (d,) = await n.send(PAGE)
+        assert d.ok and len(box.received) == 1 and seen == [(b"edgeloop", b"pw")]
+    finally:
+        controller.stop()
