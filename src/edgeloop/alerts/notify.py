@@ -80,30 +80,24 @@ _USER_AGENT = "edgeloop-notifier/1"
 # --- configuration ------------------------------------------------------------------------------------------
 
 
-class WebhookChannel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="webhook",
-                     tag_field="type"):
+class _HttpChannel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"):
+    """What the HTTP channels share: where to POST, the signing secret, timeout and retries."""
+
+    name: str
+    url: str
+    secret: str
+    timeout_s: float = 10.0
+    max_attempts: int = 5
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 60.0
+
+
+class WebhookChannel(_HttpChannel, frozen=True, tag="webhook"):
     """POST the page as signed JSON to ``url``."""
 
-    name: str
-    url: str
-    secret: str
-    timeout_s: float = 10.0
-    max_attempts: int = 5
-    backoff_base_s: float = 1.0
-    backoff_cap_s: float = 60.0
 
-
-class WorkOrderChannel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="work_order",
-                       tag_field="type"):
+class WorkOrderChannel(_HttpChannel, frozen=True, tag="work_order"):
     """POST a signed work-order request (asset, incident, action, explanation) to a CMMS/ERP at ``url``."""
-
-    name: str
-    url: str
-    secret: str
-    timeout_s: float = 10.0
-    max_attempts: int = 5
-    backoff_base_s: float = 1.0
-    backoff_cap_s: float = 60.0
 
 
 class EmailChannel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="email",
