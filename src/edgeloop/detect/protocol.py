@@ -37,7 +37,7 @@ import numpy as np
 
 from edgeloop.detect._numeric import F64
 
-__all__ = ["Detector", "WarmupBuffer", "normalise_shares"]
+__all__ = ["Detector", "WarmupBuffer", "WarmupDetector", "normalise_shares"]
 
 
 @runtime_checkable
@@ -96,3 +96,63 @@ class WarmupBuffer:
         rows = np.array(self._rows)
         self._rows = []
         return need, rows
+
+
+class WarmupDetector:
+    """Base of the detectors that learn from their first ``warmup`` rows before they score.
+
+    It holds what they share: the warm-up buffer, the scores of 0 and the empty explanations while warming up,
+    and the one-row methods of the protocol in terms of the batched path. A subclass implements ``_fit(rows)``
+    (learn the warm-up), ``_run(X)`` (score then learn rows after it; the ``(n,)`` scores), and ``_score(x)``
+    and ``_explain(x)`` (one 1-D row against the current state, no update).
+    """
+
+    n_features: int
+
+    def __init__(self, n_features: int, warmup: int) -> None:
+        self.n_features = n_features
+        self.warmup = warmup
+        self._warm = WarmupBuffer(warmup)
+        self._ready = False
+
+    @property
+    def warmed_up(self) -> bool:
+        return self._ready
+
+    def learn_one(self, x: F64) -> None:
+        self.score_learn_many(np.asarray(x, dtype=np.float64).reshape(1, -1))
+
+    def score_one(self, x: F64) -> float:
+        if not self._ready:
+            return 0.0
+        return self._score(np.asarray(x, dtype=np.float64).reshape(-1))
+
+    def explain_one(self, x: F64) -> F64:
+        if not self._ready:
+            return np.zeros(self.n_features)
+        return self._explain(np.asarray(x, dtype=np.float64).reshape(-1))
+
+    def score_learn_many(self, X: F64) -> F64:
+        X = np.asarray(X, dtype=np.float64).reshape(-1, self.n_features)
+        scores = np.zeros(X.shape[0])
+        start = 0
+        if not self._ready:
+            start, rows = self._warm.take(X)
+            if rows is not None:
+                self._fit(rows)
+                self._ready = True
+        if start < X.shape[0]:
+            scores[start:] = self._run(X[start:])
+        return scores
+
+    def _fit(self, rows: F64) -> None:
+        raise NotImplementedError
+
+    def _run(self, X: F64) -> F64:
+        raise NotImplementedError
+
+    def _score(self, x: F64) -> float:
+        raise NotImplementedError
+
+    def _explain(self, x: F64) -> F64:
+        raise NotImplementedError

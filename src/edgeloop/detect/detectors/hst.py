@@ -43,14 +43,14 @@ import numpy as np
 from river import anomaly
 
 from edgeloop.detect._numeric import F64, Bool
-from edgeloop.detect.protocol import WarmupBuffer, normalise_shares
+from edgeloop.detect.protocol import WarmupDetector, normalise_shares
 from edgeloop.detect.registry import register
 
 __all__ = ["HalfSpaceTreesDetector"]
 
 
 @register
-class HalfSpaceTreesDetector:
+class HalfSpaceTreesDetector(WarmupDetector):
     """Half-Space Trees on min-max scaled features; score in ``[0, 1]`` (see the module docstring)."""
 
     name = "hst"
@@ -62,15 +62,12 @@ class HalfSpaceTreesDetector:
                 or not 0.0 <= margin < 0.5:
             raise ValueError("hst: need n_features >= 1, warmup >= 2, n_trees >= 1, height >= 1, "
                              "window_size >= 2, 0 <= margin < 0.5")
-        self.n_features = n_features
+        super().__init__(n_features, warmup)
         self.seed = seed
-        self.warmup = warmup
         self.n_trees = n_trees
         self.height = height
         self.window_size = window_size
         self.margin = margin
-        self._warm = WarmupBuffer(warmup)
-        self._ready = False
         self._lo = np.zeros(n_features)
         self._scale = np.ones(n_features)
         self._median_u = np.full(n_features, 0.5)
@@ -91,33 +88,20 @@ class HalfSpaceTreesDetector:
         """True once the warm-up is over and HST's first reference window is full."""
         return self._ready and not self._first_window
 
-    # ------------------------------------------------------------------ protocol
-    def learn_one(self, x: F64) -> None:
-        """Learn one row (a row with a missing value is not learned after warm-up)."""
-        self.score_learn_many(np.asarray(x, dtype=np.float64).reshape(1, -1))
-
-    def score_one(self, x: F64) -> float:
-        """HST score of one row in ``[0, 1]`` (``0.0`` while warming up or when all values are missing)."""
-        if not self._ready:
-            return 0.0
-        u, present = self._scaled(np.asarray(x, dtype=np.float64).reshape(1, -1))
+    # ------------------------------------------------------------------ protocol (see WarmupDetector)
+    def _score(self, x: F64) -> float:
+        """HST score of one row in ``[0, 1]`` (``0.0`` when all values are missing)."""
+        u, present = self._scaled(x[None, :])
         if not present[0]:
             return 0.0
         return self._river_score(u[0])
 
-    def score_learn_many(self, X: F64) -> F64:
-        """Score then learn each row in order (numpy, per segment between window pivots); the ``(n,)`` scores."""
-        X = np.asarray(X, dtype=np.float64).reshape(-1, self.n_features)
+    def _run(self, X: F64) -> F64:
+        """Score then learn each row in order (numpy, per segment between window pivots); a row with a missing
+        value is scored but not learned."""
         scores = np.zeros(X.shape[0])
-        start = 0
-        if not self._ready:
-            start, rows = self._warm.take(X)
-            if rows is not None:
-                self._finish_warmup(rows)
-        if start >= X.shape[0]:
-            return scores
-        U, present = self._scaled(X[start:])
-        learn: Bool = np.asarray(np.isfinite(X[start:]).all(axis=1), dtype=np.bool_)
+        U, present = self._scaled(X)
+        learn: Bool = np.asarray(np.isfinite(X).all(axis=1), dtype=np.bool_)
         i, n = 0, U.shape[0]
         while i < n:  # segments that end where the reference window pivots
             cum = np.cumsum(learn[i:])
@@ -125,16 +109,16 @@ class HalfSpaceTreesDetector:
             end = i + int(full[0]) + 1 if full.size else n
             paths, seg = self._walk(U[i:end])
             if not self._first_window:
-                scores[start + i:start + end] = np.where(present[i:end], seg, 0.0)
+                scores[i:end] = np.where(present[i:end], seg, 0.0)
             self._learn(paths[learn[i:end]])
             i = end
         return scores
 
-    def explain_one(self, x: F64) -> F64:
+    def _explain(self, x: F64) -> F64:
         """Each feature's share of the HST score of ``x``: leave-one-feature-out, else the path decomposition."""
-        if not self.warmed_up:
+        if self._first_window:
             return np.zeros(self.n_features)
-        u_all, present = self._scaled(np.asarray(x, dtype=np.float64).reshape(1, -1))
+        u_all, present = self._scaled(x[None, :])
         if not present[0]:
             return np.zeros(self.n_features)
         u = u_all[0]
@@ -152,7 +136,7 @@ class HalfSpaceTreesDetector:
         return normalise_shares(self.path_contributions(u))
 
     # ------------------------------------------------------------------ internals
-    def _finish_warmup(self, w: F64) -> None:
+    def _fit(self, w: F64) -> None:
         valid = np.isfinite(w)
         lo = np.zeros(self.n_features)
         hi = np.zeros(self.n_features)
@@ -181,7 +165,6 @@ class HalfSpaceTreesDetector:
             self._l_mass[:] = 0
             self._counter = 0
         self._hst = None  # from here on the arrays are the state
-        self._ready = True
 
     def _scaled(self, X: F64) -> tuple[F64, Bool]:
         """Rows mapped to ``[0, 1]`` with missing values at the warm-up median; and 'any value present'."""

@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from edgeloop.detect._numeric import F64, ewma
-from edgeloop.detect.protocol import WarmupBuffer, normalise_shares
+from edgeloop.detect.protocol import WarmupDetector, normalise_shares
 from edgeloop.detect.registry import register
 
 __all__ = ["MadDetector"]
@@ -28,7 +28,7 @@ _ABS_TO_SIGMA = math.sqrt(math.pi / 2.0)  # E|x - mu| = sigma * sqrt(2 / pi) for
 
 
 @register
-class MadDetector:
+class MadDetector(WarmupDetector):
     name = "mad"
     score_range = (0.0, math.inf)
 
@@ -36,51 +36,24 @@ class MadDetector:
                  floor_frac: float = 0.5) -> None:
         if n_features < 1 or warmup < 2 or halflife <= 0 or floor_frac < 0:
             raise ValueError("mad: need n_features >= 1, warmup >= 2, halflife > 0, floor_frac >= 0")
-        self.n_features = n_features
+        super().__init__(n_features, warmup)
         self.seed = seed  # deterministic: the seed is not used
-        self.warmup = warmup
         self._log_a = math.log(0.5) / halflife
         self.floor_frac = floor_frac
-        self._warm = WarmupBuffer(warmup)
         self._m = np.zeros(n_features)
         self._s = np.ones(n_features)
         self._floor = np.ones(n_features)
-        self._ready = False
 
-    @property
-    def warmed_up(self) -> bool:
-        return self._ready
+    # ------------------------------------------------------------------ protocol (see WarmupDetector)
+    def _score(self, x: F64) -> float:
+        return float(self._z(x[None, :], self._m[None, :], self._spread()).max())
 
-    # ------------------------------------------------------------------ protocol
-    def learn_one(self, x: F64) -> None:
-        self.score_learn_many(np.asarray(x, dtype=np.float64).reshape(1, -1))
-
-    def score_one(self, x: F64) -> float:
-        if not self._ready:
-            return 0.0
-        return float(self._z(np.asarray(x, dtype=np.float64).reshape(1, -1), self._m[None, :], self._spread())
-                     .max())
-
-    def explain_one(self, x: F64) -> F64:
-        if not self._ready:
-            return np.zeros(self.n_features)
-        z = self._z(np.asarray(x, dtype=np.float64).reshape(1, -1), self._m[None, :], self._spread())[0]
+    def _explain(self, x: F64) -> F64:
+        z = self._z(x[None, :], self._m[None, :], self._spread())[0]
         return normalise_shares(z * z)
 
-    def score_learn_many(self, X: F64) -> F64:
-        X = np.asarray(X, dtype=np.float64).reshape(-1, self.n_features)
-        scores = np.zeros(X.shape[0])
-        start = 0
-        if not self._ready:
-            start, rows = self._warm.take(X)
-            if rows is not None:
-                self._finish_warmup(rows)
-        if start < X.shape[0]:
-            scores[start:] = self._run(X[start:])
-        return scores
-
     # ------------------------------------------------------------------ internals
-    def _finish_warmup(self, w: F64) -> None:
+    def _fit(self, w: F64) -> None:
         valid = np.isfinite(w)
         med = np.array([np.median(w[valid[:, j], j]) if valid[:, j].any() else 0.0 for j in range(w.shape[1])])
         mad = np.array([np.median(np.abs(w[valid[:, j], j] - med[j])) if valid[:, j].any() else 0.0
@@ -91,7 +64,6 @@ class MadDetector:
         self._floor = np.maximum(self.floor_frac * spread, tiny)
         self._m = med
         self._s = spread
-        self._ready = True
 
     def _spread(self) -> F64:
         s: F64 = np.maximum(self._s, self._floor)[None, :]

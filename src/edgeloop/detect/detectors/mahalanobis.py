@@ -29,7 +29,7 @@ import numpy.typing as npt
 from scipy.stats import chi2
 
 from edgeloop.detect._numeric import F64, Bool
-from edgeloop.detect.protocol import WarmupBuffer, normalise_shares
+from edgeloop.detect.protocol import WarmupDetector, normalise_shares
 from edgeloop.detect.registry import register
 
 __all__ = ["MahalanobisDetector"]
@@ -39,7 +39,7 @@ _TINY = 1e-6  # spread floor, relative to max(|level|, 1): constant features
 
 
 @register
-class MahalanobisDetector:
+class MahalanobisDetector(WarmupDetector):
     name = "mahalanobis"
     score_range = (0.0, math.inf)
 
@@ -49,14 +49,12 @@ class MahalanobisDetector:
                 or not 0.0 < refit_weight <= 1.0:
             raise ValueError("mahalanobis: need n_features >= 1, warmup >= 2, 0 <= shrinkage <= 1, rel_floor >= 0, "
                              "refit_every >= 0, 0 < refit_weight <= 1")
-        self.n_features = n_features
+        super().__init__(n_features, warmup)
         self.seed = seed  # deterministic: the seed is not used
-        self.warmup = warmup
         self.shrinkage = shrinkage
         self.rel_floor = rel_floor
         self.refit_every = refit_every
         self.refit_weight = refit_weight
-        self._warm = WarmupBuffer(warmup)
         self._block: list[F64] = []
         self._m = np.zeros(n_features)
         self._cov = np.eye(n_features)
@@ -64,25 +62,12 @@ class MahalanobisDetector:
         self._cut_fit = float(chi2.ppf(0.975, n_features))
         self._cut_refit = float(chi2.ppf(0.99, n_features))
         self._inv: dict[bytes, tuple[Idx, F64]] = {}  # present-pattern -> (indices, inverse of S restricted)
-        self._ready = False
 
-    @property
-    def warmed_up(self) -> bool:
-        return self._ready
+    # ------------------------------------------------------------------ protocol (see WarmupDetector)
+    def _score(self, x: F64) -> float:
+        return float(self._scores(x[None, :])[0])
 
-    # ------------------------------------------------------------------ protocol
-    def learn_one(self, x: F64) -> None:
-        self.score_learn_many(np.asarray(x, dtype=np.float64).reshape(1, -1))
-
-    def score_one(self, x: F64) -> float:
-        if not self._ready:
-            return 0.0
-        return float(self._scores(np.asarray(x, dtype=np.float64).reshape(1, -1))[0])
-
-    def explain_one(self, x: F64) -> F64:
-        if not self._ready:
-            return np.zeros(self.n_features)
-        x = np.asarray(x, dtype=np.float64).reshape(-1)
+    def _explain(self, x: F64) -> F64:
         present = np.isfinite(x)
         contrib = np.zeros(self.n_features)
         if present.any():
@@ -91,15 +76,10 @@ class MahalanobisDetector:
             contrib[idx] = r * (inv @ r)
         return normalise_shares(contrib)
 
-    def score_learn_many(self, X: F64) -> F64:
-        X = np.asarray(X, dtype=np.float64).reshape(-1, self.n_features)
+    def _run(self, X: F64) -> F64:
+        """Score then learn rows after the warm-up; with ``refit_every`` the model moves at fixed row counts."""
         scores = np.zeros(X.shape[0])
         start = 0
-        if not self._ready:
-            start, rows = self._warm.take(X)
-            if rows is not None:
-                self._fit(rows)
-                self._ready = True
         while start < X.shape[0]:
             stop = X.shape[0] if self.refit_every == 0 else \
                 min(X.shape[0], start + self.refit_every - len(self._block))

@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from edgeloop.detect._numeric import F64
-from edgeloop.detect.protocol import WarmupBuffer, normalise_shares
+from edgeloop.detect.protocol import WarmupDetector, normalise_shares
 from edgeloop.detect.registry import register
 
 __all__ = ["SeasonalDetector", "detect_period"]
@@ -56,7 +56,7 @@ def detect_period(values: F64, min_period: int = 4, min_acf: float = 0.3) -> int
 
 
 @register
-class SeasonalDetector:
+class SeasonalDetector(WarmupDetector):
     name = "seasonal"
     score_range = (0.0, math.inf)
 
@@ -66,17 +66,14 @@ class SeasonalDetector:
         if n_features < 1 or warmup < 2 or not (0 < alpha <= 1) or not (0 <= gamma <= 1) or halflife <= 0:
             raise ValueError("seasonal: need n_features >= 1, warmup >= 2, 0 < alpha <= 1, 0 <= gamma <= 1, "
                              "halflife > 0")
-        self.n_features = n_features
+        super().__init__(n_features, warmup)
         self.seed = seed  # deterministic: the seed is not used
-        self.warmup = warmup
         self.alpha = alpha
         self.gamma = gamma
         self._a = 0.5 ** (1.0 / halflife)
         self.floor_frac = floor_frac
         self.min_period = min_period
         self.min_acf = min_acf
-        self._warm = WarmupBuffer(warmup)
-        self._ready = False
         self._t = 0  # rows seen after warm-up (the phase)
         self.periods = [1] * n_features
         self._level = np.zeros(n_features)
@@ -84,36 +81,16 @@ class SeasonalDetector:
         self._s = np.ones(n_features)
         self._floor = np.ones(n_features)
 
-    @property
-    def warmed_up(self) -> bool:
-        return self._ready
+    # ------------------------------------------------------------------ protocol (see WarmupDetector)
+    def _score(self, x: F64) -> float:
+        return float(self._z(x).max())
 
-    # ------------------------------------------------------------------ protocol
-    def learn_one(self, x: F64) -> None:
-        self.score_learn_many(np.asarray(x, dtype=np.float64).reshape(1, -1))
-
-    def score_one(self, x: F64) -> float:
-        if not self._ready:
-            return 0.0
-        return float(self._z(np.asarray(x, dtype=np.float64).reshape(-1)).max())
-
-    def explain_one(self, x: F64) -> F64:
-        if not self._ready:
-            return np.zeros(self.n_features)
-        z = self._z(np.asarray(x, dtype=np.float64).reshape(-1))
+    def _explain(self, x: F64) -> F64:
+        z = self._z(x)
         return normalise_shares(z * z)
 
-    def score_learn_many(self, X: F64) -> F64:
-        X = np.asarray(X, dtype=np.float64).reshape(-1, self.n_features)
-        scores = np.zeros(X.shape[0])
-        start = 0
-        if not self._ready:
-            start, rows = self._warm.take(X)
-            if rows is not None:
-                self._finish_warmup(rows)
-        for i in range(start, X.shape[0]):
-            scores[i] = self._step(X[i])
-        return scores
+    def _run(self, X: F64) -> F64:
+        return np.array([self._step(row) for row in X], dtype=np.float64)
 
     # ------------------------------------------------------------------ internals
     def _phase(self) -> list[int]:
@@ -149,7 +126,7 @@ class SeasonalDetector:
         self._t += 1
         return float(z.max())
 
-    def _finish_warmup(self, w: F64) -> None:
+    def _fit(self, w: F64) -> None:
         n = w.shape[0]
         spreads = np.zeros(self.n_features)
         levels = np.zeros(self.n_features)
@@ -175,4 +152,3 @@ class SeasonalDetector:
         self._s = np.maximum(spreads, tiny)
         self._level = levels
         self._t = 0
-        self._ready = True
