@@ -66,27 +66,27 @@ class _Level:
     channel: str = ""
 
 
+def _band(above: float | None, clear_below: float | None, below: float | None, clear_above: float | None,
+          for_s: float, channel: str = "") -> _Level:
+    """A level with hysteresis: raise above ``above`` (or below ``below``), clear past the clear level (which
+    defaults to the raise level). A lower bound is stored negated, so every level raises upwards."""
+    if above is not None:
+        return _Level(1.0, above, above if clear_below is None else clear_below, round(for_s * 1000), channel)
+    assert below is not None
+    clear = below if clear_above is None else clear_above
+    return _Level(-1.0, -below, -clear, round(for_s * 1000), channel)
+
+
 def _compile_level(rule: Rule) -> _Level | None:
     if isinstance(rule, ThresholdRule):
-        if rule.above is not None:
-            clear = rule.above if rule.clear_below is None else rule.clear_below
-            return _Level(1.0, rule.above, clear, round(rule.for_s * 1000), rule.channel)
-        assert rule.below is not None
-        clear = rule.below if rule.clear_above is None else rule.clear_above
-        return _Level(-1.0, -rule.below, -clear, round(rule.for_s * 1000), rule.channel)
+        return _band(rule.above, rule.clear_below, rule.below, rule.clear_above, rule.for_s, rule.channel)
     if isinstance(rule, RateRule):
-        if rule.above_per_s is not None:
-            clear = rule.above_per_s if rule.clear_below_per_s is None else rule.clear_below_per_s
-            return _Level(1.0, rule.above_per_s, clear, round(rule.for_s * 1000), rule.channel)
-        assert rule.below_per_s is not None
-        clear = rule.below_per_s if rule.clear_above_per_s is None else rule.clear_above_per_s
-        return _Level(-1.0, -rule.below_per_s, -clear, round(rule.for_s * 1000), rule.channel)
+        return _band(rule.above_per_s, rule.clear_below_per_s, rule.below_per_s, rule.clear_above_per_s,
+                     rule.for_s, rule.channel)
     if isinstance(rule, ScoreRule):
-        clear = rule.above if rule.clear_below is None else rule.clear_below
-        return _Level(1.0, rule.above, clear, round(rule.for_s * 1000))
+        return _band(rule.above, rule.clear_below, None, None, rule.for_s)
     if isinstance(rule, RulRule):
-        clear = rule.below_cycles if rule.clear_above is None else rule.clear_above
-        return _Level(-1.0, -rule.below_cycles, -clear, 0)
+        return _band(None, None, rule.below_cycles, rule.clear_above, 0.0)
     return None
 
 

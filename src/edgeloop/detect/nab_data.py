@@ -104,46 +104,12 @@ def _score_file(scores_dir: Path, name: str) -> Path:
     raise NabDataError(f"{scores_dir}: no scores for {name} (looked for {category}/[DETECTOR_]{base})")
 
 
-def read_scores(path: Path) -> tuple[np.ndarray[Any, np.dtype[np.datetime64]], np.ndarray[Any, np.dtype[np.float64]]]:
-    """Timestamps and anomaly scores of one scores CSV."""
-    with path.open(newline="") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        if "timestamp" not in header or "anomaly_score" not in header:
-            raise NabDataError(f"{path}: the header must name timestamp and anomaly_score, got {header}")
-        t_col, s_col = header.index("timestamp"), header.index("anomaly_score")
-        stamps: list[str] = []
-        values: list[float] = []
-        for line_no, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            try:
-                stamps.append(row[t_col])
-                values.append(float(row[s_col]))
-            except (IndexError, ValueError):
-                raise NabDataError(f"{path}:{line_no}: bad row {row}") from None
-    try:
-        timestamps = np.array(stamps, dtype="datetime64[us]")
-    except ValueError as exc:
-        raise NabDataError(f"{path}: bad timestamp ({exc})") from None
-    if timestamps.size > 1 and bool(np.any(np.diff(timestamps) < np.timedelta64(0, "us"))):
-        raise NabDataError(f"{path}: timestamps go backwards")
-    return timestamps, np.array(values, dtype=np.float64)
+Columns = tuple[np.ndarray[Any, np.dtype[np.datetime64]], np.ndarray[Any, np.dtype[np.float64]]]
 
 
-def load_scored_corpus(nab: Path, scores_dir: Path) -> list[ScoredFile]:
-    """Every file of the corpus with the detector's scores from ``scores_dir`` and the labelled windows."""
-    if not scores_dir.is_dir():
-        raise NabDataError(f"{scores_dir}: not a directory")
-    files: list[ScoredFile] = []
-    for name, windows in load_windows(nab).items():
-        timestamps, scores = read_scores(_score_file(scores_dir, name))
-        files.append(ScoredFile(name=name, timestamps=timestamps, scores=scores, windows=windows))
-    return files
-
-
-def read_series(path: Path) -> tuple[np.ndarray[Any, np.dtype[np.datetime64]], np.ndarray[Any, np.dtype[np.float64]]]:
-    """Timestamps and values of one NAB data CSV (``timestamp,value``); an empty or non-numeric value is NaN."""
+def _read_column(path: Path, column: str, *, strict: bool) -> Columns:
+    """Timestamps and one numeric column of a CSV with a header; a value that is not a number is an error
+    (``strict``) or NaN."""
     try:
         f = path.open(newline="")
     except FileNotFoundError:
@@ -151,9 +117,9 @@ def read_series(path: Path) -> tuple[np.ndarray[Any, np.dtype[np.datetime64]], n
     with f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
-        if "timestamp" not in header or "value" not in header:
-            raise NabDataError(f"{path}: the header must name timestamp and value, got {header}")
-        t_col, v_col = header.index("timestamp"), header.index("value")
+        if "timestamp" not in header or column not in header:
+            raise NabDataError(f"{path}: the header must name timestamp and {column}, got {header}")
+        t_col, v_col = header.index("timestamp"), header.index(column)
         stamps: list[str] = []
         values: list[float] = []
         for line_no, row in enumerate(reader, start=2):
@@ -167,12 +133,38 @@ def read_series(path: Path) -> tuple[np.ndarray[Any, np.dtype[np.datetime64]], n
             try:
                 values.append(float(text))
             except ValueError:
+                if strict:
+                    raise NabDataError(f"{path}:{line_no}: bad row {row}") from None
                 values.append(float("nan"))
     try:
         timestamps = np.array(stamps, dtype="datetime64[us]")
     except ValueError as exc:
         raise NabDataError(f"{path}: bad timestamp ({exc})") from None
     return timestamps, np.array(values, dtype=np.float64)
+
+
+def read_scores(path: Path) -> Columns:
+    """Timestamps and anomaly scores of one scores CSV."""
+    timestamps, scores = _read_column(path, "anomaly_score", strict=True)
+    if timestamps.size > 1 and bool(np.any(np.diff(timestamps) < np.timedelta64(0, "us"))):
+        raise NabDataError(f"{path}: timestamps go backwards")
+    return timestamps, scores
+
+
+def load_scored_corpus(nab: Path, scores_dir: Path) -> list[ScoredFile]:
+    """Every file of the corpus with the detector's scores from ``scores_dir`` and the labelled windows."""
+    if not scores_dir.is_dir():
+        raise NabDataError(f"{scores_dir}: not a directory")
+    files: list[ScoredFile] = []
+    for name, windows in load_windows(nab).items():
+        timestamps, scores = read_scores(_score_file(scores_dir, name))
+        files.append(ScoredFile(name=name, timestamps=timestamps, scores=scores, windows=windows))
+    return files
+
+
+def read_series(path: Path) -> Columns:
+    """Timestamps and values of one NAB data CSV (``timestamp,value``); an empty or non-numeric value is NaN."""
+    return _read_column(path, "value", strict=False)
 
 
 def load_corpus(nab: Path, only: Sequence[str] | None = None) -> list[NabSeries]:
