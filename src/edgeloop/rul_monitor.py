@@ -10,9 +10,11 @@ cycles), an alert of kind ``rul`` is raised with the SHAP explanation: each chan
 RUL down. The store keeps at most one open alert per (asset, kind), so a falling RUL updates one alert.
 
 The model is the one ``edgeloop eval rul`` evaluates: the same ``RulModel`` class and the same ONNX file.
-Each device's history is held in memory (at most ``max_cycles`` cycles, oldest dropped: the features use
-the first and the last 30 cycles, so a long-running asset keeps its baseline from the cycles it started
-with only until that cap); it is rebuilt from live data after a restart.
+A prediction at the latest cycle reads the asset's first ``BASELINE`` cycles (its own baseline) and its last
+``LONG`` cycles (the rolling windows), so each device keeps just those: its first cycles and a tail of the
+last ``tail_cycles`` (1,000). A prediction costs the same on the millionth cycle as on the hundredth. A missing
+reading holds the previous value within what is kept. The history is in memory and is rebuilt from live data
+after a restart.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeloop.detect.rul import RulAlert, RulModel
+from edgeloop.detect.rul_features import BASELINE, LONG
 from edgeloop.messages import Alert, Severity
 from edgeloop.store.base import TelemetryChunk
 
@@ -50,7 +53,8 @@ def load_rul_models(folder: Path) -> dict[str, RulModel]:
 class _Track:
     model: str
     cycles: int = 0
-    rows: list[np.ndarray] = field(default_factory=list)  # per message: (n, len(model channels))
+    head: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # the first BASELINE cycles
+    tail: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # the last tail_cycles cycles
 
 
 @dataclass
@@ -64,15 +68,14 @@ class RulMonitor:
     """Per device: append cycles, predict at the latest one, turn a low RUL into an alert."""
 
     def __init__(self, models: dict[str, RulModel], *, horizon: float = 30.0, basis: str = "lower",
-                 max_cycles: int = 50_000) -> None:
-        if horizon <= 0 or max_cycles < 60:
-            raise ValueError("RulMonitor: need horizon > 0 and max_cycles >= 60")
+                 tail_cycles: int = 1000) -> None:
+        if horizon <= 0 or tail_cycles < LONG:
+            raise ValueError(f"RulMonitor: need horizon > 0 and tail_cycles >= {LONG}")
         self.models = models
         self.horizon = horizon
         self.basis = basis
-        self.max_cycles = max_cycles
+        self.tail_cycles = tail_cycles
         self.stats = RulStats()
-        self.latest: dict[str, dict[str, float]] = {}  # device -> last prediction (for the API)
         self._tracks: dict[str, _Track | None] = {}
 
     def observe(self, run: list[TelemetryChunk]) -> Alert | None:
@@ -83,20 +86,21 @@ class RulMonitor:
             return None
         model = self.models[track.model]
         cols = [first.channels.index(c) for c in model.channels]
-        for chunk in run:
-            track.rows.append(chunk.values[:, cols])
-            track.cycles += chunk.values.shape[0]
-        data = np.concatenate(track.rows)
-        if data.shape[0] > self.max_cycles:
-            data = data[-self.max_cycles:]
-        track.rows = [data]
-        cycles = np.arange(track.cycles - data.shape[0] + 1, track.cycles + 1, dtype=np.int64)
-        history = model.history(first.asset or first.device, cycles,
+        new = np.concatenate([chunk.values[:, cols] for chunk in run])
+        track.cycles += new.shape[0]
+        head = track.head.reshape(-1, len(cols))
+        if head.shape[0] < BASELINE:
+            take = BASELINE - head.shape[0]
+            head, new = np.concatenate([head, new[:take]]), new[take:]
+        track.head = head
+        track.tail = np.concatenate([track.tail.reshape(-1, len(cols)), new])[-self.tail_cycles:]
+        data = np.concatenate([track.head, track.tail])
+        cycles = np.concatenate([np.arange(1, track.head.shape[0] + 1),  # the head: cycles 1.., then the tail's
+                                 np.arange(track.cycles - track.tail.shape[0] + 1, track.cycles + 1)])
+        history = model.history(first.asset or first.device, cycles.astype(np.int64),
                                 {c: data[:, j] for j, c in enumerate(model.channels)})
-        prediction, alert = model.check(history, self.horizon, basis=self.basis)
+        _, alert = model.check(history, self.horizon, basis=self.basis)
         self.stats.predictions += 1
-        self.latest[first.device] = {"cycle": float(prediction.cycle), "rul": prediction.rul,
-                                     "lower": prediction.lower, "upper": prediction.upper, "ts": float(run[-1].t1)}
         if alert is None:
             return None
         self.stats.alerts += 1
