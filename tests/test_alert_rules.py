@@ -14,7 +14,7 @@ from edgeloop.alerts.rule_config import RuleSet, ThresholdRule, parse_rules
 from edgeloop.alerts.rules import RuleEngine
 from edgeloop.clock import ManualClock
 from edgeloop.detect.finding import Finding
-from edgeloop.errors import ConfigError
+from edgeloop.errors import ConfigError, NotFoundError
 from edgeloop.store.base import TelemetryChunk
 
 T0 = 1_767_225_600_000
@@ -354,3 +354,120 @@ def test_engine_accepts_a_list_of_rules_and_refuses_bad_references() -> None:
         "hot-and-loud"]
     with pytest.raises(ValueError, match="not defined"):
         RuleEngine(RuleSet(rules=tuple(rules[2:])))
+
+
+# ---- tuning policies and per-asset overrides ----------------------------------------------------------------
+
+TUNED = """\
+rules:
+  - {name: hot, kind: threshold, channel: temp, above: 85, clear_below: 80,
+     tune: {mode: auto, after_false_alarms: 3, period_s: 3600, max_step: 2, max: 90}}
+  - {name: low, kind: threshold, channel: level, below: 10, clear_above: 12, tune: {max_step_pct: 10, min: 5}}
+  - {name: jump, kind: rate, channel: temp, above_per_s: 2}
+  - {name: anomaly, kind: score, above: 1.0, clear_below: 0.8}
+  - {name: rul-low, kind: rul, below_cycles: 30, clear_above: 40}
+  - {name: silent, kind: missing, after_s: 60}
+"""
+
+
+def test_tuning_policy_parses() -> None:
+    hot = parse_rules(TUNED).by_name()["hot"]
+    assert isinstance(hot, ThresholdRule) and hot.tune is not None
+    assert (hot.tune.mode, hot.tune.after_false_alarms, hot.tune.max_step, hot.tune.max) == ("auto", 3, 2.0, 90.0)
+    low = parse_rules(TUNED).by_name()["low"]
+    assert isinstance(low, ThresholdRule) and low.tune is not None
+    assert (low.tune.mode, low.tune.after_false_alarms, low.tune.period_s) == ("propose", 3, 7 * 86_400.0)
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("max_step: 2, max: 90", "max_step: 2, min: 80",
+     r"line 3 \(rules\[0\] 'hot'\): tune.max is required: the rule raises above a level"),
+    ("max_step: 2, max: 90", "max_step: 2, max_step_pct: 5, max: 90",
+     r"'hot'\): give exactly one of 'max_step' \(in the rule's unit\) or 'max_step_pct'"),
+    ("max_step: 2, max: 90", "max_step: 2, max: 84",
+     r"'hot'\): above \(85\) is outside the tuning bounds \[-inf, 84\]"),
+    ("max_step: 2, max: 90", "max_step: 2, min: 95, max: 90", r"tune.min \(95\) must be <= tune.max \(90\)"),
+    ("max_step: 2, max: 90", "max_step: 2, maxx: 90", r"'hot', tune\): Object contains unknown field `maxx`"),
+    ("max_step: 2, max: 90", "max_step: .inf, max: 90", r"tune.max_step must be a finite number"),
+    ("max_step: 2, max: 90", "max_step: 0, max: 90", r"'hot', tune.max_step\): Expected `float` > 0"),
+    ("mode: auto", "mode: manual", r"'hot', tune.mode\): Invalid enum value 'manual'"),
+    ("max_step_pct: 10, min: 5", "max_step_pct: 10, max: 20", r"'low'\): tune.min is required: the rule raises below"),
+])
+def test_tuning_policy_errors_name_the_line_the_rule_and_the_problem(old: str, new: str, expected: str) -> None:
+    assert old in TUNED
+    with pytest.raises(ConfigError, match=expected):
+        parse_rules(TUNED.replace(old, new))
+
+
+def test_an_override_changes_when_the_rule_raises_on_that_asset_only() -> None:
+    eng = engine(TUNED)
+    tuned = eng.set_override("pump-1", "hot", above=89, clear_below=84)
+    assert isinstance(tuned, ThresholdRule) and (tuned.above, tuned.clear_below) == (89, 84)
+    assert eng.rule_for("pump-1", "hot") == tuned and eng.rule_for("pump-2", "hot") == eng.rules[0]
+    temps = [80, 87, 90, 86, 83, 79]
+    one = [s for s in eng.evaluate_chunk(chunk({"temp": temps}, asset="pump-1")) if s.rule == "hot"]
+    two = [s for s in eng.evaluate_chunk(chunk({"temp": temps}, asset="pump-2", device="dev-2")) if s.rule == "hot"]
+    assert brief(one) == [(2, "hot", "raise"), (4, "hot", "clear")]  # above 89, clear below 84
+    assert brief(two) == [(1, "hot", "raise"), (5, "hot", "clear")]  # the configured 85 / 80
+    assert one[0].message == "temp 90 above 89" and two[0].message == "temp 87 above 85"
+    assert set(eng.overrides("pump-1")) == {"hot"} and eng.overrides("pump-2") == {}
+    assert eng.clear_override("pump-1", "hot") and not eng.clear_override("pump-1", "hot")
+    later = eng.evaluate_chunk(chunk({"temp": [86.0, 79.0]}, asset="pump-1", t0=T0 + 10_000))
+    assert brief([s for s in later if s.rule == "hot"]) == [(10, "hot", "raise"), (11, "hot", "clear")]
+
+
+def test_an_override_set_while_raised_clears_at_the_new_clear_level() -> None:
+    eng = engine(TUNED)
+    assert brief([s for s in eng.evaluate_chunk(chunk({"temp": [86.0]})) if s.rule == "hot"]) == [(0, "hot", "raise")]
+    eng.set_override("pump-1", "hot", above=89, clear_below=84)
+    out = [s for s in eng.evaluate_chunk(chunk({"temp": [85.0, 83.0]}, t0=T0 + 1000)) if s.rule == "hot"]
+    assert brief(out) == [(2, "hot", "clear")]  # 85 is above the new clear level 84: still raised
+
+
+def test_overrides_of_below_rate_score_and_rul_rules() -> None:
+    eng = engine(TUNED)
+    eng.set_override("pump-1", "low", below=8)  # clear_above stays 12
+    out = eng.evaluate_chunk(chunk({"level": [9.0, 7.0, 11.0, 12.5]}))
+    assert brief(out) == [(1, "low", "raise"), (3, "low", "clear")]
+    eng.set_override("pump-1", "jump", above=5)
+    out = eng.evaluate_chunk(chunk({"temp": [10.0, 13.0, 19.0]}, t0=T0 + 10_000))
+    assert brief([s for s in out if s.rule == "jump"]) == [(12, "jump", "raise")]
+    eng.set_override("pump-1", "anomaly", above=1.5, clear_below=1.2)
+    assert eng.evaluate_score("pump-1", T0, 1.4) == []
+    assert brief(eng.evaluate_score("pump-1", T0 + 1000, 1.6)) == [(1, "anomaly", "raise")]
+    assert brief(eng.evaluate_score("pump-2", T0, 1.4)) == [(0, "anomaly", "raise")]
+    eng.set_override("pump-1", "rul-low", below=20, clear_above=25)
+    assert eng.evaluate_rul("pump-1", T0, 50, lower=25) == []
+    assert brief(eng.evaluate_rul("pump-1", T0 + 1000, 50, lower=19)) == [(1, "rul-low", "raise")]
+    assert brief(eng.evaluate_rul("pump-1", T0 + 2000, 50, lower=26)) == [(2, "rul-low", "clear")]
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({"above": 88, "clear_below": 89}, r"override of rule 'hot' on 'pump-1': clear_below \(89\) must be <= above"),
+    ({"above": 79}, r"clear_below \(80\) must be <= above \(79\), or the alert would chatter"),
+    ({"above": 91}, r"above \(91\) is outside the tuning bounds \[-inf, 90\]"),
+    ({"below": 80}, r"the rule raises above a level; override it with 'above' / 'clear_below'"),
+    ({"above": float("nan")}, r"above must be a finite number"),
+    ({}, r"give a level to override"),
+])
+def test_a_bad_override_is_refused_and_the_previous_one_stays(kwargs: dict[str, float], expected: str) -> None:
+    eng = engine(TUNED)
+    eng.set_override("pump-1", "hot", above=87, clear_below=82)
+    with pytest.raises(ConfigError, match=expected):
+        eng.set_override("pump-1", "hot", **kwargs)
+    kept = eng.overrides("pump-1")["hot"]
+    assert isinstance(kept, ThresholdRule) and (kept.above, kept.clear_below) == (87, 82)
+
+
+def test_overrides_of_unknown_or_level_less_rules_are_refused() -> None:
+    eng = engine(TUNED)
+    with pytest.raises(NotFoundError, match="rule 'nope' not found"):
+        eng.set_override("pump-1", "nope", above=1)
+    with pytest.raises(ConfigError, match="a missing rule has no level to override"):
+        eng.set_override("pump-1", "silent", above=1)
+    with pytest.raises(ConfigError, match=r"'low' on 'pump-1': the rule raises below a level; override it with "
+                                          r"'below' / 'clear_above'"):
+        eng.set_override("pump-1", "low", clear_below=3)
+    with pytest.raises(ConfigError, match=r"below \(4\) is outside the tuning bounds \[5, inf\]"):
+        eng.set_override("pump-1", "low", below=4)
+    assert eng.overrides("pump-1") == {}

@@ -20,10 +20,21 @@ Hysteresis is part of the rule: a threshold ``above: 85, clear_below: 80`` raise
 85 and clears only when it goes below 80 (``clear_below`` defaults to ``above``, and must not exceed it; the
 mirror image for ``below`` / ``clear_above``). ``for_s`` is how long the condition must hold, continuously,
 before the rule raises; it clears as soon as the condition ends.
+
+Threshold, rate, score and RUL rules may declare how technician feedback may tune them (``tune``, a
+:class:`TuningPolicy`; the tuner is :mod:`edgeloop.alerts.feedback`)::
+
+      - {name: bearing-hot, kind: threshold, channel: bearing_temp, above: 85, clear_below: 80,
+         tune: {mode: propose, after_false_alarms: 3, period_s: 604800, max_step: 2, max: 95}}
+
+Only the loosening side needs a bound (``max`` for a rule that raises above a level, ``min`` for one that
+raises below); the configured level, and any per-asset override of it, must lie within ``min`` .. ``max``.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,6 +47,7 @@ from edgeloop.yaml_lines import line_of, load_yaml
 __all__ = [
     "AllRule",
     "AnyRule",
+    "LevelFields",
     "MissingRule",
     "RateRule",
     "RulRule",
@@ -43,6 +55,9 @@ __all__ = [
     "RuleSet",
     "ScoreRule",
     "ThresholdRule",
+    "TuningPolicy",
+    "level_fields",
+    "level_problem",
     "load_rules",
     "parse_rules",
     "rules_from_obj",
@@ -50,6 +65,25 @@ __all__ = [
 
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=30 * 86_400)]
 Severity = Literal["info", "warning", "critical"]
+
+
+class TuningPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """How technician feedback may move a rule's level on one asset (the rule field ``tune``).
+
+    After ``after_false_alarms`` false alarms of the rule on one asset whose alerts started within ``period_s``
+    of each other, the level is loosened by at most one step (``max_step`` in the rule's unit, or
+    ``max_step_pct`` percent of the current level), never past ``max`` (rules raising above a level) or
+    ``min`` (rules raising below one). ``mode: auto`` applies the step at once; ``mode: propose`` (the default)
+    only proposes it, for an operator to approve.
+    """
+
+    mode: Literal["auto", "propose"] = "propose"
+    after_false_alarms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
+    period_s: Annotated[float, msgspec.Meta(gt=0, le=366 * 86_400)] = 7 * 86_400.0
+    max_step: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    max_step_pct: Annotated[float, msgspec.Meta(gt=0, le=100)] | None = None
+    min: float | None = None
+    max: float | None = None
 
 
 class _RuleBase(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -83,6 +117,7 @@ class ThresholdRule(_RuleBase, tag="threshold", tag_field="kind", frozen=True):
     clear_below: float | None = None
     clear_above: float | None = None
     for_s: Seconds = 0.0
+    tune: TuningPolicy | None = None
 
 
 class RateRule(_RuleBase, tag="rate", tag_field="kind", frozen=True):
@@ -95,6 +130,7 @@ class RateRule(_RuleBase, tag="rate", tag_field="kind", frozen=True):
     clear_below_per_s: float | None = None
     clear_above_per_s: float | None = None
     for_s: Seconds = 0.0
+    tune: TuningPolicy | None = None
 
 
 class MissingRule(_RuleBase, tag="missing", tag_field="kind", frozen=True):
@@ -114,6 +150,7 @@ class ScoreRule(_RuleBase, tag="score", tag_field="kind", frozen=True):
     clear_below: float | None = None
     for_s: Seconds = 0.0
     hold_s: Annotated[float, msgspec.Meta(gt=0, le=30 * 86_400)] | None = None
+    tune: TuningPolicy | None = None
 
 
 class RulRule(_RuleBase, tag="rul", tag_field="kind", frozen=True):
@@ -123,6 +160,7 @@ class RulRule(_RuleBase, tag="rul", tag_field="kind", frozen=True):
     below_cycles: Annotated[float, msgspec.Meta(gt=0)]
     clear_above: float | None = None
     basis: Literal["point", "lower"] = "lower"
+    tune: TuningPolicy | None = None
 
 
 class AllRule(_RuleBase, tag="all", tag_field="kind", frozen=True):
@@ -151,6 +189,44 @@ class RuleSet(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     def by_name(self) -> dict[str, Rule]:
         """Rules by name."""
         return {r.name: r for r in self.rules}
+
+
+@dataclass(frozen=True, slots=True)
+class LevelFields:
+    """Where a level rule keeps its levels: the names of its raise and clear fields, and its direction
+    (``sign`` +1: raises above the level; -1: raises below it)."""
+
+    raise_field: str
+    clear_field: str
+    sign: float
+
+    def levels(self, rule: Rule) -> tuple[float, float | None]:
+        """The rule's raise level and its clear level (``None``: the raise level)."""
+        on = getattr(rule, self.raise_field)
+        clear = getattr(rule, self.clear_field)
+        assert isinstance(on, float | int)
+        return float(on), None if clear is None else float(clear)
+
+
+def level_fields(rule: Rule) -> LevelFields | None:
+    """The level fields of a threshold, rate, score or RUL rule; ``None`` for the other kinds."""
+    if isinstance(rule, ThresholdRule):
+        return (LevelFields("above", "clear_below", 1.0) if rule.above is not None
+                else LevelFields("below", "clear_above", -1.0))
+    if isinstance(rule, RateRule):
+        return (LevelFields("above_per_s", "clear_below_per_s", 1.0) if rule.above_per_s is not None
+                else LevelFields("below_per_s", "clear_above_per_s", -1.0))
+    if isinstance(rule, ScoreRule):
+        return LevelFields("above", "clear_below", 1.0)
+    if isinstance(rule, RulRule):
+        return LevelFields("below_cycles", "clear_above", -1.0)
+    return None
+
+
+def level_problem(rule: Rule) -> tuple[str, str] | None:
+    """What is wrong with a level rule's levels (hysteresis, tuning bounds) as ``(field, text)``, or ``None``:
+    the checks a rule document gets, for a rule changed in code (e.g. a per-asset override)."""
+    return _problem(rule, {})
 
 
 def parse_rules(text: str, *, origin: str = "rules") -> RuleSet:
@@ -243,6 +319,13 @@ def _check(ruleset: RuleSet, where: Any) -> None:
 
 
 def _problem(rule: Rule, names: dict[str, int]) -> tuple[str, str] | None:
+    problem = _levels_problem(rule, names)
+    if problem is None and isinstance(rule, ThresholdRule | RateRule | ScoreRule | RulRule):
+        problem = _tune_problem(rule)
+    return problem
+
+
+def _levels_problem(rule: Rule, names: dict[str, int]) -> tuple[str, str] | None:
     if isinstance(rule, ThresholdRule):
         return _hysteresis(rule.above, rule.below, rule.clear_below, rule.clear_above, "")
     if isinstance(rule, RateRule):
@@ -279,4 +362,29 @@ def _hysteresis(above: float | None, below: float | None, clear_below: float | N
             return cb, f"'{cb}' goes with '{a}'; with '{b}' use '{ca}'"
         if clear_above is not None and clear_above < below:
             return ca, f"{ca} ({clear_above:g}) must be >= {b} ({below:g}), or the alert would chatter"
+    return None
+
+
+def _tune_problem(rule: ThresholdRule | RateRule | ScoreRule | RulRule) -> tuple[str, str] | None:
+    tune = rule.tune
+    fields = level_fields(rule)
+    if tune is None or fields is None:
+        return None
+    if (tune.max_step is None) == (tune.max_step_pct is None):
+        return "tune", "give exactly one of 'max_step' (in the rule's unit) or 'max_step_pct' (percent)"
+    for name, value in (("max_step", tune.max_step), ("min", tune.min), ("max", tune.max)):
+        if value is not None and not math.isfinite(value):
+            return "tune", f"tune.{name} must be a finite number"
+    side = "max" if fields.sign > 0 else "min"
+    if getattr(tune, side) is None:
+        way = "above" if fields.sign > 0 else "below"
+        return "tune", (f"tune.{side} is required: the rule raises {way} a level, and tuning moves it towards "
+                        f"'{side}', never past it")
+    if tune.min is not None and tune.max is not None and tune.min > tune.max:
+        return "tune", f"tune.min ({tune.min:g}) must be <= tune.max ({tune.max:g})"
+    level, _ = fields.levels(rule)
+    if (tune.min is not None and level < tune.min) or (tune.max is not None and level > tune.max):
+        lo = "-inf" if tune.min is None else f"{tune.min:g}"
+        hi = "inf" if tune.max is None else f"{tune.max:g}"
+        return fields.raise_field, f"{fields.raise_field} ({level:g}) is outside the tuning bounds [{lo}, {hi}]"
     return None

@@ -20,15 +20,22 @@ Semantics (the rule schema is in :mod:`edgeloop.alerts.rule_config`):
   their own ``for_s``; members not evaluated in a step keep their current state. Composites are evaluated at
   every step of the asset (rows with any data, a score, a RUL, a tick event).
 
+* **Per-asset overrides.** :meth:`RuleEngine.set_override` replaces a level rule's raise / clear levels on one
+  asset (e.g. a threshold tuned from technician feedback), checked like the rule document (hysteresis on the
+  safe side, within the rule's ``tune`` bounds). The rule's state on that asset is kept: an alert raised under
+  the old level clears when the value passes the new clear level.
+
 Evaluation of a chunk is vectorised: every threshold and rate rule that reads the chunk's channels is one
 column of an (n rows x k rules) matrix, and hysteresis, ``for_s`` runs and transitions are array operations.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -43,9 +50,12 @@ from edgeloop.alerts.rule_config import (
     RulRule,
     ScoreRule,
     ThresholdRule,
+    level_fields,
+    level_problem,
 )
 from edgeloop.clock import Clock, SystemClock
 from edgeloop.detect.finding import Finding
+from edgeloop.errors import ConfigError, NotFoundError
 from edgeloop.store.base import TelemetryChunk
 
 __all__ = ["RuleEngine"]
@@ -161,6 +171,8 @@ class _AssetState:
     seen: I64 = field(init=False)  # missing: last data; score with hold_s: last score not below clear
     last_ts: dict[str, int] = field(default_factory=dict)  # per source (device, score source, rul)
     plans: dict[tuple[str, ...], _Plan] = field(default_factory=dict)
+    overrides: dict[int, Rule] = field(default_factory=dict)  # rule index -> the rule with this asset's levels
+    levels: dict[int, _Level] = field(default_factory=dict)  # their compiled levels
 
     def __post_init__(self) -> None:
         r = self.n_rules
@@ -265,7 +277,8 @@ class RuleEngine:
                     dict(explanation or {}), out)
         for i in idx:
             rule = self.rules[i]
-            if isinstance(rule, ScoreRule) and rule.hold_s is not None and score >= self._levels[i].off:
+            if isinstance(rule, ScoreRule) and rule.hold_s is not None and score >= (
+                    st.levels.get(i) or self._levels[i]).off:
                 st.seen[i] = max(int(st.seen[i]), ts)
         return _sorted(out)
 
@@ -309,6 +322,78 @@ class RuleEngine:
                 self._flip(st, asset, "", i, due, out)
         return _sorted(out)
 
+    def set_override(self, asset: str, rule: str, *, above: float | None = None, below: float | None = None,
+                     clear_below: float | None = None, clear_above: float | None = None) -> Rule:
+        """Give ``rule`` its own levels on ``asset`` only; returns the rule as it now applies there.
+
+        The arguments name the levels as a threshold does, whatever the kind: ``above`` / ``clear_below`` for a
+        rule that raises above a level (threshold, rate ``above_per_s``, score), ``below`` / ``clear_above`` for
+        one that raises below (threshold, rate ``below_per_s``, RUL ``below_cycles``). Levels not given keep the
+        rule's configured values (not those of an earlier override, which this one replaces). Raises
+        ``NotFoundError`` for an unknown rule and ``ConfigError`` for a rule without levels, the wrong
+        direction, a non-finite value, a clear level on the unsafe side or a level outside the rule's ``tune``
+        bounds; a refused override leaves the previous one in force.
+        """
+        i = self.index.get(rule)
+        if i is None:
+            raise NotFoundError("rule", rule)
+        base = self.rules[i]
+        fields = level_fields(base)
+        where = f"override of rule {rule!r} on {asset!r}"
+        if fields is None:
+            raise ConfigError(f"{where}: a {base.kind} rule has no level to override")
+        given = {"above": above, "clear_below": clear_below} if fields.sign > 0 else {
+            "below": below, "clear_above": clear_above}
+        wrong = {"below": below, "clear_above": clear_above} if fields.sign > 0 else {
+            "above": above, "clear_below": clear_below}
+        if any(v is not None for v in wrong.values()):
+            way, names = (("above", "'above' / 'clear_below'") if fields.sign > 0
+                          else ("below", "'below' / 'clear_above'"))
+            raise ConfigError(f"{where}: the rule raises {way} a level; override it with {names}")
+        if all(v is None for v in given.values()):
+            raise ConfigError(f"{where}: give a level to override")
+        changes: dict[str, float] = {}
+        for name, value in given.items():
+            if value is None:
+                continue
+            if not math.isfinite(value):
+                raise ConfigError(f"{where}: {name} must be a finite number, not {value!r}")
+            changes[fields.raise_field if name in ("above", "below") else fields.clear_field] = float(value)
+        effective: Rule = msgspec.structs.replace(base, **changes)
+        problem = level_problem(effective)
+        if problem is not None:
+            raise ConfigError(f"{where}: {problem[1]}")
+        level = _compile_level(effective)
+        assert level is not None
+        st = self._state(asset, "", ())
+        st.overrides[i] = effective
+        st.levels[i] = level
+        st.plans.clear()
+        return effective
+
+    def clear_override(self, asset: str, rule: str) -> bool:
+        """Return ``rule`` on ``asset`` to its configured levels; ``False`` if it had no override."""
+        i = self.index.get(rule)
+        st = self._assets.get(asset)
+        if i is None or st is None or i not in st.overrides:
+            return False
+        del st.overrides[i], st.levels[i]
+        st.plans.clear()
+        return True
+
+    def overrides(self, asset: str) -> dict[str, Rule]:
+        """The overridden rules of ``asset``, by name, as they apply there."""
+        st = self._assets.get(asset)
+        return {} if st is None else {self.rules[i].name: r for i, r in st.overrides.items()}
+
+    def rule_for(self, asset: str, rule: str) -> Rule:
+        """``rule`` as it applies on ``asset``: its override there, or the configured rule."""
+        i = self.index.get(rule)
+        if i is None:
+            raise NotFoundError("rule", rule)
+        st = self._assets.get(asset)
+        return self.rules[i] if st is None else st.overrides.get(i, self.rules[i])
+
     def active(self, asset: str) -> list[str]:
         """The rules currently raised on ``asset``."""
         st = self._assets.get(asset)
@@ -346,7 +431,7 @@ class RuleEngine:
                 cols.append(pos[rule.channel])
             elif isinstance(rule, MissingRule) and (rule.channel is None or rule.channel in pos):
                 missing.append((i, -1 if rule.channel is None else pos[rule.channel]))
-        lv = [self._levels[i] for i in idx]
+        lv = [st.levels.get(i) or self._levels[i] for i in idx]
         return _Plan(
             idx=np.array(idx, dtype=np.int64), cols=np.array(cols, dtype=np.int64),
             rate=np.array([isinstance(self.rules[i], RateRule) for i in idx], dtype=bool),
@@ -439,7 +524,7 @@ class RuleEngine:
         series: dict[int, Bool] = {}
         if idx:
             ia = np.array(idx, dtype=np.int64)
-            lv = [self._levels[i] for i in idx]
+            lv = [st.levels.get(i) or self._levels[i] for i in idx]
             xs = np.array([[x.sign * v for x, v in zip(lv, values, strict=True)]])
             q0 = st.active[ia]
             q, cond, start = _machine(xs > np.array([x.on for x in lv])[None, :],
@@ -518,7 +603,7 @@ class RuleEngine:
 
     def _signal(self, st: _AssetState, asset: str, device: str, i: int, ts: int, raised: bool, value: float | None,
                 *, confidence: float = 1.0, explanation: dict[str, float] | None = None) -> Signal:
-        rule = self.rules[i]
+        rule = st.overrides.get(i) or self.rules[i]
         if explanation is None:
             explanation = self._composite_expl[i] if i in self._composite_expl else _shares(self._channels_of(i))
         if value is not None and np.isnan(value):
