@@ -367,6 +367,40 @@ def bench_detect(
                console=console, out=out)
 
 
+@bench_app.command("alerts")
+def bench_alerts(
+    json_path: Annotated[str | None, typer.Option("--json", metavar="PATH", help="Write the JSON report here ('-': "
+                                                  "print it instead of the tables; default bench/results/).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="240 machines for 2 simulated hours (same storm).")] = False,
+    devices: Annotated[int | None, typer.Option(help="Machines (default 400; 200 are behind the gateway that goes "
+                                                "down).", min=240)] = None,
+    hours: Annotated[float | None, typer.Option(help="Simulated hours (default 3).", min=1.0)] = None,
+    seed: Annotated[int, typer.Option(help="Simulator and storm seed.")] = 7,
+    backfill: Annotated[bool, typer.Option("--backfill", help="The gateway's journal replays the outage's readings "
+                                           "when it returns (an uplink outage), instead of losing them.")] = False,
+) -> None:
+    """An alert storm through the rule and incident engines: raw signals per page, fault recall, false pages, and
+    rule-engine throughput on one core."""
+    import dataclasses
+
+    _bench_path()
+    from bench.alerts import Settings
+    from bench.alerts import main as bench_main  # type: ignore[import-not-found,unused-ignore]
+
+    settings = Settings.quick() if quick else Settings()
+    changes: dict[str, Any] = {"seed": seed, "backfill": backfill}
+    if devices is not None:
+        changes["devices"] = devices
+    if hours is not None:
+        changes["hours"] = hours
+    settings = dataclasses.replace(settings, **changes)
+    try:
+        settings.check()
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    bench_main(settings=settings, json_path=json_path, console=console, out=out)
+
+
 @bench_app.command("edge")
 def bench_edge(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
