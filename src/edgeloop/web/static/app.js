@@ -4,6 +4,10 @@
 //         #/asset/{assetId}     live telemetry charts and the asset's alerts
 //         #/alerts[?status=..]  alert list with acknowledge / resolve
 //         #/gateways            edge gateways: state and why, backlog, lag, sources, configuration
+//         #/incidents[?show=done] the technician's incident inbox (one-tap acknowledge / confirm /
+//                               false alarm); show=done lists resolved and closed incidents
+//         #/incidents/{id}      one incident: who/when, alerts with explanations, timeline, every
+//                               lifecycle action, verdicts, "why not paged?"
 //
 // Authentication: a bearer token from POST /api/v1/auth/token (kept in sessionStorage, sent on
 // every API call). A 401 from any call drops the token and shows the sign-in form; a 403 is shown
@@ -358,6 +362,7 @@ function startApp() {
   renderUser();
   const signal = appCtrl.signal;
   poll(() => refreshStats(signal), STATS_EVERY_MS, signal);
+  poll(() => refreshIncidentCount(signal), INCIDENT_COUNT_EVERY_MS, signal);
   route();
 }
 
@@ -377,6 +382,7 @@ function stopApp() {
   setText($("#sample-now"), "—");
   $("#sample-now").removeAttribute("datetime");
   $("#nav-alert-count").hidden = true;
+  $("#nav-incident-count").hidden = true;
   setText($("#footer-uptime"), "");
   $("#toasts").replaceChildren();
   connection.failing = false;
@@ -1597,6 +1603,753 @@ function gatewaysView(root, _query, signal) {
 }
 
 // ---------------------------------------------------------------------------
+// Page 5: Incidents (the technician's inbox) and Page 6: one incident
+//
+// The inbox lists what is still being worked on (open, acknowledged, in progress) in the API's
+// order (highest priority first); each card has one-tap actions. Every change goes through the
+// incident API and is recorded as the signed-in user; an error (403 / 409 / 422 detail) is shown
+// at the card or the action and as a toast, never swallowed.
+
+const INCIDENTS_EVERY_MS = 3000;
+const INCIDENT_COUNT_EVERY_MS = 4000;
+const INCIDENT_TIMELINE_HEAD = 10; // a long timeline (a gateway storm) shows its start and its end
+const INCIDENT_TIMELINE_TAIL = 30;
+const INCIDENT_ALERTS_SHOWN = 20;
+/** Common fault types offered in one tap (the simulator's kinds first); anything else can be typed. */
+const FAULT_TYPES = ["bearing_wear", "cavitation", "overheating", "misalignment", "seal_leak",
+  "sensor_stuck", "sensor_drift", "dropout"];
+const FALSE_ALARM_REASONS = ["Planned work or test run", "Normal change of load or setpoint",
+  "Threshold too tight for this machine", "Already handled in another incident"];
+const INCIDENT_MOVES = {
+  acknowledge: { label: "Acknowledge", done: "acknowledged" },
+  start: { label: "Start work", done: "in progress" },
+  resolve: { label: "Resolve", done: "resolved" },
+  close: { label: "Close", done: "closed" },
+  reopen: { label: "Reopen", done: "reopened" },
+};
+/** Moves a person may make from each status (mirrors the API's lifecycle; the API has the last word). */
+const INCIDENT_NEXT = {
+  open: ["acknowledge", "start", "resolve"],
+  acknowledged: ["start", "resolve"],
+  in_progress: ["resolve"],
+  resolved: ["close", "reopen"],
+  closed: [],
+};
+const TIMELINE_KIND = {
+  opened: "Opened", "alert-opened": "Alert", "alert-cleared": "Condition ended", "alert-resolved": "Alert resolved",
+  "alert-added": "Alert added", "alert-removed": "Alert moved", priority: "Priority", recovering: "Recovering",
+  reopened: "Reopened", merged: "Merged", absorbed: "Absorbed", resolved: "Resolved", paged: "Paged",
+  notified: "Notified", "notify-failed": "Notification failed", status: "Status", assigned: "Assigned",
+  comment: "Comment", escalated: "Escalated",
+};
+
+const statusLabel = (s) => humanize(s || "—");
+
+function incidentRoute(inc) {
+  return inc.route === "urgent" || inc.route === "normal" ? inc.route : (inc.priority >= 60 ? "urgent" : "normal");
+}
+
+function priorityBadge(inc) {
+  const r = incidentRoute(inc);
+  const p = Number.isFinite(inc.priority) ? Math.round(inc.priority) : null;
+  return h("span", {
+    class: `prio prio-${r}`, dataset: { testid: "incident-priority", route: r },
+    title: p === null ? r : `Priority ${p} of 100 (${r})`,
+  }, r === "urgent" ? "Urgent" : "Normal", p === null ? null : h("span", { class: "prio-num" }, `P${p}`));
+}
+
+function incidentStatusPill(status) {
+  return h("span", { class: `status-pill st-${status}`, dataset: { testid: "incident-status", status } }, statusLabel(status));
+}
+
+function canAct() {
+  // a viewer may read but not act; without sign-in (server without auth) the API decides
+  return !session.user || session.user.role !== "viewer";
+}
+
+function me() {
+  return session.user && session.user.username ? session.user.username : null;
+}
+
+/** "bearing_wear" -> "bearing wear"; free text typed on a phone -> the API's form ("Seal leak" -> "seal_leak"). */
+function normalizeFaultType(text) {
+  return String(text || "").trim().toLowerCase().replace(/\s+/g, "_");
+}
+
+function verdictText(l) {
+  if (l.verdict === "false_alarm") return `False alarm: ${l.reason}`;
+  const what = humanize(l.fault_type);
+  return l.verdict === "relabel" ? `Relabelled: ${what}` : `Confirmed: ${what}`;
+}
+
+/** One entry per distinct verdict (an incident's verdict is stored once per alert). */
+function distinctVerdicts(labels) {
+  const seen = new Map();
+  for (const l of labels) {
+    const key = `${l.verdict}|${l.fault_type}|${l.reason}|${l.by}|${l.ts}`;
+    const cur = seen.get(key);
+    if (cur) cur.alerts.push(l.alert);
+    else seen.set(key, { ...l, alerts: [l.alert] });
+  }
+  return [...seen.values()].sort((a, b) => b.ts - a.ts);
+}
+
+function verdictChip(v) {
+  return h("span", {
+    class: `verdict verdict-${v.verdict}`, dataset: { testid: "incident-verdict", verdict: v.verdict, faultType: v.fault_type || "" },
+    title: `${verdictText(v)} (by ${v.by} at ${fmtTime(v.ts)})`,
+  }, verdictText(v));
+}
+
+/**
+ * POST an incident action; on failure the API's detail goes into `errorBox` and a toast.
+ * Returns the response body, or null when it failed.
+ */
+async function incidentCall(id, path, body, what, errorBox) {
+  if (errorBox) errorBox.hidden = true;
+  try {
+    return await api(`/incidents/${encodeURIComponent(id)}/${path}`, { method: "POST", body });
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) return null; // signed out: the sign-in form is shown
+    const who = session.user ? `${session.user.username} (${session.user.role})` : "You";
+    const msg = e instanceof ApiError && e.status === 403
+      ? `Not allowed: ${who} may not ${what}. ${e.message}`
+      : `Could not ${what} (incident #${id}): ${e.message}`;
+    if (errorBox) {
+      setText(errorBox, msg);
+      errorBox.hidden = false;
+    }
+    toast(msg, "error");
+    return null;
+  }
+}
+
+/**
+ * The verdict chooser: common choices in one tap, or free text and Send.
+ * verdict: "confirmed" | "relabel" (a fault type) or "false_alarm" (a reason).
+ * send(value) -> Promise<boolean> (true: done, the chooser closes).
+ */
+function verdictChooser(verdict, send, cancel) {
+  const isFault = verdict !== "false_alarm";
+  const prompt = verdict === "confirmed" ? "Which fault did you find?"
+    : verdict === "relabel" ? "What was it really?" : "Why is it a false alarm?";
+  const input = h("input", {
+    type: "text", class: "input", maxlength: isFault ? "64" : "1000", autocomplete: "off",
+    autocapitalize: isFault ? "none" : "sentences", spellcheck: isFault ? "false" : "true",
+    "aria-label": isFault ? "Other fault type" : "Other reason",
+    placeholder: isFault ? "Other, e.g. impeller_damage" : "Another reason",
+    dataset: { testid: "chooser-input" },
+  });
+  const box = h("div", { class: "chooser", role: "group", "aria-label": prompt, dataset: { testid: "verdict-chooser", verdict } });
+  const busy = (on) => {
+    box.classList.toggle("is-busy", on);
+    for (const b of box.querySelectorAll("button, input")) b.disabled = on;
+  };
+  const go = async (value) => {
+    if (!value) {
+      input.setAttribute("aria-invalid", "true");
+      input.focus();
+      return;
+    }
+    input.removeAttribute("aria-invalid");
+    busy(true);
+    const ok = await send(value);
+    if (box.isConnected) busy(false);
+    if (!ok && box.isConnected) input.focus({ preventScroll: true });
+  };
+  const choices = isFault ? FAULT_TYPES : FALSE_ALARM_REASONS;
+  append(box, [
+    h("p", { class: "chooser-prompt" }, prompt),
+    h("div", { class: "chip-grid" }, choices.map((c) => h("button", {
+      type: "button", class: "chip-btn", dataset: { testid: "chooser-option", value: c },
+      onclick: () => go(c),
+    }, isFault ? humanize(c) : c))),
+    h("form", {
+      class: "chooser-row", novalidate: true,
+      onsubmit: (ev) => {
+        ev.preventDefault();
+        go(isFault ? normalizeFaultType(input.value) : input.value.trim());
+      },
+    }, input, h("button", { type: "submit", class: "btn btn-primary btn-touch", dataset: { testid: "chooser-send" } }, "Send")),
+    h("button", { type: "button", class: "btn btn-secondary btn-touch chooser-cancel", dataset: { testid: "chooser-cancel" }, onclick: cancel }, "Cancel"),
+  ]);
+  return box;
+}
+
+async function sendVerdict(id, verdict, value, errorBox) {
+  const body = verdict === "false_alarm" ? { verdict, reason: value } : { verdict, fault_type: value };
+  const what = verdict === "false_alarm" ? "mark it a false alarm" : verdict === "relabel" ? "relabel it" : "confirm it";
+  const out = await incidentCall(id, "feedback", body, what, errorBox);
+  if (!out) return false;
+  const n = out.length;
+  const label = out[0] && out[0].label;
+  toast(`Incident #${id}: ${label ? verdictText(label) : verdict}${n > 1 ? ` (${n} alerts)` : ""}`, "ok");
+  return true;
+}
+
+// -- nav count ---------------------------------------------------------------
+
+/** The nav badge: incidents nobody has acknowledged yet (the API's tenant scope applies). */
+async function refreshIncidentCount(signal) {
+  const el = $("#nav-incident-count");
+  let list;
+  try {
+    list = await api("/incidents?status=open&limit=100", { signal });
+  } catch (e) {
+    if (e instanceof ApiError && (e.status === 404 || e.status === 403)) el.hidden = true;
+    throw e;
+  }
+  el.hidden = !list.length;
+  setText(el, list.length >= 100 ? "99+" : String(list.length));
+  el.title = `${list.length} open incident${list.length === 1 ? "" : "s"} not acknowledged yet`;
+}
+
+function kickIncidentCount() {
+  if (appCtrl) refreshIncidentCount(appCtrl.signal).catch(() => {});
+}
+
+// -- inbox ---------------------------------------------------------------------
+
+function incidentAssets(inc, max = 3) {
+  const list = inc.assets || [];
+  const shown = list.slice(0, max).map((a) => assetLabel(a));
+  return list.length > max ? `${shown.join(", ")} + ${list.length - max} more` : shown.join(", ") || inc.scope || "—";
+}
+
+function renderIncidentCard(card, inc, verdicts, ctx) {
+  card._sig = JSON.stringify([inc, verdicts]);
+  card._inc = inc;
+  card._verdicts = verdicts;
+  card.dataset.incidentId = String(inc.id);
+  card.dataset.status = inc.status;
+  card.className = `incident-card route-${incidentRoute(inc)} st-${inc.status}`;
+  const errorBox = h("p", { class: "incident-error", role: "alert", dataset: { testid: "incident-error" }, hidden: true });
+  const chooserSlot = h("div", { class: "chooser-slot" });
+  const buttons = [];
+  const setBusy = (on) => {
+    card.classList.toggle("is-busy", on);
+    for (const b of buttons) b.disabled = on;
+  };
+  const move = async (action) => {
+    setBusy(true);
+    const updated = await incidentCall(inc.id, action, undefined, INCIDENT_MOVES[action].label.toLowerCase(), errorBox);
+    setBusy(false);
+    if (!updated) return;
+    const who = (action === "acknowledge" && updated.acknowledged_by) || me() || "you";
+    toast(`Incident #${inc.id} ${INCIDENT_MOVES[action].done} by ${who}`, "ok");
+    card._choosing = null;
+    renderIncidentCard(card, updated, card._verdicts, ctx);
+    kickIncidentCount();
+    ctx.refresh();
+  };
+  const choose = (verdict) => {
+    card._choosing = verdict;
+    chooserSlot.replaceChildren(verdictChooser(verdict, async (value) => {
+      const ok = await sendVerdict(inc.id, verdict, value, errorBox);
+      if (ok) {
+        card._choosing = null;
+        chooserSlot.replaceChildren();
+        ctx.refresh();
+      }
+      return ok;
+    }, () => {
+      card._choosing = null;
+      chooserSlot.replaceChildren();
+    }));
+    const first = $(".chip-btn", chooserSlot);
+    if (first) first.focus({ preventScroll: true });
+    chooserSlot.scrollIntoView({ block: "nearest" });
+  };
+  const primary = inc.status === "open" ? "acknowledge" : inc.status === "acknowledged" ? "start" : null;
+  if (canAct()) {
+    if (primary) {
+      buttons.push(h("button", {
+        type: "button", class: "btn btn-primary btn-touch", dataset: { testid: `incident-${primary}` },
+        onclick: () => move(primary),
+      }, INCIDENT_MOVES[primary].label));
+    }
+    buttons.push(
+      h("button", { type: "button", class: "btn btn-secondary btn-touch", dataset: { testid: "incident-confirm" }, onclick: () => choose("confirmed") }, "Confirm"),
+      h("button", { type: "button", class: "btn btn-secondary btn-touch", dataset: { testid: "incident-false-alarm" }, onclick: () => choose("false_alarm") }, "False alarm"));
+  }
+  const people = [];
+  if (inc.acknowledged_by) people.push(`Ack. by ${inc.acknowledged_by}`);
+  card.replaceChildren(); // append() skips null children; replaceChildren() would print "null"
+  append(card, [
+    h("div", { class: "incident-head" },
+      priorityBadge(inc),
+      h("span", { class: "incident-kind" }, `#${inc.id} · ${inc.kind}`),
+      incidentStatusPill(inc.status)),
+    h("a", { class: "incident-title", href: `#/incidents/${inc.id}`, dataset: { testid: "incident-title" } }, inc.title || `Incident #${inc.id}`),
+    h("dl", { class: "incident-meta" },
+      h("div", null, h("dt", null, "Assets"), h("dd", { dataset: { testid: "incident-assets" } }, incidentAssets(inc))),
+      h("div", null, h("dt", null, "Opened"), h("dd", null,
+        h("time", { datetime: isoAttr(inc.opened_at), title: fmtTime(inc.opened_at), dataset: { ago: inc.opened_at } }, fmtAgo(inc.opened_at)))),
+      h("div", null, h("dt", null, "Assignee"), h("dd", { dataset: { testid: "incident-assignee" } }, inc.assignee || "Unassigned")),
+      people.length ? h("div", null, h("dt", null, "Who"), h("dd", null, people.join(" · "))) : null),
+    verdicts.length ? h("div", { class: "verdicts" }, verdicts.map(verdictChip)) : null,
+    errorBox,
+    buttons.length ? h("div", { class: "incident-actions" }, buttons) : null,
+    chooserSlot]);
+  return card;
+}
+
+function incidentsView(root, query, signal) {
+  const done = query.get("show") === "done";
+  document.title = `${done ? "Resolved incidents" : "Incidents"} · EdgeLoop`;
+  const counter = h("span", { class: "muted", dataset: { testid: "incident-summary" } });
+  const list = h("div", { class: "incident-list", dataset: { testid: "incident-list" } });
+  const body = h("div", { class: "incident-body" }, stateBox("loading", "Loading incidents…"));
+  const toggle = segmented("Which incidents", [{ key: "inbox", label: "Inbox" }, { key: "done", label: "Resolved / closed" }],
+    done ? "done" : "inbox", (k) => { location.hash = k === "done" ? "#/incidents?show=done" : "#/incidents"; });
+  toggle.classList.add("segmented-touch");
+  toggle.dataset.testid = "incident-toggle";
+  append(root, [
+    h("div", { class: "page-head" },
+      h("div", null, h("h1", null, "Incidents"), h("div", { class: "summary" }, counter)),
+      h("div", { class: "page-tools" }, toggle)),
+    canAct() ? null : h("p", { class: "readonly-note" }, "You can read incidents; acting on them needs the technician role."),
+    body]);
+  let namesTried = false; // asset names for the cards: fetched once, before the first cards are drawn
+  const cards = new Map();
+  let verdicts = new Map(); // incident id -> distinct verdicts (kept when the labels call fails)
+  let loaded = false;
+
+  let p = null;
+  const ctx = { refresh: () => p && p.kick() };
+  p = poll(async () => {
+    if (!namesTried) {
+      namesTried = true;
+      if (!state.assets.size) await api("/assets", { signal }).then(rememberAssets).catch((e) => { if (isAbort(e)) throw e; });
+    }
+    let incidents;
+    try {
+      incidents = await api(done ? "/incidents?status=resolved&status=closed&limit=100" : "/incidents?inbox=true&limit=200", { signal });
+    } catch (e) {
+      if (!isAbort(e) && !loaded) body.replaceChildren(stateBox("error", "Could not load incidents.", `${e.message}. Retrying…`));
+      throw e;
+    }
+    if (incidents.length) {
+      const since = Math.min(...incidents.map((i) => i.opened_at).filter(Number.isFinite));
+      try {
+        const labels = await api(`/labels${Number.isFinite(since) ? `?since=${since}` : ""}`, { signal });
+        const by = new Map();
+        for (const l of labels) {
+          if (!by.has(l.incident)) by.set(l.incident, []);
+          by.get(l.incident).push(l);
+        }
+        verdicts = new Map([...by].map(([k, v]) => [k, distinctVerdicts(v)]));
+      } catch (e) {
+        if (isAbort(e)) throw e;
+      }
+    }
+    loaded = true;
+    const urgent = incidents.filter((i) => incidentRoute(i) === "urgent").length;
+    const unacked = incidents.filter((i) => i.status === "open").length;
+    setText(counter, done
+      ? `${incidents.length}${incidents.length === 100 ? "+" : ""} resolved or closed`
+      : `${incidents.length} in the inbox${urgent ? ` · ${urgent} urgent` : ""}${unacked ? ` · ${unacked} not acknowledged` : ""}`);
+    if (!incidents.length) {
+      body.replaceChildren(done
+        ? stateBox("empty", "No resolved or closed incidents yet.")
+        : h("div", { class: "state state-empty", dataset: { testid: "incident-empty" } },
+          h("strong", null, "Nothing to do: the inbox is empty."),
+          h("span", null, "New incidents appear here within seconds, highest priority first.")));
+      for (const c of cards.values()) c.remove();
+      cards.clear();
+      return;
+    }
+    if (list.parentElement !== body) body.replaceChildren(list);
+    const seen = new Set();
+    let prev = null;
+    for (const inc of incidents) {
+      seen.add(inc.id);
+      const v = verdicts.get(inc.id) || [];
+      let card = cards.get(inc.id);
+      if (!card) {
+        card = h("article", { dataset: { testid: "incident-card" } });
+        cards.set(inc.id, card);
+        renderIncidentCard(card, inc, v, ctx);
+      } else if (!card._choosing && !card.classList.contains("is-busy") && card._sig !== JSON.stringify([inc, v])) {
+        renderIncidentCard(card, inc, v, ctx);
+      }
+      const want = prev ? prev.nextSibling : list.firstChild;
+      if (want !== card) list.insertBefore(card, want);
+      prev = card;
+    }
+    for (const [id, c] of cards) {
+      if (!seen.has(id) && !c._choosing && !c.classList.contains("is-busy")) {
+        c.remove();
+        cards.delete(id);
+      }
+    }
+  }, INCIDENTS_EVERY_MS, signal);
+
+  document.addEventListener("edgeloop:stats", () => {
+    for (const el of list.querySelectorAll("[data-ago]")) setText(el, fmtAgo(Number(el.dataset.ago)));
+  }, { signal });
+}
+
+// -- one incident ----------------------------------------------------------------
+
+function timelineEntry(e) {
+  const person = e.actor && e.actor !== "system";
+  return h("li", { class: `tl-entry tl-${e.kind}${person ? " tl-person" : ""}`, dataset: { testid: "timeline-entry", kind: e.kind } },
+    h("time", { class: "tl-time", datetime: isoAttr(e.ts), title: fmtTime(e.ts) }, fmtTime(e.ts)),
+    h("div", { class: "tl-body" },
+      h("span", { class: "tl-what" }, TIMELINE_KIND[e.kind] || humanize(e.kind)),
+      h("span", { class: person ? "tl-actor" : "tl-actor tl-system", dataset: { testid: "timeline-actor" } }, e.actor || "—"),
+      e.detail ? h("p", { class: "tl-detail", dataset: { testid: "timeline-detail" } }, e.detail) : null));
+}
+
+function incidentAlert(a) {
+  return h("article", { class: `inc-alert sev-${a.severity} st-${a.status}`, dataset: { testid: "incident-alert", alertId: a.id, status: a.status } },
+    h("div", { class: "alert-head" },
+      badge(a.severity, a.severity, "sev-badge"),
+      h("span", { class: "alert-kind" }, humanize(a.kind)),
+      h("a", { class: "alert-asset", href: `#/asset/${encodeURIComponent(a.asset)}` }, assetLabel(a.asset)),
+      h("span", { class: `status-pill st-${a.status}` }, a.status)),
+    h("p", { class: "alert-msg", dataset: { testid: "alert-message" } }, a.message || "(no message)"),
+    h("dl", { class: "alert-meta" },
+      h("div", null, h("dt", null, "First seen"), h("dd", null, h("time", { datetime: isoAttr(a.first_seen) }, fmtTime(a.first_seen)))),
+      h("div", null, h("dt", null, "Last seen"), h("dd", null, h("time", { datetime: isoAttr(a.last_seen) }, fmtTime(a.last_seen)))),
+      h("div", null, h("dt", null, "Count"), h("dd", null, fmtNumber(a.count))),
+      h("div", null, h("dt", null, "Score"), h("dd", null, Number.isFinite(a.score) ? fmtValue(a.score) : "—")),
+      a.suppressed ? h("div", null, h("dt", null, "Not paged"), h("dd", { dataset: { testid: "alert-suppressed" } }, humanize(a.suppressed))) : null),
+    explanationBars(a.explanation));
+}
+
+function incidentDetailView(root, id, _query, signal) {
+  document.title = `Incident #${id} · EdgeLoop`;
+  let inc = null;
+  let sig = "";
+  let showAllTimeline = false;
+  let showAllAlerts = false;
+
+  const head = h("div", { class: "incident-page-head" }, stateBox("loading", "Loading incident…"));
+  const facts = h("dl", { class: "incident-facts", dataset: { testid: "incident-facts" } });
+  const errorBox = h("p", { class: "incident-error", role: "alert", dataset: { testid: "incident-error" }, hidden: true });
+  const verdictsBox = h("div", { class: "verdicts", dataset: { testid: "incident-verdicts" } });
+  const alertsBox = h("div", { class: "inc-alerts", dataset: { testid: "incident-alerts" } });
+  const timelineBox = h("div", { dataset: { testid: "incident-timeline" } });
+  const whyBox = h("div", { class: "why-body", dataset: { testid: "why-not-paged" } });
+
+  // actions (built once, so polling never wipes what is being typed)
+  const form = (testid, fields, submitLabel, onSubmit) => {
+    const f = h("form", { class: "action-form", novalidate: true, hidden: true, dataset: { testid },
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        const btns = f.querySelectorAll("button, input, textarea");
+        btns.forEach((b) => { b.disabled = true; });
+        const ok = await onSubmit();
+        btns.forEach((b) => { b.disabled = false; });
+        if (ok) {
+          f.reset();
+          f.hidden = true;
+        }
+      } },
+    fields, h("div", { class: "form-buttons" },
+      h("button", { type: "submit", class: "btn btn-primary btn-touch", dataset: { testid: `${testid}-send` } }, submitLabel),
+      h("button", { type: "button", class: "btn btn-secondary btn-touch", onclick: () => { f.reset(); f.hidden = true; } }, "Cancel")));
+    return f;
+  };
+  const openForm = (f) => {
+    for (const other of [resolveForm, assignForm, commentForm]) if (other !== f) other.hidden = true;
+    f.hidden = !f.hidden;
+    if (!f.hidden) {
+      const first = $("textarea, input", f);
+      if (first) first.focus();
+      f.scrollIntoView({ block: "nearest" });
+    }
+  };
+  const act = async (action, body) => {
+    const updated = await incidentCall(id, action, body, INCIDENT_MOVES[action]?.label.toLowerCase() || action, errorBox);
+    if (!updated) return false;
+    refresh.kick();
+    kickIncidentCount();
+    return updated;
+  };
+  const moveButtons = {};
+  for (const action of ["acknowledge", "start", "resolve", "close", "reopen"]) {
+    moveButtons[action] = h("button", {
+      type: "button", class: `btn ${action === "acknowledge" || action === "start" ? "btn-primary" : "btn-secondary"} btn-touch`,
+      dataset: { testid: `detail-${action}` }, hidden: true,
+      onclick: async (ev) => {
+        if (action === "resolve") {
+          openForm(resolveForm);
+          return;
+        }
+        ev.currentTarget.disabled = true;
+        const btn = ev.currentTarget;
+        const ok = await act(action);
+        btn.disabled = false;
+        if (ok) toast(`Incident #${id} ${INCIDENT_MOVES[action].done} by ${me() || "you"}`, "ok");
+      },
+    }, action === "resolve" ? "Resolve…" : INCIDENT_MOVES[action].label);
+  }
+  const resolveNote = h("textarea", { class: "input textarea", rows: "2", maxlength: "4000", id: `resolve-note-${id}`, dataset: { testid: "resolve-note" } });
+  const resolveForm = form("resolve-form",
+    [h("label", { for: `resolve-note-${id}` }, "What was done? (optional)"), resolveNote], "Resolve",
+    async () => {
+      const ok = await act("resolve", resolveNote.value.trim() ? { note: resolveNote.value.trim() } : undefined);
+      if (ok) toast(`Incident #${id} resolved by ${me() || "you"}`, "ok");
+      return Boolean(ok);
+    });
+  const assignName = h("input", { type: "text", class: "input", maxlength: "128", autocomplete: "off", autocapitalize: "none", spellcheck: "false", id: `assign-to-${id}`, dataset: { testid: "assign-name" } });
+  const assignForm = form("assign-form",
+    [h("label", { for: `assign-to-${id}` }, "Assign to (user name)"), assignName], "Assign",
+    async () => {
+      const to = assignName.value.trim();
+      if (!to) {
+        assignName.focus();
+        return false;
+      }
+      const ok = await act("assign", { to });
+      if (ok) toast(`Incident #${id} assigned to ${to}`, "ok");
+      return Boolean(ok);
+    });
+  const commentText = h("textarea", { class: "input textarea", rows: "3", maxlength: "4000", id: `comment-${id}`, dataset: { testid: "comment-text" } });
+  const commentForm = form("comment-form",
+    [h("label", { for: `comment-${id}` }, "Comment"), commentText], "Add comment",
+    async () => {
+      const text = commentText.value.trim();
+      if (!text) {
+        commentText.focus();
+        return false;
+      }
+      const ok = await incidentCall(id, "comments", { text }, "comment", errorBox);
+      if (ok) {
+        refresh.kick();
+        toast(`Comment added to incident #${id}`, "ok");
+      }
+      return Boolean(ok);
+    });
+  const assignMe = h("button", { type: "button", class: "btn btn-secondary btn-touch", dataset: { testid: "detail-assign-me" },
+    onclick: async (ev) => {
+      const btn = ev.currentTarget;
+      btn.disabled = true;
+      const ok = await act("assign", { to: me() });
+      btn.disabled = false;
+      if (ok) toast(`Incident #${id} assigned to you (${me()})`, "ok");
+    } }, "Assign to me");
+  const assignOther = h("button", { type: "button", class: "btn btn-secondary btn-touch", dataset: { testid: "detail-assign" }, onclick: () => openForm(assignForm) }, "Assign to…");
+  const unassign = h("button", { type: "button", class: "btn btn-secondary btn-touch", dataset: { testid: "detail-unassign" },
+    onclick: async (ev) => {
+      const btn = ev.currentTarget;
+      btn.disabled = true;
+      const ok = await act("assign", { to: null });
+      btn.disabled = false;
+      if (ok) toast(`Incident #${id} unassigned`, "ok");
+    } }, "Unassign");
+  const commentBtn = h("button", { type: "button", class: "btn btn-secondary btn-touch", dataset: { testid: "detail-comment" }, onclick: () => openForm(commentForm) }, "Comment");
+  const chooserSlot = h("div", { class: "chooser-slot" });
+  const verdictBtn = (verdict, label) => h("button", {
+    type: "button", class: "btn btn-secondary btn-touch", dataset: { testid: `detail-${verdict.replace("_", "-")}` },
+    onclick: () => {
+      chooserSlot.replaceChildren(verdictChooser(verdict, async (value) => {
+        const ok = await sendVerdict(id, verdict, value, errorBox);
+        if (ok) {
+          chooserSlot.replaceChildren();
+          refresh.kick();
+        }
+        return ok;
+      }, () => chooserSlot.replaceChildren()));
+      $(".chip-btn", chooserSlot)?.focus({ preventScroll: true });
+      chooserSlot.scrollIntoView({ block: "nearest" });
+    },
+  }, label);
+  const closedNote = h("p", { class: "muted", hidden: true }, "Closed: nothing more to do. A new alert reopens it by itself.");
+  const activeNote = h("p", { class: "muted small", hidden: true, dataset: { testid: "condition-active" } },
+    "The condition is still active: it can be closed once it clears (it then closes by itself).");
+  const actions = h("section", { class: "panel incident-actions-panel", "aria-label": "Actions", dataset: { testid: "incident-actions" } },
+    h("div", { class: "panel-head" }, h("h2", null, "Actions")),
+    h("div", { class: "panel-pad" },
+      errorBox,
+      h("div", { class: "action-row" }, Object.values(moveButtons)),
+      closedNote, activeNote,
+      resolveForm,
+      h("div", { class: "action-row" }, assignMe, assignOther, unassign, commentBtn),
+      assignForm, commentForm,
+      h("div", { class: "action-row" }, verdictBtn("confirmed", "Confirm"), verdictBtn("false_alarm", "False alarm"), verdictBtn("relabel", "Relabel")),
+      chooserSlot));
+
+  const whyDetails = h("details", { class: "panel why", dataset: { testid: "why-panel" },
+    ontoggle: () => { if (whyDetails.open) loadWhy(); } },
+  h("summary", { class: "panel-head" }, h("h2", null, "Why not paged?")), whyBox);
+
+  root.append(
+    h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/incidents", class: "back-link" }, "‹ Incidents")),
+    head,
+    h("div", { class: "incident-layout" },
+      h("div", { class: "incident-side" },
+        h("section", { class: "panel" }, h("div", { class: "panel-pad" }, facts, verdictsBox)),
+        canAct() ? actions : h("p", { class: "readonly-note" }, "You can read this incident; acting on it needs the technician role."),
+        whyDetails),
+      h("div", { class: "incident-main" },
+        h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Alerts and why they fired")), alertsBox),
+        h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Timeline")), timelineBox))));
+
+  async function loadWhy() {
+    if (!inc) return;
+    whyBox.replaceChildren(stateBox("loading", "Loading…"));
+    const assets = inc.assets || [];
+    let found = [];
+    try {
+      if (assets.length && assets.length <= 5) {
+        const lists = await Promise.all(assets.map((a) => api(`/suppressions?asset=${encodeURIComponent(a)}&limit=100`, { signal })));
+        found = lists.flat();
+      } else {
+        const since = Math.max(0, inc.opened_at - 3600_000);
+        found = (await api(`/suppressions?since=${since}&limit=1000`, { signal })).filter((x) => x.incident === id || assets.includes(x.asset));
+      }
+    } catch (e) {
+      if (isAbort(e)) return;
+      whyBox.replaceChildren(stateBox("error", "Could not load the suppression records.", e.message));
+      return;
+    }
+    found.sort((a, b) => b.ts - a.ts);
+    const paged = inc.paged_at !== null && inc.paged_at !== undefined;
+    whyBox.replaceChildren();
+    append(whyBox, [
+      h("p", { class: "why-answer" }, paged ? `This incident paged at ${fmtTime(inc.paged_at)}.` : "This incident has not paged anyone.",
+        found.length ? " Signals on its assets that did not page on their own:" : " No suppression recorded for its assets."),
+      found.length ? h("ul", { class: "why-list" }, found.map((x) => h("li", { dataset: { testid: "suppression", reason: x.reason } },
+        h("div", { class: "why-head" },
+          h("span", { class: "why-reason" }, humanize(x.reason)),
+          h("span", { class: "muted" }, `${assetLabel(x.asset)} · ${x.rule}`),
+          x.incident === id ? h("span", { class: "why-this" }, "this incident") : null),
+        h("time", { class: "muted small", datetime: isoAttr(x.ts) }, fmtTime(x.ts)),
+        x.detail ? h("p", { class: "why-detail" }, x.detail) : null))) : null]);
+  }
+
+  function renderFacts() {
+    const stamps = (inc.timeline || []).filter((e) => e.kind === "status" && e.data && e.data.to);
+    const last = (to) => [...stamps].reverse().find((e) => e.data.to === to);
+    const resolved = last("resolved");
+    const suppressed = [...new Set((inc.alerts || []).map((a) => a.suppressed).filter(Boolean))];
+    const row = (label, value, testid) => h("div", null, h("dt", null, label), h("dd", testid ? { dataset: { testid } } : null, value));
+    facts.replaceChildren();
+    append(facts, [
+      row("Opened", [h("time", { datetime: isoAttr(inc.opened_at) }, fmtTime(inc.opened_at)), h("span", { class: "muted", dataset: { ago: inc.opened_at } }, ` · ${fmtAgo(inc.opened_at)}`)]),
+      row("Paged", inc.paged_at ? fmtTime(inc.paged_at) : `not paged${suppressed.length ? ` (${suppressed.map(humanize).join(", ")})` : ""}`, "incident-paged"),
+      row("Acknowledged", inc.acknowledged_by ? `${inc.acknowledged_by} at ${fmtTime(inc.acknowledged_at)}` : "not yet", "incident-acknowledged"),
+      row("Assignee", inc.assignee || "Unassigned", "incident-assignee"),
+      resolved ? row("Resolved", `${resolved.actor} at ${fmtTime(resolved.ts)}`, "incident-resolved") : null,
+      inc.closed_at ? row("Closed", fmtTime(inc.closed_at)) : null,
+      inc.merged_into ? row("Merged into", h("a", { href: `#/incidents/${inc.merged_into}` }, `incident #${inc.merged_into}`)) : null,
+      row("Assets", h("span", { class: "asset-links" }, (inc.assets || []).slice(0, 10).map((a, i) => [i ? ", " : "", h("a", { href: `#/asset/${encodeURIComponent(a)}` }, assetLabel(a))]),
+        (inc.assets || []).length > 10 ? ` + ${(inc.assets || []).length - 10} more` : "")),
+      row("Scope", `${inc.kind} ${inc.scope}`),
+      inc.escalation_level ? row("Escalation", `level ${inc.escalation_level}`) : null,
+    ]);
+  }
+
+  function renderAlerts() {
+    const alerts = inc.alerts || [];
+    if (!alerts.length) {
+      alertsBox.replaceChildren(stateBox("empty", "No alerts linked."));
+      return;
+    }
+    const shown = showAllAlerts ? alerts : alerts.slice(0, INCIDENT_ALERTS_SHOWN);
+    alertsBox.replaceChildren(...shown.map(incidentAlert));
+    if (shown.length < alerts.length) {
+      alertsBox.append(h("button", { type: "button", class: "btn btn-secondary btn-touch show-more",
+        onclick: () => { showAllAlerts = true; renderAlerts(); } }, `Show all ${alerts.length} alerts`));
+    }
+  }
+
+  function renderTimeline() {
+    const tl = inc.timeline || [];
+    if (!tl.length) {
+      timelineBox.replaceChildren(stateBox("empty", "Nothing recorded yet."));
+      return;
+    }
+    const long = !showAllTimeline && tl.length > INCIDENT_TIMELINE_HEAD + INCIDENT_TIMELINE_TAIL + 5;
+    const items = long
+      ? [...tl.slice(0, INCIDENT_TIMELINE_HEAD).map(timelineEntry),
+        h("li", { class: "tl-gap" }, h("button", { type: "button", class: "btn btn-secondary btn-touch",
+          onclick: () => { showAllTimeline = true; renderTimeline(); } },
+        `Show ${tl.length - INCIDENT_TIMELINE_HEAD - INCIDENT_TIMELINE_TAIL} more entries`)),
+        ...tl.slice(-INCIDENT_TIMELINE_TAIL).map(timelineEntry)]
+      : tl.map(timelineEntry);
+    timelineBox.replaceChildren(h("ol", { class: "timeline" }, items));
+  }
+
+  function renderActions() {
+    const next = INCIDENT_NEXT[inc.status] || [];
+    for (const [action, btn] of Object.entries(moveButtons)) btn.hidden = !next.includes(action);
+    if (!next.includes("resolve")) resolveForm.hidden = true;
+    const closed = inc.status === "closed";
+    closedNote.hidden = !closed;
+    const active = (inc.alerts || []).some((a) => a.status !== "resolved");
+    activeNote.hidden = !(inc.status === "resolved" && active);
+    const mine = me();
+    assignMe.hidden = closed || !mine || inc.assignee === mine;
+    assignOther.hidden = closed;
+    unassign.hidden = closed || !inc.assignee;
+    if (closed) assignForm.hidden = true;
+  }
+
+  function renderHead() {
+    document.title = `#${inc.id} ${inc.title} · EdgeLoop`;
+    head.replaceChildren(
+      h("div", { class: "incident-head" }, priorityBadge(inc), h("span", { class: "incident-kind" }, `#${inc.id} · ${inc.kind}`), incidentStatusPill(inc.status)),
+      h("h1", { class: "incident-h1", dataset: { testid: "incident-heading" } }, inc.title || `Incident #${inc.id}`));
+    head.dataset.status = inc.status;
+  }
+
+  let labelsSig = "";
+  let namesTried = false;
+  const refresh = poll(async () => {
+    if (!namesTried) {
+      namesTried = true;
+      if (!state.assets.size) await api("/assets", { signal }).then(rememberAssets).catch((e) => { if (isAbort(e)) throw e; });
+    }
+    let got;
+    try {
+      got = await api(`/incidents/${encodeURIComponent(id)}`, { signal });
+    } catch (e) {
+      if (isAbort(e)) throw e;
+      if (e instanceof ApiError && e.status === 404) {
+        head.replaceChildren(stateBox("error", `Incident #${id} not found.`, "It may belong to another tenant, or the link is wrong."));
+        return;
+      }
+      if (!inc) head.replaceChildren(stateBox("error", "Could not load the incident.", `${e.message}. Retrying…`));
+      throw e;
+    }
+    const s = JSON.stringify(got);
+    if (s !== sig) {
+      sig = s;
+      inc = got;
+      root.dataset.status = inc.status;
+      renderHead();
+      renderFacts();
+      renderAlerts();
+      renderTimeline();
+      renderActions();
+    }
+    try {
+      const labels = (await api(`/labels?since=${inc.opened_at}`, { signal })).filter((l) => l.incident === id);
+      const ls = JSON.stringify(labels);
+      if (ls !== labelsSig) {
+        labelsSig = ls;
+        const v = distinctVerdicts(labels);
+        verdictsBox.replaceChildren(...(v.length
+          ? [h("h3", null, "Verdict"), ...v.map((x) => h("p", { class: "verdict-line" }, verdictChip(x),
+            h("span", { class: "muted small" }, ` by ${x.by} at ${fmtTime(x.ts)}${x.alerts.length > 1 ? ` (${x.alerts.length} alerts)` : ""}`)))]
+          : [h("p", { class: "muted small" }, "No verdict yet: confirm it or call it a false alarm.")]));
+      }
+    } catch (e) {
+      if (isAbort(e)) throw e;
+    }
+  }, INCIDENTS_EVERY_MS, signal);
+
+  document.addEventListener("edgeloop:stats", () => {
+    for (const el of facts.querySelectorAll("[data-ago]")) setText(el, ` · ${fmtAgo(Number(el.dataset.ago))}`);
+  }, { signal });
+}
+
+// ---------------------------------------------------------------------------
 // Router
 
 let current = null;
@@ -1617,6 +2370,7 @@ function route() {
   root.replaceChildren();
   let nav = "";
   const m = path.match(/^\/asset\/([^/]+)\/?$/);
+  const mi = path.match(/^\/incidents\/(\d+)\/?$/);
   try {
     if (path === "/" || path === "") {
       nav = "fleet";
@@ -1627,17 +2381,24 @@ function route() {
     } else if (path === "/alerts" || path === "/alerts/") {
       nav = "alerts";
       alertsView(root, query, ctrl.signal);
+    } else if (path === "/incidents" || path === "/incidents/") {
+      nav = "incidents";
+      incidentsView(root, query, ctrl.signal);
+    } else if (mi) {
+      nav = "incidents";
+      incidentDetailView(root, Number(mi[1]), query, ctrl.signal);
     } else if (path === "/gateways" || path === "/gateways/") {
       nav = "gateways";
       gatewaysView(root, query, ctrl.signal);
     } else {
       document.title = "Not found · EdgeLoop";
-      root.append(stateBox("error", "Page not found.", "Use the navigation above to go to the fleet or the alerts."));
+      root.append(stateBox("error", "Page not found.", "Use the navigation above to go to the fleet, the incidents or the alerts."));
     }
   } catch (err) {
     console.error(err);
     root.replaceChildren(stateBox("error", "Something went wrong rendering this page.", String(err && err.message)));
   }
+  document.body.dataset.page = nav;
   for (const a of document.querySelectorAll(".mainnav a")) {
     const on = a.dataset.nav === nav;
     a.classList.toggle("is-active", on);

@@ -1,0 +1,458 @@
+"""The technician's incident inbox on a phone: headless Chromium (Playwright) at 390 x 844 with touch, against
+a real platform.
+
+The platform runs in this process on its own event loop in a thread (``InboxPlatform``): an embedded MQTT
+broker, SQLite, the HTTP API and the dashboard on a real port, authentication on, and a ``ManualClock``, so
+the test decides when time passes. A rule document uploaded through ``PUT /api/v1/alert-rules`` raises
+``hot`` when ``temp`` goes over 80; the test publishes that telemetry over MQTT, as a device does. Nothing
+here sleeps: the page is waited on with Playwright's ``expect``, and the API is read only after the page
+showed the result of the call that changed it.
+
+The browser is Debian's chromium (``EDGELOOP_CHROMIUM`` overrides the path); a missing browser fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect, sync_playwright
+
+from edgeloop.app import Platform, PlatformConfig
+from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Site, Tenant
+from edgeloop.clock import ManualClock
+from edgeloop.messages import Sample, Telemetry, TopicKind, encode, topic
+from tests.support import free_port
+
+pytestmark = pytest.mark.browser
+
+T = TypeVar("T")
+# the browser set-up of tests/test_dashboard.py
+CHROMIUM = os.environ.get("EDGELOOP_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+T0 = 1_795_000_000_000
+TENANT, ASSET, DEVICE = "acme", "pump-1", "pump-1-dev"
+ADMIN_PASSWORD = "inbox-admin-password"
+USERS = {"tina": ("technician", "tina-password-1"), "vera": ("viewer", "vera-password-1")}
+RULES = """\
+version: 1
+rules:
+  - name: hot
+    kind: threshold
+    channel: temp
+    above: 80
+    clear_below: 75
+    severity: critical
+"""
+PHONE: ViewportSize = {"width": 390, "height": 844}
+UI_TIMEOUT_MS = 15_000  # the inbox polls every 3 s
+EXPECT_DEFAULT_MS = 5_000  # Playwright's, restored for other modules
+
+
+class InboxPlatform:
+    """A platform on a real HTTP port, run on its own event loop in a thread; the test drives its clock and
+    publishes its telemetry."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.clock = ManualClock(start_ms=T0)
+        self.config = PlatformConfig(data_dir=data_dir, mqtt_port=free_port(), http_port=free_port(), auth=True,
+                                     admin_password=ADMIN_PASSWORD)
+        self.base_url = f"http://127.0.0.1:{self.config.http_port}"
+        self.seq = 0
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._platform: Platform | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), name="inbox-platform")
+        self.tokens: dict[str, str] = {}
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            async with Platform(self.config, clock=self.clock) as p:
+                self._platform = p
+                reg = p.registry
+                await reg.put_profile(DeviceProfile(name="pump", channels=[ChannelSpec(name="temp", unit="degC")]))
+                await reg.put_tenant(Tenant(id=TENANT))
+                await reg.put_site(Site(id="plant-1", tenant=TENANT))
+                await reg.put_line(Line(id="line-a", site="plant-1"))
+                await reg.put_asset(Asset(id=ASSET, line="line-a", name="Pump 1", criticality=4))
+                await reg.put_device(Device(id=DEVICE, tenant=TENANT, asset=ASSET, profile="pump"))
+                self._ready.set()
+                await self._stop.wait()
+        except BaseException as exc:
+            self._error = exc
+            raise
+        finally:
+            self._ready.set()
+
+    def start(self) -> None:
+        self._thread.start()
+        assert self._ready.wait(60), "the platform did not start within 60 s"
+        if self._error is not None:
+            raise AssertionError(f"the platform failed to start: {self._error!r}")
+        self.tokens["admin"] = self.login("admin", ADMIN_PASSWORD)
+        for name, (role, password) in USERS.items():
+            self.call("POST", "/users", body={"username": name, "password": password, "role": role, "tenant": TENANT},
+                      expect_status=201)
+            self.tokens[name] = self.login(name, password)
+        req = urllib.request.Request(f"{self.base_url}/api/v1/alert-rules", data=RULES.encode(), method="PUT",
+                                     headers={"Content-Type": "application/yaml",
+                                              "Authorization": f"Bearer {self.tokens['admin']}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert json.load(resp)["version"] == 1
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(60)
+        assert not self._thread.is_alive(), "the platform did not stop within 60 s"
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 30) -> T:
+        """Run ``coro`` on the platform's event loop and return its result."""
+        assert self._loop is not None
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return fut.result(timeout_s)
+
+    @property
+    def platform(self) -> Platform:
+        assert self._platform is not None
+        return self._platform
+
+    # -- HTTP (what the test checks the page against) --------------------------------------------------------
+
+    def login(self, username: str, password: str) -> str:
+        data = urllib.parse.urlencode({"grant_type": "password", "username": username, "password": password})
+        with urllib.request.urlopen(f"{self.base_url}/api/v1/auth/token", data=data.encode(), timeout=10) as resp:
+            return str(json.load(resp)["access_token"])
+
+    def call(self, method: str, path: str, *, who: str = "admin", body: Any = None, expect_status: int = 200) -> Any:
+        headers = {"Accept": "application/json", "Authorization": f"Bearer {self.tokens[who]}"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(f"{self.base_url}/api/v1{path}", data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            status, raw = e.code, e.read()
+        assert status == expect_status, (method, path, status, raw[:500])
+        return json.loads(raw) if raw else None
+
+    # -- the device and the passing of time ------------------------------------------------------------------
+
+    def telemetry(self, *temps: float) -> None:
+        """One message from the pump over MQTT: ``temps`` one second apart, ending now; returns once stored
+        and evaluated."""
+        now = self.clock.now_ms()
+        self.seq += 1
+        samples = [Sample(ts=now - (len(temps) - 1 - k) * 1000, values={"temp": v}) for k, v in enumerate(temps)]
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{DEVICE}-{self.seq}", clean_session=True)
+        client.connect("127.0.0.1", self.config.mqtt_port)
+        client.loop_start()
+        try:
+            client.publish(topic(TENANT, DEVICE, TopicKind.TELEMETRY), encode(Telemetry(DEVICE, self.seq, samples)),
+                           qos=1).wait_for_publish(10)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        self.run(self._scored(self.seq))
+
+    async def _scored(self, messages: int) -> None:
+        """Wait (wall time) until ``messages`` messages went through scoring, alerting included. (``idle()``
+        alone can answer before the broker has handed the message to ingest.)"""
+        p = self.platform
+        deadline = time.monotonic() + 20
+        while p.scoring.stats.scored_messages + p.scoring.stats.late_messages < messages:
+            assert time.monotonic() < deadline, f"{messages} messages not scored within 20 s: {p.scoring.stats}"
+            await asyncio.sleep(0.02)
+        assert await p.idle(20), "the platform did not finish scoring"
+
+    def advance(self, ms: int) -> None:
+        """Let ``ms`` of platform time pass (the alert service's timers included)."""
+
+        async def go() -> None:
+            self.clock.advance(ms)
+            await self.platform.alerts.tick()
+
+        self.run(go())
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[InboxPlatform]:
+    p = InboxPlatform(tmp_path / "platform")
+    try:
+        p.start()
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), f"chromium not installed at {CHROMIUM}"
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def phone(browser: Browser) -> Iterator[Page]:
+    """A phone: 390 x 844, touch, mobile viewport; JavaScript errors fail the test."""
+    ctx = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2, locale="en-US")
+    ctx.set_default_timeout(UI_TIMEOUT_MS)
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield page
+        assert not errors, f"JavaScript errors on the page: {errors}"
+    finally:
+        expect.set_options(timeout=EXPECT_DEFAULT_MS)
+        ctx.close()
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def sign_in(page: Page, live: InboxPlatform, user: str, hash_route: str) -> None:
+    page.goto(f"{live.base_url}/{hash_route}")
+    form = page.locator("[data-testid=login-form]")
+    expect(form).to_be_visible()
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password").fill(USERS[user][1])
+    page.get_by_role("button", name="Sign in").tap()
+    expect(page.locator("body")).to_have_attribute("data-auth", "signed-in")
+    expect(page.locator("[data-testid=user-name]")).to_have_text(user)
+
+
+def assert_fits(page: Page, where: str) -> None:
+    width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], f"{where} scrolls sideways at {width[1]} px: content is {width[0]} px wide"
+
+
+def assert_touch_targets(buttons: Locator, where: str) -> None:
+    n = buttons.count()
+    assert n > 0, f"no buttons in {where}"
+    for i in range(n):
+        b = buttons.nth(i)
+        box = b.bounding_box()
+        assert box is not None, f"{where}: button {b.inner_text()!r} is not shown"
+        assert box["height"] >= 44 and box["width"] >= 44, f"{where}: {b.inner_text()!r} is {box} (< 44 px)"
+        assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], f"{where}: {b.inner_text()!r} off screen"
+
+
+def assert_no_leaks(page: Page, where: str) -> None:
+    words = page.locator("#view").inner_text().split()
+    assert "null" not in words and "undefined" not in words and "NaN" not in words, \
+        f"{where}: a missing value leaked into the page as text"
+
+
+def shot(page: Page, name: str, *, full_page: bool = False) -> None:
+    """What the phone's screen shows (for a person to look at; nothing is compared)."""
+    page.screenshot(path=f"/tmp/edgeloop-inbox-{name}.png", full_page=full_page)
+
+
+# ---------------------------------------------------------------------------
+# tests
+
+
+def test_a_technician_works_an_incident_from_a_phone(live: InboxPlatform, phone: Page) -> None:
+    page = phone
+    sign_in(page, live, "tina", "#/incidents")
+    expect(page.locator("[data-testid=incident-empty]")).to_be_visible()
+    expect(page.locator("[data-testid=nav-incident-count]")).to_be_hidden()
+    assert_fits(page, "the empty inbox")
+
+    # the pump runs hot: an incident appears in the inbox, with what the API says about it
+    live.telemetry(70, 84, 86)
+    [inc] = live.call("GET", "/incidents?inbox=true", who="tina")
+    iid = inc["id"]
+    card = page.locator(f"[data-testid=incident-card][data-incident-id='{iid}']")
+    expect(card).to_be_visible()
+    expect(page.locator("[data-testid=incident-card]")).to_have_count(1)
+    expect(card).to_have_attribute("data-status", "open")
+    expect(card.locator("[data-testid=incident-title]")).to_have_text(inc["title"])
+    expect(card.locator("[data-testid=incident-priority]")).to_have_attribute("data-route", inc["route"])
+    expect(card.locator("[data-testid=incident-priority]")).to_contain_text(f"P{round(inc['priority'])}")
+    expect(card.locator("[data-testid=incident-assets]")).to_have_text("Pump 1")
+    expect(card.locator("[data-testid=incident-assignee]")).to_have_text("Unassigned")
+    expect(page.locator("[data-testid=nav-incident-count]")).to_have_text("1")
+    assert_touch_targets(card.locator("button"), "the incident card")
+    assert_touch_targets(page.locator("[data-testid=incident-toggle] button"), "the inbox / resolved toggle")
+    assert_fits(page, "the inbox")
+    assert_no_leaks(page, "the inbox")
+    shot(page, "inbox")
+
+    # one tap acknowledges it, as tina
+    card.get_by_role("button", name="Acknowledge").tap()
+    expect(card).to_have_attribute("data-status", "acknowledged")
+    expect(card.locator("[data-testid=incident-status]")).to_have_text("acknowledged")
+    rec = live.call("GET", f"/incidents/{iid}", who="tina")
+    assert (rec["status"], rec["acknowledged_by"]) == ("acknowledged", "tina")
+    expect(page.locator("[data-testid=nav-incident-count]")).to_be_hidden()  # nothing left unacknowledged
+
+    # Confirm opens a chooser; a fault type the API refuses is explained at the card, and nothing is stored
+    card.get_by_role("button", name="Confirm").tap()
+    chooser = card.locator("[data-testid=verdict-chooser]")
+    expect(chooser).to_be_visible()
+    assert_touch_targets(chooser.locator("button"), "the fault type chooser")
+    assert_fits(page, "the inbox with the chooser open")
+    shot(page, "chooser")
+    chooser.locator("[data-testid=chooser-input]").fill("bearing/wear")
+    chooser.locator("[data-testid=chooser-send]").tap()
+    error = card.locator("[data-testid=incident-error]")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("lowercase letters")  # the API's 422 detail, word for word
+    expect(page.locator(".toast-error")).to_contain_text("lowercase letters")
+    assert live.call("GET", "/labels", who="tina") == []
+    # ... and one more tap on a common fault type sends the verdict
+    chooser.locator("[data-testid=chooser-option][data-value=bearing_wear]").tap()
+    expect(chooser).to_have_count(0)
+    expect(error).to_be_hidden()
+    expect(card.locator("[data-testid=incident-verdict]")).to_have_text("Confirmed: bearing wear")
+    [label] = live.call("GET", "/labels", who="tina")
+    assert (label["incident"], label["asset"], label["verdict"], label["fault_type"], label["by"]) == (
+        iid, ASSET, "confirmed", "bearing_wear", "tina")
+
+    # the detail page: who and when, the alert with its explanation, the timeline
+    card.locator("[data-testid=incident-title]").tap()
+    expect(page).to_have_url(f"{live.base_url}/#/incidents/{iid}")
+    expect(page.locator("[data-testid=incident-heading]")).to_have_text(inc["title"])
+    expect(page.locator("[data-testid=incident-acknowledged]")).to_contain_text("tina at ")
+    alert = page.locator("[data-testid=incident-alert]")
+    expect(alert).to_have_count(1)
+    [api_alert] = live.call("GET", f"/incidents/{iid}", who="tina")["alerts"]
+    expect(alert.locator("[data-testid=alert-message]")).to_have_text(api_alert["message"])
+    expect(alert.locator("[data-testid=explanation]")).to_contain_text("temp")
+    expect(alert.locator("[data-testid=explanation]")).to_contain_text("100 %")
+    entries = page.locator("[data-testid=timeline-entry]")
+    ack = entries.filter(has_text="open → acknowledged")
+    expect(ack).to_have_count(1)
+    expect(ack.locator("[data-testid=timeline-actor]")).to_have_text("tina")
+    expect(entries.first).to_have_attribute("data-kind", "opened")
+    expect(page.locator("[data-testid=incident-verdicts]")).to_contain_text("Confirmed: bearing wear")
+    # why was nobody paged? the platform had only just started
+    page.locator("[data-testid=why-panel] summary").tap()
+    why = page.locator("[data-testid=why-not-paged] [data-testid=suppression]")
+    expect(why).to_have_count(1)
+    expect(why).to_have_attribute("data-reason", "startup_grace")
+    expect(why).to_contain_text("this incident")
+    assert_touch_targets(page.locator("[data-testid=incident-actions] button:visible"), "the incident's actions")
+    assert_fits(page, "the incident page")
+    assert_no_leaks(page, "the incident page")
+    shot(page, "detail")
+    shot(page, "detail-full", full_page=True)
+
+    # assign it to me, start work, leave a comment
+    page.locator("[data-testid=detail-assign-me]").tap()
+    expect(page.locator("[data-testid=incident-facts] [data-testid=incident-assignee]")).to_have_text("tina")
+    page.locator("[data-testid=detail-start]").tap()
+    expect(page.locator("[data-testid=incident-status]")).to_have_text("in progress")
+    page.locator("[data-testid=detail-comment]").tap()
+    page.locator("[data-testid=comment-text]").fill("outboard bearing runs hot, grease dry")
+    page.locator("[data-testid=comment-form-send]").tap()
+    expect(entries.filter(has_text="outboard bearing runs hot")).to_have_count(1)
+
+    # resolve it with a note
+    page.locator("[data-testid=detail-resolve]").tap()
+    page.locator("[data-testid=resolve-note]").fill("bearing replaced")
+    page.locator("[data-testid=resolve-form-send]").tap()
+    expect(page.locator("[data-testid=incident-status]")).to_have_text("resolved")
+    expect(entries.filter(has_text="in_progress → resolved: bearing replaced")).to_have_count(1)
+    rec = live.call("GET", f"/incidents/{iid}", who="tina")
+    assert (rec["status"], rec["assignee"]) == ("resolved", "tina")
+    people = [(e["kind"], e["actor"], e["detail"]) for e in rec["timeline"] if e["actor"] != "system"]
+    assert people == [("status", "tina", "open → acknowledged"), ("assigned", "tina", "assigned to tina"),
+                      ("status", "tina", "acknowledged → in_progress"),
+                      ("comment", "tina", "outboard bearing runs hot, grease dry"),
+                      ("status", "tina", "in_progress → resolved: bearing replaced")]
+
+    # closing while the pump is still hot is refused by the API (409), and the page says why
+    expect(page.locator("[data-testid=condition-active]")).to_be_visible()
+    page.locator("[data-testid=detail-close]").tap()
+    detail_error = page.locator("[data-testid=incident-actions] [data-testid=incident-error]")
+    expect(detail_error).to_be_visible()
+    expect(detail_error).to_contain_text("still active")
+    assert live.call("GET", f"/incidents/{iid}", who="tina")["status"] == "resolved"
+
+    # the temperature comes down and stays down: the condition clears, then closing works
+    live.advance(30_000)
+    live.telemetry(70)
+    live.advance(310_000)
+    expect(alert).to_have_attribute("data-status", "resolved")
+    expect(page.locator("[data-testid=condition-active]")).to_be_hidden()
+    page.locator("[data-testid=detail-close]").tap()
+    expect(page.locator("[data-testid=incident-status]")).to_have_text("closed")
+    expect(detail_error).to_be_hidden()
+    assert live.call("GET", f"/incidents/{iid}", who="tina")["status"] == "closed"
+    shot(page, "closed")
+
+    # the inbox is empty again; the incident is under resolved / closed with its verdict
+    page.locator("a.back-link").tap()
+    expect(page.locator("[data-testid=incident-empty]")).to_be_visible()
+    page.get_by_role("button", name="Resolved / closed").tap()
+    expect(page).to_have_url(f"{live.base_url}/#/incidents?show=done")
+    done = page.locator(f"[data-testid=incident-card][data-incident-id='{iid}']")
+    expect(done).to_have_attribute("data-status", "closed")
+    expect(done.locator("[data-testid=incident-verdict]")).to_have_text("Confirmed: bearing wear")
+    assert_fits(page, "the resolved / closed list")
+
+
+def test_a_false_alarm_takes_two_taps_and_a_viewer_can_only_read(live: InboxPlatform, phone: Page,
+                                                                  browser: Browser) -> None:
+    live.telemetry(70, 90)
+    [inc] = live.call("GET", "/incidents?inbox=true", who="tina")
+    page = phone
+    sign_in(page, live, "tina", "#/incidents")
+    card = page.locator(f"[data-testid=incident-card][data-incident-id='{inc['id']}']")
+    card.get_by_role("button", name="False alarm").tap()
+    chooser = card.locator("[data-testid=verdict-chooser][data-verdict=false_alarm]")
+    chooser.locator("[data-testid=chooser-option]").filter(has_text="Planned work or test run").tap()
+    expect(card.locator("[data-testid=incident-verdict]")).to_have_text("False alarm: Planned work or test run")
+    [label] = live.call("GET", "/labels", who="tina")
+    assert (label["verdict"], label["reason"], label["fault_type"], label["by"]) == (
+        "false_alarm", "Planned work or test run", "", "tina")
+    assert live.call("GET", f"/incidents/{inc['id']}", who="tina")["status"] == "open"  # a verdict is not a move
+
+    # a viewer sees the same inbox and the incident, but no button that would only earn a 403
+    ctx = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, locale="en-US")
+    ctx.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        viewer = ctx.new_page()
+        sign_in(viewer, live, "vera", "#/incidents")
+        vcard = viewer.locator(f"[data-testid=incident-card][data-incident-id='{inc['id']}']")
+        expect(vcard.locator("[data-testid=incident-verdict]")).to_have_text("False alarm: Planned work or test run")
+        expect(vcard.locator("button")).to_have_count(0)
+        expect(viewer.get_by_text("acting on them needs the technician role")).to_be_visible()
+        vcard.locator("[data-testid=incident-title]").tap()
+        expect(viewer.locator("[data-testid=incident-heading]")).to_have_text(inc["title"])
+        expect(viewer.locator("[data-testid=incident-actions]")).to_have_count(0)
+        expect(viewer.locator("[data-testid=timeline-entry]").first).to_be_visible()
+        assert_fits(viewer, "the incident page of a viewer")
+    finally:
+        ctx.close()
+    live.call("POST", f"/incidents/{inc['id']}/acknowledge", who="vera", expect_status=403)
