@@ -366,7 +366,7 @@ async def run_platform(case: Case, ctx: SpawnContext, progress: Progress) -> dic
                 "pipeline": {"batches": ing.batches,
                              "mean_batch_messages": round(ing.received / max(ing.batches, 1), 1),
                              "store_retries": ing.store_retries, "late_messages": sc.late_messages,
-                             "findings": sc.findings, "alerts_raised": sc.alerts_raised},
+                             "findings": sc.findings, "alerts_raised": plat.alerts.stats.alerts_opened},
                 "peak_rss_mb": round(peak_rss_mb(), 1), "broker_peak_rss_mb": round(peak_rss_mb(broker.pid), 1),
             }
 

@@ -187,6 +187,20 @@ def test_missing_data_with_an_injected_clock() -> None:
     assert brief(out) == [(95, "silent", "clear")]
 
 
+def test_missing_data_clears_when_a_backfill_fills_the_gap() -> None:
+    """An agent cut off from the platform replays its journal afterwards: the rows arrive late but contiguous.
+    The silence raised meanwhile must clear (the device was never silent, its uplink was)."""
+    clock = ManualClock(T0)
+    eng = engine("rules: [{name: silent, kind: missing, after_s: 60}]", clock=clock)
+    eng.evaluate_chunk(chunk({"temp": [20.0] * 10}))  # T0 .. T0 + 9 s
+    clock.advance(120_000)
+    assert brief(eng.tick()) == [(69, "silent", "raise")]
+    out = eng.evaluate_chunk(chunk({"temp": [21.0] * 200}, t0=T0 + 10_000))  # the backfill: 10 s .. 209 s
+    assert brief(out) == [(209, "silent", "clear")] and eng.active("pump-1") == []
+    clock.advance(30_000)
+    assert eng.tick() == []
+
+
 def test_missing_data_gap_seen_without_a_tick_and_all_nan_rows_are_no_data() -> None:
     nan = float("nan")
     eng = engine("rules: [{name: silent, kind: missing, after_s: 10}]")

@@ -386,7 +386,9 @@ def test_a_technician_works_an_incident_from_a_phone(live: InboxPlatform, phone:
     rec = live.call("GET", f"/incidents/{iid}", who="tina")
     assert (rec["status"], rec["assignee"]) == ("resolved", "tina")
     people = [(e["kind"], e["actor"], e["detail"]) for e in rec["timeline"] if e["actor"] != "system"]
-    assert people == [("status", "tina", "open → acknowledged"), ("assigned", "tina", "assigned to tina"),
+    assert people == [("status", "tina", "open → acknowledged"),
+                      ("verdict", "tina", "pump-1/hot: confirmed (bearing_wear)"),
+                      ("assigned", "tina", "assigned to tina"),
                       ("status", "tina", "acknowledged → in_progress"),
                       ("comment", "tina", "outboard bearing runs hot, grease dry"),
                       ("status", "tina", "in_progress → resolved: bearing replaced")]

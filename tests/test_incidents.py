@@ -15,6 +15,7 @@ from edgeloop.alerts.incidents import (
     IncidentMerged,
     IncidentOpened,
     IncidentResolved,
+    IncidentUpdated,
     Page,
 )
 from edgeloop.alerts.model import Signal, SignalState, Suppression, SuppressionReason, Topology
@@ -137,6 +138,35 @@ def test_a_device_still_silent_after_its_gateway_returned_pages_on_its_own() -> 
     (p,) = pages(ev2)
     assert p.scope == "a2" and "still silent" in p.title
     assert any(isinstance(e, IncidentResolved) and e.incident == pages(ev)[0].incident for e in ev2)
+
+
+def test_the_gap_reported_when_a_gateway_returns_is_part_of_its_outage() -> None:
+    """Detectors report a data gap when data comes back after an outage: 2 devices behind the gateway do so
+    right after it returns. Those gaps are the outage's own, linked under its incident and resolved at once;
+    a gap on an asset not behind it still pages, and so does one after the recovery window."""
+    topo = Topology(gateway_of_asset={"a1": "gw", "a2": "gw"})
+    eng, _ = engine(topo, started_at_ms=T0, gateway_recovery_ms=2 * MIN,
+                    silence_rules=frozenset({"missing-data", "data_gap"}))
+    ev = eng.gateway_state("gw", online=False, ts=T)
+    ev += eng.process_many([raise_(T + 5 * S, "a1", "missing-data"), raise_(T + 6 * S, "a2", "missing-data")])
+    ev += eng.gateway_state("gw", online=True, ts=T + 10 * MIN)
+    ev += eng.process_many([clear(T + 10 * MIN + 1 * S, "a1", "missing-data"), raise_(T + 10 * MIN + 1 * S, "a1",
+                                                                                       "data_gap"),
+                            clear(T + 10 * MIN + 2 * S, "a2", "missing-data"), raise_(T + 10 * MIN + 2 * S, "a2",
+                                                                                       "data_gap"),
+                            raise_(T + 10 * MIN + 3 * S, "b9", "data_gap")])
+    ev += eng.tick(T + 20 * MIN)
+    gw_inc = next(p.incident for p in pages(ev) if p.kind == "gateway")
+    assert sorted(p.scope for p in pages(ev)) == ["b9", "gw"]
+    gaps = [eng.open_alert(a, "data_gap") for a in ("a1", "a2")]
+    assert gaps == [None, None], "resolved at once"
+    why = [s for s in suppressions(ev) if s.rule == "data_gap"]
+    assert [(s.asset, s.reason, s.incident) for s in why] == [("a1", SuppressionReason.CORRELATED, gw_inc),
+                                                              ("a2", SuppressionReason.CORRELATED, gw_inc)]
+    assert "outage" in why[0].detail
+    ev = eng.process(raise_(T + 25 * MIN, "a1", "data_gap"))  # long after the recovery: a problem of its own
+    ev += eng.tick(T + 26 * MIN)
+    assert [p.scope for p in pages(ev)] == ["a1"]
 
 
 # --- line-wide cause ----------------------------------------------------------------------------------------
@@ -334,11 +364,27 @@ def test_gateway_offline_again_during_recovery_keeps_the_silence_linked() -> Non
     assert a is not None and eng.incident(a.incident).kind == "gateway"
 
 
+def test_a_problem_that_returns_within_the_repeat_window_does_not_page_again() -> None:
+    """An intermittent fault raises every 20 min, each time long after the last alert resolved: one page for
+    its first hour (the incident reopens), a new page once it has been quiet for more than the window."""
+    eng, _ = engine(started_at_ms=T0, auto_resolve_ms=2 * MIN, flap_max_raises=100)
+    ev: list[Event] = []
+    for k in range(3):  # raises at T, T + 20 min, T + 40 min
+        t = T + k * 20 * MIN
+        ev += eng.process_many([raise_(t, "p1", "dropout"), clear(t + 30 * S, "p1", "dropout")])
+        ev += eng.tick(t + 10 * MIN)
+    assert len(pages(ev)) == 1
+    assert sum(1 for e in ev if isinstance(e, IncidentUpdated) and e.change == "reopened") == 2
+    ev = eng.process(raise_(T + 40 * MIN + 61 * MIN, "p1", "dropout")) + eng.tick(T + 110 * MIN)
+    assert [p.scope for p in pages(ev)] == ["p1"], "quiet for over an hour: a new problem"
+
+
 def test_compact_forgets_closed_incidents_but_not_open_ones() -> None:
     eng, _ = engine(started_at_ms=T0, auto_resolve_ms=MIN)
     eng.process_many([raise_(T, "c1", "r"), clear(T + S, "c1", "r"), raise_(T, "c2", "r")])
     eng.tick(T + 5 * MIN)
-    assert eng.compact(T + 60 * MIN) == 1
+    assert eng.compact(T + 60 * MIN) == 0, "within the repeat window a raise of c1/r would rejoin it: kept"
+    assert eng.compact(T + 61 * MIN) == 1
     assert [i.scope for i in eng.inbox()] == ["c2"]
-    ev = eng.process(raise_(T + 61 * MIN, "c1", "r")) + eng.tick(T + 70 * MIN)
+    ev = eng.process(raise_(T + 62 * MIN, "c1", "r")) + eng.tick(T + 70 * MIN)
     assert [p.scope for p in pages(ev)] == ["c1"]

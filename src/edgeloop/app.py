@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING, Any, Self
 
 import uvicorn
 
+from edgeloop.alerts.notify import Notifier
+from edgeloop.alerts.service import AlertingSettings, AlertService, load_settings
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.broker.acl import BROKER_IDENTITY, INGEST_IDENTITY
 from edgeloop.broker.embedded import BrokerTls, EmbeddedBroker
 from edgeloop.clock import Clock, SystemClock
-from edgeloop.errors import BrokerError, ConfigError, ConflictError, EdgeLoopError
+from edgeloop.errors import BrokerError, ConfigError, ConflictError, EdgeLoopError, StoreError
 from edgeloop.identity.access import AccessService
 from edgeloop.identity.auth import OncePer
 from edgeloop.identity.pki import PkiError
@@ -73,6 +75,7 @@ class PlatformConfig:
     https: TlsIdentity | None = None  # serve the API over HTTPS with this certificate (``cert``/``key``)
     limits: Limits = field(default_factory=Limits)
     rul_horizon: float = 30.0  # cycles: a RUL model's alert fires when the RUL's lower bound is below this
+    alerting: Path | None = None  # notification channels and escalation (default: data_dir/alerting.yaml if there)
 
     @property
     def resolved_store_url(self) -> str:
@@ -80,6 +83,7 @@ class PlatformConfig:
 
 
 CRL_RESIGN_DAYS = 15
+ALERT_TICK_S = 1.0
 
 
 def _is_ip(host: str) -> bool:
@@ -217,6 +221,7 @@ class Platform:
         self.registry: RegistryService
         self.pipeline: IngestPipeline
         self.scoring: ScoringStage
+        self.alerts: AlertService
         self.source: MqttSource
         self.presence = Presence()
         self.api_server: uvicorn.Server | None = None
@@ -275,7 +280,18 @@ class Platform:
             dev = registry.devices.get(device)
             return registry.profiles.get(dev.profile) if dev is not None else None
 
-        self.scoring = ScoringStage(store=self.store, on_scored=self.on_scored, profile_of=profile_of,
+        settings_path = cfg.alerting or (cfg.data_dir / "alerting.yaml")
+        settings = (load_settings(settings_path) if cfg.alerting is not None or settings_path.exists()
+                    else AlertingSettings())
+        notifier = Notifier(settings.channels, clock=self.clock, base_url=self.http_url or "") \
+            if settings.channels else None
+        self.alerts = AlertService(store=self.store, registry=registry, clock=self.clock, policy=settings.lifecycle,
+                                   notifier=notifier, latest_sample_ms=lambda: self.scoring.latest_ms)
+        self._stack.push_async_callback(self.alerts.aclose)
+        await self.alerts.start()
+        if settings.channels:
+            log.info("alerting: pages go to %s", ", ".join(c.name for c in settings.channels))
+        self.scoring = ScoringStage(alerts=self.alerts, on_scored=self.on_scored, profile_of=profile_of,
                                     rul=RulMonitor(rul_models, horizon=cfg.rul_horizon) if rul_models else None)
         self.source = MqttSource(
             host=cfg.mqtt_host, port=cfg.mqtt_port, client_id=cfg.ingest_client_id, clock=self.clock,
@@ -292,6 +308,7 @@ class Platform:
         self.pipeline.gateways.update(g.id for g in await self.store.list_gateways())
         self._stack.push_async_callback(self._stop_tasks)
         self._spawn(self.scoring.run(), "scoring")
+        self._spawn(self._alert_ticks(), "alerts")
         self._spawn(self.pipeline.run(), "ingest")
         if self.ca is not None:
             self._spawn(self._keep_crl_fresh(self.ca), "crl")
@@ -309,6 +326,15 @@ class Platform:
                 if self._failed.done():
                     raise EdgeLoopError(f"HTTP server failed to start on {cfg.http_host}:{cfg.http_port}")
                 await asyncio.sleep(0.02)
+
+    async def _alert_ticks(self) -> None:
+        """Time passing for alerting: silent devices, gateway states, pages, auto-resolves (every second)."""
+        while True:
+            await asyncio.sleep(ALERT_TICK_S)
+            try:
+                await self.alerts.tick()
+            except StoreError as exc:  # the database is away for a moment: the next tick tries again
+                log.warning("alert tick failed: %s", exc)
 
     @property
     def tls_dir(self) -> Path:
@@ -466,6 +492,7 @@ class Platform:
         ing, sc, src = self.pipeline.stats, self.scoring.stats, self.source.stats
         now = self.clock.monotonic()
         open_alerts = await self.store.list_alerts(status=AlertStatus.OPEN, limit=10_000)
+        al = self.alerts.stats
         return {
             "now_ms": self.scoring.latest_ms or self.clock.now_ms(),
             "devices_total": len(self.registry.registry.devices),
@@ -485,9 +512,14 @@ class Platform:
             },
             "scoring": {
                 "scored_messages": sc.scored_messages, "scored_samples": sc.scored_samples,
-                "late_messages": sc.late_messages, "findings": sc.findings, "alerts_raised": sc.alerts_raised,
+                "late_messages": sc.late_messages, "findings": sc.findings, "alerts_raised": al.alerts_opened,
                 "queue_depth": self.scoring.queue.qsize(), "queue_capacity": sc.capacity,
                 "rul_models": sorted(self.scoring.rul.models) if self.scoring.rul else [],
                 "rul_predictions": self.scoring.rul.stats.predictions if self.scoring.rul else 0,
+            },
+            "alerting": {
+                "rules_version": self.alerts.rules_version, "signals": al.signals, "alerts_opened": al.alerts_opened,
+                "incidents_opened": al.incidents_opened, "pages": al.pages, "suppressions": al.suppressions,
+                "open_incidents": len(self.alerts.engine.inbox()),
             },
         }

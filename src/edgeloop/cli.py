@@ -933,11 +933,19 @@ def renew(
 # -- API client commands -------------------------------------------------------------------------
 def _api(method: str, url: str, path: str, body: Any = None) -> Any:
     """Call the platform's API with the token or API key in EDGELOOP_TOKEN (see `edgeloop login`)."""
+    return _request(method, url, path, json_body=body).json()
+
+
+def _request(method: str, url: str, path: str, *, json_body: Any = None, content: bytes | None = None,
+             content_type: str = "") -> httpx.Response:
+    """One API call (a JSON body, or raw ``content``); an HTTP error ends the command with the API's detail."""
     token = os.environ.get("EDGELOOP_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    verify = _verify()
+    if content_type:
+        headers["Content-Type"] = content_type
     try:
-        resp = httpx.request(method, url.rstrip("/") + path, json=body, timeout=30, headers=headers, verify=verify)
+        resp = httpx.request(method, url.rstrip("/") + path, json=json_body, content=content, timeout=60,
+                             headers=headers, verify=_verify())
     except httpx.HTTPError as exc:
         raise _fail(f"cannot reach the platform at {url}: {exc}") from None
     if resp.status_code >= 400:
@@ -948,7 +956,7 @@ def _api(method: str, url: str, path: str, body: Any = None) -> Any:
         if resp.status_code == 401:
             detail += " (log in: export EDGELOOP_TOKEN=$(edgeloop login --url URL --username NAME))"
         raise _fail(f"{resp.status_code}: {detail}")
-    return resp.json()
+    return resp
 
 
 def _verify() -> bool | ssl.SSLContext:
@@ -1114,6 +1122,15 @@ def gateways_push_config(
     doc = _api("PUT", url, f"/api/v1/gateways/{gateway}/config", {"config": file.read_text()})
     out.print(f"pushed version {doc['version']} to {gateway} (status {doc['status']}); follow it with "
               f"`edgeloop gateways`")
+
+# -- alerting: incidents, rules, maintenance, silences (in cli_incidents; it uses the helpers above) ----------
+from edgeloop.cli_incidents import incidents_app, maintenance_app, rules_app, silences_app  # noqa: E402
+
+app.add_typer(incidents_app, name="incidents")
+app.add_typer(rules_app, name="rules")
+app.add_typer(maintenance_app, name="maintenance")
+app.add_typer(silences_app, name="silences")
+
 
 def main() -> None:
     app()

@@ -94,7 +94,10 @@ async def run_embedded(cfg: PlatformConfig, sim: SimSettings, *, console: Consol
                 behind_h = (clock.now_ms() - fleet.now_ms) / HOUR_MS
                 if behind_h > 0.01:
                     console.print(f"replaying {behind_h:.1f} h of simulated fleet history at full speed...")
+                platform.alerts.replaying = True  # alerting follows sample time until the replay is done
                 await pub.run_until(clock.now_ms())
+                await platform.idle(60)
+                platform.alerts.replaying = False
                 pub.samples_per_message = 1
                 live = asyncio.create_task(pub.run_realtime(), name="simulator")
                 stack.callback(live.cancel)

@@ -193,6 +193,11 @@ class Alert(msgspec.Struct, kw_only=True):
     acknowledged_at: int | None = None
     resolved_by: str | None = None
     resolved_at: int | None = None
+    incident: int | None = None  # the incident it belongs to (alerts raised by the alert service)
+    priority: float = 0.0  # severity x asset criticality x confidence, 0..100 (edgeloop.alerts.priority)
+    confidence: float = 1.0
+    suppressed: str | None = None  # why it did not page on its own (a SuppressionReason), if it did not
+    cleared_at: int | None = None  # its condition ended then; it auto-resolves unless raised again
 
 
 _telemetry_decoder: Final = msgspec.json.Decoder(Telemetry)

@@ -1,10 +1,12 @@
-"""The scoring stage: stored chunks -> per-asset detector -> findings -> alerts.
+"""The scoring stage: stored chunks -> per-asset detector -> findings -> the alert service.
 
 This is the thin async shell around the pure detectors in ``edgeloop.detect``.
 It takes chunks from a bounded queue (a full queue pushes back on ingest,
 which pushes back on the broker: nothing is dropped), feeds each device's
-detector in sample-time order and turns findings into alerts, at most one
-open alert per (asset, kind).
+detector in sample-time order, and hands each run of messages, each finding
+and each RUL alert to the alert service (``edgeloop.alerts.service``), whose
+rules and incident engine decide what becomes an alert, an incident and a
+page. One batch of scoring is one write of alert state.
 
 Data that arrives late (older than what a detector has already seen, e.g. a
 backfill after an outage) is stored but not scored: detectors only move forward.
@@ -20,13 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeloop.alerts.service import AlertService
 from edgeloop.assets import DeviceProfile
-from edgeloop.detect import AssetDetector, Finding
+from edgeloop.detect import AssetDetector
 from edgeloop.detect.baseline import TrainedBaselineDetector
 from edgeloop.detect.stream import UnivariateStreamDetector
-from edgeloop.messages import Alert, Severity
 from edgeloop.rul_monitor import RulMonitor
-from edgeloop.store.base import Store, TelemetryChunk
+from edgeloop.store.base import TelemetryChunk
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +41,15 @@ class ScoringStats:
     scored_samples: int = 0
     late_messages: int = 0
     findings: int = 0
-    alerts_raised: int = 0
     capacity: int = 0
-
-
-def alert_from_finding(chunk: TelemetryChunk, finding: Finding, detector: str) -> Alert:
-    return Alert(
-        tenant=chunk.tenant, asset=chunk.asset, device=chunk.device, kind=finding.kind,
-        severity=Severity(finding.severity), first_seen=finding.ts, last_seen=finding.ts, score=finding.score,
-        message=finding.message, explanation=dict(finding.explanation), detector=detector,
-    )
 
 
 class ScoringStage:
     def __init__(
-        self, *, store: Store, capacity: int = 256, period_ms: int = 1000, on_scored: ScoredHook | None = None,
+        self, *, alerts: AlertService, capacity: int = 256, period_ms: int = 1000, on_scored: ScoredHook | None = None,
         rul: RulMonitor | None = None, profile_of: Callable[[str], DeviceProfile | None] | None = None,
     ) -> None:
-        self.store = store
+        self.alerts = alerts
         self.rul = rul  # remaining-useful-life models for devices that report the channels they read
         self.period_ms = period_ms
         self.on_scored = on_scored
@@ -100,32 +93,36 @@ class ScoringStage:
                 device_runs.append([chunk])
         for device_runs in runs.values():
             for run in device_runs:
-                await self._score_run(run)
+                self._score_run(run)
+        await self.alerts.flush()
         if self.on_scored is not None:
             self.on_scored(chunks)
 
-    async def _score_run(self, run: list[TelemetryChunk]) -> None:
+    def _score_run(self, run: list[TelemetryChunk]) -> None:
         """Consecutive chunks of one device with the same channels, in time order."""
         detector = self._detector_for(run[0])
         if len(run) == 1:
-            ts, values = run[0].ts, run[0].values
+            whole = run[0]
         else:
-            ts, values = np.concatenate([c.ts for c in run]), np.concatenate([c.values for c in run])
-        findings = detector.process(ts, values)
+            first = run[0]
+            whole = TelemetryChunk(device=first.device, seq=run[-1].seq, channels=first.channels,
+                                   ts=np.concatenate([c.ts for c in run]),
+                                   values=np.concatenate([c.values for c in run]), tenant=first.tenant,
+                                   asset=first.asset)
+        ts = whole.ts
+        findings = detector.process(ts, whole.values)
+        self.alerts.observe_run(whole)
         self.stats.scored_messages += len(run)
         self.stats.scored_samples += len(ts)
         starts = [c.t0 for c in run]
         for finding in findings:
             chunk = run[max(0, bisect.bisect_right(starts, finding.ts) - 1)]  # the message the finding is in
             self.stats.findings += 1
-            await self.store.raise_alert(alert_from_finding(chunk, finding, detector.name))
-            self.stats.alerts_raised += 1
-            log.info("alert on %s/%s: %s", chunk.asset, chunk.device, finding.message)
+            self.alerts.observe_finding(chunk, finding, detector.name)
         if self.rul is not None:
             alert = self.rul.observe(run)
             if alert is not None:
-                await self.store.raise_alert(alert)
-                self.stats.alerts_raised += 1
+                self.alerts.observe_alert(alert)
 
     def _detector_for(
         self, chunk: TelemetryChunk,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
+import msgspec
 import yaml
 
 from edgeloop.errors import ConfigError
 
-__all__ = ["line_of", "load_yaml"]
+__all__ = ["convert", "line_of", "load_yaml", "read_text", "where"]
+
+T = TypeVar("T")
 
 
 def line_of(node: Any, path: str) -> int | None:
@@ -46,3 +51,34 @@ def load_yaml(text: str, origin: str) -> tuple[Any, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "somewhere"
         raise ConfigError(f"{origin}, {where}: not valid YAML/JSON ({getattr(exc, 'problem', exc)})") from None
+
+
+def where(origin: str, node: Any) -> Callable[[str], str]:
+    """``where(path)``: ``"origin, line N"`` for a msgspec error path (just ``origin`` without a node tree)."""
+
+    def at(path: str) -> str:
+        line = line_of(node, path) if node is not None else None
+        return f"{origin}, line {line}" if line else origin
+
+    return at
+
+
+def convert(doc: Any, tp: type[T], *, origin: str, node: Any,
+            label: Callable[[str], str] | None = None) -> T:
+    """``msgspec.convert(doc, tp)``; a validation error becomes a ``ConfigError`` naming the origin, the line,
+    the field (``label(path)``, default the path without ``$.``) and the problem."""
+    try:
+        return msgspec.convert(doc, tp)
+    except msgspec.ValidationError as exc:
+        what, _, path = str(exc).partition(" - at `")
+        path = path.rstrip("`") or "$"
+        name = label(path) if label is not None else (path.removeprefix("$.") if path != "$" else "document")
+        raise ConfigError(f"{where(origin, node)(path)} ({name}): {what}") from None
+
+
+def read_text(path: Path, what: str) -> str:
+    """The file's text; ``ConfigError`` ("cannot read the <what> <path>: ...") when it cannot be read."""
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} {path}: {exc.strerror}") from None

@@ -336,7 +336,7 @@ def _from_row(row: dict[str, Any], where: str) -> Label:
 
 
 def _arrow_schema() -> Any:
-    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow as pa
 
     types = {"peak": pa.float64()}
     fields = [pa.field(name, types.get(name, pa.int64() if name in _INT_COLUMNS else pa.string()),
@@ -348,7 +348,7 @@ def labels_to_parquet(labels: Iterable[Label], path: str | Path) -> int:
     """Write ``labels`` as a Parquet file with :data:`LABEL_COLUMNS` (typed, see the module docstring).
     Returns the number of rows."""
     import pyarrow as pa
-    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq
 
     rows = [_row(label) for label in labels]
     table = pa.Table.from_pylist(rows, schema=_arrow_schema())

@@ -47,6 +47,7 @@ import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from edgeloop.alerts.model import Signal, SignalState, Suppression, SuppressionReason, Topology
 from edgeloop.alerts.priority import criticality_of, priority, route, severity_rank
@@ -59,7 +60,9 @@ __all__ = [
     "AlertOpened",
     "AlertResolved",
     "AlertState",
+    "Counters",
     "Event",
+    "IdSource",
     "Incident",
     "IncidentConfig",
     "IncidentEngine",
@@ -71,11 +74,38 @@ __all__ = [
 ]
 
 
+class IdSource(Protocol):
+    """Where new alert and incident ids come from (the platform reserves blocks of them in its database)."""
+
+    def next_alert(self) -> int: ...
+
+    def next_incident(self) -> int: ...
+
+
+@dataclass(slots=True)
+class Counters:
+    """Ids from 1 upwards: for a standalone engine (tests, benchmarks)."""
+
+    alert: int = 0
+    incident: int = 0
+
+    def next_alert(self) -> int:
+        self.alert += 1
+        return self.alert
+
+    def next_incident(self) -> int:
+        self.incident += 1
+        return self.incident
+
+
 @dataclass(frozen=True, slots=True)
 class IncidentConfig:
     """Tunables of the incident engine (times in ms)."""
 
     asset_window_ms: int = 600_000  # alerts on one asset within 10 min form one incident
+    repeat_window_ms: int = 3_600_000  # the same rule raising again on an asset within an hour of its last
+    # raise is the same problem: it rejoins that incident (reopened, not paged again), as Alertmanager's
+    # repeat interval does
     line_window_ms: int = 30_000  # the same rule on many assets of a line within 30 s is one cause
     line_min_assets: int = 5  # ... on at least this many assets
     line_min_fraction: float = 0.5  # ... or at least this share of the line's assets (whichever is fewer)
@@ -271,7 +301,7 @@ class IncidentEngine:
     """Dedup, correlation, suppression and priority over a time-ordered stream of signals (see module doc)."""
 
     def __init__(self, topology: Topology, config: IncidentConfig | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, ids: IdSource | None = None) -> None:
         self.topology = topology
         self.config = config or IncidentConfig()
         self._clock: Clock = clock or SystemClock()
@@ -282,8 +312,11 @@ class IncidentEngine:
         self._open: dict[tuple[str, str], AlertState] = {}  # (asset, rule) -> open alert
         self._incidents: dict[int, Incident] = {}
         self._asset_incident: dict[str, int] = {}  # asset -> its latest asset incident
+        self._key_incident: dict[tuple[str, str], int] = {}  # (asset, rule) -> the incident of its latest alert
+        self._line_member: dict[str, int] = {}  # asset -> the line incident that holds its latest alert there
         self._line_incident: dict[tuple[str, str], int] = {}  # (line, rule) -> latest line incident
         self._gateway_incident: dict[str, int] = {}  # gateway -> its open offline incident
+        self._gateway_returned: dict[str, int] = {}  # gateway -> its last outage's incident, while recovering
         self._line_raises: dict[tuple[str, str], deque[tuple[int, int]]] = {}  # (line, rule) -> (ts, alert)
         self._flap_raises: dict[tuple[str, str], deque[int]] = {}
         self._flap_until: dict[tuple[str, str], int] = {}
@@ -291,14 +324,10 @@ class IncidentEngine:
         self._silences: dict[str, Silence] = {}
         self._timers: list[tuple[int, int, int, int]] = []  # (due, seq, kind, id)
         self._seq = 0
-        self._next_alert = 1
-        self._next_incident = 1
+        self.ids: IdSource = ids or Counters()
         self._line_size: dict[str, int] = {}
-        for line in topology.line_of_asset.values():
-            self._line_size[line] = self._line_size.get(line, 0) + 1
         self._behind: dict[str, list[str]] = {}
-        for asset, gw in topology.gateway_of_asset.items():
-            self._behind.setdefault(gw, []).append(asset)
+        self.set_topology(topology)
 
     # --- public API -----------------------------------------------------------------------------------------
 
@@ -338,6 +367,53 @@ class IncidentEngine:
         """The platform (re)started at ``ts``: the startup grace period begins again."""
         self.started_at = ts
 
+    def set_topology(self, topology: Topology) -> None:
+        """Lines, sites, gateways and criticality changed (a device registered, a gateway's device list)."""
+        self.topology = topology
+        self._line_size.clear()
+        for line in topology.line_of_asset.values():
+            self._line_size[line] = self._line_size.get(line, 0) + 1
+        self._behind.clear()
+        for asset, gw in topology.gateway_of_asset.items():
+            self._behind.setdefault(gw, []).append(asset)
+
+    def restore(self, incidents: Iterable[Incident], alerts: Iterable[AlertState], ts: int) -> None:
+        """Take back the open incidents and unresolved alerts a previous run stored, after a restart at ``ts``.
+
+        The rule engine restarts empty: a condition that still holds raises again (and merges into its restored
+        alert), one that ended while the platform was down never clears. So every restored alert counts as
+        cleared at ``ts`` and auto-resolves ``auto_resolve_ms`` later unless raised again; only a gateway's own
+        alert stays active (the platform re-reads gateway states). Incidents that have not paged yet page when
+        due.
+        """
+        self.now = max(self.now, ts)
+        for inc in incidents:
+            self._incidents[inc.id] = inc
+            if inc.closed:
+                continue
+            if inc.kind == "asset":
+                self._asset_incident[inc.scope] = inc.id
+            elif inc.kind == "line":
+                self._line_incident[(inc.scope, inc.rule)] = inc.id
+            if inc.paged_at is None:
+                self._schedule(max(inc.page_due, ts), _PAGE, inc.id)
+        for a in alerts:
+            owner = self._incidents.get(a.incident)
+            if owner is None or a.resolved_at is not None:
+                continue
+            self._alerts[a.id] = a
+            self._open[(a.asset, a.rule)] = a
+            owner.alerts[a.id] = None
+            if a.suppressed is None:
+                owner.unsuppressed += 1
+            if owner.kind == "gateway" and a.rule == self.config.gateway_rule and a.active:
+                self._gateway_incident[owner.scope] = owner.id
+                continue
+            if a.active or a.cleared_at is None:
+                a.active = False
+                a.cleared_at = ts
+            self._schedule(a.cleared_at + self.config.auto_resolve_ms, _RESOLVE, a.id)
+
     def add_maintenance(self, window: MaintenanceWindow) -> None:
         """Register a maintenance window (raises it covers do not page while it is active)."""
         self._maintenance.append(window)
@@ -357,7 +433,8 @@ class IncidentEngine:
         long-running platform calls this now and then (after persisting the events). Returns how many
         incidents were forgotten.
         """
-        horizon = before_ms - max(self.config.asset_window_ms, self.config.line_window_ms)
+        horizon = before_ms - max(self.config.asset_window_ms, self.config.line_window_ms,
+                                  self.config.repeat_window_ms)
         gone = [i for i in self._incidents.values()
                 if i.closed and (i.resolved_at or i.opened_at) < before_ms and i.last_raise < horizon
                 and all(self._alerts[a].resolved_at is not None for a in i.alerts)]
@@ -368,6 +445,10 @@ class IncidentEngine:
         ids = {inc.id for inc in gone}
         for asset in [k for k, v in self._asset_incident.items() if v in ids]:
             del self._asset_incident[asset]
+        for key in [k for k, v in self._key_incident.items() if v in ids]:
+            del self._key_incident[key]
+        for asset in [k for k, v in self._line_member.items() if v in ids]:
+            del self._line_member[asset]
         for lk in [k for k, v in self._line_incident.items() if v in ids]:
             del self._line_incident[lk]
         flap_horizon = before_ms - self.config.flap_period_ms
@@ -378,6 +459,7 @@ class IncidentEngine:
         line_horizon = before_ms - self.config.line_window_ms
         for lk in [k for k, q in self._line_raises.items() if not q or q[-1][0] < line_horizon]:
             del self._line_raises[lk]
+        self._gateway_returned = {g: i for g, i in self._gateway_returned.items() if i in self._incidents}
         self._maintenance = [w for w in self._maintenance if w.end_ms > before_ms]
         self._silences = {k: v for k, v in self._silences.items() if v.until_ms > before_ms}
         return len(gone)
@@ -438,10 +520,9 @@ class IncidentEngine:
         reason, detail, target = self._suppression_for(s, ts, flapping)
         crit = criticality_of(self.topology, s.asset)
         prio = priority(s.severity, crit, s.confidence)
-        a = AlertState(id=self._next_alert, tenant=s.tenant, asset=s.asset, rule=s.rule, device=s.device,
+        a = AlertState(id=self.ids.next_alert(), tenant=s.tenant, asset=s.asset, rule=s.rule, device=s.device,
                        severity=s.severity, confidence=s.confidence, priority=prio, message=s.message,
                        first_seen=s.ts, last_seen=s.ts, incident=0, suppressed=reason)
-        self._next_alert += 1
         self._alerts[a.id] = a
         self._open[key] = a
         inc, joined = (target, True) if target is not None else self._correlate(a, ts, out)
@@ -458,6 +539,10 @@ class IncidentEngine:
                                    detail=f"linked under incident {inc.id} ({inc.title})", incident=inc.id))
         if target is None and inc.kind != "gateway":
             self._line_check(a, ts, out)
+        if target is not None and target.recovering_until is not None and inc.id == target.id:
+            a.active = False  # the outage's own gap, reported late: nothing is wrong now
+            a.cleared_at = ts
+            self._resolve_alert(a, ts, f"the gap left by gateway {target.scope}'s outage", out)
         self._maybe_page(self._incidents[a.incident], ts, out)
 
     def _merge(self, a: AlertState, s: Signal, ts: int, out: list[Event]) -> None:
@@ -466,6 +551,7 @@ class IncidentEngine:
         a.active = True
         a.cleared_at = None
         inc = self._incidents[a.incident]
+        inc.last_raise = max(inc.last_raise, ts)  # a repeat keeps the incident's correlation window open
         if severity_rank(s.severity) > severity_rank(a.severity) or s.confidence > a.confidence:
             if severity_rank(s.severity) > severity_rank(a.severity):
                 a.severity = s.severity
@@ -523,8 +609,13 @@ class IncidentEngine:
         topo = self.topology
         target: Incident | None = None
         gw = topo.gateway_of_asset.get(s.asset)
+        aftermath = False
         if gw is not None and s.rule in self.config.silence_rules:
             gid = self._gateway_incident.get(gw)
+            if gid is None and (rid := self._gateway_returned.get(gw)) is not None:
+                returned = self._incidents.get(rid)
+                if returned is not None and returned.recovering_until is not None and ts <= returned.recovering_until:
+                    gid, aftermath = rid, True  # a gap reported when data came back: the outage's own gap
             if gid is not None:
                 target = self._incidents[gid]
         for mw in self._maintenance:
@@ -542,6 +633,10 @@ class IncidentEngine:
             return (SuppressionReason.FLAPPING,
                     f"rule {s.rule} raised more than {cfg.flap_max_raises} times in {cfg.flap_period_ms // 1000} s "
                     f"on {s.asset}: held off until {fmt_ms(self._flap_until[s.key])}", target)
+        if target is not None and aftermath:
+            return (SuppressionReason.CORRELATED,
+                    f"the gap left by gateway {gw}'s outage (incident {target.id}), reported as its data came back",
+                    target)
         if target is not None:
             return (SuppressionReason.CORRELATED,
                     f"gateway {gw} offline since {fmt_ms(target.opened_at)}: linked under incident {target.id}",
@@ -552,9 +647,8 @@ class IncidentEngine:
 
     def _new_incident(self, kind: str, scope: str, rule: str, title: str, ts: int, out: list[Event],
                       page_due: int | None = None) -> Incident:
-        inc = Incident(id=self._next_incident, kind=kind, scope=scope, rule=rule, title=title, opened_at=ts,
+        inc = Incident(id=self.ids.next_incident(), kind=kind, scope=scope, rule=rule, title=title, opened_at=ts,
                        last_raise=ts, page_due=ts + self.config.group_wait_ms if page_due is None else page_due)
-        self._next_incident += 1
         self._incidents[inc.id] = inc
         out.append(IncidentOpened(ts=ts, incident=inc.id, kind=kind, scope=scope, rule=rule, title=title,
                                   priority=0.0))
@@ -571,10 +665,19 @@ class IncidentEngine:
                 linc = self._incidents[lid]
                 if linc.merged_into is None and ts - linc.last_raise <= self.config.line_window_ms:
                     return self._reopen(linc, ts, out), True
-        iid = self._asset_incident.get(a.asset)
-        if iid is not None:
+        kid = self._key_incident.get((a.asset, a.rule))
+        if kid is not None and kid in self._incidents:
+            inc = self._incidents[kid]
+            if (inc.kind == "asset" and inc.merged_into is None and inc.paged_at is not None
+                    and ts - inc.last_raise <= self.config.repeat_window_ms):
+                return self._reopen(inc, ts, out), True
+        for iid in (self._asset_incident.get(a.asset), self._line_member.get(a.asset)):
+            if iid is None or iid not in self._incidents:
+                continue
             inc = self._incidents[iid]
-            if inc.merged_into is None and ts - inc.last_raise <= self.config.asset_window_ms:
+            while inc.merged_into is not None and inc.merged_into in self._incidents:
+                inc = self._incidents[inc.merged_into]  # its alerts went to a line-wide or gateway incident
+            if inc.kind != "gateway" and inc.merged_into is None and ts - inc.last_raise <= self.config.asset_window_ms:
                 return self._reopen(inc, ts, out), True
         inc = self._new_incident("asset", a.asset, "", f"{a.asset}: {a.rule}", ts, out)
         self._asset_incident[a.asset] = inc.id
@@ -591,6 +694,9 @@ class IncidentEngine:
     def _attach(self, a: AlertState, inc: Incident, ts: int, out: list[Event], *, announce: bool) -> None:
         inc.alerts[a.id] = None
         a.incident = inc.id
+        self._key_incident[(a.asset, a.rule)] = inc.id
+        if inc.kind == "line":
+            self._line_member[a.asset] = inc.id
         if a.active:
             inc.last_raise = max(inc.last_raise, ts)
         if a.suppressed is None:
@@ -674,10 +780,9 @@ class IncidentEngine:
             crit = max([criticality_of(self.topology, x) for x in self._behind.get(gw, [])]
                        or [criticality_of(self.topology, gw)])
             prio = priority(s.severity, crit, s.confidence)
-            a = AlertState(id=self._next_alert, tenant=s.tenant, asset=gw, rule=s.rule, device=s.device,
+            a = AlertState(id=self.ids.next_alert(), tenant=s.tenant, asset=gw, rule=s.rule, device=s.device,
                            severity=s.severity, confidence=s.confidence, priority=prio, message=s.message,
                            first_seen=s.ts, last_seen=s.ts, incident=inc.id, suppressed=reason)
-            self._next_alert += 1
             self._alerts[a.id] = a
             self._open[s.key] = a
             out.append(AlertOpened(ts=ts, alert=a.id, incident=inc.id, tenant=a.tenant, asset=gw, rule=a.rule,
@@ -712,6 +817,7 @@ class IncidentEngine:
             out.append(AlertCleared(ts=ts, alert=a.id, incident=inc.id, asset=gw, rule=a.rule))
             self._resolve_alert(a, ts, f"gateway {gw} back online", out, check_incident=False)
         inc.recovering_until = ts + self.config.gateway_recovery_ms
+        self._gateway_returned[gw] = inc.id
         out.append(IncidentUpdated(ts=ts, incident=inc.id, change="recovering", alert=None, priority=inc.priority,
                                    detail=f"gateway {gw} back online; linked alerts resolve as data returns"))
         for aid in list(inc.alerts):

@@ -104,7 +104,7 @@ from edgeloop.alerts.incidents import Event as EngineEvent
 from edgeloop.alerts.suppress import fmt_ms
 from edgeloop.clock import Clock, SystemClock
 from edgeloop.errors import ConfigError, ConflictError, NotFoundError
-from edgeloop.yaml_lines import line_of, load_yaml
+from edgeloop.yaml_lines import convert, load_yaml, read_text, where
 
 __all__ = [
     "DEFAULT_LEVELS",
@@ -212,38 +212,23 @@ def parse_policy(text: str, *, origin: str = "lifecycle policy") -> LifecyclePol
 
 def load_policy(path: Path) -> LifecyclePolicy:
     """Read and parse a lifecycle policy file."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the lifecycle policy {path}: {exc.strerror}") from None
-    return parse_policy(text, origin=str(path))
+    return parse_policy(read_text(path, "lifecycle policy"), origin=str(path))
 
 
 def policy_from_obj(doc: Any, *, origin: str = "lifecycle policy", node: Any = None) -> LifecyclePolicy:
     """Validate an already-decoded document (e.g. an API body); ``node`` (the composed YAML) adds lines."""
-
-    def where(path: str) -> str:
-        line = line_of(node, path) if node is not None else None
-        return f"{origin}, line {line}" if line else origin
-
     if not isinstance(doc, dict):
         raise ConfigError(f"{origin}: expected a mapping (levels, close_after_s, escalate_reopened)")
-    try:
-        policy = msgspec.convert(doc, LifecyclePolicy)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        what, _, path = message.partition(" - at `")
-        path = path.rstrip("`") or "$"
-        label = path.removeprefix("$.") if path != "$" else "document"
-        raise ConfigError(f"{where(path)} ({label}): {what}") from None
+    policy = convert(doc, LifecyclePolicy, origin=origin, node=node)
+    at = where(origin, node)
     for i, level in enumerate(policy.levels):
         if i and level.after_ms <= policy.levels[i - 1].after_ms:
-            raise ConfigError(f"{where(f'$.levels[{i}].after_s')} (levels[{i}].after_s): {level.after_s:g} s must "
+            raise ConfigError(f"{at(f'$.levels[{i}].after_s')} (levels[{i}].after_s): {level.after_s:g} s must "
                               f"be later than the previous level's {policy.levels[i - 1].after_s:g} s; list the "
                               f"levels in the order they fire")
         dup = sorted({n for n in level.notify if level.notify.count(n) > 1})
         if dup:
-            raise ConfigError(f"{where(f'$.levels[{i}].notify')} (levels[{i}].notify): {', '.join(dup)} "
+            raise ConfigError(f"{at(f'$.levels[{i}].notify')} (levels[{i}].notify): {', '.join(dup)} "
                               f"listed twice")
     return policy
 

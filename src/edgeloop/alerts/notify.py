@@ -38,7 +38,7 @@ import html
 import random
 import smtplib
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -90,6 +90,7 @@ class _HttpChannel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_attempts: int = 5
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 60.0
+    routes: tuple[Literal["urgent", "normal"], ...] = ("urgent", "normal")  # the pages it gets (by route)
 
 
 class WebhookChannel(_HttpChannel, frozen=True, tag="webhook"):
@@ -116,6 +117,7 @@ class EmailChannel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_attempts: int = 5
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 60.0
+    routes: tuple[Literal["urgent", "normal"], ...] = ("urgent", "normal")
 
 
 Channel = WebhookChannel | WorkOrderChannel | EmailChannel
@@ -284,18 +286,23 @@ class Notifier:
         if self._own_client:
             await self._client.aclose()
 
-    async def send(self, page: Page, details: PageDetails | None = None) -> list[Delivery]:
-        """Deliver ``page`` on every channel; one :class:`Delivery` per channel, in channel order."""
+    async def send(self, page: Page, details: PageDetails | None = None, *, only: Collection[str] | None = None,
+                   escalation: int = 0) -> list[Delivery]:
+        """Deliver ``page`` on every channel of its route (``only``: on the channels so named, whatever their
+        routes: an escalation's); one :class:`Delivery` per channel used, in channel order. An escalation
+        (``escalation`` = its level) is a notification of its own: its idempotency keys end in ``:esc<level>``."""
         d = details or PageDetails()
         if not d.link and self.base_url:
             d = msgspec.structs.replace(d, link=f"{self.base_url}/incidents/{page.incident}")
-        return list(await asyncio.gather(*(self._deliver(c, page, d) for c in self.channels)))
+        chosen = [c for c in self.channels if (c.name in only if only is not None else page.route in c.routes)]
+        suffix = f":esc{escalation}" if escalation else ""
+        return list(await asyncio.gather(*(self._deliver(c, page, d, suffix) for c in chosen)))
 
     # --- per channel ----------------------------------------------------------------------------------------
 
-    async def _deliver(self, ch: Channel, page: Page, d: PageDetails) -> Delivery:
+    async def _deliver(self, ch: Channel, page: Page, d: PageDetails, suffix: str = "") -> Delivery:
         if isinstance(ch, EmailChannel):
-            key = idempotency_key(page, "email")
+            key = idempotency_key(page, "email") + suffix
             msg = _email_message(ch, page, d, key, self._clock.now_ms())
             payload = msg.as_string()
             target = ", ".join(ch.to)
@@ -304,7 +311,7 @@ class Notifier:
                 return await asyncio.to_thread(_smtp_send, ch, msg)
         else:
             notification = "page" if isinstance(ch, WebhookChannel) else "work-order"
-            key = idempotency_key(page, notification)
+            key = idempotency_key(page, notification) + suffix
             body = msgspec.json.encode(_page_payload(page, d) if isinstance(ch, WebhookChannel)
                                        else _work_order_payload(page, d, key))
             payload = body.decode()

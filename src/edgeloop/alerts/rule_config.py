@@ -42,7 +42,7 @@ import msgspec
 
 from edgeloop.errors import ConfigError
 from edgeloop.messages import ChannelName, Id
-from edgeloop.yaml_lines import line_of, load_yaml
+from edgeloop.yaml_lines import convert, load_yaml, read_text, where
 
 __all__ = [
     "AllRule",
@@ -238,35 +238,24 @@ def parse_rules(text: str, *, origin: str = "rules") -> RuleSet:
 
 def load_rules(path: Path) -> RuleSet:
     """Read and parse a rules file."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the rules file {path}: {exc.strerror}") from None
-    return parse_rules(text, origin=str(path))
+    return parse_rules(read_text(path, "rules file"), origin=str(path))
 
 
 def rules_from_obj(doc: Any, *, origin: str = "rules", node: Any = None) -> RuleSet:
     """Validate an already-decoded document (e.g. an API request body); ``node`` (the composed YAML) adds lines."""
-
-    def where(path: str) -> str:
-        line = line_of(node, path) if node is not None else None
-        return f"{origin}, line {line}" if line else origin
-
     if not isinstance(doc, dict) or "rules" not in doc:
         raise ConfigError(f"{origin}: expected a mapping with a 'rules' list")
-    try:
-        ruleset = msgspec.convert(doc, RuleSet)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        path = message.rpartition(" - at `")[2].rstrip("`") if " - at `" in message else "$"
-        what = message.partition(" - at `")[0]
-        label = path.removeprefix("$.") if path != "$" else "document"
+
+    def label(path: str) -> str:
+        text = path.removeprefix("$.") if path != "$" else "document"
         name = _rule_name_at(doc, path)
         if name:
-            head, _, rest = label.partition("].")
-            label = f"{head}] {name!r}, {rest}" if rest else f"{label} {name!r}"
-        raise ConfigError(f"{where(path)} ({label}): {what}") from None
-    _check(ruleset, where)
+            head, _, rest = text.partition("].")
+            text = f"{head}] {name!r}, {rest}" if rest else f"{text} {name!r}"
+        return text
+
+    ruleset = convert(doc, RuleSet, origin=origin, node=node, label=label)
+    _check(ruleset, where(origin, node))
     return ruleset
 
 

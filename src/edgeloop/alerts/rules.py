@@ -511,7 +511,11 @@ class RuleEngine:
                                                            (end - start) / 1000.0)))
             out.append((end, i, self._signal(st, asset, device, i, end, False, (end - start) / 1000.0)))
             st.active[i] = False
-        st.seen[i] = max(prev, int(data_ts[-1])) if data_ts.shape[0] else prev
+        last = max(prev, int(data_ts[-1])) if data_ts.shape[0] else prev
+        if st.active[i] and data_ts.shape[0]:  # raised by ``tick``; the gap was filled (an agent's backfill)
+            out.append((last, i, self._signal(st, asset, device, i, last, False, None)))
+            st.active[i] = False
+        st.seen[i] = last
 
     def _point(self, st: _AssetState, asset: str, device: str, source: str, ts: int, idx: list[int],
                values: list[float], confidence: float, explanation: dict[str, float], out: _Out) -> None:

@@ -21,6 +21,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from edgeloop import __version__
+from edgeloop.api.bodies import body_doc, decode_body, json_response
+from edgeloop.api.incidents import BODIES as INCIDENT_BODIES
+from edgeloop.api.incidents import add_incident_routes
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.errors import BrokerError, ConfigError, ConflictError, NotFoundError
 from edgeloop.identity.access import AuthError
@@ -37,7 +40,6 @@ __all__ = ["create_app"]
 
 T = TypeVar("T")
 BODY_TYPES: tuple[type[msgspec.Struct], ...] = (Tenant, Site, Line, Asset, DeviceProfile, Device)  # + below
-_encoder = msgspec.json.Encoder()
 
 
 class ActorBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -99,32 +101,19 @@ MAX_CONFIG_BODY = 2 * 1024 * 1024  # a 1 MB configuration, JSON-escaped
 ConfigVersion = Annotated[int, FastApiPath(ge=1, le=2**31 - 1)]
 
 
-def _json(obj: Any, status_code: int = 200) -> Response:
-    return Response(_encoder.encode(obj), status_code=status_code, media_type="application/json")
+_json = json_response
+_body_doc = body_doc
 
 
 def _body(tp: type[T], max_bytes: int = 1024 * 1024) -> Callable[[Request], Awaitable[T]]:
     async def decode(request: Request) -> T:
-        raw = await request.body()
-        if len(raw) > max_bytes:
-            raise HTTPException(413, f"request body of {len(raw)} bytes is over the {max_bytes}-byte limit")
-        try:
-            return msgspec.json.decode(raw, type=tp)
-        except msgspec.ValidationError as exc:
-            raise HTTPException(422, f"invalid {tp.__name__}: {exc}") from exc
-        except msgspec.DecodeError as exc:
-            raise HTTPException(400, f"body is not valid JSON: {exc}") from exc
+        return decode_body(await request.body(), tp, max_bytes=max_bytes)
 
     return decode
 
 
 def _source(request: Request) -> str:
     return request.client.host if request.client else ""
-
-
-def _body_doc(tp: type[Any], *, required: bool = True) -> dict[str, Any]:
-    return {"requestBody": {"required": required, "content": {"application/json": {
-        "schema": {"$ref": f"#/components/schemas/{tp.__name__}"}}}}}
 
 
 def tenant_of(r: Registry, item: Any) -> str | None:
@@ -435,6 +424,8 @@ def create_app(platform: Platform) -> FastAPI:
         """Resolve; recorded as the authenticated user."""
         return await transition(request, alert_id, AlertStatus.RESOLVED, who)
 
+    add_incident_routes(app, platform, viewer=viewer, technician=technician, operator=operator)
+
     # -- dead letters ---------------------------------------------------------------------------
     @app.get("/api/v1/dead-letters", tags=["telemetry"])
     async def dead_letters(device: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -582,7 +573,7 @@ def create_app(platform: Platform) -> FastAPI:
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes)
             bodies = (*BODY_TYPES, ActorBody, EnrollmentBody, ProvisionBody, RenewBody, UserBody, ApiKeyBody,
-                      GatewayConfigBody)
+                      GatewayConfigBody, *INCIDENT_BODIES)
             _, components = msgspec.json.schema_components(bodies,
                                                            ref_template="#/components/schemas/{name}")
             schema.setdefault("components", {}).setdefault("schemas", {}).update(components)

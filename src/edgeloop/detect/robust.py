@@ -31,7 +31,13 @@ How it works
    ``persistence_samples`` consecutive samples, and cleared after
    ``clear_samples`` consecutive samples below ``clear_score``. One
    :class:`Finding` per episode, at the sample that confirmed it.
-4. **Data quality rules**, independent of the model: ``data_gap`` when a channel
+4. **Settling after a gap.** Across a timestamp gap the load path the machine followed is unknown, so the
+   lagged load features (and the residual smoothing) start from a guess. For the longest lag time constant
+   (the smoothing time when no lags are used) after the data returns, scores are computed and
+   learnt from but confirm no anomaly; an episode already open stays open. Without this, an outage of a few
+   minutes made healthy thermal channels look "below normal for this load" as soon as data came back, and
+   still 10 minutes later (a 15 min EWMA keeps half of a 10 min guess after 10 min).
+5. **Data quality rules**, independent of the model: ``data_gap`` when a channel
    is missing (NaN) for ``gap_samples`` consecutive samples, or when consecutive
    timestamps jump by more than ``max(gap_periods * period, gap_min_ms)``;
    ``sensor_stuck`` when a channel that varied during warm-up repeats exactly
@@ -122,6 +128,7 @@ class DetectorConfig:
     gap_periods: int = 10  # a timestamp jump above max(gap_periods * period, gap_min_ms) is a data gap
     gap_min_ms: int = 30_000
     gap_critical_ms: int = 900_000  # a timestamp gap this long is critical
+    settle_after_gap: bool = True  # after a timestamp gap, confirm no anomaly while the lagged state settles
 
     def __post_init__(self) -> None:
         positive_ints = ("warmup_samples", "cv_folds", "load_degree", "persistence_samples", "clear_samples",
@@ -208,6 +215,8 @@ class AssetDetector:
         self._scored_center = np.zeros(self._scored.size)
         self._scored_scale = np.ones(self._scored.size)
         self._load_const = np.zeros(self._load.size * cfg.load_degree, dtype=bool)
+        self._settle_until = np.iinfo(np.int64).min  # no anomaly is confirmed before this time (after a gap)
+        self._settle_max_ms = float(self._taus_ms.max()) if self._taus_ms.size else self._smooth_ms
 
     @property
     def warmed_up(self) -> bool:
@@ -249,6 +258,7 @@ class AssetDetector:
         dt = np.diff(tsa, prepend=np.int64(first)).astype(np.float64)
 
         findings = self._gaps(tsa, xa, dt)
+        settling = self._settling(tsa, dt)
         self.last_scores = np.full(n, np.nan)
         start = 0
         if self._model is None:
@@ -260,12 +270,24 @@ class AssetDetector:
         self._prev_row = xa[-1].copy()
         if self._model is not None and start < n:
             findings += self._stuck(tsa[start:], xa[start:], eq_run[start:])
-            findings += self._anomaly(tsa[start:], xa[start:], dt[start:], self.last_scores[start:])
+            findings += self._anomaly(tsa[start:], xa[start:], dt[start:], self.last_scores[start:],
+                                      None if settling is None else settling[start:])
         self.samples_seen += n
         self._last_ts = int(tsa[-1])
         if len(findings) > 1:
             findings.sort(key=lambda f: (f.ts, _KIND_ORDER[FindingKind(f.kind)]))
         return findings
+
+    def _settling(self, ts: I64, dt: F64) -> Bool | None:
+        """Rows inside a settling period after a timestamp gap (None: none), carried across batches."""
+        if not self.config.settle_after_gap:
+            return None
+        for i in np.flatnonzero(dt > self._gap_ms).tolist():
+            self._settle_until = max(self._settle_until, int(ts[i]) + int(self._settle_max_ms))
+        if ts[0] >= self._settle_until:
+            return None
+        mask: Bool = ts < self._settle_until
+        return mask
 
     # ----------------------------------------------------------------- data quality
 
@@ -551,19 +573,20 @@ class AssetDetector:
         ens = self._ensemble.score_learn_many(t) / cfg.ensemble_threshold
         return np.maximum(score, ens), t, m, ens
 
-    def _anomaly(self, ts: I64, x: F64, dt: F64, out_scores: F64) -> list[Finding]:
+    def _anomaly(self, ts: I64, x: F64, dt: F64, out_scores: F64, settling: Bool | None) -> list[Finding]:
         cfg = self.config
         if not self._scored.size:
             return []
         score, t, m, ens = self._scores(x, dt)
         out_scores[:] = score
         self.last_score = float(score[-1])
+        above = score > 1.0 if settling is None else (score > 1.0) & ~settling
         out: list[Finding] = []
         n = score.shape[0]
         i = 0
         while i < n:
             if not self._active:
-                run = run_lengths(score[i:] > 1.0, self._carry)
+                run = run_lengths(above[i:], self._carry)
                 hit = np.flatnonzero(run >= cfg.persistence_samples)
                 if not hit.size:
                     self._carry = int(run[-1])

@@ -19,13 +19,28 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import numpy.typing as npt
 
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.messages import Alert, AlertStatus
+from edgeloop.store.alerting import (
+    AlertChanges,
+    IncidentRecord,
+    MaintenanceRecord,
+    OverrideRecord,
+    RuleSetRecord,
+    SilenceRecord,
+    SuppressionRecord,
+    TimelineEntry,
+    UndeliveredRecord,
+    WorkOrderRecord,
+)
+
+if TYPE_CHECKING:
+    from edgeloop.alerts.feedback import Label
 
 ROLLUP_MS = 60_000
 RAW_DEAD_LETTER_BYTES = 4096
@@ -543,8 +558,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_alerts(
         self, *, status: AlertStatus | None = None, asset: str | None = None, tenant: str | None = None,
-        limit: int = 200,
-    ) -> list[Alert]: ...
+        limit: int = 200, incident: int | None = None, unresolved: bool = False, since_ms: int | None = None,
+    ) -> list[Alert]:
+        """Newest first; ``unresolved``: open or acknowledged (any status but resolved); ``since_ms``: first seen
+        then or later."""
 
     @abc.abstractmethod
     async def get_alert(self, alert_id: int) -> Alert:
@@ -553,6 +570,100 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def set_alert_status(self, alert_id: int, status: AlertStatus, *, by: str, at_ms: int) -> Alert:
         """Acknowledge or resolve; raises NotFoundError, ConflictError on an invalid transition."""
+
+    # -- incidents (written by the alert service, the one writer; see store/alerting.py) -------------------
+    @abc.abstractmethod
+    async def reserve_ids(self, name: str, n: int) -> range:
+        """Reserve ``n`` ids of ``alerts`` or ``incidents`` for this process (unique across processes)."""
+
+    @abc.abstractmethod
+    async def write_alert_changes(self, changes: AlertChanges) -> dict[int, int]:
+        """Write one batch of alert-service output in one transaction. Returns {the engine's alert id: the
+        stored id} for new alerts that merged into an already open alert of the same (asset, kind)."""
+
+    @abc.abstractmethod
+    async def list_incidents(self, *, statuses: Sequence[str] | None = None, tenant: str | None = None,
+                             asset: str | None = None, limit: int = 200,
+                             opened_from: int | None = None) -> list[IncidentRecord]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    async def get_incident(self, incident_id: int) -> IncidentRecord:
+        """Raises NotFoundError."""
+
+    @abc.abstractmethod
+    async def incident_timeline(self, incident_id: int) -> list[TimelineEntry]:
+        """Oldest first."""
+
+    @abc.abstractmethod
+    async def list_suppressions(self, *, asset: str | None = None, rule: str | None = None,
+                                since_ms: int | None = None, until_ms: int | None = None,
+                                tenant: str | None = None, reason: str | None = None,
+                                limit: int = 200) -> list[SuppressionRecord]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    async def put_maintenance(self, window: MaintenanceRecord) -> None:
+        """ConflictError if its id exists."""
+
+    @abc.abstractmethod
+    async def list_maintenance(self, *, tenant: str | None = None, ending_after: int | None = None
+                               ) -> list[MaintenanceRecord]: ...
+
+    @abc.abstractmethod
+    async def put_silence(self, silence: SilenceRecord) -> None:
+        """ConflictError if its id exists."""
+
+    @abc.abstractmethod
+    async def end_silence(self, silence_id: str, at_ms: int) -> SilenceRecord:
+        """NotFoundError if there is no such silence still running."""
+
+    @abc.abstractmethod
+    async def list_silences(self, *, tenant: str | None = None, active_at: int | None = None
+                            ) -> list[SilenceRecord]: ...
+
+    @abc.abstractmethod
+    async def put_rules(self, text: str, *, by: str, at_ms: int) -> int:
+        """Store a rule document as the next version; returns the version."""
+
+    @abc.abstractmethod
+    async def latest_rules(self) -> RuleSetRecord | None: ...
+
+    @abc.abstractmethod
+    async def put_labels(self, labels: Sequence[Label]) -> None:
+        """Store technician feedback (one row per label; a later label on an alert does not replace one)."""
+
+    @abc.abstractmethod
+    async def list_labels(self, *, tenant: str | None = None, asset: str | None = None, alert: int | None = None,
+                          since_ms: int | None = None, limit: int = 1_000_000) -> list[Label]:
+        """Oldest first."""
+
+    @abc.abstractmethod
+    async def put_override(self, override: OverrideRecord) -> None: ...
+
+    @abc.abstractmethod
+    async def list_overrides(self) -> list[OverrideRecord]: ...
+
+    @abc.abstractmethod
+    async def put_work_order(self, order: WorkOrderRecord) -> None:
+        """ConflictError if its id exists."""
+
+    @abc.abstractmethod
+    async def close_work_order(self, order_id: str, *, at_ms: int, downtime_end: int | None,
+                               by: str) -> WorkOrderRecord:
+        """NotFoundError if there is no such open work order."""
+
+    @abc.abstractmethod
+    async def list_work_orders(self, *, tenant: str | None = None, since_ms: int | None = None,
+                               limit: int = 100_000) -> list[WorkOrderRecord]:
+        """Oldest first: the open ones and those closed since ``since_ms``."""
+
+    @abc.abstractmethod
+    async def put_undelivered(self, records: Sequence[UndeliveredRecord]) -> None: ...
+
+    @abc.abstractmethod
+    async def list_undelivered(self, *, tenant: str | None = None, limit: int = 200) -> list[UndeliveredRecord]:
+        """Newest first."""
 
 
 ALERT_TRANSITIONS: dict[AlertStatus, frozenset[AlertStatus]] = {
@@ -568,6 +679,7 @@ LATEST_SAMPLE_SQL = (  # one index probe per registered device, not a scan of ev
 ALERT_COLUMNS = (
     "id", "tenant", "asset", "device", "kind", "severity", "status", "first_seen", "last_seen", "count", "score",
     "message", "explanation", "detector", "acknowledged_by", "acknowledged_at", "resolved_by", "resolved_at",
+    "incident", "priority", "confidence", "suppressed", "cleared_at",
 )
 
 GATEWAY_COLUMNS = "id, tenant, heartbeat, received, status, status_ms, dropped_at"

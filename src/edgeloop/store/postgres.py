@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import msgspec
@@ -18,6 +18,11 @@ import msgspec
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.errors import ConflictError, NotFoundError, StoreError
 from edgeloop.messages import Alert, AlertStatus
+from edgeloop.store import alerting as al
+
+if TYPE_CHECKING:
+    from edgeloop.alerts.feedback import Label
+from edgeloop.store.alerting import pg
 from edgeloop.store.base import (
     ALERT_COLUMNS,
     ALERT_TRANSITIONS,
@@ -47,6 +52,7 @@ from edgeloop.store.rows import (
     USER_COLUMNS,
     alert_from_row,
     alert_params,
+    alert_query,
     audit_from_row,
     audit_params,
     credential_from_row,
@@ -111,7 +117,10 @@ CREATE TABLE IF NOT EXISTS gateway_configs (gateway text NOT NULL, tenant text N
     config text NOT NULL, created_ms bigint NOT NULL, created_by text NOT NULL, status text NOT NULL,
     status_ms bigint, error text NOT NULL, PRIMARY KEY (gateway, version));
 """
-SCHEMA_VERSION = "1"
+SCHEMA = SCHEMA + al.DDL.format(**al.PG_TYPES) + "".join(
+    f"ALTER TABLE alerts ADD COLUMN IF NOT EXISTS {name} {kind.format(**al.PG_TYPES)};\n"
+    for name, kind in al.ALERT_V2_COLUMNS)
+SCHEMA_VERSION = "2"  # 2: incidents, suppressions, silences, maintenance, rule sets; alerts gain incident columns
 # As in SQLite: an older heartbeat (a redelivery) is ignored, a missing status keeps the stored one.
 HEARTBEAT_UPSERT = (
     "INSERT INTO gateways (id, tenant, heartbeat, ts, received, dropped, dropped_at, status, status_ms) "
@@ -148,6 +157,8 @@ class PostgresStore(Store):
                 found = await con.fetchval("SELECT value FROM meta WHERE key='schema_version'")
                 if found is None:
                     await con.execute("INSERT INTO meta VALUES ('schema_version', $1)", SCHEMA_VERSION)
+                elif found == "1":  # the ALTERs above added version 2's columns
+                    await con.execute("UPDATE meta SET value=$1 WHERE key='schema_version'", SCHEMA_VERSION)
                 elif found != SCHEMA_VERSION:
                     raise StoreError(f"database has schema version {found}, this EdgeLoop needs {SCHEMA_VERSION}")
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
@@ -478,34 +489,27 @@ class PostgresStore(Store):
 
     # -- alerts ---------------------------------------------------------------------------------
     async def raise_alert(self, alert: Alert) -> Alert:
-        cols = ALERT_COLUMNS[1:]
-        marks = ",".join(f"${i}" for i in range(1, len(cols) + 1))
-        row = await self.pool.fetchrow(
-            f"INSERT INTO alerts ({','.join(cols)}) VALUES ({marks}) "
-            "ON CONFLICT (asset, kind) WHERE status <> 'resolved' DO UPDATE SET "
-            "count=alerts.count+excluded.count, last_seen=greatest(alerts.last_seen, excluded.last_seen), "
-            "first_seen=least(alerts.first_seen, excluded.first_seen), score=greatest(alerts.score, excluded.score), "
-            "severity=CASE WHEN excluded.severity='critical' THEN 'critical' ELSE alerts.severity END "
-            f"RETURNING {','.join(ALERT_COLUMNS)}",
-            *alert_params(alert))
+        marks = ",".join(f"${i}" for i in range(1, len(ALERT_COLUMNS) + 1))
+        async with self.pool.acquire() as con, con.transaction():
+            new_id = int(await con.fetchval(pg(al.id_block_sql("alerts")), 1, 1, 1, 1)) - 1
+            row = await con.fetchrow(
+                f"INSERT INTO alerts ({','.join(ALERT_COLUMNS)}) VALUES ({marks}) "
+                "ON CONFLICT (asset, kind) WHERE status <> 'resolved' DO UPDATE SET "
+                "count=alerts.count+excluded.count, last_seen=greatest(alerts.last_seen, excluded.last_seen), "
+                "first_seen=least(alerts.first_seen, excluded.first_seen), "
+                "score=greatest(alerts.score, excluded.score), "
+                "severity=CASE WHEN excluded.severity='critical' THEN 'critical' ELSE alerts.severity END "
+                f"RETURNING {','.join(ALERT_COLUMNS)}",
+                new_id, *alert_params(alert))
         return alert_from_row(tuple(row))
 
     async def list_alerts(
         self, *, status: AlertStatus | None = None, asset: str | None = None, tenant: str | None = None,
-        limit: int = 200,
+        limit: int = 200, incident: int | None = None, unresolved: bool = False, since_ms: int | None = None,
     ) -> list[Alert]:
-        where: list[str] = []
-        params: list[Any] = []
-        for col, val in (("status", status), ("asset", asset), ("tenant", tenant)):
-            if val is not None:
-                params.append(str(val))
-                where.append(f"{col}=${len(params)}")
-        sql = f"SELECT {','.join(ALERT_COLUMNS)} FROM alerts"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        params.append(limit)
-        rows = await self.pool.fetch(sql + f" ORDER BY last_seen DESC, id DESC LIMIT ${len(params)}", *params)
-        return [alert_from_row(tuple(r)) for r in rows]
+        sql, params = alert_query(status=status, asset=asset, tenant=tenant, limit=limit, incident=incident,
+                                  unresolved=unresolved, since_ms=since_ms)
+        return [alert_from_row(tuple(r)) for r in await self.pool.fetch(pg(sql), *params)]
 
     async def get_alert(self, alert_id: int) -> Alert:
         row = await self.pool.fetchrow(f"SELECT {','.join(ALERT_COLUMNS)} FROM alerts WHERE id=$1", alert_id)
@@ -526,6 +530,128 @@ class PostgresStore(Store):
                 f"UPDATE alerts SET status=$1, {who}=$2, {when}=$3 WHERE id=$4 RETURNING {','.join(ALERT_COLUMNS)}",
                 status.value, by, at_ms, alert_id)
         return alert_from_row(tuple(row))
+
+
+    # -- incidents ------------------------------------------------------------------------------
+    async def reserve_ids(self, name: str, n: int) -> range:
+        end = int(await self.pool.fetchval(pg(al.id_block_sql(name)), n, n, n, n))
+        return range(end - n, end)
+
+    async def write_alert_changes(self, changes: al.AlertChanges) -> dict[int, int]:
+        remap: dict[int, int] = {}
+        async with self.pool.acquire() as con, con.transaction():
+            for a in changes.opened:
+                got = int(await con.fetchval(pg(al.ALERT_OPEN_SQL), *al.alert_open_params(a)))
+                if got != a.id:
+                    remap[a.id] = got
+            for sql, rows in (
+                (al.ALERT_UPDATE_SQL, [al.alert_update_params(al.remapped(a, remap)) for a in changes.updated]),
+                (al.INCIDENT_UPSERT_SQL, [al.incident_params(r) for r in changes.incidents]),
+                (al.TIMELINE_INSERT_SQL, [al.timeline_params(e) for e in changes.timeline]),
+                (al.SUPPRESSION_INSERT_SQL, [al.suppression_params(x) for x in changes.suppressions]),
+            ):
+                if rows:
+                    await con.executemany(pg(sql), rows)
+        return remap
+
+    async def list_incidents(self, *, statuses: Sequence[str] | None = None, tenant: str | None = None,
+                             asset: str | None = None, limit: int = 200,
+                             opened_from: int | None = None) -> list[al.IncidentRecord]:
+        sql, params = al.incident_query(statuses=statuses, tenant=tenant, asset=asset, limit=limit,
+                                        opened_from=opened_from)
+        return [al.incident_from_row(tuple(r)) for r in await self.pool.fetch(pg(sql), *params)]
+
+    async def get_incident(self, incident_id: int) -> al.IncidentRecord:
+        row = await self.pool.fetchrow(f"SELECT {al.INCIDENT_COLUMNS} FROM incidents WHERE id=$1", incident_id)
+        if row is None:
+            raise NotFoundError("incident", incident_id)
+        return al.incident_from_row(tuple(row))
+
+    async def incident_timeline(self, incident_id: int) -> list[al.TimelineEntry]:
+        rows = await self.pool.fetch(pg(al.TIMELINE_SELECT_SQL), incident_id)
+        return [al.timeline_from_row(tuple(r)) for r in rows]
+
+    async def list_suppressions(self, *, asset: str | None = None, rule: str | None = None,
+                                since_ms: int | None = None, until_ms: int | None = None,
+                                tenant: str | None = None, reason: str | None = None,
+                                limit: int = 200) -> list[al.SuppressionRecord]:
+        sql, params = al.suppression_query(asset=asset, rule=rule, since_ms=since_ms, until_ms=until_ms,
+                                           tenant=tenant, reason=reason, limit=limit)
+        return [al.suppression_from_row(tuple(r)) for r in await self.pool.fetch(pg(sql), *params)]
+
+    async def _insert_unique(self, sql: str, params: Sequence[Any], what: str, ident: str) -> None:
+        try:
+            await self.pool.execute(pg(sql), *params)
+        except asyncpg.UniqueViolationError as exc:
+            raise ConflictError(f"{what} {ident!r} already exists") from exc
+
+    async def put_maintenance(self, window: al.MaintenanceRecord) -> None:
+        await self._insert_unique(al.MAINTENANCE_INSERT_SQL, al.maintenance_params(window), "maintenance window",
+                                  window.id)
+
+    async def list_maintenance(self, *, tenant: str | None = None, ending_after: int | None = None
+                               ) -> list[al.MaintenanceRecord]:
+        sql, params = al.window_query(al.MAINTENANCE_SELECT, tenant, "end_ms", ending_after, "start_ms")
+        return [al.maintenance_from_row(tuple(r)) for r in await self.pool.fetch(pg(sql), *params)]
+
+    async def put_silence(self, silence: al.SilenceRecord) -> None:
+        await self._insert_unique(al.SILENCE_INSERT_SQL, al.silence_params(silence), "silence", silence.id)
+
+    async def end_silence(self, silence_id: str, at_ms: int) -> al.SilenceRecord:
+        row = await self.pool.fetchrow(pg(al.SILENCE_END_SQL), *al.silence_end_params(silence_id, at_ms))
+        if row is None:
+            raise NotFoundError("running silence", silence_id)
+        return al.silence_from_row(tuple(row))
+
+    async def list_silences(self, *, tenant: str | None = None, active_at: int | None = None
+                            ) -> list[al.SilenceRecord]:
+        sql, params = al.silence_query(tenant, active_at)
+        return [al.silence_from_row(tuple(r)) for r in await self.pool.fetch(pg(sql), *params)]
+
+    async def put_rules(self, text: str, *, by: str, at_ms: int) -> int:
+        return int(await self.pool.fetchval(pg(al.RULES_INSERT_SQL), text, at_ms, by))
+
+    async def latest_rules(self) -> al.RuleSetRecord | None:
+        row = await self.pool.fetchrow(al.RULES_LATEST_SQL)
+        return None if row is None else al.RuleSetRecord(int(row[0]), row[1], int(row[2]), row[3])
+
+    async def put_labels(self, labels: Sequence[Label]) -> None:
+        if labels:
+            await self.pool.executemany(pg(al.LABEL_INSERT_SQL), [al.label_params(x) for x in labels])
+
+    async def list_labels(self, *, tenant: str | None = None, asset: str | None = None, alert: int | None = None,
+                          since_ms: int | None = None, limit: int = 1_000_000) -> list[Label]:
+        sql, params = al.label_query(tenant=tenant, asset=asset, alert=alert, since_ms=since_ms, limit=limit)
+        return [al.label_from_row(tuple(r)) for r in await self.pool.fetch(pg(sql), *params)]
+
+    async def put_override(self, override: al.OverrideRecord) -> None:
+        await self.pool.execute(pg(al.OVERRIDE_UPSERT_SQL), *al.override_params(override))
+
+    async def list_overrides(self) -> list[al.OverrideRecord]:
+        return [al.override_from_row(tuple(r)) for r in await self.pool.fetch(al.OVERRIDE_SELECT_SQL)]
+
+    async def put_undelivered(self, records: Sequence[al.UndeliveredRecord]) -> None:
+        if records:
+            await self.pool.executemany(pg(al.UNDELIVERED_INSERT_SQL), [al.undelivered_params(u) for u in records])
+
+    async def list_undelivered(self, *, tenant: str | None = None, limit: int = 200) -> list[al.UndeliveredRecord]:
+        sql, params = al.undelivered_query(tenant, limit)
+        return [al.undelivered_from_row(tuple(r)) for r in await self.pool.fetch(pg(sql), *params)]
+
+    async def put_work_order(self, order: al.WorkOrderRecord) -> None:
+        await self._insert_unique(al.WORK_ORDER_INSERT_SQL, al.work_order_params(order), "work order", order.id)
+
+    async def close_work_order(self, order_id: str, *, at_ms: int, downtime_end: int | None,
+                               by: str) -> al.WorkOrderRecord:
+        row = await self.pool.fetchrow(pg(al.WORK_ORDER_CLOSE_SQL), at_ms, downtime_end, by, order_id)
+        if row is None:
+            raise NotFoundError("open work order", order_id)
+        return al.work_order_from_row(tuple(row))
+
+    async def list_work_orders(self, *, tenant: str | None = None, since_ms: int | None = None,
+                               limit: int = 100_000) -> list[al.WorkOrderRecord]:
+        sql, params = al.work_order_query(tenant, since_ms, limit)
+        return [al.work_order_from_row(tuple(r)) for r in await self.pool.fetch(pg(sql), *params)]
 
 
 def _redact(dsn: str) -> str:

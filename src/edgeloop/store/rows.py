@@ -8,7 +8,8 @@ from typing import Any
 import msgspec
 
 from edgeloop.messages import Alert, AlertStatus, Severity
-from edgeloop.store.base import AuditRecord, Credential, Enrollment, GatewayConfig, GatewayRecord, User
+from edgeloop.store.alerting import select_where
+from edgeloop.store.base import ALERT_COLUMNS, AuditRecord, Credential, Enrollment, GatewayConfig, GatewayRecord, User
 
 
 def alert_params(alert: Alert) -> tuple[Any, ...]:
@@ -17,7 +18,8 @@ def alert_params(alert: Alert) -> tuple[Any, ...]:
         alert.tenant, alert.asset, alert.device, alert.kind, alert.severity.value, alert.status.value,
         alert.first_seen, alert.last_seen, alert.count, alert.score, alert.message,
         msgspec.json.encode(alert.explanation).decode(), alert.detector, alert.acknowledged_by,
-        alert.acknowledged_at, alert.resolved_by, alert.resolved_at,
+        alert.acknowledged_at, alert.resolved_by, alert.resolved_at, alert.incident, alert.priority,
+        alert.confidence, alert.suppressed, alert.cleared_at,
     )
 
 
@@ -27,8 +29,21 @@ def alert_from_row(row: Sequence[Any]) -> Alert:
         status=AlertStatus(row[6]), first_seen=int(row[7]), last_seen=int(row[8]), count=int(row[9]),
         score=float(row[10]), message=row[11], explanation=msgspec.json.decode(row[12], type=dict[str, float]),
         detector=row[13], acknowledged_by=row[14], acknowledged_at=row[15], resolved_by=row[16],
-        resolved_at=row[17],
+        resolved_at=row[17], incident=None if row[18] is None else int(row[18]), priority=float(row[19]),
+        confidence=float(row[20]), suppressed=row[21], cleared_at=None if row[22] is None else int(row[22]),
     )
+
+
+def alert_query(*, status: AlertStatus | None, asset: str | None, tenant: str | None, limit: int,
+                incident: int | None, unresolved: bool, since_ms: int | None = None) -> tuple[str, list[Any]]:
+    """SELECT of alerts, newest first, with ``?`` placeholders (``alerting.pg`` for PostgreSQL); ``since_ms``:
+    first seen then or later."""
+    sql, params = select_where(f"SELECT {','.join(ALERT_COLUMNS)} FROM alerts", [
+        ("first_seen >= ?", since_ms), ("status = ?", None if status is None else status.value), ("asset = ?", asset),
+        ("tenant = ?", tenant), ("incident = ?", incident)])
+    if unresolved:
+        sql += (" AND " if params else " WHERE ") + "status <> 'resolved'"
+    return sql + " ORDER BY last_seen DESC, id DESC LIMIT ?", [*params, limit]
 
 
 ENROLLMENT_COLUMNS = ("id, tenant, line, profile, claim_hash, expires_ms, created_ms, created_by, asset, serials, "

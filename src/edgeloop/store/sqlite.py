@@ -13,13 +13,17 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.errors import ConflictError, NotFoundError, StoreError
 from edgeloop.messages import Alert, AlertStatus
+from edgeloop.store import alerting as al
+
+if TYPE_CHECKING:
+    from edgeloop.alerts.feedback import Label
 from edgeloop.store.base import (
     ALERT_COLUMNS,
     ALERT_TRANSITIONS,
@@ -49,6 +53,7 @@ from edgeloop.store.rows import (
     USER_COLUMNS,
     alert_from_row,
     alert_params,
+    alert_query,
     audit_from_row,
     audit_params,
     credential_from_row,
@@ -116,7 +121,8 @@ CREATE TABLE IF NOT EXISTS gateway_configs (gateway TEXT NOT NULL, tenant TEXT N
     status_ms INTEGER, error TEXT NOT NULL, PRIMARY KEY (gateway, version));
 """
 
-SCHEMA_VERSION = "1"
+SCHEMA = SCHEMA + al.DDL.format(**al.SQLITE_TYPES)
+SCHEMA_VERSION = "2"  # 2: incidents, suppressions, silences, maintenance, rule sets; alerts gain incident columns
 # A gateway's heartbeat replaces the stored one unless it is older (a redelivery); the retained status is kept
 # when the heartbeat does not carry one; ``dropped_at`` moves when the agent reports more drops than before.
 HEARTBEAT_UPSERT = (
@@ -160,9 +166,15 @@ class SQLiteStore(Store):
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
+            have = {r[1] for r in db.execute("PRAGMA table_info(alerts)")}
+            for name, kind in al.ALERT_V2_COLUMNS:  # version 1 -> 2 (and a fresh database)
+                if name not in have:
+                    db.execute(f"ALTER TABLE alerts ADD COLUMN {name} {kind.format(**al.SQLITE_TYPES)}")
             found = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if found is None:
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            elif found[0] == "1":
+                db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (SCHEMA_VERSION,))
             elif found[0] != SCHEMA_VERSION:
                 raise StoreError(f"{self.path} has schema version {found[0]}, this EdgeLoop needs {SCHEMA_VERSION}")
             return db
@@ -589,17 +601,28 @@ class SQLiteStore(Store):
 
     # -- alerts ---------------------------------------------------------------------------------
     async def raise_alert(self, alert: Alert) -> Alert:
-        cols = ALERT_COLUMNS[1:]
+        block = al.id_block_sql("alerts")
 
         def upsert(db: sqlite3.Connection) -> Alert:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                new_id = int(db.execute(block, (1, 1, 1, 1)).fetchone()[0]) - 1
+                alert_row = insert(db, new_id)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return alert_row
+
+        def insert(db: sqlite3.Connection, new_id: int) -> Alert:
             row = db.execute(
-                f"INSERT INTO alerts ({','.join(cols)}) VALUES ({','.join('?' * len(cols))}) "
+                f"INSERT INTO alerts ({','.join(ALERT_COLUMNS)}) VALUES ({','.join('?' * len(ALERT_COLUMNS))}) "
                 "ON CONFLICT(asset, kind) WHERE status <> 'resolved' DO UPDATE SET "
                 "count=count+excluded.count, last_seen=max(last_seen, excluded.last_seen), "
                 "first_seen=min(first_seen, excluded.first_seen), score=max(score, excluded.score), "
                 "severity=CASE WHEN excluded.severity='critical' THEN 'critical' ELSE severity END "
                 f"RETURNING {','.join(ALERT_COLUMNS)}",
-                alert_params(alert),
+                (new_id, *alert_params(alert)),
             ).fetchone()
             return alert_from_row(row)
 
@@ -607,20 +630,13 @@ class SQLiteStore(Store):
 
     async def list_alerts(
         self, *, status: AlertStatus | None = None, asset: str | None = None, tenant: str | None = None,
-        limit: int = 200,
+        limit: int = 200, incident: int | None = None, unresolved: bool = False, since_ms: int | None = None,
     ) -> list[Alert]:
-        where, params = [], []
-        for col, val in (("status", status), ("asset", asset), ("tenant", tenant)):
-            if val is not None:
-                where.append(f"{col}=?")
-                params.append(str(val))
-        sql = f"SELECT {','.join(ALERT_COLUMNS)} FROM alerts"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY last_seen DESC, id DESC LIMIT ?"
+        sql, params = alert_query(status=status, asset=asset, tenant=tenant, limit=limit, incident=incident,
+                                  unresolved=unresolved, since_ms=since_ms)
 
         def read(db: sqlite3.Connection) -> list[Alert]:
-            return [alert_from_row(r) for r in db.execute(sql, (*params, limit))]
+            return [alert_from_row(r) for r in db.execute(sql, params)]
 
         return await self._run(read)
 
@@ -658,3 +674,149 @@ class SQLiteStore(Store):
 
         return await self._run(update)
 
+
+    # -- incidents ------------------------------------------------------------------------------
+    async def reserve_ids(self, name: str, n: int) -> range:
+        sql = al.id_block_sql(name)
+
+        def run(db: sqlite3.Connection) -> range:
+            end = int(db.execute(sql, (n, n, n, n)).fetchone()[0])
+            return range(end - n, end)
+
+        return await self._run(run)
+
+    async def write_alert_changes(self, changes: al.AlertChanges) -> dict[int, int]:
+        def write(db: sqlite3.Connection) -> dict[int, int]:
+            remap: dict[int, int] = {}
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for a in changes.opened:
+                    got = int(db.execute(al.ALERT_OPEN_SQL, al.alert_open_params(a)).fetchone()[0])
+                    if got != a.id:
+                        remap[a.id] = got
+                db.executemany(al.ALERT_UPDATE_SQL, [al.alert_update_params(al.remapped(a, remap))
+                                                     for a in changes.updated])
+                db.executemany(al.INCIDENT_UPSERT_SQL, [al.incident_params(r) for r in changes.incidents])
+                db.executemany(al.TIMELINE_INSERT_SQL, [al.timeline_params(e) for e in changes.timeline])
+                db.executemany(al.SUPPRESSION_INSERT_SQL, [al.suppression_params(x) for x in changes.suppressions])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return remap
+
+        return await self._run(write)
+
+    async def list_incidents(self, *, statuses: Sequence[str] | None = None, tenant: str | None = None,
+                             asset: str | None = None, limit: int = 200,
+                             opened_from: int | None = None) -> list[al.IncidentRecord]:
+        sql, params = al.incident_query(statuses=statuses, tenant=tenant, asset=asset, limit=limit,
+                                        opened_from=opened_from)
+        return await self._run(lambda db: [al.incident_from_row(r) for r in db.execute(sql, params)])
+
+    async def get_incident(self, incident_id: int) -> al.IncidentRecord:
+        def read(db: sqlite3.Connection) -> al.IncidentRecord:
+            row = db.execute(f"SELECT {al.INCIDENT_COLUMNS} FROM incidents WHERE id=?", (incident_id,)).fetchone()
+            if row is None:
+                raise NotFoundError("incident", incident_id)
+            return al.incident_from_row(row)
+
+        return await self._run(read)
+
+    async def incident_timeline(self, incident_id: int) -> list[al.TimelineEntry]:
+        return await self._run(lambda db: [al.timeline_from_row(r)
+                                           for r in db.execute(al.TIMELINE_SELECT_SQL, (incident_id,))])
+
+    async def list_suppressions(self, *, asset: str | None = None, rule: str | None = None,
+                                since_ms: int | None = None, until_ms: int | None = None,
+                                tenant: str | None = None, reason: str | None = None,
+                                limit: int = 200) -> list[al.SuppressionRecord]:
+        sql, params = al.suppression_query(asset=asset, rule=rule, since_ms=since_ms, until_ms=until_ms,
+                                           tenant=tenant, reason=reason, limit=limit)
+        return await self._run(lambda db: [al.suppression_from_row(r) for r in db.execute(sql, params)])
+
+    async def _insert_unique(self, sql: str, params: Sequence[Any], what: str, ident: str) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            try:
+                db.execute(sql, params)
+            except sqlite3.IntegrityError as exc:
+                raise ConflictError(f"{what} {ident!r} already exists") from exc
+
+        await self._run(run)
+
+    async def put_maintenance(self, window: al.MaintenanceRecord) -> None:
+        await self._insert_unique(al.MAINTENANCE_INSERT_SQL, al.maintenance_params(window), "maintenance window",
+                                  window.id)
+
+    async def list_maintenance(self, *, tenant: str | None = None, ending_after: int | None = None
+                               ) -> list[al.MaintenanceRecord]:
+        sql, params = al.window_query(al.MAINTENANCE_SELECT, tenant, "end_ms", ending_after, "start_ms")
+        return await self._run(lambda db: [al.maintenance_from_row(r) for r in db.execute(sql, params)])
+
+    async def put_silence(self, silence: al.SilenceRecord) -> None:
+        await self._insert_unique(al.SILENCE_INSERT_SQL, al.silence_params(silence), "silence", silence.id)
+
+    async def end_silence(self, silence_id: str, at_ms: int) -> al.SilenceRecord:
+        def run(db: sqlite3.Connection) -> al.SilenceRecord:
+            row = db.execute(al.SILENCE_END_SQL, al.silence_end_params(silence_id, at_ms)).fetchone()
+            if row is None:
+                raise NotFoundError("running silence", silence_id)
+            return al.silence_from_row(row)
+
+        return await self._run(run)
+
+    async def list_silences(self, *, tenant: str | None = None, active_at: int | None = None
+                            ) -> list[al.SilenceRecord]:
+        sql, params = al.silence_query(tenant, active_at)
+        return await self._run(lambda db: [al.silence_from_row(r) for r in db.execute(sql, params)])
+
+    async def put_rules(self, text: str, *, by: str, at_ms: int) -> int:
+        return await self._run(lambda db: int(db.execute(al.RULES_INSERT_SQL, (text, at_ms, by)).fetchone()[0]))
+
+    async def latest_rules(self) -> al.RuleSetRecord | None:
+        def read(db: sqlite3.Connection) -> al.RuleSetRecord | None:
+            row = db.execute(al.RULES_LATEST_SQL).fetchone()
+            return None if row is None else al.RuleSetRecord(int(row[0]), row[1], int(row[2]), row[3])
+
+        return await self._run(read)
+
+    async def put_labels(self, labels: Sequence[Label]) -> None:
+        rows = [al.label_params(x) for x in labels]
+        await self._run(lambda db: db.executemany(al.LABEL_INSERT_SQL, rows))
+
+    async def list_labels(self, *, tenant: str | None = None, asset: str | None = None, alert: int | None = None,
+                          since_ms: int | None = None, limit: int = 1_000_000) -> list[Label]:
+        sql, params = al.label_query(tenant=tenant, asset=asset, alert=alert, since_ms=since_ms, limit=limit)
+        return await self._run(lambda db: [al.label_from_row(r) for r in db.execute(sql, params)])
+
+    async def put_override(self, override: al.OverrideRecord) -> None:
+        await self._exec(al.OVERRIDE_UPSERT_SQL, al.override_params(override))
+
+    async def list_overrides(self) -> list[al.OverrideRecord]:
+        return await self._run(lambda db: [al.override_from_row(r) for r in db.execute(al.OVERRIDE_SELECT_SQL)])
+
+    async def put_undelivered(self, records: Sequence[al.UndeliveredRecord]) -> None:
+        rows = [al.undelivered_params(u) for u in records]
+        await self._run(lambda db: db.executemany(al.UNDELIVERED_INSERT_SQL, rows))
+
+    async def list_undelivered(self, *, tenant: str | None = None, limit: int = 200) -> list[al.UndeliveredRecord]:
+        sql, params = al.undelivered_query(tenant, limit)
+        return await self._run(lambda db: [al.undelivered_from_row(r) for r in db.execute(sql, params)])
+
+    async def put_work_order(self, order: al.WorkOrderRecord) -> None:
+        await self._insert_unique(al.WORK_ORDER_INSERT_SQL, al.work_order_params(order), "work order", order.id)
+
+    async def close_work_order(self, order_id: str, *, at_ms: int, downtime_end: int | None,
+                               by: str) -> al.WorkOrderRecord:
+        def run(db: sqlite3.Connection) -> al.WorkOrderRecord:
+            row = db.execute(al.WORK_ORDER_CLOSE_SQL, (at_ms, downtime_end, by, order_id)).fetchone()
+            if row is None:
+                raise NotFoundError("open work order", order_id)
+            return al.work_order_from_row(row)
+
+        return await self._run(run)
+
+    async def list_work_orders(self, *, tenant: str | None = None, since_ms: int | None = None,
+                               limit: int = 100_000) -> list[al.WorkOrderRecord]:
+        sql, params = al.work_order_query(tenant, since_ms, limit)
+        return await self._run(lambda db: [al.work_order_from_row(r) for r in db.execute(sql, params)])

@@ -1,0 +1,576 @@
+"""Storage records and SQL for alerting: incidents, their timeline, suppressions, maintenance windows,
+silences, rule sets and id blocks. Written once for both SQL backends (``?`` placeholders; PostgreSQL turns
+them into ``$n`` with :func:`pg`), so SQLite and PostgreSQL cannot drift apart.
+
+The alert service (``edgeloop.alerts.service``) is the one writer of incidents and of the engine-owned
+columns of alerts: it persists each batch of engine events as one :class:`AlertChanges` in one transaction.
+Deduplication stays the database's job: a new alert is inserted with ``ON CONFLICT (asset, kind) WHERE status
+<> 'resolved' DO UPDATE`` (the partial unique index ``alerts_one_open``), so when two evaluators race on one
+(asset, rule), the second merges into the first's row and learns its id.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+
+from edgeloop.messages import Alert
+
+if TYPE_CHECKING:
+    from edgeloop.alerts.feedback import Label
+
+__all__ = [
+    "AlertChanges",
+    "IncidentRecord",
+    "MaintenanceRecord",
+    "OverrideRecord",
+    "RuleSetRecord",
+    "SilenceRecord",
+    "SuppressionRecord",
+    "TimelineEntry",
+    "UndeliveredRecord",
+    "WorkOrderRecord",
+    "pg",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRecord:
+    """An incident as stored: the engine's correlation (kind, scope, alerts) plus the human lifecycle."""
+
+    id: int
+    tenant: str
+    kind: str  # asset | line | gateway
+    scope: str  # the asset, line or gateway id
+    rule: str
+    title: str
+    status: str  # open | acknowledged | in_progress | resolved | closed | merged
+    priority: float
+    route: str  # urgent | normal
+    opened_at: int
+    last_raise: int
+    page_due: int
+    paged_at: int | None
+    resolved_at: int | None
+    merged_into: int | None
+    assets: tuple[str, ...]
+    updated_at: int
+    assignee: str | None = None
+    acknowledged_by: str | None = None
+    acknowledged_at: int | None = None
+    closed_at: int | None = None
+    escalation_level: int = 0
+    lifecycle: str = ""  # the lifecycle snapshot (JSON) a restart rebuilds the workflow from
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One line of an incident's history: opened, alert added, paged, acknowledged, comment, escalated, ..."""
+
+    incident: int
+    ts: int
+    kind: str
+    actor: str  # "system" or a person
+    detail: str
+    data: dict[str, Any] = field(default_factory=dict)
+    id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionRecord:
+    """Why a signal did not page (the answer to "why was I not paged?")."""
+
+    ts: int
+    tenant: str
+    asset: str
+    rule: str
+    reason: str
+    detail: str
+    incident: int | None
+    id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceRecord:
+    id: str
+    tenant: str
+    scope: str  # asset | line | site
+    target: str
+    start_ms: int
+    end_ms: int
+    by: str
+    reason: str
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceRecord:
+    id: str
+    tenant: str
+    scope: str
+    target: str
+    rule: str  # "" = every rule
+    start_ms: int
+    until_ms: int
+    by: str
+    reason: str
+    created_ms: int
+    ended_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSetRecord:
+    version: int
+    text: str  # the YAML/JSON document as given
+    created_ms: int
+    created_by: str
+
+
+@dataclass(slots=True)
+class AlertChanges:
+    """One batch of engine output, written in one transaction.
+
+    ``opened``: new alerts (the engine's id in ``Alert.id``; inserted or merged into an open row of the same
+    (asset, kind)); ``updated``: alerts already stored, engine-owned columns replaced by id; ``incidents``: full
+    rows, upserted by id.
+    """
+
+    opened: list[Alert] = field(default_factory=list)
+    updated: list[Alert] = field(default_factory=list)
+    incidents: list[IncidentRecord] = field(default_factory=list)
+    timeline: list[TimelineEntry] = field(default_factory=list)
+    suppressions: list[SuppressionRecord] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.opened or self.updated or self.incidents or self.timeline or self.suppressions)
+
+
+# --- schema -------------------------------------------------------------------------------------------------
+
+# {big}: 64-bit integer; {real}: double; {serial}: auto-increment 64-bit primary key
+DDL: Final = """
+CREATE TABLE IF NOT EXISTS incidents (id {big} PRIMARY KEY, tenant TEXT NOT NULL, kind TEXT NOT NULL,
+    scope TEXT NOT NULL, rule TEXT NOT NULL, title TEXT NOT NULL, status TEXT NOT NULL, priority {real} NOT NULL,
+    route TEXT NOT NULL, opened_at {big} NOT NULL, last_raise {big} NOT NULL, page_due {big} NOT NULL,
+    paged_at {big}, resolved_at {big}, merged_into {big}, assets TEXT NOT NULL, updated_at {big} NOT NULL,
+    assignee TEXT, acknowledged_by TEXT, acknowledged_at {big}, closed_at {big}, escalation_level INTEGER NOT NULL,
+    lifecycle TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS incidents_open ON incidents (status, priority);
+CREATE INDEX IF NOT EXISTS incidents_recent ON incidents (opened_at);
+CREATE TABLE IF NOT EXISTS incident_timeline (id {serial}, incident {big} NOT NULL, ts {big} NOT NULL,
+    kind TEXT NOT NULL, actor TEXT NOT NULL, detail TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS incident_timeline_incident ON incident_timeline (incident, id);
+CREATE TABLE IF NOT EXISTS suppressions (id {serial}, ts {big} NOT NULL, tenant TEXT NOT NULL, asset TEXT NOT NULL,
+    rule TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL, incident {big});
+CREATE INDEX IF NOT EXISTS suppressions_asset ON suppressions (asset, ts);
+CREATE INDEX IF NOT EXISTS suppressions_ts ON suppressions (ts);
+CREATE TABLE IF NOT EXISTS maintenance_windows (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, scope TEXT NOT NULL,
+    target TEXT NOT NULL, start_ms {big} NOT NULL, end_ms {big} NOT NULL, created_by TEXT NOT NULL,
+    reason TEXT NOT NULL, created_ms {big} NOT NULL);
+CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, scope TEXT NOT NULL,
+    target TEXT NOT NULL, rule TEXT NOT NULL, start_ms {big} NOT NULL, until_ms {big} NOT NULL,
+    created_by TEXT NOT NULL, reason TEXT NOT NULL, created_ms {big} NOT NULL, ended_ms {big});
+CREATE TABLE IF NOT EXISTS alert_rules (version INTEGER PRIMARY KEY, text TEXT NOT NULL, created_ms {big} NOT NULL,
+    created_by TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS id_blocks (name TEXT PRIMARY KEY, next {big} NOT NULL);
+CREATE TABLE IF NOT EXISTS labels (id {serial}, alert {big} NOT NULL, incident {big}, tenant TEXT NOT NULL,
+    asset TEXT NOT NULL, device TEXT NOT NULL, rule TEXT NOT NULL, verdict TEXT NOT NULL, fault_type TEXT NOT NULL,
+    reason TEXT NOT NULL, start_ms {big} NOT NULL, end_ms {big} NOT NULL, first_seen {big} NOT NULL,
+    last_seen {big} NOT NULL, peak {real}, model_version TEXT NOT NULL, by_person TEXT NOT NULL, ts {big} NOT NULL);
+CREATE INDEX IF NOT EXISTS labels_alert ON labels (alert);
+CREATE INDEX IF NOT EXISTS labels_ts ON labels (ts);
+CREATE TABLE IF NOT EXISTS notification_dead_letters (id {serial}, ts {big} NOT NULL, tenant TEXT NOT NULL,
+    incident {big} NOT NULL, channel TEXT NOT NULL, record TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS notification_dead_letters_ts ON notification_dead_letters (ts);
+CREATE TABLE IF NOT EXISTS work_orders (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, asset TEXT NOT NULL,
+    incident {big}, alert {big}, opened_ms {big} NOT NULL, downtime_start {big}, closed_ms {big}, downtime_end {big},
+    opened_by TEXT NOT NULL, closed_by TEXT, note TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS work_orders_opened ON work_orders (opened_ms);
+CREATE TABLE IF NOT EXISTS rule_overrides (asset TEXT NOT NULL, rule TEXT NOT NULL, levels TEXT NOT NULL,
+    set_ms {big} NOT NULL, set_by TEXT NOT NULL, PRIMARY KEY (asset, rule));
+"""
+
+#: columns added to ``alerts`` by schema version 2 (name, type template)
+ALERT_V2_COLUMNS: Final = (
+    ("incident", "{big}"), ("priority", "{real} NOT NULL DEFAULT 0"), ("confidence", "{real} NOT NULL DEFAULT 1"),
+    ("suppressed", "TEXT"), ("cleared_at", "{big}"),
+)
+
+SQLITE_TYPES: Final = {"big": "INTEGER", "real": "REAL", "serial": "INTEGER PRIMARY KEY"}
+PG_TYPES: Final = {"big": "bigint", "real": "double precision", "serial": "bigserial PRIMARY KEY"}
+
+_MARK = re.compile(r"\?")
+
+
+def pg(sql: str) -> str:
+    """``?`` placeholders to PostgreSQL's ``$1, $2, ...`` (our SQL has no literal question marks)."""
+    n = 0
+
+    def repl(_: re.Match[str]) -> str:
+        nonlocal n
+        n += 1
+        return f"${n}"
+
+    return _MARK.sub(repl, sql)
+
+
+def select_where(select: str, conds: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
+    """``select`` with ``WHERE`` the conditions whose value is not None (each with one ``?``), and their values."""
+    used = [(cond, value) for cond, value in conds if value is not None]
+    if not used:
+        return select, []
+    return select + " WHERE " + " AND ".join(c for c, _ in used), [v for _, v in used]
+
+
+# --- alerts (engine-owned columns) --------------------------------------------------------------------------
+
+ALERT_OPEN_SQL: Final = (  # the arbiter: a second open alert for (asset, kind) merges into the first
+    "INSERT INTO alerts (id, tenant, asset, device, kind, severity, status, first_seen, last_seen, count, score, "
+    "message, explanation, detector, incident, priority, confidence, suppressed, cleared_at) "
+    "VALUES (?,?,?,?,?,?,'open',?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT (asset, kind) WHERE status <> 'resolved' DO UPDATE SET count=alerts.count+excluded.count, "
+    "last_seen=CASE WHEN excluded.last_seen > alerts.last_seen THEN excluded.last_seen ELSE alerts.last_seen END, "
+    "cleared_at=NULL RETURNING id"
+)
+
+
+def alert_open_params(a: Alert) -> tuple[Any, ...]:
+    return (a.id, a.tenant, a.asset, a.device, a.kind, a.severity.value, a.first_seen, a.last_seen, a.count,
+            a.score, a.message, msgspec.json.encode(a.explanation).decode(), a.detector, a.incident, a.priority,
+            a.confidence, a.suppressed, a.cleared_at)
+
+
+def remapped(a: Alert, remap: dict[int, int]) -> Alert:
+    """``a`` under the stored id it merged into, if it did."""
+    return msgspec.structs.replace(a, id=remap[a.id]) if a.id in remap else a
+
+
+ALERT_UPDATE_SQL: Final = (  # a person's acknowledgement stays; the engine owns resolution
+    "UPDATE alerts SET severity=?, last_seen=CASE WHEN ? > last_seen THEN ? ELSE last_seen END, "
+    "count=CASE WHEN ? > count THEN ? ELSE count END, score=?, message=?, explanation=?, incident=?, priority=?, "
+    "confidence=?, suppressed=?, cleared_at=?, "
+    "status=CASE WHEN ? = 'resolved' THEN 'resolved' ELSE status END, "
+    "resolved_by=CASE WHEN ? = 'resolved' AND resolved_by IS NULL THEN ? ELSE resolved_by END, "
+    "resolved_at=CASE WHEN ? = 'resolved' AND resolved_at IS NULL THEN ? ELSE resolved_at END WHERE id=?"
+)
+
+
+def alert_update_params(a: Alert) -> tuple[Any, ...]:
+    st = a.status.value
+    return (a.severity.value, a.last_seen, a.last_seen, a.count, a.count, a.score, a.message,
+            msgspec.json.encode(a.explanation).decode(), a.incident, a.priority, a.confidence, a.suppressed,
+            a.cleared_at, st, st, a.resolved_by, st, a.resolved_at, a.id)
+
+
+# --- incidents ----------------------------------------------------------------------------------------------
+
+INCIDENT_COLUMNS: Final = (
+    "id, tenant, kind, scope, rule, title, status, priority, route, opened_at, last_raise, page_due, paged_at, "
+    "resolved_at, merged_into, assets, updated_at, assignee, acknowledged_by, acknowledged_at, closed_at, "
+    "escalation_level, lifecycle"
+)
+_INCIDENT_NAMES: Final = [c.strip() for c in INCIDENT_COLUMNS.split(",")]
+INCIDENT_UPSERT_SQL: Final = (
+    f"INSERT INTO incidents ({INCIDENT_COLUMNS}) VALUES ({','.join('?' * len(_INCIDENT_NAMES))}) "
+    "ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c}=excluded.{c}" for c in _INCIDENT_NAMES[1:])
+)
+
+
+def incident_params(r: IncidentRecord) -> tuple[Any, ...]:
+    return (r.id, r.tenant, r.kind, r.scope, r.rule, r.title, r.status, r.priority, r.route, r.opened_at,
+            r.last_raise, r.page_due, r.paged_at, r.resolved_at, r.merged_into, ",".join(r.assets), r.updated_at,
+            r.assignee, r.acknowledged_by, r.acknowledged_at, r.closed_at, r.escalation_level, r.lifecycle)
+
+
+def _opt(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
+def incident_from_row(row: Sequence[Any]) -> IncidentRecord:
+    return IncidentRecord(
+        id=int(row[0]), tenant=row[1], kind=row[2], scope=row[3], rule=row[4], title=row[5], status=row[6],
+        priority=float(row[7]), route=row[8], opened_at=int(row[9]), last_raise=int(row[10]),
+        page_due=int(row[11]), paged_at=_opt(row[12]), resolved_at=_opt(row[13]), merged_into=_opt(row[14]),
+        assets=tuple(a for a in row[15].split(",") if a), updated_at=int(row[16]), assignee=row[17],
+        acknowledged_by=row[18], acknowledged_at=_opt(row[19]), closed_at=_opt(row[20]),
+        escalation_level=int(row[21]), lifecycle=row[22])
+
+
+def incident_query(*, statuses: Sequence[str] | None, tenant: str | None, asset: str | None,
+                   limit: int, opened_from: int | None = None) -> tuple[str, list[Any]]:
+    """SELECT of incidents, newest first; ``asset`` matches incidents that hold an alert of the asset."""
+    conds: list[tuple[str, Any]] = [("opened_at >= ?", opened_from), ("tenant = ?", tenant),
+                                    ("id IN (SELECT incident FROM alerts WHERE asset = ?)", asset)]
+    sql, params = select_where(f"SELECT {INCIDENT_COLUMNS} FROM incidents", conds)
+    if statuses:
+        sql += (" AND " if params else " WHERE ") + f"status IN ({','.join('?' * len(statuses))})"
+        params.extend(statuses)
+    return sql + " ORDER BY opened_at DESC, id DESC LIMIT ?", [*params, limit]
+
+
+# --- timeline, suppressions ---------------------------------------------------------------------------------
+
+TIMELINE_INSERT_SQL: Final = (
+    "INSERT INTO incident_timeline (incident, ts, kind, actor, detail, data) VALUES (?,?,?,?,?,?)"
+)
+TIMELINE_SELECT_SQL: Final = (
+    "SELECT id, incident, ts, kind, actor, detail, data FROM incident_timeline WHERE incident=? ORDER BY id"
+)
+
+
+def timeline_params(e: TimelineEntry) -> tuple[Any, ...]:
+    return (e.incident, e.ts, e.kind, e.actor, e.detail[:2000], msgspec.json.encode(e.data).decode())
+
+
+def timeline_from_row(row: Sequence[Any]) -> TimelineEntry:
+    return TimelineEntry(id=int(row[0]), incident=int(row[1]), ts=int(row[2]), kind=row[3], actor=row[4],
+                         detail=row[5], data=msgspec.json.decode(row[6]))
+
+
+SUPPRESSION_INSERT_SQL: Final = (
+    "INSERT INTO suppressions (ts, tenant, asset, rule, reason, detail, incident) VALUES (?,?,?,?,?,?,?)"
+)
+
+
+def suppression_params(s: SuppressionRecord) -> tuple[Any, ...]:
+    return (s.ts, s.tenant, s.asset, s.rule, s.reason, s.detail[:1000], s.incident)
+
+
+def suppression_from_row(row: Sequence[Any]) -> SuppressionRecord:
+    return SuppressionRecord(id=int(row[0]), ts=int(row[1]), tenant=row[2], asset=row[3], rule=row[4],
+                             reason=row[5], detail=row[6], incident=_opt(row[7]))
+
+
+def suppression_query(*, asset: str | None, rule: str | None, since_ms: int | None, until_ms: int | None,
+                      tenant: str | None, reason: str | None, limit: int) -> tuple[str, list[Any]]:
+    sql, params = select_where("SELECT id, ts, tenant, asset, rule, reason, detail, incident FROM suppressions", [
+        ("asset = ?", asset), ("rule = ?", rule), ("ts >= ?", since_ms), ("ts < ?", until_ms),
+        ("tenant = ?", tenant), ("reason = ?", reason)])
+    return sql + " ORDER BY ts DESC, id DESC LIMIT ?", [*params, limit]
+
+
+# --- maintenance windows, silences, rule sets, id blocks ----------------------------------------------------
+
+MAINTENANCE_COLUMNS: Final = "id, tenant, scope, target, start_ms, end_ms, created_by, reason, created_ms"
+MAINTENANCE_INSERT_SQL: Final = f"INSERT INTO maintenance_windows ({MAINTENANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+
+
+def maintenance_params(m: MaintenanceRecord) -> tuple[Any, ...]:
+    return (m.id, m.tenant, m.scope, m.target, m.start_ms, m.end_ms, m.by, m.reason, m.created_ms)
+
+
+def maintenance_from_row(row: Sequence[Any]) -> MaintenanceRecord:
+    return MaintenanceRecord(id=row[0], tenant=row[1], scope=row[2], target=row[3], start_ms=int(row[4]),
+                             end_ms=int(row[5]), by=row[6], reason=row[7], created_ms=int(row[8]))
+
+
+MAINTENANCE_SELECT: Final = f"SELECT {MAINTENANCE_COLUMNS} FROM maintenance_windows"
+
+
+def window_query(select: str, tenant: str | None, end_col: str, after: int | None,
+                 order: str) -> tuple[str, list[Any]]:
+    """Windows of ``tenant`` (all when None) whose ``end_col`` is after ``after`` (all when None)."""
+    sql, params = select_where(select, [("tenant = ?", tenant), (f"{end_col} > ?", after)])
+    return sql + f" ORDER BY {order}, id", params
+
+
+SILENCE_COLUMNS: Final = "id, tenant, scope, target, rule, start_ms, until_ms, created_by, reason, created_ms, ended_ms"
+SILENCE_INSERT_SQL: Final = f"INSERT INTO silences ({SILENCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+
+
+def silence_params(s: SilenceRecord) -> tuple[Any, ...]:
+    return (s.id, s.tenant, s.scope, s.target, s.rule, s.start_ms, s.until_ms, s.by, s.reason, s.created_ms,
+            s.ended_ms)
+
+
+def silence_from_row(row: Sequence[Any]) -> SilenceRecord:
+    return SilenceRecord(id=row[0], tenant=row[1], scope=row[2], target=row[3], rule=row[4], start_ms=int(row[5]),
+                         until_ms=int(row[6]), by=row[7], reason=row[8], created_ms=int(row[9]),
+                         ended_ms=_opt(row[10]))
+
+
+SILENCE_SELECT: Final = f"SELECT {SILENCE_COLUMNS} FROM silences"
+SILENCE_END_SQL: Final = (
+    f"UPDATE silences SET ended_ms=?, until_ms=CASE WHEN until_ms > ? THEN ? ELSE until_ms END "
+    f"WHERE id=? AND ended_ms IS NULL RETURNING {SILENCE_COLUMNS}"
+)
+
+
+def silence_end_params(silence_id: str, at_ms: int) -> tuple[Any, ...]:
+    return (at_ms, at_ms, at_ms, silence_id)
+
+
+def silence_query(tenant: str | None, active_at: int | None) -> tuple[str, list[Any]]:
+    """Silences of ``tenant`` still running at ``active_at`` (all when None)."""
+    sql, params = window_query(SILENCE_SELECT, tenant, "until_ms", active_at, "start_ms")
+    if active_at is not None:
+        sql = sql.replace(" ORDER BY", " AND ended_ms IS NULL ORDER BY")
+    return sql, params
+
+
+RULES_INSERT_SQL: Final = (
+    "INSERT INTO alert_rules (version, text, created_ms, created_by) "
+    "SELECT coalesce(max(version), 0) + 1, CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS TEXT) FROM alert_rules "
+    "RETURNING version"
+)
+RULES_LATEST_SQL: Final = (
+    "SELECT version, text, created_ms, created_by FROM alert_rules ORDER BY version DESC LIMIT 1"
+)
+ID_SEQUENCES: Final = ("alerts", "incidents")
+
+
+def id_block_sql(name: str) -> str:
+    """Reserve ``?`` ids of table ``name`` (params: n, n, n, n): returns the block's end; the block is
+    [end - n, end). Blocks start above every id in the table (ids written before blocks existed)."""
+    if name not in ID_SEQUENCES:
+        raise ValueError(f"no id sequence {name!r}")
+    floor = f"(SELECT coalesce(max(id), 0) FROM {name})"
+    return (f"INSERT INTO id_blocks (name, next) VALUES ('{name}', {floor} + 1 + CAST(? AS BIGINT)) "
+            "ON CONFLICT (name) DO UPDATE SET next = CASE WHEN id_blocks.next > excluded.next - CAST(? AS BIGINT) "
+            "THEN id_blocks.next ELSE excluded.next - CAST(? AS BIGINT) END + CAST(? AS BIGINT) RETURNING next")
+
+
+# --- labels (technician feedback) and per-asset rule overrides ---------------------------------------------
+
+LABEL_COLUMNS: Final = ("alert, incident, tenant, asset, device, rule, verdict, fault_type, reason, start_ms, end_ms, "
+                        "first_seen, last_seen, peak, model_version, by_person, ts")
+LABEL_INSERT_SQL: Final = f"INSERT INTO labels ({LABEL_COLUMNS}) VALUES ({','.join('?' * 17)})"
+
+
+def label_params(x: Label) -> tuple[Any, ...]:
+    return (x.alert, x.incident, x.tenant, x.asset, x.device, x.rule, x.verdict.value, x.fault_type, x.reason,
+            x.start_ms, x.end_ms, x.first_seen, x.last_seen, x.peak, x.model_version, x.by, x.ts)
+
+
+def label_from_row(row: Sequence[Any]) -> Label:
+    from edgeloop.alerts.feedback import Label, Verdict
+
+    return Label(alert=int(row[0]), incident=_opt(row[1]), tenant=row[2], asset=row[3], device=row[4], rule=row[5],
+                 verdict=Verdict(row[6]), fault_type=row[7], reason=row[8], start_ms=int(row[9]),
+                 end_ms=int(row[10]), first_seen=int(row[11]), last_seen=int(row[12]),
+                 peak=None if row[13] is None else float(row[13]), model_version=row[14], by=row[15], ts=int(row[16]))
+
+
+def label_query(*, tenant: str | None, asset: str | None, alert: int | None, since_ms: int | None,
+                limit: int) -> tuple[str, list[Any]]:
+    """Labels, oldest first (the order training reads them in)."""
+    sql, params = select_where(f"SELECT {LABEL_COLUMNS} FROM labels", [
+        ("tenant = ?", tenant), ("asset = ?", asset), ("alert = ?", alert), ("ts >= ?", since_ms)])
+    return sql + " ORDER BY ts, id LIMIT ?", [*params, limit]
+
+
+OVERRIDE_UPSERT_SQL: Final = (
+    "INSERT INTO rule_overrides (asset, rule, levels, set_ms, set_by) VALUES (?,?,?,?,?) "
+    "ON CONFLICT (asset, rule) DO UPDATE SET levels=excluded.levels, set_ms=excluded.set_ms, set_by=excluded.set_by"
+)
+OVERRIDE_SELECT_SQL: Final = "SELECT asset, rule, levels, set_ms, set_by FROM rule_overrides ORDER BY asset, rule"
+
+
+@dataclass(frozen=True, slots=True)
+class OverrideRecord:
+    """A rule's levels on one asset, tuned from feedback (``levels``: ``RuleEngine.set_override`` arguments)."""
+
+    asset: str
+    rule: str
+    levels: dict[str, float]
+    set_ms: int
+    set_by: str
+
+
+def override_params(o: OverrideRecord) -> tuple[Any, ...]:
+    return (o.asset, o.rule, msgspec.json.encode(o.levels).decode(), o.set_ms, o.set_by)
+
+
+def override_from_row(row: Sequence[Any]) -> OverrideRecord:
+    return OverrideRecord(asset=row[0], rule=row[1], levels=msgspec.json.decode(row[2], type=dict[str, float]),
+                          set_ms=int(row[3]), set_by=row[4])
+
+
+# --- notifications given up on ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UndeliveredRecord:
+    """A notification that failed on its last attempt: ``record`` is the notifier's dead letter as JSON (the
+    exact payload, target, attempts and last error), enough to replay it."""
+
+    ts: int
+    tenant: str
+    incident: int
+    channel: str
+    record: str
+    id: int = 0
+
+
+UNDELIVERED_INSERT_SQL: Final = (
+    "INSERT INTO notification_dead_letters (ts, tenant, incident, channel, record) VALUES (?,?,?,?,?)"
+)
+
+
+def undelivered_params(u: UndeliveredRecord) -> tuple[Any, ...]:
+    return (u.ts, u.tenant, u.incident, u.channel, u.record)
+
+
+def undelivered_query(tenant: str | None, limit: int) -> tuple[str, list[Any]]:
+    sql, params = select_where("SELECT id, ts, tenant, incident, channel, record FROM notification_dead_letters",
+                               [("tenant = ?", tenant)])
+    return sql + " ORDER BY id DESC LIMIT ?", [*params, limit]
+
+
+def undelivered_from_row(row: Sequence[Any]) -> UndeliveredRecord:
+    return UndeliveredRecord(id=int(row[0]), ts=int(row[1]), tenant=row[2], incident=int(row[3]), channel=row[4],
+                             record=row[5])
+
+
+# --- work orders (reported back by a CMMS/ERP, or opened by hand) ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkOrderRecord:
+    """A repair on an asset: when the machine was down (``downtime_start`` .. ``downtime_end``), for MTTR,
+    MTBF and availability."""
+
+    id: str
+    tenant: str
+    asset: str
+    opened_ms: int
+    opened_by: str
+    incident: int | None = None
+    alert: int | None = None
+    downtime_start: int | None = None
+    closed_ms: int | None = None
+    downtime_end: int | None = None
+    closed_by: str | None = None
+    note: str = ""
+
+
+WORK_ORDER_COLUMNS: Final = ("id, tenant, asset, incident, alert, opened_ms, downtime_start, closed_ms, downtime_end, "
+                             "opened_by, closed_by, note")
+WORK_ORDER_INSERT_SQL: Final = f"INSERT INTO work_orders ({WORK_ORDER_COLUMNS}) VALUES ({','.join('?' * 12)})"
+WORK_ORDER_CLOSE_SQL: Final = (
+    "UPDATE work_orders SET closed_ms=?, downtime_end=?, closed_by=? WHERE id=? AND closed_ms IS NULL "
+    f"RETURNING {WORK_ORDER_COLUMNS}"
+)
+
+
+def work_order_params(w: WorkOrderRecord) -> tuple[Any, ...]:
+    return (w.id, w.tenant, w.asset, w.incident, w.alert, w.opened_ms, w.downtime_start, w.closed_ms,
+            w.downtime_end, w.opened_by, w.closed_by, w.note)
+
+
+def work_order_from_row(row: Sequence[Any]) -> WorkOrderRecord:
+    return WorkOrderRecord(id=row[0], tenant=row[1], asset=row[2], incident=_opt(row[3]), alert=_opt(row[4]),
+                           opened_ms=int(row[5]), downtime_start=_opt(row[6]), closed_ms=_opt(row[7]),
+                           downtime_end=_opt(row[8]), opened_by=row[9], closed_by=row[10], note=row[11])
+
+
+def work_order_query(tenant: str | None, since_ms: int | None, limit: int) -> tuple[str, list[Any]]:
+    """Oldest first: the open ones and those closed since ``since_ms``."""
+    sql, params = select_where(f"SELECT {WORK_ORDER_COLUMNS} FROM work_orders", [
+        ("tenant = ?", tenant), ("(closed_ms IS NULL OR closed_ms >= ?)", since_ms)])
+    return sql + " ORDER BY opened_ms, id LIMIT ?", [*params, limit]

@@ -1,0 +1,273 @@
+"""The alert service against real stores (SQLite and PostgreSQL): rules -> incidents -> rows, lifecycle,
+suppression records, restart, feedback, and no duplicate alert under racing evaluations."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeloop.alerts.feedback import read_labels_csv
+from edgeloop.alerts.service import AlertService
+from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Site, Tenant
+from edgeloop.clock import ManualClock
+from edgeloop.errors import ConflictError
+from edgeloop.messages import AlertStatus
+from edgeloop.store import Store, open_store
+from edgeloop.store.alerting import MaintenanceRecord, SilenceRecord
+from edgeloop.store.base import Registry, TelemetryChunk
+
+T0 = 1_767_225_600_000
+MIN = 60_000
+RULES = """
+version: 1
+rules:
+  - name: hot
+    kind: threshold
+    channel: temp
+    above: 80
+    clear_below: 75
+    severity: critical
+    tune: {mode: auto, after_false_alarms: 2, max_step: 5, max: 90}
+"""
+
+
+def registry(assets: int = 3) -> Registry:
+    reg = Registry()
+    reg.tenants["acme"] = Tenant(id="acme")
+    reg.sites["s1"] = Site(id="s1", tenant="acme")
+    reg.lines["l1"] = Line(id="l1", site="s1")
+    reg.profiles["p"] = DeviceProfile(name="p", channels=[ChannelSpec(name="temp", unit="C")])
+    for i in range(assets):
+        reg.assets[f"a{i}"] = Asset(id=f"a{i}", line="l1", criticality=4)
+        reg.devices[f"d{i}"] = Device(id=f"d{i}", tenant="acme", asset=f"a{i}", profile="p")
+    return reg
+
+
+def chunk(i: int, seq: int, t: int, temps: list[float]) -> TelemetryChunk:
+    ts = np.array([t + k * 1000 for k in range(len(temps))], dtype=np.int64)
+    return TelemetryChunk(device=f"d{i}", seq=seq, channels=("temp",), ts=ts,
+                          values=np.array(temps, dtype=np.float64).reshape(-1, 1), tenant="acme", asset=f"a{i}")
+
+
+async def service(store: Store, clock: ManualClock, reg: Registry | None = None) -> AlertService:
+    svc = AlertService(store=store, registry=reg or registry(), clock=clock)
+    await svc.start()
+    return svc
+
+
+async def ready(store: Store) -> tuple[AlertService, ManualClock, int]:
+    """A started service with ``RULES`` in force, its clock 3 min after the start (past the startup grace)."""
+    clock = ManualClock(T0)
+    svc = await service(store, clock)
+    await svc.replace_rules(RULES, by="ops")
+    t = T0 + 3 * MIN
+    clock.advance(t - T0)
+    return svc, clock, t
+
+
+async def feed(svc: AlertService, *chunks: TelemetryChunk) -> None:
+    for c in chunks:
+        svc.observe_run(c)
+    await svc.flush()
+
+
+async def at(svc: AlertService, clock: ManualClock, ms: int) -> None:
+    clock.advance(ms - clock.now_ms())
+    await svc.tick()
+
+
+async def test_a_raise_becomes_a_stored_alert_and_incident_that_pages_and_resolves(store: Store) -> None:
+    svc, clock, t = await ready(store)
+    await feed(svc, chunk(0, 1, t, [70, 85, 86]))
+    [alert] = await store.list_alerts(unresolved=True)
+    assert (alert.asset, alert.kind, alert.status, alert.first_seen) == ("a0", "hot", AlertStatus.OPEN, t + 1000)
+    assert alert.incident is not None and alert.priority == pytest.approx(80.0) and alert.suppressed is None
+    inc = await store.get_incident(alert.incident)
+    assert (inc.status, inc.paged_at, inc.assets) == ("open", None, ("a0",))
+    await at(svc, clock, t + 1000 + 30_000)  # the incident gathers its alerts for 30 s, then pages
+    inc = await store.get_incident(alert.incident)
+    assert inc.paged_at == t + 31_000 and inc.route == "urgent"
+    await feed(svc, chunk(0, 2, t + 10_000, [90, 91]))  # the same condition: no second alert
+    assert [a.count for a in await store.list_alerts()] == [1]
+    await feed(svc, chunk(0, 3, t + 40_000, [74]))  # below clear_below: cleared, resolves 5 min later
+    assert (await store.get_alert(alert.id)).cleared_at == t + 40_000
+    await at(svc, clock, t + 40_000 + 300_000)
+    done = await store.get_alert(alert.id)
+    assert (done.status, done.resolved_by, done.resolved_at) == (AlertStatus.RESOLVED, "system", t + 340_000)
+    inc = await store.get_incident(alert.incident)
+    assert inc.status == "resolved" and inc.resolved_at == t + 340_000
+    kinds = [e.kind for e in await store.incident_timeline(inc.id)]
+    assert kinds[:3] == ["opened", "alert-opened", "paged"] and "alert-resolved" in kinds and kinds[-1] == "status"
+
+
+async def test_the_lifecycle_is_stored_and_enforced(store: Store) -> None:
+    svc, clock, t = await ready(store)
+    await feed(svc, chunk(0, 1, t, [85]))
+    [alert] = await store.list_alerts()
+    assert alert.incident is not None
+    iid = alert.incident
+    await at(svc, clock, t + 31_000)
+    rec = await svc.act(iid, "acknowledge", "alice", note="on my way")
+    assert (rec.status, rec.acknowledged_by, rec.acknowledged_at) == ("acknowledged", "alice", t + 31_000)
+    with pytest.raises(ConflictError, match="acknowledged"):
+        await svc.act(iid, "acknowledge", "bob")
+    await svc.act(iid, "assign", "alice", to="bob")
+    await svc.act(iid, "start", "bob")
+    await svc.act(iid, "comment", "bob", text="bearing replaced")
+    rec = await svc.act(iid, "resolve", "bob", note="fixed")
+    assert (rec.status, rec.assignee) == ("resolved", "bob")
+    with pytest.raises(ConflictError, match=r"condition|still active"):
+        await svc.act(iid, "close", "bob")  # its alert still fires: it cannot be closed yet
+    timeline = await store.incident_timeline(iid)
+    said = [(e.kind, e.actor, e.detail) for e in timeline if e.actor != "system"]
+    assert said == [("status", "alice", "open → acknowledged: on my way"), ("assigned", "alice", "assigned to bob"),
+                    ("status", "bob", "acknowledged → in_progress"), ("comment", "bob", "bearing replaced"),
+                    ("status", "bob", "in_progress → resolved: fixed")]
+
+
+async def test_escalation_when_nobody_acknowledges(store: Store) -> None:
+    svc, clock, t = await ready(store)
+    await feed(svc, chunk(1, 1, t, [95]))
+    [alert] = await store.list_alerts()
+    assert alert.incident is not None
+    await at(svc, clock, t + 30_000)
+    await at(svc, clock, t + 30_000 + 899_000)
+    assert (await store.get_incident(alert.incident)).escalation_level == 0
+    await at(svc, clock, t + 30_000 + 900_000)  # default policy: level 1 after 15 min
+    rec = await store.get_incident(alert.incident)
+    assert rec.escalation_level == 1
+    esc = [e for e in await store.incident_timeline(alert.incident) if e.kind == "escalated"]
+    assert [(e.ts, e.data["notify"]) for e in esc] == [(t + 930_000, ["shift-lead"])]
+    await svc.act(alert.incident, "acknowledge", "carol")
+    await at(svc, clock, t + 30_000 + 3_600_000)  # acknowledged: level 2 never fires
+    assert (await store.get_incident(alert.incident)).escalation_level == 1
+
+
+async def test_maintenance_and_silences_are_recorded_reasons(store: Store) -> None:
+    svc, clock, t = await ready(store)
+    await svc.add_maintenance(MaintenanceRecord(id="mw-1", tenant="acme", scope="line", target="l1", start_ms=t,
+                                                end_ms=t + 10 * MIN, by="alice", reason="pump overhaul",
+                                                created_ms=t))
+    await svc.add_silence(SilenceRecord(id="si-1", tenant="acme", scope="line", target="l1", rule="hot",
+                                        start_ms=t + 20 * MIN, until_ms=t + 30 * MIN, by="bob", reason="known",
+                                        created_ms=t))
+    await feed(svc, chunk(0, 1, t + 60_000, [85]))
+    await feed(svc, chunk(2, 1, t + 21 * MIN, [85]))
+    await at(svc, clock, t + 25 * MIN)
+    why = {x.asset: x for x in await store.list_suppressions()}
+    assert why["a0"].reason == "maintenance" and "mw-1" in why["a0"].detail and "alice" in why["a0"].detail
+    assert "pump overhaul" in why["a0"].detail
+    assert why["a2"].reason == "silenced" and "bob" in why["a2"].detail
+    assert all(i.paged_at is None for i in await store.list_incidents()), "suppressed alerts page nobody"
+    # both alerts are stored all the same: nothing is lost
+    assert {a.asset: a.suppressed for a in await store.list_alerts()} == {"a0": "maintenance", "a2": "silenced"}
+    # a restart takes the running silence back
+    svc2 = await service(store, clock)
+    await feed(svc2, chunk(1, 1, t + 26 * MIN, [85]))
+    assert [(x.reason, x.asset) for x in await store.list_suppressions(asset="a1")] == [("silenced", "a1")]
+    await at(svc2, clock, t + 31 * MIN)
+    assert all(i.paged_at is None for i in await store.list_incidents())
+
+
+async def test_a_restart_restores_open_alerts_and_incidents(store: Store) -> None:
+    svc, clock, t = await ready(store)
+    await feed(svc, chunk(0, 1, t, [85]), chunk(1, 1, t, [85]))
+    await at(svc, clock, t + 31_000)
+    first = {a.asset: a for a in await store.list_alerts()}
+    iid = first["a0"].incident
+    assert iid is not None
+    await svc.act(iid, "acknowledge", "alice")
+    clock.advance(60_000)  # the platform stops for a minute and starts again
+    svc2 = await service(store, clock)
+    assert svc2.rules_version == 1
+    rec = await store.get_incident(iid)
+    assert (rec.status, rec.acknowledged_by) == ("acknowledged", "alice")
+    # a0 still too hot: the fresh rule engine raises again, and it merges into the stored alert
+    await feed(svc2, chunk(0, 2, clock.now_ms(), [88]))
+    a0 = await store.get_alert(first["a0"].id)
+    assert (a0.count, a0.status) == (2, AlertStatus.OPEN)
+    assert len(await store.list_alerts(unresolved=True)) == 2
+    # a1 recovered while the platform was down: its alert resolves 5 min after the restart
+    await at(svc2, clock, clock.now_ms() + 300_000)
+    a1 = await store.get_alert(first["a1"].id)
+    assert a1.status == AlertStatus.RESOLVED
+    assert (await store.get_alert(first["a0"].id)).status == AlertStatus.OPEN
+    await svc2.act(iid, "start", "alice")  # the lifecycle carries on after the restart
+
+
+async def test_feedback_is_stored_as_labels_and_tunes_within_bounds(store: Store, tmp_path: Path) -> None:
+    svc, clock, t = await ready(store)
+    levels = []
+    for k in range(8):  # a false alarm now and then: two of them loosen the level by 5, up to 90
+        start = t + k * 20 * MIN
+        await feed(svc, chunk(0, 2 * k + 1, start, [95]), chunk(0, 2 * k + 2, start + 60_000, [60]))
+        await at(svc, clock, start + 7 * MIN)
+        [alert] = [a for a in await store.list_alerts() if a.first_seen == start]
+        label, _ = await svc.feedback(alert.id, "false_alarm", by=f"tech{k % 2}", reason="sun on the sensor")
+        assert (label.start_ms, label.end_ms) == (start - 10 * MIN, start + 60_000)
+        assert label.model_version == "rules:hot@1" and label.peak == 95.0
+        levels.append(svc.rules.rule_for("a0", "hot").above)  # type: ignore[union-attr]
+    assert levels == [80, 85, 85, 90, 90, 90, 90, 90], "at most one step per decision, never past max 90"
+    audit = [r for r in await store.list_audit(limit=50) if r.action.startswith("rule.tune.")]
+    assert [r.action for r in reversed(audit)] == ["rule.tune.applied", "rule.tune.applied", "rule.tune.held",
+                                                    "rule.tune.held"]
+    assert all(r.target == "a0/hot" for r in audit) and "tech0" in audit[-1].actor
+    labels = await store.list_labels(asset="a0")
+    assert len(labels) == 8 and {x.verdict.value for x in labels} == {"false_alarm"}
+    with pytest.raises(Exception, match="fault_type"):
+        await svc.feedback(labels[0].alert, "confirmed", by="tech0")  # a confirmation needs the fault type
+    from edgeloop.alerts.feedback import labels_to_csv
+
+    labels_to_csv(labels, tmp_path / "labels.csv")
+    assert read_labels_csv(tmp_path / "labels.csv") == labels
+    # the tuned level survives a restart
+    svc2 = await service(store, clock)
+    assert svc2.rules.rule_for("a0", "hot").above == 90  # type: ignore[union-attr]
+    assert svc2.rules.rule_for("a1", "hot").above == 80  # type: ignore[union-attr]
+
+
+async def test_racing_evaluations_never_store_a_duplicate_alert(store: Store) -> None:
+    """Many tasks feed the same condition at once into one service, while ticks run; then a second service
+    (another platform process on the same database) raises the same (asset, rule): one open alert."""
+    svc, clock, t = await ready(store)
+
+    async def hot(k: int) -> None:
+        svc.observe_run(chunk(0, k, t + k * 1000, [85 + k % 3]))
+        await svc.flush()
+
+    await asyncio.gather(*(hot(k) for k in range(1, 41)), *(svc.tick() for _ in range(10)))
+    other = await service(store, clock)
+    other.observe_run(chunk(0, 99, t + 100_000, [99]))
+    svc.observe_run(chunk(0, 100, t + 100_000, [99]))
+    await asyncio.gather(other.flush(), svc.flush())
+    open_ = [a for a in await store.list_alerts(unresolved=True) if a.kind == "hot"]
+    assert len(open_) == 1, [(a.id, a.count) for a in open_]
+    assert open_[0].asset == "a0" and open_[0].count >= 2
+
+
+async def test_the_schema_upgrades_a_version_1_database(tmp_path: Path) -> None:
+    """A database created before alerting (schema 1) gains the incident columns and tables on open."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema_version', '1');"
+        "CREATE TABLE alerts (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, asset TEXT NOT NULL, device TEXT NOT NULL,"
+        " kind TEXT NOT NULL, severity TEXT NOT NULL, status TEXT NOT NULL, first_seen INTEGER NOT NULL,"
+        " last_seen INTEGER NOT NULL, count INTEGER NOT NULL, score REAL NOT NULL, message TEXT NOT NULL,"
+        " explanation TEXT NOT NULL, detector TEXT NOT NULL, acknowledged_by TEXT, acknowledged_at INTEGER,"
+        " resolved_by TEXT, resolved_at INTEGER);"
+        "INSERT INTO alerts VALUES (41, 'acme', 'a0', 'd0', 'anomaly', 'warning', 'open', 1, 2, 1, 1.5, 'm', '{}',"
+        " 'x', NULL, NULL, NULL, NULL);")
+    db.commit()
+    db.close()
+    async with open_store(f"sqlite:///{path}") as store:
+        [old] = await store.list_alerts()
+        assert (old.id, old.incident, old.priority, old.confidence) == (41, None, 0.0, 1.0)
+        block = await store.reserve_ids("alerts", 10)
+        assert block.start > 41, "new ids never collide with the ones written before"
