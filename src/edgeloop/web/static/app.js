@@ -8,6 +8,8 @@
 //                               false alarm); show=done lists resolved and closed incidents
 //         #/incidents/{id}      one incident: who/when, alerts with explanations, timeline, every
 //                               lifecycle action, verdicts, "why not paged?"
+//         #/kpis[?days=7|30|90&group=fleet|site|line|asset]  KPIs of the alert and work-order
+//                               lifecycle: fleet tiles, charts per day, a sortable table per group
 //
 // Authentication: a bearer token from POST /api/v1/auth/token (kept in sessionStorage, sent on
 // every API call). A 401 from any call drops the token and shows the sign-in form; a 403 is shown
@@ -2350,6 +2352,577 @@ function incidentDetailView(root, id, _query, signal) {
 }
 
 // ---------------------------------------------------------------------------
+// Page 7: KPIs of the alert and work-order lifecycle
+//
+// GET /kpis?group=fleet (the tiles) and ?group=site|line|asset (the table) over the `days`
+// before the fleet's sample time; GET /kpis/daily?group=fleet&days=N (the charts: one row
+// per UTC day, oldest first); GET /work-orders (the repairs behind the downtime). A KPI without
+// data is null in the API: it is shown as "—" with the reason (next to a tile, in a table
+// cell's tooltip) and is never drawn or sorted as 0.
+
+const KPIS_EVERY_MS = 15000;
+const DAY_MS = 86_400_000;
+const KPI_PERIODS = [
+  { key: "7", label: "7 days", days: 7 },
+  { key: "30", label: "30 days", days: 30 },
+  { key: "90", label: "90 days", days: 90 },
+];
+const KPI_GROUPS = [
+  { key: "fleet", label: "Fleet", one: "Fleet" },
+  { key: "site", label: "Site", one: "Site" },
+  { key: "line", label: "Line", one: "Line" },
+  { key: "asset", label: "Asset", one: "Asset" },
+];
+const KPI_DEFAULT_GROUP = "asset";
+const KPI_UNASSIGNED = "-"; // an asset without a line, a line without a site (alerts/kpi.py)
+
+const isNum = (x) => typeof x === "number" && Number.isFinite(x);
+const plural = (n, one, many = `${one}s`) => `${fmtNumber(n)} ${n === 1 ? one : many}`;
+
+const SPAN_UNITS = [
+  { unit: "s", name: "seconds", ms: 1000, below: 60_000 },
+  { unit: "min", name: "minutes", ms: 60_000, below: 3_600_000 },
+  { unit: "h", name: "hours", ms: 3_600_000, below: 48 * 3_600_000 },
+  { unit: "d", name: "days", ms: DAY_MS, below: Infinity },
+];
+
+/** The unit a duration reads best in (after rounding to one decimal: 59.97 s is "1.0 min"). */
+function spanUnit(ms) {
+  for (const u of SPAN_UNITS) if (Math.round((Math.abs(ms) / u.ms) * 10) / 10 < u.below / u.ms) return u;
+  return SPAN_UNITS[SPAN_UNITS.length - 1];
+}
+
+/** A KPI duration in human units: "45.0 s", "2.0 min", "5.5 h", "14.0 d". */
+function fmtSpan(ms) {
+  if (!isNum(ms)) return "—";
+  const u = spanUnit(ms);
+  return `${(ms / u.ms).toFixed(1)} ${u.unit}`;
+}
+
+/** A share as a percentage: "50 %", "33.3 %", "99.85 %" (near 0 or 100 never rounded onto it). */
+function fmtPct(x) {
+  if (!isNum(x)) return "—";
+  const p = x * 100;
+  if (Math.abs(p - Math.round(p)) < 1e-9) return `${Math.round(p)} %`;
+  let d = p > 99 || p < 1 ? 2 : 1;
+  while (d < 4 && (Number(p.toFixed(d)) >= 100 || Number(p.toFixed(d)) <= 0)) d++;
+  return `${p.toFixed(d)} %`;
+}
+
+/** A rate or ratio: "0", "0.071", "1.0", "12.5", "250". */
+function fmtRatio(x) {
+  if (!isNum(x)) return "—";
+  if (x === 0) return "0";
+  const a = Math.abs(x);
+  if (a >= 100) return x.toFixed(0);
+  if (a >= 1) return x.toFixed(1);
+  return x.toPrecision(2);
+}
+
+/** A UTC day as "MM-DD" (axis) or "YYYY-MM-DD" (legend): /kpis/daily's days are UTC days. */
+function fmtDay(ms, long = false) {
+  if (!isNum(ms)) return "—";
+  const iso = new Date(ms).toISOString();
+  return long ? iso.slice(0, 10) : iso.slice(5, 10);
+}
+
+/**
+ * The headline KPIs (tiles, table columns): how to show a value, what it sums up (sub), and why
+ * it is null (why). k is one row of /kpis.
+ */
+const KPI_DEFS = [
+  {
+    key: "mtta_ms", label: "MTTA", fmt: fmtSpan,
+    help: "Mean time to acknowledge: alert opened → acknowledged, over the period's alerts that were acknowledged",
+    sub: (k) => `${fmtNumber(k.acknowledged)} of ${plural(k.alerts, "alert")} acknowledged`,
+    why: (k) => (k.alerts ? `no alert acknowledged yet (${fmtNumber(k.unacknowledged)} unacknowledged)` : "no alerts in this period"),
+  },
+  {
+    key: "mttr_alert_ms", label: "MTTR alerts", fmt: fmtSpan,
+    help: "Mean time to resolve: alert opened → resolved, over the period's alerts that were resolved",
+    sub: (k) => `${fmtNumber(k.resolved)} resolved · ${fmtNumber(k.still_open)} still open`,
+    why: (k) => (k.alerts ? `no alert resolved yet (${fmtNumber(k.still_open)} still open)` : "no alerts in this period"),
+  },
+  {
+    key: "mttr_repair_ms", label: "MTTR repairs", fmt: fmtSpan,
+    help: "Mean downtime per repair, from the work orders whose downtime started in the period and has ended",
+    sub: (k) => `${plural(k.repairs, "repair")}${k.ongoing_repairs ? ` · ${fmtNumber(k.ongoing_repairs)} under way` : ""}`,
+    why: (k) => (k.ongoing_repairs ? `no repair finished yet (${fmtNumber(k.ongoing_repairs)} under way)` : "no repairs with downtime (work orders) in this period"),
+  },
+  {
+    key: "mtbf_ms", label: "MTBF", fmt: fmtSpan,
+    help: "Mean time between failures: operating time / failures (repairs with downtime, confirmed faults)",
+    sub: (k) => `${plural(k.failures, "failure")} in ${fmtSpan(k.operating_ms)} of operation`,
+    why: (k) => `no failures in this period (more than ${fmtSpan(k.operating_ms)} of operation)`,
+  },
+  {
+    key: "availability", label: "Availability", fmt: fmtPct,
+    help: "1 − downtime / (assets × period); downtime is known from work orders only",
+    sub: (k) => (k.downtime_ms ? `${fmtSpan(k.downtime_ms)} of downtime` : "no downtime recorded"),
+    why: () => "nothing was recorded for these assets in this period",
+  },
+  {
+    key: "precision", label: "Precision", fmt: fmtPct,
+    help: "Alert precision from verdicts: confirmed / (confirmed + false alarms)",
+    sub: (k) => `${fmtNumber(k.confirmed)} confirmed · ${plural(k.false_alarms, "false alarm")}`,
+    why: (k) => (k.relabeled ? `no confirmed or false-alarm verdict yet (${fmtNumber(k.relabeled)} relabelled)`
+      : k.alerts ? "no verdicts yet" : "no alerts in this period"),
+  },
+  {
+    key: "false_alarms_per_asset_day", label: "False alarms / asset-day", fmt: fmtRatio,
+    help: "False alarms (from verdicts) / (assets × days)",
+    sub: (k) => `${plural(k.false_alarms, "false alarm")} in ${fmtNumber(k.asset_days, Number.isInteger(k.asset_days) ? 0 : 1)} asset-days`,
+    why: (k) => (k.alerts ? "no verdicts yet" : "no alerts in this period"),
+  },
+  {
+    key: "raw_per_notification", label: "Raw signals / notification", fmt: fmtRatio,
+    help: "Raw rule signals / notifications sent: how much the incident engine condenses",
+    sub: (k) => `${plural(k.raw_signals, "raw signal")} · ${plural(k.notifications, "notification")}`,
+    why: (k) => (k.raw_signals ? `no notification sent (${plural(k.raw_signals, "raw signal")})` : "no signals or notifications in this period"),
+  },
+  {
+    key: "lead_median_ms", label: "Detection lead time", fmt: fmtSpan,
+    help: "Median time from the first alert to the failure it announced (failures from work orders' downtime)",
+    sub: (k) => `median · mean ${fmtSpan(k.lead_mean_ms)} · ${fmtNumber(k.detected_failures)} detected, ${fmtNumber(k.missed_failures)} missed`,
+    why: (k) => (k.missed_failures ? `no failure was announced by an alert (${fmtNumber(k.missed_failures)} missed)` : "no failures to detect in this period"),
+  },
+];
+const KPI_DEF = Object.fromEntries(KPI_DEFS.map((d) => [d.key, d]));
+
+/** Table columns: the group, its alerts, the KPIs (downtime next to availability). */
+const KPI_COLUMNS = [
+  { key: "alerts", label: "Alerts", fmt: (v) => fmtNumber(v), help: "Alerts opened in the period" },
+  ...KPI_DEFS.slice(0, 5),
+  { key: "downtime_ms", label: "Downtime", fmt: (v) => (v ? fmtSpan(v) : "0"), help: "Downtime from work orders, overlaps merged" },
+  ...KPI_DEFS.slice(5),
+];
+
+/** The charts over the days (/kpis/daily, fleet). kind: count | span | pct | ratio; one or two y axes. */
+const KPI_CHARTS = [
+  {
+    key: "volume", title: "Alerts and notifications per day", empty: "No alerts, signals or notifications in this period",
+    series: [
+      { key: "alerts", label: "Alerts", kind: "count", color: PALETTE[0], bars: true },
+      { key: "raw_signals", label: "Raw signals", kind: "count", color: PALETTE[3], dash: [5, 4] },
+      { key: "notifications", label: "Notifications", kind: "count", color: PALETTE[1] },
+    ],
+  },
+  {
+    key: "response", title: "Time to acknowledge, resolve and repair", empty: "No acknowledged or resolved alerts, no finished repairs in this period",
+    series: [
+      { key: "mtta_ms", label: "MTTA", kind: "span", color: PALETTE[0] },
+      { key: "mttr_alert_ms", label: "MTTR alerts", kind: "span", color: PALETTE[2] },
+      { key: "mttr_repair_ms", label: "MTTR repairs", kind: "span", color: PALETTE[1] },
+    ],
+  },
+  {
+    key: "quality", title: "Alert precision and false alarms", empty: "No verdicts in this period",
+    series: [
+      { key: "precision", label: "Precision", kind: "pct", color: PALETTE[2], full: true },
+      { key: "false_alarms_per_asset_day", label: "False alarms / asset-day", kind: "ratio", color: PALETTE[1] },
+    ],
+  },
+  {
+    key: "availability", title: "Availability per day", empty: "Nothing recorded in this period",
+    series: [{ key: "availability", label: "Availability", kind: "pct", color: PALETTE[5] }],
+  },
+];
+
+/** Module-level so that it survives a change of period or grouping (each is a new route). */
+const kpiSort = { key: "alerts", dir: "desc" };
+
+const kpiGroupLabelOf = (k) => kpiGroupLabel(k._grouping || "asset", k.group);
+
+function kpiGroupLabel(group, key) {
+  if (group === "fleet") return "Fleet";
+  if (key === KPI_UNASSIGNED) return group === "line" ? "(no line)" : group === "site" ? "(no site)" : key;
+  return group === "asset" ? assetLabel(key) : key;
+}
+
+/** One headline tile: the value, and under it what it sums up, or why there is no value. */
+function kpiTile(def, k) {
+  const v = k ? k[def.key] : null;
+  const has = isNum(v);
+  const why = has ? "" : k ? def.why(k) : "no data";
+  return h("div", { class: `metric${has ? "" : " is-null"}`, dataset: { testid: "kpi-tile", kpi: def.key } },
+    h("span", { class: "metric-label", title: def.help }, def.label),
+    h("span", {
+      class: "metric-value", dataset: { testid: "kpi-tile-value" },
+      title: has ? `${def.label}: ${def.fmt(v)}` : `No value: ${why}`,
+    }, has ? def.fmt(v) : "—"),
+    h("span", { class: "metric-sub", dataset: { testid: "kpi-tile-sub" } }, has ? def.sub(k) : why));
+}
+
+/** A table cell's content; a null is "—" with the reason as its tooltip. k.kind: the table's grouping. */
+function kpiCell(col, k) {
+  const v = k[col.key];
+  if (isNum(v)) return col.fmt(v);
+  const why = col.why ? col.why(k) : "no data";
+  // a phone has no hover: a tap says why too
+  return h("abbr", {
+    class: "null", title: why, tabindex: "0", dataset: { testid: "kpi-null" },
+    onclick: () => toast(`${col.label}, ${kpiGroupLabelOf(k)}: ${why}`),
+  }, "—");
+}
+
+/** Sort rows by a column: numbers ascending or descending, nulls always last, ties by name. */
+function sortKpiRows(rows, group, { key, dir }) {
+  const sign = dir === "asc" ? 1 : -1;
+  const name = (r) => kpiGroupLabel(group, r.group);
+  return [...rows].sort((a, b) => {
+    if (key === "group") return sign * name(a).localeCompare(name(b), undefined, { numeric: true });
+    const x = a[key];
+    const y = b[key];
+    const nx = !isNum(x);
+    const ny = !isNum(y);
+    if (nx !== ny) return nx ? 1 : -1;
+    if (!nx && x !== y) return sign * (x - y);
+    return name(a).localeCompare(name(b), undefined, { numeric: true });
+  });
+}
+
+/** One chart of KPIs per day (uPlot, as the asset page's charts). */
+class KpiChart {
+  constructor(def) {
+    this.def = def;
+    this.plot = null;
+    this.structure = "";
+    this.days = [];
+    this.container = h("div", { class: "chart kpi-chart", dataset: { testid: "kpi-chart", chart: def.key, points: "0" }, role: "img", "aria-label": def.title });
+    this.empty = h("div", { class: "chart-empty", hidden: true }, def.empty);
+    this.note = h("span", { class: "chart-note" });
+    this.el = h("figure", { class: "chart-card", dataset: { chart: def.key } },
+      h("figcaption", null, h("span", { class: "chart-title" }, def.title), this.note),
+      h("div", { class: "chart-wrap" }, this.container, this.empty));
+    this.resizeObs = new ResizeObserver(() => this.resize());
+    this.resizeObs.observe(this.container);
+  }
+
+  size() {
+    const w = Math.max(200, Math.floor(this.container.clientWidth || this.el.clientWidth || 300));
+    return { width: w, height: window.matchMedia("(max-width: 640px)").matches ? 180 : 210 };
+  }
+
+  resize() {
+    if (!this.plot) return;
+    const { width, height } = this.size();
+    if (Math.abs(this.plot.width - width) > 1 || this.plot.height !== height) this.plot.setSize({ width, height });
+  }
+
+  /** daily: /kpis/daily rows; the fleet's KPIs of each day (null: that day has no fleet row). */
+  update(daily) {
+    if (!daily.length) {
+      this.empty.hidden = false;
+      this.container.dataset.points = "0";
+      return;
+    }
+    this.days = daily.map((d) => d.day);
+    const raw = {};
+    let points = 0;
+    let maxSpan = 0;
+    for (const s of this.def.series) {
+      raw[s.key] = daily.map((d) => {
+        const k = d.groups && d.groups.fleet;
+        const v = k ? k[s.key] : null;
+        return isNum(v) ? v : null;
+      });
+      for (const v of raw[s.key]) {
+        if (v === null) continue;
+        points++;
+        if (s.kind === "span") maxSpan = Math.max(maxSpan, v);
+      }
+    }
+    // what is drawn: durations in one unit for the whole chart, shares in %
+    const unit = spanUnit(maxSpan || 60_000);
+    const scaleOf = (s) => (s.kind === "span" ? unit.ms : s.kind === "pct" ? 0.01 : 1);
+    const data = [this.days, ...this.def.series.map((s) => raw[s.key].map((v) => (v === null ? null : v / scaleOf(s))))];
+    this.container._kpi = { days: this.days, series: raw, unit: unit.unit };
+    this.container.dataset.points = String(points);
+    this.container.dataset.days = String(this.days.length);
+    this.empty.hidden = points > 0;
+    const kinds = [...new Set(this.def.series.map((s) => s.kind))];
+    setText(this.note, `per UTC day${kinds.includes("span") ? ` · ${unit.name}` : ""}`);
+    if (typeof uPlot === "undefined") {
+      setText(this.empty, "Chart library failed to load (/static/vendor/uPlot.iife.min.js)");
+      this.empty.hidden = false;
+      return;
+    }
+    const structure = `${this.days.length}|${unit.unit}`;
+    if (!this.plot || structure !== this.structure) {
+      this.plot?.destroy();
+      this.structure = structure;
+      this.plot = new uPlot(this.options(unit), data, this.container);
+      this.container._plot = this.plot;
+    } else {
+      this.plot.setData(data, true);
+    }
+  }
+
+  options(unit) {
+    const { width, height } = this.size();
+    const days = this.days;
+    const axisBase = {
+      stroke: "#5b6472",
+      grid: { stroke: "#eceff3", width: 1 },
+      ticks: { stroke: "#d9dee5", width: 1, size: 4 },
+      font: "11px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
+    };
+    const fmtOf = (s) => (v) => {
+      if (v === null || v === undefined) return "—";
+      if (s.kind === "span") return `${(+v).toFixed(1)} ${unit.unit}`;
+      if (s.kind === "pct") return fmtPct(v / 100);
+      if (s.kind === "ratio") return fmtRatio(v);
+      return fmtNumber(v);
+    };
+    const kinds = [...new Set(this.def.series.map((s) => s.kind))];
+    const series = [{ label: "Day", value: (u, v) => fmtDay(v, true) }];
+    for (const s of this.def.series) {
+      series.push({
+        label: s.label,
+        scale: s.kind,
+        stroke: s.color,
+        fill: s.bars ? alpha(s.color, 0.35) : undefined,
+        width: s.bars ? 1 : 2,
+        dash: s.dash,
+        spanGaps: false,
+        paths: s.bars && uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.6, 40], gap: 1 }) : undefined,
+        // counts are a value every day (0 included): a line; the others have gaps (null), so a lone day is a point
+        points: s.kind === "count" ? { show: false } : { show: true, size: 6, fill: s.color },
+        value: (u, v) => fmtOf(s)(v),
+      });
+    }
+    const half = DAY_MS / 2;
+    const scales = {
+      x: { time: false, range: () => [days[0] - half, days[days.length - 1] + half] },
+    };
+    const axes = [{
+      ...axisBase,
+      space: 48,
+      splits: (u) => {
+        const fit = Math.max(2, Math.floor(u.bbox.width / (uPlot.pxRatio || window.devicePixelRatio || 1) / 52));
+        const step = Math.max(1, Math.ceil(days.length / fit));
+        return days.filter((_, i) => (days.length - 1 - i) % step === 0);
+      },
+      values: (u, splits) => splits.map((v) => fmtDay(v)),
+    }];
+    kinds.slice(0, 2).forEach((kind, i) => {
+      const full = this.def.series.some((s) => s.kind === kind && s.full);
+      scales[kind] = {
+        auto: true,
+        range: (u, min, max) => {
+          if (kind === "pct") {
+            if (full || min === null) return [0, 100];
+            const lo = Math.max(0, Math.min(min, 100) - Math.max(0.5, (100 - min) * 0.6));
+            return [Math.floor(lo * 10) / 10, 100];
+          }
+          const top = max === null || max <= 0 ? 1 : max * 1.15;
+          return [0, kind === "count" ? Math.max(1, Math.ceil(top)) : top];
+        },
+      };
+      const label = kind === "span" ? unit.unit : kind === "pct" ? "%" : kind === "ratio" ? "per asset-day" : "";
+      axes.push({
+        ...axisBase,
+        scale: kind,
+        side: i === 0 ? 3 : 1,
+        grid: i === 0 ? axisBase.grid : { show: false },
+        size: 50,
+        incrs: kind === "count" ? [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 100000] : undefined,
+        values: (u, vals) => vals.map((v) => (v === null ? "" : fmtAxis(v))),
+        label: kinds.length > 1 || kind === "span" ? label : undefined,
+        labelSize: kinds.length > 1 || kind === "span" ? 14 : 0,
+        labelFont: axisBase.font,
+      });
+    });
+    return {
+      width,
+      height,
+      series,
+      scales,
+      axes,
+      cursor: { drag: { x: false, y: false }, points: { size: 7 } },
+      legend: { live: true },
+    };
+  }
+
+  destroy() {
+    this.resizeObs.disconnect();
+    this.plot?.destroy();
+    this.plot = null;
+  }
+}
+
+function kpisView(root, query, signal) {
+  document.title = "KPIs · EdgeLoop";
+  const period = KPI_PERIODS.find((p) => p.key === query.get("days")) || KPI_PERIODS[0];
+  const group = KPI_GROUPS.find((g) => g.key === query.get("group")) || KPI_GROUPS.find((g) => g.key === KPI_DEFAULT_GROUP);
+  const go = (changes) => {
+    const q = new URLSearchParams(query);
+    for (const [k, v] of Object.entries(changes)) q.set(k, v);
+    if (q.get("days") === KPI_PERIODS[0].key) q.delete("days");
+    if (q.get("group") === KPI_DEFAULT_GROUP) q.delete("group");
+    const qs = q.toString();
+    location.hash = `#/kpis${qs ? `?${qs}` : ""}`;
+  };
+  const periodSel = segmented("Period", KPI_PERIODS, period.key, (k) => go({ days: k }));
+  periodSel.dataset.testid = "kpi-period";
+  const groupSel = segmented("Group by", KPI_GROUPS, group.key, (k) => go({ group: k }));
+  groupSel.dataset.testid = "kpi-group";
+  const summary = h("div", { class: "summary", dataset: { testid: "kpi-summary" } });
+  const tiles = h("section", { class: "metrics", "aria-label": "Fleet KPIs", dataset: { testid: "kpi-tiles" } });
+  const chartGrid = h("div", { class: "chart-grid kpi-charts" });
+  const chartsPanel = h("section", { class: "panel" },
+    h("div", { class: "panel-head" }, h("h2", null, "Per day"),
+      h("span", { class: "muted small" }, `The fleet, each UTC day of the last ${period.days} days`)),
+    h("div", { class: "charts-body" }, chartGrid));
+  const tableHead = h("thead");
+  const tableBody = h("tbody");
+  const table = h("table", { class: "kpi-table", dataset: { testid: "kpi-table", group: group.key } }, tableHead, tableBody);
+  const tablePanel = h("section", { class: "panel" },
+    h("div", { class: "panel-head" }, h("h2", null, `Per ${group.one.toLowerCase()}`),
+      h("span", { class: "muted small" }, "Sort by any column · — : no value (hover or tap it for why)")),
+    h("div", { class: "table-scroll", tabindex: "0", role: "region", "aria-label": `KPIs per ${group.one.toLowerCase()}` }, table));
+  const woBody = h("div", { class: "wo-body" });
+  const woPanel = h("section", { class: "panel", dataset: { testid: "work-orders" } },
+    h("div", { class: "panel-head" }, h("h2", null, "Repairs"),
+      h("span", { class: "muted small" }, "Work orders with downtime: MTTR repairs, MTBF and availability come from these")),
+    woBody);
+  const content = h("div", { class: "kpi-content", hidden: true }, tiles, chartsPanel, tablePanel, woPanel);
+  const status = h("div", { class: "kpi-status" }, stateBox("loading", "Loading KPIs…"));
+  root.append(
+    h("div", { class: "page-head" },
+      h("div", null, h("h1", null, "KPIs"), summary),
+      h("div", { class: "page-tools kpi-tools" }, periodSel, groupSel)),
+    status,
+    content);
+
+  const charts = KPI_CHARTS.map((def) => new KpiChart(def));
+  chartGrid.append(...charts.map((c) => c.el));
+  signal.addEventListener("abort", () => { for (const c of charts) c.destroy(); }, { once: true });
+
+  let loaded = false;
+  let sig = "";
+  let rows = [];
+
+  function renderTableHead() {
+    const cols = [{ key: "group", label: group.one, help: `Sort by ${group.one.toLowerCase()}` }, ...KPI_COLUMNS];
+    tableHead.replaceChildren(h("tr", null, cols.map((c) => {
+      const on = kpiSort.key === c.key;
+      const dir = on ? kpiSort.dir : null;
+      return h("th", {
+        scope: "col", class: c.key === "group" ? "col-group" : "num",
+        "aria-sort": on ? (dir === "asc" ? "ascending" : "descending") : "none",
+      }, h("button", {
+        type: "button", class: `sort-btn${on ? " is-sorted" : ""}`, title: c.help,
+        dataset: { testid: "kpi-sort", key: c.key },
+        onclick: () => {
+          if (kpiSort.key === c.key) kpiSort.dir = kpiSort.dir === "asc" ? "desc" : "asc";
+          else {
+            kpiSort.key = c.key;
+            kpiSort.dir = c.key === "group" ? "asc" : "desc";
+          }
+          renderTable();
+        },
+      }, c.label, h("span", { class: "sort-arrow", "aria-hidden": "true" }, on ? (dir === "asc" ? "▲" : "▼") : "↕")));
+    })));
+  }
+
+  function renderTable() {
+    const known = kpiSort.key === "group" || KPI_COLUMNS.some((c) => c.key === kpiSort.key);
+    if (!known) Object.assign(kpiSort, { key: "alerts", dir: "desc" });
+    renderTableHead();
+    tableBody.replaceChildren(...sortKpiRows(rows, group.key, kpiSort).map((k) => {
+      const name = kpiGroupLabel(group.key, k.group);
+      const head = group.key === "asset"
+        ? h("th", { scope: "row", class: "col-group" },
+          h("a", { class: "asset-link", href: `#/asset/${encodeURIComponent(k.group)}` }, name),
+          name !== k.group ? h("span", { class: "asset-id" }, k.group) : null)
+        : h("th", { scope: "row", class: "col-group" }, name,
+          h("span", { class: "asset-id" }, plural(k.assets, "asset")));
+      return h("tr", { dataset: { testid: "kpi-row", group: k.group } }, head,
+        KPI_COLUMNS.map((c) => h("td", { class: "num", dataset: { kpi: c.key } }, kpiCell(c, k))));
+    }));
+  }
+
+  function renderWorkOrders(orders, start) {
+    const shown = orders
+      .filter((w) => w.closed_ms === null || w.closed_ms === undefined || (w.downtime_end ?? w.closed_ms) >= start)
+      .sort((a, b) => (b.downtime_start ?? b.opened_ms) - (a.downtime_start ?? a.opened_ms))
+      .slice(0, 50);
+    if (!shown.length) {
+      woBody.replaceChildren(stateBox("empty", "No work orders in this period.",
+        "A CMMS reports repairs through POST /api/v1/work-orders; without them MTTR repairs and MTBF have no value."));
+      return;
+    }
+    woBody.replaceChildren(h("ul", { class: "wo-list" }, shown.map((w) => {
+      const open = w.closed_ms === null || w.closed_ms === undefined;
+      const end = open ? null : (w.downtime_end ?? w.closed_ms);
+      const down = isNum(w.downtime_start) ? (open ? "still down" : fmtSpan(end - w.downtime_start)) : "no downtime";
+      return h("li", { class: `wo${open ? " wo-open" : ""}`, dataset: { testid: "work-order-row", id: w.id } },
+        h("div", { class: "wo-head" },
+          h("a", { class: "asset-link", href: `#/asset/${encodeURIComponent(w.asset)}` }, assetLabel(w.asset)),
+          h("span", { class: `status-pill ${open ? "st-open" : "st-resolved"}` }, open ? "open" : "closed"),
+          h("span", { class: "wo-down", dataset: { testid: "work-order-downtime" } }, down)),
+        w.note ? h("p", { class: "wo-note" }, w.note) : null,
+        h("p", { class: "muted small wo-meta" },
+          isNum(w.downtime_start) ? `Down ${fmtTime(w.downtime_start)}${end !== null ? ` → ${fmtTime(end)}` : ""}` : `Opened ${fmtTime(w.opened_ms)}`,
+          ` · ${w.id} · by ${w.opened_by}`, isNum(w.incident) ? " · " : null,
+          isNum(w.incident) ? h("a", { href: `#/incidents/${w.incident}` }, `incident #${w.incident}`) : null));
+    })));
+  }
+
+  poll(async () => {
+    const wantGroups = group.key !== "fleet";
+    let fleetRows;
+    let groupRows;
+    let daily;
+    let orders;
+    let now;
+    try {
+      now = await ensureStats(signal);
+      if (!state.assets.size && group.key === "asset") await api("/assets", { signal }).then(rememberAssets).catch((e) => { if (isAbort(e)) throw e; });
+      const start = now - period.days * DAY_MS;
+      [fleetRows, groupRows, daily, orders] = await Promise.all([
+        api(`/kpis?group=fleet&days=${period.days}`, { signal }),
+        wantGroups ? api(`/kpis?group=${group.key}&days=${period.days}`, { signal }) : null,
+        api(`/kpis/daily?group=fleet&days=${period.days}`, { signal }),
+        api(`/work-orders?since=${Math.max(0, Math.floor(start))}`, { signal }).catch((e) => {
+          if (isAbort(e)) throw e;
+          return null; // the repairs list is optional; the KPIs already count them
+        }),
+      ]);
+    } catch (e) {
+      if (!isAbort(e) && !loaded) status.replaceChildren(stateBox("error", "Could not load the KPIs.", `${e.message}. Retrying…`));
+      throw e;
+    }
+    loaded = true;
+    const fleet = fleetRows.find((r) => r.group === "fleet") || null;
+    // the API's period ends at the alerting clock's "now" (not the sample time in the header)
+    setText(summary, `Last ${period.days} days${fleet ? ` · ${plural(fleet.assets, "asset")} · ${plural(fleet.alerts, "alert")}` : ""}`);
+    const s = JSON.stringify([fleetRows, groupRows, daily, orders]);
+    if (s === sig) return;
+    sig = s;
+    const quiet = !fleet || (!fleet.alerts && !fleet.raw_signals && !fleet.notifications && !fleet.repairs && !fleet.ongoing_repairs);
+    if (quiet) {
+      content.hidden = true;
+      const longer = KPI_PERIODS.find((p) => p.days > period.days);
+      status.replaceChildren(h("div", { class: "state state-empty", dataset: { testid: "kpi-empty" } },
+        h("strong", null, fleet ? `No alerts in the last ${period.days} days.` : "No assets yet."),
+        h("span", null, "The KPIs are computed from the alert and work-order lifecycle: alerts, acknowledgements, verdicts and repairs. They appear here once the first alert opens."),
+        longer && fleet ? h("button", { type: "button", class: "btn btn-secondary", onclick: () => go({ days: longer.key }) }, `Look at the last ${longer.label}`) : null));
+      return;
+    }
+    status.replaceChildren();
+    content.hidden = false;
+    tiles.replaceChildren(...KPI_DEFS.map((d) => kpiTile(d, fleet)));
+    for (const c of charts) c.update(daily);
+    rows = (wantGroups ? groupRows : fleetRows).map((r) => ({ ...r, _grouping: group.key }));
+    renderTable();
+    if (orders) renderWorkOrders(orders, now - period.days * DAY_MS);
+    else woBody.replaceChildren(stateBox("error", "Could not load the work orders."));
+  }, KPIS_EVERY_MS, signal);
+}
+
+// ---------------------------------------------------------------------------
 // Router
 
 let current = null;
@@ -2390,9 +2963,12 @@ function route() {
     } else if (path === "/gateways" || path === "/gateways/") {
       nav = "gateways";
       gatewaysView(root, query, ctrl.signal);
+    } else if (path === "/kpis" || path === "/kpis/") {
+      nav = "kpis";
+      kpisView(root, query, ctrl.signal);
     } else {
       document.title = "Not found · EdgeLoop";
-      root.append(stateBox("error", "Page not found.", "Use the navigation above to go to the fleet, the incidents or the alerts."));
+      root.append(stateBox("error", "Page not found.", "Use the navigation above to go to the fleet, the incidents, the alerts or the KPIs."));
     }
   } catch (err) {
     console.error(err);

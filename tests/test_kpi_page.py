@@ -1,0 +1,501 @@
+"""The KPI page (``#/kpis``) in headless Chromium against a real platform: the tiles, charts and table show what
+the KPI API computes from a lifecycle the test drives.
+
+The platform runs in this process on its own event loop in a thread, as in tests/test_inbox.py: an embedded MQTT
+broker, SQLite, the HTTP API and the dashboard on a real port, authentication on, and a ``ManualClock``. A rule
+document uploaded through ``PUT /api/v1/alert-rules`` raises ``hot`` when ``temp`` goes over 80, and the pumps'
+telemetry arrives over MQTT. The lifecycle, in platform time from ``t`` (past the startup grace):
+
+- ``t``: pump 1 (line A) runs hot; its incident pages 30 s later; tina acknowledges it at ``t + 2 min`` and confirms
+  it (overheating); a work order records the pump down from ``t + 3 min`` to ``t + 33 min``; the pump cools down
+  and its alert resolves;
+- ``t + 20 min``: pump 2 (line B) runs hot; it pages; tina calls it a false alarm and never acknowledges it.
+
+So over the last 7 days, for the fleet of 2 pumps: MTTA 2.0 min, precision 50 %, MTTR repairs 30.0 min, lead time
+3.0 min, 1 false alarm in 14 asset-days, 2 raw signals for 2 notifications, 30 min of downtime in 336 h. Pump 2
+has no MTTA (never acknowledged) and no MTBF (no failure): "—". Nothing here sleeps: the page is waited on with
+Playwright's ``expect``.
+
+The browser is Debian's chromium (``EDGELOOP_CHROMIUM`` overrides the path); a missing browser fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect, sync_playwright
+
+from edgeloop.app import Platform, PlatformConfig
+from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Site, Tenant
+from edgeloop.clock import ManualClock
+from edgeloop.messages import Sample, Telemetry, TopicKind, encode, topic
+from tests.support import free_port
+
+pytestmark = pytest.mark.browser
+
+T = TypeVar("T")
+CHROMIUM = os.environ.get("EDGELOOP_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+T0 = 1_795_000_000_000
+TENANT = "acme"
+PUMPS = {"pump-1": ("Pump 1", "line-a"), "pump-2": ("Pump 2", "line-b")}  # asset -> (name, line); device = asset
+ADMIN_PASSWORD = "kpi-admin-password"
+USERS = {"tina": ("technician", "tina-password-1")}
+RULES = """\
+version: 1
+rules:
+  - name: hot
+    kind: threshold
+    channel: temp
+    above: 80
+    clear_below: 75
+    severity: critical
+"""
+MIN, HOUR, DAY = 60_000, 3_600_000, 86_400_000
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+UI_TIMEOUT_MS = 15_000
+EXPECT_DEFAULT_MS = 5_000  # Playwright's, restored for other modules
+
+
+class KpiPlatform:
+    """A platform on a real HTTP port, run on its own event loop in a thread; the test drives its clock and
+    publishes its pumps' telemetry."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.clock = ManualClock(start_ms=T0)
+        self.config = PlatformConfig(data_dir=data_dir, mqtt_port=free_port(), http_port=free_port(), auth=True,
+                                     admin_password=ADMIN_PASSWORD)
+        self.base_url = f"http://127.0.0.1:{self.config.http_port}"
+        self.messages = 0
+        self.seq: dict[str, int] = {}
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._platform: Platform | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), name="kpi-platform")
+        self.tokens: dict[str, str] = {}
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            async with Platform(self.config, clock=self.clock) as p:
+                self._platform = p
+                reg = p.registry
+                await reg.put_profile(DeviceProfile(name="pump", channels=[ChannelSpec(name="temp", unit="degC")]))
+                await reg.put_tenant(Tenant(id=TENANT))
+                await reg.put_site(Site(id="plant-1", tenant=TENANT))
+                for line in sorted({ln for _, ln in PUMPS.values()}):
+                    await reg.put_line(Line(id=line, site="plant-1"))
+                for asset, (name, line) in PUMPS.items():
+                    await reg.put_asset(Asset(id=asset, line=line, name=name, criticality=4))
+                    await reg.put_device(Device(id=asset, tenant=TENANT, asset=asset, profile="pump"))
+                self._ready.set()
+                await self._stop.wait()
+        except BaseException as exc:
+            self._error = exc
+            raise
+        finally:
+            self._ready.set()
+
+    def start(self) -> None:
+        self._thread.start()
+        assert self._ready.wait(60), "the platform did not start within 60 s"
+        if self._error is not None:
+            raise AssertionError(f"the platform failed to start: {self._error!r}")
+        self.tokens["admin"] = self.login("admin", ADMIN_PASSWORD)
+        for name, (role, password) in USERS.items():
+            self.call("POST", "/users", body={"username": name, "password": password, "role": role, "tenant": TENANT},
+                      expect_status=201)
+            self.tokens[name] = self.login(name, password)
+        req = urllib.request.Request(f"{self.base_url}/api/v1/alert-rules", data=RULES.encode(), method="PUT",
+                                     headers={"Content-Type": "application/yaml",
+                                              "Authorization": f"Bearer {self.tokens['admin']}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert json.load(resp)["version"] == 1
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(60)
+        assert not self._thread.is_alive(), "the platform did not stop within 60 s"
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 30) -> T:
+        assert self._loop is not None
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return fut.result(timeout_s)
+
+    @property
+    def platform(self) -> Platform:
+        assert self._platform is not None
+        return self._platform
+
+    def login(self, username: str, password: str) -> str:
+        data = urllib.parse.urlencode({"grant_type": "password", "username": username, "password": password})
+        with urllib.request.urlopen(f"{self.base_url}/api/v1/auth/token", data=data.encode(), timeout=10) as resp:
+            return str(json.load(resp)["access_token"])
+
+    def call(self, method: str, path: str, *, who: str = "admin", body: Any = None, expect_status: int = 200) -> Any:
+        headers = {"Accept": "application/json", "Authorization": f"Bearer {self.tokens[who]}"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(f"{self.base_url}/api/v1{path}", data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            status, raw = e.code, e.read()
+        assert status == expect_status, (method, path, status, raw[:500])
+        return json.loads(raw) if raw else None
+
+    def telemetry(self, asset: str, *temps: float) -> None:
+        """One message from ``asset``'s device over MQTT: ``temps`` one second apart, the last one now; returns
+        once it was stored and evaluated."""
+        now = self.clock.now_ms()
+        self.seq[asset] = self.seq.get(asset, 0) + 1
+        self.messages += 1
+        samples = [Sample(ts=now - (len(temps) - 1 - k) * 1000, values={"temp": v}) for k, v in enumerate(temps)]
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{asset}-{self.seq[asset]}", clean_session=True)
+        client.connect("127.0.0.1", self.config.mqtt_port)
+        client.loop_start()
+        try:
+            client.publish(topic(TENANT, asset, TopicKind.TELEMETRY),
+                           encode(Telemetry(asset, self.seq[asset], samples)), qos=1).wait_for_publish(10)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        self.run(self._scored(self.messages))
+
+    async def _scored(self, messages: int) -> None:
+        p = self.platform
+        deadline = time.monotonic() + 20
+        while p.scoring.stats.scored_messages + p.scoring.stats.late_messages < messages:
+            assert time.monotonic() < deadline, f"{messages} messages not scored within 20 s: {p.scoring.stats}"
+            await asyncio.sleep(0.02)
+        assert await p.idle(20), "the platform did not finish scoring"
+
+    def advance_to(self, ms: int) -> None:
+        """Move platform time to ``ms`` (the alert service's timers included)."""
+
+        async def go() -> None:
+            self.clock.advance(ms - self.clock.now_ms())
+            await self.platform.alerts.tick()
+
+        assert ms >= self.clock.now_ms()
+        self.run(go())
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[KpiPlatform]:
+    p = KpiPlatform(tmp_path / "platform")
+    try:
+        p.start()
+        p.advance_to(T0 + 150_000)  # past the startup grace, so that incidents page
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), f"chromium not installed at {CHROMIUM}"
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A desktop window (resized to a phone's later); JavaScript errors fail the test."""
+    ctx = browser.new_context(viewport=DESKTOP, locale="en-US", timezone_id="Europe/Berlin")
+    ctx.set_default_timeout(UI_TIMEOUT_MS)
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield pg
+        assert not errors, f"JavaScript errors on the page: {errors}"
+    finally:
+        expect.set_options(timeout=EXPECT_DEFAULT_MS)
+        ctx.close()
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def sign_in(page: Page, live: KpiPlatform, user: str, hash_route: str) -> None:
+    page.goto(f"{live.base_url}/{hash_route}")
+    expect(page.locator("[data-testid=login-form]")).to_be_visible()
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password").fill(USERS[user][1])
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("body")).to_have_attribute("data-auth", "signed-in")
+
+
+def tile(page: Page, kpi: str) -> Locator:
+    return page.locator(f"[data-testid=kpi-tile][data-kpi={kpi}] [data-testid=kpi-tile-value]")
+
+
+def tile_sub(page: Page, kpi: str) -> Locator:
+    return page.locator(f"[data-testid=kpi-tile][data-kpi={kpi}] [data-testid=kpi-tile-sub]")
+
+
+def reopen(page: Page) -> None:
+    """Away to the incidents and back through the nav link: the KPI page loads afresh (it polls only every 15 s)."""
+    page.get_by_role("link", name="Incidents").click()
+    expect(page.locator("[data-testid=incident-list], [data-testid=incident-empty]")).to_be_visible()
+    page.get_by_role("link", name="KPIs").click()
+    expect(page).to_have_url(re.compile(r"/#/kpis$"))
+    expect(page.locator("[data-testid=kpi-tile]").first).to_be_visible()
+
+
+def cell(page: Page, group: str, kpi: str) -> Locator:
+    return page.locator(f"[data-testid=kpi-row][data-group='{group}'] td[data-kpi={kpi}]")
+
+
+def row_order(page: Page) -> list[str]:
+    return [str(g) for g in page.locator("[data-testid=kpi-row]").evaluate_all("rs => rs.map(r => r.dataset.group)")]
+
+
+def assert_fits(page: Page, where: str) -> None:
+    width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], f"{where} scrolls sideways at {width[1]} px: content is {width[0]} px wide"
+
+
+def assert_no_leaks(page: Page, where: str) -> None:
+    words = page.locator("#view").inner_text().split()
+    assert "null" not in words and "undefined" not in words and "NaN" not in words, \
+        f"{where}: a missing value leaked into the page as text"
+
+
+def first_alert(live: KpiPlatform) -> tuple[int, dict[str, Any]]:
+    """Pump 1 runs hot at ``t`` and pages 30 s later: (t, its incident)."""
+    t = live.clock.now_ms()
+    live.telemetry("pump-1", 70, 90)  # alert 1 opens at t (its first sample over 80)
+    live.advance_to(t + 30_000)  # ... and pages
+    [inc1] = live.call("GET", "/incidents?inbox=true", who="tina")
+    assert inc1["paged_at"] is not None
+    return t, inc1
+
+
+def rest_of_lifecycle(live: KpiPlatform, t: int, inc1: dict[str, Any]) -> dict[str, Any]:
+    """The rest of the module docstring's lifecycle, through MQTT and the API; returns what the test checks
+    against."""
+    live.advance_to(t + 2 * MIN)
+    live.call("POST", f"/incidents/{inc1['id']}/acknowledge", who="tina")
+    live.call("POST", f"/incidents/{inc1['id']}/feedback", who="tina", expect_status=201,
+              body={"verdict": "confirmed", "fault_type": "overheating"})
+    wo = live.call("POST", "/work-orders", who="tina", expect_status=201, body={
+        "asset": "pump-1", "incident": inc1["id"], "downtime_start_ms": t + 3 * MIN, "note": "cooling fan replaced"})
+    live.advance_to(t + 20 * MIN)
+    live.telemetry("pump-2", 70, 95)  # alert 2 opens at t + 20 min
+    live.advance_to(t + 20 * MIN + 30_000)
+    inc2 = next(i for i in live.call("GET", "/incidents?inbox=true", who="tina") if i["id"] != inc1["id"])
+    live.call("POST", f"/incidents/{inc2['id']}/feedback", who="tina", expect_status=201,
+              body={"verdict": "false_alarm", "reason": "Planned work or test run"})
+    live.advance_to(t + 33 * MIN)
+    live.call("POST", f"/work-orders/{wo['id']}/close", who="tina", body={"downtime_end_ms": t + 33 * MIN})
+    live.telemetry("pump-1", 70)  # pump 1 cools down: its alert clears, then resolves
+    live.advance_to(t + 34 * MIN)
+    live.advance_to(t + 40 * MIN)
+    [alert1] = live.call("GET", f"/incidents/{inc1['id']}", who="tina")["alerts"]
+    assert (alert1["first_seen"], alert1["status"]) == (t, "resolved"), alert1
+    return {"t": t, "resolved_at": alert1["resolved_at"], "work_order": wo["id"]}
+
+
+# ---------------------------------------------------------------------------
+# the test
+
+
+def test_kpi_page_shows_what_the_api_computes(live: KpiPlatform, page: Page) -> None:
+    # no alert yet: an empty state, no tiles, no charts
+    sign_in(page, live, "tina", "#/kpis")
+    expect(page.locator("[data-testid=kpi-empty]")).to_be_visible()
+    expect(page.locator("[data-testid=kpi-empty]")).to_contain_text("No alerts in the last 7 days")
+    expect(page.locator("[data-testid=kpi-tile]")).to_have_count(0)
+    expect(page.locator("[data-testid=kpi-chart] canvas")).to_have_count(0)
+    expect(page.locator(".mainnav a[data-nav=kpis]")).to_have_attribute("aria-current", "page")
+    page.screenshot(path="/tmp/edgeloop-kpis-empty.png")
+
+    # the first alert, neither acknowledged nor judged yet: those KPIs have no value, and the tiles say why
+    t, inc1 = first_alert(live)
+    live.advance_to(t + MIN)  # a period ends before "now": the page at t + 30 s would not see the page yet
+    reopen(page)
+    expect(tile(page, "mtta_ms")).to_have_text("—")
+    expect(tile_sub(page, "mtta_ms")).to_have_text("no alert acknowledged yet (1 unacknowledged)")
+    expect(tile(page, "mtta_ms")).to_have_attribute("title", "No value: no alert acknowledged yet (1 unacknowledged)")
+    expect(tile(page, "precision")).to_have_text("—")
+    expect(tile_sub(page, "precision")).to_have_text("no verdicts yet")
+    expect(tile(page, "false_alarms_per_asset_day")).to_have_text("—")
+    expect(tile(page, "mttr_repair_ms")).to_have_text("—")
+    expect(tile_sub(page, "mttr_repair_ms")).to_have_text("no repairs with downtime (work orders) in this period")
+    expect(tile(page, "lead_median_ms")).to_have_text("—")
+    expect(tile(page, "raw_per_notification")).to_have_text("1.0")  # 1 raw signal, 1 page
+    expect(page.locator("[data-testid=kpi-tile].is-null")).to_have_count(7)  # all but availability and raw / page
+    [early] = live.call("GET", "/kpis?group=fleet&days=7", who="tina")
+    nulls = {k for k, v in early.items() if v is None}
+    assert nulls == {"mtta_ms", "mttr_alert_ms", "mttr_repair_ms", "mtbf_ms", "precision",
+                     "false_alarms_per_asset_day", "lead_median_ms", "lead_mean_ms"}, nulls
+    assert_no_leaks(page, "the KPI page with null KPIs")
+    page.screenshot(path="/tmp/edgeloop-kpis-nulls.png")
+
+    life = rest_of_lifecycle(live, t, inc1)
+    mttr_alert = life["resolved_at"] - t
+
+    # what the API says, checked by hand first (so the page is compared with known numbers)
+    [fleet] = live.call("GET", "/kpis?group=fleet&days=7", who="tina")
+    assert (fleet["alerts"], fleet["acknowledged"], fleet["mtta_ms"]) == (2, 1, 2 * MIN)
+    assert (fleet["resolved"], fleet["still_open"], fleet["mttr_alert_ms"]) == (1, 1, mttr_alert)
+    assert (fleet["repairs"], fleet["mttr_repair_ms"], fleet["downtime_ms"]) == (1, 30 * MIN, 30 * MIN)
+    assert (fleet["failures"], fleet["mtbf_ms"]) == (1, 2 * 7 * DAY - 30 * MIN)
+    assert fleet["availability"] == pytest.approx(1 - 30 * MIN / (2 * 7 * DAY))
+    assert (fleet["confirmed"], fleet["false_alarms"], fleet["precision"]) == (1, 1, 0.5)
+    assert fleet["false_alarms_per_asset_day"] == pytest.approx(1 / 14)
+    assert (fleet["raw_signals"], fleet["notifications"], fleet["raw_per_notification"]) == (2, 2, 1.0)
+    assert (fleet["detected_failures"], fleet["lead_median_ms"]) == (1, 3 * MIN)
+
+    # the whole lifecycle
+    reopen(page)
+    expected_tiles = {
+        "mtta_ms": "2.0 min",
+        "mttr_alert_ms": f"{mttr_alert / MIN:.1f} min",
+        "mttr_repair_ms": "30.0 min",
+        "mtbf_ms": "14.0 d",  # 335.5 h of operation / 1 failure
+        "availability": "99.85 %",  # 1 - 0.5 h / 336 h
+        "precision": "50 %",
+        "false_alarms_per_asset_day": "0.071",  # 1 / 14
+        "raw_per_notification": "1.0",
+        "lead_median_ms": "3.0 min",
+    }
+    expect(page.locator("[data-testid=kpi-tile]")).to_have_count(len(expected_tiles))
+    for kpi, text in expected_tiles.items():
+        expect(tile(page, kpi)).to_have_text(text)
+    expect(page.locator("[data-testid=kpi-tile].is-null")).to_have_count(0)
+    expect(tile_sub(page, "mtta_ms")).to_have_text("1 of 2 alerts acknowledged")
+    expect(tile_sub(page, "precision")).to_have_text("1 confirmed · 1 false alarm")
+    expect(page.locator("[data-testid=kpi-summary]")).to_contain_text("2 assets · 2 alerts")
+
+    # four charts, each drawn (a canvas) with the API's values per day
+    daily = live.call("GET", "/kpis/daily?group=fleet&days=7", who="tina")
+    assert len(daily) == 7 and sum(d["groups"]["fleet"]["alerts"] for d in daily) == 2
+    charts = page.locator("[data-testid=kpi-chart]")
+    expect(charts).to_have_count(4)
+    for i in range(4):
+        chart = charts.nth(i)
+        expect(chart.locator("canvas")).to_have_count(1)
+        expect(chart).not_to_have_attribute("data-points", "0")
+        expect(chart).to_have_attribute("data-days", "7")
+        box = chart.locator("canvas").bounding_box()
+        assert box is not None and box["width"] > 200 and box["height"] > 100, box
+    plotted = charts.evaluate_all("cs => Object.fromEntries(cs.map(c => [c.dataset.chart, c._kpi.series]))")
+    drawn = charts.evaluate_all("cs => cs.map(c => c._plot.data.length)")
+    assert drawn == [4, 4, 3, 2]  # x + one array per series, handed to uPlot
+    for key in ("alerts", "raw_signals", "notifications"):
+        assert plotted["volume"][key] == [d["groups"]["fleet"][key] for d in daily], key
+    assert plotted["response"]["mtta_ms"] == [d["groups"]["fleet"]["mtta_ms"] for d in daily]
+    assert plotted["quality"]["precision"] == [d["groups"]["fleet"]["precision"] for d in daily]
+    assert plotted["quality"]["precision"][-1] == 0.5 and plotted["volume"]["alerts"][-1] == 2
+    assert plotted["response"]["mtta_ms"][:-1] == [None] * 6  # days without an acknowledgement are gaps, not 0
+
+    # the table per asset: both pumps; what pump 2 lacks is "—" with the reason as its tooltip
+    expect(page.locator("[data-testid=kpi-row]")).to_have_count(2)
+    expect(page.locator("[data-testid=kpi-row][data-group='pump-1'] th")).to_contain_text("Pump 1")
+    expect(cell(page, "pump-1", "mtta_ms")).to_have_text("2.0 min")
+    expect(cell(page, "pump-1", "precision")).to_have_text("100 %")
+    expect(cell(page, "pump-2", "precision")).to_have_text("0 %")  # a real zero stays a zero
+    expect(cell(page, "pump-2", "mtta_ms")).to_have_text("—")
+    expect(cell(page, "pump-2", "mtta_ms").locator("abbr")).to_have_attribute(
+        "title", "no alert acknowledged yet (1 unacknowledged)")
+    cell(page, "pump-2", "mtta_ms").locator("abbr").click()  # no hover on a phone: a tap says why
+    expect(page.locator(".toast").last).to_have_text("MTTA, Pump 2: no alert acknowledged yet (1 unacknowledged)")
+    expect(cell(page, "pump-2", "mtbf_ms")).to_have_text("—")
+    expect(cell(page, "pump-2", "mtbf_ms").locator("abbr")).to_have_attribute(
+        "title", "no failures in this period (more than 7.0 d of operation)")
+    per_asset = {k["group"]: k for k in live.call("GET", "/kpis?group=asset&days=7", who="tina")}
+    assert per_asset["pump-2"]["mtta_ms"] is None and per_asset["pump-2"]["mtbf_ms"] is None
+    assert per_asset["pump-2"]["precision"] == 0.0
+
+    # sortable by a column: precision descending puts pump 1 (100 %) first, a second click ascending pump 2 (0 %)
+    page.locator("[data-testid=kpi-sort][data-key=precision]").click()
+    expect(page.locator("th[aria-sort=descending] [data-key=precision]")).to_have_count(1)
+    assert row_order(page) == ["pump-1", "pump-2"]
+    page.locator("[data-testid=kpi-sort][data-key=precision]").click()
+    expect(page.locator("th[aria-sort=ascending] [data-key=precision]")).to_have_count(1)
+    assert row_order(page) == ["pump-2", "pump-1"]
+    # nulls sort last either way
+    page.locator("[data-testid=kpi-sort][data-key=mtta_ms]").click()
+    expect(page.locator("th[aria-sort=descending] [data-key=mtta_ms]")).to_have_count(1)
+    assert row_order(page) == ["pump-1", "pump-2"]
+    page.locator("[data-testid=kpi-sort][data-key=mtta_ms]").click()
+    expect(page.locator("th[aria-sort=ascending] [data-key=mtta_ms]")).to_have_count(1)
+    assert row_order(page) == ["pump-1", "pump-2"]
+
+    # the repair behind the downtime
+    wo = page.locator(f"[data-testid=work-order-row][data-id='{life['work_order']}']")
+    expect(wo.locator("[data-testid=work-order-downtime]")).to_have_text("30.0 min")
+    assert_no_leaks(page, "the KPI page")
+    assert_fits(page, "the KPI page")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path="/tmp/edgeloop-kpis-desktop.png", full_page=True)
+
+    # grouping by line: one row per line
+    page.locator("[data-testid=kpi-group] button[data-key=line]").click()
+    expect(page).to_have_url(f"{live.base_url}/#/kpis?group=line")
+    expect(page.locator("[data-testid=kpi-table]")).to_have_attribute("data-group", "line")
+    expect(page.locator("[data-testid=kpi-row]")).to_have_count(2)
+    expect(cell(page, "line-a", "mttr_repair_ms")).to_have_text("30.0 min")
+    expect(cell(page, "line-b", "mttr_repair_ms")).to_have_text("—")
+    expect(cell(page, "line-b", "false_alarms_per_asset_day")).to_have_text("0.14")  # 1 / 7
+
+    # a longer period: the same events over 60 asset-days
+    page.locator("[data-testid=kpi-period] button[data-key='30']").click()
+    expect(page).to_have_url(f"{live.base_url}/#/kpis?group=line&days=30")
+    expect(tile(page, "false_alarms_per_asset_day")).to_have_text("0.017")  # 1 / 60
+    expect(tile(page, "availability")).to_have_text("99.97 %")  # 1 - 0.5 h / 1440 h, not rounded up to 100 %
+    expect(tile(page, "mtta_ms")).to_have_text("2.0 min")
+    expect(page.locator("[data-testid=kpi-chart]").first).to_have_attribute("data-days", "30")
+    [fleet30] = live.call("GET", "/kpis?group=fleet&days=30", who="tina")
+    assert fleet30["false_alarms_per_asset_day"] == pytest.approx(1 / 60)
+
+    # on a phone: nothing scrolls sideways but the table, inside its own box
+    page.set_viewport_size(PHONE)
+    page.locator("[data-testid=kpi-group] button[data-key=asset]").click()
+    expect(page.locator("[data-testid=kpi-row]")).to_have_count(2)
+    expect(tile(page, "precision")).to_have_text("50 %")
+    assert_fits(page, "the KPI page on a phone")
+    for i in range(4):
+        box = page.locator("[data-testid=kpi-chart]").nth(i).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], box
+    scroller = page.locator(".table-scroll")
+    sizes = scroller.evaluate("el => [el.scrollWidth, el.clientWidth]")
+    assert sizes[0] > sizes[1], "the table should scroll inside its box on a phone"
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path="/tmp/edgeloop-kpis-phone.png")
+    page.screenshot(path="/tmp/edgeloop-kpis-phone-full.png", full_page=True)
+    scroller.screenshot(path="/tmp/edgeloop-kpis-phone-table.png")
+    page.locator("[data-testid=kpi-chart]").first.screenshot(path="/tmp/edgeloop-kpis-phone-chart.png")
