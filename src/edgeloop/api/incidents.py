@@ -345,7 +345,7 @@ def add_incident_routes(app: FastAPI, platform: Platform, *, viewer: Any, techni
         (definitions: docs/alerts.md)."""
         from edgeloop.alerts.kpi_source import kpis
 
-        stop = end if end is not None else platform.alerts.now()
+        stop = end if end is not None else platform.alerts.now() + 1  # the period includes now
         found = await kpis(store, reg, tenant=who.tenant, start_ms=stop - round(days * 86_400_000), end_ms=stop,
                            group=group)
         return _json([{"group": key, **_fields(k)} for key, k in found.items()])
