@@ -8,10 +8,11 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,55 @@ def live_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePlat
         yield live
     finally:
         stop_up_process(live)
+
+
+# --- an HTTP receiver for notifications (webhooks, work orders) ---------------------------------------------
+
+SECRET = "s3cret-shared-with-the-receiver"
+
+
+@dataclass
+class Receiver:
+    """Answers POSTs with the scripted statuses in turn (the last one repeats) and records each request."""
+
+    statuses: list[int]
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    verified: list[bool] = field(default_factory=list)
+    url: str = ""
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real HTTP server on 127.0.0.1 that checks each request's signature against ``SECRET``."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from edgeloop.alerts.notify import SIGNATURE_HEADER, verify_signature
+
+    rec = Receiver(statuses=[200])
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            n = len(rec.requests)
+            rec.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            rec.verified.append(verify_signature(SECRET, body, self.headers.get(SIGNATURE_HEADER)))
+            status = rec.statuses[min(n, len(rec.statuses) - 1)]
+            reply = b"ok" if status < 300 else b"boom" if status >= 500 else b"bad request"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    rec.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    try:
+        yield rec
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -1,7 +1,7 @@
 """The technician's incident inbox on a phone: headless Chromium (Playwright) at 390 x 844 with touch, against
 a real platform.
 
-The platform runs in this process on its own event loop in a thread (``InboxPlatform``): an embedded MQTT
+The platform runs in this process on its own event loop in a thread (``ThreadedPlatform``): an embedded MQTT
 broker, SQLite, the HTTP API and the dashboard on a real port, authentication on, and a ``ManualClock``, so
 the test decides when time passes. A rule document uploaded through ``PUT /api/v1/alert-rules`` raises
 ``hot`` when ``temp`` goes over 80; the test publishes that telemetry over MQTT, as a device does. Nothing
@@ -13,208 +13,30 @@ The browser is Debian's chromium (``EDGELOOP_CHROMIUM`` overrides the path); a m
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import threading
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Coroutine, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 
-from edgeloop.app import Platform, PlatformConfig
-from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Site, Tenant
-from edgeloop.clock import ManualClock
-from edgeloop.messages import Sample, Telemetry, TopicKind, encode, topic
-from tests.support import free_port
+from tests.browser_platform import EXPECT_DEFAULT_MS, PHONE, UI_TIMEOUT_MS, Pump, ThreadedPlatform, chromium, running
 
 pytestmark = pytest.mark.browser
 
-T = TypeVar("T")
-# the browser set-up of tests/test_dashboard.py
-CHROMIUM = os.environ.get("EDGELOOP_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-T0 = 1_795_000_000_000
-TENANT, ASSET, DEVICE = "acme", "pump-1", "pump-1-dev"
+ASSET, DEVICE = "pump-1", "pump-1-dev"
 ADMIN_PASSWORD = "inbox-admin-password"
 USERS = {"tina": ("technician", "tina-password-1"), "vera": ("viewer", "vera-password-1")}
-RULES = """\
-version: 1
-rules:
-  - name: hot
-    kind: threshold
-    channel: temp
-    above: 80
-    clear_below: 75
-    severity: critical
-"""
-PHONE: ViewportSize = {"width": 390, "height": 844}
-UI_TIMEOUT_MS = 15_000  # the inbox polls every 3 s
-EXPECT_DEFAULT_MS = 5_000  # Playwright's, restored for other modules
-
-
-class InboxPlatform:
-    """A platform on a real HTTP port, run on its own event loop in a thread; the test drives its clock and
-    publishes its telemetry."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.clock = ManualClock(start_ms=T0)
-        self.config = PlatformConfig(data_dir=data_dir, mqtt_port=free_port(), http_port=free_port(), auth=True,
-                                     admin_password=ADMIN_PASSWORD)
-        self.base_url = f"http://127.0.0.1:{self.config.http_port}"
-        self.seq = 0
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._platform: Platform | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), name="inbox-platform")
-        self.tokens: dict[str, str] = {}
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        try:
-            async with Platform(self.config, clock=self.clock) as p:
-                self._platform = p
-                reg = p.registry
-                await reg.put_profile(DeviceProfile(name="pump", channels=[ChannelSpec(name="temp", unit="degC")]))
-                await reg.put_tenant(Tenant(id=TENANT))
-                await reg.put_site(Site(id="plant-1", tenant=TENANT))
-                await reg.put_line(Line(id="line-a", site="plant-1"))
-                await reg.put_asset(Asset(id=ASSET, line="line-a", name="Pump 1", criticality=4))
-                await reg.put_device(Device(id=DEVICE, tenant=TENANT, asset=ASSET, profile="pump"))
-                self._ready.set()
-                await self._stop.wait()
-        except BaseException as exc:
-            self._error = exc
-            raise
-        finally:
-            self._ready.set()
-
-    def start(self) -> None:
-        self._thread.start()
-        assert self._ready.wait(60), "the platform did not start within 60 s"
-        if self._error is not None:
-            raise AssertionError(f"the platform failed to start: {self._error!r}")
-        self.tokens["admin"] = self.login("admin", ADMIN_PASSWORD)
-        for name, (role, password) in USERS.items():
-            self.call("POST", "/users", body={"username": name, "password": password, "role": role, "tenant": TENANT},
-                      expect_status=201)
-            self.tokens[name] = self.login(name, password)
-        req = urllib.request.Request(f"{self.base_url}/api/v1/alert-rules", data=RULES.encode(), method="PUT",
-                                     headers={"Content-Type": "application/yaml",
-                                              "Authorization": f"Bearer {self.tokens['admin']}"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            assert json.load(resp)["version"] == 1
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(60)
-        assert not self._thread.is_alive(), "the platform did not stop within 60 s"
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 30) -> T:
-        """Run ``coro`` on the platform's event loop and return its result."""
-        assert self._loop is not None
-        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        return fut.result(timeout_s)
-
-    @property
-    def platform(self) -> Platform:
-        assert self._platform is not None
-        return self._platform
-
-    # -- HTTP (what the test checks the page against) --------------------------------------------------------
-
-    def login(self, username: str, password: str) -> str:
-        data = urllib.parse.urlencode({"grant_type": "password", "username": username, "password": password})
-        with urllib.request.urlopen(f"{self.base_url}/api/v1/auth/token", data=data.encode(), timeout=10) as resp:
-            return str(json.load(resp)["access_token"])
-
-    def call(self, method: str, path: str, *, who: str = "admin", body: Any = None, expect_status: int = 200) -> Any:
-        headers = {"Accept": "application/json", "Authorization": f"Bearer {self.tokens[who]}"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(f"{self.base_url}/api/v1{path}", data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as e:
-            status, raw = e.code, e.read()
-        assert status == expect_status, (method, path, status, raw[:500])
-        return json.loads(raw) if raw else None
-
-    # -- the device and the passing of time ------------------------------------------------------------------
-
-    def telemetry(self, *temps: float) -> None:
-        """One message from the pump over MQTT: ``temps`` one second apart, ending now; returns once stored
-        and evaluated."""
-        now = self.clock.now_ms()
-        self.seq += 1
-        samples = [Sample(ts=now - (len(temps) - 1 - k) * 1000, values={"temp": v}) for k, v in enumerate(temps)]
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{DEVICE}-{self.seq}", clean_session=True)
-        client.connect("127.0.0.1", self.config.mqtt_port)
-        client.loop_start()
-        try:
-            client.publish(topic(TENANT, DEVICE, TopicKind.TELEMETRY), encode(Telemetry(DEVICE, self.seq, samples)),
-                           qos=1).wait_for_publish(10)
-        finally:
-            client.disconnect()
-            client.loop_stop()
-        self.run(self._scored(self.seq))
-
-    async def _scored(self, messages: int) -> None:
-        """Wait (wall time) until ``messages`` messages went through scoring, alerting included. (``idle()``
-        alone can answer before the broker has handed the message to ingest.)"""
-        p = self.platform
-        deadline = time.monotonic() + 20
-        while p.scoring.stats.scored_messages + p.scoring.stats.late_messages < messages:
-            assert time.monotonic() < deadline, f"{messages} messages not scored within 20 s: {p.scoring.stats}"
-            await asyncio.sleep(0.02)
-        assert await p.idle(20), "the platform did not finish scoring"
-
-    def advance(self, ms: int) -> None:
-        """Let ``ms`` of platform time pass (the alert service's timers included)."""
-
-        async def go() -> None:
-            self.clock.advance(ms)
-            await self.platform.alerts.tick()
-
-        self.run(go())
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[InboxPlatform]:
-    p = InboxPlatform(tmp_path / "platform")
-    try:
-        p.start()
-        yield p
-    finally:
-        p.stop()
+def live(tmp_path: Path) -> Iterator[ThreadedPlatform]:
+    yield from running(tmp_path / "platform", pumps=[Pump(DEVICE, ASSET, "Pump 1", "line-a")], users=USERS,
+                       admin_password=ADMIN_PASSWORD)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), f"chromium not installed at {CHROMIUM}"
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+    yield from chromium()
 
 
 @pytest.fixture
@@ -238,7 +60,7 @@ def phone(browser: Browser) -> Iterator[Page]:
 # helpers
 
 
-def sign_in(page: Page, live: InboxPlatform, user: str, hash_route: str) -> None:
+def sign_in(page: Page, live: ThreadedPlatform, user: str, hash_route: str) -> None:
     page.goto(f"{live.base_url}/{hash_route}")
     form = page.locator("[data-testid=login-form]")
     expect(form).to_be_visible()
@@ -280,7 +102,7 @@ def shot(page: Page, name: str, *, full_page: bool = False) -> None:
 # tests
 
 
-def test_a_technician_works_an_incident_from_a_phone(live: InboxPlatform, phone: Page) -> None:
+def test_a_technician_works_an_incident_from_a_phone(live: ThreadedPlatform, phone: Page) -> None:
     page = phone
     sign_in(page, live, "tina", "#/incidents")
     expect(page.locator("[data-testid=incident-empty]")).to_be_visible()
@@ -288,7 +110,7 @@ def test_a_technician_works_an_incident_from_a_phone(live: InboxPlatform, phone:
     assert_fits(page, "the empty inbox")
 
     # the pump runs hot: an incident appears in the inbox, with what the API says about it
-    live.telemetry(70, 84, 86)
+    live.telemetry(DEVICE, 70, 84, 86)
     [inc] = live.call("GET", "/incidents?inbox=true", who="tina")
     iid = inc["id"]
     card = page.locator(f"[data-testid=incident-card][data-incident-id='{iid}']")
@@ -403,7 +225,7 @@ def test_a_technician_works_an_incident_from_a_phone(live: InboxPlatform, phone:
 
     # the temperature comes down and stays down: the condition clears, then closing works
     live.advance(30_000)
-    live.telemetry(70)
+    live.telemetry(DEVICE, 70)
     live.advance(310_000)
     expect(alert).to_have_attribute("data-status", "resolved")
     expect(page.locator("[data-testid=condition-active]")).to_be_hidden()
@@ -424,9 +246,9 @@ def test_a_technician_works_an_incident_from_a_phone(live: InboxPlatform, phone:
     assert_fits(page, "the resolved / closed list")
 
 
-def test_a_false_alarm_takes_two_taps_and_a_viewer_can_only_read(live: InboxPlatform, phone: Page,
+def test_a_false_alarm_takes_two_taps_and_a_viewer_can_only_read(live: ThreadedPlatform, phone: Page,
                                                                   browser: Browser) -> None:
-    live.telemetry(70, 90)
+    live.telemetry(DEVICE, 70, 90)
     [inc] = live.call("GET", "/incidents?inbox=true", who="tina")
     page = phone
     sign_in(page, live, "tina", "#/incidents")

@@ -21,210 +21,45 @@ The browser is Debian's chromium (``EDGELOOP_CHROMIUM`` overrides the path); a m
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import re
-import threading
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Coroutine, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect
 
-from edgeloop.app import Platform, PlatformConfig
-from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Site, Tenant
-from edgeloop.clock import ManualClock
-from edgeloop.messages import Sample, Telemetry, TopicKind, encode, topic
-from tests.support import free_port
+from tests.browser_platform import (
+    EXPECT_DEFAULT_MS,
+    PHONE,
+    T0,
+    UI_TIMEOUT_MS,
+    Pump,
+    ThreadedPlatform,
+    chromium,
+    running,
+)
 
 pytestmark = pytest.mark.browser
 
-T = TypeVar("T")
-CHROMIUM = os.environ.get("EDGELOOP_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-T0 = 1_795_000_000_000
-TENANT = "acme"
 PUMPS = {"pump-1": ("Pump 1", "line-a"), "pump-2": ("Pump 2", "line-b")}  # asset -> (name, line); device = asset
 ADMIN_PASSWORD = "kpi-admin-password"
 USERS = {"tina": ("technician", "tina-password-1")}
-RULES = """\
-version: 1
-rules:
-  - name: hot
-    kind: threshold
-    channel: temp
-    above: 80
-    clear_below: 75
-    severity: critical
-"""
 MIN, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
-PHONE: ViewportSize = {"width": 390, "height": 844}
-UI_TIMEOUT_MS = 15_000
-EXPECT_DEFAULT_MS = 5_000  # Playwright's, restored for other modules
-
-
-class KpiPlatform:
-    """A platform on a real HTTP port, run on its own event loop in a thread; the test drives its clock and
-    publishes its pumps' telemetry."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.clock = ManualClock(start_ms=T0)
-        self.config = PlatformConfig(data_dir=data_dir, mqtt_port=free_port(), http_port=free_port(), auth=True,
-                                     admin_password=ADMIN_PASSWORD)
-        self.base_url = f"http://127.0.0.1:{self.config.http_port}"
-        self.messages = 0
-        self.seq: dict[str, int] = {}
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._platform: Platform | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), name="kpi-platform")
-        self.tokens: dict[str, str] = {}
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        try:
-            async with Platform(self.config, clock=self.clock) as p:
-                self._platform = p
-                reg = p.registry
-                await reg.put_profile(DeviceProfile(name="pump", channels=[ChannelSpec(name="temp", unit="degC")]))
-                await reg.put_tenant(Tenant(id=TENANT))
-                await reg.put_site(Site(id="plant-1", tenant=TENANT))
-                for line in sorted({ln for _, ln in PUMPS.values()}):
-                    await reg.put_line(Line(id=line, site="plant-1"))
-                for asset, (name, line) in PUMPS.items():
-                    await reg.put_asset(Asset(id=asset, line=line, name=name, criticality=4))
-                    await reg.put_device(Device(id=asset, tenant=TENANT, asset=asset, profile="pump"))
-                self._ready.set()
-                await self._stop.wait()
-        except BaseException as exc:
-            self._error = exc
-            raise
-        finally:
-            self._ready.set()
-
-    def start(self) -> None:
-        self._thread.start()
-        assert self._ready.wait(60), "the platform did not start within 60 s"
-        if self._error is not None:
-            raise AssertionError(f"the platform failed to start: {self._error!r}")
-        self.tokens["admin"] = self.login("admin", ADMIN_PASSWORD)
-        for name, (role, password) in USERS.items():
-            self.call("POST", "/users", body={"username": name, "password": password, "role": role, "tenant": TENANT},
-                      expect_status=201)
-            self.tokens[name] = self.login(name, password)
-        req = urllib.request.Request(f"{self.base_url}/api/v1/alert-rules", data=RULES.encode(), method="PUT",
-                                     headers={"Content-Type": "application/yaml",
-                                              "Authorization": f"Bearer {self.tokens['admin']}"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            assert json.load(resp)["version"] == 1
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(60)
-        assert not self._thread.is_alive(), "the platform did not stop within 60 s"
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 30) -> T:
-        assert self._loop is not None
-        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        return fut.result(timeout_s)
-
-    @property
-    def platform(self) -> Platform:
-        assert self._platform is not None
-        return self._platform
-
-    def login(self, username: str, password: str) -> str:
-        data = urllib.parse.urlencode({"grant_type": "password", "username": username, "password": password})
-        with urllib.request.urlopen(f"{self.base_url}/api/v1/auth/token", data=data.encode(), timeout=10) as resp:
-            return str(json.load(resp)["access_token"])
-
-    def call(self, method: str, path: str, *, who: str = "admin", body: Any = None, expect_status: int = 200) -> Any:
-        headers = {"Accept": "application/json", "Authorization": f"Bearer {self.tokens[who]}"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(f"{self.base_url}/api/v1{path}", data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as e:
-            status, raw = e.code, e.read()
-        assert status == expect_status, (method, path, status, raw[:500])
-        return json.loads(raw) if raw else None
-
-    def telemetry(self, asset: str, *temps: float) -> None:
-        """One message from ``asset``'s device over MQTT: ``temps`` one second apart, the last one now; returns
-        once it was stored and evaluated."""
-        now = self.clock.now_ms()
-        self.seq[asset] = self.seq.get(asset, 0) + 1
-        self.messages += 1
-        samples = [Sample(ts=now - (len(temps) - 1 - k) * 1000, values={"temp": v}) for k, v in enumerate(temps)]
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{asset}-{self.seq[asset]}", clean_session=True)
-        client.connect("127.0.0.1", self.config.mqtt_port)
-        client.loop_start()
-        try:
-            client.publish(topic(TENANT, asset, TopicKind.TELEMETRY),
-                           encode(Telemetry(asset, self.seq[asset], samples)), qos=1).wait_for_publish(10)
-        finally:
-            client.disconnect()
-            client.loop_stop()
-        self.run(self._scored(self.messages))
-
-    async def _scored(self, messages: int) -> None:
-        p = self.platform
-        deadline = time.monotonic() + 20
-        while p.scoring.stats.scored_messages + p.scoring.stats.late_messages < messages:
-            assert time.monotonic() < deadline, f"{messages} messages not scored within 20 s: {p.scoring.stats}"
-            await asyncio.sleep(0.02)
-        assert await p.idle(20), "the platform did not finish scoring"
-
-    def advance_to(self, ms: int) -> None:
-        """Move platform time to ``ms`` (the alert service's timers included)."""
-
-        async def go() -> None:
-            self.clock.advance(ms - self.clock.now_ms())
-            await self.platform.alerts.tick()
-
-        assert ms >= self.clock.now_ms()
-        self.run(go())
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[KpiPlatform]:
-    p = KpiPlatform(tmp_path / "platform")
-    try:
-        p.start()
+def live(tmp_path: Path) -> Iterator[ThreadedPlatform]:
+    for p in running(tmp_path / "platform", pumps=[Pump(a, a, name, line) for a, (name, line) in PUMPS.items()],
+                     users=USERS, admin_password=ADMIN_PASSWORD):
         p.advance_to(T0 + 150_000)  # past the startup grace, so that incidents page
         yield p
-    finally:
-        p.stop()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), f"chromium not installed at {CHROMIUM}"
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+    yield from chromium()
 
 
 @pytest.fixture
@@ -248,7 +83,7 @@ def page(browser: Browser) -> Iterator[Page]:
 # helpers
 
 
-def sign_in(page: Page, live: KpiPlatform, user: str, hash_route: str) -> None:
+def sign_in(page: Page, live: ThreadedPlatform, user: str, hash_route: str) -> None:
     page.goto(f"{live.base_url}/{hash_route}")
     expect(page.locator("[data-testid=login-form]")).to_be_visible()
     page.get_by_label("Username").fill(user)
@@ -293,7 +128,7 @@ def assert_no_leaks(page: Page, where: str) -> None:
         f"{where}: a missing value leaked into the page as text"
 
 
-def first_alert(live: KpiPlatform) -> tuple[int, dict[str, Any]]:
+def first_alert(live: ThreadedPlatform) -> tuple[int, dict[str, Any]]:
     """Pump 1 runs hot at ``t`` and pages 30 s later: (t, its incident)."""
     t = live.clock.now_ms()
     live.telemetry("pump-1", 70, 90)  # alert 1 opens at t (its first sample over 80)
@@ -303,7 +138,7 @@ def first_alert(live: KpiPlatform) -> tuple[int, dict[str, Any]]:
     return t, inc1
 
 
-def rest_of_lifecycle(live: KpiPlatform, t: int, inc1: dict[str, Any]) -> dict[str, Any]:
+def rest_of_lifecycle(live: ThreadedPlatform, t: int, inc1: dict[str, Any]) -> dict[str, Any]:
     """The rest of the module docstring's lifecycle, through MQTT and the API; returns what the test checks
     against."""
     live.advance_to(t + 2 * MIN)
@@ -332,7 +167,7 @@ def rest_of_lifecycle(live: KpiPlatform, t: int, inc1: dict[str, Any]) -> dict[s
 # the test
 
 
-def test_kpi_page_shows_what_the_api_computes(live: KpiPlatform, page: Page) -> None:
+def test_kpi_page_shows_what_the_api_computes(live: ThreadedPlatform, page: Page) -> None:
     # no alert yet: an empty state, no tiles, no charts
     sign_in(page, live, "tina", "#/kpis")
     expect(page.locator("[data-testid=kpi-empty]")).to_be_visible()

@@ -7,11 +7,8 @@ import email.policy
 import json
 import random
 import socket
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import msgspec
@@ -34,58 +31,12 @@ from edgeloop.alerts.notify import (
     verify_signature,
 )
 from edgeloop.clock import ManualClock
-
-SECRET = "s3cret-shared-with-the-receiver"
+from tests.conftest import SECRET, Receiver
 
 PAGE = Page(ts=1_767_225_600_000, incident=42, kind="asset", scope="pump-7", title="pump-7: vibration-high",
             priority=73.3, route="urgent", alerts=(101, 102), assets=("pump-7",))
 DETAILS = PageDetails(explanation="vibration RMS 3x its baseline for 10 min", contributions={"vib_rms": 0.8,
                       "temp": 0.2}, recommended_action="Inspect the drive-end bearing; check lubrication")
-
-
-# --- an HTTP receiver -----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Receiver:
-    """Answers POSTs with the scripted statuses in turn (the last one repeats) and records each request."""
-
-    statuses: list[int]
-    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    verified: list[bool] = field(default_factory=list)
-    url: str = ""
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver(statuses=[200])
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            n = len(rec.requests)
-            rec.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            rec.verified.append(verify_signature(SECRET, body, self.headers.get(SIGNATURE_HEADER)))
-            status = rec.statuses[min(n, len(rec.statuses) - 1)]
-            reply = b"ok" if status < 300 else b"boom" if status >= 500 else b"bad request"
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    rec.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    try:
-        yield rec
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 class Sleeps:

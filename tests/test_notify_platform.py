@@ -19,9 +19,9 @@ from edgeloop.broker import free_port
 from edgeloop.clock import ManualClock
 from edgeloop.errors import ConfigError
 from edgeloop.messages import Sample, Telemetry, TopicKind, encode, topic
+from tests.conftest import SECRET, Receiver
 from tests.support import register_device
 from tests.test_api import publish_all
-from tests.test_notify import SECRET, Receiver, receiver  # noqa: F401 - the fixture
 
 T0 = 1_795_000_000_000
 RULES = "version: 1\nrules:\n  - {name: hot, kind: threshold, channel: temp, above: 80, severity: critical}\n"
