@@ -30,7 +30,7 @@ from edgeloop.app import Platform, PlatformConfig
 from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.clock import ManualClock
 from edgeloop.messages import Sample, Telemetry, TopicKind, encode, topic
-from tests.support import free_port
+from tests.support import HOT_RULES, free_port
 
 T = TypeVar("T")
 # the browser set-up of tests/test_dashboard.py
@@ -39,16 +39,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 T0 = 1_795_000_000_000
 TENANT = "acme"
-RULES = """\
-version: 1
-rules:
-  - name: hot
-    kind: threshold
-    channel: temp
-    above: 80
-    clear_below: 75
-    severity: critical
-"""
+RULES = HOT_RULES
 PHONE: ViewportSize = {"width": 390, "height": 844}
 UI_TIMEOUT_MS = 15_000  # the pages poll every few seconds
 EXPECT_DEFAULT_MS = 5_000  # Playwright's, restored for other modules

@@ -12,7 +12,19 @@ from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.broker import free_port
 from edgeloop.broker.mosquitto import run_mosquitto
 
-__all__ = ["free_port", "register_device", "start_mosquitto"]
+__all__ = ["HOT_RULES", "free_port", "register_device", "start_mosquitto"]
+
+#: The alert rule document the alerting tests upload: ``hot`` when ``temp`` is over 80, clear below 75.
+HOT_RULES = """\
+version: 1
+rules:
+  - name: hot
+    kind: threshold
+    channel: temp
+    above: 80
+    clear_below: 75
+    severity: critical
+"""
 
 
 @contextlib.contextmanager

@@ -18,20 +18,11 @@ from edgeloop.messages import AlertStatus
 from edgeloop.store import Store, open_store
 from edgeloop.store.alerting import MaintenanceRecord, SilenceRecord
 from edgeloop.store.base import Registry, TelemetryChunk
+from tests.support import HOT_RULES
 
 T0 = 1_767_225_600_000
 MIN = 60_000
-RULES = """
-version: 1
-rules:
-  - name: hot
-    kind: threshold
-    channel: temp
-    above: 80
-    clear_below: 75
-    severity: critical
-    tune: {mode: auto, after_false_alarms: 2, max_step: 5, max: 90}
-"""
+RULES = HOT_RULES + "    tune: {mode: auto, after_false_alarms: 2, max_step: 5, max: 90}\n"
 
 
 def registry(assets: int = 3) -> Registry:

@@ -17,19 +17,11 @@ from edgeloop.assets import ChannelSpec, DeviceProfile
 from edgeloop.broker import free_port
 from edgeloop.cli import app
 from edgeloop.messages import Sample, Telemetry, TopicKind, encode, topic
-from tests.support import register_device
+from tests.support import HOT_RULES, register_device
 from tests.test_api import publish_all
 
 runner = CliRunner()
-RULES = """\
-version: 1
-rules:
-  - name: hot
-    kind: threshold
-    channel: temp
-    above: 80
-    clear_below: 75
-"""
+RULES = HOT_RULES
 
 
 @pytest.fixture

@@ -22,22 +22,14 @@ from edgeloop.broker import free_port
 from edgeloop.clock import ManualClock
 from edgeloop.messages import Sample, Telemetry, TopicKind, encode, topic
 from edgeloop.store.base import GatewayHeartbeat
+from tests.support import HOT_RULES
 from tests.test_api import publish_all
 from tests.test_gateways import beat
 
 API = "/api/v1"
 T0 = 1_795_000_000_000
 ADMIN_PASSWORD = "incidents-admin-password"
-RULES = """\
-version: 1
-rules:
-  - name: hot
-    kind: threshold
-    channel: temp
-    above: 80
-    clear_below: 75
-    severity: critical
-"""
+RULES = HOT_RULES
 SILENT = RULES + """\
   - name: device-silent
     kind: missing
