@@ -262,3 +262,25 @@ async def test_the_schema_upgrades_a_version_1_database(tmp_path: Path) -> None:
         assert (old.id, old.incident, old.priority, old.confidence) == (41, None, 0.0, 1.0)
         block = await store.reserve_ids("alerts", 10)
         assert block.start > 41, "new ids never collide with the ones written before"
+
+
+async def test_a_critical_finding_raises_a_critical_alert_under_a_warning_rule(store: Store) -> None:
+    """The default ``anomaly`` rule is a warning; a detector that confirms a critical anomaly (far over its
+    threshold) makes the alert critical, with the detector's own words and explanation."""
+    from edgeloop.detect.finding import Finding
+
+    clock = ManualClock(T0)
+    svc = await service(store, clock)  # the default rules
+    t = T0 + 3 * MIN
+    clock.advance(t - T0)
+    c = chunk(0, 1, t, [70.0])
+    svc.observe_finding(c, Finding(ts=t, kind="anomaly", severity="warning", score=1.4, explanation={"temp": 1.0},
+                                   message="temperature (temp 100 %) above normal for this load"), "det-v1")
+    svc.observe_finding(chunk(1, 1, t, [70.0]), Finding(ts=t, kind="anomaly", severity="critical", score=4.2,
+                                                        explanation={"temp": 1.0}, message="far above normal"),
+                        "det-v1")
+    await svc.flush()
+    alerts = {a.asset: a for a in await store.list_alerts()}
+    assert (alerts["a0"].severity.value, alerts["a1"].severity.value) == ("warning", "critical")
+    assert alerts["a1"].message == "far above normal" and alerts["a1"].detector == "det-v1"
+    assert alerts["a1"].priority > alerts["a0"].priority and alerts["a1"].explanation == {"temp": 1.0}

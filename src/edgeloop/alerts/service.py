@@ -39,7 +39,7 @@ from edgeloop.alerts import lifecycle as lc
 from edgeloop.alerts.feedback import Decision, Label, Proposal, Tuner, make_label, rule_model_version
 from edgeloop.alerts.model import Signal, SignalState, Suppression, SuppressionReason, Topology
 from edgeloop.alerts.notify import Channel, Notifier, PageDetails, load_channels
-from edgeloop.alerts.priority import route
+from edgeloop.alerts.priority import route, severity_rank
 from edgeloop.alerts.rule_config import MissingRule, RuleSet, ScoreRule, parse_rules
 from edgeloop.alerts.rules import RuleEngine
 from edgeloop.alerts.suppress import MaintenanceWindow, Scope, Silence
@@ -304,19 +304,22 @@ class AlertService:
         asset = chunk.asset or chunk.device
         signals = self.rules.evaluate_finding(asset, finding, tenant=chunk.tenant, device=chunk.device)
         self._score_signals(signals, asset, finding.kind, finding.ts, finding.score, chunk.tenant, chunk.device,
-                            finding.message, dict(finding.explanation), detector)
+                            finding.message, dict(finding.explanation), detector, finding.severity)
 
     def observe_alert(self, alert: Alert) -> None:
         """A ready-made condition (a RUL model's low-life alert): the ``score`` rules of source ``alert.kind``."""
         signals = self.rules.evaluate_score(alert.asset, alert.last_seen, alert.score, source=alert.kind,
                                             tenant=alert.tenant, device=alert.device, explanation=alert.explanation)
         self._score_signals(signals, alert.asset, alert.kind, alert.last_seen, alert.score, alert.tenant,
-                            alert.device, alert.message, dict(alert.explanation), alert.detector)
+                            alert.device, alert.message, dict(alert.explanation), alert.detector,
+                            alert.severity.value)
 
     def _score_signals(self, signals: list[Signal], asset: str, source: str, ts: int, score: float, tenant: str,
-                       device: str, message: str, explanation: dict[str, float], detector: str) -> None:
+                       device: str, message: str, explanation: dict[str, float], detector: str,
+                       severity: str) -> None:
         """A detector's alarm is a raw signal of its own: one that comes while its rule is already raised (a
-        detector alarms again) merges into the open alert (its count and last seen), as a repeat."""
+        detector alarms again) merges into the open alert (its count and last seen), as a repeat. A raise is as
+        severe as the rule says, or as the detector says when that is more (a ``critical`` finding)."""
         raised = {s.rule for s in signals}
         active = set(self.rules.active(asset))
         for rule in self.ruleset.rules:
@@ -325,8 +328,10 @@ class AlertService:
                 signals.append(Signal(ts=ts, tenant=tenant, asset=asset, rule=rule.name, state=SignalState.RAISE,
                                       severity=rule.severity, device=device, value=score,
                                       message=message or rule.message, explanation=explanation))
-        for s in signals:  # the detector's own words say more than the rule's generic message
-            self._pending.append((dataclasses.replace(s, message=message) if message else s, detector))
+        for s in signals:
+            worse = s.state is SignalState.RAISE and severity_rank(severity) > severity_rank(s.severity)
+            self._pending.append((dataclasses.replace(  # the detector's own words say more than the rule's
+                s, message=message or s.message, severity=severity if worse else s.severity), detector))
 
     async def flush(self) -> None:
         """Run what the scoring stage observed through the incident engine and store it (one transaction)."""
