@@ -284,3 +284,42 @@ async def test_a_critical_finding_raises_a_critical_alert_under_a_warning_rule(s
     assert (alerts["a0"].severity.value, alerts["a1"].severity.value) == ("warning", "critical")
     assert alerts["a1"].message == "far above normal" and alerts["a1"].detector == "det-v1"
     assert alerts["a1"].priority > alerts["a0"].priority and alerts["a1"].explanation == {"temp": 1.0}
+
+
+async def test_a_database_blip_loses_no_alert_state(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database refuses two writes (and an id reservation): nothing raises into the scoring stage, and the
+    alert, its incident and its timeline are all stored with the next write that succeeds."""
+    from edgeloop.errors import StoreError
+
+    svc, clock, t = await ready(store)
+    real_write, real_reserve = store.write_alert_changes, store.reserve_ids
+    failures = {"write": 2, "reserve": 1}
+
+    async def flaky_write(changes: object) -> dict[int, int]:
+        if failures["write"]:
+            failures["write"] -= 1
+            raise StoreError("connection lost")
+        return await real_write(changes)  # type: ignore[arg-type]
+
+    async def flaky_reserve(name: str, n: int) -> range:
+        if failures["reserve"]:
+            failures["reserve"] -= 1
+            raise StoreError("connection lost")
+        return await real_reserve(name, n)
+
+    monkeypatch.setattr(store, "write_alert_changes", flaky_write)
+    monkeypatch.setattr(store, "reserve_ids", flaky_reserve)
+    svc._ids.alerts.clear()  # make the next flush reserve ids
+    await feed(svc, chunk(0, 1, t, [85]))  # the reservation fails: the signal waits
+    assert await store.list_alerts() == [] and failures["reserve"] == 0
+    await feed(svc, chunk(1, 1, t + 1000, [86]))  # the write fails (1 of 2)
+    await at(svc, clock, t + 31_000)  # the write fails again (2 of 2): the pages are due meanwhile
+    assert await store.list_alerts() == []
+    await at(svc, clock, t + 32_000)  # the database is back
+    alerts = await store.list_alerts()
+    assert sorted(a.asset for a in alerts) == ["a0", "a1"]
+    assert len({a.incident for a in alerts}) == 1  # two pumps of one line at once: one line-wide incident
+    inc = await store.get_incident(alerts[0].incident or 0)
+    assert inc.kind == "line" and inc.paged_at is not None and set(inc.assets) == {"a0", "a1"}
+    kinds = [e.kind for e in await store.incident_timeline(inc.id)]
+    assert kinds.count("alert-added") == 2 and "paged" in kinds

@@ -45,7 +45,7 @@ from edgeloop.alerts.rules import RuleEngine
 from edgeloop.alerts.suppress import MaintenanceWindow, Scope, Silence
 from edgeloop.clock import Clock
 from edgeloop.detect.finding import Finding
-from edgeloop.errors import ConfigError, ConflictError, NotFoundError
+from edgeloop.errors import ConfigError, ConflictError, NotFoundError, StoreError
 from edgeloop.messages import Alert, AlertStatus, Severity
 from edgeloop.store.alerting import (
     AlertChanges,
@@ -104,6 +104,7 @@ rules:
 """
 
 _ALERT_BLOCK = 1024  # ids reserved per database round trip
+MAX_UNWRITTEN = 1000  # batches that may wait for the database before its error stops the caller
 COMPACT_EVERY_MS = 600_000  # forget closed incidents now and then (they stay in the database) ...
 KEEP_CLOSED_MS = 86_400_000  # ... once closed for a day
 
@@ -211,6 +212,8 @@ class AlertService:
         self._gateways_online: dict[str, bool] = {}
         self._topology_key: tuple[int, int] = (-1, -1)
         self._compacted = 0
+        self._unwritten = _Batch()  # what a failed write left, stored with the next one
+        self._unwritten_batches = 0
 
     # --- start ------------------------------------------------------------------------------------------
 
@@ -335,11 +338,15 @@ class AlertService:
 
     async def flush(self) -> None:
         """Run what the scoring stage observed through the incident engine and store it (one transaction)."""
-        if not self._pending:
+        if not self._pending and self._unwritten.empty:
             return
         async with self.lock:
+            try:
+                await self._reserve(len(self._pending))
+            except StoreError as exc:  # the signals stay pending: the next flush or tick takes them
+                log.warning("alert ids not reserved (%s); %d signals wait", exc, len(self._pending))
+                return
             pending, self._pending = self._pending, []
-            await self._reserve(len(pending))
             batch = _Batch()
             for signal, detector in pending:
                 self._apply(self.engine.process(signal), batch, signal, detector)
@@ -714,9 +721,33 @@ class AlertService:
             self.stats.signals += 1
 
     async def _write(self, batch: _Batch) -> None:
-        if batch.empty:
+        """Store what ``batch`` changed (rows as the engine holds them now), with any batch a failed write left.
+
+        A database that is away for a moment (``StoreError``) costs nothing: the batch waits and goes out with the
+        next write (its rows are rebuilt then from the engine, so they are the newest). Only when
+        ``MAX_UNWRITTEN`` batches wait does the error reach the caller."""
+        if not batch.empty:
+            self._unwritten.absorb(batch)
+        if self._unwritten.empty:
             return
-        changes = AlertChanges(timeline=batch.timeline, suppressions=batch.suppressions)
+        try:
+            changes = await self._changes(self._unwritten)
+            remap = await self.store.write_alert_changes(changes)
+        except StoreError as exc:
+            self._unwritten_batches += 1
+            if self._unwritten_batches > MAX_UNWRITTEN:
+                raise
+            log.warning("alert state not stored yet (%s); %d batches wait for the next write", exc,
+                        self._unwritten_batches)
+            return
+        self._unwritten, self._unwritten_batches = _Batch(), 0
+        self.stats.writes += 1
+        if remap:
+            log.warning("alert service: %d new alerts merged into alerts another process opened", len(remap))
+            self._remap.update(remap)
+
+    async def _changes(self, batch: _Batch) -> AlertChanges:
+        changes = AlertChanges(timeline=list(batch.timeline), suppressions=list(batch.suppressions))
         for aid in sorted(batch.alerts):
             try:
                 state = self.engine.alert(aid)
@@ -732,11 +763,7 @@ class AlertService:
             except KeyError:  # the engine is done with it (resolved before a restart, or compacted)
                 if iid in self.lifecycle:
                     changes.incidents.append(self._lifecycle_row(await self.store.get_incident(iid)))
-        remap = await self.store.write_alert_changes(changes)
-        self.stats.writes += 1
-        if remap:
-            log.warning("alert service: %d new alerts merged into alerts another process opened", len(remap))
-            self._remap.update(remap)
+        return changes
 
     def _alert_row(self, a: ie.AlertState) -> Alert:
         extra = self._extra.get(a.id) or _Extra(message=a.message)
@@ -810,6 +837,14 @@ class _Batch:
     @property
     def empty(self) -> bool:
         return not (self.alerts or self.incidents or self.timeline or self.suppressions)
+
+    def absorb(self, other: _Batch) -> None:
+        """Add what ``other`` changed (not its pages or escalations: those are sent once, from ``other``)."""
+        self.opened |= other.opened
+        self.alerts |= other.alerts
+        self.incidents |= other.incidents
+        self.timeline += other.timeline
+        self.suppressions += other.suppressions
 
     def note(self, incident: int, ts: int, kind: str, detail: str, data: dict[str, object], *,
              actor: str = "system") -> None:
