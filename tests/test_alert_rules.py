@@ -201,6 +201,26 @@ def test_missing_data_clears_when_a_backfill_fills_the_gap() -> None:
     assert eng.tick() == []
 
 
+def test_missing_data_is_per_device_and_the_asset_alert_lasts_while_any_is_silent() -> None:
+    """An asset with a PLC and a vibration sensor: the sensor going silent raises although the PLC reports; the
+    PLC going silent too raises nothing more; the alert clears only when both report again. A device that was
+    expected but never reported is silent too."""
+    clock = ManualClock(T0)
+    eng = engine("rules: [{name: silent, kind: missing, after_s: 60}]", clock=clock)
+    eng.expect("pump-1", devices=["plc", "vib", "never"], since_ms=T0)
+    plc = chunk({"temp": [20.0] * 30}, device="plc")  # T0 .. T0 + 29 s
+    vib = chunk({"temp": [1.0] * 5}, device="vib")  # T0 .. T0 + 4 s
+    assert eng.evaluate_chunk(plc) == [] and eng.evaluate_chunk(vib) == []
+    clock.advance(61_000)
+    out = eng.tick()  # "never" is silent from T0 + 60 s, vib from T0 + 64 s: one raise, at the first
+    assert [(s.ts - T0, s.state.value, s.device) for s in out] == [(60_000, "raise", "never")]
+    assert eng.tick(T0 + 100_000) == []  # plc silent at T0 + 89 s too: still one alert
+    assert eng.evaluate_chunk(chunk({"temp": [2.0]}, t0=T0 + 100_000, device="vib")) == []  # vib back
+    assert eng.evaluate_chunk(chunk({"temp": [21.0]}, t0=T0 + 101_000, device="plc")) == []  # plc back
+    out = eng.evaluate_chunk(chunk({"temp": [5.0]}, t0=T0 + 102_000, device="never"))  # the last one reports
+    assert brief(out) == [(102, "silent", "clear")] and eng.active("pump-1") == []
+
+
 def test_missing_data_gap_seen_without_a_tick_and_all_nan_rows_are_no_data() -> None:
     nan = float("nan")
     eng = engine("rules: [{name: silent, kind: missing, after_s: 10}]")

@@ -13,9 +13,11 @@ Semantics (the rule schema is in :mod:`edgeloop.alerts.rule_config`):
   taken between consecutive *valid* samples. A row whose values are all NaN is no data (for ``missing``).
 * **Order.** Per (asset, device), rows at or before the last row already evaluated are ignored (a resent or
   late message does not evaluate twice).
-* **Missing data.** An asset silent for ``after_s`` raises with ``ts`` = the last data + ``after_s`` (from
-  :meth:`RuleEngine.tick`, or, if no tick came in between, when the data after the gap arrives: then the
-  raise and the clear come together); data arriving clears.
+* **Missing data**, per device: a device of the asset silent for ``after_s`` raises the asset's alert with
+  ``ts`` = its last data + ``after_s`` (from :meth:`RuleEngine.tick`, or, if no tick came in between, when the
+  data after the gap arrives: then the raise and the clear come together). The alert stays raised while any
+  device of the asset is silent and clears when the last one reports again, also when late data fills the gap
+  (an agent's backfill). :meth:`RuleEngine.expect` watches devices that have never reported.
 * **Composites** (``all`` / ``any``) combine their members' raised states on one asset, row by row, and have
   their own ``for_s``; members not evaluated in a step keep their current state. Composites are evaluated at
   every step of the asset (rows with any data, a score, a RUL, a tick event).
@@ -172,6 +174,11 @@ class _AssetState:
     last_ts: dict[str, int] = field(default_factory=dict)  # per source (device, score source, rul)
     plans: dict[tuple[str, ...], _Plan] = field(default_factory=dict)
     overrides: dict[int, Rule] = field(default_factory=dict)  # rule index -> the rule with this asset's levels
+    # missing rules, per device: device -> rule index -> its last data ("" stands for the asset's devices
+    # before any of them reported), and rule index -> the devices silent now (the asset's alert is raised
+    # while any is)
+    dev_seen: dict[str, dict[int, int]] = field(default_factory=dict)
+    silent: dict[int, set[str]] = field(default_factory=dict)
     levels: dict[int, _Level] = field(default_factory=dict)  # their compiled levels
 
     def __post_init__(self) -> None:
@@ -224,12 +231,15 @@ class RuleEngine:
 
     def expect(self, asset: str, *, tenant: str = "", since_ms: int | None = None,
                devices: Iterable[str] = ()) -> None:
-        """Watch ``asset`` for missing data from ``since_ms`` (default: now) even if it never sends anything."""
+        """Watch ``asset`` (each of ``devices``) for missing data from ``since_ms`` (default: now), even if it
+        never sends anything."""
+        devices = list(devices)
         st = self._state(asset, tenant, devices)
         since = self.clock.now_ms() if since_ms is None else since_ms
         for i, rule in enumerate(self.rules):
-            if isinstance(rule, MissingRule) and st.applies[i] and st.seen[i] < 0:
-                st.seen[i] = since
+            if isinstance(rule, MissingRule) and st.applies[i]:
+                for device in devices or [""]:
+                    st.dev_seen.setdefault(device, {}).setdefault(i, since)
 
     def evaluate_chunk(self, chunk: TelemetryChunk) -> list[Signal]:
         """Evaluate every threshold, rate, missing and composite rule on one message's rows."""
@@ -306,20 +316,30 @@ class RuleEngine:
         now = self.clock.now_ms() if now_ms is None else now_ms
         out: _Out = []
         for asset, st in self._assets.items():
-            events: list[tuple[int, int]] = []
+            events: list[tuple[int, int, str]] = []
             for i, rule in enumerate(self.rules):
-                if not st.applies[i] or st.seen[i] < 0:
+                if not st.applies[i]:
                     continue
-                if isinstance(rule, MissingRule) and not st.active[i]:
-                    due = int(st.seen[i]) + round(rule.after_s * 1000)
-                    if now >= due:
-                        events.append((due, i))
-                elif isinstance(rule, ScoreRule) and rule.hold_s is not None and st.active[i]:
+                if isinstance(rule, MissingRule):
+                    after = round(rule.after_s * 1000)
+                    quiet = st.silent.get(i, set())
+                    for device, seen in st.dev_seen.items():
+                        last = seen.get(i)
+                        if last is not None and device not in quiet and now >= last + after:
+                            events.append((last + after, i, device))
+                elif isinstance(rule, ScoreRule) and rule.hold_s is not None and st.active[i] and st.seen[i] >= 0:
                     due = int(st.seen[i]) + round(rule.hold_s * 1000)
                     if now >= due:
-                        events.append((due, i))
-            for due, i in sorted(events):
-                self._flip(st, asset, "", i, due, out)
+                        events.append((due, i, ""))
+            for due, i, device in sorted(events):
+                rule = self.rules[i]
+                if isinstance(rule, MissingRule):
+                    st.silent.setdefault(i, set()).add(device)
+                    if st.active[i]:
+                        continue  # another device of the asset is silent already: one alert
+                    self._flip(st, asset, device, i, due, out, value=float(rule.after_s))
+                else:
+                    self._flip(st, asset, device, i, due, out)
         return _sorted(out)
 
     def set_override(self, asset: str, rule: str, *, above: float | None = None, below: float | None = None,
@@ -494,28 +514,46 @@ class RuleEngine:
                                                       int(ts[row]), raised, value)))
 
     def _missing_data(self, st: _AssetState, i: int, data_ts: I64, asset: str, device: str, out: _Out) -> None:
+        """Valid data of ``device`` at ``data_ts``: its gaps of ``after_s`` or more raise and clear the asset's
+        alert (raised while any of its devices is silent, cleared when the last one reports again)."""
         if data_ts.shape[0] == 0:
             return
         rule = self.rules[i]
         assert isinstance(rule, MissingRule)
         after = round(rule.after_s * 1000)
-        prev = int(st.seen[i])
+        quiet = st.silent.setdefault(i, set())
+        seen = st.dev_seen.setdefault(device, {})
+        placeholder = st.dev_seen.get("")
+        if placeholder is not None and device:  # the asset was expected before its devices were known
+            since = placeholder.pop(i, None)
+            if not placeholder:
+                del st.dev_seen[""]
+            if since is not None and i not in seen:
+                seen[i] = since
+            if "" in quiet:
+                quiet.discard("")
+                quiet.add(device)  # the asset's silence was this device's
+        prev = seen.get(i, -1)
         if prev < 0:  # the first data ever seen: gaps count from it
             prev, data_ts = int(data_ts[0]), data_ts[1:]
         t = np.concatenate([np.array([prev], dtype=np.int64), data_ts])
-        gaps = np.flatnonzero(np.diff(t) >= after)
-        for g in gaps.tolist():
+        for g in np.flatnonzero(np.diff(t) >= after).tolist():
             start, end = int(t[g]), int(t[g + 1])
+            gap_s = (end - start) / 1000.0
             if not st.active[i]:
-                out.append((start + after, i, self._signal(st, asset, device, i, start + after, True,
-                                                           (end - start) / 1000.0)))
-            out.append((end, i, self._signal(st, asset, device, i, end, False, (end - start) / 1000.0)))
-            st.active[i] = False
+                st.active[i] = True
+                out.append((start + after, i, self._signal(st, asset, device, i, start + after, True, gap_s)))
+            quiet.discard(device)
+            if not quiet:
+                st.active[i] = False
+                out.append((end, i, self._signal(st, asset, device, i, end, False, gap_s)))
         last = max(prev, int(data_ts[-1])) if data_ts.shape[0] else prev
-        if st.active[i] and data_ts.shape[0]:  # raised by ``tick``; the gap was filled (an agent's backfill)
-            out.append((last, i, self._signal(st, asset, device, i, last, False, None)))
-            st.active[i] = False
-        st.seen[i] = last
+        if device in quiet and data_ts.shape[0]:  # silent by ``tick``; data came (the gap may have been filled)
+            quiet.discard(device)
+            if not quiet and st.active[i]:
+                st.active[i] = False
+                out.append((last, i, self._signal(st, asset, device, i, last, False, None)))
+        seen[i] = last
 
     def _point(self, st: _AssetState, asset: str, device: str, source: str, ts: int, idx: list[int],
                values: list[float], confidence: float, explanation: dict[str, float], out: _Out) -> None:
@@ -552,16 +590,13 @@ class RuleEngine:
                 if ts >= due:
                     self._flip(st, asset, "", i, due, out)
 
-    def _flip(self, st: _AssetState, asset: str, device: str, i: int, ts: int, out: _Out) -> None:
+    def _flip(self, st: _AssetState, asset: str, device: str, i: int, ts: int, out: _Out, *,
+              value: float | None = None) -> None:
         """Raise or clear rule ``i`` at ``ts`` outside a data step (tick, hold expiry), then the composites."""
         raised = not bool(st.active[i])
         st.active[i] = raised
         st.cond[i] = raised
         st.start[i] = ts
-        value = None
-        rule = self.rules[i]
-        if isinstance(rule, MissingRule) and st.seen[i] >= 0:
-            value = (ts - int(st.seen[i])) / 1000.0
         out.append((ts, i, self._signal(st, asset, device, i, ts, raised, value)))
         if self._members:
             self._composites(st, asset, device, np.array([ts], dtype=np.int64), np.ones(1, dtype=bool), {}, out)
