@@ -221,6 +221,17 @@ def test_missing_data_is_per_device_and_the_asset_alert_lasts_while_any_is_silen
     assert brief(out) == [(102, "silent", "clear")] and eng.active("pump-1") == []
 
 
+def test_a_replay_finds_silence_only_in_a_devices_own_data() -> None:
+    """While history is replayed, ticks leave silence alone (a device whose turn has not come is not silent);
+    a gap in the device's own data still raises and clears."""
+    clock = ManualClock(T0)
+    eng = engine("rules: [{name: silent, kind: missing, after_s: 60}]", clock=clock)
+    eng.evaluate_chunk(chunk({"temp": [20.0] * 3}))
+    assert eng.tick(T0 + 600_000, missing=False) == []
+    out = eng.evaluate_chunk(chunk({"temp": [21.0]}, t0=T0 + 200_000))  # its own gap of 198 s
+    assert brief(out) == [(62, "silent", "raise"), (200, "silent", "clear")]
+
+
 def test_missing_data_gap_seen_without_a_tick_and_all_nan_rows_are_no_data() -> None:
     nan = float("nan")
     eng = engine("rules: [{name: silent, kind: missing, after_s: 10}]")

@@ -310,9 +310,10 @@ class RuleEngine:
         self._point(st, asset, device, "rul", ts, idx, values, confidence, dict(explanation or {}), out)
         return _sorted(out)
 
-    def tick(self, now_ms: int | None = None) -> list[Signal]:
-        """Time passing: raise ``missing`` rules of silent assets and clear ``score`` rules past their
-        ``hold_s``. ``now_ms`` defaults to the engine's clock."""
+    def tick(self, now_ms: int | None = None, *, missing: bool = True) -> list[Signal]:
+        """Time passing: raise ``missing`` rules of silent devices and clear ``score`` rules past their
+        ``hold_s``. ``now_ms`` defaults to the engine's clock. ``missing=False`` leaves silence to the gaps in
+        each device's own data (while history is replayed, a device whose turn has not come is not silent)."""
         now = self.clock.now_ms() if now_ms is None else now_ms
         out: _Out = []
         for asset, st in self._assets.items():
@@ -321,6 +322,8 @@ class RuleEngine:
                 if not st.applies[i]:
                     continue
                 if isinstance(rule, MissingRule):
+                    if not missing:
+                        continue
                     after = round(rule.after_s * 1000)
                     quiet = st.silent.get(i, set())
                     for device, seen in st.dev_seen.items():

@@ -16,7 +16,8 @@ the arbiter, and a new alert that loses the race merges into the winner's row (i
 
 Times: the engines run on sample time. Ticks use the injected clock, except while the embedded simulator
 replays history (``replaying``): then "now" is the newest sample time scored, so that a replay of six hours
-does not look like six hours of silence.
+does not look like six hours of silence, and silence is found only in the gaps of each device's own data (a
+device whose turn in the replay has not come yet is not silent).
 
 After a restart the open incidents and unresolved alerts are read back (``IncidentEngine.restore``); the rule
 engine starts empty, so a condition that still holds raises again and merges into its stored alert, while one
@@ -361,7 +362,7 @@ class AlertService:
             now = self.now()
             batch = _Batch()
             await self._reserve(len(self._pending) + 64)
-            for signal in self.rules.tick(now):
+            for signal in self.rules.tick(now, missing=not self.replaying):
                 self._apply(self.engine.process(signal), batch, signal, "")
             records = await self.store.list_gateways()
             self._set_topology(records)  # devices and gateways register while the platform runs
