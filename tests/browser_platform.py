@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from playwright.sync_api import Browser, ViewportSize, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 from edgeloop.app import Platform, PlatformConfig
 from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Site, Tenant
@@ -217,3 +217,20 @@ def chromium() -> Iterator[Browser]:
             yield b
         finally:
             b.close()
+
+
+def watched_page(browser: Browser, **context: Any) -> Iterator[Page]:
+    """A page in a new browser context (``context``: viewport, touch, locale ...) with the UI timeouts; a
+    JavaScript error on the page fails the test (for a fixture)."""
+    ctx = browser.new_context(**context)
+    ctx.set_default_timeout(UI_TIMEOUT_MS)
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield page
+        assert not errors, f"JavaScript errors on the page: {errors}"
+    finally:
+        expect.set_options(timeout=EXPECT_DEFAULT_MS)
+        ctx.close()

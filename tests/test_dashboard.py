@@ -19,7 +19,6 @@ Nothing here downloads anything.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import urllib.error
@@ -34,24 +33,15 @@ import msgspec
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from playwright.sync_api import Browser, Dialog, Page, Request, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, Request, Route, expect
 
 from edgeloop.identity.pki import CertificateAuthority, ensure_identity
 from edgeloop.identity.tls import TlsIdentity
 from edgeloop.messages import Heartbeat, SourceHealth, TopicKind, encode, topic
+from tests.browser_platform import chromium
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("EDGELOOP_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 UI_TIMEOUT_MS = 20_000  # the dashboard polls every 2-5 s; leave room for a few rounds
 ASSET_STATUSES = {"ok", "alert", "offline"}
 SESSION_KEY = "edgeloop.session"  # sessionStorage key of the page's token (app.js)
@@ -127,13 +117,7 @@ def require_auth(auth: Auth) -> None:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """One headless Chromium for the whole module."""
-    assert Path(CHROMIUM).exists(), f"chromium not installed at {CHROMIUM}: run scripts/bootstrap.sh dev"
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+    yield from chromium()
 
 
 def login(page: Page, live_platform: Any) -> None:
@@ -406,7 +390,7 @@ def test_alert_appears_and_can_be_acknowledged_then_resolved(dash: Dash, auth: A
             return False
         text = row.inner_text().lower()
         expl = cur["explanation"] or {}
-        top = max(expl, key=expl.get) if expl else ""
+        top = max(expl, key=lambda c: expl[c]) if expl else ""
         return (
             row.locator("[data-testid=alert-message]").inner_text() == cur["message"]
             and cur["severity"] in text

@@ -19,7 +19,15 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
-from tests.browser_platform import EXPECT_DEFAULT_MS, PHONE, UI_TIMEOUT_MS, Pump, ThreadedPlatform, chromium, running
+from tests.browser_platform import (
+    PHONE,
+    UI_TIMEOUT_MS,
+    Pump,
+    ThreadedPlatform,
+    chromium,
+    running,
+    watched_page,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -42,18 +50,8 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def phone(browser: Browser) -> Iterator[Page]:
     """A phone: 390 x 844, touch, mobile viewport; JavaScript errors fail the test."""
-    ctx = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2, locale="en-US")
-    ctx.set_default_timeout(UI_TIMEOUT_MS)
-    expect.set_options(timeout=UI_TIMEOUT_MS)
-    page = ctx.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield page
-        assert not errors, f"JavaScript errors on the page: {errors}"
-    finally:
-        expect.set_options(timeout=EXPECT_DEFAULT_MS)
-        ctx.close()
+    yield from watched_page(browser, viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2,
+                            locale="en-US")
 
 
 # ---------------------------------------------------------------------------

@@ -30,14 +30,13 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect
 
 from tests.browser_platform import (
-    EXPECT_DEFAULT_MS,
     PHONE,
     T0,
-    UI_TIMEOUT_MS,
     Pump,
     ThreadedPlatform,
     chromium,
     running,
+    watched_page,
 )
 
 pytestmark = pytest.mark.browser
@@ -65,18 +64,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
     """A desktop window (resized to a phone's later); JavaScript errors fail the test."""
-    ctx = browser.new_context(viewport=DESKTOP, locale="en-US", timezone_id="Europe/Berlin")
-    ctx.set_default_timeout(UI_TIMEOUT_MS)
-    expect.set_options(timeout=UI_TIMEOUT_MS)
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield pg
-        assert not errors, f"JavaScript errors on the page: {errors}"
-    finally:
-        expect.set_options(timeout=EXPECT_DEFAULT_MS)
-        ctx.close()
+    yield from watched_page(browser, viewport=DESKTOP, locale="en-US", timezone_id="Europe/Berlin")
 
 
 # ---------------------------------------------------------------------------
