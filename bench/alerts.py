@@ -76,6 +76,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bench.harness import cpu_model, pin_one_core
 from edgeloop.alerts.incidents import AlertOpened, Event, IncidentConfig, IncidentEngine, IncidentUpdated, Page
 from edgeloop.alerts.model import Signal, SignalState, Suppression, Topology
 from edgeloop.alerts.rule_config import RuleSet, rules_from_obj
@@ -608,25 +609,6 @@ def incident_throughput(sc: Scenario, stream: list[tuple[str, Any]], repeats: in
 # --- the command ------------------------------------------------------------------------------------------------
 
 
-def _pin_one_core() -> int | None:
-    try:
-        cpu = min(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cpu})
-        return cpu
-    except (AttributeError, OSError):
-        return None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform_mod.processor() or "unknown"
-
-
 @dataclass
 class _Bar:
     progress: Progress
@@ -647,7 +629,7 @@ def run(settings: Settings, console: Console) -> dict[str, Any]:
     """The whole benchmark: the storm, its analysis and the throughput paths; returns the report."""
     started = time.monotonic()
     load = os.getloadavg()
-    cpu = _pin_one_core() if settings.pin else None
+    cpu = pin_one_core() if settings.pin else None
     rules = rules_from_obj(RULES, origin="bench/alerts.py RULES")
     sc = build_scenario(settings)
     console.print(f"storm: {settings.devices} machines, {settings.hours:g} simulated h, seed {settings.seed}; "
@@ -690,7 +672,7 @@ def run(settings: Settings, console: Console) -> dict[str, Any]:
         "timing_s": {"simulate": round(res.simulate_s, 2), "detector": round(res.detector_s, 2),
                      "rules_chunks": round(res.rule_chunk_s, 2), "rules_findings_and_ticks": round(res.rule_other_s, 2),
                      "incidents": round(res.incident_s, 2)},
-        "machine": {"cpu": cpu, "cpu_model": _cpu_model(), "cores": os.cpu_count(),
+        "machine": {"cpu": cpu, "cpu_model": cpu_model(), "cores": os.cpu_count(),
                     "load_before": [round(x, 2) for x in load], "python": platform_mod.python_version(),
                     "numpy": np.__version__, "machine": platform_mod.machine()},
     }

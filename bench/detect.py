@@ -17,7 +17,6 @@ healthy), the shape of what the platform scores.
 
 from __future__ import annotations
 
-import os
 import platform as platform_mod
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench.harness import publish_report
+from bench.harness import pin_one_core, publish_report
 from edgeloop.detect import AssetDetector, DetectorConfig
 from edgeloop.detect.registry import available, make
 from edgeloop.detect.stream import UnivariateStreamDetector
@@ -43,15 +42,6 @@ class Settings:
     single: int = 5_000  # one-row calls timed for latency
     budget_s: float = 5.0  # at most this long per registered detector and path
     detectors: tuple[str, ...] = ()  # registered detectors to measure (empty: all)
-
-
-def _pin_one_core() -> int | None:
-    try:
-        cpu = min(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cpu})
-        return cpu
-    except (AttributeError, OSError):
-        return None
 
 
 def _stream(rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +150,7 @@ def render(report: dict[str, Any], out: Console) -> None:
 
 
 def main(*, as_json: bool, settings: Settings, console: Console, out: Console) -> dict[str, Any]:
-    cpu = _pin_one_core()
+    cpu = pin_one_core()
     started = time.monotonic()
     need = _platform_warmup() + settings.rows + settings.single + 10
     console.print(f"simulating {need:,} rows of an 8-channel pump ...")

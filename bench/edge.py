@@ -63,7 +63,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.table import Table
 
-from bench.harness import FaultProxy, mosquitto_version, peak_rss_mb, publish_report
+from bench.harness import FaultProxy, cpu_model, mosquitto_version, peak_rss_mb, publish_report
 from edgeloop.agent.journal import Journal
 from edgeloop.broker import free_port
 from edgeloop.broker.mosquitto import run_mosquitto_async
@@ -941,12 +941,7 @@ def analyse_thingsboard(row: Row, s: Settings, ingest: dict[str, Any],
 
 # -- report --------------------------------------------------------------------------------------------
 def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     tb = "not installed"
     with contextlib.suppress(FileNotFoundError, subprocess.SubprocessError):
         tb = subprocess.run([str(tb_python()), "-c", "from importlib.metadata import version as v;"

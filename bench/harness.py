@@ -26,6 +26,25 @@ from edgeloop.broker.mosquitto import mosquitto_binary, run_mosquitto_async
 from edgeloop.errors import BrokerError
 
 
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo), or "unknown"."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def pin_one_core() -> int | None:
+    """Pin this process to one CPU (single-core figures); the CPU, or None where that is not possible."""
+    try:
+        cpu = min(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})
+        return cpu
+    except (AttributeError, OSError):
+        return None
+
+
 def mosquitto_version() -> str:
     try:
         out = subprocess.run([mosquitto_binary(), "-h"], capture_output=True, text=True, timeout=5, check=False)

@@ -53,7 +53,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.table import Table
 
-from bench.harness import CpuMeter, PublisherPool, mosquitto, mosquitto_version, peak_rss_mb, publish_report
+from bench.harness import (
+    CpuMeter,
+    PublisherPool,
+    cpu_model,
+    mosquitto,
+    mosquitto_version,
+    peak_rss_mb,
+    publish_report,
+)
 from bench.publisher import PublisherSpec, RunCommand, RunReport
 
 DEVICES = 20
@@ -429,12 +437,7 @@ def run_case(case: Case, console: Console, started: float) -> dict[str, Any]:
 
 # -- report ------------------------------------------------------------------------------------
 def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     info: dict[str, Any] = {
         "cpu_count": os.cpu_count(), "cpu_physical": psutil.cpu_count(logical=False), "cpu_model": model,
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "python": pyplatform.python_version(),

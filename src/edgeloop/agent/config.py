@@ -44,7 +44,7 @@ import msgspec
 
 from edgeloop.errors import ConfigError
 from edgeloop.messages import CHANNEL_PATTERN, ID_PATTERN
-from edgeloop.yaml_lines import line_of, load_yaml
+from edgeloop.yaml_lines import convert, load_yaml
 
 Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,63}$")]
 DeviceId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
@@ -209,15 +209,7 @@ def parse_config(text: str, *, origin: str = "agent.yaml") -> AgentConfig:
     doc, node = load_yaml(text, origin)
     if not isinstance(doc, dict):
         raise ConfigError(f"{origin}: expected a mapping with 'agent' and 'sources'")
-    try:
-        cfg = msgspec.convert(doc, AgentConfig)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        path = message.rpartition(" - at `")[2].rstrip("`") if " - at `" in message else ""
-        what = message.partition(" - at `")[0]
-        line = line_of(node, path) if node is not None else None
-        where = f"line {line}" if line else "top level"
-        raise ConfigError(f"{origin}, {where} ({path.removeprefix('$.') or 'document'}): {what}") from None
+    cfg = convert(doc, AgentConfig, origin=origin, node=node)
     names = [s.name for s in cfg.sources]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
