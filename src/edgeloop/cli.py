@@ -317,6 +317,20 @@ def _ts(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def _show(found: list[Any], *, as_json: bool, title: str, columns: tuple[str, ...],
+          row: Callable[[Any], tuple[str, ...]]) -> None:
+    """Print what an API list returned: as JSON, or as a table with one ``row(item)`` per item."""
+    if as_json:
+        out.print_json(json.dumps(found))
+        return
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for item in found:
+        table.add_row(*row(item))
+    out.print(table)
+
+
 @bench_app.command("ingest")
 def bench_ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -1042,16 +1056,10 @@ def alerts_list(
 ) -> None:
     """Alerts, most recent first."""
     alerts = _api("GET", url, "/api/v1/alerts" + (f"?status={status}" if status else ""))
-    if as_json:
-        out.print_json(json.dumps(alerts))
-        return
-    table = Table(title="alerts")
-    for col in ("id", "severity", "status", "asset", "kind", "first seen", "count", "message"):
-        table.add_column(col)
-    for a in alerts:
-        table.add_row(str(a["id"]), a["severity"], a["status"], a["asset"], a["kind"], _ts(a["first_seen"]),
-                      str(a["count"]), a["message"])
-    out.print(table)
+    _show(alerts, as_json=as_json, title="alerts",
+          columns=("id", "severity", "status", "asset", "kind", "first seen", "count", "message"),
+          row=lambda a: (str(a["id"]), a["severity"], a["status"], a["asset"], a["kind"], _ts(a["first_seen"]),
+                         str(a["count"]), a["message"]))
 
 
 @alerts_app.command("ack")

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from edgeloop.cli import URL_OPTION, _api, _fail, _request, _ts, out
+from edgeloop.cli import URL_OPTION, _api, _fail, _request, _show, _ts, out
 from edgeloop.errors import ConfigError
 
 __all__ = ["incidents_app", "maintenance_app", "rules_app", "silences_app"]
@@ -48,17 +48,14 @@ def incidents_list(ctx: typer.Context, url: Url = DEFAULT_URL, show_all: Annotat
     if ctx.invoked_subcommand is not None:
         return
     found = _api("GET", url, "/api/v1/incidents" + ("?limit=500" if show_all else "?inbox=true"))
-    if as_json:
-        out.print_json(json.dumps(found))
-        return
-    table = Table(title="incidents" if show_all else "inbox")
-    for col in ("id", "priority", "status", "title", "assets", "opened", "paged", "assignee"):
-        table.add_column(col)
-    for i in found:
+
+    def row(i: dict[str, Any]) -> tuple[str, ...]:
         assets = ", ".join(i["assets"][:3]) + (f" +{len(i['assets']) - 3}" if len(i["assets"]) > 3 else "")
-        table.add_row(str(i["id"]), f"{i['priority']:g} {i['route']}", i["status"], i["title"], assets,
-                      _ts(i["opened_at"]), _ts(i["paged_at"]) if i["paged_at"] else "-", i["assignee"] or "-")
-    out.print(table)
+        return (str(i["id"]), f"{i['priority']:g} {i['route']}", i["status"], i["title"], assets,
+                _ts(i["opened_at"]), _ts(i["paged_at"]) if i["paged_at"] else "-", i["assignee"] or "-")
+
+    _show(found, as_json=as_json, title="incidents" if show_all else "inbox",
+          columns=("id", "priority", "status", "title", "assets", "opened", "paged", "assignee"), row=row)
 
 
 @incidents_app.command("show")
@@ -150,16 +147,9 @@ def incidents_why(
 
     since = int((time.time() - hours * 3600) * 1000)
     query = f"?since={since}&limit=1000" + (f"&asset={asset}" if asset else "")
-    found = _api("GET", url, f"/api/v1/suppressions{query}")
-    if as_json:
-        out.print_json(json.dumps(found))
-        return
-    table = Table(title=f"not paged in the last {hours:g} h")
-    for col in ("time", "asset", "rule", "reason", "incident", "detail"):
-        table.add_column(col)
-    for s in found:
-        table.add_row(_ts(s["ts"]), s["asset"], s["rule"], s["reason"], str(s["incident"] or "-"), s["detail"])
-    out.print(table)
+    _show(_api("GET", url, f"/api/v1/suppressions{query}"), as_json=as_json,
+          title=f"not paged in the last {hours:g} h", columns=("time", "asset", "rule", "reason", "incident", "detail"),
+          row=lambda s: (_ts(s["ts"]), s["asset"], s["rule"], s["reason"], str(s["incident"] or "-"), s["detail"]))
 
 
 @incidents_app.command("labels")
@@ -223,16 +213,10 @@ def maintenance_list(ctx: typer.Context, url: Url = DEFAULT_URL, as_json: Json =
     """Maintenance windows not over yet."""
     if ctx.invoked_subcommand is not None:
         return
-    found = _api("GET", url, "/api/v1/maintenance-windows?active=true")
-    if as_json:
-        out.print_json(json.dumps(found))
-        return
-    table = Table(title="maintenance windows")
-    for col in ("id", "scope", "target", "from", "until", "by", "reason"):
-        table.add_column(col)
-    for m in found:
-        table.add_row(m["id"], m["scope"], m["target"], _ts(m["start_ms"]), _ts(m["end_ms"]), m["by"], m["reason"])
-    out.print(table)
+    _show(_api("GET", url, "/api/v1/maintenance-windows?active=true"), as_json=as_json, title="maintenance windows",
+          columns=("id", "scope", "target", "from", "until", "by", "reason"),
+          row=lambda m: (m["id"], m["scope"], m["target"], _ts(m["start_ms"]), _ts(m["end_ms"]), m["by"],
+                         m["reason"]))
 
 
 @maintenance_app.command("add")
@@ -249,16 +233,10 @@ def silences_list(ctx: typer.Context, url: Url = DEFAULT_URL, as_json: Json = Fa
     """Silences still running."""
     if ctx.invoked_subcommand is not None:
         return
-    found = _api("GET", url, "/api/v1/silences?active=true")
-    if as_json:
-        out.print_json(json.dumps(found))
-        return
-    table = Table(title="silences")
-    for col in ("id", "scope", "target", "rule", "until", "by", "reason"):
-        table.add_column(col)
-    for s in found:
-        table.add_row(s["id"], s["scope"], s["target"], s["rule"] or "all", _ts(s["until_ms"]), s["by"], s["reason"])
-    out.print(table)
+    _show(_api("GET", url, "/api/v1/silences?active=true"), as_json=as_json, title="silences",
+          columns=("id", "scope", "target", "rule", "until", "by", "reason"),
+          row=lambda s: (s["id"], s["scope"], s["target"], s["rule"] or "all", _ts(s["until_ms"]), s["by"],
+                         s["reason"]))
 
 
 @silences_app.command("add")

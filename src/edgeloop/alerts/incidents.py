@@ -468,6 +468,11 @@ class IncidentEngine:
         """One alert by id."""
         return self._alerts[alert_id]
 
+    @property
+    def open_alerts(self) -> int:
+        """How many alerts are open (not resolved)."""
+        return len(self._open)
+
     def open_alert(self, asset: str, rule: str) -> AlertState | None:
         """The open alert for ``(asset, rule)``, if any."""
         return self._open.get((asset, rule))

@@ -629,8 +629,9 @@ class AlertService:
     # --- events -> rows -----------------------------------------------------------------------------------
 
     async def _reserve(self, signals: int) -> None:
-        """Enough ids for ``signals`` signals: each opens at most one alert and two incidents (asset, line)."""
-        need_a, need_i = signals + 8, 2 * signals + 8 + len(self.engine.inbox())
+        """Enough ids for ``signals`` signals: each opens at most one alert and two incidents (asset, line); time
+        passing may move each open alert to an incident of its own (still silent after its gateway returned)."""
+        need_a, need_i = signals + 8, 2 * signals + 8 + self.engine.open_alerts
         if len(self._ids.alerts) < need_a:
             block = await self.store.reserve_ids("alerts", max(_ALERT_BLOCK, need_a))
             self._ids.alerts[:0] = reversed(block)

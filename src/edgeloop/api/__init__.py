@@ -21,7 +21,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from edgeloop import __version__
-from edgeloop.api.bodies import body_doc, decode_body, json_response
+from edgeloop.api.bodies import body_doc as _body_doc
+from edgeloop.api.bodies import decode_body
+from edgeloop.api.bodies import json_response as _json
 from edgeloop.api.incidents import BODIES as INCIDENT_BODIES
 from edgeloop.api.incidents import add_incident_routes
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
@@ -99,10 +101,6 @@ class GatewayConfigBody(msgspec.Struct, forbid_unknown_fields=True):
 MAX_PROVISION_BODY = 32 * 1024
 MAX_CONFIG_BODY = 2 * 1024 * 1024  # a 1 MB configuration, JSON-escaped
 ConfigVersion = Annotated[int, FastApiPath(ge=1, le=2**31 - 1)]
-
-
-_json = json_response
-_body_doc = body_doc
 
 
 def _body(tp: type[T], max_bytes: int = 1024 * 1024) -> Callable[[Request], Awaitable[T]]:

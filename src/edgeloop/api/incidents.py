@@ -17,7 +17,8 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as FastApiPath
 from fastapi.responses import RedirectResponse, Response
 
-from edgeloop.api.bodies import body_doc, decode_body, json_response
+from edgeloop.api.bodies import body_doc, decode_body
+from edgeloop.api.bodies import json_response as _json
 from edgeloop.errors import ConfigError, NotFoundError
 from edgeloop.identity.auth import Principal
 from edgeloop.store.alerting import IncidentRecord, MaintenanceRecord, SilenceRecord, WorkOrderRecord
@@ -123,7 +124,6 @@ BODIES: tuple[type[msgspec.Struct], ...] = (ActionBody, AssignBody, CommentBody,
                                             FeedbackBody, DecisionBody, WorkOrderBody, WorkOrderCloseBody)
 
 
-_json = json_response
 
 
 async def _decode(request: Request, tp: type[T], *, optional: bool = False) -> T:
