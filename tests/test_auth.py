@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,10 @@ class Env:
         return await self.login(username, f"{username}-password-123")
 
 
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
+@contextlib.asynccontextmanager
+async def auth_env(tmp_path: Path) -> AsyncIterator[Env]:
+    """A platform with auth on (admin: ADMIN_PASSWORD) and two tenants, acme and globex, each with a device,
+    an alert and a dead letter; a client of its API."""
     clock = ManualClock(start_ms=T0)
     cfg = PlatformConfig(data_dir=tmp_path, mqtt_port=free_port(), http_port=None, auth=True,
                          admin_password=ADMIN_PASSWORD, pki_dir=tmp_path / "pki", create_pki=True)
@@ -63,13 +66,19 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
             yield Env(platform, client, clock)
 
 
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    async with auth_env(tmp_path) as e:
+        yield e
+
+
 async def every_route(env: Env) -> list[tuple[str, str]]:
     doc = (await env.client.get("/openapi.json")).json()
     out = []
     for path, ops in doc["paths"].items():
         for method in ops:
             concrete = (path.replace("{device_id}", "acme-dev").replace("{alert_id}", "1")
-                        .replace("{key_id}", "nope"))
+                        .replace("{key_id}", "nope").replace("{username}", "nope"))
             out.append((method.upper(), path, concrete))
     # Logout last: it revokes the token the loop is using.
     return sorted(((m, c) for m, p, c in out if (m, p) not in PUBLIC_ROUTES), key=lambda mc: "logout" in mc[1])
