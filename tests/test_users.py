@@ -4,14 +4,22 @@ off the event loop. Through the API (as in production, auth on) and on both stor
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner, Result
 
+from edgeloop.app import Platform, PlatformConfig
+from edgeloop.assets import Tenant
+from edgeloop.broker import free_port
+from edgeloop.cli import app as cli_app
 from edgeloop.identity import access as access_module
+from edgeloop.identity.access import AuthError
 from edgeloop.identity.auth import TOKEN_TTL_MS, sha256
-from edgeloop.store import Store
+from edgeloop.store import Store, open_store
 from edgeloop.store.base import Credential, User
 from tests.test_auth import ADMIN_PASSWORD, T0, Env, auth_env
 
@@ -204,3 +212,89 @@ async def test_token_housekeeping_on_both_stores(store: Store) -> None:
     assert await store.delete_user("u") is False
     assert await store.get_user("u") is None
 
+
+
+# -- the CLI: `edgeloop users` against a served platform, `edgeloop admin reset-password` on its store -----------
+
+
+def _cli(*args: str, **env_vars: str) -> Result:
+    return CliRunner().invoke(cli_app, list(args), env=env_vars, catch_exceptions=False)
+
+
+async def test_users_commands_against_a_running_platform(tmp_path: Path) -> None:
+    cfg = PlatformConfig(data_dir=tmp_path, mqtt_port=free_port(), http_port=free_port(), auth=True,
+                         admin_password=ADMIN_PASSWORD)
+    async with Platform(cfg) as platform:
+        await platform.registry.put_tenant(Tenant(id="acme"))
+        token, _ = await platform.access.login("admin", ADMIN_PASSWORD, source="test")
+        url = str(platform.http_url)
+
+        async def run(*args: str, **env_vars: str) -> Result:  # the CLI blocks on HTTP; the server runs here
+            return await asyncio.to_thread(_cli, *args, "--url", url, EDGELOOP_TOKEN=token, **env_vars)
+
+        added = await run("users", "add", "ann", "--role", "operator", "--tenant", "acme",
+                          EDGELOOP_USER_PASSWORD="ann-password-123")
+        assert added.exit_code == 0, added.stderr
+        ann_token, _ = await platform.access.login("ann", "ann-password-123", source="test")
+        listed = json.loads((await run("users", "--json")).stdout)
+        assert {(u["username"], u["role"], u["tenant"], u["disabled"]) for u in listed} == {
+            ("admin", "admin", None, False), ("ann", "operator", "acme", False)}
+        assert (await run("users", "disable", "ann")).exit_code == 0
+        assert await platform.access.authenticate(ann_token) is None, "its session ended at once"
+        assert (await run("users", "enable", "ann")).exit_code == 0
+        reset = await run("users", "reset-password", "ann")
+        assert reset.exit_code == 0, reset.stderr
+        new_password = reset.stdout.strip().splitlines()[-1]
+        ann_token, _ = await platform.access.login("ann", new_password, source="test")
+        revoked = await run("users", "revoke-tokens", "ann")
+        assert "revoked 1 tokens" in revoked.stdout
+        assert await platform.access.authenticate(ann_token) is None
+        assert (await run("users", "delete", "ann", "--yes")).exit_code == 0
+        assert await platform.store.get_user("ann") is None
+        missing = await run("users", "disable", "ann")
+        assert missing.exit_code == 1 and "404" in missing.stderr
+
+
+async def _admin_is(data_dir: Path, password: str) -> bool:
+    cfg = PlatformConfig(data_dir=data_dir, mqtt_port=free_port(), http_port=None, auth=True)
+    async with Platform(cfg) as platform:
+        try:
+            await platform.access.login("admin", password, source="test")
+        except AuthError:
+            return False
+        return True
+
+
+async def test_a_lost_admin_password_is_reset_on_the_stopped_platforms_store(tmp_path: Path) -> None:
+    cfg = PlatformConfig(data_dir=tmp_path, mqtt_port=free_port(), http_port=None, auth=True)
+    async with Platform(cfg) as platform:
+        lost = platform.generated_admin_password
+        assert lost is not None
+        await platform.store.put_user(dataclasses.replace(await platform.store.get_user("admin"), disabled=True))
+    # The platform is stopped; the owner has a shell on its host.
+    done = await asyncio.to_thread(_cli, "admin", "reset-password", "admin", "--data-dir", str(tmp_path))
+    assert done.exit_code == 0, done.stderr
+    generated = done.stdout.strip().splitlines()[-1]
+    assert "shown once" in done.stdout and len(generated) >= 16
+    assert await _admin_is(tmp_path, generated), "the new password works, and the admin is enabled again"
+    assert not await _admin_is(tmp_path, lost)
+    given = await asyncio.to_thread(_cli, "admin", "reset-password", "admin", "--data-dir", str(tmp_path),
+                                    EDGELOOP_ADMIN_PASSWORD="the-owners-own-choice")
+    assert given.exit_code == 0 and "the-owners-own-choice" not in given.stdout
+    assert await _admin_is(tmp_path, "the-owners-own-choice")
+    store = open_store(PlatformConfig(data_dir=tmp_path).resolved_store_url)
+    async with store:
+        log = await store.list_audit(action="user.reset_password")
+    assert len(log) == 2 and all(r.actor.startswith("local:") and r.source == "local" for r in log)
+    assert generated not in repr(log)
+
+
+def test_admin_reset_password_refuses_what_it_cannot_do(tmp_path: Path) -> None:
+    nowhere = _cli("admin", "reset-password", "admin", "--data-dir", str(tmp_path / "nothing"))
+    assert nowhere.exit_code == 1 and "no platform database" in nowhere.stderr
+    assert not (tmp_path / "nothing").exists(), "no empty database is created"
+    asyncio.run(_admin_is(tmp_path, "x"))  # a platform database with its first admin
+    unknown = _cli("admin", "reset-password", "ghost", "--data-dir", str(tmp_path))
+    assert unknown.exit_code == 1 and "not found" in unknown.stderr
+    short = _cli("admin", "reset-password", "admin", "--data-dir", str(tmp_path), EDGELOOP_ADMIN_PASSWORD="short")
+    assert short.exit_code == 1 and "at least 12" in short.stderr

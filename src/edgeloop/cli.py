@@ -1146,6 +1146,12 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(maintenance_app, name="maintenance")
 app.add_typer(silences_app, name="silences")
 
+# -- people: users over the API, and the local recovery of a lost administrator password (in cli_users) --------
+from edgeloop.cli_users import admin_app, users_app  # noqa: E402
+
+app.add_typer(users_app, name="users")
+app.add_typer(admin_app, name="admin")
+
 
 def main() -> None:
     app()
