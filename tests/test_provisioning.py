@@ -519,3 +519,18 @@ def test_every_simulated_device_id_is_reserved() -> None:
 
     fleet = Fleet(devices=30, faulty=0, seed=1, start_ms=0, duration_ms=3_600_000)
     assert all(reserved_reason(d.device_id) for d in fleet.devices)
+
+
+async def test_a_device_certificate_with_a_platform_name_does_not_renew(env: Any) -> None:
+    """One issued before such names were refused (here straight from the CA) cannot keep itself alive."""
+    from edgeloop.assets import Asset, Device
+
+    platform, client, _ = env
+    await platform.registry.put_asset(Asset(id="a1", line="l1"))
+    await platform.registry.put_device(Device(id="edgeloop-ingest", tenant="acme", asset="a1", profile="press-v1"))
+    key = new_private_key()
+    cert = platform.ca.issue(key.public_key(), "edgeloop-ingest", kind="device")
+    resp, _ = await renew(client, cert, key)
+    assert (resp.status_code, resp.json()["code"]) == (409, "identity_reserved"), resp.text
+    [refused] = await platform.store.list_audit(action="certificate.renew")
+    assert refused.outcome == "refused" and refused.detail.startswith("identity_reserved")

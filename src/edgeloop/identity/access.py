@@ -204,7 +204,8 @@ class AccessService:
         return secret if password is None else None
 
     async def revoke_tokens(self, username: str, *, by: Principal, source: str) -> int:
-        """End every session of a user (its API keys, which belong to integrations, are revoked one by one)."""
+        """End every session (bearer token) of a user. API keys belong to integrations, not to users: each is
+        revoked by its id."""
         await self._managed(username, by, action="revoke the tokens of")
         revoked = await self.store.revoke_tokens(username, self.clock.now_ms())
         await self._audit(by.name, "user.revoke_tokens", username, "ok", f"{revoked} tokens revoked", source)

@@ -270,6 +270,9 @@ class ProvisioningService:
             raise ProvisioningError(403, "not_a_device", "only device certificates renew here; services use "
                                     "`edgeloop pki issue`")
         device_id = str(names[0].value)
+        reason = reserved_reason(device_id)
+        if reason is not None:  # issued before such names were refused: it must not live on
+            raise ProvisioningError(409, "identity_reserved", reason)
         key = current.public_key()
         try:
             if not isinstance(key, ec.EllipticCurvePublicKey):
