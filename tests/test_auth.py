@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from edgeloop.api import PUBLIC_ROUTES, create_app
-from edgeloop.app import Platform, PlatformConfig
+from edgeloop.app import Platform, PlatformConfig, trusted_proxies
 from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.broker import free_port
 from edgeloop.clock import ManualClock
+from edgeloop.errors import ConfigError
 from edgeloop.messages import Alert, Severity
 from edgeloop.store import DeadLetter
 
@@ -37,8 +40,10 @@ class Env:
         return await self.login(username, f"{username}-password-123")
 
 
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
+@contextlib.asynccontextmanager
+async def auth_env(tmp_path: Path) -> AsyncIterator[Env]:
+    """A platform with auth on (admin: ADMIN_PASSWORD) and two tenants, acme and globex, each with a device,
+    an alert and a dead letter; a client of its API."""
     clock = ManualClock(start_ms=T0)
     cfg = PlatformConfig(data_dir=tmp_path, mqtt_port=free_port(), http_port=None, auth=True,
                          admin_password=ADMIN_PASSWORD, pki_dir=tmp_path / "pki", create_pki=True)
@@ -61,13 +66,19 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
             yield Env(platform, client, clock)
 
 
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    async with auth_env(tmp_path) as e:
+        yield e
+
+
 async def every_route(env: Env) -> list[tuple[str, str]]:
     doc = (await env.client.get("/openapi.json")).json()
     out = []
     for path, ops in doc["paths"].items():
         for method in ops:
             concrete = (path.replace("{device_id}", "acme-dev").replace("{alert_id}", "1")
-                        .replace("{key_id}", "nope"))
+                        .replace("{key_id}", "nope").replace("{username}", "nope"))
             out.append((method.upper(), path, concrete))
     # Logout last: it revokes the token the loop is using.
     return sorted(((m, c) for m, p, c in out if (m, p) not in PUBLIC_ROUTES), key=lambda mc: "logout" in mc[1])
@@ -194,3 +205,45 @@ async def test_first_start_generates_the_admin_password_once(tmp_path: Path) -> 
     async with Platform(PlatformConfig(data_dir=tmp_path, mqtt_port=free_port(), http_port=None, auth=True)) as again:
         assert again.generated_admin_password is None, "shown once: never again"
 
+
+
+async def _served(tmp_path: Path, **kw: Any) -> Platform:
+    return Platform(PlatformConfig(data_dir=tmp_path, mqtt_port=free_port(), http_port=free_port(), auth=True,
+                                   admin_password=ADMIN_PASSWORD, pki_dir=tmp_path / "pki", create_pki=True,
+                                   provision_rate_per_s=0.001, provision_burst=3, **kw))
+
+
+async def test_forwarded_for_from_localhost_is_not_believed_by_default(tmp_path: Path) -> None:
+    """A client on the same host cannot pick its address: not to dodge the login lockout or the provisioning
+    rate limit, nor to forge the audit log's addresses."""
+    async with await _served(tmp_path) as platform, httpx.AsyncClient(base_url=str(platform.http_url)) as client:
+        for i in range(5):
+            bad = await client.post("/api/v1/auth/token", data={"username": "admin", "password": "guess"},
+                                    headers={"X-Forwarded-For": f"203.0.113.{i}"})
+            assert bad.status_code == 401
+        locked = await client.post("/api/v1/auth/token", data={"username": "admin", "password": ADMIN_PASSWORD},
+                                   headers={"X-Forwarded-For": "203.0.113.99"})
+        assert locked.status_code == 429, "a new X-Forwarded-For is not a new address"
+        assert {r.source for r in await platform.store.list_audit(action="login")} == {"127.0.0.1"}
+        codes = [(await client.post("/api/v1/provision", headers={"X-Forwarded-For": f"198.51.100.{i}"},
+                                    json={"claim": "x", "serial": "y", "csr": "z"})).status_code for i in range(5)]
+        assert codes[-1] == 429, codes
+
+
+async def test_forwarded_for_is_believed_from_a_configured_proxy(tmp_path: Path) -> None:
+    async with await _served(tmp_path, trusted_proxies=("127.0.0.0/8",)) as platform, \
+            httpx.AsyncClient(base_url=str(platform.http_url)) as client:
+        for i in range(5):
+            bad = await client.post("/api/v1/auth/token", data={"username": "admin", "password": "guess"},
+                                    headers={"X-Forwarded-For": "203.0.113.7"})
+            assert bad.status_code == 401, i
+        other = await client.post("/api/v1/auth/token", data={"username": "admin", "password": ADMIN_PASSWORD},
+                                  headers={"X-Forwarded-For": "203.0.113.8"})
+        assert other.status_code == 200, "the lockout is per real client, which the proxy names"
+        assert {r.source for r in await platform.store.list_audit(action="login")} == {"203.0.113.7", "203.0.113.8"}
+
+
+def test_a_trusted_proxy_must_be_an_address_or_network() -> None:
+    with pytest.raises(ConfigError, match="trusted proxy"):
+        trusted_proxies(("proxy.example",))
+    assert trusted_proxies(("10.0.0.1", "fd00::/8")) == ["10.0.0.1", "fd00::/8"]

@@ -414,3 +414,123 @@ async def test_refused_mqtt_connections_are_audited_once_per_address(tmp_path: P
         assert len(second) == 2
         assert "not issued by this platform's CA" in second[0].detail, second[0].detail
         assert platform.alive
+
+
+async def _other_tenant(platform: Platform) -> None:
+    """Tenant globex with a device ``press-sn-9`` (the id enrollment ``press``, serial ``SN-9``, would spell)."""
+    from edgeloop.assets import Asset, Device
+
+    reg = platform.registry
+    await reg.put_tenant(Tenant(id="globex"))
+    await reg.put_site(Site(id="g-site", tenant="globex"))
+    await reg.put_line(Line(id="g-line", site="g-site"))
+    await reg.put_asset(Asset(id="g-asset", line="g-line"))
+    await reg.put_device(Device(id="press-sn-9", tenant="globex", asset="g-asset", profile="press-v1"))
+
+
+async def test_an_enrollment_cannot_spell_another_tenants_device(env: Any) -> None:
+    platform, client, _ = env
+    await _other_tenant(platform)
+    body = {"group": "press", "tenant": "acme", "line": "l1", "profile": "press-v1", "serials": ["SN-1", "SN 9"]}
+    resp = await client.post("/api/v1/enrollments", json=body)
+    assert resp.status_code == 409, resp.text
+    assert resp.json()["code"] == "identity_taken"
+    assert "globex" not in resp.json()["detail"], "the refusal does not name the other tenant"
+    assert await platform.store.get_enrollment("press") is None
+    [record] = await platform.store.list_audit(action="enrollment.create")
+    assert (record.outcome, record.target) == ("refused", "press")
+    assert record.detail.startswith("identity_taken")
+
+
+async def test_provisioning_never_issues_another_tenants_device_id(env: Any) -> None:
+    """An open enrollment (any serial) cannot be refused up front: provisioning refuses, audited, no certificate."""
+    platform, client, _ = env
+    await _other_tenant(platform)
+    claim = await enroll(client, serials=None)
+    issued_before = len(platform.ca.issued())
+    resp = await provision(client, claim, "SN-9")
+    assert resp.status_code == 409, resp.text
+    assert resp.json()["code"] == "identity_taken"
+    assert len(platform.ca.issued()) == issued_before, "no certificate names the other tenant's device"
+    assert platform.registry.registry.devices["press-sn-9"].tenant == "globex", "the device stays where it was"
+    [refused] = await platform.store.list_audit(action="provision")
+    assert refused.outcome == "refused" and refused.detail.startswith("identity_taken")
+    assert (await provision(client, claim, "SN-10")).status_code == 201, "the serial was not consumed by others"
+
+
+async def test_provisioning_refuses_a_device_created_in_another_tenant_after_the_enrollment(env: Any) -> None:
+    platform, client, _ = env
+    claim = await enroll(client, serials=["SN-9"])
+    await _other_tenant(platform)
+    resp = await provision(client, claim, "SN-9")
+    assert (resp.status_code, resp.json()["code"]) == (409, "identity_taken")
+    assert platform.registry.registry.devices["press-sn-9"].tenant == "globex"
+
+
+async def test_provisioning_refuses_when_the_devices_own_asset_is_another_tenants(env: Any) -> None:
+    from edgeloop.assets import Asset
+
+    platform, client, _ = env
+    await _other_tenant(platform)
+    await platform.registry.put_asset(Asset(id="press-sn-5", line="g-line"))
+    claim = await enroll(client, serials=None)
+    issued_before = len(platform.ca.issued())
+    resp = await provision(client, claim, "SN-5")
+    assert (resp.status_code, resp.json()["code"]) == (409, "identity_taken")
+    assert len(platform.ca.issued()) == issued_before
+
+
+async def test_the_same_tenant_may_provision_a_device_it_registered(env: Any) -> None:
+    from edgeloop.assets import Asset, Device
+
+    platform, client, _ = env
+    await platform.registry.put_asset(Asset(id="press-1", line="l1"))
+    await platform.registry.put_device(Device(id="press-sn-1", tenant="acme", asset="press-1", profile="press-v1"))
+    claim = await enroll(client, serials=["SN-1"])
+    assert (await provision(client, claim, "SN-1")).status_code == 201
+
+
+@pytest.mark.parametrize(("group", "serial"), [
+    ("edgeloop", "ingest"), ("edgeloop", "broker"), ("edgeloop", "api"), ("edgeloop-ingest", "x1"),
+    ("pump", "0001"), ("motor", "0042"),
+])
+async def test_platform_identities_are_never_issued(env: Any, group: str, serial: str) -> None:
+    platform, client, _ = env
+    listed = await client.post("/api/v1/enrollments", json={
+        "group": group, "tenant": "acme", "line": "l1", "profile": "press-v1", "serials": [serial]})
+    assert (listed.status_code, listed.json()["code"]) == (409, "identity_reserved"), listed.text
+    if group.startswith("edgeloop"):
+        any_serial = await client.post("/api/v1/enrollments", json={
+            "group": group, "tenant": "acme", "line": "l1", "profile": "press-v1"})
+        assert (any_serial.status_code, any_serial.json()["code"]) == (409, "identity_reserved")
+        return
+    claim = await enroll(client, group=group, serials=None)
+    issued_before = len(platform.ca.issued())
+    resp = await provision(client, claim, serial)
+    assert (resp.status_code, resp.json()["code"]) == (409, "identity_reserved"), resp.text
+    assert len(platform.ca.issued()) == issued_before
+    refused = [r for r in await platform.store.list_audit() if r.outcome == "refused"]
+    assert {r.action for r in refused} == {"enrollment.create", "provision"}
+
+
+def test_every_simulated_device_id_is_reserved() -> None:
+    from edgeloop.identity.reserved import reserved_reason
+    from edgeloop.sim.fleet import Fleet
+
+    fleet = Fleet(devices=30, faulty=0, seed=1, start_ms=0, duration_ms=3_600_000)
+    assert all(reserved_reason(d.device_id) for d in fleet.devices)
+
+
+async def test_a_device_certificate_with_a_platform_name_does_not_renew(env: Any) -> None:
+    """One issued before such names were refused (here straight from the CA) cannot keep itself alive."""
+    from edgeloop.assets import Asset, Device
+
+    platform, client, _ = env
+    await platform.registry.put_asset(Asset(id="a1", line="l1"))
+    await platform.registry.put_device(Device(id="edgeloop-ingest", tenant="acme", asset="a1", profile="press-v1"))
+    key = new_private_key()
+    cert = platform.ca.issue(key.public_key(), "edgeloop-ingest", kind="device")
+    resp, _ = await renew(client, cert, key)
+    assert (resp.status_code, resp.json()["code"]) == (409, "identity_reserved"), resp.text
+    [refused] = await platform.store.list_audit(action="certificate.renew")
+    assert refused.outcome == "refused" and refused.detail.startswith("identity_reserved")

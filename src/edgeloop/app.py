@@ -73,6 +73,9 @@ class PlatformConfig:
     admin_password: str | None = None  # first start with auth: the admin's password (default: generated)
     require_admin: bool = False  # production: refuse to generate one; an admin must be configured
     https: TlsIdentity | None = None  # serve the API over HTTPS with this certificate (``cert``/``key``)
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For names the client; none by default, so a
+    # client cannot pick the address that login limits, provisioning limits and the audit log go by.
+    trusted_proxies: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     rul_horizon: float = 30.0  # cycles: a RUL model's alert fires when the RUL's lower bound is below this
     alerting: Path | None = None  # notification channels and escalation (default: data_dir/alerting.yaml if there)
@@ -84,6 +87,17 @@ class PlatformConfig:
 
 CRL_RESIGN_DAYS = 15
 ALERT_TICK_S = 1.0
+
+
+def trusted_proxies(entries: tuple[str, ...]) -> list[str]:
+    """The configured proxies as uvicorn takes them; ConfigError for anything but an address or a network."""
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(f"trusted proxy {entry!r}: give an IP address or a network (10.0.0.5, "
+                              "10.0.0.0/24)") from None
+    return list(entries)
 
 
 def _is_ip(host: str) -> bool:
@@ -318,6 +332,8 @@ class Platform:
             tls = cfg.https
             server = _ApiServer(uvicorn.Config(create_app(self), host=cfg.http_host, port=cfg.http_port,
                                                log_level="warning", lifespan="off", access_log=False,
+                                               proxy_headers=bool(cfg.trusted_proxies),
+                                               forwarded_allow_ips=trusted_proxies(cfg.trusted_proxies),
                                                ssl_certfile=str(tls.cert) if tls else None,
                                                ssl_keyfile=str(tls.key) if tls else None))
             self.api_server = server

@@ -43,6 +43,9 @@ console = Console(stderr=True)
 out = Console() if sys.stdout.isatty() else Console(width=140)  # logs and pipes get whole tables
 
 URL_OPTION = typer.Option("--url", envvar="EDGELOOP_URL", help="Base URL of a running platform's API.")
+TRUSTED_PROXY_OPTION = typer.Option("--trusted-proxy", metavar="ADDRESS",
+                                    help="A reverse proxy (IP address or network) whose X-Forwarded-For names "
+                                    "the client; repeatable. Default: none, the connecting address is the client's.")
 REGISTRY_KINDS = ("tenants", "sites", "lines", "assets", "profiles", "devices")
 
 
@@ -73,6 +76,7 @@ def up(
     mqtt_tls: Annotated[bool, typer.Option("--mqtt-tls/--no-mqtt-tls", help="The embedded broker accepts only "
                                            "mutual TLS with certificates from the platform's PKI (in "
                                            "DATA_DIR/pki); --no-mqtt-tls: plain MQTT, for development.")] = True,
+    trusted_proxy: Annotated[list[str] | None, TRUSTED_PROXY_OPTION] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the embedded platform: broker, ingest, storage, scoring, API, dashboard and a simulated fleet."""
@@ -83,7 +87,8 @@ def up(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = PlatformConfig(data_dir=data_dir, store_url=store, mqtt_host=host, mqtt_port=mqtt_port,
                          http_host=host, http_port=port, pki_dir=data_dir / "pki", create_pki=True, auth=auth,
-                         admin_password=os.environ.get("EDGELOOP_ADMIN_PASSWORD") or None, embedded_tls=mqtt_tls)
+                         admin_password=os.environ.get("EDGELOOP_ADMIN_PASSWORD") or None, embedded_tls=mqtt_tls,
+                         trusted_proxies=tuple(trusted_proxy or ()))
     sim = SimSettings(devices=devices, faulty=min(faulty, devices), seed=seed)
     try:
         asyncio.run(run_embedded(cfg, sim, console=console))
@@ -195,6 +200,7 @@ def serve(
                                                "...`).")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain MQTT and HTTP (development and tests "
                                            "only).")] = False,
+    trusted_proxy: Annotated[list[str] | None, TRUSTED_PROXY_OPTION] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the platform against an external broker, no simulator: the production process.
@@ -221,7 +227,8 @@ def serve(
             embedded_broker=False, http_host=host, http_port=port, ingest_client_id=client_id, pki_dir=pki,
             mqtt_tls=TlsIdentity.from_dir(mqtt_tls, "edgeloop-ingest") if mqtt_tls else None,
             https=TlsIdentity.from_dir(https, "edgeloop-api") if https else None,
-            auth=True, admin_password=os.environ.get("EDGELOOP_ADMIN_PASSWORD") or None, require_admin=True)
+            auth=True, admin_password=os.environ.get("EDGELOOP_ADMIN_PASSWORD") or None, require_admin=True,
+            trusted_proxies=tuple(trusted_proxy or ()))
         asyncio.run(run_platform(cfg, console=console))
     except KeyboardInterrupt:
         console.print("\nstopped")
@@ -1138,6 +1145,12 @@ app.add_typer(incidents_app, name="incidents")
 app.add_typer(rules_app, name="rules")
 app.add_typer(maintenance_app, name="maintenance")
 app.add_typer(silences_app, name="silences")
+
+# -- people: users over the API, and the local recovery of a lost administrator password (in cli_users) --------
+from edgeloop.cli_users import admin_app, users_app  # noqa: E402
+
+app.add_typer(users_app, name="users")
+app.add_typer(admin_app, name="admin")
 
 
 def main() -> None:

@@ -77,7 +77,8 @@ async def run_embedded(cfg: PlatformConfig, sim: SimSettings, *, console: Consol
                       f"data {cfg.data_dir.resolve()} ({platform.store.backend})")
         if platform.generated_admin_password:
             console.print(f"[bold yellow]first start:[/bold yellow] log in as [bold]admin[/bold] with password "
-                          f"[bold]{platform.generated_admin_password}[/bold]  (shown once; not stored anywhere)")
+                          f"[bold]{platform.generated_admin_password}[/bold]  (shown once; not stored anywhere; "
+                          f"lost it? edgeloop admin reset-password admin --data-dir {cfg.data_dir})")
         console.print("Ctrl-C stops; the next start finds the data again.")
         async with contextlib.AsyncExitStack() as stack:
             if sim.devices > 0:

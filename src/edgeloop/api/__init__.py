@@ -33,7 +33,7 @@ from edgeloop.identity.auth import ANONYMOUS_ADMIN, TOKEN_TTL_MS, Principal, Rol
 from edgeloop.identity.provisioning import EnrollmentRequest, ProvisioningError, ProvisioningService
 from edgeloop.ingest.gateways import config_view, gateway_view
 from edgeloop.messages import ID_PATTERN, Alert, AlertStatus
-from edgeloop.store.base import AuditRecord, GatewayRecord, Registry
+from edgeloop.store.base import AuditRecord, GatewayRecord, Registry, User
 
 if TYPE_CHECKING:
     from edgeloop.app import Platform
@@ -67,6 +67,12 @@ class UserBody(msgspec.Struct, forbid_unknown_fields=True):
     password: Annotated[str, msgspec.Meta(min_length=12, max_length=200)]
     role: Literal["viewer", "technician", "operator", "admin"]
     tenant: str | None = None
+
+
+class PasswordBody(msgspec.Struct, forbid_unknown_fields=True):
+    """A new password for a user; without one, the platform generates it and answers it once."""
+
+    password: Annotated[str, msgspec.Meta(min_length=12, max_length=200)] | None = None
 
 
 class ApiKeyBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -224,10 +230,14 @@ def create_app(platform: Platform) -> FastAPI:
             await access.logout(credential.strip(), who, source=_source(request))
         return Response(status_code=204)
 
+    def user_view(u: User) -> dict[str, Any]:
+        return {"username": u.username, "role": u.role, "tenant": u.tenant, "disabled": u.disabled,
+                "created_ms": u.created_ms}
+
     @app.get("/api/v1/users", tags=["auth"])
     async def list_users(who: Principal = admin) -> Response:
-        return _json([{"username": u.username, "role": u.role, "tenant": u.tenant, "disabled": u.disabled}
-                      for u in await platform.store.list_users() if who.sees(u.tenant)])
+        """Users an administrator manages: every one for a platform administrator, else their tenant's."""
+        return _json([user_view(u) for u in await access.list_users(by=who)])
 
     @app.post("/api/v1/users", tags=["auth"], status_code=201, openapi_extra=_body_doc(UserBody))
     async def create_user(request: Request, who: Principal = admin,
@@ -235,6 +245,35 @@ def create_app(platform: Platform) -> FastAPI:
         user = await access.create_user(username=body.username, password=body.password, role=Role.parse(body.role),
                                         tenant=body.tenant, by=who, source=_source(request))
         return _json({"username": user.username, "role": user.role, "tenant": user.tenant}, 201)
+
+    @app.post("/api/v1/users/{username}/disable", tags=["auth"])
+    async def disable_user(request: Request, username: str, who: Principal = admin) -> Response:
+        """The user can no longer log in, and every token it holds stops working at once."""
+        return _json(user_view(await access.set_disabled(username, True, by=who, source=_source(request))))
+
+    @app.post("/api/v1/users/{username}/enable", tags=["auth"])
+    async def enable_user(request: Request, username: str, who: Principal = admin) -> Response:
+        return _json(user_view(await access.set_disabled(username, False, by=who, source=_source(request))))
+
+    @app.delete("/api/v1/users/{username}", tags=["auth"], status_code=204)
+    async def delete_user(request: Request, username: str, who: Principal = admin) -> Response:
+        """Delete a user and revoke its tokens (nobody deletes themselves)."""
+        await access.delete_user(username, by=who, source=_source(request))
+        return Response(status_code=204)
+
+    @app.post("/api/v1/users/{username}/password", tags=["auth"],
+              openapi_extra=_body_doc(PasswordBody, required=False))
+    async def reset_password(request: Request, username: str, who: Principal = admin) -> Response:
+        """Set a user's password (or generate one: the answer holds it, shown once); its tokens are revoked."""
+        body = decode_body(await request.body(), PasswordBody, max_bytes=4096, optional=True)
+        generated = await access.reset_password(username, body.password, by=who, source=_source(request))
+        return _json({"username": username, "password": generated})
+
+    @app.post("/api/v1/users/{username}/revoke-tokens", tags=["auth"])
+    async def revoke_user_tokens(request: Request, username: str, who: Principal = admin) -> Response:
+        """End every session of a user: all its bearer tokens are revoked."""
+        return _json({"username": username, "revoked": await access.revoke_tokens(username, by=who,
+                                                                                  source=_source(request))})
 
     @app.post("/api/v1/api-keys", tags=["auth"], status_code=201, openapi_extra=_body_doc(ApiKeyBody))
     async def create_api_key(request: Request, who: Principal = admin,
@@ -570,8 +609,8 @@ def create_app(platform: Platform) -> FastAPI:
 
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes)
-            bodies = (*BODY_TYPES, ActorBody, EnrollmentBody, ProvisionBody, RenewBody, UserBody, ApiKeyBody,
-                      GatewayConfigBody, *INCIDENT_BODIES)
+            bodies = (*BODY_TYPES, ActorBody, EnrollmentBody, ProvisionBody, RenewBody, UserBody, PasswordBody,
+                      ApiKeyBody, GatewayConfigBody, *INCIDENT_BODIES)
             _, components = msgspec.json.schema_components(bodies,
                                                            ref_template="#/components/schemas/{name}")
             schema.setdefault("components", {}).setdefault("schemas", {}).update(components)

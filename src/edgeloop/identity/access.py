@@ -1,12 +1,20 @@
-"""Access control service: logins, tokens, API keys, users; every security-relevant step audited."""
+"""Access control service: logins, tokens, API keys, users; every security-relevant step audited.
+
+Password hashing (scrypt, tens of milliseconds) runs on a worker thread, never on the event loop. A login
+attempt counts as a failure from the moment it starts, so concurrent guesses cannot all pass the limiter's
+check before the first one fails. Bearer tokens are housekept at each login: expired ones are deleted (a
+bounded number per login) and a user keeps at most ``MAX_TOKENS_PER_USER``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hmac
 import re
 
 from edgeloop.clock import Clock
-from edgeloop.errors import ConflictError, EdgeLoopError
+from edgeloop.errors import ConflictError, EdgeLoopError, NotFoundError
 from edgeloop.identity.auth import (
     TOKEN_TTL_MS,
     LoginLimiter,
@@ -24,6 +32,8 @@ from edgeloop.messages import ID_PATTERN
 from edgeloop.store.base import AuditRecord, Credential, Store, User
 
 MIN_PASSWORD = 12
+MAX_TOKENS_PER_USER = 50  # the newest; an older session ends when a user opens more
+EXPIRED_TOKENS_PER_LOGIN = 1000  # deleted at each login: more than one login ever creates
 # A fixed hash to verify against when the user does not exist, so that timing does not reveal which names exist.
 _DUMMY_HASH = hash_password("edgeloop-no-such-user")
 
@@ -67,18 +77,20 @@ class AccessService:
         if wait:
             await self._audit(username, "login", username, "refused", "rate limited", source)
             raise AuthError(429, f"too many failed logins; try again in {wait} s", retry_after_s=wait)
+        self.limiter.failed(username, source, now)  # counted up front; taken back below if it was right
         user = await self.store.get_user(username)
-        ok = verify_password(password, user.password_hash if user else _DUMMY_HASH)
+        ok = await asyncio.to_thread(verify_password, password, user.password_hash if user else _DUMMY_HASH)
         if user is None or not ok or user.disabled:
-            self.limiter.failed(username, source, now)
             await self._audit(username, "login", username, "refused",
                               "disabled" if user is not None and ok else "wrong username or password", source)
             raise AuthError(401, "wrong username or password")
-        self.limiter.succeeded(username, source)
+        self.limiter.succeeded(username, source, now)
         token = new_token()
         await self.store.put_credential(Credential(id=sha256(token), kind="token", subject=username, role=user.role,
                                                    tenant=user.tenant, created_ms=now,
                                                    expires_ms=now + TOKEN_TTL_MS))
+        await self.store.delete_expired_tokens(now, limit=EXPIRED_TOKENS_PER_LOGIN)
+        await self.store.trim_tokens(username, keep=MAX_TOKENS_PER_USER)
         await self._audit(username, "login", username, "ok", "", source)
         return token, Principal(username, Role.parse(user.role), user.tenant, "user")
 
@@ -117,8 +129,8 @@ class AccessService:
         self._check_grant(by, role, tenant)
         if await self.store.get_user(username) is not None:
             raise ConflictError(f"user {username!r} already exists")
-        user = User(username=username, role=role.label, tenant=tenant, password_hash=hash_password(password),
-                    created_ms=self.clock.now_ms())
+        user = User(username=username, role=role.label, tenant=tenant,
+                    password_hash=await asyncio.to_thread(hash_password, password), created_ms=self.clock.now_ms())
         await self.store.put_user(user)
         await self._audit(by.name, "user.create", username, "ok", f"role {role.label}, tenant {tenant or '*'}", source)
         return user
@@ -142,6 +154,62 @@ class AccessService:
         done = await self.store.revoke_credential(key_id, self.clock.now_ms())
         await self._audit(by.name, "api_key.revoke", key_id, "ok" if done else "refused", "", source)
         return done
+
+    # -- managing users -------------------------------------------------------------------------
+    async def list_users(self, *, by: Principal) -> list[User]:
+        """The users ``by`` may manage: every one for a platform administrator, else their own tenant's."""
+        return [u for u in await self.store.list_users() if by.sees(u.tenant)]
+
+    async def _managed(self, username: str, by: Principal, *, action: str, self_ok: bool = True) -> User:
+        """The user ``by`` may manage (404 for one outside their tenant, as for one that does not exist)."""
+        user = await self.store.get_user(username)
+        if user is None or not by.sees(user.tenant):
+            raise NotFoundError("user", username)
+        self._check_grant(by, Role.parse(user.role), user.tenant)
+        if not self_ok and by.kind == "user" and by.name == username:
+            raise ConflictError(f"you may not {action} yourself; another administrator can")
+        return user
+
+    async def set_disabled(self, username: str, disabled: bool, *, by: Principal, source: str) -> User:
+        """Disable (it cannot log in, and its tokens stop working at once) or enable a user."""
+        user = await self._managed(username, by, action="disable", self_ok=not disabled)
+        user = dataclasses.replace(user, disabled=disabled)
+        await self.store.put_user(user)
+        revoked = await self.store.revoke_tokens(username, self.clock.now_ms()) if disabled else 0
+        await self._audit(by.name, "user.disable" if disabled else "user.enable", username, "ok",
+                          f"{revoked} tokens revoked" if disabled else "", source)
+        return user
+
+    async def delete_user(self, username: str, *, by: Principal, source: str) -> None:
+        await self._managed(username, by, action="delete", self_ok=False)
+        revoked = await self.store.revoke_tokens(username, self.clock.now_ms())  # a new user of that name
+        await self.store.delete_user(username)                                   # gets none of them
+        await self._audit(by.name, "user.delete", username, "ok", f"{revoked} tokens revoked", source)
+
+    async def reset_password(self, username: str, password: str | None, *, by: Principal, source: str,
+                             enable: bool = False) -> str | None:
+        """Set a new password (``None``: generate one, returned to be shown once); the user's tokens are revoked.
+        ``enable``: also enable a disabled user (the local recovery of a locked-out administrator)."""
+        user = await self._managed(username, by, action="reset the password of")
+        secret = new_password() if password is None else password
+        if len(secret) < MIN_PASSWORD:
+            raise ConflictError(f"the password must have at least {MIN_PASSWORD} characters")
+        user = dataclasses.replace(user, password_hash=await asyncio.to_thread(hash_password, secret),
+                                   disabled=user.disabled and not enable)
+        await self.store.put_user(user)
+        revoked = await self.store.revoke_tokens(username, self.clock.now_ms())
+        await self._audit(by.name, "user.reset_password", username, "ok",
+                          f"{'generated' if password is None else 'given'} password, {revoked} tokens revoked"
+                          + (", enabled" if enable else ""), source)
+        return secret if password is None else None
+
+    async def revoke_tokens(self, username: str, *, by: Principal, source: str) -> int:
+        """End every session (bearer token) of a user. API keys belong to integrations, not to users: each is
+        revoked by its id."""
+        await self._managed(username, by, action="revoke the tokens of")
+        revoked = await self.store.revoke_tokens(username, self.clock.now_ms())
+        await self._audit(by.name, "user.revoke_tokens", username, "ok", f"{revoked} tokens revoked", source)
+        return revoked
 
     @staticmethod
     def _check_grant(by: Principal, role: Role, tenant: str | None) -> None:

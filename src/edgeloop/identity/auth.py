@@ -50,7 +50,7 @@ class Principal:
     name: str
     role: Role
     tenant: str | None  # None: every tenant
-    kind: str  # "user" | "api_key" | "anonymous"
+    kind: str  # "user" | "api_key" | "anonymous" | "local" (a shell on the platform's host, e.g. `edgeloop admin`)
 
     def sees(self, tenant: str | None) -> bool:
         return self.tenant is None or self.tenant == tenant
@@ -136,8 +136,13 @@ class LoginLimiter:
             for key in [k for k, q in self._failures.items() if not q][:50_000]:
                 del self._failures[key]
 
-    def succeeded(self, user: str, address: str) -> None:
+    def succeeded(self, user: str, address: str, at_ms: int | None = None) -> None:
+        """Forget the user's failures from this address; ``at_ms``: the attempt counted up front (``failed``)
+        turned out right, so it no longer counts against the address either."""
         self._failures.pop((user, address), None)
+        q = self._failures.get(("", address))
+        if at_ms is not None and q is not None and at_ms in q:
+            q.remove(at_ms)
 
 
 class RateLimiter:

@@ -12,8 +12,10 @@ reason (and an audit record) at the first failure:
 
 1. the claim is well-formed and names an enrollment whose hash matches (constant-time);
 2. the enrollment has not expired; the serial is allowed and the batch is not full;
-3. the CSR parses, its signature verifies, its subject is exactly the derived id, P-256;
-4. the serial has not been used before (atomically, in the store);
+3. the derived id is neither reserved for the platform itself (``identity.reserved``) nor a device (or the
+   asset it would get) of another tenant: a certificate names an identity, so it must never name another's;
+4. the CSR parses, its signature verifies, its subject is exactly the derived id, P-256;
+5. the serial has not been used before (atomically, in the store);
 
 then issues the certificate, registers the device (and its asset) and returns the
 certificate and CA chain. The private key never leaves the device.
@@ -52,6 +54,7 @@ from edgeloop.errors import ConflictError, EdgeLoopError
 from edgeloop.identity.auth import OncePer, RateLimiter
 from edgeloop.identity.crl import RevocationList
 from edgeloop.identity.pki import MAX_CSR_BYTES, CertificateAuthority, PkiError, check_csr, pem
+from edgeloop.identity.reserved import group_is_reserved, reserved_reason
 from edgeloop.messages import ID_PATTERN
 from edgeloop.store.base import AuditRecord, Enrollment, Store
 
@@ -159,6 +162,17 @@ class ProvisioningService:
         serials = None if req.serials is None else tuple(sorted({normalise_serial(s) for s in req.serials if s}))
         for sn in serials or ():
             self._check_serial(req.group, sn)
+        try:
+            if group_is_reserved(req.group):
+                raise ProvisioningError(409, "identity_reserved", f"group {req.group!r}: every device id it spells is "
+                                        "reserved for the platform's own services")
+            for sn in serials or ():
+                self._check_identity(device_id_for(req.group, sn), req.tenant, req.asset)
+        except ProvisioningError as exc:
+            await self.store.audit(AuditRecord(ts_ms=self.clock.now_ms(), actor=by, action="enrollment.create",
+                                               target=req.group, outcome="refused", source=source,
+                                               detail=f"{exc.code}: {exc.detail}"))
+            raise
         claim = f"{req.group}.{secrets.token_urlsafe(24)}"
         now = self.clock.now_ms()
         enrollment = Enrollment(id=req.group, tenant=req.tenant, line=req.line, profile=req.profile,
@@ -195,6 +209,7 @@ class ProvisioningService:
             raise ProvisioningError(403, "serial_not_allowed", f"serial {serial!r} is not part of this enrollment")
         if enrollment.max_devices is not None and await self.store.provisioned_count(group) >= enrollment.max_devices:
             raise ProvisioningError(403, "enrollment_full", f"all {enrollment.max_devices} devices have provisioned")
+        self._check_identity(device_id, enrollment.tenant, enrollment.asset)
         try:
             public_key = check_csr(csr_pem, common_name=device_id)
         except PkiError as exc:
@@ -202,6 +217,7 @@ class ProvisioningService:
         if not await self.store.claim_serial(group, serial, device_id, now):
             raise ProvisioningError(409, "serial_used", f"serial {serial!r} has already provisioned; a device renews "
                                     "its certificate with its current one instead")
+        self._check_identity(device_id, enrollment.tenant, enrollment.asset)  # again: the registry may have moved
         cert = self.ca.issue(public_key, device_id, kind="device")
         asset = enrollment.asset or device_id
         if asset not in self.registry.registry.assets:
@@ -254,6 +270,9 @@ class ProvisioningService:
             raise ProvisioningError(403, "not_a_device", "only device certificates renew here; services use "
                                     "`edgeloop pki issue`")
         device_id = str(names[0].value)
+        reason = reserved_reason(device_id)
+        if reason is not None:  # issued before such names were refused: it must not live on
+            raise ProvisioningError(409, "identity_reserved", reason)
         key = current.public_key()
         try:
             if not isinstance(key, ec.EllipticCurvePublicKey):
@@ -268,6 +287,19 @@ class ProvisioningService:
             return device_id, check_csr(csr_pem, common_name=device_id)
         except PkiError as exc:
             raise ProvisioningError(422, "bad_csr", str(exc)) from exc
+
+    def _check_identity(self, device_id: str, tenant: str, asset: str | None) -> None:
+        """Refuse (409) an id the platform keeps for itself, or one that names another tenant's device, or whose
+        own asset (an enrollment without ``asset`` gives each device one of its id) is another tenant's."""
+        reason = reserved_reason(device_id)
+        if reason is not None:
+            raise ProvisioningError(409, "identity_reserved", reason)
+        reg = self.registry.registry
+        existing = reg.devices.get(device_id)
+        owner = existing.tenant if existing is not None else reg.tenant_of_asset(asset or device_id)
+        if owner is not None and owner != tenant:
+            raise ProvisioningError(409, "identity_taken", f"device id {device_id!r} is already in use; choose "
+                                    "another group or serial")
 
     @staticmethod
     def _check_serial(group: str, serial: str, status: int = 409) -> str:

@@ -547,6 +547,22 @@ class Store(abc.ABC):
         """False if there was no such unrevoked credential."""
 
     @abc.abstractmethod
+    async def delete_user(self, username: str) -> bool:
+        """False if there was no such user. Its tokens stay until ``revoke_tokens`` (callers do both)."""
+
+    @abc.abstractmethod
+    async def revoke_tokens(self, username: str, at_ms: int) -> int:
+        """Revoke every unrevoked bearer token of ``username``; how many."""
+
+    @abc.abstractmethod
+    async def delete_expired_tokens(self, now_ms: int, *, limit: int) -> int:
+        """Delete at most ``limit`` bearer tokens that expired by ``now_ms``; how many."""
+
+    @abc.abstractmethod
+    async def trim_tokens(self, username: str, *, keep: int) -> int:
+        """Delete all but the ``keep`` newest bearer tokens of ``username``; how many were deleted."""
+
+    @abc.abstractmethod
     async def list_audit(self, *, limit: int = 200, action: str | None = None) -> list[AuditRecord]:
         """Newest first."""
 

@@ -49,6 +49,8 @@ from edgeloop.store.rows import (
     AUDIT_COLUMNS,
     CREDENTIAL_COLUMNS,
     ENROLLMENT_COLUMNS,
+    EXPIRED_TOKENS_DELETE,
+    TOKENS_TRIM,
     USER_COLUMNS,
     alert_from_row,
     alert_params,
@@ -105,6 +107,8 @@ CREATE TABLE IF NOT EXISTS users (username text PRIMARY KEY, role text NOT NULL,
 CREATE TABLE IF NOT EXISTS credentials (id text PRIMARY KEY, kind text NOT NULL, subject text NOT NULL,
     role text NOT NULL, tenant text, created_ms bigint NOT NULL, expires_ms bigint, secret_hash text NOT NULL,
     revoked_ms bigint);
+CREATE INDEX IF NOT EXISTS credentials_subject ON credentials (kind, subject, created_ms);
+CREATE INDEX IF NOT EXISTS credentials_expiry ON credentials (kind, expires_ms);
 CREATE TABLE IF NOT EXISTS audit (id bigserial PRIMARY KEY, ts_ms bigint NOT NULL, actor text NOT NULL,
     action text NOT NULL, target text NOT NULL, outcome text NOT NULL, detail text NOT NULL, source text NOT NULL);
 CREATE TABLE IF NOT EXISTS gateways (id text PRIMARY KEY, tenant text NOT NULL, heartbeat text NOT NULL,
@@ -478,6 +482,20 @@ class PostgresStore(Store):
             "UPDATE credentials SET revoked_ms=$1 WHERE id=$2 AND revoked_ms IS NULL RETURNING 1", at_ms,
             credential_id)
         return bool(done == 1)
+
+    async def delete_user(self, username: str) -> bool:
+        return bool(await self.pool.fetchval("DELETE FROM users WHERE username=$1 RETURNING 1", username) == 1)
+
+    async def revoke_tokens(self, username: str, at_ms: int) -> int:
+        status = await self.pool.execute("UPDATE credentials SET revoked_ms=$1 WHERE kind='token' AND subject=$2 "
+                                         "AND revoked_ms IS NULL", at_ms, username)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def delete_expired_tokens(self, now_ms: int, *, limit: int) -> int:
+        return int((await self.pool.execute(pg(EXPIRED_TOKENS_DELETE), now_ms, limit)).rsplit(" ", 1)[-1])
+
+    async def trim_tokens(self, username: str, *, keep: int) -> int:
+        return int((await self.pool.execute(pg(TOKENS_TRIM), username, username, keep)).rsplit(" ", 1)[-1])
 
     async def list_audit(self, *, limit: int = 200, action: str | None = None) -> list[AuditRecord]:
         sql = f"SELECT {AUDIT_COLUMNS} FROM audit"

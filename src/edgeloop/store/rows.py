@@ -75,6 +75,12 @@ def audit_from_row(row: Sequence[Any]) -> AuditRecord:
 
 USER_COLUMNS = "username, role, tenant, password_hash, created_ms, disabled"
 CREDENTIAL_COLUMNS = "id, kind, subject, role, tenant, created_ms, expires_ms, secret_hash, revoked_ms"
+# Bearer-token housekeeping (``?`` placeholders; ``alerting.pg`` for PostgreSQL): expired ones, a bounded number
+# per call; and all but a user's newest ``keep``.
+EXPIRED_TOKENS_DELETE = ("DELETE FROM credentials WHERE id IN (SELECT id FROM credentials WHERE kind='token' AND "
+                         "expires_ms <= ? LIMIT ?)")
+TOKENS_TRIM = ("DELETE FROM credentials WHERE kind='token' AND subject=? AND id NOT IN (SELECT id FROM credentials "
+               "WHERE kind='token' AND subject=? ORDER BY created_ms DESC, id LIMIT ?)")
 
 
 def user_params(u: User, *, as_bool: bool = False) -> tuple[Any, ...]:

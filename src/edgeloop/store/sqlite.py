@@ -50,6 +50,8 @@ from edgeloop.store.rows import (
     AUDIT_COLUMNS,
     CREDENTIAL_COLUMNS,
     ENROLLMENT_COLUMNS,
+    EXPIRED_TOKENS_DELETE,
+    TOKENS_TRIM,
     USER_COLUMNS,
     alert_from_row,
     alert_params,
@@ -108,6 +110,8 @@ CREATE TABLE IF NOT EXISTS users (username TEXT PRIMARY KEY, role TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS credentials (id TEXT PRIMARY KEY, kind TEXT NOT NULL, subject TEXT NOT NULL,
     role TEXT NOT NULL, tenant TEXT, created_ms INTEGER NOT NULL, expires_ms INTEGER, secret_hash TEXT NOT NULL,
     revoked_ms INTEGER);
+CREATE INDEX IF NOT EXISTS credentials_subject ON credentials (kind, subject, created_ms);
+CREATE INDEX IF NOT EXISTS credentials_expiry ON credentials (kind, expires_ms);
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, target TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL, source TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS gateways (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, heartbeat TEXT NOT NULL,
@@ -587,6 +591,31 @@ class SQLiteStore(Store):
             return cur.rowcount == 1
 
         return await self._run(update)
+
+    async def delete_user(self, username: str) -> bool:
+        def delete(db: sqlite3.Connection) -> bool:
+            return db.execute("DELETE FROM users WHERE username=?", (username,)).rowcount == 1
+
+        return await self._run(delete)
+
+    async def revoke_tokens(self, username: str, at_ms: int) -> int:
+        def update(db: sqlite3.Connection) -> int:
+            return int(db.execute("UPDATE credentials SET revoked_ms=? WHERE kind='token' AND subject=? AND "
+                                  "revoked_ms IS NULL", (at_ms, username)).rowcount)
+
+        return await self._run(update)
+
+    async def delete_expired_tokens(self, now_ms: int, *, limit: int) -> int:
+        def delete(db: sqlite3.Connection) -> int:
+            return int(db.execute(EXPIRED_TOKENS_DELETE, (now_ms, limit)).rowcount)
+
+        return await self._run(delete)
+
+    async def trim_tokens(self, username: str, *, keep: int) -> int:
+        def delete(db: sqlite3.Connection) -> int:
+            return int(db.execute(TOKENS_TRIM, (username, username, keep)).rowcount)
+
+        return await self._run(delete)
 
     async def list_audit(self, *, limit: int = 200, action: str | None = None) -> list[AuditRecord]:
         def read(db: sqlite3.Connection) -> list[AuditRecord]:
