@@ -538,6 +538,20 @@ class Platform:
         scheme = "https" if self.config.https else "http"
         return None if port is None else f"{scheme}://{self.config.http_host}:{port}"
 
+    async def _tenant_snapshot(self, tenant: str) -> dict[str, Any]:
+        devices = [d.id for d in self.registry.registry.devices.values() if d.tenant == tenant]
+        open_alerts = await self.store.list_alerts(status=AlertStatus.OPEN, limit=10_000, tenant=tenant)
+        dead = self.pipeline.stats.dead_by_device
+        return {
+            "now_ms": self.scoring.latest_ms or self.clock.now_ms(),
+            "tenant": tenant,
+            "devices_total": len(devices),
+            "devices_online": sum(self.presence.online.get(d, False) for d in devices),
+            "alerts_open": len(open_alerts),
+            "uptime_s": round(self.clock.monotonic() - self.started_at, 1),
+            "ingest": {"dead_letters": sum(dead.get(d, 0) for d in devices)},
+        }
+
     async def idle(self, timeout_s: float = 30.0) -> bool:
         """Wait until everything received so far is stored and scored."""
         deadline = self.clock.monotonic() + timeout_s
@@ -548,7 +562,11 @@ class Platform:
             if self.clock.monotonic() >= deadline:
                 return False
 
-    async def snapshot(self) -> dict[str, Any]:
+    async def snapshot(self, tenant: str | None = None) -> dict[str, Any]:
+        """The platform's statistics; for a ``tenant``, only what is that tenant's: its devices, their presence
+        and dead letters, and its open alerts (the pipeline's rates, queues and counters are the platform's)."""
+        if tenant is not None:
+            return await self._tenant_snapshot(tenant)
         ing, sc, src = self.pipeline.stats, self.scoring.stats, self.source.stats
         now = self.clock.monotonic()
         open_alerts = await self.store.list_alerts(status=AlertStatus.OPEN, limit=10_000)

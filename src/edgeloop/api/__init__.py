@@ -261,9 +261,10 @@ def create_app(platform: Platform) -> FastAPI:
                       "mqtt_connected": platform.source.stats.connected, "auth": platform.config.auth})
 
     @app.get("/api/v1/stats", tags=["platform"])
-    async def stats(_who: Principal = viewer) -> Response:
-        """Devices online, rates, open alerts and the pipeline's queues, counters and dead letters."""
-        return _json(await platform.snapshot())
+    async def stats(who: Principal = viewer) -> Response:
+        """Devices online, rates, open alerts and the pipeline's queues, counters and dead letters; a tenant's
+        principals see only their tenant's devices, presence, dead letters and open alerts."""
+        return _json(await platform.snapshot(who.tenant))
 
     # -- registry -------------------------------------------------------------------------------
     def listing(name: str, table: Callable[[], dict[str, Any]]) -> None:
