@@ -236,6 +236,8 @@ def create_app(platform: Platform) -> FastAPI:
     @app.post("/api/v1/users", tags=["auth"], status_code=201, openapi_extra=_body_doc(UserBody))
     async def create_user(request: Request, who: Principal = admin,
                           body: UserBody = Depends(_body(UserBody))) -> Response:  # noqa: B008
+        if not who.sees(body.tenant):
+            raise HTTPException(403, f"{who.name} may not create users outside their own tenant")
         user = await access.create_user(username=body.username, password=body.password, role=Role.parse(body.role),
                                         tenant=body.tenant, by=who, source=_source(request))
         return _json({"username": user.username, "role": user.role, "tenant": user.tenant}, 201)
@@ -244,6 +246,8 @@ def create_app(platform: Platform) -> FastAPI:
     async def create_api_key(request: Request, who: Principal = admin,
                              body: ApiKeyBody = Depends(_body(ApiKeyBody))) -> Response:  # noqa: B008
         """An API key for an integration; the response holds the key, which is not stored and never shown again."""
+        if not who.sees(body.tenant):
+            raise HTTPException(403, f"{who.name} may not create API keys outside their own tenant")
         key_id, key = await access.create_api_key(name=body.name, role=Role.parse(body.role), tenant=body.tenant,
                                                   by=who, source=_source(request))
         return _json({"id": key_id, "key": key, "name": body.name, "role": body.role, "tenant": body.tenant}, 201)
