@@ -341,3 +341,23 @@ async def test_a_device_cannot_write_into_another_tenants_dead_letters(env: Env)
     assert sorted((d["code"], d["device"], d["tenant"]) for d in acme) == [
         ("bad_schema", "acme-dev", "acme"), ("topic_mismatch", "acme-dev", "acme")]
 
+
+
+async def test_a_tenants_silence_and_window_do_not_follow_a_site_moved_to_another_tenant(env: Env) -> None:
+    """The issue's aftermath: a silence (and a maintenance window) of the site's former tenant kept suppressing
+    the new owner's alerts, invisible to it and not removable by it."""
+    reg = env.platform.registry
+    await reg.put_asset(Asset(id="globex-press", line="globex-line"))
+    await reg.put_device(Device(id="globex-press-dev", tenant="globex", asset="globex-press", profile="pump"))
+    on_site = {"scope": "site", "target": "globex-site", "reason": "globex's own work", "duration_s": 3600}
+    await env.call("POST", "/silences", status=201, json=on_site)
+    await env.call("POST", "/maintenance-windows", status=201, json={**on_site, "scope": "line",
+                                                                     "target": "globex-line"})
+    await env.call("PUT", "/sites/globex-site", json={"id": "globex-site", "tenant": "acme"})  # platform admin
+    await env.call("PUT", "/devices/globex-press-dev", json={"id": "globex-press-dev", "tenant": "acme",
+                                                             "asset": "globex-press", "profile": "pump"})
+    env.clock.advance(1000)
+    await env.platform.alerts.tick()  # the alert service learns the new topology
+    await env.telemetry("globex-press-dev", "acme", 95.0, 1)
+    [alert] = [a for a in await env.call("GET", "/alerts", "acme-viewer") if a["asset"] == "globex-press"]
+    assert (alert["tenant"], alert["suppressed"]) == ("acme", None)

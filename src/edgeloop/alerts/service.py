@@ -233,7 +233,7 @@ class AlertService:
         for rec in await self.store.list_maintenance(ending_after=now):
             self.engine.add_maintenance(MaintenanceWindow(id=rec.id, scope=Scope(rec.scope), target=rec.target,
                                                           start_ms=rec.start_ms, end_ms=rec.end_ms, by=rec.by,
-                                                          reason=rec.reason))
+                                                          reason=rec.reason, tenant=rec.tenant))
         for sil in await self.store.list_silences(active_at=now):
             self.engine.add_silence(_silence(sil))
         await self._restore(now)
@@ -628,7 +628,7 @@ class AlertService:
             await self.store.put_maintenance(rec)
             self.engine.add_maintenance(MaintenanceWindow(id=rec.id, scope=Scope(rec.scope), target=rec.target,
                                                           start_ms=rec.start_ms, end_ms=rec.end_ms, by=rec.by,
-                                                          reason=rec.reason))
+                                                          reason=rec.reason, tenant=rec.tenant))
 
     async def add_silence(self, rec: SilenceRecord) -> None:
         """Store a manual silence and apply it at once (``ConflictError`` if its id exists)."""
@@ -907,7 +907,7 @@ class _ProfileView(Mapping[str, str]):
 
 def _silence(rec: SilenceRecord) -> Silence:
     return Silence(id=rec.id, scope=Scope(rec.scope), target=rec.target, by=rec.by, reason=rec.reason,
-                   until_ms=rec.until_ms, start_ms=rec.start_ms, rule=rec.rule)
+                   until_ms=rec.until_ms, start_ms=rec.start_ms, rule=rec.rule, tenant=rec.tenant)
 
 
 def _incident_state(r: IncidentRecord) -> ie.Incident:
