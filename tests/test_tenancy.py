@@ -180,7 +180,12 @@ def cases(ids: dict[str, Any]) -> dict[tuple[str, str], list[Attempt]]:
         ("PUT", "/api/v1/gateways/{gateway_id}/config"): [("/gateways/globex-dev/config", {"json": {
             "config": "agent: {gateway: globex-dev, tenant: globex}\n"}})],
         ("POST", "/api/v1/enrollments"): [("/enrollments", {"json": {"group": "g", "tenant": "globex",
-                                                                     "line": "globex-line", "profile": "pump"}})],
+                                                                     "line": "globex-line", "profile": "pump"}}),
+                                          ("/enrollments", {"json": {"group": "g", "tenant": "acme",
+                                                                     "line": "globex-line", "profile": "pump"}}),
+                                          ("/enrollments", {"json": {"group": "g", "tenant": "acme",
+                                                                     "line": "acme-line", "profile": "pump",
+                                                                     "asset": "globex-asset"}})],
         ("POST", "/api/v1/devices/{device_id}/revoke"): [("/devices/globex-dev/revoke", {})],
     }
 
