@@ -366,3 +366,20 @@ async def test_a_tenants_silence_and_window_do_not_follow_a_site_moved_to_anothe
     await env.telemetry("globex-press-dev", "acme", 95.0, 1)
     [alert] = [a for a in await env.call("GET", "/alerts", "acme-viewer") if a["asset"] == "globex-press"]
     assert (alert["tenant"], alert["suppressed"]) == ("acme", None)
+
+
+async def test_the_simulators_registration_never_writes_into_another_tenant(env: Env) -> None:
+    from edgeloop.errors import ConflictError
+    from edgeloop.sim.fleet import Fleet
+    from edgeloop.sim.register import register_fleet
+
+    fleet = Fleet(devices=2, faulty=0, seed=3, start_ms=0, duration_ms=3_600_000)
+    reg = env.platform.registry
+    await reg.put_site(Site(id="site-1", tenant="globex"))  # the fleet's site id, taken by globex
+    before = (set(reg.registry.lines), set(reg.registry.assets), set(reg.registry.devices))
+    with pytest.raises(ConflictError, match="site 'site-1' exists in tenant 'globex'"):
+        await register_fleet(reg, fleet, tenant="acme")
+    assert (set(reg.registry.lines), set(reg.registry.assets), set(reg.registry.devices)) == before
+    await register_fleet(reg, fleet, tenant="globex")  # its owner registers it, twice (idempotent)
+    await register_fleet(reg, fleet, tenant="globex")
+    assert {reg.registry.devices[d.device_id].tenant for d in fleet.devices} == {"globex"}
