@@ -23,6 +23,7 @@ from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Sit
 from edgeloop.broker import free_port
 from edgeloop.clock import ManualClock
 from edgeloop.messages import Sample, Telemetry, TopicKind, encode, topic
+from edgeloop.store import Store
 from tests.support import HOT_RULES
 from tests.test_api import publish_all
 
@@ -383,3 +384,26 @@ async def test_the_simulators_registration_never_writes_into_another_tenant(env:
     await register_fleet(reg, fleet, tenant="globex")  # its owner registers it, twice (idempotent)
     await register_fleet(reg, fleet, tenant="globex")
     assert {reg.registry.devices[d.device_id].tenant for d in fleet.devices} == {"globex"}
+
+
+async def test_rule_documents_are_stored_per_tenant(store: Store) -> None:
+    assert await store.put_rules("default v1", by="admin", at_ms=1) == 1
+    assert await store.put_rules("acme v1", by="ann", at_ms=2, tenant="acme") == 1
+    assert await store.put_rules("acme v2", by="ann", at_ms=3, tenant="acme") == 2
+    assert await store.put_rules("globex v1", by="gus", at_ms=4, tenant="globex") == 1
+    assert await store.put_rules("default v2", by="admin", at_ms=5) == 2
+    latest = await store.latest_rules()
+    assert latest is not None and (latest.version, latest.text, latest.tenant) == (2, "default v2", None)
+    assert [(r.tenant, r.version, r.text, r.created_by) for r in await store.tenant_rules()] == [
+        ("acme", 2, "acme v2", "ann"), ("globex", 1, "globex v1", "gus")]
+
+
+async def test_a_tenants_rules_survive_a_restart(tmp_path: Path) -> None:
+    cfg = PlatformConfig(data_dir=tmp_path, mqtt_port=free_port(), http_port=None)
+    for _ in range(2):
+        async with Platform(cfg) as platform:
+            if not await platform.store.tenant_rules():
+                await platform.alerts.replace_rules(HOT_RULES, by="ann", tenant="acme")
+            doc = platform.alerts.rules_of("acme")
+            assert (doc.tenant, doc.version, [r.name for r in doc.ruleset.rules]) == ("acme", 1, ["hot"])
+            assert platform.alerts.rules_of("globex") is platform.alerts.documents.default
