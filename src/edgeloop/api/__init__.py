@@ -284,6 +284,11 @@ def create_app(platform: Platform) -> FastAPI:
         await platform.store.audit(AuditRecord(ts_ms=platform.clock.now_ms(), actor=who.name, action=action,
                                                target=key, outcome=outcome, detail=detail, source=_source(request)))
 
+    def hide_foreign_asset(who: Principal, item: Any) -> None:
+        """A device under another tenant's asset is refused as if that asset did not exist (no probing ids)."""
+        if isinstance(item, Device) and item.asset in r.assets and not who.sees(r.tenant_of_asset(item.asset)):
+            raise ConflictError(f"asset {item.asset!r} does not exist; create it first")
+
     def creation(name: str, tp: type[Any], role: Any) -> None:
         async def create(request: Request, who: Principal = role,
                          item: Any = Depends(_body(tp))) -> Response:  # noqa: B008
@@ -291,6 +296,7 @@ def create_app(platform: Platform) -> FastAPI:
             owner = tenant_of(r, item)
             if not who.sees(owner) or (isinstance(item, Tenant) and who.tenant is not None):
                 raise HTTPException(403, f"{who.name} may not create {name} outside their own tenant")
+            hide_foreign_asset(who, item)
             await reg.create(item)
             await audit_write(request, who, f"{name}.create", _key(item), "ok", after=item)
             return _json(item, 201)
@@ -310,13 +316,14 @@ def create_app(platform: Platform) -> FastAPI:
 
             def allow(before: Any) -> None:
                 if not visible(who, before):
-                    raise NotFoundError(name.rstrip("s"), item_id)
+                    raise NotFoundError(name.removesuffix("s"), item_id)
                 was, now = tenant_of(r, before), tenant_of(r, item)
                 platform_admin = who.tenant is None and who.role >= Role.ADMIN
                 if not who.sees(now) or (was is None and not platform_admin):  # shared (profiles): platform only
                     raise HTTPException(403, f"{who.name} may not change {name} outside their own tenant")
                 if was != now and not platform_admin:
                     raise HTTPException(403, f"only a platform administrator moves {name} to another tenant")
+                hide_foreign_asset(who, item)
 
             try:
                 before = await reg.replace(item, allow=allow)
