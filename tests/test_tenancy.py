@@ -103,6 +103,9 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
             e.ids["api_key"] = (await e.call("POST", "/api-keys", status=201, json={
                 "name": "globex-historian", "role": "viewer", "tenant": "globex"}))["id"]
             await e.call("PUT", "/alert-rules?tenant=globex", content=HOT_RULES)
+            await e.call("PUT", "/alert-rules", "acme-operator", content=HOT_RULES)
+            # Neither tenant's rule change dropped the pending proposal.
+            assert [p["id"] for p in await e.call("GET", "/tuning/proposals")] == [proposal["id"]]
             yield e
 
 

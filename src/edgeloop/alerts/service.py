@@ -240,25 +240,34 @@ class AlertService:
         self._expect_all(now)
         await self._load_tuning()
 
-    async def _load_tuning(self) -> None:
-        """The tuner for the rules in force, with the stored per-asset overrides and confirmed faults."""
-        self.tuner = Tuner(self.ruleset, clock=self.clock)
+    async def _load_tuning(self, changed: RuleDocument | None = None) -> None:
+        """The stored per-asset overrides on the engines, and the tuner for the default rules with its tuning state
+        and confirmed faults. After a tenant's own document ``changed``, only that document's engine gets its
+        overrides again: the tuner and its pending proposals (other tenants') stay as they are."""
+        retune = changed is None or changed.tenant is None
+        if retune:
+            self.tuner = Tuner(self.ruleset, clock=self.clock)
         for o in await self.store.list_overrides():
+            doc = self._rules_of_asset(o.asset)
+            if not retune and doc is not changed:
+                continue
             try:
-                self._rules_of_asset(o.asset).engine.set_override(o.asset, o.rule, **o.levels)
+                doc.engine.set_override(o.asset, o.rule, **o.levels)
             except (ConfigError, NotFoundError) as exc:  # the rule document changed under it
                 log.warning("rule override %s/%s not applied: %s", o.asset, o.rule, exc)
                 continue
             level = o.levels.get("above", o.levels.get("below"))
-            if level is not None and self._tuned(o.asset) and o.rule in {r.name for r in self.ruleset.rules}:
+            if (retune and level is not None and doc is self.documents.default
+                    and o.rule in {r.name for r in self.ruleset.rules}):
                 clear = o.levels.get("clear_below", o.levels.get("clear_above"))
                 try:
                     self.tuner.restore(o.asset, o.rule, level=level, clear=clear, since_ms=o.set_ms)
                 except (ConfigError, NotFoundError, ValueError) as exc:
                     log.warning("tuning state of %s/%s not restored: %s", o.asset, o.rule, exc)
-        for label in await self.store.list_labels():
-            if label.verdict.value != "false_alarm":  # confirmed faults bound any loosening; never decide
-                self.tuner.observe(label)
+        if retune:
+            for label in await self.store.list_labels():
+                if label.verdict.value != "false_alarm":  # confirmed faults bound any loosening; never decide
+                    self.tuner.observe(label)
 
     # --- rule documents: the platform's default and each tenant's own -------------------------------------
 
@@ -659,7 +668,7 @@ class AlertService:
             doc = self.documents.set(ruleset, version, tenant)
             self._expect_all(self.now(), doc)
             self.engine.config = self._engine_config()
-            await self._load_tuning()
+            await self._load_tuning(doc)
 
     # --- events -> rows -----------------------------------------------------------------------------------
 
