@@ -100,7 +100,7 @@ async def test_openapi_document_has_routes_and_msgspec_schemas(client: httpx.Asy
     paths = doc["paths"]
     for path, method in [
         ("/api/v1/health", "get"), ("/api/v1/stats", "get"), ("/api/v1/assets", "get"), ("/api/v1/assets", "post"),
-        ("/api/v1/devices", "post"), ("/api/v1/devices/{device_id}", "get"),
+        ("/api/v1/devices", "post"), ("/api/v1/devices/{device_id}", "get"), ("/api/v1/devices/{device_id}", "put"),
         ("/api/v1/devices/{device_id}/telemetry", "get"), ("/api/v1/alerts", "get"),
         ("/api/v1/alerts/{alert_id}/acknowledge", "post"), ("/api/v1/alerts/{alert_id}/resolve", "post"),
         ("/api/v1/dead-letters", "get"),
@@ -184,12 +184,20 @@ async def test_create_hierarchy_then_list_it(platform: Platform, client: httpx.A
     assert reg.tenant_of_asset(ASSET) == TENANT
 
 
-async def test_post_is_an_upsert(client: httpx.AsyncClient) -> None:
+async def test_post_creates_and_put_replaces(client: httpx.AsyncClient) -> None:
     await seed(client)
-    resp = await client.post(f"{API}/assets", json={"id": ASSET, "line": LINE, "name": "Pump 7b", "criticality": 5})
-    assert resp.status_code == 201
+    changed = {"id": ASSET, "line": LINE, "name": "Pump 7b", "criticality": 5}
+    again = await client.post(f"{API}/assets", json=changed)
+    assert again.status_code == 409
+    assert "already exists" in again.json()["detail"]
+    assert [a["name"] for a in (await client.get(f"{API}/assets")).json()] == ["Pump 7"]
+    resp = await client.put(f"{API}/assets/{ASSET}", json=changed)
+    assert resp.status_code == 200
     assets = (await client.get(f"{API}/assets")).json()
     assert [(a["id"], a["name"], a["criticality"]) for a in assets] == [(ASSET, "Pump 7b", 5)]
+    # PUT replaces only what exists, under the id in its path.
+    assert (await client.put(f"{API}/assets/pump-8", json={**changed, "id": "pump-8"})).status_code == 404
+    assert (await client.put(f"{API}/assets/pump-8", json=changed)).status_code == 422
 
 
 @pytest.mark.parametrize(("kind", "body", "missing"), [

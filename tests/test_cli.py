@@ -163,6 +163,14 @@ def test_create_through_the_cli_then_list(live: LivePlatform, tmp_path: Path) ->
     body_file.write_text(json.dumps({"id": "cli-asset", "line": "cli-line", "kind": "fan", "criticality": 2}))
     asset = json_out(cli("create", "assets", f"@{body_file}", "--url", url))
     assert (asset["id"], asset["kind"], asset["criticality"]) == ("cli-asset", "fan", 2)
+    # Creating never overwrites; --replace does, for an entry of one's own tenant.
+    again = cli("create", "sites", '{"id": "cli-site", "tenant": "demo"}', "--url", url)
+    assert again.exit_code == 1
+    assert "409: site 'cli-site' already exists" in one_line(again.stderr)
+    renamed = json_out(cli("create", "sites", '{"id": "cli-site", "tenant": "demo", "name": "Renamed"}',
+                           "--replace", "--url", url))
+    assert renamed == {"id": "cli-site", "tenant": "demo", "name": "Renamed"}
+    assert next(s for s in live.get("/api/v1/sites") if s["id"] == "cli-site")["name"] == "Renamed"
 
     # The device through the installed entry point, as a user types it.
     device_body = json.dumps({"id": "cli-dev", "tenant": "demo", "asset": "cli-asset", "profile": profile})

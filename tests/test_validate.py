@@ -148,10 +148,14 @@ REJECTIONS: list[tuple[str, str, bytes, str | None, str | None]] = [
     ("bad_schema", tel_topic(), b"[1, 2, 3]", "d1", "acme"),
     ("unsupported_version", tel_topic(), payload(v=2), "d1", "acme"),
     ("unsupported_version", tel_topic(), json.dumps({"v": 2, "device": "d1", "body": {}}).encode(), "d1", "acme"),
-    ("unknown_device", tel_topic("ghost"), payload("ghost"), None, "acme"),
-    ("wrong_tenant", tel_topic("x1", tenant="acme"), payload("x1"), "x1", "acme"),
+    # A letter belongs to the tenant of the device whose topic it came on (the broker authenticated that device),
+    # never to a tenant the topic or the payload names; an unregistered sender's only to the platform.
+    ("unknown_device", tel_topic("ghost"), payload("ghost"), None, None),
+    ("wrong_tenant", tel_topic("x1", tenant="acme"), payload("x1"), "x1", "other"),
     ("topic_mismatch", tel_topic("d1"), payload("d2"), "d1", "acme"),
-    ("topic_mismatch", tel_topic("ghost"), payload("d1"), None, "acme"),
+    ("topic_mismatch", tel_topic("ghost"), payload("d1"), None, None),
+    ("topic_mismatch", tel_topic("d1", tenant="other"), payload("x1"), "d1", "acme"),
+    ("bad_schema", tel_topic("d1", tenant="other"), b"[1, 2, 3]", "d1", "acme"),
     ("unknown_channel", tel_topic(), payload(samples=[{"ts": NOW, "values": {"temp": 1.0, "pressure": 2.0}}]),
      "d1", "acme"),
     # A name that could never be a channel is refused the same way, naming the channels the profile has.

@@ -15,7 +15,7 @@ import datetime as dt
 import ipaddress
 import logging
 import socket
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -29,7 +29,7 @@ from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.broker.acl import BROKER_IDENTITY, INGEST_IDENTITY
 from edgeloop.broker.embedded import BrokerTls, EmbeddedBroker
 from edgeloop.clock import Clock, SystemClock
-from edgeloop.errors import BrokerError, ConfigError, ConflictError, EdgeLoopError, StoreError
+from edgeloop.errors import BrokerError, ConfigError, ConflictError, EdgeLoopError, NotFoundError, StoreError
 from edgeloop.identity.access import AccessService
 from edgeloop.identity.auth import OncePer
 from edgeloop.identity.pki import PkiError
@@ -114,13 +114,65 @@ class Revoked:
     sessions_closed: int
 
 
+RegistryEntry = Tenant | Site | Line | Asset | DeviceProfile | Device
+
+
 class RegistryService:
-    """The one way to change the asset registry: store first, then the in-memory view ingest uses."""
+    """The one way to change the asset registry: store first, then the in-memory view ingest uses.
+
+    ``create`` and ``replace`` are the API's writes: a create never overwrites an existing entry (``ConflictError``),
+    a replace only overwrites one that exists (``NotFoundError``) after ``allow(before)`` accepted it; both hold a
+    lock from the check to the write, so two requests cannot both create one id. The ``put_*`` methods upsert (the
+    platform's own registrations: simulator, provisioning)."""
 
     def __init__(self, *, store: Store, registry: Registry, validator: Validator) -> None:
         self.store = store
         self.registry = registry
         self.validator = validator
+        self._writing = asyncio.Lock()
+
+    def current(self, item: RegistryEntry) -> RegistryEntry | None:
+        """The stored entry with ``item``'s id (profiles: name), if any."""
+        r = self.registry
+        if isinstance(item, DeviceProfile):
+            return r.profiles.get(item.name)
+        table: dict[str, Any] = (r.tenants if isinstance(item, Tenant) else r.sites if isinstance(item, Site)
+                                 else r.lines if isinstance(item, Line) else r.assets if isinstance(item, Asset)
+                                 else r.devices)
+        found: RegistryEntry | None = table.get(item.id)
+        return found
+
+    async def create(self, item: RegistryEntry) -> None:
+        """Store a new entry; ``ConflictError`` if its id exists (in any tenant)."""
+        async with self._writing:
+            if self.current(item) is not None:
+                raise ConflictError(f"{_kind_of(item)} {_key_of(item)!r} already exists; replace it with PUT")
+            await self._put(item)
+
+    async def replace(self, item: RegistryEntry, *, allow: Callable[[RegistryEntry], None]) -> RegistryEntry:
+        """Overwrite an existing entry, after ``allow(before)`` (which raises to refuse); returns the entry before.
+        ``NotFoundError`` if there is none."""
+        async with self._writing:
+            before = self.current(item)
+            if before is None:
+                raise NotFoundError(_kind_of(item), _key_of(item))
+            allow(before)
+            await self._put(item)
+            return before
+
+    async def _put(self, item: RegistryEntry) -> None:
+        if isinstance(item, Tenant):
+            await self.put_tenant(item)
+        elif isinstance(item, Site):
+            await self.put_site(item)
+        elif isinstance(item, Line):
+            await self.put_line(item)
+        elif isinstance(item, Asset):
+            await self.put_asset(item)
+        elif isinstance(item, DeviceProfile):
+            await self.put_profile(item)
+        else:
+            await self.put_device(item)
 
     async def put_tenant(self, tenant: Tenant) -> None:
         await self.store.put_tenant(tenant)
@@ -160,6 +212,14 @@ class RegistryService:
     def _require(table: dict[str, Any], key: str, kind: str) -> None:
         if key not in table:
             raise ConflictError(f"{kind} {key!r} does not exist; create it first")
+
+
+def _kind_of(item: RegistryEntry) -> str:
+    return "profile" if isinstance(item, DeviceProfile) else type(item).__name__.lower()
+
+
+def _key_of(item: RegistryEntry) -> str:
+    return item.name if isinstance(item, DeviceProfile) else item.id
 
 
 MAX_CONFIG_NODES = 100_000
@@ -494,6 +554,20 @@ class Platform:
         scheme = "https" if self.config.https else "http"
         return None if port is None else f"{scheme}://{self.config.http_host}:{port}"
 
+    async def _tenant_snapshot(self, tenant: str) -> dict[str, Any]:
+        devices = [d.id for d in self.registry.registry.devices.values() if d.tenant == tenant]
+        open_alerts = await self.store.list_alerts(status=AlertStatus.OPEN, limit=10_000, tenant=tenant)
+        dead = self.pipeline.stats.dead_by_device
+        return {
+            "now_ms": self.scoring.latest_ms or self.clock.now_ms(),
+            "tenant": tenant,
+            "devices_total": len(devices),
+            "devices_online": sum(self.presence.online.get(d, False) for d in devices),
+            "alerts_open": len(open_alerts),
+            "uptime_s": round(self.clock.monotonic() - self.started_at, 1),
+            "ingest": {"dead_letters": sum(dead.get(d, 0) for d in devices)},
+        }
+
     async def idle(self, timeout_s: float = 30.0) -> bool:
         """Wait until everything received so far is stored and scored."""
         deadline = self.clock.monotonic() + timeout_s
@@ -504,7 +578,11 @@ class Platform:
             if self.clock.monotonic() >= deadline:
                 return False
 
-    async def snapshot(self) -> dict[str, Any]:
+    async def snapshot(self, tenant: str | None = None) -> dict[str, Any]:
+        """The platform's statistics; for a ``tenant``, only what is that tenant's: its devices, their presence
+        and dead letters, and its open alerts (the pipeline's rates, queues and counters are the platform's)."""
+        if tenant is not None:
+            return await self._tenant_snapshot(tenant)
         ing, sc, src = self.pipeline.stats, self.scoring.stats, self.source.stats
         now = self.clock.monotonic()
         open_alerts = await self.store.list_alerts(status=AlertStatus.OPEN, limit=10_000)

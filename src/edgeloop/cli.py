@@ -10,6 +10,7 @@ import os
 import ssl
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1031,8 +1032,10 @@ def create_cmd(
     kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(REGISTRY_KINDS)}")],
     body: Annotated[str, typer.Argument(help="JSON object, or @file.json")],
     url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000",
+    replace: Annotated[bool, typer.Option("--replace", help="Replace the existing entry with this id.")] = False,
 ) -> None:
-    """Create or update a registry entry, e.g. ``edgeloop create sites '{"id":"s2","tenant":"demo"}'``."""
+    """Create a registry entry, e.g. ``edgeloop create sites '{"id":"s2","tenant":"demo"}'``; with ``--replace``,
+    replace an existing one of your tenant."""
     if kind not in REGISTRY_KINDS:
         raise _fail(f"unknown kind {kind!r}; one of {', '.join(REGISTRY_KINDS)}")
     text = Path(body[1:]).read_text() if body.startswith("@") else body
@@ -1040,7 +1043,13 @@ def create_cmd(
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise _fail(f"the body is not JSON: {exc}") from None
-    out.print_json(json.dumps(_api("POST", url, f"/api/v1/{kind}", doc)))
+    if not replace:
+        out.print_json(json.dumps(_api("POST", url, f"/api/v1/{kind}", doc)))
+        return
+    key = doc.get("name" if kind == "profiles" else "id") if isinstance(doc, dict) else None
+    if not isinstance(key, str) or not key:
+        raise _fail(f"--replace needs the entry's {'name' if kind == 'profiles' else 'id'} in the body")
+    out.print_json(json.dumps(_api("PUT", url, f"/api/v1/{kind}/{urllib.parse.quote(key, safe='')}", doc)))
 
 
 @devices_app.command("revoke")

@@ -624,10 +624,10 @@ class IncidentEngine:
             if gid is not None:
                 target = self._incidents[gid]
         for mw in self._maintenance:
-            if mw.covers(s.asset, ts, topo):
+            if mw.covers(s.asset, ts, topo, s.tenant):
                 return SuppressionReason.MAINTENANCE, mw.detail(), target
         for si in self._silences.values():
-            if si.covers(s.asset, s.rule, ts, topo):
+            if si.covers(s.asset, s.rule, ts, topo, s.tenant):
                 return SuppressionReason.SILENCED, si.detail(), target
         if ts < self.started_at + self.config.startup_grace_ms:
             return (SuppressionReason.STARTUP_GRACE,

@@ -42,6 +42,7 @@ from edgeloop.alerts.model import Signal, SignalState, Suppression, SuppressionR
 from edgeloop.alerts.notify import Channel, Notifier, PageDetails, load_channels
 from edgeloop.alerts.priority import route, severity_rank
 from edgeloop.alerts.rule_config import MissingRule, RuleSet, ScoreRule, parse_rules
+from edgeloop.alerts.rule_documents import RuleDocument, RuleDocuments
 from edgeloop.alerts.rules import RuleEngine
 from edgeloop.alerts.suppress import MaintenanceWindow, Scope, Silence
 from edgeloop.clock import Clock
@@ -197,12 +198,10 @@ class AlertService:
         self.replaying = False
         self.stats = AlertServiceStats()
         self.lock = asyncio.Lock()
-        self.rules_version = 0
-        self.ruleset: RuleSet = parse_rules(DEFAULT_RULES, origin="default rules")
         self._ids = _IdPool()
         self._profiles = _ProfileView(registry)
-        self.rules = RuleEngine(self.ruleset, clock=clock, profiles=self._profiles)
-        self.engine = ie.IncidentEngine(Topology(), self._engine_config(self.ruleset), clock=clock, ids=self._ids)
+        self.documents = RuleDocuments(parse_rules(DEFAULT_RULES, origin="default rules"), 0, self._rule_engine)
+        self.engine = ie.IncidentEngine(Topology(), self._engine_config(), clock=clock, ids=self._ids)
         self.lifecycle = lc.Lifecycle(policy, clock=clock)
         self.notifier = notifier
         self._sending: set[asyncio.Task[None]] = set()
@@ -222,57 +221,100 @@ class AlertService:
         """Load the stored rule document (or the defaults), the topology and the open incidents."""
         stored = await self.store.latest_rules()
         if stored is not None:
-            self.ruleset = parse_rules(stored.text, origin=f"stored rules v{stored.version}")
-            self.rules_version = stored.version
+            self.documents.set(parse_rules(stored.text, origin=f"stored rules v{stored.version}"), stored.version, None)
+        for own in await self.store.tenant_rules():
+            self.documents.set(parse_rules(own.text, origin=f"stored rules of {own.tenant} v{own.version}"),
+                               own.version, own.tenant)
         now = self.now()
-        cfg = self._engine_config(self.ruleset)
-        self.rules = RuleEngine(self.ruleset, clock=self.clock, profiles=self._profiles)
+        cfg = self._engine_config()
         self.engine = ie.IncidentEngine(Topology(), cfg, clock=self.clock, ids=self._ids)
         self.lifecycle = lc.Lifecycle(self.lifecycle.policy, clock=self.clock)
         await self.refresh_topology()
         for rec in await self.store.list_maintenance(ending_after=now):
             self.engine.add_maintenance(MaintenanceWindow(id=rec.id, scope=Scope(rec.scope), target=rec.target,
                                                           start_ms=rec.start_ms, end_ms=rec.end_ms, by=rec.by,
-                                                          reason=rec.reason))
+                                                          reason=rec.reason, tenant=rec.tenant))
         for sil in await self.store.list_silences(active_at=now):
             self.engine.add_silence(_silence(sil))
         await self._restore(now)
         self._expect_all(now)
         await self._load_tuning()
 
-    async def _load_tuning(self) -> None:
-        """The tuner for the rules in force, with the stored per-asset overrides and confirmed faults."""
-        self.tuner = Tuner(self.ruleset, clock=self.clock)
+    async def _load_tuning(self, changed: RuleDocument | None = None) -> None:
+        """The stored per-asset overrides on the engines, and the tuner for the default rules with its tuning state
+        and confirmed faults. After a tenant's own document ``changed``, only that document's engine gets its
+        overrides again: the tuner and its pending proposals (other tenants') stay as they are."""
+        retune = changed is None or changed.tenant is None
+        if retune:
+            self.tuner = Tuner(self.ruleset, clock=self.clock)
         for o in await self.store.list_overrides():
+            doc = self._rules_of_asset(o.asset)
+            if not retune and doc is not changed:
+                continue
             try:
-                self.rules.set_override(o.asset, o.rule, **o.levels)
+                doc.engine.set_override(o.asset, o.rule, **o.levels)
             except (ConfigError, NotFoundError) as exc:  # the rule document changed under it
                 log.warning("rule override %s/%s not applied: %s", o.asset, o.rule, exc)
                 continue
             level = o.levels.get("above", o.levels.get("below"))
-            if level is not None and o.rule in {r.name for r in self.ruleset.rules}:
+            if (retune and level is not None and doc is self.documents.default
+                    and o.rule in {r.name for r in self.ruleset.rules}):
                 clear = o.levels.get("clear_below", o.levels.get("clear_above"))
                 try:
                     self.tuner.restore(o.asset, o.rule, level=level, clear=clear, since_ms=o.set_ms)
                 except (ConfigError, NotFoundError, ValueError) as exc:
                     log.warning("tuning state of %s/%s not restored: %s", o.asset, o.rule, exc)
-        for label in await self.store.list_labels():
-            if label.verdict.value != "false_alarm":  # confirmed faults bound any loosening; never decide
-                self.tuner.observe(label)
+        if retune:
+            for label in await self.store.list_labels():
+                if label.verdict.value != "false_alarm":  # confirmed faults bound any loosening; never decide
+                    self.tuner.observe(label)
 
-    def _expect_all(self, now: int) -> None:
-        """Watch every registered asset for missing data, even one that never sends anything."""
+    # --- rule documents: the platform's default and each tenant's own -------------------------------------
+
+    @property
+    def ruleset(self) -> RuleSet:
+        """The platform's default rule document (tenants without their own)."""
+        return self.documents.default.ruleset
+
+    @property
+    def rules_version(self) -> int:
+        return self.documents.default.version
+
+    @property
+    def rules(self) -> RuleEngine:
+        """The default document's engine."""
+        return self.documents.default.engine
+
+    def rules_of(self, tenant: str | None) -> RuleDocument:
+        """The rule document ``tenant``'s assets are evaluated by (None: the default)."""
+        return self.documents.of(tenant)
+
+    def _rule_engine(self, ruleset: RuleSet) -> RuleEngine:
+        return RuleEngine(ruleset, clock=self.clock, profiles=self._profiles)
+
+    def _rules_of_asset(self, asset: str) -> RuleDocument:
+        return self.documents.of(self.registry.tenant_of_asset(asset))
+
+    def _tuned(self, asset: str) -> bool:
+        """Feedback tunes the default document's rules (a tenant's own document is not tuned yet)."""
+        return self._rules_of_asset(asset) is self.documents.default
+
+    def _expect_all(self, now: int, doc: RuleDocument | None = None) -> None:
+        """Watch every registered asset (of ``doc``'s tenants) for missing data, even one that never sends."""
         devices: dict[str, list[str]] = {}
         for d in self.registry.devices.values():
             devices.setdefault(d.asset, []).append(d.id)
         for asset in self.registry.assets:
-            self.rules.expect(asset, tenant=self.registry.tenant_of_asset(asset) or "", since_ms=now,
-                              devices=devices.get(asset, ()))
+            tenant = self.registry.tenant_of_asset(asset)
+            mine = self.documents.of(tenant)
+            if doc is None or mine is doc:
+                mine.engine.expect(asset, tenant=tenant or "", since_ms=now, devices=devices.get(asset, ()))
 
-    def _engine_config(self, ruleset: RuleSet) -> ie.IncidentConfig:
+    def _engine_config(self) -> ie.IncidentConfig:
         """Silence rules (consequences of an offline gateway): the ``missing`` rules, and the rules on the
-        detectors' ``data_gap`` findings (the gap an outage leaves, reported when data comes back)."""
-        silent = frozenset(r.name for r in ruleset.rules if isinstance(r, MissingRule)
+        detectors' ``data_gap`` findings (the gap an outage leaves, reported when data comes back), of every
+        document in force."""
+        silent = frozenset(r.name for doc in self.documents for r in doc.ruleset.rules if isinstance(r, MissingRule)
                            or (isinstance(r, ScoreRule) and r.source == "data_gap"))
         return dataclasses.replace(self.config, silence_rules=silent or self.config.silence_rules)
 
@@ -300,20 +342,22 @@ class AlertService:
 
     def observe_run(self, chunk: TelemetryChunk) -> None:
         """Threshold, rate, missing and composite rules on one device's run of messages (concatenated)."""
-        for s in self.rules.evaluate_chunk(chunk):
+        for s in self.documents.of(chunk.tenant).engine.evaluate_chunk(chunk):
             self._pending.append((s, ""))
 
     def observe_finding(self, chunk: TelemetryChunk, finding: Finding, detector: str) -> None:
         """A detector's confirmed condition: the ``score`` rules of its kind."""
         asset = chunk.asset or chunk.device
-        signals = self.rules.evaluate_finding(asset, finding, tenant=chunk.tenant, device=chunk.device)
+        rules = self.documents.of(chunk.tenant).engine
+        signals = rules.evaluate_finding(asset, finding, tenant=chunk.tenant, device=chunk.device)
         self._score_signals(signals, asset, finding.kind, finding.ts, finding.score, chunk.tenant, chunk.device,
                             finding.message, dict(finding.explanation), detector, finding.severity)
 
     def observe_alert(self, alert: Alert) -> None:
         """A ready-made condition (a RUL model's low-life alert): the ``score`` rules of source ``alert.kind``."""
-        signals = self.rules.evaluate_score(alert.asset, alert.last_seen, alert.score, source=alert.kind,
-                                            tenant=alert.tenant, device=alert.device, explanation=alert.explanation)
+        signals = self.documents.of(alert.tenant).engine.evaluate_score(
+            alert.asset, alert.last_seen, alert.score, source=alert.kind, tenant=alert.tenant, device=alert.device,
+            explanation=alert.explanation)
         self._score_signals(signals, alert.asset, alert.kind, alert.last_seen, alert.score, alert.tenant,
                             alert.device, alert.message, dict(alert.explanation), alert.detector,
                             alert.severity.value)
@@ -325,8 +369,9 @@ class AlertService:
         detector alarms again) merges into the open alert (its count and last seen), as a repeat. A raise is as
         severe as the rule says, or as the detector says when that is more (a ``critical`` finding)."""
         raised = {s.rule for s in signals}
-        active = set(self.rules.active(asset))
-        for rule in self.ruleset.rules:
+        doc = self.documents.of(tenant)
+        active = set(doc.engine.active(asset))
+        for rule in doc.ruleset.rules:
             if (isinstance(rule, ScoreRule) and rule.source == source and rule.emit and rule.name in active
                     and rule.name not in raised and score >= rule.above):
                 signals.append(Signal(ts=ts, tenant=tenant, asset=asset, rule=rule.name, state=SignalState.RAISE,
@@ -362,7 +407,7 @@ class AlertService:
             now = self.now()
             batch = _Batch()
             await self._reserve(len(self._pending) + 64)
-            for signal in self.rules.tick(now, missing=not self.replaying):
+            for signal in self.documents.tick(now, missing=not self.replaying):
                 self._apply(self.engine.process(signal), batch, signal, "")
             records = await self.store.list_gateways()
             self._set_topology(records)  # devices and gateways register while the platform runs
@@ -543,7 +588,7 @@ class AlertService:
         names a missing fault type or reason."""
         async with self.lock:
             alert = await self.store.get_alert(alert_id)
-            model = alert.detector or rule_model_version(alert.kind, self.rules_version)
+            model = alert.detector or rule_model_version(alert.kind, self.documents.of(alert.tenant).version)
             label = make_label(
                 alert=alert.id, incident=alert.incident, tenant=alert.tenant, asset=alert.asset, device=alert.device,
                 rule=alert.kind, verdict=verdict, by=by, ts=max(self.now(), alert.last_seen), model_version=model,
@@ -557,7 +602,7 @@ class AlertService:
                            + (f" ({what})" if what else ""), {"alert": alert.id, "verdict": label.verdict.value,
                                                               "fault_type": label.fault_type}, actor=by)
                 await self.store.write_alert_changes(AlertChanges(timeline=batch.timeline))
-            decision = self.tuner.observe(label)
+            decision = self.tuner.observe(label) if self._tuned(alert.asset) else None
             await self._decided(decision)
             return label, decision
 
@@ -579,7 +624,7 @@ class AlertService:
         change = decision.change
         if change is not None:
             levels = change.override()
-            self.rules.set_override(change.asset, change.rule, **levels)
+            self._rules_of_asset(change.asset).engine.set_override(change.asset, change.rule, **levels)
             await self.store.put_override(OverrideRecord(asset=change.asset, rule=change.rule, levels=levels,
                                                          set_ms=decision.audit.ts_ms, set_by=decision.audit.actor))
             log.info("rule %s on %s tuned from feedback: %s", change.rule, change.asset, levels)
@@ -592,7 +637,7 @@ class AlertService:
             await self.store.put_maintenance(rec)
             self.engine.add_maintenance(MaintenanceWindow(id=rec.id, scope=Scope(rec.scope), target=rec.target,
                                                           start_ms=rec.start_ms, end_ms=rec.end_ms, by=rec.by,
-                                                          reason=rec.reason))
+                                                          reason=rec.reason, tenant=rec.tenant))
 
     async def add_silence(self, rec: SilenceRecord) -> None:
         """Store a manual silence and apply it at once (``ConflictError`` if its id exists)."""
@@ -607,24 +652,23 @@ class AlertService:
             self.engine.end_silence(silence_id)
             return rec
 
-    async def replace_rules(self, text: str, *, by: str) -> int:
-        """Validate a rule document (``ConfigError`` names the line), store it as the next version and evaluate
-        it from now on; returns the version."""
+    async def replace_rules(self, text: str, *, by: str, tenant: str | None = None) -> int:
+        """Validate a rule document (``ConfigError`` names the line), store it as the next version of
+        ``tenant``'s (None: the platform's default) and evaluate it from now on; returns the version."""
         ruleset = parse_rules(text, origin="rules")
-        version = await self.store.put_rules(text, by=by, at_ms=self.clock.now_ms())
-        await self.set_rules(ruleset, version)
+        version = await self.store.put_rules(text, by=by, at_ms=self.clock.now_ms(), tenant=tenant)
+        await self.set_rules(ruleset, version, tenant=tenant)
         return version
 
-    async def set_rules(self, ruleset: RuleSet, version: int) -> None:
-        """Evaluate a new rule document from now on. Rule state starts afresh (conditions that still hold
-        raise again and merge into their open alerts); open alerts and incidents are kept."""
+    async def set_rules(self, ruleset: RuleSet, version: int, *, tenant: str | None = None) -> None:
+        """Evaluate a new rule document for ``tenant`` (None: every tenant without its own) from now on. Its
+        rule state starts afresh (conditions that still hold raise again and merge into their open alerts); open
+        alerts and incidents are kept, and other tenants' rules are not touched."""
         async with self.lock:
-            self.ruleset = ruleset
-            self.rules_version = version
-            self.rules = RuleEngine(ruleset, clock=self.clock, profiles=self._profiles)
-            self._expect_all(self.now())
-            self.engine.config = self._engine_config(ruleset)
-            await self._load_tuning()
+            doc = self.documents.set(ruleset, version, tenant)
+            self._expect_all(self.now(), doc)
+            self.engine.config = self._engine_config()
+            await self._load_tuning(doc)
 
     # --- events -> rows -----------------------------------------------------------------------------------
 
@@ -872,7 +916,7 @@ class _ProfileView(Mapping[str, str]):
 
 def _silence(rec: SilenceRecord) -> Silence:
     return Silence(id=rec.id, scope=Scope(rec.scope), target=rec.target, by=rec.by, reason=rec.reason,
-                   until_ms=rec.until_ms, start_ms=rec.start_ms, rule=rec.rule)
+                   until_ms=rec.until_ms, start_ms=rec.start_ms, rule=rec.rule, tenant=rec.tenant)
 
 
 def _incident_state(r: IncidentRecord) -> ie.Incident:

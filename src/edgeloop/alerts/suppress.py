@@ -45,10 +45,12 @@ class MaintenanceWindow:
     end_ms: int
     by: str
     reason: str
+    tenant: str = ""  # whose window it is: it covers only that tenant's signals ("": any)
 
-    def covers(self, asset: str, ts: int, topology: Topology) -> bool:
-        """True when the window is active at ``ts`` and covers ``asset``."""
-        return self.start_ms <= ts < self.end_ms and _covers(self.scope, self.target, asset, topology)
+    def covers(self, asset: str, ts: int, topology: Topology, tenant: str = "") -> bool:
+        """True when the window is active at ``ts`` and covers ``asset`` of ``tenant``."""
+        return (self.start_ms <= ts < self.end_ms and self.tenant in ("", tenant)
+                and _covers(self.scope, self.target, asset, topology))
 
     def detail(self) -> str:
         """Human words for the suppression record."""
@@ -68,11 +70,12 @@ class Silence:
     until_ms: int
     start_ms: int = 0
     rule: str = ""
+    tenant: str = ""  # whose silence it is: it covers only that tenant's signals ("": any)
 
-    def covers(self, asset: str, rule: str, ts: int, topology: Topology) -> bool:
-        """True when the silence is active at ``ts`` and covers ``(asset, rule)``."""
+    def covers(self, asset: str, rule: str, ts: int, topology: Topology, tenant: str = "") -> bool:
+        """True when the silence is active at ``ts`` and covers ``(asset, rule)`` of ``tenant``."""
         return (self.start_ms <= ts < self.until_ms and (not self.rule or self.rule == rule)
-                and _covers(self.scope, self.target, asset, topology))
+                and self.tenant in ("", tenant) and _covers(self.scope, self.target, asset, topology))
 
     def detail(self) -> str:
         """Human words for the suppression record."""

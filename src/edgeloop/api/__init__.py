@@ -120,6 +120,10 @@ def _source(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
+def _key(item: Any) -> str:
+    return str(item.name if isinstance(item, DeviceProfile) else item.id)
+
+
 def tenant_of(r: Registry, item: Any) -> str | None:
     """The tenant a registry entry belongs to (None for shared ones: device profiles)."""
     if isinstance(item, Tenant):
@@ -242,6 +246,8 @@ def create_app(platform: Platform) -> FastAPI:
     @app.post("/api/v1/users", tags=["auth"], status_code=201, openapi_extra=_body_doc(UserBody))
     async def create_user(request: Request, who: Principal = admin,
                           body: UserBody = Depends(_body(UserBody))) -> Response:  # noqa: B008
+        if not who.sees(body.tenant):
+            raise HTTPException(403, f"{who.name} may not create users outside their own tenant")
         user = await access.create_user(username=body.username, password=body.password, role=Role.parse(body.role),
                                         tenant=body.tenant, by=who, source=_source(request))
         return _json({"username": user.username, "role": user.role, "tenant": user.tenant}, 201)
@@ -279,6 +285,8 @@ def create_app(platform: Platform) -> FastAPI:
     async def create_api_key(request: Request, who: Principal = admin,
                              body: ApiKeyBody = Depends(_body(ApiKeyBody))) -> Response:  # noqa: B008
         """An API key for an integration; the response holds the key, which is not stored and never shown again."""
+        if not who.sees(body.tenant):
+            raise HTTPException(403, f"{who.name} may not create API keys outside their own tenant")
         key_id, key = await access.create_api_key(name=body.name, role=Role.parse(body.role), tenant=body.tenant,
                                                   by=who, source=_source(request))
         return _json({"id": key_id, "key": key, "name": body.name, "role": body.role, "tenant": body.tenant}, 201)
@@ -296,9 +304,10 @@ def create_app(platform: Platform) -> FastAPI:
                       "mqtt_connected": platform.source.stats.connected, "auth": platform.config.auth})
 
     @app.get("/api/v1/stats", tags=["platform"])
-    async def stats(_who: Principal = viewer) -> Response:
-        """Devices online, rates, open alerts and the pipeline's queues, counters and dead letters."""
-        return _json(await platform.snapshot())
+    async def stats(who: Principal = viewer) -> Response:
+        """Devices online, rates, open alerts and the pipeline's queues, counters and dead letters; a tenant's
+        principals see only their tenant's devices, presence, dead letters and open alerts."""
+        return _json(await platform.snapshot(who.tenant))
 
     # -- registry -------------------------------------------------------------------------------
     def listing(name: str, table: Callable[[], dict[str, Any]]) -> None:
@@ -307,32 +316,77 @@ def create_app(platform: Platform) -> FastAPI:
 
         app.get(f"/api/v1/{name}", tags=["assets"], name=f"list_{name}")(list_items)
 
-    def creation(name: str, tp: type[Any], put: Callable[[Any], Awaitable[None]], role: Any) -> None:
+    async def audit_write(request: Request, who: Principal, action: str, key: str, outcome: str, *,
+                          before: Any = None, after: Any = None, why: str = "") -> None:
+        """An audited registry write: its entry before and after (JSON), or why it was refused."""
+        detail = why or msgspec.json.encode({"before": before, "after": after}).decode()
+        await platform.store.audit(AuditRecord(ts_ms=platform.clock.now_ms(), actor=who.name, action=action,
+                                               target=key, outcome=outcome, detail=detail, source=_source(request)))
+
+    def hide_foreign_asset(who: Principal, item: Any) -> None:
+        """A device under another tenant's asset is refused as if that asset did not exist (no probing ids)."""
+        if isinstance(item, Device) and item.asset in r.assets and not who.sees(r.tenant_of_asset(item.asset)):
+            raise ConflictError(f"asset {item.asset!r} does not exist; create it first")
+
+    def creation(name: str, tp: type[Any], role: Any) -> None:
         async def create(request: Request, who: Principal = role,
                          item: Any = Depends(_body(tp))) -> Response:  # noqa: B008
+            """Create an entry; 409 if its id exists (replace one with ``PUT .../{id}``)."""
             owner = tenant_of(r, item)
             if not who.sees(owner) or (isinstance(item, Tenant) and who.tenant is not None):
                 raise HTTPException(403, f"{who.name} may not create {name} outside their own tenant")
-            await put(item)
-            await platform.store.audit(AuditRecord(ts_ms=platform.clock.now_ms(), actor=who.name,
-                                                   action=f"{name}.put", target=str(getattr(item, "id", "") or
-                                                                                    getattr(item, "name", "")),
-                                                   outcome="ok", source=_source(request)))
+            hide_foreign_asset(who, item)
+            await reg.create(item)
+            await audit_write(request, who, f"{name}.create", _key(item), "ok", after=item)
             return _json(item, 201)
 
         app.post(f"/api/v1/{name}", tags=["assets"], name=f"create_{name}", status_code=201,
                  openapi_extra=_body_doc(tp))(create)
 
-    for name, tp, table, put, role in (
-        ("tenants", Tenant, lambda: r.tenants, reg.put_tenant, admin),
-        ("sites", Site, lambda: r.sites, reg.put_site, operator),
-        ("lines", Line, lambda: r.lines, reg.put_line, operator),
-        ("profiles", DeviceProfile, lambda: r.profiles, reg.put_profile, admin),
-        ("devices", Device, lambda: r.devices, reg.put_device, operator),
+    def replacement(name: str, tp: type[Any], role: Any) -> None:
+        param = "profile_name" if tp is DeviceProfile else f"{name.removesuffix('s')}_id"  # as in GET .../{device_id}
+
+        async def replace(request: Request, item_id: str = FastApiPath(alias=param), who: Principal = role,
+                          item: Any = Depends(_body(tp))) -> Response:  # noqa: B008
+            """Replace an entry of the caller's tenant (404 for another tenant's). Only a platform administrator
+            moves an entry to another tenant; the audit log keeps it before and after."""
+            if _key(item) != item_id:
+                raise HTTPException(422, f"the body's id {_key(item)!r} is not the path's {item_id!r}")
+
+            def allow(before: Any) -> None:
+                if not visible(who, before):
+                    raise NotFoundError(name.removesuffix("s"), item_id)
+                was, now = tenant_of(r, before), tenant_of(r, item)
+                platform_admin = who.tenant is None and who.role >= Role.ADMIN
+                if not who.sees(now) or (was is None and not platform_admin):  # shared (profiles): platform only
+                    raise HTTPException(403, f"{who.name} may not change {name} outside their own tenant")
+                if was != now and not platform_admin:
+                    raise HTTPException(403, f"only a platform administrator moves {name} to another tenant")
+                hide_foreign_asset(who, item)
+
+            try:
+                before = await reg.replace(item, allow=allow)
+            except HTTPException as exc:
+                await audit_write(request, who, f"{name}.replace", item_id, "refused", why=str(exc.detail))
+                raise
+            await audit_write(request, who, f"{name}.replace", item_id, "ok", before=before, after=item)
+            return _json(item)
+
+        app.put(f"/api/v1/{name}/{{{param}}}", tags=["assets"], name=f"replace_{name}",
+                openapi_extra=_body_doc(tp))(replace)
+
+    for name, tp, table, role in (
+        ("tenants", Tenant, lambda: r.tenants, admin),
+        ("sites", Site, lambda: r.sites, operator),
+        ("lines", Line, lambda: r.lines, operator),
+        ("profiles", DeviceProfile, lambda: r.profiles, admin),
+        ("devices", Device, lambda: r.devices, operator),
     ):
         listing(name, table)
-        creation(name, tp, put, role)
-    creation("assets", Asset, reg.put_asset, operator)
+        creation(name, tp, role)
+        replacement(name, tp, role)
+    creation("assets", Asset, operator)
+    replacement("assets", Asset, operator)
 
     @app.get("/api/v1/assets", tags=["assets"])
     async def list_assets(who: Principal = viewer) -> Response:

@@ -20,7 +20,7 @@ from fastapi.responses import RedirectResponse, Response
 from edgeloop.api.bodies import body_doc, decode_body
 from edgeloop.api.bodies import json_response as _json
 from edgeloop.errors import ConfigError, NotFoundError
-from edgeloop.identity.auth import Principal
+from edgeloop.identity.auth import Principal, Role
 from edgeloop.store.alerting import IncidentRecord, MaintenanceRecord, SilenceRecord, WorkOrderRecord
 from edgeloop.store.base import AuditRecord
 
@@ -409,33 +409,56 @@ def add_incident_routes(app: FastAPI, platform: Platform, *, viewer: Any, techni
                        "incident": x.incident} for x in found])
 
     # -- rules ------------------------------------------------------------------------------------------------
+    def rules_tenant(who: Principal, tenant: str | None) -> str | None:
+        """Whose rule document a request means: ``tenant`` if given (404 for one the caller does not see), else
+        the caller's own tenant's (None: the platform's default, for a platform principal)."""
+        if tenant is None:
+            return who.tenant
+        if tenant not in reg.tenants or not who.sees(tenant):
+            raise NotFoundError("tenant", tenant)
+        return tenant
+
     @app.get("/api/v1/alert-rules", tags=["incidents"])
-    async def get_rules(_who: Principal = viewer) -> Response:
-        """The rule document in force (version 0: the built-in defaults) and its rules."""
-        stored = await store.latest_rules()
+    async def get_rules(tenant: Annotated[str | None, Query(max_length=128)] = None,
+                        who: Principal = viewer) -> Response:
+        """The rule document in force for the caller's tenant (or ``tenant``): its own, or else the platform's
+        default (``own: false``; version 0: the built-in defaults), and its rules."""
+        scope = rules_tenant(who, tenant)
+        doc = platform.alerts.rules_of(scope)
+        stored = await store.latest_rules() if doc.tenant is None else None
         from edgeloop.alerts.service import DEFAULT_RULES
 
-        text = stored.text if stored else DEFAULT_RULES
-        return _json({"version": platform.alerts.rules_version, "text": text,
-                      "rules": msgspec.to_builtins(platform.alerts.ruleset)["rules"]})
+        text = (stored.text if stored else DEFAULT_RULES) if doc.tenant is None else await own_text(doc.tenant)
+        return _json({"tenant": scope, "own": doc.tenant is not None, "version": doc.version, "text": text,
+                      "rules": msgspec.to_builtins(doc.ruleset)["rules"]})
+
+    async def own_text(tenant: str) -> str:
+        return next((x.text for x in await store.tenant_rules() if x.tenant == tenant), "")
 
     @app.put("/api/v1/alert-rules", tags=["incidents"], openapi_extra={"requestBody": {"required": True, "content": {
         "application/yaml": {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}}}}})
-    async def put_rules(request: Request, who: Principal = operator) -> Response:
-        """Replace the rule document (YAML or JSON, ``{version: 1, rules: [...]}``). It is checked first: an
-        error names the line, the rule and the problem (422), and nothing changes."""
+    async def put_rules(request: Request, tenant: Annotated[str | None, Query(max_length=128)] = None,
+                        who: Principal = operator) -> Response:
+        """Replace the caller's tenant's rule document (or ``tenant``'s), YAML or JSON ``{version: 1, rules:
+        [...]}``; other tenants' rules do not change. A platform administrator without ``tenant`` replaces the
+        platform's default, which every tenant without a document of its own uses. It is checked first: an error
+        names the line, the rule and the problem (422), and nothing changes."""
+        scope = rules_tenant(who, tenant)
+        if scope is None and who.role < Role.ADMIN:
+            raise HTTPException(403, "the platform's default rules are for platform administrators")
         raw = await request.body()
         if len(raw) > 1024 * 1024:
             raise HTTPException(413, "rule document over 1 MiB")
         try:
-            version = await platform.alerts.replace_rules(raw.decode("utf-8"), by=who.name)
+            version = await platform.alerts.replace_rules(raw.decode("utf-8"), by=who.name, tenant=scope)
         except UnicodeDecodeError as exc:
             raise HTTPException(400, "the rule document is not UTF-8 text") from exc
         except ConfigError as exc:
             raise HTTPException(422, str(exc)) from exc
-        await audit(request, who.name, "alert.rules", f"v{version}",
-                    f"{len(platform.alerts.ruleset.rules)} rules, {len(raw)} bytes")
-        return _json({"version": version, "rules": len(platform.alerts.ruleset.rules)})
+        count = len(platform.alerts.rules_of(scope).ruleset.rules)
+        await audit(request, who.name, "alert.rules", f"{scope or 'default'} v{version}",
+                    f"{count} rules, {len(raw)} bytes")
+        return _json({"tenant": scope, "version": version, "rules": count})
 
     # -- maintenance windows and silences ---------------------------------------------------------------------
     @app.get("/api/v1/maintenance-windows", tags=["incidents"])

@@ -152,8 +152,12 @@ class Validator:
         parsed = parse_topic(topic)
         if parsed is None or parsed[2] != expect:
             return reject("bad_topic", f"not a {expect.value} topic: {topic[:200]!r}", None, None)
-        tenant, topic_device, _ = parsed
+        topic_tenant, topic_device, _ = parsed
         known = topic_device if topic_device in self._devices else None
+        # A refusal belongs to the tenant of the device whose topic it came on (the broker authenticated that
+        # device), never to the tenant the topic or the payload names: a device cannot write into another
+        # tenant's dead letters. An unregistered sender's letters are the platform administrator's (no tenant).
+        tenant = self._devices[topic_device].tenant if known else None
         if len(payload) > self.limits.max_payload_bytes:
             return reject("oversized", f"{len(payload)} bytes > limit {self.limits.max_payload_bytes}",
                           known, tenant)
@@ -173,8 +177,9 @@ class Validator:
         view = self._devices.get(sender)
         if view is None:
             return reject("unknown_device", f"{role} {sender!r} is not registered", None, tenant)
-        if view.tenant != tenant:
-            return reject("wrong_tenant", f"{role} {sender!r} belongs to another tenant", sender, tenant)
+        if view.tenant != topic_tenant:
+            return reject("wrong_tenant", f"{role} {sender!r} published under tenant {topic_tenant[:64]!r}", sender,
+                          view.tenant)
         return msg, view, reject
 
     def _columns(self, msg: Telemetry, view: DeviceView, now_ms: int, reject: _Reject) -> TelemetryChunk | DeadLetter:

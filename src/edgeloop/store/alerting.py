@@ -124,10 +124,11 @@ class SilenceRecord:
 
 @dataclass(frozen=True, slots=True)
 class RuleSetRecord:
-    version: int
+    version: int  # per tenant (the platform's default document counts on its own)
     text: str  # the YAML/JSON document as given
     created_ms: int
     created_by: str
+    tenant: str | None = None  # None: the platform's default, for tenants without a document of their own
 
 
 @dataclass(slots=True)
@@ -176,6 +177,8 @@ CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, 
     created_by TEXT NOT NULL, reason TEXT NOT NULL, created_ms {big} NOT NULL, ended_ms {big});
 CREATE TABLE IF NOT EXISTS alert_rules (version INTEGER PRIMARY KEY, text TEXT NOT NULL, created_ms {big} NOT NULL,
     created_by TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tenant_alert_rules (tenant TEXT NOT NULL, version INTEGER NOT NULL, text TEXT NOT NULL,
+    created_ms {big} NOT NULL, created_by TEXT NOT NULL, PRIMARY KEY (tenant, version));
 CREATE TABLE IF NOT EXISTS id_blocks (name TEXT PRIMARY KEY, next {big} NOT NULL);
 CREATE TABLE IF NOT EXISTS labels (id {serial}, alert {big} NOT NULL, incident {big}, tenant TEXT NOT NULL,
     asset TEXT NOT NULL, device TEXT NOT NULL, rule TEXT NOT NULL, verdict TEXT NOT NULL, fault_type TEXT NOT NULL,
@@ -421,6 +424,28 @@ RULES_INSERT_SQL: Final = (
 RULES_LATEST_SQL: Final = (
     "SELECT version, text, created_ms, created_by FROM alert_rules ORDER BY version DESC LIMIT 1"
 )
+TENANT_RULES_INSERT_SQL: Final = (
+    "INSERT INTO tenant_alert_rules (tenant, version, text, created_ms, created_by) "
+    "SELECT CAST(? AS TEXT), coalesce(max(version), 0) + 1, CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS TEXT) "
+    "FROM tenant_alert_rules WHERE tenant = ? RETURNING version"
+)
+TENANT_RULES_LATEST_SQL: Final = (  # each tenant's newest document
+    "SELECT version, text, created_ms, created_by, tenant FROM tenant_alert_rules t "
+    "WHERE version = (SELECT max(version) FROM tenant_alert_rules u WHERE u.tenant = t.tenant) ORDER BY tenant"
+)
+
+
+def rules_insert(text: str, by: str, at_ms: int, tenant: str | None) -> tuple[str, tuple[Any, ...]]:
+    """The SQL and parameters that store a rule document as the next version of ``tenant``'s (None: default)."""
+    if tenant is None:
+        return RULES_INSERT_SQL, (text, at_ms, by)
+    return TENANT_RULES_INSERT_SQL, (tenant, text, at_ms, by, tenant)
+
+
+def rules_from_row(row: Sequence[Any]) -> RuleSetRecord:
+    return RuleSetRecord(int(row[0]), row[1], int(row[2]), row[3], row[4] if len(row) > 4 else None)
+
+
 ID_SEQUENCES: Final = ("alerts", "incidents")
 
 

@@ -639,11 +639,17 @@ class Store(abc.ABC):
                             ) -> list[SilenceRecord]: ...
 
     @abc.abstractmethod
-    async def put_rules(self, text: str, *, by: str, at_ms: int) -> int:
-        """Store a rule document as the next version; returns the version."""
+    async def put_rules(self, text: str, *, by: str, at_ms: int, tenant: str | None = None) -> int:
+        """Store a rule document as the next version of ``tenant``'s (None: the platform's default); returns the
+        version."""
 
     @abc.abstractmethod
-    async def latest_rules(self) -> RuleSetRecord | None: ...
+    async def latest_rules(self) -> RuleSetRecord | None:
+        """The platform's default rule document in force."""
+
+    @abc.abstractmethod
+    async def tenant_rules(self) -> list[RuleSetRecord]:
+        """Each tenant's own rule document in force (tenants without one use the default)."""
 
     @abc.abstractmethod
     async def put_labels(self, labels: Sequence[Label]) -> None:

@@ -626,12 +626,16 @@ class PostgresStore(Store):
         sql, params = al.silence_query(tenant, active_at)
         return [al.silence_from_row(tuple(r)) for r in await self.pool.fetch(pg(sql), *params)]
 
-    async def put_rules(self, text: str, *, by: str, at_ms: int) -> int:
-        return int(await self.pool.fetchval(pg(al.RULES_INSERT_SQL), text, at_ms, by))
+    async def put_rules(self, text: str, *, by: str, at_ms: int, tenant: str | None = None) -> int:
+        sql, params = al.rules_insert(text, by, at_ms, tenant)
+        return int(await self.pool.fetchval(pg(sql), *params))
 
     async def latest_rules(self) -> al.RuleSetRecord | None:
         row = await self.pool.fetchrow(al.RULES_LATEST_SQL)
-        return None if row is None else al.RuleSetRecord(int(row[0]), row[1], int(row[2]), row[3])
+        return None if row is None else al.rules_from_row(tuple(row))
+
+    async def tenant_rules(self) -> list[al.RuleSetRecord]:
+        return [al.rules_from_row(tuple(r)) for r in await self.pool.fetch(al.TENANT_RULES_LATEST_SQL)]
 
     async def put_labels(self, labels: Sequence[Label]) -> None:
         if labels:

@@ -799,15 +799,19 @@ class SQLiteStore(Store):
         sql, params = al.silence_query(tenant, active_at)
         return await self._run(lambda db: [al.silence_from_row(r) for r in db.execute(sql, params)])
 
-    async def put_rules(self, text: str, *, by: str, at_ms: int) -> int:
-        return await self._run(lambda db: int(db.execute(al.RULES_INSERT_SQL, (text, at_ms, by)).fetchone()[0]))
+    async def put_rules(self, text: str, *, by: str, at_ms: int, tenant: str | None = None) -> int:
+        sql, params = al.rules_insert(text, by, at_ms, tenant)
+        return await self._run(lambda db: int(db.execute(sql, params).fetchone()[0]))
 
     async def latest_rules(self) -> al.RuleSetRecord | None:
         def read(db: sqlite3.Connection) -> al.RuleSetRecord | None:
             row = db.execute(al.RULES_LATEST_SQL).fetchone()
-            return None if row is None else al.RuleSetRecord(int(row[0]), row[1], int(row[2]), row[3])
+            return None if row is None else al.rules_from_row(row)
 
         return await self._run(read)
+
+    async def tenant_rules(self) -> list[al.RuleSetRecord]:
+        return await self._run(lambda db: [al.rules_from_row(r) for r in db.execute(al.TENANT_RULES_LATEST_SQL)])
 
     async def put_labels(self, labels: Sequence[Label]) -> None:
         rows = [al.label_params(x) for x in labels]
