@@ -102,6 +102,9 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
                                                 json={"asset": "globex-asset"}))["id"]
             e.ids["api_key"] = (await e.call("POST", "/api-keys", status=201, json={
                 "name": "globex-historian", "role": "viewer", "tenant": "globex"}))["id"]
+            await e.call("POST", "/users", status=201, json={"username": "globex-viewer", "role": "viewer",
+                                                             "password": "globex-viewer-password", "tenant": "globex"})
+            e.headers["globex-viewer"] = await _login(client, "globex-viewer", "globex-viewer-password")
             await e.call("PUT", "/alert-rules?tenant=globex", content=HOT_RULES)
             await e.call("PUT", "/alert-rules", "acme-operator", content=HOT_RULES)
             # Neither tenant's rule change dropped the pending proposal.
@@ -130,6 +133,12 @@ def cases(ids: dict[str, Any]) -> dict[tuple[str, str], list[Attempt]]:
                                                          "role": "viewer", "tenant": None}})],
         ("POST", "/api/v1/api-keys"): [("/api-keys", {"json": {"name": "k", "role": "viewer", "tenant": "globex"}})],
         ("DELETE", "/api/v1/api-keys/{key_id}"): [(f"/api-keys/{ids['api_key']}", {})],
+        **{("POST", f"/api/v1/users/{{username}}/{verb}"): [(f"/users/globex-viewer/{verb}", {})]
+           for verb in ("disable", "enable", "revoke-tokens")},
+        ("POST", "/api/v1/users/{username}/password"): [("/users/globex-viewer/password", {}),
+                                                         ("/users/globex-viewer/password",
+                                                          {"json": {"password": "taken-over-password"}})],
+        ("DELETE", "/api/v1/users/{username}"): [("/users/globex-viewer", {})],
         ("POST", "/api/v1/tenants"): [("/tenants", {"json": {"id": "globex", "name": "stolen"}}),
                                       ("/tenants", {"json": {"id": "initech"}})],
         ("PUT", "/api/v1/tenants/{tenant_id}"): [("/tenants/globex", {"json": {"id": "globex", "name": "stolen"}})],
@@ -228,6 +237,9 @@ async def state(env: Env) -> dict[str, Any]:
                  "/alert-rules?tenant=acme", "/gateways/globex-dev/config", "/dead-letters"):
         out[path] = await env.call("GET", path)
     out["globex api key"] = await env.platform.store.get_credential(env.ids["api_key"])
+    out["globex user"] = await env.platform.store.get_user("globex-viewer")  # its password hash too
+    me = await env.client.get(f"{API}/auth/me", headers=env.headers["globex-viewer"])  # its session still works
+    out["globex session"] = (me.status_code, me.json())
     out["enrollment g"] = await env.platform.store.get_enrollment("g")
     out["overrides"] = await env.platform.store.list_overrides()
     return out
@@ -351,9 +363,6 @@ async def test_a_device_cannot_write_into_another_tenants_dead_letters(env: Env)
             encode(Telemetry("globex-dev", 1, [Sample(ts=env.clock.now_ms(), values={"temp": 1.0})])))]
     await publish_all(env.platform, bad)
     assert await env.platform.idle(30)
-    await env.call("POST", "/users", status=201, json={"username": "globex-viewer", "role": "viewer",
-                                                       "password": "globex-viewer-pw", "tenant": "globex"})
-    env.headers["globex-viewer"] = await _login(env.client, "globex-viewer", "globex-viewer-pw")
     assert await env.call("GET", "/dead-letters", "globex-viewer") == []
     acme = await env.call("GET", "/dead-letters", "acme-viewer")
     assert sorted((d["code"], d["device"], d["tenant"]) for d in acme) == [
