@@ -160,8 +160,8 @@ def _parse_agent_config(text: str) -> AgentConfig:
 
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        root = None  # parse_config reports it with its line
+    except (yaml.YAMLError, RecursionError):
+        root = None  # parse_config reports it (the line of a syntax error; nesting too deep)
     if root is not None and _expanded_nodes(root) > MAX_CONFIG_NODES:
         raise ConfigError(f"agent.yaml: its aliases expand to more than {MAX_CONFIG_NODES} YAML nodes")
     return parse_config(text, origin="agent.yaml")
