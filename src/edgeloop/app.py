@@ -494,7 +494,8 @@ class Platform:
         open_alerts = await self.store.list_alerts(status=AlertStatus.OPEN, limit=10_000)
         al = self.alerts.stats
         return {
-            "now_ms": self.scoring.latest_ms or self.clock.now_ms(),
+            # the newest sample time, never ahead of the clock: a device whose clock runs ahead moves no one's "now"
+            "now_ms": min(self.scoring.latest_ms or self.clock.now_ms(), self.clock.now_ms()),
             "devices_total": len(self.registry.registry.devices),
             "devices_online": self.presence.count(),
             "readings_per_s": round(ing.samples_rate.rate(now), 1),

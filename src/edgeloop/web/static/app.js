@@ -17,7 +17,7 @@
 // without a token and no sign-in form is ever shown.
 //
 // Rules kept throughout: API strings only ever reach the DOM through textContent or
-// attribute values (never innerHTML); "now" is the fleet's sample time from
+// attribute values (never innerHTML); "now" is the fleet's sample time (never ahead of the platform clock) from
 // /api/v1/stats, never the browser clock; views keep their last data on errors and a
 // banner says the API is unreachable, so the screen is never blank.
 
