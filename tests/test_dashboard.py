@@ -478,6 +478,20 @@ def test_unreachable_api_shows_banner_not_blank_page(dash: Dash) -> None:
     expect(banner).to_be_hidden()
 
 
+def test_phone_navigation_shows_every_link_whole(phone: Dash) -> None:
+    """At 390 px every main navigation link is on screen in full ("KPIs", not "KF" cut at the edge)."""
+    phone.open("#/")
+    expect(phone.page.locator("[data-testid=nav-incident-count]")).to_be_visible()  # the widest the bar gets
+    links = phone.page.eval_on_selector_all(".mainnav a", """links => links.map(a => {
+        const r = a.getBoundingClientRect();
+        return {text: a.textContent.trim(), left: r.left, right: r.right, clipped: a.scrollWidth > a.clientWidth};
+    })""")
+    assert [link["text"].split()[0] for link in links] == ["Fleet", "Incidents", "Alerts", "Gateways", "KPIs"]
+    for link in links:
+        assert link["left"] >= 0 and link["right"] <= 390 and not link["clipped"], link
+    assert phone.page.evaluate("(n => n.scrollWidth <= n.clientWidth)(document.querySelector('.mainnav'))")
+
+
 def test_phone_width_layout(phone: Dash) -> None:
     asset_id = pick_asset_with_data(phone)
     phone.open("#/", sign_in=False)
