@@ -3,7 +3,8 @@
 Bodies are the canonical msgspec structs, decoded strictly; their JSON Schemas
 are merged into the OpenAPI document (``/openapi.json``, browsable at ``/docs``).
 Errors are JSON ``{"detail": ...}``: 400 bad JSON, 404 unknown id, 409 a
-conflict with stored state, 422 a schema violation.
+conflict with stored state, 413 a body over the route's limit (refused before it is read, ``limits``),
+422 a schema violation.
 """
 
 from __future__ import annotations
