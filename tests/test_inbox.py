@@ -278,3 +278,13 @@ def test_a_false_alarm_takes_two_taps_and_a_viewer_can_only_read(live: ThreadedP
     finally:
         ctx.close()
     live.call("POST", f"/incidents/{inc['id']}/acknowledge", who="vera", expect_status=403)
+
+
+def test_a_missing_incident_shows_no_actions(live: ThreadedPlatform, phone: Page) -> None:
+    """A link to an incident that does not exist (or belongs to another tenant) says so, with no facts and no
+    button that could only fail."""
+    sign_in(phone, live, "tina", "#/incidents/987654")
+    expect(phone.get_by_text("Incident #987654 not found.")).to_be_visible()
+    expect(phone.locator("[data-testid=incident-actions]")).to_be_hidden()
+    expect(phone.locator("[data-testid=incident-facts]")).to_be_hidden()
+    expect(phone.locator("#view button:visible")).to_have_count(0)

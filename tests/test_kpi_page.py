@@ -308,6 +308,9 @@ def test_kpi_page_shows_what_the_api_computes(live: ThreadedPlatform, page: Page
     # on a phone: nothing scrolls sideways but the table, inside its own box
     page.set_viewport_size(PHONE)
     page.locator("[data-testid=kpi-group] button[data-key=asset]").click()
+    # wait for the asset view's own rows: the line view's 2 rows and 50 % tile would pass before it has loaded
+    expect(page).to_have_url(f"{live.base_url}/#/kpis?days=30")  # asset is the default grouping
+    expect(cell(page, "pump-1", "mtta_ms")).to_have_text("2.0 min")
     expect(page.locator("[data-testid=kpi-row]")).to_have_count(2)
     expect(tile(page, "precision")).to_have_text("50 %")
     assert_fits(page, "the KPI page on a phone")

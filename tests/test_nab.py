@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,40 @@ def test_the_calibration_reproduces_the_published_random_cut_forest_scores() -> 
     published_raw = json.loads((corpus / "config" / "thresholds.json").read_text())["randomCutForest"]
     assert {p: r.raw for p, r in results.items()} == pytest.approx(
         {p: published_raw[p]["score"] for p in PUBLISHED}, abs=1e-6)
+
+
+def test_a_file_that_steps_back_in_time_is_scored_in_its_row_order() -> None:
+    """Rows that step back an hour (as one corpus file does) are not reordered: the window still spans the rows
+    from its start to its end, so a detection at its first row earns the full TP weight."""
+    stepped = np.concatenate([T[:50], T[:30] + np.timedelta64(1, "s"), T[50:]])  # after row 49, 50 min back
+    scores = np.zeros(len(stepped))
+    scores[40] = 0.9  # the window's first row
+    assert raw_score(stepped, scores, [WINDOW], 0.5, STANDARD) == pytest.approx(1.0)
+
+
+def test_results_in_the_corpus_row_order_reproduce_the_published_scores(tmp_path: Path) -> None:
+    """NAB's results files keep the corpus's row order, in which machine_temperature_system_failure.csv steps
+    back an hour; the calibration scores, written in that order, are accepted and still give the published
+    scores."""
+    corpus = nab()
+    scores_dir = tmp_path / "randomCutForest"
+    shutil.copytree(corpus / "calibration" / "randomCutForest", scores_dir)
+    name = "realKnownCause/machine_temperature_system_failure.csv"
+    data_rows = (corpus / "data" / name).read_text().splitlines()[1:]
+    stamps = np.array([row.split(",")[0] for row in data_rows], dtype="datetime64[us]")
+    assert bool(np.any(np.diff(stamps) < np.timedelta64(0, "us"))), "the corpus file no longer steps back"
+    target = scores_dir / "realKnownCause" / "randomCutForest_machine_temperature_system_failure.csv"
+    sorted_scores = [row.split(",")[1] for row in target.read_text().splitlines()[1:]]
+    in_row_order = [""] * len(sorted_scores)
+    for k, row in enumerate(np.argsort(stamps, kind="stable")):  # the calibration file is the corpus sorted
+        in_row_order[int(row)] = sorted_scores[k]
+    target.write_text("timestamp,anomaly_score\n" + "".join(
+        f"{row.split(',')[0]},{score}\n" for row, score in zip(data_rows, in_row_order, strict=True)))
+
+    files = load_scored_corpus(corpus, scores_dir)
+    thresholds = load_thresholds(corpus / "config" / "thresholds.json", "randomCutForest")
+    results = score_corpus(files, thresholds, load_profiles(corpus))
+    assert {p: r.normalized for p, r in results.items()} == pytest.approx(PUBLISHED, abs=0.05)
 
 
 def test_the_cli_scores_a_scores_directory() -> None:

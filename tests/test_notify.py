@@ -18,8 +18,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from edgeloop.alerts.incidents import Page
 from edgeloop.alerts.notify import (
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
+    REPLAY_TOLERANCE_S,
     EmailChannel,
     Notifier,
     PageDetails,
@@ -75,18 +74,32 @@ async def test_webhook_retries_twice_then_succeeds_signed(receiver: Receiver) ->
     assert sleeps.calls == expected_sleeps(7, 2, 1.0, 30.0)
     assert 0.5 <= sleeps.calls[0] <= 1.0 and 1.0 <= sleeps.calls[1] <= 2.0
     headers, body = receiver.requests[-1]
-    assert headers[SIGNATURE_HEADER.lower()] == sign(SECRET, body)
-    assert headers[TIMESTAMP_HEADER.lower()] == str(clock.now_ms())
+    stamp = clock.now_ms() // 1000
+    assert (headers["webhook-id"], headers["webhook-timestamp"]) == ("42:asset:page", str(stamp))
+    assert headers["webhook-signature"] == sign(SECRET, "42:asset:page", stamp, body)
     # the same idempotency key and body on every retry, so the receiver can drop duplicates
     assert {h["idempotency-key"] for h, _ in receiver.requests} == {"42:asset:page"}
     assert len({b for _, b in receiver.requests}) == 1
     payload = json.loads(body)
     assert payload["event"] == "page" and payload["incident"] == 42 and payload["assets"] == ["pump-7"]
     assert payload["route"] == "urgent" and payload["recommended_action"].startswith("Inspect")
-    # a tampered body or a wrong secret fails verification
-    assert not verify_signature(SECRET, body + b" ", headers[SIGNATURE_HEADER.lower()])
-    assert not verify_signature("other", body, headers[SIGNATURE_HEADER.lower()])
-    assert not verify_signature(SECRET, body, None)
+    # the receiver refuses a tampered body, a wrong secret, a re-stamped request and a replay
+    assert verify_signature(SECRET, body, headers, now_s=stamp + REPLAY_TOLERANCE_S)
+    assert not verify_signature(SECRET, body + b" ", headers, now_s=stamp)
+    assert not verify_signature("other", body, headers, now_s=stamp)
+    assert not verify_signature(SECRET, body, {**headers, "webhook-timestamp": str(stamp + 600)}, now_s=stamp + 600)
+    assert not verify_signature(SECRET, body, headers, now_s=stamp + REPLAY_TOLERANCE_S + 1)
+    assert not verify_signature(SECRET, body, {}, now_s=stamp)
+
+
+def test_signature_matches_the_standard_webhooks_reference() -> None:
+    """The example of the Standard Webhooks specification, so receivers can use any of its libraries."""
+    secret, msg_id, stamp, body = ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                                   1614265330, b'{"test": 2432232314}')
+    signature = sign(secret, msg_id, stamp, body)
+    assert signature == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    headers = {"webhook-id": msg_id, "webhook-timestamp": str(stamp), "webhook-signature": f"v1,old= {signature}"}
+    assert verify_signature(secret, body, headers, now_s=stamp)  # one of several signatures (a secret rotation)
 
 
 async def test_webhook_always_failing_is_dead_lettered(receiver: Receiver) -> None:

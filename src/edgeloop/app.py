@@ -234,8 +234,8 @@ def _parse_agent_config(text: str) -> AgentConfig:
 
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        root = None  # parse_config reports it with its line
+    except (yaml.YAMLError, RecursionError):
+        root = None  # parse_config reports it (the line of a syntax error; nesting too deep)
     if root is not None and _expanded_nodes(root) > MAX_CONFIG_NODES:
         raise ConfigError(f"agent.yaml: its aliases expand to more than {MAX_CONFIG_NODES} YAML nodes")
     return parse_config(text, origin="agent.yaml")
@@ -588,7 +588,8 @@ class Platform:
         open_alerts = await self.store.list_alerts(status=AlertStatus.OPEN, limit=10_000)
         al = self.alerts.stats
         return {
-            "now_ms": self.scoring.latest_ms or self.clock.now_ms(),
+            # the newest sample time, never ahead of the clock: a device whose clock runs ahead moves no one's "now"
+            "now_ms": min(self.scoring.latest_ms or self.clock.now_ms(), self.clock.now_ms()),
             "devices_total": len(self.registry.registry.devices),
             "devices_online": self.presence.count(),
             "readings_per_s": round(ing.samples_rate.rate(now), 1),

@@ -322,7 +322,15 @@ def _print_scenario(r: dict[str, Any]) -> None:
 
 
 def _ts(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+    """A time for a table: ISO-8601 in UTC, to the second (``2026-01-01T08:30:00Z``)."""
+    return datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cell(key: str, value: Any) -> str:
+    """A table cell of an API object: times (``*_ms``, ``ts``) as :func:`_ts`, the rest as text."""
+    if (key == "ts" or key.endswith("_ms")) and isinstance(value, int) and not isinstance(value, bool):
+        return _ts(value)
+    return "-" if value is None else str(value)
 
 
 def _show(found: list[Any], *, as_json: bool, title: str, columns: tuple[str, ...],
@@ -1023,7 +1031,7 @@ def list_cmd(
     for k in keys:
         table.add_column(k)
     for item in items:
-        table.add_row(*(str(item[k]) for k in keys))
+        table.add_row(*(_cell(k, item[k]) for k in keys))
     out.print(table)
 
 
@@ -1078,18 +1086,24 @@ def alerts_list(
                          str(a["count"]), a["message"]))
 
 
+By = Annotated[str | None, typer.Option(help="Who, on a platform without authentication (with it, the platform "
+                                           "records the user of EDGELOOP_TOKEN).")]
+
+
 @alerts_app.command("ack")
-def alerts_ack(alert_id: int, by: Annotated[str, typer.Option(help="Who acknowledges.")],
-               url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000") -> None:
-    """Acknowledge an alert."""
-    out.print_json(json.dumps(_api("POST", url, f"/api/v1/alerts/{alert_id}/acknowledge", {"by": by})))
+def alerts_ack(alert_id: int, by: By = None, url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000") -> None:
+    """Acknowledge an alert (recorded as the signed-in user)."""
+    out.print_json(json.dumps(_api("POST", url, f"/api/v1/alerts/{alert_id}/acknowledge", _actor(by))))
 
 
 @alerts_app.command("resolve")
-def alerts_resolve(alert_id: int, by: Annotated[str, typer.Option(help="Who resolves.")],
-                   url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000") -> None:
-    """Resolve an alert."""
-    out.print_json(json.dumps(_api("POST", url, f"/api/v1/alerts/{alert_id}/resolve", {"by": by})))
+def alerts_resolve(alert_id: int, by: By = None, url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000") -> None:
+    """Resolve an alert (recorded as the signed-in user)."""
+    out.print_json(json.dumps(_api("POST", url, f"/api/v1/alerts/{alert_id}/resolve", _actor(by))))
+
+
+def _actor(by: str | None) -> dict[str, str] | None:
+    return {"by": by} if by is not None else None  # an authenticated platform records its own user instead
 
 
 # -- gateways (edge agents) --------------------------------------------------------------------------------------

@@ -41,12 +41,20 @@ def duration_s(text: str) -> float:
 # -- incidents ---------------------------------------------------------------------------------------------
 
 
+ShowAll = Annotated[bool, typer.Option("--all", help="Also resolved and closed ones (newest first).")]
+
+
 @incidents_app.callback(invoke_without_command=True)
-def incidents_list(ctx: typer.Context, url: Url = DEFAULT_URL, show_all: Annotated[bool, typer.Option(
-        "--all", help="Also resolved and closed ones (newest first).")] = False, as_json: Json = False) -> None:
+def incidents_inbox(ctx: typer.Context, url: Url = DEFAULT_URL, show_all: ShowAll = False,
+                    as_json: Json = False) -> None:
+    """The inbox: incidents still being worked on, highest priority first (also ``incidents list``)."""
+    if ctx.invoked_subcommand is None:
+        incidents_list(url, show_all, as_json)
+
+
+@incidents_app.command("list")
+def incidents_list(url: Url = DEFAULT_URL, show_all: ShowAll = False, as_json: Json = False) -> None:
     """The inbox: incidents still being worked on, highest priority first."""
-    if ctx.invoked_subcommand is not None:
-        return
     found = _api("GET", url, "/api/v1/incidents" + ("?limit=500" if show_all else "?inbox=true"))
 
     def row(i: dict[str, Any]) -> tuple[str, ...]:

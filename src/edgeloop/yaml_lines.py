@@ -14,6 +14,7 @@ from edgeloop.errors import ConfigError
 __all__ = ["convert", "line_of", "load_yaml", "read_text", "where"]
 
 T = TypeVar("T")
+MAX_DEPTH = 64  # levels of nesting a document may have; deeper is refused before it is built
 
 
 def line_of(node: Any, path: str) -> int | None:
@@ -46,11 +47,47 @@ def load_yaml(text: str, origin: str) -> tuple[Any, Any]:
     """The decoded document and its node tree (for :func:`line_of`); JSON is YAML too. Raises ``ConfigError``
     naming the line of a syntax error."""
     try:
-        return yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and _depth_over(node, MAX_DEPTH):
+            raise ConfigError(f"{origin}: nested more than {MAX_DEPTH} levels deep")
+        return yaml.safe_load(text), node
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "somewhere"
         raise ConfigError(f"{origin}, {where}: not valid YAML/JSON ({getattr(exc, 'problem', exc)})") from None
+    except RecursionError:  # the parser recurses per level: far too deep to be a configuration
+        raise ConfigError(f"{origin}: nested more than {MAX_DEPTH} levels deep") from None
+
+
+def _depth_over(root: Any, limit: int) -> bool:
+    """Whether the node tree nests deeper than ``limit``, or an alias refers to its own ancestor. Iterative
+    (depth itself is the danger) and each node once (aliases share nodes, so a walk of paths could explode)."""
+    heights: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        children = _children(node)
+        if done:
+            on_path.discard(id(node))
+            heights[id(node)] = 1 + max((heights[id(c)] for c in children), default=0)
+            if heights[id(node)] > limit:
+                return True
+        elif id(node) in on_path:
+            return True
+        elif id(node) not in heights:
+            on_path.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in heights)
+    return False
+
+
+def _children(node: Any) -> list[Any]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    return []
 
 
 def where(origin: str, node: Any) -> Callable[[str], str]:

@@ -15,8 +15,10 @@ the detector or model version that raised it, and to the person who gave it. Bad
 :class:`InvalidFeedback` (a ``ConfigError``, which the API answers with 422) naming the field.
 
 **Exports** (:func:`labels_to_csv`, :func:`labels_to_parquet`) have the same columns, in this order
-(:data:`LABEL_COLUMNS`; the CSV has a header row, empty cells for nulls; the Parquet file carries the schema
-version in its metadata under ``edgeloop.labels.schema``):
+(:data:`LABEL_COLUMNS`; the CSV has a header row, empty cells for nulls, and a text cell that a spreadsheet
+would run as a formula (one starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) begins with
+``'``, as does one that begins with ``'`` itself, which :func:`read_labels_csv` removes; the Parquet file
+carries the schema version in its metadata under ``edgeloop.labels.schema``):
 
 ================  =======================  =====================================================
 column            type (Parquet)           meaning
@@ -295,10 +297,23 @@ def labels_to_csv(labels: Iterable[Label], target: str | Path | TextIO) -> int:
     writer.writerow(LABEL_COLUMNS)
     n = 0
     for label in labels:
-        writer.writerow(["" if v is None else repr(v) if isinstance(v, float) else v
-                         for v in _row(label).values()])
+        writer.writerow([_csv_cell(v) for v in _row(label).values()])
         n += 1
     return n
+
+
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r", "'")  # "'" too, so that reading back is unambiguous
+
+
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell: empty for null, floats exact, and text a spreadsheet would run as a formula neutralised."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def read_labels_csv(source: str | Path | TextIO) -> list[Label]:
@@ -323,7 +338,7 @@ def read_labels_csv(source: str | Path | TextIO) -> list[Label]:
             elif name == "peak":
                 row[name] = float(cell)
             else:
-                row[name] = cell
+                row[name] = cell.removeprefix("'") if cell.startswith(_FORMULA_START) else cell
         out.append(_from_row(row, f"label export, line {line}"))
     return out
 

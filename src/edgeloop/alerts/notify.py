@@ -4,14 +4,17 @@
 Channels are data (msgspec structs, a tagged union under ``type``), so they load from YAML/JSON with
 :func:`load_channels`:
 
-- ``webhook``: a JSON body (:class:`PagePayload`), signed. Headers:
+- ``webhook``: a JSON body (:class:`PagePayload`), signed as `Standard Webhooks <https://www.standardwebhooks.com>`_
+  specify, so a receiver can refuse forgeries and replays with any Standard Webhooks library. Headers:
 
-  - ``X-EdgeLoop-Signature: sha256=<hex HMAC-SHA256 of the body with the channel's secret>``;
-  - ``X-EdgeLoop-Timestamp``: the send time of this attempt, in ms since the Unix epoch;
-  - ``Idempotency-Key``: ``<incident>:<page kind>:<notification>`` (the same on every retry, so a receiver
-    can drop the duplicates a retry after a lost response makes).
+  - ``webhook-id``: ``<incident>:<page kind>:<notification>``, the same on every retry (also sent as
+    ``Idempotency-Key``), so a receiver can drop the duplicates a retry after a lost response makes;
+  - ``webhook-timestamp``: the send time of this attempt, in seconds since the Unix epoch;
+  - ``webhook-signature``: ``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``. The key is the channel's
+    ``secret``: its bytes, or for a ``whsec_<base64>`` secret (the Standard Webhooks form) the decoded bytes.
 
-  Receivers check the signature with :func:`verify_signature` (constant-time).
+  The signature covers the timestamp: receivers check it, and that the timestamp is recent, with
+  :func:`verify_signature` (constant-time; 5 minutes' tolerance).
 - ``work_order``: the same signing and retries, with a :class:`WorkOrderPayload` (asset, incident, title,
   priority, recommended action, explanation) for a CMMS/ERP to open a work order.
 - ``email``: a plain-text + HTML message over SMTP (stdlib ``smtplib`` in a worker thread), optional STARTTLS
@@ -32,13 +35,16 @@ What the page does not carry (the explanation, the recommended action, a link) c
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import contextlib
 import hashlib
 import hmac
 import html
 import random
 import smtplib
 import ssl
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -51,6 +57,7 @@ from edgeloop.alerts.incidents import Page
 from edgeloop.clock import Clock, SystemClock
 
 __all__ = [
+    "ID_HEADER",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "Channel",
@@ -71,9 +78,11 @@ __all__ = [
     "verify_signature",
 ]
 
-SIGNATURE_HEADER = "X-EdgeLoop-Signature"
-TIMESTAMP_HEADER = "X-EdgeLoop-Timestamp"
+ID_HEADER = "webhook-id"
+SIGNATURE_HEADER = "webhook-signature"
+TIMESTAMP_HEADER = "webhook-timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAY_TOLERANCE_S = 300
 _USER_AGENT = "edgeloop-notifier/1"
 
 
@@ -217,16 +226,29 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
 # --- signing ------------------------------------------------------------------------------------------------
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The ``X-EdgeLoop-Signature`` value for ``body``: ``sha256=<hex HMAC-SHA256>``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(secret: str, msg_id: str, timestamp_s: int, body: bytes) -> str:
+    """The ``webhook-signature`` value: ``v1,<base64 HMAC-SHA256 of "{msg_id}.{timestamp_s}.{body}">``."""
+    mac = hmac.new(_key(secret), f"{msg_id}.{timestamp_s}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
 
 
-def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
-    """Whether ``header`` (an ``X-EdgeLoop-Signature`` value) signs ``body`` with ``secret`` (constant time)."""
-    if not header:
+def verify_signature(secret: str, body: bytes, headers: Mapping[str, str], *, now_s: int,
+                     tolerance_s: int = REPLAY_TOLERANCE_S) -> bool:
+    """Whether ``headers`` (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``; a mapping that finds
+    them by these lower-case names) sign ``body`` with ``secret``, sent within ``tolerance_s`` of ``now_s``.
+    A replayed request (an old timestamp) or a re-stamped one (the signature no longer matches) is refused."""
+    msg_id, stamp, signatures = (headers.get(h) for h in (ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER))
+    if not msg_id or not stamp or not signatures or not stamp.isdigit() or abs(now_s - int(stamp)) > tolerance_s:
         return False
-    return hmac.compare_digest(sign(secret, body).encode(), header.strip().encode())
+    expected = sign(secret, msg_id, int(stamp), body).encode()
+    return any(hmac.compare_digest(expected, s.encode()) for s in signatures.split())  # several during a rotation
+
+
+def _key(secret: str) -> bytes:
+    if secret.startswith("whsec_"):
+        with contextlib.suppress(binascii.Error):
+            return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    return secret.encode()
 
 
 def idempotency_key(page: Page, notification: str) -> str:
@@ -350,10 +372,12 @@ class Notifier:
                         dead_letter=dead)
 
     async def _post(self, ch: WebhookChannel | WorkOrderChannel, body: bytes, key: str) -> int:
+        stamp = self._clock.now_ms() // 1000
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(ch.secret, body),
-            TIMESTAMP_HEADER: str(self._clock.now_ms()),
+            ID_HEADER: key,
+            TIMESTAMP_HEADER: str(stamp),
+            SIGNATURE_HEADER: sign(ch.secret, key, stamp, body),
             IDEMPOTENCY_HEADER: key,
         }
         try:

@@ -3,7 +3,8 @@
 Bodies are the canonical msgspec structs, decoded strictly; their JSON Schemas
 are merged into the OpenAPI document (``/openapi.json``, browsable at ``/docs``).
 Errors are JSON ``{"detail": ...}``: 400 bad JSON, 404 unknown id, 409 a
-conflict with stored state, 422 a schema violation.
+conflict with stored state, 413 a body over the route's limit (refused before it is read, ``limits``),
+422 a schema violation.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from edgeloop import __version__
 from edgeloop.api.bodies import body_doc as _body_doc
 from edgeloop.api.bodies import decode_body
 from edgeloop.api.bodies import json_response as _json
+from edgeloop.api.headers import SecurityHeaders, add_doc_routes
 from edgeloop.api.incidents import BODIES as INCIDENT_BODIES
 from edgeloop.api.incidents import add_incident_routes
+from edgeloop.api.limits import BodyLimit
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.errors import BrokerError, ConfigError, ConflictError, NotFoundError
 from edgeloop.identity.access import AuthError
@@ -104,6 +107,8 @@ class GatewayConfigBody(msgspec.Struct, forbid_unknown_fields=True):
     config: Annotated[str, msgspec.Meta(min_length=1, max_length=1_000_000)]
 
 
+MAX_BODY = 1024 * 1024  # any route without a limit of its own
+MAX_TOKEN_BODY = 4096
 MAX_PROVISION_BODY = 32 * 1024
 MAX_CONFIG_BODY = 2 * 1024 * 1024  # a 1 MB configuration, JSON-escaped
 ConfigVersion = Annotated[int, FastApiPath(ge=1, le=2**31 - 1)]
@@ -143,9 +148,10 @@ def tenant_of(r: Registry, item: Any) -> str | None:
 
 # Integers the stores accept (signed 64-bit); anything else is a 422, never a database overflow.
 AlertId = Annotated[int, FastApiPath(ge=1, le=2**63 - 1)]
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: no bucket width or bucket time overflows 64 bits
+Millis = Annotated[int, Query(ge=0, le=MAX_TIME_MS)]
 # Routes anyone may call: liveness, logging in, a device's claim-authenticated first contact, and a
 # device's renewal (authenticated by its current certificate and key).
-Millis = Annotated[int, Query(ge=0, le=2**63 - 1)]
 
 PUBLIC_ROUTES = frozenset({("GET", "/api/v1/health"), ("POST", "/api/v1/auth/token"), ("POST", "/api/v1/provision"),
                            ("POST", "/api/v1/renew")})
@@ -155,7 +161,13 @@ def create_app(platform: Platform) -> FastAPI:
     app = FastAPI(title="EdgeLoop", version=__version__,
                   description="Telemetry, assets and alerts of an EdgeLoop platform. Authenticate with "
                               "`POST /api/v1/auth/token` (people) or an API key (integrations), then send "
-                              "`Authorization: Bearer ...`.")
+                              "`Authorization: Bearer ...`.", docs_url=None, redoc_url=None)
+    # Outermost first: bodies refused before they are read, security headers on every answer (413s too).
+    app.add_middleware(BodyLimit, default=MAX_BODY, routes=(
+        ("POST", "/api/v1/auth/token", MAX_TOKEN_BODY), ("POST", "/api/v1/provision", MAX_PROVISION_BODY),
+        ("POST", "/api/v1/renew", MAX_PROVISION_BODY),
+        ("PUT", "/api/v1/gateways/{gateway_id}/config", MAX_CONFIG_BODY)))
+    app.add_middleware(SecurityHeaders, csp_for=add_doc_routes(app))
     static = resources.files("edgeloop.web") / "static"
     access = platform.access
 
@@ -205,13 +217,11 @@ def create_app(platform: Platform) -> FastAPI:
     @app.post("/api/v1/auth/token", tags=["auth"])
     async def token(request: Request) -> Response:
         """OAuth2 password grant (form or JSON ``username``, ``password``) -> a bearer token for 12 hours."""
-        raw = await request.body()
-        if len(raw) > 4096:
-            raise HTTPException(413, "request body too large")
+        raw = await request.body()  # at most MAX_TOKEN_BODY bytes (BodyLimit)
         if request.headers.get("content-type", "").startswith("application/json"):
             try:
                 doc = msgspec.json.decode(raw, type=dict[str, str])
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 raise HTTPException(400, f"body is not a JSON object of strings: {exc}") from exc
             username, password = doc.get("username", ""), doc.get("password", "")
         else:
@@ -499,7 +509,7 @@ def create_app(platform: Platform) -> FastAPI:
                 by = msgspec.json.decode(raw, type=ActorBody).by if raw.strip() else "anonymous"
             except msgspec.ValidationError as exc:
                 raise HTTPException(422, f"invalid ActorBody: {exc}") from exc
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 raise HTTPException(400, f"body is not valid JSON: {exc}") from exc
         alert = await platform.store.set_alert_status(alert_id, status, by=by, at_ms=platform.clock.now_ms())
         return _json(alert)

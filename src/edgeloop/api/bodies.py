@@ -29,7 +29,7 @@ def decode_body(raw: bytes, tp: type[T], *, max_bytes: int = 1024 * 1024, option
         return msgspec.json.decode(raw, type=tp)
     except msgspec.ValidationError as exc:
         raise HTTPException(422, f"invalid {tp.__name__}: {exc}") from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec checks UTF-8 as it decodes strings
         raise HTTPException(400, f"body is not valid JSON: {exc}") from exc
 
 

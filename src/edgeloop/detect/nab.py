@@ -46,7 +46,8 @@ class CostMatrix:
 
 @dataclass(frozen=True)
 class ScoredFile:
-    """One corpus file: timestamps in order, the detector's anomaly score per row, and the labelled windows."""
+    """One corpus file: timestamps in the corpus's row order, the detector's anomaly score per row, and the
+    labelled windows."""
 
     name: str
     timestamps: Timestamps
@@ -77,14 +78,21 @@ def probationary_length(rows: int, percent: float = PROBATIONARY_PERCENT) -> int
 
 
 def window_rows(timestamps: Timestamps, windows: Sequence[Window]) -> list[tuple[int, int]]:
-    """Each window as (first row, last row), inclusive, in non-decreasing ``timestamps`` (real data repeats
-    a timestamp at a daylight-saving change); windows with no row are dropped."""
+    """Each window as (first row, last row), inclusive, in the file's own row order: from the first row at or
+    after its start to the first row at its end (NAB's rule), or else the last row before it; windows with no
+    row are dropped. Rows are never reordered: real data repeats a timestamp at a daylight-saving change, and
+    may step back (NAB's ``machine_temperature_system_failure.csv`` goes back an hour, and NAB's results files
+    keep its rows as they are)."""
     rows: list[tuple[int, int]] = []
     for start, end in sorted(windows):
-        first = int(np.searchsorted(timestamps, start, side="left"))
-        last = int(np.searchsorted(timestamps, end, side="left"))  # the first row at the end (NAB's rule) ...
+        begun = np.flatnonzero(timestamps >= start)
+        if not begun.size:
+            continue
+        first = int(begun[0])
+        ended = np.flatnonzero(timestamps[first:] >= end)
+        last = first + int(ended[0]) if ended.size else len(timestamps)
         if last >= len(timestamps) or timestamps[last] != end:
-            last -= 1  # ... or the last row before it
+            last -= 1
         if first <= last:
             rows.append((first, last))
     return rows

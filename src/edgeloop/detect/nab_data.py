@@ -144,11 +144,9 @@ def _read_column(path: Path, column: str, *, strict: bool) -> Columns:
 
 
 def read_scores(path: Path) -> Columns:
-    """Timestamps and anomaly scores of one scores CSV."""
-    timestamps, scores = _read_column(path, "anomaly_score", strict=True)
-    if timestamps.size > 1 and bool(np.any(np.diff(timestamps) < np.timedelta64(0, "us"))):
-        raise NabDataError(f"{path}: timestamps go backwards")
-    return timestamps, scores
+    """Timestamps and anomaly scores of one scores CSV, in its row order (which may step back in time, as the
+    corpus itself does)."""
+    return _read_column(path, "anomaly_score", strict=True)
 
 
 def load_scored_corpus(nab: Path, scores_dir: Path) -> list[ScoredFile]:

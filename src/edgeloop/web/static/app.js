@@ -17,7 +17,7 @@
 // without a token and no sign-in form is ever shown.
 //
 // Rules kept throughout: API strings only ever reach the DOM through textContent or
-// attribute values (never innerHTML); "now" is the fleet's sample time from
+// attribute values (never innerHTML); "now" is the fleet's sample time (never ahead of the platform clock) from
 // /api/v1/stats, never the browser clock; views keep their last data on errors and a
 // banner says the API is unreachable, so the screen is never blank.
 
@@ -2179,17 +2179,19 @@ function incidentDetailView(root, id, _query, signal) {
     ontoggle: () => { if (whyDetails.open) loadWhy(); } },
   h("summary", { class: "panel-head" }, h("h2", null, "Why not paged?")), whyBox);
 
+  // shown once the incident has loaded: a missing incident gets no facts and no action buttons
+  const layout = h("div", { class: "incident-layout", hidden: true },
+    h("div", { class: "incident-side" },
+      h("section", { class: "panel" }, h("div", { class: "panel-pad" }, facts, verdictsBox)),
+      canAct() ? actions : h("p", { class: "readonly-note" }, "You can read this incident; acting on it needs the technician role."),
+      whyDetails),
+    h("div", { class: "incident-main" },
+      h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Alerts and why they fired")), alertsBox),
+      h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Timeline")), timelineBox)));
   root.append(
     h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/incidents", class: "back-link" }, "‹ Incidents")),
     head,
-    h("div", { class: "incident-layout" },
-      h("div", { class: "incident-side" },
-        h("section", { class: "panel" }, h("div", { class: "panel-pad" }, facts, verdictsBox)),
-        canAct() ? actions : h("p", { class: "readonly-note" }, "You can read this incident; acting on it needs the technician role."),
-        whyDetails),
-      h("div", { class: "incident-main" },
-        h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Alerts and why they fired")), alertsBox),
-        h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Timeline")), timelineBox))));
+    layout);
 
   async function loadWhy() {
     if (!inc) return;
@@ -2314,6 +2316,9 @@ function incidentDetailView(root, id, _query, signal) {
       if (isAbort(e)) throw e;
       if (e instanceof ApiError && e.status === 404) {
         head.replaceChildren(stateBox("error", `Incident #${id} not found.`, "It may belong to another tenant, or the link is wrong."));
+        layout.hidden = true;
+        inc = null;
+        sig = "";
         return;
       }
       if (!inc) head.replaceChildren(stateBox("error", "Could not load the incident.", `${e.message}. Retrying…`));
@@ -2329,6 +2334,7 @@ function incidentDetailView(root, id, _query, signal) {
       renderAlerts();
       renderTimeline();
       renderActions();
+      layout.hidden = false;
     }
     try {
       const labels = (await api(`/labels?since=${inc.opened_at}`, { signal })).filter((l) => l.incident === id);
