@@ -287,7 +287,7 @@ def test_fleet_lists_assets_with_status_and_kpis(dash: Dash, auth: Auth) -> None
     expect(dash.page.locator("[data-testid=kpi-alerts] [data-value]")).not_to_have_text("—")
     expect(dash.page.locator("[data-testid=kpi-rate] [data-value]")).not_to_have_text("—")
     expect(dash.page.locator("[data-testid=kpi-dead-letters] [data-value]")).to_have_text(
-        f"{stats['ingest']['dead_letters']:,}"
+        f"{stats['totals']['dead_letters']:,}"
     )
     expect(dash.page.locator("[data-testid=api-banner]")).to_be_hidden()
 

@@ -305,6 +305,9 @@ class Platform:
         self._refusals_audited = OncePer(60_000)
         self.access: AccessService
         self.generated_admin_password: str | None = None  # shown once by the caller, never stored
+        # what the store held when this process started: totals = these + the pipeline's counters since start
+        self._stored_before: tuple[int, int] = (0, 0)
+        self._dead_before: dict[str, int] = {}
 
     async def __aenter__(self) -> Self:
         try:
@@ -321,6 +324,8 @@ class Platform:
         http_socket = self._bind_http() if cfg.http_port is not None else None
         self.store = await self._stack.enter_async_context(open_store(cfg.resolved_store_url))
         registry = await self.store.load_registry()
+        self._stored_before = await self.store.telemetry_counts()
+        self._dead_before = await self.store.dead_letter_counts()
         validator = Validator(registry=registry, limits=cfg.limits)
         self.registry = RegistryService(store=self.store, registry=registry, validator=validator)
         self.access = AccessService(store=self.store, clock=self.clock)
@@ -557,7 +562,7 @@ class Platform:
     async def _tenant_snapshot(self, tenant: str) -> dict[str, Any]:
         devices = [d.id for d in self.registry.registry.devices.values() if d.tenant == tenant]
         open_alerts = await self.store.list_alerts(status=AlertStatus.OPEN, limit=10_000, tenant=tenant)
-        dead = self.pipeline.stats.dead_by_device
+        dead, before = self.pipeline.stats.dead_by_device, self._dead_before
         return {
             "now_ms": self.scoring.latest_ms or self.clock.now_ms(),
             "tenant": tenant,
@@ -566,6 +571,7 @@ class Platform:
             "alerts_open": len(open_alerts),
             "uptime_s": round(self.clock.monotonic() - self.started_at, 1),
             "ingest": {"dead_letters": sum(dead.get(d, 0) for d in devices)},
+            "totals": {"dead_letters": sum(dead.get(d, 0) + before.get(d, 0) for d in devices)},
         }
 
     async def idle(self, timeout_s: float = 30.0) -> bool:
@@ -580,7 +586,9 @@ class Platform:
 
     async def snapshot(self, tenant: str | None = None) -> dict[str, Any]:
         """The platform's statistics; for a ``tenant``, only what is that tenant's: its devices, their presence
-        and dead letters, and its open alerts (the pipeline's rates, queues and counters are the platform's)."""
+        and dead letters, and its open alerts (the pipeline's rates, queues and counters are the platform's).
+        ``totals`` are what the store holds; ``ingest``, ``scoring`` and ``alerting`` count since this process
+        started (``uptime_s`` ago) and restart at zero with it."""
         if tenant is not None:
             return await self._tenant_snapshot(tenant)
         ing, sc, src = self.pipeline.stats, self.scoring.stats, self.source.stats
@@ -596,6 +604,13 @@ class Platform:
             "messages_per_s": round(ing.messages_rate.rate(now), 1),
             "alerts_open": len(open_alerts),
             "uptime_s": round(now - self.started_at, 1),
+            # everything the store holds (what it held at start plus what this process stored since)
+            "totals": {
+                "stored_messages": self._stored_before[0] + ing.stored_messages,
+                "stored_samples": self._stored_before[1] + ing.stored_samples,
+                "dead_letters": sum(self._dead_before.values()) + ing.dead_letters,
+            },
+            # the counters below count since this process started (``uptime_s`` ago)
             "ingest": {
                 "received": ing.received, "stored_messages": ing.stored_messages,
                 "stored_samples": ing.stored_samples, "duplicates": ing.duplicates,

@@ -615,11 +615,13 @@ async function refreshStats(signal) {
   setKpi("kpi-devices", `${fmtNumber(online)} / ${fmtNumber(total)}`,
     total === 0 ? "no devices yet" : online === total ? "all online" : `${fmtNumber(total - online)} offline`,
     total > 0 && online < total ? "warn" : "ok");
-  const ing = s.ingest || {};
-  setKpi("kpi-rate", fmtRate(s.readings_per_s), `${fmtNumber(ing.stored_samples)} samples stored`, "");
+  const ing = s.ingest || {};  // counters since this process started
+  const totals = s.totals || {};  // what the store holds
+  setKpi("kpi-rate", fmtRate(s.readings_per_s), `${fmtNumber(totals.stored_samples)} samples stored in all`, "");
   setKpi("kpi-alerts", fmtNumber(s.alerts_open), s.alerts_open ? "need attention" : "all quiet", s.alerts_open ? "bad" : "ok");
-  const dl = ing.dead_letters ?? 0;
-  setKpi("kpi-dead-letters", fmtNumber(dl), `${fmtNumber(ing.duplicates)} duplicates dropped`, dl > 0 ? "warn" : "ok");
+  const dl = totals.dead_letters ?? 0;
+  setKpi("kpi-dead-letters", fmtNumber(dl), `${fmtNumber(ing.duplicates)} duplicates dropped since start`,
+    dl > 0 ? "warn" : "ok");
   const depth = ing.queue_depth ?? 0;
   const cap = ing.queue_capacity || 0;
   const fill = cap ? depth / cap : 0;
