@@ -90,8 +90,12 @@ async def test_a_raise_becomes_a_stored_alert_and_incident_that_pages_and_resolv
     assert (done.status, done.resolved_by, done.resolved_at) == (AlertStatus.RESOLVED, "system", t + 340_000)
     inc = await store.get_incident(alert.incident)
     assert inc.status == "resolved" and inc.resolved_at == t + 340_000
-    kinds = [e.kind for e in await store.incident_timeline(inc.id)]
-    assert kinds[:3] == ["opened", "alert-opened", "paged"] and "alert-resolved" in kinds and kinds[-1] == "status"
+    timeline = await store.incident_timeline(inc.id)
+    kinds = [e.kind for e in timeline]
+    # no notification channel is configured: the page is decided, and the timeline says it reached no one
+    assert kinds[:3] == ["opened", "alert-opened", "not-paged"] and "alert-resolved" in kinds and kinds[-1] == "status"
+    assert timeline[2].detail.startswith("not paged: no notification channel is configured for the urgent route")
+    assert svc.page_channels("urgent") == [] and svc.stats.unrouted_pages == 1
 
 
 async def test_the_lifecycle_is_stored_and_enforced(store: Store) -> None:
@@ -322,4 +326,4 @@ async def test_a_database_blip_loses_no_alert_state(store: Store, monkeypatch: p
     inc = await store.get_incident(alerts[0].incident or 0)
     assert inc.kind == "line" and inc.paged_at is not None and set(inc.assets) == {"a0", "a1"}
     kinds = [e.kind for e in await store.incident_timeline(inc.id)]
-    assert kinds.count("alert-added") == 2 and "paged" in kinds
+    assert kinds.count("alert-added") == 2 and "not-paged" in kinds  # no channel configured

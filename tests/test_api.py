@@ -519,23 +519,21 @@ async def test_totals_survive_a_restart_and_counters_say_since_start(tmp_path: P
     batch = [(topic(TENANT, DEVICE, TopicKind.TELEMETRY), encode(Telemetry(DEVICE, 1, [
         Sample(ts=now - 2000 + i * 100, values={"vib_x": 1.0}) for i in range(10)]))),
         (topic(TENANT, DEVICE, TopicKind.TELEMETRY), b"not json")]
-    async with Platform(cfg) as first:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(first)),
-                                     base_url="http://test") as client:
-            await seed(client)
-            await publish_all(first, batch)
-            await wait_until(lambda: first.pipeline.handled() >= 2)
-            totals = (await client.get(f"{API}/stats")).json()["totals"]
-            assert totals == {"stored_messages": 1, "stored_samples": 10, "dead_letters": 1}
+    async with Platform(cfg) as first, httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(first)),
+                                 base_url="http://test") as client:
+        await seed(client)
+        await publish_all(first, batch)
+        await wait_until(lambda: first.pipeline.handled() >= 2)
+        totals = (await client.get(f"{API}/stats")).json()["totals"]
+        assert totals == {"stored_messages": 1, "stored_samples": 10, "dead_letters": 1}
     cfg = PlatformConfig(data_dir=tmp_path, embedded_broker=True, mqtt_port=free_port(), http_port=None)
-    async with Platform(cfg) as second:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(second)),
-                                     base_url="http://test") as client:
-            s = (await client.get(f"{API}/stats")).json()
-            assert (s["ingest"]["stored_samples"], s["ingest"]["dead_letters"]) == (0, 0)  # since this start
-            assert s["totals"] == {"stored_messages": 1, "stored_samples": 10, "dead_letters": 1}
-            await publish_all(second, [(topic(TENANT, DEVICE, TopicKind.TELEMETRY), encode(Telemetry(DEVICE, 2, [
-                Sample(ts=now + i * 100, values={"vib_x": 2.0}) for i in range(5)])))])
-            await wait_until(lambda: second.pipeline.stats.stored_messages >= 1)
-            s = (await client.get(f"{API}/stats")).json()
-            assert s["totals"]["stored_samples"] == 15 == (await second.store.telemetry_counts())[1]
+    async with Platform(cfg) as second, httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(second)),
+                                 base_url="http://test") as client:
+        s = (await client.get(f"{API}/stats")).json()
+        assert (s["ingest"]["stored_samples"], s["ingest"]["dead_letters"]) == (0, 0)  # since this start
+        assert s["totals"] == {"stored_messages": 1, "stored_samples": 10, "dead_letters": 1}
+        await publish_all(second, [(topic(TENANT, DEVICE, TopicKind.TELEMETRY), encode(Telemetry(DEVICE, 2, [
+            Sample(ts=now + i * 100, values={"vib_x": 2.0}) for i in range(5)])))])
+        await wait_until(lambda: second.pipeline.stats.stored_messages >= 1)
+        s = (await client.get(f"{API}/stats")).json()
+        assert s["totals"]["stored_samples"] == 15 == (await second.store.telemetry_counts())[1]

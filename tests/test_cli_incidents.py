@@ -101,3 +101,12 @@ async def test_rules_incidents_silences_and_labels_from_the_cli(served: Platform
     bad_duration = await run("maintenance", "add", "--scope", "line", "--target", "acme-line", "--duration", "2x",
                              "--reason", "r")
     assert bad_duration.exit_code == 1 and "not a duration" in bad_duration.stderr
+
+
+def test_the_inbox_says_not_paged_when_no_channel_carries_the_page() -> None:
+    from edgeloop.cli_incidents import _paged
+
+    decided = {"paged_at": 1_700_000_000_000, "page_channels": []}
+    assert _paged(decided) == "not paged: no channel configured"
+    assert _paged({**decided, "page_channels": ["ops"]}).startswith("2023-11-14")
+    assert _paged({"paged_at": None, "page_channels": ["ops"]}) == "-"

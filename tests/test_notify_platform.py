@@ -87,6 +87,7 @@ lifecycle:
         timeline = [(e.kind, e.detail) for e in await p.store.incident_timeline(inc.id)]
         kinds = [k for k, _ in timeline]
         assert kinds.count("notified") == 2 and kinds.count("notify-failed") == 1 and "escalated" in kinds
+        assert "paged" in kinds and "not-paged" not in kinds and p.alerts.page_channels("urgent") == ["ops", "broken"]
         assert any("escalation level 1 sent to lead" in d for _, d in timeline)
 
 

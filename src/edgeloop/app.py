@@ -629,7 +629,8 @@ class Platform:
             },
             "alerting": {
                 "rules_version": self.alerts.rules_version, "signals": al.signals, "alerts_opened": al.alerts_opened,
-                "incidents_opened": al.incidents_opened, "pages": al.pages, "suppressions": al.suppressions,
+                "incidents_opened": al.incidents_opened, "pages": al.pages,
+                "unrouted_pages": al.unrouted_pages, "suppressions": al.suppressions,
                 "open_incidents": len(self.alerts.engine.inbox()),
             },
         }

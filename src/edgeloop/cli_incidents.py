@@ -52,6 +52,13 @@ def incidents_inbox(ctx: typer.Context, url: Url = DEFAULT_URL, show_all: ShowAl
         incidents_list(url, show_all, as_json)
 
 
+def _paged(i: dict[str, Any]) -> str:
+    """When the incident paged, or why no one was: no channel carries its route's pages."""
+    if not i["paged_at"]:
+        return "-"
+    return _ts(i["paged_at"]) if i.get("page_channels") else "not paged: no channel configured"
+
+
 @incidents_app.command("list")
 def incidents_list(url: Url = DEFAULT_URL, show_all: ShowAll = False, as_json: Json = False) -> None:
     """The inbox: incidents still being worked on, highest priority first."""
@@ -60,7 +67,7 @@ def incidents_list(url: Url = DEFAULT_URL, show_all: ShowAll = False, as_json: J
     def row(i: dict[str, Any]) -> tuple[str, ...]:
         assets = ", ".join(i["assets"][:3]) + (f" +{len(i['assets']) - 3}" if len(i["assets"]) > 3 else "")
         return (str(i["id"]), f"{i['priority']:g} {i['route']}", i["status"], i["title"], assets,
-                _ts(i["opened_at"]), _ts(i["paged_at"]) if i["paged_at"] else "-", i["assignee"] or "-")
+                _ts(i["opened_at"]), _paged(i), i["assignee"] or "-")
 
     _show(found, as_json=as_json, title="incidents" if show_all else "inbox",
           columns=("id", "priority", "status", "title", "assets", "opened", "paged", "assignee"), row=row)

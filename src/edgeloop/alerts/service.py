@@ -153,7 +153,8 @@ class AlertServiceStats:
     signals: int = 0  # raise/clear signals from the rules (and gateway states)
     alerts_opened: int = 0
     incidents_opened: int = 0
-    pages: int = 0
+    pages: int = 0  # pages decided, with or without a channel to carry them
+    unrouted_pages: int = 0  # pages no configured channel carries: "not paged: no channel configured"
     suppressions: int = 0
     writes: int = 0  # transactions
     notifications: int = 0  # deliveries that succeeded
@@ -460,6 +461,12 @@ class AlertService:
 
     # --- notifications ------------------------------------------------------------------------------------
 
+    def page_channels(self, route: str) -> list[str]:
+        """The configured channels that carry a page of ``route``; none: its pages reach no one."""
+        if self.notifier is None:
+            return []
+        return [c.name for c in self.notifier.channels if route in c.routes]
+
     def _dispatch(self, batch: _Batch) -> None:
         """Send the batch's pages and escalations in the background (retries take minutes: never in the way of
         scoring); their outcomes land on the incidents' timelines, failures as undelivered records."""
@@ -754,9 +761,16 @@ class AlertService:
             elif isinstance(ev, ie.Page):
                 self.stats.pages += 1
                 batch.incidents.add(ev.incident)
-                batch.note(ev.incident, ev.ts, "paged", f"{ev.route} page, priority {ev.priority:g}: {ev.title}",
-                           {"route": ev.route, "priority": ev.priority, "alerts": list(ev.alerts)})
-                batch.pages.append(ev)
+                data = {"route": ev.route, "priority": ev.priority, "alerts": list(ev.alerts)}
+                if self.page_channels(ev.route):
+                    batch.note(ev.incident, ev.ts, "paged", f"{ev.route} page, priority {ev.priority:g}: {ev.title}",
+                               data)
+                    batch.pages.append(ev)
+                else:
+                    self.stats.unrouted_pages += 1
+                    batch.note(ev.incident, ev.ts, "not-paged", f"not paged: no notification channel is configured "
+                               f"for the {ev.route} route ({ev.route} page, priority {ev.priority:g}: {ev.title})",
+                               data)
             elif isinstance(ev, Suppression):
                 self.stats.suppressions += 1
                 tenant = signal.tenant if signal is not None else ""

@@ -135,8 +135,11 @@ def _actor(who: Principal, given: str | None) -> str:
     return (given or "anonymous") if who.kind == "anonymous" else who.name
 
 
-def incident_view(r: IncidentRecord) -> dict[str, Any]:
-    return {"id": r.id, "tenant": r.tenant, "kind": r.kind, "scope": r.scope, "rule": r.rule, "title": r.title,
+def incident_view(r: IncidentRecord, page_channels: list[str]) -> dict[str, Any]:
+    """An incident as the API shows it; ``page_channels``: the configured channels that carry its route's pages
+    (none: "not paged: no channel configured", even when the engine decided to page)."""
+    return {"page_channels": page_channels,
+            "id": r.id, "tenant": r.tenant, "kind": r.kind, "scope": r.scope, "rule": r.rule, "title": r.title,
             "status": r.status, "priority": r.priority, "route": r.route, "opened_at": r.opened_at,
             "last_raise": r.last_raise, "paged_at": r.paged_at, "resolved_at": r.resolved_at,
             "merged_into": r.merged_into, "assets": list(r.assets), "assignee": r.assignee,
@@ -148,6 +151,9 @@ def add_incident_routes(app: FastAPI, platform: Platform, *, viewer: Any, techni
     """``viewer``, ``technician``, ``operator``: the app's ``Depends`` guards of those roles."""
     store = platform.store
     reg = platform.registry.registry
+
+    def view(r: IncidentRecord) -> dict[str, Any]:
+        return incident_view(r, platform.alerts.page_channels(r.route))
 
     async def visible_incident(who: Principal, incident_id: int) -> IncidentRecord:
         rec = await store.get_incident(incident_id)
@@ -189,7 +195,7 @@ def add_incident_routes(app: FastAPI, platform: Platform, *, viewer: Any, techni
         found = await store.list_incidents(statuses=statuses, tenant=who.tenant, asset=asset, limit=limit)
         if inbox:
             found.sort(key=lambda r: (-r.priority, r.opened_at, r.id))
-        return _json([incident_view(r) for r in found])
+        return _json([view(r) for r in found])
 
     @app.get("/api/v1/incidents/{incident_id}", tags=["incidents"])
     async def get_incident(incident_id: PathId,
@@ -198,7 +204,7 @@ def add_incident_routes(app: FastAPI, platform: Platform, *, viewer: Any, techni
         rec = await visible_incident(who, incident_id)
         alerts = await store.list_alerts(incident=incident_id, limit=10_000)
         timeline = await store.incident_timeline(incident_id)
-        return _json({**incident_view(rec), "alerts": alerts,
+        return _json({**view(rec), "alerts": alerts,
                       "timeline": [{"ts": e.ts, "kind": e.kind, "actor": e.actor, "detail": e.detail,
                                     "data": e.data} for e in timeline]})
 
@@ -208,7 +214,7 @@ def add_incident_routes(app: FastAPI, platform: Platform, *, viewer: Any, techni
             await visible_incident(who, incident_id)
             body = await _decode(request, ActionBody, optional=True)
             rec = await platform.alerts.act(incident_id, action, _actor(who, body.by), note=body.note)
-            return _json(incident_view(rec))
+            return _json(view(rec))
 
         act.__doc__ = f"{action.capitalize()} the incident (recorded as the authenticated person)."
         return act
@@ -224,7 +230,7 @@ def add_incident_routes(app: FastAPI, platform: Platform, *, viewer: Any, techni
         await visible_incident(who, incident_id)
         body = await _decode(request, AssignBody)
         rec = await platform.alerts.act(incident_id, "assign", _actor(who, body.by), to=body.to)
-        return _json(incident_view(rec))
+        return _json(view(rec))
 
     @app.post("/api/v1/incidents/{incident_id}/comments", tags=["incidents"], status_code=201,
               openapi_extra=body_doc(CommentBody))
@@ -233,7 +239,7 @@ def add_incident_routes(app: FastAPI, platform: Platform, *, viewer: Any, techni
         await visible_incident(who, incident_id)
         body = await _decode(request, CommentBody)
         rec = await platform.alerts.act(incident_id, "comment", _actor(who, body.by), text=body.text)
-        return _json(incident_view(rec), 201)
+        return _json(view(rec), 201)
 
     @app.get("/incidents/{incident_id}", include_in_schema=False)
     async def incident_link(incident_id: PathId) -> RedirectResponse:

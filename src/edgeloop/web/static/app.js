@@ -1642,12 +1642,19 @@ const INCIDENT_NEXT = {
 const TIMELINE_KIND = {
   opened: "Opened", "alert-opened": "Alert", "alert-cleared": "Condition ended", "alert-resolved": "Alert resolved",
   "alert-added": "Alert added", "alert-removed": "Alert moved", priority: "Priority", recovering: "Recovering",
-  reopened: "Reopened", merged: "Merged", absorbed: "Absorbed", resolved: "Resolved", paged: "Paged",
+  reopened: "Reopened", merged: "Merged", absorbed: "Absorbed", resolved: "Resolved", paged: "Paged", "not-paged": "Not paged",
   notified: "Notified", "notify-failed": "Notification failed", status: "Status", assigned: "Assigned",
   comment: "Comment", escalated: "Escalated",
 };
 
 const statusLabel = (s) => humanize(s || "—");
+/** An incident's page reaches someone only through a configured channel for its route. */
+const hasChannel = (inc) => (inc.page_channels || []).length > 0;
+function pagedText(inc) {
+  if (inc.paged_at === null || inc.paged_at === undefined) return "This incident has not paged anyone";
+  if (!hasChannel(inc)) return `not paged: no notification channel is configured for the ${inc.route} route`;
+  return `This incident paged ${inc.page_channels.join(", ")} at ${fmtTime(inc.paged_at)}`;
+}
 
 function incidentRoute(inc) {
   return inc.route === "urgent" || inc.route === "normal" ? inc.route : (inc.priority >= 60 ? "urgent" : "normal");
@@ -2214,10 +2221,9 @@ function incidentDetailView(root, id, _query, signal) {
       return;
     }
     found.sort((a, b) => b.ts - a.ts);
-    const paged = inc.paged_at !== null && inc.paged_at !== undefined;
     whyBox.replaceChildren();
     append(whyBox, [
-      h("p", { class: "why-answer" }, paged ? `This incident paged at ${fmtTime(inc.paged_at)}.` : "This incident has not paged anyone.",
+      h("p", { class: "why-answer" }, pagedText(inc) + ".",
         found.length ? " Signals on its assets that did not page on their own:" : " No suppression recorded for its assets."),
       found.length ? h("ul", { class: "why-list" }, found.map((x) => h("li", { dataset: { testid: "suppression", reason: x.reason } },
         h("div", { class: "why-head" },
@@ -2237,7 +2243,8 @@ function incidentDetailView(root, id, _query, signal) {
     facts.replaceChildren();
     append(facts, [
       row("Opened", [h("time", { datetime: isoAttr(inc.opened_at) }, fmtTime(inc.opened_at)), h("span", { class: "muted", dataset: { ago: inc.opened_at } }, ` · ${fmtAgo(inc.opened_at)}`)]),
-      row("Paged", inc.paged_at ? fmtTime(inc.paged_at) : `not paged${suppressed.length ? ` (${suppressed.map(humanize).join(", ")})` : ""}`, "incident-paged"),
+      row("Paged", inc.paged_at && hasChannel(inc) ? fmtTime(inc.paged_at) : inc.paged_at ? pagedText(inc)
+        : `not paged${suppressed.length ? ` (${suppressed.map(humanize).join(", ")})` : ""}`, "incident-paged"),
       row("Acknowledged", inc.acknowledged_by ? `${inc.acknowledged_by} at ${fmtTime(inc.acknowledged_at)}` : "not yet", "incident-acknowledged"),
       row("Assignee", inc.assignee || "Unassigned", "incident-assignee"),
       resolved ? row("Resolved", `${resolved.actor} at ${fmtTime(resolved.ts)}`, "incident-resolved") : null,
