@@ -294,7 +294,13 @@ async def test_kpis_follow_the_lifecycle_a_technician_drives(env: Env) -> None:
     assert fleet["mtta_ms"] == 120_000
     assert (fleet["confirmed"], fleet["false_alarms"], fleet["precision"]) == (1, 1, 0.5)
     assert (fleet["repairs"], fleet["mttr_repair_ms"], fleet["downtime_ms"]) == (1, 30 * 60_000, 30 * 60_000)
-    assert fleet["availability"] == pytest.approx(1 - 30 * 60_000 / (2 * 86_400_000))  # acme has 2 pumps
+    # the data began at t, an hour before the period's end: too little to state availability or MTBF
+    assert (fleet["observed_ms"], fleet["enough_data"], fleet["availability"], fleet["mtbf_ms"]) == (
+        3_600_000, False, None, None)
+    [later] = await env.call("GET", f"/kpis?group=fleet&days=2&end={t + 25 * 3_600_000}", "tina")
+    assert (later["observed_ms"], later["enough_data"]) == (25 * 3_600_000, True)  # from t, not from the period start
+    assert later["availability"] == pytest.approx(1 - 30 * 60_000 / (2 * 25 * 3_600_000))  # acme has 2 pumps
+    assert later["mtbf_ms"] == pytest.approx(2 * 25 * 3_600_000 - 30 * 60_000)  # one failure
     assert (fleet["notifications"], fleet["raw_signals"], fleet["raw_per_notification"]) == (2, 2, 1.0)
     per_asset = {k["group"]: k for k in await env.call("GET", f"/kpis?group=asset&days=1&end={t + 3_600_000}",
                                                          "tina")}

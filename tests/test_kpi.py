@@ -208,6 +208,22 @@ def test_grouped_by_line_site_fleet() -> None:
     assert approx(f.lead_mean_ms, 50 / 3 * H)
 
 
+def test_time_before_the_data_began_is_not_operating_time() -> None:
+    """Data from hour 30 on: exposure counts 42 h, not 72 h; with less than a day of data availability and MTBF
+    are "not enough data" (None), never a 100 % or an MTBF of "more than" the whole period."""
+    tl = Timeline.of(facts())
+    [f] = compute_kpis(tl, TOPO, START, END, "fleet", data_from_ms=t(30)).values()
+    assert (f.observed_ms, f.enough_data) == (42 * H, True)
+    assert approx(f.asset_days, 4 * 42 / 24)
+    assert f.downtime_ms == 40 * H  # downtime is still clipped to the period
+    assert approx(f.availability, 1 - 40 / (4 * 42))
+    [short] = compute_kpis(tl, TOPO, START, END, "fleet", data_from_ms=t(66)).values()  # six hours of data
+    assert (short.observed_ms, short.enough_data, short.availability, short.mtbf_ms) == (6 * H, False, None, None)
+    assert short.alerts == 7  # counts and means of what happened are still stated
+    [whole] = compute_kpis(tl, TOPO, START, END, "fleet", data_from_ms=t(-100)).values()  # data older than the period
+    assert (whole.observed_ms, whole.enough_data) == (72 * H, True) and approx(whole.availability, 1 - 40 / 288)
+
+
 def test_empty_period_is_none_not_zero() -> None:
     tl = Timeline.of(facts())
     later = compute_kpis(tl, TOPO, B + 10 * DAY_MS, B + 11 * DAY_MS, "fleet")[FLEET]

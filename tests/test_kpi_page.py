@@ -11,7 +11,9 @@ telemetry arrives over MQTT. The lifecycle, in platform time from ``t`` (past th
   and its alert resolves;
 - ``t + 20 min``: pump 2 (line B) runs hot; it pages; tina calls it a false alarm and never acknowledges it.
 
-So over the last 7 days, for the fleet of 2 pumps: MTTA 2.0 min, precision 50 %, MTTR repairs 30.0 min, lead time
+While the platform has a minute of data, availability is "not enough data"; then the pumps' history (a month
+before ``t``) is stored, so that the periods below are covered by data. So over the last 7 days, for the fleet of
+2 pumps: MTTA 2.0 min, precision 50 %, MTTR repairs 30.0 min, lead time
 3.0 min, 1 false alarm in 14 asset-days, 2 raw signals for 2 notifications, 30 min of downtime in 336 h. Pump 2
 has no MTTA (never acknowledged) and no MTBF (no failure): "—". Nothing here sleeps: the page is waited on with
 Playwright's ``expect``.
@@ -26,12 +28,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect
 
+from edgeloop.store.base import TelemetryChunk
 from tests.browser_platform import (
     PHONE,
     T0,
+    TENANT,
     Pump,
     ThreadedPlatform,
     chromium,
@@ -179,13 +184,23 @@ def test_kpi_page_shows_what_the_api_computes(live: ThreadedPlatform, page: Page
     expect(tile_sub(page, "mttr_repair_ms")).to_have_text("no repairs with downtime (work orders) in this period")
     expect(tile(page, "lead_median_ms")).to_have_text("—")
     expect(tile(page, "raw_per_notification")).to_have_text("1.0")  # 1 raw signal, 1 page
-    expect(page.locator("[data-testid=kpi-tile].is-null")).to_have_count(7)  # all but availability and raw / page
+    # a minute of data says nothing of availability: never "100 %" from it
+    expect(tile(page, "availability")).to_have_text("—")
+    expect(tile_sub(page, "availability")).to_have_text(
+        "not enough data: 1.0 min of data in this period, at least 24.0 h needed")
+    expect(page.locator("[data-testid=kpi-tile].is-null")).to_have_count(8)  # all but raw / page
     [early] = live.call("GET", "/kpis?group=fleet&days=7", who="tina")
     nulls = {k for k, v in early.items() if v is None}
-    assert nulls == {"mtta_ms", "mttr_alert_ms", "mttr_repair_ms", "mtbf_ms", "precision",
+    assert nulls == {"mtta_ms", "mttr_alert_ms", "mttr_repair_ms", "mtbf_ms", "availability", "precision",
                      "false_alarms_per_asset_day", "lead_median_ms", "lead_mean_ms"}, nulls
+    assert (early["observed_ms"], early["enough_data"]) == (MIN + 1001, False)  # from t - 1 s to now + 1 ms
     assert_no_leaks(page, "the KPI page with null KPIs")
     page.screenshot(path="/tmp/edgeloop-kpis-nulls.png")
+
+    # the pumps' history (stored before this period, as an import would): from here every period is covered
+    history = [TelemetryChunk(device=a, seq=10_000, channels=("temp",), ts=np.array([t - 31 * DAY], dtype=np.int64),
+                              values=np.array([[60.0]]), tenant=TENANT, asset=a) for a in PUMPS]
+    live.run(live.platform.store.write_chunks(history))
 
     life = rest_of_lifecycle(live, t, inc1)
     mttr_alert = life["resolved_at"] - t

@@ -101,6 +101,7 @@ async def test_query_reads_only_the_range(store: Store) -> None:
     assert q.series["a"].ts[0] == T0 + 100_000
     assert len(q.series["a"].ts) == 10
     assert (await store.latest_sample_ms()) == {"d1": T0 + 109_000}
+    assert (await store.first_sample_ms()) == {"d1": T0}  # when its data began (the KPIs count from there)
 
 
 async def test_dead_letters(store: Store) -> None:

@@ -43,6 +43,10 @@ Definitions
   none; a work order not closed by ``end_ms`` is still down (``ongoing_repairs``).
 - ``downtime_ms``: per asset, the union of its downtime intervals (overlapping work orders are merged, not
   summed), clipped to the period (an ongoing downtime runs to ``end_ms``); summed over the group's assets.
+- **Observed time**: the period counts from ``data_from_ms`` (when the group's first data arrived) if that is
+  later than ``start_ms``: time before the platform had data is not operating time. ``observed_ms`` is that
+  span; below ``MIN_OBSERVED_MS`` (one day) availability and MTBF are ``None`` and ``enough_data`` is False
+  (the screens say "not enough data"): six hours of data say nothing of either.
 - ``availability``: ``1 - downtime_ms / (assets * period)``. Downtime is known only from work orders: an
   observed group's asset without any is counted fully available.
 - ``failures``: work orders with a downtime that started in the period, plus the cohort's alerts confirmed
@@ -82,6 +86,7 @@ from edgeloop.alerts.model import Topology
 __all__ = [
     "DAY_MS",
     "FLEET",
+    "MIN_OBSERVED_MS",
     "UNASSIGNED",
     "Acked",
     "Fact",
@@ -102,6 +107,7 @@ __all__ = [
 ]
 
 DAY_MS = 86_400_000
+MIN_OBSERVED_MS = DAY_MS  # below this much observed time, availability and MTBF are "not enough data"
 FLEET = "fleet"
 UNASSIGNED = "-"
 Group = Literal["asset", "line", "site", "fleet"]
@@ -280,7 +286,7 @@ class Kpis:
     mttr_repair_ms: float | None
     downtime_ms: int
     operating_ms: int
-    availability: float | None
+    availability: float | None  # None without data, or with less than MIN_OBSERVED_MS observed
     failures: int
     mtbf_ms: float | None
     confirmed: int
@@ -295,6 +301,8 @@ class Kpis:
     missed_failures: int
     lead_median_ms: float | None
     lead_mean_ms: float | None
+    observed_ms: int  # the period from when data began (``data_from_ms``) to its end
+    enough_data: bool  # observed_ms >= MIN_OBSERVED_MS: availability and MTBF are stated only then
 
 
 @dataclass(slots=True)
@@ -350,15 +358,17 @@ def _merged_length(intervals: list[tuple[int, int]]) -> int:
 
 
 def compute_kpis(timeline: Timeline, topology: Topology, start_ms: int, end_ms: int, group: Group = "asset",
-                 *, lead_lookback_ms: int = 7 * DAY_MS) -> dict[str, Kpis]:
-    """The KPIs of every group over ``[start_ms, end_ms)``, keyed by group key, in key order.
+                 *, lead_lookback_ms: int = 7 * DAY_MS, data_from_ms: int | None = None) -> dict[str, Kpis]:
+    """The KPIs of every group over ``[start_ms, end_ms)``, keyed by group key, in key order; exposure
+    (asset-days, operating time, availability) counts from ``data_from_ms`` when the data began later.
 
     Every group with at least one asset (from the topology or the facts) is in the result, observed or not.
     """
     if end_ms <= start_ms:
         raise ValueError(f"empty period: end_ms {end_ms} <= start_ms {start_ms}")
     key_of = group_of(topology, group)
-    period = end_ms - start_ms
+    period = max(0, end_ms - max(start_ms, data_from_ms if data_from_ms is not None else start_ms))
+    enough = period >= MIN_OBSERVED_MS
 
     def in_period(ts: int) -> bool:
         return start_ms <= ts < end_ms
@@ -524,6 +534,8 @@ def compute_kpis(timeline: Timeline, topology: Topology, start_ms: int, end_ms: 
         out[g] = Kpis(
             assets=n,
             asset_days=exposure / DAY_MS,
+            observed_ms=period,
+            enough_data=enough,
             alerts=acc.alerts,
             acknowledged=acc.acked,
             unacknowledged=acc.alerts - acc.acked,
@@ -536,15 +548,15 @@ def compute_kpis(timeline: Timeline, topology: Topology, start_ms: int, end_ms: 
             mttr_repair_ms=acc.repair_sum / acc.repairs if acc.repairs else None,
             downtime_ms=acc.downtime,
             operating_ms=operating,
-            availability=1.0 - acc.downtime / exposure if is_obs else None,
+            availability=1.0 - acc.downtime / exposure if is_obs and enough else None,
             failures=acc.failures,
-            mtbf_ms=operating / acc.failures if acc.failures else None,
+            mtbf_ms=operating / acc.failures if acc.failures and enough else None,
             confirmed=acc.confirmed,
             false_alarms=acc.false_alarms,
             relabeled=acc.relabeled,
             precision=(acc.confirmed / (acc.confirmed + acc.false_alarms)
                        if acc.confirmed + acc.false_alarms else None),
-            false_alarms_per_asset_day=acc.false_alarms / (exposure / DAY_MS) if judged else None,
+            false_alarms_per_asset_day=acc.false_alarms / (exposure / DAY_MS) if judged and exposure else None,
             raw_signals=acc.raw,
             notifications=acc.notified,
             raw_per_notification=acc.raw / acc.notified if acc.notified else None,

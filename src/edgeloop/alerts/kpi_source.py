@@ -19,7 +19,7 @@ from edgeloop.alerts import kpi
 from edgeloop.alerts.model import Topology
 from edgeloop.store.base import Registry, Store
 
-__all__ = ["daily_kpis", "kpi_timeline", "kpis", "topology_of"]
+__all__ = ["daily_kpis", "data_from", "kpi_timeline", "kpis", "topology_of"]
 
 MAX_RECORDS = 1_000_000
 
@@ -70,7 +70,16 @@ async def kpis(store: Store, registry: Registry, *, tenant: str | None, start_ms
     """The KPIs of ``[start_ms, end_ms)`` per group (asset, line, site or fleet) of ``tenant``'s assets."""
     topo = _topology(registry, tenant)
     tl = await kpi_timeline(store, tenant=tenant, since_ms=start_ms - 7 * kpi.DAY_MS)
-    return kpi.compute_kpis(tl, topo, start_ms, end_ms, group)
+    return kpi.compute_kpis(tl, topo, start_ms, end_ms, group,
+                            data_from_ms=await data_from(store, registry, tenant))
+
+
+async def data_from(store: Store, registry: Registry, tenant: str | None) -> int | None:
+    """When ``tenant``'s data began (its devices' oldest stored sample); None before any data."""
+    first = await store.first_sample_ms()
+    times = [t for d, t in first.items()
+             if tenant is None or ((dev := registry.devices.get(d)) is not None and dev.tenant == tenant)]
+    return min(times, default=None)
 
 
 async def daily_kpis(store: Store, registry: Registry, *, tenant: str | None, end_ms: int, days: int,
@@ -79,7 +88,8 @@ async def daily_kpis(store: Store, registry: Registry, *, tenant: str | None, en
     topo = _topology(registry, tenant)
     start = end_ms - days * kpi.DAY_MS
     tl = await kpi_timeline(store, tenant=tenant, since_ms=start - 7 * kpi.DAY_MS)
-    return [(day, kpi.compute_kpis(tl, topo, day, day + kpi.DAY_MS, group))
+    began = await data_from(store, registry, tenant)
+    return [(day, kpi.compute_kpis(tl, topo, day, day + kpi.DAY_MS, group, data_from_ms=began))
             for day in range(start, end_ms, kpi.DAY_MS)]
 
 

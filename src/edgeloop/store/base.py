@@ -430,6 +430,10 @@ class Store(abc.ABC):
     async def latest_sample_ms(self) -> dict[str, int]:
         """Newest stored sample time per registered device that has data."""
 
+    @abc.abstractmethod
+    async def first_sample_ms(self) -> dict[str, int]:
+        """Oldest stored sample time per registered device that has data (when its data began)."""
+
     async def query_telemetry(
         self, device: str, channels: Sequence[str], start: int, end: int, points: int = 500
     ) -> TelemetryQuery:
@@ -696,6 +700,9 @@ ALERT_TRANSITIONS: dict[AlertStatus, frozenset[AlertStatus]] = {
 
 LATEST_SAMPLE_SQL = (  # one index probe per registered device, not a scan of every chunk
     "SELECT id, (SELECT t1 FROM chunks c WHERE c.device = d.id ORDER BY t0 DESC LIMIT 1) AS t FROM devices d"
+)
+FIRST_SAMPLE_SQL = (  # the same, from the other end of the (device, t0) index
+    "SELECT id, (SELECT t0 FROM chunks c WHERE c.device = d.id ORDER BY t0 ASC LIMIT 1) AS t FROM devices d"
 )
 
 ALERT_COLUMNS = (

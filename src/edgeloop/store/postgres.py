@@ -26,6 +26,7 @@ from edgeloop.store.alerting import pg
 from edgeloop.store.base import (
     ALERT_COLUMNS,
     ALERT_TRANSITIONS,
+    FIRST_SAMPLE_SQL,
     GATEWAY_COLUMNS,
     GATEWAY_CONFIG_COLUMNS,
     LATEST_GATEWAY_CONFIGS_SQL,
@@ -283,6 +284,10 @@ class PostgresStore(Store):
 
     async def latest_sample_ms(self) -> dict[str, int]:
         rows = await self.pool.fetch(LATEST_SAMPLE_SQL)
+        return {r[0]: int(r[1]) for r in rows if r[1] is not None}
+
+    async def first_sample_ms(self) -> dict[str, int]:
+        rows = await self.pool.fetch(FIRST_SAMPLE_SQL)
         return {r[0]: int(r[1]) for r in rows if r[1] is not None}
 
     # -- dead letters ---------------------------------------------------------------------------

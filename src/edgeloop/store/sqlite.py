@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 from edgeloop.store.base import (
     ALERT_COLUMNS,
     ALERT_TRANSITIONS,
+    FIRST_SAMPLE_SQL,
     GATEWAY_COLUMNS,
     GATEWAY_CONFIG_COLUMNS,
     LATEST_GATEWAY_CONFIGS_SQL,
@@ -332,6 +333,12 @@ class SQLiteStore(Store):
             return {r[0]: int(r[1]) for r in db.execute(LATEST_SAMPLE_SQL) if r[1] is not None}
 
         return await self._run(latest)
+
+    async def first_sample_ms(self) -> dict[str, int]:
+        def first(db: sqlite3.Connection) -> dict[str, int]:
+            return {r[0]: int(r[1]) for r in db.execute(FIRST_SAMPLE_SQL) if r[1] is not None}
+
+        return await self._run(first)
 
     # -- dead letters ---------------------------------------------------------------------------
     async def write_dead_letters(self, letters: Sequence[DeadLetter]) -> None:

@@ -2445,6 +2445,13 @@ function fmtDay(ms, long = false) {
  * The headline KPIs (tiles, table columns): how to show a value, what it sums up (sub), and why
  * it is null (why). k is one row of /kpis.
  */
+/** Availability and MTBF need at least a day of observed data (kpi.MIN_OBSERVED_MS): say so, never 100 %. */
+const KPI_MIN_OBSERVED_MS = 86_400_000;
+function notEnoughData(k) {
+  if (k.enough_data !== false) return "";
+  return `not enough data: ${fmtSpan(k.observed_ms)} of data in this period, at least ${fmtSpan(KPI_MIN_OBSERVED_MS)} needed`;
+}
+
 const KPI_DEFS = [
   {
     key: "mtta_ms", label: "MTTA", fmt: fmtSpan,
@@ -2468,13 +2475,13 @@ const KPI_DEFS = [
     key: "mtbf_ms", label: "MTBF", fmt: fmtSpan,
     help: "Mean time between failures: operating time / failures (repairs with downtime, confirmed faults)",
     sub: (k) => `${plural(k.failures, "failure")} in ${fmtSpan(k.operating_ms)} of operation`,
-    why: (k) => `no failures in this period (more than ${fmtSpan(k.operating_ms)} of operation)`,
+    why: (k) => notEnoughData(k) || `no failures in this period (more than ${fmtSpan(k.operating_ms)} of operation)`,
   },
   {
     key: "availability", label: "Availability", fmt: fmtPct,
     help: "1 − downtime / (assets × period); downtime is known from work orders only",
     sub: (k) => (k.downtime_ms ? `${fmtSpan(k.downtime_ms)} of downtime` : "no downtime recorded"),
-    why: () => "nothing was recorded for these assets in this period",
+    why: (k) => notEnoughData(k) || "nothing was recorded for these assets in this period",
   },
   {
     key: "precision", label: "Precision", fmt: fmtPct,
