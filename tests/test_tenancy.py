@@ -353,6 +353,13 @@ async def test_stats_show_only_the_callers_tenant(env: Env) -> None:
     assert "readings_per_s" not in mine and set(mine["ingest"]) == {"dead_letters"}
     everything = await env.call("GET", "/stats")
     assert (everything["devices_total"], everything["alerts_open"]) == (3, 1)
+    # a globex device whose clock runs 4 min ahead (accepted: within the skew) moves no one's "now"
+    ahead = env.clock.now_ms() + 4 * 60_000
+    await publish_all(env.platform, [(topic("globex", "globex-dev", TopicKind.TELEMETRY),
+                                      encode(Telemetry("globex-dev", 2, [Sample(ts=ahead, values={"temp": 20.0})])))])
+    assert await env.platform.idle(30) and env.platform.scoring.latest_ms == ahead
+    assert (await env.call("GET", "/stats", "acme-viewer"))["now_ms"] == env.clock.now_ms()
+    assert (await env.call("GET", "/stats"))["now_ms"] == env.clock.now_ms()
 
 
 async def test_a_device_cannot_write_into_another_tenants_dead_letters(env: Env) -> None:

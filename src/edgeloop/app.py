@@ -559,12 +559,17 @@ class Platform:
         scheme = "https" if self.config.https else "http"
         return None if port is None else f"{scheme}://{self.config.http_host}:{port}"
 
+    def data_now_ms(self) -> int:
+        """The dashboards' "now": the newest sample time, never ahead of the platform's clock, so a device whose
+        clock runs ahead moves no one's "now", in any tenant."""
+        return min(self.scoring.latest_ms or self.clock.now_ms(), self.clock.now_ms())
+
     async def _tenant_snapshot(self, tenant: str) -> dict[str, Any]:
         devices = [d.id for d in self.registry.registry.devices.values() if d.tenant == tenant]
         open_alerts = await self.store.list_alerts(status=AlertStatus.OPEN, limit=10_000, tenant=tenant)
         dead, before = self.pipeline.stats.dead_by_device, self._dead_before
         return {
-            "now_ms": self.scoring.latest_ms or self.clock.now_ms(),
+            "now_ms": self.data_now_ms(),
             "tenant": tenant,
             "devices_total": len(devices),
             "devices_online": sum(self.presence.online.get(d, False) for d in devices),
@@ -596,8 +601,7 @@ class Platform:
         open_alerts = await self.store.list_alerts(status=AlertStatus.OPEN, limit=10_000)
         al = self.alerts.stats
         return {
-            # the newest sample time, never ahead of the clock: a device whose clock runs ahead moves no one's "now"
-            "now_ms": min(self.scoring.latest_ms or self.clock.now_ms(), self.clock.now_ms()),
+            "now_ms": self.data_now_ms(),
             "devices_total": len(self.registry.registry.devices),
             "devices_online": self.presence.count(),
             "readings_per_s": round(ing.samples_rate.rate(now), 1),
