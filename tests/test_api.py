@@ -163,7 +163,8 @@ async def test_create_hierarchy_then_list_it(platform: Platform, client: httpx.A
     assert (a["id"], a["line"], a["site"], a["tenant"], a["kind"], a["criticality"]) == (
         ASSET, LINE, SITE, TENANT, "pump", 4)
     assert a["devices"] == [DEVICE]
-    assert (a["status"], a["online"], a["open_alerts"], a["last_seen_ms"]) == ("offline", False, 0, None)
+    # a device that has never sent a sample: "no data yet", neither offline nor in alert
+    assert (a["status"], a["online"], a["open_alerts"], a["last_seen_ms"]) == ("no_data", False, 0, None)
 
     profile = (await client.get(f"{API}/profiles")).json()[0]
     assert [c["name"] for c in profile["channels"]] == list(CHANNELS)
