@@ -7,9 +7,11 @@ Three places a refusal shows up in paho:
 * the connection attempt raises: nothing listens (refused), the host is unreachable or unknown, a timeout, or
   the TLS handshake fails on our side (the broker's certificate is not from the CA in ``uplink.tls``, is expired,
   or does not name the host we dialled);
-* the TLS handshake fails on the broker's side: the broker sends an alert that arrives when the first packet is
-  read (TLS 1.3), which paho logs as an error before it reports the disconnect: our certificate was issued by
-  another CA, is expired or revoked, or is missing.
+* the TLS handshake fails on the broker's side (TLS 1.3 finishes the client's half first): the broker's alert
+  arrives when the first packet is read, which paho logs as an error before it reports the disconnect, or the
+  broker just closes the connection before any CONNACK (the embedded broker does). Then the agent checks its own
+  certificate against the CA it trusts (which is the broker's, or the handshake would have failed on our side):
+  issued by another CA, expired or not yet valid, each said as such (``identity_cause``).
 
 ``RefusalLog`` writes one warning per cause per ``window_ms`` naming the device and the cause, and how many
 further refusals of that cause it held back; a successful connection after a refusal is said once.
@@ -17,6 +19,7 @@ further refusals of that cause it held back; a successful connection after a ref
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import socket
 import ssl
@@ -24,7 +27,11 @@ import threading
 import time
 from typing import Any
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
 from edgeloop.identity.auth import OncePer
+from edgeloop.identity.tls import TlsIdentity
 
 log = logging.getLogger("edgeloop.agent.uplink")
 
@@ -90,6 +97,39 @@ def error_cause(exc: BaseException | str | None, where: str) -> tuple[str, str]:
     return "connection failed", f"cannot connect to {where} [{text or 'no reason given'}]"
 
 
+def identity_cause(identity: TlsIdentity | None, where: str) -> tuple[str, str]:
+    """(cause, explanation) when the broker closed the connection before CONNACK: what is wrong with our
+    certificate, if the agent can tell (another CA than the broker's, expired, not yet valid)."""
+    closed = f"{where} closed the connection before answering"
+    if identity is None:
+        return "connection closed", f"{closed} (plain MQTT to a TLS port? set uplink.tls)"
+    try:
+        cert = x509.load_pem_x509_certificate(identity.cert.read_bytes())
+        chain = x509.load_pem_x509_certificates(identity.ca.read_bytes())
+    except (OSError, ValueError) as exc:
+        return "connection closed", f"{closed}; this device's certificate cannot be read ({exc})"
+    if not any(_issued_by(cert, ca) for ca in chain):
+        return "unknown CA", ("the broker does not trust this device's certificate (issued by another CA: "
+                              f"{cert.issuer.rfc4514_string()}); provision it with this platform")
+    now = dt.datetime.now(dt.UTC)
+    if now >= cert.not_valid_after_utc:
+        return "certificate expired", (f"the broker refused this device's certificate: it expired on "
+                                       f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; renew it (`edgeloop renew`)")
+    if now < cert.not_valid_before_utc:
+        return "certificate not yet valid", (f"the broker refused this device's certificate: it is valid only from "
+                                             f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (is this clock right?)")
+    return "connection closed", (f"{closed}: it refused this device's certificate (revoked?) or the connection; "
+                                 "the platform's audit log says why")
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
 class RefusalLog:
     """Refusals written once per cause per ``window_ms`` (with the count held back); thread-safe (paho threads)."""
 
@@ -117,4 +157,4 @@ class RefusalLog:
         log.warning("%s connected", device)
 
 
-__all__ = ["RefusalLog", "connack_cause", "error_cause"]
+__all__ = ["RefusalLog", "connack_cause", "error_cause", "identity_cause"]

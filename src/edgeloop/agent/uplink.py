@@ -36,7 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeloop.agent.config import UplinkSection
 from edgeloop.agent.journal import Journal, OutEvent, Pending
-from edgeloop.agent.refusals import RefusalLog, connack_cause, error_cause
+from edgeloop.agent.refusals import RefusalLog, connack_cause, error_cause, identity_cause
 from edgeloop.identity.tls import TlsIdentity
 from edgeloop.messages import TopicKind, topic
 
@@ -64,6 +64,7 @@ class _Attempt:
     """One device's current connection attempt, as paho's threads see it."""
 
     up: bool = False  # a successful CONNACK came
+    refused: bool = False  # a failed CONNACK came (already reported)
     error: str = ""  # the last error paho logged (a TLS alert from the broker arrives this way)
 
 
@@ -111,14 +112,16 @@ class Uplink:
         client.will_set(status, b"offline", qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=5)
         client.max_inflight_messages_set(self.cfg.max_inflight)
-        if self.cfg.tls:
-            TlsIdentity.from_dir(Path(self.cfg.tls), device).apply(client)
+        identity = TlsIdentity.from_dir(Path(self.cfg.tls), device) if self.cfg.tls else None
+        if identity is not None:
+            identity.apply(client)
 
         where = f"{self.cfg.host}:{self.cfg.port}"
         state = _Attempt()
 
         def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
             if reason.is_failure:
+                state.refused = True
                 self.refusals.refused(device, *connack_cause(reason))
                 return
             state.up, state.error = True, ""
@@ -140,9 +143,10 @@ class Uplink:
                 state.error = buf
 
         def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-            if not state.up and state.error:  # dropped before CONNACK: the broker refused the handshake
-                self.refusals.refused(device, *error_cause(state.error, where))
-            state.up, state.error = False, ""
+            if not state.up and not state.refused:  # closed before any CONNACK: the broker refused the handshake
+                self.refusals.refused(device, *(error_cause(state.error, where) if state.error
+                                                else identity_cause(identity, where)))
+            state.up, state.refused, state.error = False, False, ""
             self._signal(device, "down")
 
         client.on_connect = on_connect
