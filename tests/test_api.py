@@ -366,6 +366,21 @@ def alert(asset: str, kind: str, first_seen: int, severity: Severity = Severity.
                  explanation={"vib_x": 0.8}, detector="pytest")
 
 
+async def test_an_asset_that_never_sent_data_is_no_data_yet_not_in_alert(
+    platform: Platform, client: httpx.AsyncClient,
+) -> None:
+    """A new device (a gateway's, say) silent since it was registered: its "device-silent" alert is open, but the
+    asset says "no data yet", with last seen never; an alert about its data would say "alert"."""
+    await seed(client)
+    t0 = platform.clock.now_ms() - 600_000
+    await platform.store.raise_alert(alert(ASSET, "device-silent", t0))  # the default "missing data" rule
+    a = next(x for x in (await client.get(f"{API}/assets")).json() if x["id"] == ASSET)
+    assert (a["status"], a["open_alerts"], a["last_seen_ms"]) == ("no_data", 1, None)
+    await platform.store.raise_alert(alert(ASSET, "vibration", t0))
+    a = next(x for x in (await client.get(f"{API}/assets")).json() if x["id"] == ASSET)
+    assert (a["status"], a["open_alerts"]) == ("alert", 2)
+
+
 async def test_alert_lifecycle(platform: Platform, client: httpx.AsyncClient) -> None:
     await seed(client)
     assert (await client.post(f"{API}/assets", json={"id": "fan-2", "line": LINE})).status_code == 201

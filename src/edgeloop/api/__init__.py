@@ -401,11 +401,13 @@ def create_app(platform: Platform) -> FastAPI:
     @app.get("/api/v1/assets", tags=["assets"])
     async def list_assets(who: Principal = viewer) -> Response:
         """Assets with their devices, status (ok / alert / offline, or no_data while none of its devices has sent
-        a sample: a silent-since-registration alert there says the same thing), open alerts and last sample
-        time."""
+        a sample and no alert other than "silent" is open: silent since registration says the same thing), open
+        alerts and last sample time."""
         open_alerts = await platform.store.list_alerts(status=AlertStatus.OPEN, limit=100_000, tenant=who.tenant)
         acked = await platform.store.list_alerts(status=AlertStatus.ACKNOWLEDGED, limit=100_000, tenant=who.tenant)
         unresolved: dict[str, int] = {}
+        silence = platform.alerts.engine.config.silence_rules  # "no data from a device" rules
+        about_data = {a.asset for a in (*open_alerts, *acked) if a.kind not in silence}
         for a in (*open_alerts, *acked):
             unresolved[a.asset] = unresolved.get(a.asset, 0) + 1
         devices_of: dict[str, list[str]] = {}
@@ -421,7 +423,7 @@ def create_app(platform: Platform) -> FastAPI:
             seen = [last_seen[d] for d in devs if d in last_seen]
             line = r.lines.get(asset.line)
             site = r.sites.get(line.site) if line else None
-            status = ("no_data" if not seen else "alert" if unresolved.get(asset.id)
+            status = ("no_data" if not seen and asset.id not in about_data else "alert" if unresolved.get(asset.id)
                       else "ok" if online else "offline")
             out.append({"id": asset.id, "name": asset.name, "kind": asset.kind, "line": asset.line,
                         "site": site.id if site else None, "tenant": site.tenant if site else None,
