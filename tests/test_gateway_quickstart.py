@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import queue
 import re
@@ -20,7 +22,10 @@ from typing import Any
 import httpx
 import pytest
 
+from edgeloop.agent.config import AgentConfig, parse_config
 from edgeloop.agent.refusals import RefusalLog, connack_cause, error_cause
+from edgeloop.agent.self_provision import device_ids, missing, provision_missing
+from edgeloop.errors import ConfigError
 from edgeloop.identity.pki import CertificateAuthority, ensure_identity
 from tests.conftest import ADMIN_PASSWORD, LivePlatform, start_up_process, stop_up_process
 from tests.support import free_port
@@ -288,3 +293,54 @@ def test_refusals_are_logged_once_per_cause_with_what_was_held_back(caplog: pyte
 ])
 def test_tls_failures_have_plain_causes(text: str, cause: str) -> None:
     assert error_cause(text, "h:1")[0] == cause
+
+
+def sim_config(tmp_path: Path, *, url: str, claim: str, extra: str = "") -> AgentConfig:
+    text = f"""
+agent: {{tenant: demo, gateway: hall-1-gw}}
+uplink: {{mqtt: "127.0.0.1:1", tls: ./ids}}
+provision: {{url: "{url}", claim: "{claim}"}}
+sources:
+  - {{name: sim, kind: simulator, devices: 2, seed: 1, prefix: hall-1-}}
+{extra}"""
+    return parse_config(text).resolve(tmp_path)
+
+
+def test_every_device_must_be_named_for_the_claims_enrollment(tmp_path: Path) -> None:
+    cfg = sim_config(tmp_path, url="http://127.0.0.1:1", claim="hall-1." + "x" * 30, extra="""
+  - {name: plc, kind: modbus, host: 10.0.0.7, device: press-1, points: [{channel: force, address: 0}]}""")
+    assert device_ids(cfg) == ["hall-1-gw", "hall-1-motor-0001", "hall-1-motor-0002", "press-1"]
+    assert missing(cfg) == device_ids(cfg)
+    with pytest.raises(ConfigError, match=r"device id 'press-1' cannot be provisioned with a claim of enrollment "
+                       r"'hall-1': its devices are named hall-1-SERIAL"):
+        asyncio.run(provision_missing(cfg))
+
+
+def test_a_refused_claim_stops_the_start_with_the_platforms_reason(live: LivePlatform, tmp_path: Path) -> None:
+    cfg = sim_config(tmp_path, url=live.base_url, claim="hall-1." + "x" * 30)
+    with pytest.raises(ConfigError, match=r"provisioning hall-1-gw at .* was refused \(401 unknown_claim\): the "
+                       r"claim is not valid"):
+        asyncio.run(provision_missing(cfg))
+    assert not (tmp_path / "ids").exists(), "nothing is written for a refused device"
+
+
+def test_an_unreachable_platform_is_retried_and_said_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = sim_config(tmp_path, url=f"http://127.0.0.1:{free_port()}", claim="hall-1." + "x" * 30)
+
+    async def attempt() -> None:
+        task = asyncio.create_task(provision_missing(cfg, retry_max_s=0.05))
+        deadline = time.monotonic() + 30
+        while sum("cannot provision" in r.getMessage() for r in caplog.records) == 0:
+            assert time.monotonic() < deadline and not task.done(), "no retry message"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # several more attempts, at most 0.05 s apart after the first second
+        assert not task.done(), "an unreachable platform is retried, not given up on"
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    with caplog.at_level("WARNING", logger="edgeloop.agent.self_provision"):
+        asyncio.run(attempt())
+    said = [r.getMessage() for r in caplog.records if "cannot provision" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].startswith("cannot provision hall-1-gw yet (cannot reach the platform at http://127.0.0.1:")

@@ -37,7 +37,7 @@ def gateways_add(
     config = target / "agent.yaml"
     if config.exists():
         raise _fail(f"{config} exists; a gateway is added once (remove the folder to start over)")
-    if not os.environ.get("EDGELOOP_TOKEN"):
+    if not os.environ.get("EDGELOOP_TOKEN") and _api("GET", url, "/api/v1/health").get("auth", True):
         os.environ["EDGELOOP_TOKEN"] = _sign_in(url, username)
     profiles = {p["name"] for p in _api("GET", url, "/api/v1/profiles")}
     if SIM_PROFILE not in profiles:
