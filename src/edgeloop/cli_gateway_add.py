@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import urllib.parse
 from pathlib import Path
@@ -53,9 +54,12 @@ def gateways_add(
         "group": name, "tenant": tenant, "line": line, "profile": SIM_PROFILE, "serials": serials,
         "expires_in_s": _duration_s(expires)})
     broker = mqtt or _reachable(doc["mqtt"], url)
+    https_ca = os.environ.get("EDGELOOP_CA") if url.startswith("https:") else None  # travels with the folder
     text = agent_yaml(name=name, tenant=tenant, mqtt=broker, url=url, claim=doc["claim"], devices=devices,
-                      seed=seed)
+                      seed=seed, ca="./platform-ca.pem" if https_ca else None)
     target.mkdir(parents=True, exist_ok=True)
+    if https_ca:
+        shutil.copyfile(https_ca, target / "platform-ca.pem")
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it holds the claim
     with os.fdopen(fd, "w") as f:
         f.write(text)

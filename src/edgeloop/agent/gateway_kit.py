@@ -44,8 +44,10 @@ def sim_serials(devices: int, seed: int) -> list[str]:
     return [d.device_id for d in fleet.devices]
 
 
-def agent_yaml(*, name: str, tenant: str, mqtt: str, url: str, claim: str, devices: int, seed: int) -> str:
+def agent_yaml(*, name: str, tenant: str, mqtt: str, url: str, claim: str, devices: int, seed: int,
+               ca: str | None = None) -> str:
     """The gateway's ``agent.yaml``: a simulator source (so it runs with no PLC), Modbus and OPC UA in comments."""
+    ca_line = f"  ca: {json.dumps(ca)}  # the CA of the platform's HTTPS certificate\n" if ca else ""
     text = f"""\
 # EdgeLoop edge agent of gateway {name!r}, written by `edgeloop gateways add {name}`.
 # Run it:  edgeloop agent --config agent.yaml
@@ -55,37 +57,38 @@ def agent_yaml(*, name: str, tenant: str, mqtt: str, url: str, claim: str, devic
 # expires. Every key is explained in docs/agent.md.
 agent:
   tenant: {tenant}
-  gateway: {gateway_id(name)}            # this gateway's own identity (heartbeat, remote configuration)
-  data_dir: ./agent-data                 # the journal: every accepted sample waits here until the broker has it
+  gateway: {gateway_id(name)}  # this gateway's own identity (heartbeat, remote configuration)
+  data_dir: ./agent-data  # the journal: every accepted sample waits here until the broker has it
 uplink:
-  mqtt: {mqtt}                 # the platform's MQTT broker (mutual TLS)
-  tls: ./identities                      # DEVICE.crt/.key per device and ca.crt, written by provisioning
+  mqtt: {mqtt}  # the platform's MQTT broker (mutual TLS)
+  tls: ./identities  # DEVICE.crt/.key per device and ca.crt, written by provisioning
 provision:
   url: {url}
   claim: {json.dumps(claim)}
-sources:
+{ca_line}sources:
   - name: sim
-    kind: simulator                      # simulated pumps and motors in real time: no PLC needed
+    kind: simulator  # simulated pumps and motors in real time: no PLC needed
     devices: {devices}
     seed: {seed}
-    prefix: {name}-                      # device ids {name}-pump-0001 ...: never the platform's own fleet's
+    prefix: {name}-  # device ids {name}-motor-0001 ...: never those of the platform's own simulated fleet
     poll_ms: 1000
-# A real machine instead (or as well): its device id must be {name}-SERIAL, and the enrollment must allow SERIAL
-# (`edgeloop enroll create --group {name} ...` makes another; profile channels must match the points).
+# A real machine instead (or as well) needs a device and certificate of its own: an enrollment for it
+# (`edgeloop enroll create --group {name}-plc --profile PROFILE ...`, with a profile whose channels match the
+# points), then here `edgeloop provision --serial 1 --out identities ...`: its device id is {name}-plc-1.
 #  - name: press-plc
-#    kind: modbus                         # Modbus TCP
+#    kind: modbus  # Modbus TCP
 #    host: 10.0.0.7
 #    port: 502
 #    unit: 1
 #    poll_ms: 1000
-#    device: {name}-press-1
+#    device: {name}-plc-1
 #    points:
 #      - {{channel: force, address: 0, table: holding, type: float32, word_order: big, scale: 1.0, unit: kN}}
 #      - {{channel: temp, address: 2, table: input, type: int16, scale: 0.1, unit: degC}}
 #  - name: oven
-#    kind: opcua                          # OPC UA subscription
+#    kind: opcua  # OPC UA subscription
 #    url: opc.tcp://10.0.0.8:4840
-#    device: {name}-oven-1
+#    device: {name}-plc-2
 #    sampling_ms: 500
 #    nodes:
 #      - {{channel: temp, node: "ns=2;s=Oven.Temp", unit: degC}}
