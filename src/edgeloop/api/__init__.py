@@ -401,8 +401,8 @@ def create_app(platform: Platform) -> FastAPI:
     @app.get("/api/v1/assets", tags=["assets"])
     async def list_assets(who: Principal = viewer) -> Response:
         """Assets with their devices, status (ok / alert / offline, or no_data while none of its devices has sent
-        a sample and no alert other than "silent" is open: silent since registration says the same thing), open
-        alerts and last sample time."""
+        a sample and no alert other than a missing-data one such as ``device-silent`` is open: silent since it was
+        registered says the same thing), open alerts and last sample time."""
         open_alerts = await platform.store.list_alerts(status=AlertStatus.OPEN, limit=100_000, tenant=who.tenant)
         acked = await platform.store.list_alerts(status=AlertStatus.ACKNOWLEDGED, limit=100_000, tenant=who.tenant)
         unresolved: dict[str, int] = {}
