@@ -11,6 +11,8 @@ import re
 import shlex
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -344,3 +346,56 @@ def test_an_unreachable_platform_is_retried_and_said_once(tmp_path: Path, caplog
     said = [r.getMessage() for r in caplog.records if "cannot provision" in r.getMessage()]
     assert len(said) == 1, said
     assert said[0].startswith("cannot provision hall-1-gw yet (cannot reach the platform at http://127.0.0.1:")
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[int, CertificateAuthority]]:
+    """A TLS server on 127.0.0.1 whose certificate names only ``other.example`` (a broker the agent dials by an
+    address its certificate does not name)."""
+    ca = CertificateAuthority.init(tmp_path / "pki", name="Hall")
+    ensure_identity(ca, tmp_path / "server", "broker", kind="service", dns_names=["other.example"])
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "server" / "broker.crt", tmp_path / "server" / "broker.key")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)  # accept() returns now and then to see whether the test is over
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(5)
+            with contextlib.suppress(OSError), ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], ca
+    finally:
+        stop.set()
+        thread.join(10)
+        listener.close()
+
+
+def test_a_broker_certificate_for_another_name_is_named_as_the_reason(
+    tls_server: tuple[int, CertificateAuthority], tmp_path: Path,
+) -> None:
+    port, ca = tls_server
+    for device in ("hall-1-gw", "hall-1-motor-0001"):
+        ensure_identity(ca, tmp_path / "ids", device, kind="device")
+    (tmp_path / "agent.yaml").write_text(f"""
+agent: {{tenant: demo, gateway: hall-1-gw}}
+uplink: {{mqtt: "127.0.0.1:{port}", tls: ./ids}}
+sources:
+  - {{name: sim, kind: simulator, devices: 1, seed: 1, prefix: hall-1-}}
+""")
+    env = {**os.environ, "COLUMNS": "200"}
+    agent = Agent([sys.executable, "-m", "edgeloop", "agent", "--config", str(tmp_path / "agent.yaml")], tmp_path,
+                  env)
+    try:
+        agent.wait_for(r"cannot connect: the broker's certificate does not name the address in uplink.mqtt")
+    finally:
+        agent.stop()
