@@ -163,7 +163,8 @@ async def test_create_hierarchy_then_list_it(platform: Platform, client: httpx.A
     assert (a["id"], a["line"], a["site"], a["tenant"], a["kind"], a["criticality"]) == (
         ASSET, LINE, SITE, TENANT, "pump", 4)
     assert a["devices"] == [DEVICE]
-    assert (a["status"], a["online"], a["open_alerts"], a["last_seen_ms"]) == ("offline", False, 0, None)
+    # a device that has never sent a sample: "no data yet", neither offline nor in alert
+    assert (a["status"], a["online"], a["open_alerts"], a["last_seen_ms"]) == ("no_data", False, 0, None)
 
     profile = (await client.get(f"{API}/profiles")).json()[0]
     assert [c["name"] for c in profile["channels"]] == list(CHANNELS)
@@ -363,6 +364,21 @@ def alert(asset: str, kind: str, first_seen: int, severity: Severity = Severity.
     return Alert(tenant=TENANT, asset=asset, device=DEVICE, kind=kind, severity=severity, first_seen=first_seen,
                  last_seen=first_seen + 1000, score=7.5, message=f"{kind} on {asset}",
                  explanation={"vib_x": 0.8}, detector="pytest")
+
+
+async def test_an_asset_that_never_sent_data_is_no_data_yet_not_in_alert(
+    platform: Platform, client: httpx.AsyncClient,
+) -> None:
+    """A new device (a gateway's, say) silent since it was registered: its "device-silent" alert is open, but the
+    asset says "no data yet", with last seen never; an alert about its data would say "alert"."""
+    await seed(client)
+    t0 = platform.clock.now_ms() - 600_000
+    await platform.store.raise_alert(alert(ASSET, "device-silent", t0))  # the default "missing data" rule
+    a = next(x for x in (await client.get(f"{API}/assets")).json() if x["id"] == ASSET)
+    assert (a["status"], a["open_alerts"], a["last_seen_ms"]) == ("no_data", 1, None)
+    await platform.store.raise_alert(alert(ASSET, "vibration", t0))
+    a = next(x for x in (await client.get(f"{API}/assets")).json() if x["id"] == ASSET)
+    assert (a["status"], a["open_alerts"]) == ("alert", 2)
 
 
 async def test_alert_lifecycle(platform: Platform, client: httpx.AsyncClient) -> None:

@@ -43,7 +43,7 @@ from tests.browser_platform import chromium
 pytestmark = pytest.mark.browser
 
 UI_TIMEOUT_MS = 20_000  # the dashboard polls every 2-5 s; leave room for a few rounds
-ASSET_STATUSES = {"ok", "alert", "offline"}
+ASSET_STATUSES = {"ok", "alert", "offline", "no_data"}
 SESSION_KEY = "edgeloop.session"  # sessionStorage key of the page's token (app.js)
 
 

@@ -116,6 +116,13 @@ def agent(
         raise _fail(str(exc)) from None
 
     async def main() -> None:
+        from edgeloop.agent.self_provision import missing, provision_missing
+
+        if cfg.provision is not None and missing(cfg):
+            console.print(f"provisioning {len(missing(cfg))} device(s) at {cfg.provision.url} "
+                          f"(keys made here; certificates to {cfg.uplink.tls}) ...")
+            done = await provision_missing(cfg)
+            console.print(f"provisioned {', '.join(done)}")
         runner = Agent(cfg, base=config.parent)
         if cfg.version > 1:
             console.print(f"running configuration version {cfg.version}")
@@ -1160,6 +1167,11 @@ def gateways_push_config(
     doc = _api("PUT", url, f"/api/v1/gateways/{gateway}/config", {"config": file.read_text()})
     out.print(f"pushed version {doc['version']} to {gateway} (status {doc['status']}); follow it with "
               f"`edgeloop gateways`")
+
+# -- connecting a real gateway: `gateways add` (in cli_gateway_add) ------------------------------------------------
+from edgeloop.cli_gateway_add import gateways_add  # noqa: E402
+
+gateways_app.command("add")(gateways_add)
 
 # -- alerting: incidents, rules, maintenance, silences (in cli_incidents; it uses the helpers above) ----------
 from edgeloop.cli_incidents import incidents_app, maintenance_app, rules_app, silences_app  # noqa: E402

@@ -126,6 +126,9 @@ class SimulatorSource(msgspec.Struct, tag="simulator", tag_field="kind", forbid_
     faulty: Annotated[int, msgspec.Meta(ge=0)] = 0
     seed: int = 1
     poll_ms: PollMs = 1000
+    # put before each simulated device id (``hall-1-`` gives hall-1-pump-0001), so a gateway's simulated machines
+    # never take the ids of the platform's own simulated fleet (pump-0001 ...)
+    prefix: Annotated[str, msgspec.Meta(pattern=r"^([a-z0-9][a-z0-9_.\-]{0,40})?$")] = ""
 
 
 SourceConfig = ModbusSource | OpcUaSource | SimulatorSource
@@ -186,10 +189,20 @@ class BandwidthSection(msgspec.Struct, forbid_unknown_fields=True):
     after_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0
 
 
+class ProvisionSection(msgspec.Struct, forbid_unknown_fields=True):
+    """Zero-touch provisioning on first start: every device of this configuration (the gateway too) whose
+    certificate is not in ``uplink.tls`` yet gets one with this claim (see ``self_provision.py``)."""
+
+    url: Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$")]  # the platform's API
+    claim: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]  # GROUP.SECRET from the enrollment
+    ca: str | None = None  # the CA file to trust for an https URL (default: the system's)
+
+
 class AgentConfig(msgspec.Struct, forbid_unknown_fields=True):
     agent: AgentSection
     sources: Annotated[list[SourceConfig], msgspec.Meta(min_length=1)]
     uplink: UplinkSection = msgspec.field(default_factory=UplinkSection)
+    provision: ProvisionSection | None = None
     rules: list[FailSafeRule] = msgspec.field(default_factory=list)
     models: list[LocalModel] = msgspec.field(default_factory=list)
     bandwidth: BandwidthSection = msgspec.field(default_factory=BandwidthSection)
@@ -200,8 +213,12 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True):
         data = str((base / self.agent.data_dir).resolve())
         tls = str((base / self.uplink.tls).resolve()) if self.uplink.tls else None
         models = [msgspec.structs.replace(m, path=str((base / m.path).resolve())) for m in self.models]
+        provision = self.provision
+        if provision is not None and provision.ca:
+            provision = msgspec.structs.replace(provision, ca=str((base / provision.ca).resolve()))
         return msgspec.structs.replace(self, agent=msgspec.structs.replace(self.agent, data_dir=data),
-                                       uplink=msgspec.structs.replace(self.uplink, tls=tls), models=models)
+                                       uplink=msgspec.structs.replace(self.uplink, tls=tls), models=models,
+                                       provision=provision)
 
 
 def parse_config(text: str, *, origin: str = "agent.yaml") -> AgentConfig:
@@ -221,6 +238,8 @@ def parse_config(text: str, *, origin: str = "agent.yaml") -> AgentConfig:
                 raise ConfigError(f"{origin}: source {src.name!r} maps a channel twice")
         if isinstance(src, SimulatorSource) and src.faulty > src.devices:
             raise ConfigError(f"{origin}: source {src.name!r} has faulty > devices")
+    if cfg.provision is not None and not cfg.uplink.tls:
+        raise ConfigError(f"{origin}: 'provision' needs 'uplink.tls', the folder the certificates are written to")
     _check_rules(cfg, origin)
     return cfg
 

@@ -203,7 +203,7 @@ class SimulatorReader:
         self.cfg = cfg
         self.emit = emit
         self.fleet = self._day(int(time.time() * 1000) // cfg.poll_ms * cfg.poll_ms)
-        status.devices = [d.device_id for d in self.fleet.devices]
+        status.devices = [cfg.prefix + d.device_id for d in self.fleet.devices]
 
     def _day(self, start_ms: int) -> Fleet:
         c = self.cfg
@@ -215,7 +215,7 @@ class SimulatorReader:
         while True:
             for chunk in self.fleet.advance(min(now, self.fleet.start_ms + self.DAY_MS)):
                 for sample in chunk.samples(CHANNELS):
-                    self.emit(chunk.device_id, sample)
+                    self.emit(self.cfg.prefix + chunk.device_id, sample)
             if now <= self.fleet.start_ms + self.DAY_MS:
                 return
             self.fleet = self._day(self.fleet.start_ms + self.DAY_MS)

@@ -23,6 +23,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeloop.agent.config import UplinkSection
 from edgeloop.agent.journal import Journal, OutEvent, Pending
+from edgeloop.agent.refusals import RefusalLog, connack_cause, error_cause, identity_cause
 from edgeloop.identity.tls import TlsIdentity
 from edgeloop.messages import TopicKind, topic
 
@@ -55,6 +57,15 @@ class UplinkStats:
     backfill_sent: int = 0
     events_sent: int = 0
     sync_lag_s: float | None = None  # sample time -> broker acknowledgement, for the last acknowledged message
+
+
+@dataclass
+class _Attempt:
+    """One device's current connection attempt, as paho's threads see it."""
+
+    up: bool = False  # a successful CONNACK came
+    refused: bool = False  # a failed CONNACK came (already reported)
+    error: str = ""  # the last error paho logged (a TLS alert from the broker arrives this way)
 
 
 @dataclass
@@ -84,6 +95,7 @@ class Uplink:
         self._tokens = 0.0
         self._tokens_at = time.monotonic()
         self._lock = threading.Lock()
+        self.refusals = RefusalLog()
 
     # -- paho threads -> loop -------------------------------------------------------------------
     def _signal(self, device: str, what: str, mid: int = 0) -> None:
@@ -100,13 +112,20 @@ class Uplink:
         client.will_set(status, b"offline", qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=5)
         client.max_inflight_messages_set(self.cfg.max_inflight)
-        if self.cfg.tls:
-            TlsIdentity.from_dir(Path(self.cfg.tls), device).apply(client)
+        identity = TlsIdentity.from_dir(Path(self.cfg.tls), device) if self.cfg.tls else None
+        if identity is not None:
+            identity.apply(client)
+
+        where = f"{self.cfg.host}:{self.cfg.port}"
+        state = _Attempt()
 
         def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
             if reason.is_failure:
-                log.warning("broker refused %s: %s", device, reason)
+                state.refused = True
+                self.refusals.refused(device, *connack_cause(reason))
                 return
+            state.up, state.error = True, ""
+            self.refusals.connected(device)
             c.publish(status, b"online", qos=1, retain=True)
             if device == self.gateway:
                 c.subscribe(topic(self.tenant, device, TopicKind.CONFIG), qos=1)
@@ -116,9 +135,25 @@ class Uplink:
             if self.on_config is not None and self._loop is not None:
                 self._loop.call_soon_threadsafe(self.on_config, bytes(msg.payload))
 
+        def on_connect_fail(_c: mqtt.Client, _u: Any) -> None:
+            self.refusals.refused(device, *error_cause(sys.exc_info()[1], where))  # paho calls it in its except
+
+        def on_log(_c: mqtt.Client, _u: Any, level: int, buf: str) -> None:
+            if level == mqtt.MQTT_LOG_ERR:
+                state.error = buf
+
+        def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+            if not state.up and not state.refused:  # closed before any CONNACK: the broker refused the handshake
+                self.refusals.refused(device, *(error_cause(state.error, where) if state.error
+                                                else identity_cause(identity, where)))
+            state.up, state.refused, state.error = False, False, ""
+            self._signal(device, "down")
+
         client.on_connect = on_connect
+        client.on_connect_fail = on_connect_fail
+        client.on_log = on_log
         client.on_message = on_message
-        client.on_disconnect = lambda *_a: self._signal(device, "down")
+        client.on_disconnect = on_disconnect
         client.on_publish = lambda _c, _u, mid, _rc, _p: self._signal(device, "ack", mid)
         client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.keepalive_s)
         client.loop_start()

@@ -400,10 +400,14 @@ def create_app(platform: Platform) -> FastAPI:
 
     @app.get("/api/v1/assets", tags=["assets"])
     async def list_assets(who: Principal = viewer) -> Response:
-        """Assets with their devices, status (ok / alert / offline), open alerts and last sample time."""
+        """Assets with their devices, status (ok / alert / offline, or no_data while none of its devices has sent
+        a sample and no alert other than a missing-data one such as ``device-silent`` is open: silent since it was
+        registered says the same thing), open alerts and last sample time."""
         open_alerts = await platform.store.list_alerts(status=AlertStatus.OPEN, limit=100_000, tenant=who.tenant)
         acked = await platform.store.list_alerts(status=AlertStatus.ACKNOWLEDGED, limit=100_000, tenant=who.tenant)
         unresolved: dict[str, int] = {}
+        silence = platform.alerts.engine.config.silence_rules  # "no data from a device" rules
+        about_data = {a.asset for a in (*open_alerts, *acked) if a.kind not in silence}
         for a in (*open_alerts, *acked):
             unresolved[a.asset] = unresolved.get(a.asset, 0) + 1
         devices_of: dict[str, list[str]] = {}
@@ -419,7 +423,8 @@ def create_app(platform: Platform) -> FastAPI:
             seen = [last_seen[d] for d in devs if d in last_seen]
             line = r.lines.get(asset.line)
             site = r.sites.get(line.site) if line else None
-            status = "alert" if unresolved.get(asset.id) else ("ok" if online else "offline")
+            status = ("no_data" if not seen and asset.id not in about_data else "alert" if unresolved.get(asset.id)
+                      else "ok" if online else "offline")
             out.append({"id": asset.id, "name": asset.name, "kind": asset.kind, "line": asset.line,
                         "site": site.id if site else None, "tenant": site.tenant if site else None,
                         "criticality": asset.criticality, "devices": devs, "status": status, "online": online,
@@ -618,7 +623,9 @@ def create_app(platform: Platform) -> FastAPI:
         return _json({"group": enrollment.id, "claim": claim, "tenant": enrollment.tenant, "line": enrollment.line,
                       "profile": enrollment.profile, "asset": enrollment.asset, "expires_ms": enrollment.expires_ms,
                       "serials": len(enrollment.serials) if enrollment.serials is not None else None,
-                      "max_devices": enrollment.max_devices}, 201)
+                      "max_devices": enrollment.max_devices,
+                      # where the devices connect (the platform's own broker address; ``gateways add`` uses it)
+                      "mqtt": f"{platform.config.mqtt_host}:{platform.config.mqtt_port}"}, 201)
 
     @app.post("/api/v1/provision", tags=["identity"], status_code=201, openapi_extra=_body_doc(ProvisionBody))
     async def provision(

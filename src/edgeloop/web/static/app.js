@@ -39,7 +39,10 @@ const RANGES = [
 
 const ALERT_STATUSES = ["open", "acknowledged", "resolved"];
 const SEVERITY_RANK = { critical: 3, warning: 2, info: 1 };
-const ASSET_STATUS_RANK = { alert: 0, offline: 1, ok: 2 };
+const ASSET_STATUS_RANK = { alert: 0, offline: 1, no_data: 2, ok: 3 };
+// no_data: none of the asset's devices has sent a sample yet (a new gateway's device, say): not an alert
+const ASSET_STATUS_TEXT = { no_data: "no data yet" };
+const ASSET_STATUS_TONE = { no_data: "offline" };
 const GATEWAY_STATE_RANK = { offline: 0, degraded: 1, online: 2 };
 const GATEWAY_BADGE = { online: "ok", degraded: "warning", offline: "offline" };
 const PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563"];
@@ -872,11 +875,11 @@ function fleetView(root, _query, signal) {
     setText($(".asset-link", cAsset), a.name || a.id);
     setText($(".asset-id", cAsset), a.name && a.name !== a.id ? a.id : "");
     const sev = sevByAsset.get(a.id);
-    const tone = a.status === "alert" ? (sev === "critical" ? "critical" : "warning") : a.status;
+    const tone = a.status === "alert" ? (sev === "critical" ? "critical" : "warning") : ASSET_STATUS_TONE[a.status] ?? a.status;
     const sig = `${a.status}|${tone}`;
     if (cStatus._sig !== sig) {
       cStatus._sig = sig;
-      cStatus.replaceChildren(badge(tone, a.status === "alert" ? "alert" : a.status));
+      cStatus.replaceChildren(badge(tone, ASSET_STATUS_TEXT[a.status] ?? a.status));
       $(".badge", cStatus).dataset.testid = "asset-status";
       $(".badge", cStatus).dataset.status = a.status;
     }
@@ -891,13 +894,14 @@ function fleetView(root, _query, signal) {
   }
 
   function renderSummary(list) {
-    const n = { ok: 0, alert: 0, offline: 0 };
+    const n = { ok: 0, alert: 0, offline: 0, no_data: 0 };
     for (const a of list) n[a.status] = (n[a.status] || 0) + 1;
     summary.replaceChildren();  // append() skips null children; replaceChildren() would print "null"
     append(summary, [
       h("span", null, `${list.length} asset${list.length === 1 ? "" : "s"}`),
       n.alert ? badge("critical", `${n.alert} alert`) : null,
       n.offline ? badge("offline", `${n.offline} offline`) : null,
+      n.no_data ? badge("offline", `${n.no_data} no data yet`) : null,
       badge("ok", `${n.ok} ok`)]);
   }
 
@@ -1267,16 +1271,16 @@ function assetView(root, assetId, query, signal) {
     document.title = `${asset.name || asset.id} · EdgeLoop`;
     setText(title, asset.name || asset.id);
     setText($(".crumbs span:last-child", root), asset.name || asset.id);
-    const tone = asset.status === "alert" ? (openSeverity === "critical" || !openSeverity ? "critical" : "warning") : asset.status;
+    const tone = asset.status === "alert" ? (openSeverity === "critical" || !openSeverity ? "critical" : "warning") : ASSET_STATUS_TONE[asset.status] ?? asset.status;
     const sig = `${asset.status}|${tone}`;
     if (statusSlot._sig !== sig) {
       statusSlot._sig = sig;
-      statusSlot.replaceChildren(badge(tone, asset.status));
+      statusSlot.replaceChildren(badge(tone, ASSET_STATUS_TEXT[asset.status] ?? asset.status));
     }
     const items = [
       ["Asset id", asset.id], ["Kind", asset.kind || "—"], ["Site / line", [asset.site, asset.line].filter(Boolean).join(" / ") || "—"],
       ["Criticality", asset.criticality ? `${asset.criticality} / 5` : "—"], ["Open alerts", fmtNumber(asset.open_alerts ?? 0)],
-      ["Last seen", asset.last_seen_ms ? `${fmtTime(asset.last_seen_ms)} (${fmtAgo(asset.last_seen_ms)})` : "never"],
+      ["Last seen", asset.last_seen_ms ? `${fmtTime(asset.last_seen_ms)} (${fmtAgo(asset.last_seen_ms)})` : "never (no data yet)"],
     ];
     meta.replaceChildren(...items.map(([k, v]) => h("div", null, h("dt", null, k), h("dd", null, v))));
     devicesBox.replaceChildren(
