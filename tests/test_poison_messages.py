@@ -459,3 +459,26 @@ async def test_a_nul_event_the_store_refuses_is_acknowledged_and_never_redeliver
         assert again.alive
         assert len(await again.store.list_dead_letters()) == 1, "the refused event was not redelivered"
         assert again.pipeline.stats.dead_letters == 0
+
+
+async def test_backends_translate_what_they_refuse_and_stay_usable(store: Store) -> None:
+    """``StoreRejected`` for data the store refuses (on both backends: a lone surrogate, a count beyond 64 bits),
+    and the store takes the next write (SQLite used to leave the refused write's transaction open)."""
+    from edgeloop.errors import StoreRejected
+    from edgeloop.store.base import GatewayHeartbeat
+
+    await seed(store)
+    bad_event = StoredEvent(device=DEVICE, tenant=TENANT, ts_ms=NOW, kind="k\ud800", severity="info", message="",
+                            data={}, received_ms=NOW)
+    with pytest.raises(StoreRejected):
+        await store.write_events([bad_event])
+    beat = GatewayHeartbeat(gateway=GATEWAY, tenant=TENANT, ts_ms=NOW, received_ms=NOW, heartbeat="{}", devices=(),
+                            dropped_samples=2**70)
+    with pytest.raises(StoreRejected):
+        await store.write_heartbeats([beat])
+    with pytest.raises(StoreRejected):
+        await store.write_dead_letters([dataclasses.replace(
+            DeadLetter.of(received_ms=NOW, topic="t", code="c", detail="d", raw=b""), detail="\ud800")])
+    assert await store.write_events([dataclasses.replace(bad_event, kind="k")]) == 1
+    await store.write_heartbeats([dataclasses.replace(beat, dropped_samples=1)])
+    assert await store.get_gateway(GATEWAY) is not None
