@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 
-from edgeloop.log_limit import LogLimiter
+from edgeloop.log_limit import LogLimiter, RepeatFilter
 
 
 class Lines(logging.Handler):
@@ -78,3 +81,49 @@ def test_causes_are_bounded(logged: tuple[logging.Logger, Lines]) -> None:
         limiter.warning(f"client-{i}:publish", "refused %d", i)
     assert len(out.lines) == 100
     assert len(limiter._causes) <= 10
+
+
+def test_repeat_filter_bounds_each_call_site_and_counts_what_it_dropped() -> None:
+    now = [0.0]
+    repeat = RepeatFilter(burst=3, interval_s=60, clock=lambda: now[0])
+    out = Lines()
+    out.addFilter(repeat)
+    logger = logging.getLogger("test.repeat")
+    logger.addHandler(out)
+    logger.propagate = False
+
+    def overloaded(i: int) -> None:
+        logger.warning("overloaded %d", i)  # one call site
+
+    try:
+        for i in range(1000):
+            overloaded(i)
+            if i < 2:
+                logger.warning("another line %d", i)  # another call site, its own budget
+        assert out.lines == ["overloaded 0", "another line 0", "overloaded 1", "another line 1", "overloaded 2"]
+        now[0] = 61.0
+        overloaded(1000)
+        assert out.lines[-1] == "overloaded 1000 (and 997 more from this line in the previous 60 s, not logged)"
+    finally:
+        logger.removeHandler(out)
+        logger.propagate = True
+
+
+def test_the_command_line_logging_cannot_be_flooded_by_identical_tracebacks() -> None:
+    """What the CLI commands (``up``, ``serve``, ``agent``) configure: 10,000 identical tracebacks from one
+    line (an overload of any library) write a few lines, not megabytes."""
+    script = """
+import logging
+from edgeloop.log_limit import configure_logging
+configure_logging()
+log = logging.getLogger("edgeloop.flood")
+for i in range(10_000):
+    try:
+        raise RuntimeError("store overloaded")
+    except RuntimeError:
+        log.exception("writing a batch failed")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60, check=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.stderr.count(b"writing a batch failed") == 10
+    assert len(done.stderr) < 10_000, len(done.stderr)

@@ -3,7 +3,10 @@
 One cause repeated per message (an overloaded store, a refused publish) once wrote 85 MB of identical
 tracebacks. A :class:`LogLimiter` logs the first occurrence of a cause in full (with its traceback), then at
 most one summary line per interval saying how many like it were not logged; a cause that went quiet for a
-whole interval is logged in full again.
+whole interval is logged in full again. The code paths that can repeat per message use one (ingest, the
+store, the embedded broker's refusals). As a backstop for every other line, including the libraries'
+(amqtt, paho, uvicorn), :func:`configure_logging` puts a :class:`RepeatFilter` on the process's log handler:
+at most ``burst`` lines per call site and interval, then a count.
 
 >>> import logging
 >>> t = [0.0]
@@ -18,6 +21,7 @@ True
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,3 +87,55 @@ class LogLimiter:
     def _forget_oldest(self) -> None:
         while len(self._causes) >= self.max_causes:
             del self._causes[next(iter(self._causes))]
+
+
+@dataclass(slots=True)
+class _Site:
+    since: float  # start of the current interval
+    written: int = 1
+    suppressed: int = 0
+
+
+class RepeatFilter(logging.Filter):
+    """A handler's filter: at most ``burst`` records per call site (source file and line) and ``interval_s``;
+    the first record written after an interval with suppressed ones says how many were not logged."""
+
+    def __init__(self, *, burst: int = 10, interval_s: float = 60.0, max_sites: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.burst = burst
+        self.interval_s = interval_s
+        self.max_sites = max_sites
+        self.clock = clock
+        self._sites: dict[tuple[str, int], _Site] = {}
+        self._lock = threading.Lock()  # records come from several threads (paho, executors, the event loop)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.pathname, record.lineno)
+        now = self.clock()
+        with self._lock:
+            site = self._sites.get(key)
+            if site is not None and now - site.since < self.interval_s:
+                if site.written < self.burst:
+                    site.written += 1
+                    return True
+                site.suppressed += 1
+                return False
+            suppressed = site.suppressed if site is not None else 0
+            if site is None and len(self._sites) >= self.max_sites:
+                del self._sites[next(iter(self._sites))]
+            self._sites[key] = _Site(since=now)
+        if suppressed:
+            record.msg = (f"{record.getMessage()} (and {suppressed} more from this line in the previous "
+                          f"{self.interval_s:.0f} s, not logged)")
+            record.args = None
+        return True
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """The command line's logging: warnings (everything with ``verbose``) to stderr, repeats bounded."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RepeatFilter) for f in handler.filters):
+            handler.addFilter(RepeatFilter())
