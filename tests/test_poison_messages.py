@@ -482,3 +482,29 @@ async def test_backends_translate_what_they_refuse_and_stay_usable(store: Store)
     assert await store.write_events([dataclasses.replace(bad_event, kind="k")]) == 1
     await store.write_heartbeats([dataclasses.replace(beat, dropped_samples=1)])
     assert await store.get_gateway(GATEWAY) is not None
+
+
+async def test_finding_the_refused_message_takes_a_few_writes_not_one_per_message(
+    store: Store, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each write is a commit (an fsync on SQLite): a refused message in a batch of 500 is found by halving,
+    and the other 499 are stored in a handful of writes."""
+    from edgeloop.errors import StoreRejected
+
+    write_chunks = store.write_chunks
+    calls: list[int] = []
+
+    async def refusing(chunks: Sequence[TelemetryChunk]) -> list[bool]:
+        calls.append(len(chunks))
+        if any(c.seq == 666 for c in chunks):
+            raise StoreRejected("refused: seq 666")
+        return await write_chunks(chunks)
+
+    monkeypatch.setattr(store, "write_chunks", refusing)
+    seqs = [s for s in range(1000, 1500) if s != 1250] + [666]
+    seqs.insert(250, seqs.pop())
+    async with running(store) as ingest:
+        await ingest.send([(TEL, tel(seq)) for seq in seqs])
+    assert await store.telemetry_counts(DEVICE) == (499, 998)
+    assert [d.code for d in await store.list_dead_letters()] == ["store_rejected"]
+    assert len(calls) <= 2 * 9 + 2, calls  # about two writes per halving of 500

@@ -275,33 +275,34 @@ class IngestPipeline:
 
     async def _isolating(self, b: _Sorted, items: list[tuple[_R, Inbound]],
                          write: Callable[[list[_R]], Awaitable[object]], what: str, *, letter: bool = True) -> None:
-        """``write`` all ``items`` at once; if the store refuses them, one at a time, so that only what it
-        refuses is refused: that message becomes a ``store_rejected`` dead letter (``letter``; else it is
-        only logged). ``StoreError`` (the store is unavailable) propagates with the unwritten items kept."""
-        if not items:
-            return
-        try:
-            await write([record for record, _ in items])
-            items.clear()
-            return
-        except StoreRejected:
-            pass
-        except StoreError:
-            raise
-        except Exception:  # noqa: BLE001  # an error the backend does not translate: a bug, never the end of ingest
-            self.limited_log.error(f"untranslated:{what}", "storing %d %s records raised an untranslated error; "
-                                   "isolating them one by one", len(items), what, exc_info=True)
+        """``write`` all ``items`` at once; if the store refuses them, in halves, and halves of those, down to
+        the single messages it refuses (a few writes per refused message, not one per message of the batch).
+        A refused message becomes a ``store_rejected`` dead letter (``letter``; else it is only logged).
+        Written items leave the list: ``StoreError`` (the store is unavailable) propagates with the rest kept."""
+        size = len(items)
         while items:
-            record, item = items[0]
+            part = items[:size]
             try:
-                await write([record])
+                await write([record for record, _ in part])
             except StoreError as exc:
                 if not isinstance(exc, StoreRejected):
                     raise
-                self._refused(b, record, item, what, str(exc), letter)
-            except Exception as exc:  # noqa: BLE001  # an untranslated error costs this message only
-                self._refused(b, record, item, what, f"{type(exc).__name__}: {exc}", letter)
+                why = str(exc)
+            except Exception as exc:  # noqa: BLE001  # an error the backend does not translate: a bug, never the end of ingest
+                self.limited_log.error(f"untranslated:{what}", "storing %d %s records raised an untranslated "
+                                       "error; isolating the message", len(part), what, exc_info=True)
+                why = f"{type(exc).__name__}: {exc}"
+            else:
+                del items[:len(part)]
+                size = len(items)  # the rest at once again
+                continue
+            if len(part) > 1:
+                size = len(part) // 2
+                continue
+            record, item = part[0]
+            self._refused(b, record, item, what, why, letter)
             del items[0]
+            size = len(items)
 
     def _refused(self, b: _Sorted, record: object, item: Inbound, what: str, why: str, letter: bool) -> None:
         b.refused.add(id(item))
