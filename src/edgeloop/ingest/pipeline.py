@@ -9,9 +9,9 @@ letter. A storage failure is not a payload's fault: the batch is kept,
 retried with backoff and acknowledged only once it is stored, so a database
 outage delays data but loses none. Data the store refuses itself
 (``StoreRejected``: a string PostgreSQL cannot hold, a number beyond its
-column) is: the batch is then written message by message, each refused
-message becomes a ``store_rejected`` dead letter and is acknowledged (never
-redelivered), and the rest of the batch is stored.
+column) is: the batch is then written in halves down to the messages the
+store refuses, each of which becomes a ``store_rejected`` dead letter and is
+acknowledged (never redelivered); the rest of the batch is stored.
 """
 
 from __future__ import annotations
