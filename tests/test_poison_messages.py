@@ -508,3 +508,29 @@ async def test_finding_the_refused_message_takes_a_few_writes_not_one_per_messag
     assert await store.telemetry_counts(DEVICE) == (499, 998)
     assert [d.code for d in await store.list_dead_letters()] == ["store_rejected"]
     assert len(calls) <= 2 * 9 + 2, calls  # about two writes per halving of 500
+
+
+@pytest.mark.parametrize(("raised", "refused"), [
+    ("CharacterNotInRepertoireError", True),  # a NUL character in text
+    ("UntranslatableCharacterError", True),  # \u0000 in json(b)
+    ("NumericValueOutOfRangeError", True),
+    ("NotNullViolationError", True),
+    ("ConnectionDoesNotExistError", False),  # the connection was lost: retry later
+    ("AdminShutdownError", False),
+    ("DiskFullError", False),
+    ("DeadlockDetectedError", False),
+    ("InterfaceError", False),  # e.g. the pool is closing
+])
+def test_postgres_errors_are_refusals_or_outages_by_their_class(raised: str, refused: bool) -> None:
+    """Data errors (SQLSTATE classes 22, 23) are refusals of that data; everything else is the store's state."""
+    import asyncpg
+
+    from edgeloop.errors import StoreRejected
+    from edgeloop.store.postgres import _translated
+
+    with pytest.raises(StoreError) as caught, _translated():
+        raise getattr(asyncpg, raised)("boom")
+    assert isinstance(caught.value, StoreRejected) is refused
+    with pytest.raises(StoreError) as lost, _translated():
+        raise ConnectionResetError("reset by peer")
+    assert not isinstance(lost.value, StoreRejected)
