@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -534,3 +535,24 @@ def test_postgres_errors_are_refusals_or_outages_by_their_class(raised: str, ref
     with pytest.raises(StoreError) as lost, _translated():
         raise ConnectionResetError("reset by peer")
     assert not isinstance(lost.value, StoreRejected)
+
+
+@pytest.mark.parametrize(("raised", "refused"), [
+    (sqlite3.IntegrityError("FOREIGN KEY constraint failed"), True),
+    (UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"), True),
+    (OverflowError("Python int too large to convert to SQLite INTEGER"), True),
+    (sqlite3.OperationalError("database is locked"), False),
+    (sqlite3.OperationalError("disk I/O error"), False),
+])
+async def test_sqlite_errors_are_refusals_or_outages_by_their_kind(tmp_path: Path, raised: Exception,
+                                                                   refused: bool) -> None:
+    from edgeloop.errors import StoreRejected
+    from edgeloop.store.sqlite import SQLiteStore
+
+    def fail(_db: sqlite3.Connection) -> None:
+        raise raised
+
+    async with SQLiteStore(path=tmp_path / "x.db") as sqlite:
+        with pytest.raises(StoreError) as caught:
+            await sqlite._run(fail)
+    assert isinstance(caught.value, StoreRejected) is refused
