@@ -556,3 +556,17 @@ async def test_sqlite_errors_are_refusals_or_outages_by_their_kind(tmp_path: Pat
         with pytest.raises(StoreError) as caught:
             await sqlite._run(fail)
     assert isinstance(caught.value, StoreRejected) is refused
+
+
+def test_a_topic_that_is_not_utf8_becomes_a_message_not_the_end_of_the_network_thread() -> None:
+    """paho raises UnicodeDecodeError reading such a topic; raised in the callback it would end the thread that
+    reads the broker, and ingest would silently receive nothing more."""
+    from edgeloop.ingest.mqtt import MqttSource
+
+    source = MqttSource(host="127.0.0.1", port=1, topics=["edgeloop/v1/+/+/telemetry"])
+    msg = mqtt.MQTTMessage(mid=7, topic=b"edgeloop/v1/acme/d\xff1/telemetry")
+    msg.payload = tel(1)
+    msg.qos = 1
+    source._on_message(source._client, None, msg)
+    [item] = list(source._buf)
+    assert item.topic == "edgeloop/v1/acme/d\\xff1/telemetry" and item.payload == tel(1)
