@@ -232,6 +232,35 @@ def test_device_receives_only_its_own_commands(broker: TlsBroker, ingest: Any) -
     assert received == ["edgeloop/v1/acme/dev-a/cmd"], "device A received another device's command"
 
 
+def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "edgeloop.broker.embedded" and "refused" in
+            r.getMessage()]
+
+
+def test_refused_publishes_leave_a_log_line_per_identity_and_minute(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A publish the embedded broker's ACL refuses used to leave no trace; a flood of them leaves one line
+    (Mosquitto logs its own refusals)."""
+    ca = CertificateAuthority.init(tmp_path / "pki")
+    ids = {n: make_identity(ca, n, tmp_path / "ids") for n in ("dev-e", "dev-f")}
+    port = free_port()
+    with embedded_broker(ca, tmp_path / "broker", port):
+        broker = TlsBroker("embedded", port, ca, ids, tmp_path / "pki" / "ca-chain.pem", lambda: None)
+        e = connected(broker, "dev-e")
+        try:
+            for _ in range(20):
+                e.publish("edgeloop/v1/acme/dev-f/telemetry", b"forged", qos=1).wait_for_publish(5)
+            deadline = time.monotonic() + 5
+            while not refusals(caplog) and time.monotonic() < deadline:  # logged on the broker's thread
+                time.sleep(0.02)
+        finally:
+            e.disconnect()
+            e.loop_stop()
+    assert refusals(caplog) == [
+        "MQTT publish by dev-e on 'edgeloop/v1/acme/dev-f/telemetry' refused: not allowed by the ACL"]
+
+
 def test_a_chosen_client_id_is_not_an_identity(broker: TlsBroker, ingest: Any) -> None:
     """Device A connecting with client id 'dev-b' neither speaks as B nor takes over B's session."""
     _, got = ingest

@@ -6,6 +6,7 @@ import json
 import math
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -373,3 +374,116 @@ def test_a_device_event_is_checked_like_telemetry() -> None:
 def test_arbitrary_event_bytes_never_raise(validator: Validator, raw: bytes) -> None:
     result = validator.check_event("edgeloop/v1/acme/d1/event", raw, NOW)
     assert isinstance(result, DeadLetter) or result.device == "d1"
+
+
+# -- text every store keeps, bounded event data, sane heartbeats (edgeloop.ingest.bounds) ---------------------
+
+EVENT_TOPIC, HEALTH_TOPIC = "edgeloop/v1/acme/d1/event", "edgeloop/v1/acme/d1/health"
+
+
+def heartbeat_payload(**changes: Any) -> bytes:
+    doc: dict[str, Any] = {
+        "gateway": "d1", "ts": NOW, "interval_s": 10.0, "devices": ["d2"], "journal_messages": 0, "journal_bytes": 0,
+        "journal_samples": 0, "oldest_unsent_age_s": None, "sync_lag_s": 0.5, "dropped_samples": 0,
+        "accepted_samples": 1, "uplink_connected": 1, "uplink_links": 1, "bytes_sent": 1, "bytes_raw": 1,
+        "cpu_percent": 1.0, "rss_bytes": 1, "sources": {"plc": {"kind": "modbus", "state": "ok"}},
+        "config_version": 1}
+    doc.update(changes)
+    return json.dumps(doc).encode()
+
+
+def event_code(validator: Validator, raw: bytes) -> str | None:
+    result = validator.check_event(EVENT_TOPIC, raw, NOW)
+    return result.code if isinstance(result, DeadLetter) else None
+
+
+def heartbeat_code(validator: Validator, raw: bytes) -> str | None:
+    result = validator.check_heartbeat(HEALTH_TOPIC, raw, NOW)
+    return result.code if isinstance(result, DeadLetter) else None
+
+
+@pytest.mark.parametrize("field", ["kind", "message", "data key", "data value"])
+def test_a_nul_character_in_any_string_of_an_event_is_bad_text_naming_the_field(validator: Validator,
+                                                                                 field: str) -> None:
+    doc: dict[str, Any] = {"kind": "gap", "message": "m", "data": {"k": "v"}}
+    if field in ("kind", "message"):
+        doc[field] = "a\x00b"
+    else:
+        doc["data"] = {"k\x00": "v"} if field == "data key" else {"k": "v\x00"}
+    result = rejected(validator.check_event(EVENT_TOPIC, event_payload(**doc), NOW))
+    assert result.code == "bad_text"
+    assert "NUL" in result.detail and field.split(maxsplit=1)[0] in result.detail
+    assert "\x00" not in result.detail, "the detail itself is storable"
+
+
+def test_invalid_utf8_inside_a_string_is_not_utf8_never_an_exception(validator: Validator) -> None:
+    raw = event_payload(message="@@").replace(b"@@", b"\xed\xa0\x80")  # an encoded surrogate: not UTF-8
+    assert event_code(validator, raw) == "not_utf8"
+    assert rejected(validator.check(tel_topic(), payload().replace(b"temp", b"te\xffp"), NOW)).code == "not_utf8"
+    assert heartbeat_code(validator, heartbeat_payload(agent_version="@@").replace(b"@@", b"\xc0\x80")) == "not_utf8"
+
+
+def test_event_data_limits_are_inclusive(validator: Validator) -> None:
+    lim = LIMITS
+    assert event_code(validator, event_payload(data={f"k{i}": i for i in range(lim.max_event_data_keys)})) is None
+    assert event_code(validator, event_payload(data={f"k{i}": i for i in range(lim.max_event_data_keys + 1)})) \
+        == "oversized"
+    assert event_code(validator, event_payload(data={"k" * lim.max_event_key_chars: 1})) is None
+    assert event_code(validator, event_payload(data={"k" * (lim.max_event_key_chars + 1): 1})) == "oversized"
+    overhead = len(json.dumps({"t": ""}, separators=(",", ":")))
+    at_limit = {"t": "x" * (lim.max_event_data_bytes - overhead)}
+    assert event_code(validator, event_payload(data=at_limit)) is None
+    assert event_code(validator, event_payload(data={"t": at_limit["t"] + "x"})) == "oversized"
+    nested = event_payload(data={"a": {"b": 1}})
+    assert event_code(validator, nested) == "bad_schema", "data is flat (depth 1) by schema"
+
+
+@pytest.mark.parametrize(("changes", "code"), [
+    ({"cpu_percent": 100.0 * LIMITS.max_cores}, None),
+    ({"cpu_percent": 100.0 * LIMITS.max_cores + 0.5}, "out_of_range"),
+    ({"cpu_percent": -0.1}, "out_of_range"),
+    ({"rss_bytes": LIMITS.max_rss_bytes}, None),
+    ({"rss_bytes": LIMITS.max_rss_bytes + 1}, "out_of_range"),
+    ({"journal_bytes": 2**53}, None),
+    ({"journal_bytes": 2**53 + 1}, "out_of_range"),
+    ({"uplink_links": -1}, "out_of_range"),
+    ({"config_pushed": -5}, "out_of_range"),
+    ({"sources": {"plc": {"kind": "modbus", "state": "failing", "failures": -1}}}, "out_of_range"),
+    ({"oldest_unsent_age_s": 3600.0, "sync_lag_s": 0.0}, None),
+    ({"oldest_unsent_age_s": 11 * 365 * 86_400.0}, "out_of_range"),
+    ({"devices": [f"d{i}" for i in range(LIMITS.max_heartbeat_devices + 1)]}, "oversized"),
+    ({"agent_version": "v" * 65}, "oversized"),
+    ({"sources": {"plc": {"kind": "modbus", "state": "failing", "error": "e" * 1001}}}, "oversized"),
+    ({"config_message": "bad\x00"}, "bad_text"),
+])
+def test_heartbeat_bounds(validator: Validator, changes: dict[str, Any], code: str | None) -> None:
+    assert heartbeat_code(validator, heartbeat_payload(**changes)) == code
+
+
+def test_non_finite_numbers_are_refused_even_past_the_decoder() -> None:
+    """JSON has no NaN and the decoder refuses 1e999, but the bounds do not rely on it."""
+    from edgeloop.ingest.bounds import event_problem, heartbeat_problem
+    from edgeloop.messages import DeviceEvent, Heartbeat
+
+    event = DeviceEvent(device="d1", ts=NOW, kind="k", data={"x": math.inf})
+    assert event_problem(event, LIMITS) == ("non_finite", "data['x'] is inf")
+    beat = msgspec.json.decode(heartbeat_payload(v=SCHEMA_VERSION), type=Heartbeat)
+    problem = heartbeat_problem(msgspec.structs.replace(beat, cpu_percent=math.nan), LIMITS)
+    assert problem is not None and problem[0] == "non_finite"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.text(min_size=1, max_size=64), message=st.text(max_size=50),
+       data=st.dictionaries(st.text(max_size=70), st.text(max_size=50) | st.integers(-10, 10), max_size=70))
+def test_an_accepted_event_holds_only_storable_bounded_text(validator: Validator, kind: str, message: str,
+                                                            data: dict[str, Any]) -> None:
+    from edgeloop.safe_text import text_problem
+
+    result = validator.check_event(EVENT_TOPIC, event_payload(kind=kind, message=message, data=data), NOW)
+    if isinstance(result, DeadLetter):
+        assert result.code in {"bad_text", "oversized", "bad_schema"}, result
+        assert text_problem(result.detail) is None
+        return
+    for text in (result.kind, result.message, *result.data, *(v for v in result.data.values() if isinstance(v, str))):
+        assert text_problem(text) is None
+    assert len(result.data) <= LIMITS.max_event_data_keys

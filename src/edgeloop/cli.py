@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import ssl
 import sys
@@ -24,6 +23,7 @@ from rich.table import Table
 
 from edgeloop import __version__
 from edgeloop.errors import EdgeLoopError
+from edgeloop.log_limit import configure_logging
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="EdgeLoop: the open AIoT platform.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (code in bench/).")
@@ -84,8 +84,7 @@ def up(
     from edgeloop.app import PlatformConfig
     from edgeloop.embedded import SimSettings, run_embedded
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(verbose)
     cfg = PlatformConfig(data_dir=data_dir, store_url=store, mqtt_host=host, mqtt_port=mqtt_port,
                          http_host=host, http_port=port, pki_dir=data_dir / "pki", create_pki=True, auth=auth,
                          admin_password=os.environ.get("EDGELOOP_ADMIN_PASSWORD") or None, embedded_tls=mqtt_tls,
@@ -108,8 +107,7 @@ def agent(
     from edgeloop.agent.remote import load_effective_config
     from edgeloop.agent.runner import Agent
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(verbose)
     try:
         cfg = load_effective_config(config)
     except EdgeLoopError as exc:
@@ -223,8 +221,7 @@ def serve(
     from edgeloop.embedded import run_platform
     from edgeloop.identity.tls import TlsIdentity
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(verbose)
     mhost, _, mport = mqtt.rpartition(":")
     if not insecure and (mqtt_tls is None or https is None):
         raise _fail("production mode needs mutual TLS to the broker (--mqtt-tls DIR) and HTTPS on the API "

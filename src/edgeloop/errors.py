@@ -25,7 +25,12 @@ class ConflictError(EdgeLoopError):
 
 
 class StoreError(EdgeLoopError):
-    """The storage backend failed (connection lost, disk full, schema mismatch)."""
+    """The storage backend failed (connection lost, disk full, schema mismatch): retrying later may succeed."""
+
+
+class StoreRejected(StoreError):
+    """The store refused this data itself (a NUL character, an unencodable string, a number out of range):
+    retrying the same data can never succeed. Ingest dead-letters what is refused (``store_rejected``)."""
 
 
 class BrokerError(EdgeLoopError):

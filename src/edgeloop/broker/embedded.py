@@ -14,7 +14,8 @@ With ``tls`` it enforces what the generated Mosquitto configuration does:
   neither choose another identity nor take over another identity's session;
 * a revoked certificate is refused (CONNACK "not authorised"), and revoking one closes its
   live session within a second (at once through ``refresh_revocations``);
-* publish, subscribe and delivery follow ``edgeloop.broker.acl``, the rules Mosquitto gets;
+* publish, subscribe and delivery follow ``edgeloop.broker.acl``, the rules Mosquitto gets; a refused
+  publish or subscription is logged (at most one line per identity, kind and minute, with a count);
 * every refused connection (failed handshake: no, foreign or expired certificate, garbage or
   plain MQTT on the port; a revoked certificate; no CONNECT) is reported to ``on_refused``
   (the platform writes it to the audit log, once per address and minute).
@@ -45,6 +46,7 @@ from edgeloop.broker.acl import Access, IdentityKind, allowed
 from edgeloop.errors import BrokerError
 from edgeloop.identity.crl import RevocationList
 from edgeloop.identity.tls import TlsIdentity
+from edgeloop.log_limit import LogLimiter
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +225,7 @@ class _SecureBroker(_ClosingBroker):
         self.context = tls.server_context()
         self.connections: dict[str, tuple[PeerIdentity, asyncio.StreamWriter]] = {}
         self._identities: dict[str, PeerIdentity] = {}
+        self.refusals = LogLimiter(log)
 
     async def _refuse(self, writer: asyncio.StreamWriter, source: str, actor: str, reason: str) -> None:
         log.warning("MQTT connection from %s refused: %s", source, reason)
@@ -274,10 +277,14 @@ class _SecureBroker(_ClosingBroker):
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         ident = self._identities.get(session.client_id or "")
-        if ident is None:
-            return False
+        name = ident.name if ident is not None else repr(session.client_id)
         access: Access = "write" if action == Action.PUBLISH else "read"
-        return allowed(ident.name, ident.kind, access, topic)
+        if ident is not None and allowed(ident.name, ident.kind, access, topic):
+            return True
+        if action != Action.RECEIVE:  # a delivery filtered out is not a client's attempt
+            self.refusals.warning(f"{name}:{action.value}", "MQTT %s by %s on %r refused: %s", action.value, name,
+                                  topic[:200], "not allowed by the ACL" if ident else "no identity")
+        return False
 
     def disconnect_revoked(self) -> list[str]:
         """Close the live connection of every identity whose certificate is now revoked; returns their names."""

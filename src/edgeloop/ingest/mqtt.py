@@ -114,7 +114,11 @@ class MqttSource:
             log.warning("MQTT connection to %s:%s lost (%s); reconnecting", self.host, self.port, reason)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        item = Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self.clock.now_ms())
+        try:
+            name = msg.topic
+        except UnicodeDecodeError:  # raised here it would end paho's network thread: becomes a dead letter
+            name = bytes(msg._topic).decode("utf-8", "backslashreplace")
+        item = Inbound(name, bytes(msg.payload), msg.mid, msg.qos, self.clock.now_ms())
         with self._cond:
             while len(self._buf) >= self.capacity and not self._closing:
                 self._cond.wait(0.5)

@@ -7,7 +7,11 @@ event, and every heartbeat) updates the stored status of that configuration vers
 Nothing a payload contains can stop this loop: every failure becomes a dead
 letter. A storage failure is not a payload's fault: the batch is kept,
 retried with backoff and acknowledged only once it is stored, so a database
-outage delays data but loses none.
+outage delays data but loses none. Data the store refuses itself
+(``StoreRejected``: a string PostgreSQL cannot hold, a number beyond its
+column) is: the batch is then written in halves down to the messages the
+store refuses, each of which becomes a ``store_rejected`` dead letter and is
+acknowledged (never redelivered); the rest of the batch is stored.
 """
 
 from __future__ import annotations
@@ -17,17 +21,20 @@ import collections
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from edgeloop.clock import Clock, SystemClock
-from edgeloop.errors import StoreError
+from edgeloop.errors import StoreError, StoreRejected
 from edgeloop.ingest.gateways import ConfigOutcome, config_updates, outcome_of_event, outcome_of_heartbeat
 from edgeloop.ingest.mqtt import Inbound
 from edgeloop.ingest.validate import CheckedHeartbeat, Validator
+from edgeloop.log_limit import LogLimiter
 from edgeloop.messages import TopicKind, parse_topic
 from edgeloop.store.base import DeadLetter, GatewayHeartbeat, Store, StoredEvent, TelemetryChunk
 
 log = logging.getLogger(__name__)
+_R = TypeVar("_R")
+Status = tuple[str, bool, int]  # (gateway, online, platform time)
 
 Downstream = Callable[[list[TelemetryChunk]], Awaitable[None]]
 
@@ -119,6 +126,7 @@ class IngestPipeline:
         self.gateways: set[str] = set()  # devices that sent a heartbeat (the platform loads the stored ones)
         self._stamped: dict[str, int] = {}  # the last time given to a device's status or heartbeat
         self._progress = asyncio.Condition()
+        self.limited_log = LogLimiter(log)  # one line per cause and minute: a poison flood must not flood the log
 
     async def run(self) -> None:
         """Process batches until cancelled."""
@@ -128,10 +136,9 @@ class IngestPipeline:
 
     async def handle(self, batch: list[Inbound]) -> None:
         sorted_ = self._sort(batch)
-        chunks = sorted_.chunks
-        new = await self._persist(sorted_)
-        self.source.ack(batch)
-        accepted = [c for c, ok in zip(chunks, new, strict=True) if ok]
+        await self._persist(sorted_)
+        self.source.ack(batch)  # stored, dead-lettered or refused by the store: handled, never sent again
+        accepted = sorted_.stored
         for c in accepted:
             if c.t1 > self.last_seen.get(c.device, -1):
                 self.last_seen[c.device] = c.t1
@@ -141,7 +148,7 @@ class IngestPipeline:
         s.stored_messages += len(accepted)
         samples = sum(len(c.ts) for c in accepted)
         s.stored_samples += samples
-        s.duplicates += len(chunks) - len(accepted)
+        s.duplicates += sorted_.duplicates
         now = self.clock.monotonic()
         s.samples_rate.add(now, samples)
         s.messages_rate.add(now, len(accepted))
@@ -149,6 +156,7 @@ class IngestPipeline:
             await self.downstream(accepted)
         async with self._progress:
             self._progress.notify_all()
+        self.limited_log.flush()
 
     def handled(self) -> int:
         """Messages finished with: stored, dropped as duplicates, or dead-lettered."""
@@ -170,32 +178,36 @@ class IngestPipeline:
                 at = self._stamp(parsed[1], now)
                 self.presence.update(parsed[1], item.payload, at)
                 if parsed[1] in self.gateways:
-                    out.statuses.append((parsed[1], self.presence.online[parsed[1]], at))
+                    out.statuses.append(((parsed[1], self.presence.online[parsed[1]], at), item))
                 continue
             try:
                 result = self._check(kind, item, now)
-            except Exception as exc:  # a bug must cost one message, never the pipeline
-                log.exception("validator failed on a payload from %s", item.topic)
+            except Exception as exc:  # noqa: BLE001  # a bug must cost one message, never the pipeline
+                self.limited_log.error(f"validator:{type(exc).__name__}", "validator failed on a payload from %s",
+                                       item.topic, exc_info=True)
                 result = DeadLetter.of(received_ms=now, topic=item.topic[:256], code="internal_error",
                                        detail=f"{type(exc).__name__}: {exc}", raw=item.payload)
             if isinstance(result, DeadLetter):
-                out.letters.append(result)
-                self.stats.dead_letters += 1
-                self.stats.dead_by_code[result.code] += 1
-                self.stats.dead_by_device[result.device or ""] += 1
+                self._dead(out, result)
             elif isinstance(result, StoredEvent):
-                out.events.append(result)
+                out.events.append((result, item))
                 outcome = outcome_of_event(result)
                 if outcome is not None:
-                    out.outcomes.append(outcome)
+                    out.outcomes.append((outcome, item))
             elif isinstance(result, CheckedHeartbeat):
                 record = replace(result.record, received_ms=self._stamp(result.record.gateway, now))
-                out.heartbeats.append(self._with_status(record))
-                out.outcomes.append(outcome_of_heartbeat(result.message, now))
+                out.heartbeats.append((self._with_status(record), item))
+                out.outcomes.append((outcome_of_heartbeat(result.message, now), item))
                 self.gateways.add(result.record.gateway)
             else:
-                out.chunks.append(result)
+                out.chunks.append((result, item))
         return out
+
+    def _dead(self, batch: _Sorted, letter: DeadLetter) -> None:
+        batch.letters.append(letter)
+        self.stats.dead_letters += 1
+        self.stats.dead_by_code[letter.code] += 1
+        self.stats.dead_by_device[letter.device or ""] += 1
 
     def _check(self, kind: TopicKind | None, item: Inbound,
                now: int) -> TelemetryChunk | StoredEvent | CheckedHeartbeat | DeadLetter:
@@ -220,32 +232,123 @@ class IngestPipeline:
         return replace(beat, status="online" if online else "offline",
                        status_ms=self.presence.since_ms.get(beat.gateway, beat.received_ms))
 
-    async def _persist(self, batch: _Sorted) -> list[bool]:
-        """Store a sorted batch; on a storage failure retry (with backoff) what is not stored yet."""
+    async def _persist(self, batch: _Sorted) -> None:
+        """Store a sorted batch; on an unavailable store retry (with backoff) what is not stored yet."""
         delay = 0.1
         while True:
             try:
-                await self.store.write_dead_letters(batch.letters)
-                batch.letters = []  # written; a retry must not write them twice
-                await self.store.write_events(batch.events)
-                self.stats.events += len(batch.events)
-                batch.events = []
-                await self.store.write_heartbeats(_latest(batch.heartbeats))
-                self.stats.heartbeats += len(batch.heartbeats)
-                batch.heartbeats = []
-                await self.store.write_gateway_status(batch.statuses)
-                batch.statuses = []
-                await self._apply_outcomes(batch.outcomes)
-                batch.outcomes = []
-                return await self.store.write_chunks(batch.chunks)
+                await self._write(batch)
+                return
             except StoreError as exc:
                 self.stats.store_retries += 1
-                log.warning("storing a batch of %d messages failed (%s); retrying in %.1f s", len(batch.chunks),
-                            exc, delay)
+                self.limited_log.warning("store_unavailable", "storing a batch of %d messages failed (%s); "
+                                         "retrying in %.1f s", len(batch.chunks) + len(batch.events)
+                                         + len(batch.heartbeats), exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _apply_outcomes(self, outcomes: list[ConfigOutcome]) -> None:
+    async def _write(self, b: _Sorted) -> None:
+        """Each kind of record in one write; what is written leaves the batch, so a retry after a transient
+        failure writes only the rest. Dead letters go last: the store may refuse messages and add to them."""
+        store, stats = self.store, self.stats
+
+        async def events(items: list[StoredEvent]) -> None:
+            await store.write_events(items)
+            stats.events += len(items)
+
+        async def heartbeats(items: list[GatewayHeartbeat]) -> None:
+            await store.write_heartbeats(_latest(items))
+            stats.heartbeats += len(items)
+
+        async def chunks(items: list[TelemetryChunk]) -> None:
+            new = await store.write_chunks(items)
+            b.stored.extend(c for c, ok in zip(items, new, strict=True) if ok)
+            b.duplicates += len(items) - sum(new)
+
+        await self._isolating(b, b.events, events, "event")
+        await self._isolating(b, b.heartbeats, heartbeats, "heartbeat")
+        await self._isolating(b, b.statuses, store.write_gateway_status, "status")
+        b.outcomes = [(o, item) for o, item in b.outcomes if id(item) not in b.refused]
+        await self._isolating(b, b.outcomes, self._apply_outcomes, "configuration outcome", letter=False)
+        await self._isolating(b, b.chunks, chunks, "telemetry message")
+        await self._write_letters(b.letters)
+
+    async def _isolating(self, b: _Sorted, items: list[tuple[_R, Inbound]],
+                         write: Callable[[list[_R]], Awaitable[object]], what: str, *, letter: bool = True) -> None:
+        """``write`` all ``items`` at once; if the store refuses them, in halves, and halves of those, down to
+        the single messages it refuses (a few writes per refused message, not one per message of the batch).
+        A refused message becomes a ``store_rejected`` dead letter (``letter``; else it is only logged).
+        Written items leave the list: ``StoreError`` (the store is unavailable) propagates with the rest kept."""
+        size = len(items)
+        while items:
+            part = items[:size]
+            try:
+                await write([record for record, _ in part])
+            except StoreError as exc:
+                if not isinstance(exc, StoreRejected):
+                    raise
+                why = str(exc)
+            except Exception as exc:  # noqa: BLE001  # an error the backend does not translate: a bug, never the end of ingest
+                self.limited_log.error(f"untranslated:{what}", "storing %d %s records raised an untranslated "
+                                       "error; isolating the message", len(part), what, exc_info=True)
+                why = f"{type(exc).__name__}: {exc}"
+            else:
+                del items[:len(part)]
+                size = len(items)  # the rest at once again
+                continue
+            if len(part) > 1:
+                size = len(part) // 2
+                continue
+            record, item = part[0]
+            self._refused(b, record, item, what, why, letter)
+            del items[0]
+            size = len(items)
+
+    def _refused(self, b: _Sorted, record: object, item: Inbound, what: str, why: str, letter: bool) -> None:
+        b.refused.add(id(item))
+        self.limited_log.warning(f"store_rejected:{what}", "the store refused a %s from %s: %s", what, item.topic,
+                                 why)
+        if not letter:
+            return
+        device, tenant = _owner(record)
+        self._dead(b, DeadLetter.of(received_ms=self.clock.now_ms(), topic=item.topic[:256], code="store_rejected",
+                                    detail=f"the store refused this {what}: {why}", raw=item.payload,
+                                    device=device, tenant=tenant))
+
+    async def _write_letters(self, letters: list[DeadLetter]) -> None:
+        """Dead letters, one at a time if the store refuses some; a refused one is stored again in plain ASCII,
+        and only if even that is refused is it dropped (and logged): a dead letter must never block ingest."""
+        if not letters:
+            return
+        try:
+            await self.store.write_dead_letters(letters)
+            letters.clear()
+            return
+        except StoreRejected:
+            pass
+        except StoreError:
+            raise
+        except Exception:  # noqa: BLE001  # as in _isolating
+            self.limited_log.error("untranslated:dead letter", "storing %d dead letters raised an untranslated "
+                                   "error; isolating them one by one", len(letters), exc_info=True)
+        while letters:
+            why = ""
+            for attempt in (letters[0], _plain(letters[0])):
+                try:
+                    await self.store.write_dead_letters([attempt])
+                    break
+                except StoreError as exc:
+                    if not isinstance(exc, StoreRejected):
+                        raise
+                    why = str(exc)
+                except Exception as exc:  # noqa: BLE001  # as above: never block ingest
+                    why = f"{type(exc).__name__}: {exc}"
+            else:
+                self.limited_log.error("store_rejected:dead letter", "the store refused a dead letter from %s even "
+                                       "in plain ASCII (%s); dropped", letters[0].topic, why)
+            del letters[0]
+
+    async def _apply_outcomes(self, outcomes: Sequence[ConfigOutcome]) -> None:
         """Update the stored status of pushed configurations from what agents report (idempotent)."""
         for outcome in outcomes:
             configs = await self.store.list_gateway_configs(outcome.gateway)
@@ -255,14 +358,37 @@ class IngestPipeline:
 
 @dataclass(slots=True)
 class _Sorted:
-    """One inbound batch, sorted by what it holds."""
+    """One inbound batch, sorted by what it holds; each record with the message it came from."""
 
-    chunks: list[TelemetryChunk] = field(default_factory=list)
+    chunks: list[tuple[TelemetryChunk, Inbound]] = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
-    events: list[StoredEvent] = field(default_factory=list)
-    heartbeats: list[GatewayHeartbeat] = field(default_factory=list)
-    statuses: list[tuple[str, bool, int]] = field(default_factory=list)
-    outcomes: list[ConfigOutcome] = field(default_factory=list)
+    events: list[tuple[StoredEvent, Inbound]] = field(default_factory=list)
+    heartbeats: list[tuple[GatewayHeartbeat, Inbound]] = field(default_factory=list)
+    statuses: list[tuple[Status, Inbound]] = field(default_factory=list)
+    outcomes: list[tuple[ConfigOutcome, Inbound]] = field(default_factory=list)
+    refused: set[int] = field(default_factory=set)  # id() of the messages the store refused
+    stored: list[TelemetryChunk] = field(default_factory=list)  # new telemetry (not a duplicate)
+    duplicates: int = 0
+
+
+def _owner(record: object) -> tuple[str | None, str | None]:
+    """The (device, tenant) a refused record belongs to, for its dead letter."""
+    if isinstance(record, TelemetryChunk | StoredEvent):
+        return record.device, record.tenant
+    if isinstance(record, GatewayHeartbeat):
+        return record.gateway, record.tenant
+    if isinstance(record, tuple) and record and isinstance(record[0], str):  # a gateway's status
+        return record[0], None
+    return None, None
+
+
+def _plain(letter: DeadLetter) -> DeadLetter:
+    """A dead letter in plain ASCII (its raw bytes kept): what every store can hold."""
+    def plain(text: str) -> str:
+        return text.encode("ascii", "backslashreplace").decode("ascii")
+
+    return replace(letter, topic=plain(letter.topic)[:256], detail=plain(letter.detail)[:500],
+                   device=letter.device and plain(letter.device), tenant=letter.tenant and plain(letter.tenant))
 
 
 def _latest(beats: list[GatewayHeartbeat]) -> list[GatewayHeartbeat]:

@@ -3,10 +3,11 @@
 Pure code: the registry and the time are passed in. Every refusal has a
 stable ``code`` (for counting and alerting) and a human ``detail``.
 
-Codes: ``oversized``, ``bad_topic``, ``not_json``, ``bad_schema``,
+Codes: ``oversized``, ``bad_topic``, ``not_json``, ``not_utf8``, ``bad_schema``,
 ``unsupported_version``, ``unknown_device``, ``wrong_tenant``,
 ``topic_mismatch``, ``unknown_channel``, ``non_finite``, ``duplicate_timestamp``,
-``ts_future``, ``ts_past``.
+``ts_future``, ``ts_past``, ``bad_text``, ``out_of_range`` (the last two, and the bounds
+of events and heartbeats, are in ``edgeloop.ingest.bounds``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import msgspec
 import numpy as np
 
 from edgeloop.assets import Device
+from edgeloop.ingest.bounds import event_problem, heartbeat_problem
 from edgeloop.messages import (
     SCHEMA_VERSION,
     DeviceEvent,
@@ -44,6 +46,13 @@ class Limits:
     max_payload_bytes: int = 256 * 1024
     max_future_ms: int = 5 * 60_000  # clock skew allowed ahead of the platform
     max_past_ms: int = 30 * 24 * 3_600_000  # how old buffered data may be when it finally arrives
+    max_event_data_bytes: int = 8192  # an event's ``data`` as JSON (a config event's error is up to 1000 chars)
+    max_event_data_keys: int = 64
+    max_event_key_chars: int = 64
+    max_heartbeat_devices: int = 10_000  # devices behind one gateway
+    max_heartbeat_sources: int = 256
+    max_rss_bytes: int = 2**40  # 1 TiB of resident memory for an edge agent is a broken reading
+    max_cores: int = 256  # cpu_percent is of one core: at most 100 x this
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +124,9 @@ class Validator:
             return got
         msg, view, reject = got
         assert isinstance(msg, DeviceEvent)
+        problem = event_problem(msg, self.limits)
+        if problem is not None:
+            return reject(*problem, msg.device, view.tenant)
         if msg.ts > now_ms + self.limits.max_future_ms:
             return reject("ts_future", f"event at {msg.ts} is ahead of the platform clock", msg.device, view.tenant)
         if msg.ts < now_ms - self.limits.max_past_ms:
@@ -131,6 +143,9 @@ class Validator:
             return got
         msg, view, reject = got
         assert isinstance(msg, Heartbeat)
+        problem = heartbeat_problem(msg, self.limits)
+        if problem is not None:
+            return reject(*problem, msg.gateway, view.tenant)
         if msg.ts > now_ms + self.limits.max_future_ms:
             return reject("ts_future", f"heartbeat at {msg.ts} is ahead of the platform clock", msg.gateway,
                           view.tenant)
@@ -167,6 +182,8 @@ class Validator:
             return reject(_schema_or_version(payload, exc), str(exc), known, tenant)
         except msgspec.DecodeError as exc:
             return reject("not_json", str(exc), known, tenant)
+        except UnicodeDecodeError as exc:  # msgspec raises it for invalid UTF-8 inside a string
+            return reject("not_utf8", f"a string in the payload is not valid UTF-8 ({exc.reason})", known, tenant)
         if msg.v != SCHEMA_VERSION:
             return reject("unsupported_version", f"schema v{msg.v}; this platform speaks v{SCHEMA_VERSION}",
                           known, tenant)

@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.messages import Alert, AlertStatus
+from edgeloop.safe_text import storable
 from edgeloop.store.alerting import (
     AlertChanges,
     IncidentRecord,
@@ -98,9 +99,11 @@ class DeadLetter:
         cls, *, received_ms: int, topic: str, code: str, detail: str, raw: bytes,
         device: str | None = None, tenant: str | None = None,
     ) -> DeadLetter:
+        # The topic and detail may quote what was refused (a NUL character): a dead letter is always storable.
         return cls(
-            received_ms=received_ms, topic=topic, code=code, detail=detail[:500],
-            raw=raw[:RAW_DEAD_LETTER_BYTES], size=len(raw), device=device, tenant=tenant,
+            received_ms=received_ms, topic=storable(topic), code=code, detail=storable(detail[:500]),
+            raw=raw[:RAW_DEAD_LETTER_BYTES], size=len(raw), device=device and storable(device),
+            tenant=tenant and storable(tenant),
         )
 
 

@@ -8,15 +8,16 @@ merged with ``ON CONFLICT DO UPDATE``.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import msgspec
 
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
-from edgeloop.errors import ConflictError, NotFoundError, StoreError
+from edgeloop.errors import ConflictError, NotFoundError, StoreError, StoreRejected
 from edgeloop.messages import Alert, AlertStatus
 from edgeloop.store import alerting as al
 
@@ -177,10 +178,8 @@ class PostgresStore(Store):
         self._pool = None
 
     async def _exec(self, sql: str, *args: Any) -> None:
-        try:
+        with _translated():
             await self.pool.execute(sql, *args)
-        except asyncpg.PostgresError as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
 
     # -- registry -------------------------------------------------------------------------------
     async def put_tenant(self, tenant: Tenant) -> None:
@@ -232,7 +231,7 @@ class PostgresStore(Store):
     async def write_chunks(self, chunks: Sequence[TelemetryChunk]) -> list[bool]:
         if not chunks:
             return []
-        try:
+        with _translated():
             async with self.pool.acquire() as con, con.transaction():
                 rows = await con.fetch(
                     "INSERT INTO chunks (device, seq, t0, t1, n, channels, data, received) "
@@ -254,8 +253,6 @@ class PostgresStore(Store):
                         "vsum=rollup_1m.vsum+excluded.vsum",
                         *[list(c) for c in cols],
                     )
-        except asyncpg.PostgresError as exc:
-            raise StoreError(f"PostgreSQL write failed: {exc}") from exc
         return new
 
     async def read_chunks(self, device: str, start: int, end: int) -> list[TelemetryChunk]:
@@ -322,13 +319,14 @@ class PostgresStore(Store):
     async def write_events(self, events: Sequence[StoredEvent]) -> int:
         if not events:
             return 0
-        rows = await self.pool.fetch(
-            "INSERT INTO device_events (device, tenant, ts, kind, severity, message, data, received) "
-            "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], "
-            "$7::text[], $8::bigint[]) ON CONFLICT DO NOTHING RETURNING id",
-            [e.device for e in events], [e.tenant for e in events], [e.ts_ms for e in events],
-            [e.kind for e in events], [e.severity for e in events], [e.message for e in events],
-            [json.dumps(e.data) for e in events], [e.received_ms for e in events])
+        with _translated():
+            rows = await self.pool.fetch(
+                "INSERT INTO device_events (device, tenant, ts, kind, severity, message, data, received) "
+                "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], "
+                "$7::text[], $8::bigint[]) ON CONFLICT DO NOTHING RETURNING id",
+                [e.device for e in events], [e.tenant for e in events], [e.ts_ms for e in events],
+                [e.kind for e in events], [e.severity for e in events], [e.message for e in events],
+                [json.dumps(e.data) for e in events], [e.received_ms for e in events])
         return len(rows)
 
     async def list_events(self, *, device: str | None = None, kind: str | None = None, limit: int = 100,
@@ -355,7 +353,7 @@ class PostgresStore(Store):
     async def write_heartbeats(self, beats: Sequence[GatewayHeartbeat]) -> None:
         if not beats:
             return
-        try:
+        with _translated():
             async with self.pool.acquire() as con, con.transaction():
                 for b in beats:
                     applied = await con.fetchval(
@@ -367,8 +365,6 @@ class PostgresStore(Store):
                     await con.execute("DELETE FROM gateway_devices WHERE gateway=$1", b.gateway)
                     await con.execute("INSERT INTO gateway_devices SELECT $1, d FROM unnest($2::text[]) AS d "
                                       "ON CONFLICT DO NOTHING", b.gateway, list(b.devices))
-        except asyncpg.PostgresError as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
 
     async def write_gateway_status(self, updates: Sequence[tuple[str, bool, int]]) -> None:
         if not updates:
@@ -415,8 +411,9 @@ class PostgresStore(Store):
 
     async def list_gateway_configs(self, gateway: str, *, with_text: bool = False) -> list[GatewayConfig]:
         cols = GATEWAY_CONFIG_COLUMNS.format(text="config" if with_text else "''")
-        rows = await self.pool.fetch(f"SELECT {cols} FROM gateway_configs WHERE gateway=$1 ORDER BY version DESC",
-                                     gateway)
+        with _translated():
+            rows = await self.pool.fetch(
+                f"SELECT {cols} FROM gateway_configs WHERE gateway=$1 ORDER BY version DESC", gateway)
         return [gateway_config_from_row(tuple(r)) for r in rows]
 
     async def get_gateway_config(self, gateway: str, version: int) -> GatewayConfig | None:
@@ -431,9 +428,10 @@ class PostgresStore(Store):
 
     async def set_gateway_config_status(self, gateway: str, version: int, status: str, error: str,
                                         at_ms: int) -> bool:
-        done = await self.pool.fetchval(
-            "UPDATE gateway_configs SET status=$1, error=$2, status_ms=$3 WHERE gateway=$4 AND version=$5 RETURNING 1",
-            status, error[:1000], at_ms, gateway, version)
+        with _translated():
+            done = await self.pool.fetchval(
+                "UPDATE gateway_configs SET status=$1, error=$2, status_ms=$3 WHERE gateway=$4 AND version=$5 "
+                "RETURNING 1", status, error[:1000], at_ms, gateway, version)
         return bool(done == 1)
 
     # -- provisioning and audit -----------------------------------------------------------------
@@ -679,6 +677,24 @@ class PostgresStore(Store):
                                limit: int = 100_000) -> list[al.WorkOrderRecord]:
         sql, params = al.work_order_query(tenant, since_ms, limit)
         return [al.work_order_from_row(tuple(r)) for r in await self.pool.fetch(pg(sql), *params)]
+
+
+#: What PostgreSQL (or asyncpg, encoding a parameter) refuses as data: SQLSTATE class 22 (a NUL character, a
+#: lone surrogate, a number out of range) and class 23 (a violated constraint). The same data can never be stored.
+_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+#: The database failed or could not be reached (connection lost, shutting down, disk full): retrying can succeed.
+_UNAVAILABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Driver errors become ours: ``StoreRejected`` for refused data, ``StoreError`` for an unavailable store."""
+    try:
+        yield
+    except _REFUSED as exc:
+        raise StoreRejected(f"PostgreSQL refused the data: {exc}") from exc
+    except _UNAVAILABLE as exc:
+        raise StoreError(f"PostgreSQL: {exc}") from exc
 
 
 def _redact(dsn: str) -> str:

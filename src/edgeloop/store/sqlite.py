@@ -8,9 +8,10 @@ platform acknowledges to the broker is on disk even across power loss.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import msgspec
 
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
-from edgeloop.errors import ConflictError, NotFoundError, StoreError
+from edgeloop.errors import ConflictError, NotFoundError, StoreError, StoreRejected
 from edgeloop.messages import Alert, AlertStatus
 from edgeloop.store import alerting as al
 
@@ -139,6 +140,22 @@ HEARTBEAT_UPSERT = (
     "WHERE excluded.ts >= gateways.ts RETURNING id"
 )
 _ROWS_PER_INSERT = 100  # 8 parameters each, well under SQLite's variable limit
+#: What SQLite (or the sqlite3 module, binding a parameter) refuses as data: a violated constraint, a lone
+#: surrogate (not encodable as UTF-8), an integer beyond 64 bits. The same data can never be stored.
+_REFUSED = (sqlite3.IntegrityError, sqlite3.DataError, UnicodeError, OverflowError)
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN ... COMMIT, rolled back on any error: a refused row must not leave a transaction open (every later
+    BEGIN would fail)."""
+    db.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 class SQLiteStore(Store):
@@ -156,6 +173,8 @@ class SQLiteStore(Store):
         db = self._db
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, db)
+        except _REFUSED as exc:  # this data can never be stored; the store itself is fine
+            raise StoreRejected(f"SQLite ({self.path}) refused the data: {type(exc).__name__}: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite ({self.path}): {exc}") from exc
 
@@ -346,13 +365,12 @@ class SQLiteStore(Store):
             return
 
         def write(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN")
-            db.executemany(
-                "INSERT INTO dead_letters (received, topic, device, tenant, code, detail, size, raw) "
-                "VALUES (?,?,?,?,?,?,?,?)",
-                [(d.received_ms, d.topic, d.device, d.tenant, d.code, d.detail, d.size, d.raw) for d in letters],
-            )
-            db.execute("COMMIT")
+            with _transaction(db):
+                db.executemany(
+                    "INSERT INTO dead_letters (received, topic, device, tenant, code, detail, size, raw) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    [(d.received_ms, d.topic, d.device, d.tenant, d.code, d.detail, d.size, d.raw) for d in letters],
+                )
 
         await self._run(write)
 
@@ -379,16 +397,14 @@ class SQLiteStore(Store):
             return 0
 
         def write(db: sqlite3.Connection) -> int:
-            db.execute("BEGIN")
-            before = db.total_changes
-            db.executemany(
-                "INSERT OR IGNORE INTO device_events (device, tenant, ts, kind, severity, message, data, received) "
-                "VALUES (?,?,?,?,?,?,?,?)",
-                [(e.device, e.tenant, e.ts_ms, e.kind, e.severity, e.message, json.dumps(e.data), e.received_ms)
-                 for e in events])
-            new = db.total_changes - before
-            db.execute("COMMIT")
-            return new
+            with _transaction(db):
+                before = db.total_changes
+                db.executemany(
+                    "INSERT OR IGNORE INTO device_events (device, tenant, ts, kind, severity, message, data, received) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    [(e.device, e.tenant, e.ts_ms, e.kind, e.severity, e.message, json.dumps(e.data), e.received_ms)
+                     for e in events])
+                return db.total_changes - before
 
         return await self._run(write)
 
