@@ -57,6 +57,7 @@ class Settings:
     window: int = 100  # QoS 1 in-flight PUBLISHes per device (the edge agent's default)
     samples_per_message: int = 10
     kill: bool = True  # False: stop with Ctrl-C instead (a control run)
+    min_acked: int = 0  # keep flooding past ``seconds`` until this many messages are acknowledged (slow machines)
 
 
 class FloodDevice:
@@ -254,6 +255,8 @@ def run(settings: Settings, workdir: Path, progress: Any = print) -> dict[str, A
         dev.start()
     progress(f"{s.devices} devices flooding for {s.seconds:g} s")
     time.sleep(s.seconds)  # the flood's length, not synchronisation
+    wait_until(lambda: sum(len(dev.snapshot()) for dev in devices) >= s.min_acked, DRAIN_TIMEOUT_S,
+               f"{s.min_acked} acknowledged messages")
     for dev in devices:
         dev.stop_publishing()
     if s.kill:
