@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from edgeloop.agent.config import AgentConfig
     from edgeloop.identity.pki import CertificateAuthority
     from edgeloop.identity.provisioning import ProvisioningService
+from edgeloop.ingest.handoff import HandoffSource
 from edgeloop.ingest.mqtt import MqttSource
 from edgeloop.ingest.pipeline import IngestPipeline, Presence
 from edgeloop.ingest.validate import Limits, Validator
@@ -296,7 +297,8 @@ class Platform:
         self.pipeline: IngestPipeline
         self.scoring: ScoringStage
         self.alerts: AlertService
-        self.source: MqttSource
+        self.source: MqttSource  # the platform's MQTT connection (ingest subscribes on it unless embedded)
+        self.inbound: MqttSource | HandoffSource  # what ingest takes its messages from
         self.presence = Presence()
         self.api_server: uvicorn.Server | None = None
         self.provisioning: ProvisioningService | None = None
@@ -345,13 +347,15 @@ class Platform:
                 store=self.store, registry=self.registry, ca=self.ca, clock=self.clock,
                 limiter=RateLimiter(rate_per_s=cfg.provision_rate_per_s, burst=cfg.provision_burst))
         ingest_tls = cfg.mqtt_tls
+        handoff = HandoffSource(clock=self.clock) if cfg.embedded_broker else None
         if cfg.embedded_broker:
             broker_tls = None
             if cfg.embedded_tls:
                 broker_tls, ingest_tls = self._embedded_tls()
+            # the broker hands ingest its messages and acknowledges them to devices after commit
             self.broker = await self._stack.enter_async_context(
                 EmbeddedBroker(host=cfg.mqtt_host, port=cfg.mqtt_port, tls=broker_tls,
-                               on_refused=self._audit_refused_connection))
+                               on_refused=self._audit_refused_connection, handoff=handoff))
         rul_models = load_rul_models(cfg.data_dir / "models" / "rul")
         if rul_models:
             log.info("RUL models loaded: %s (horizon %g cycles)", ", ".join(rul_models), cfg.rul_horizon)
@@ -374,14 +378,14 @@ class Platform:
                                     rul=RulMonitor(rul_models, horizon=cfg.rul_horizon) if rul_models else None)
         self.source = MqttSource(
             host=cfg.mqtt_host, port=cfg.mqtt_port, client_id=cfg.ingest_client_id, clock=self.clock,
-            topics=[subscription(TopicKind.TELEMETRY), subscription(TopicKind.STATUS), subscription(TopicKind.EVENT),
-                    subscription(TopicKind.HEALTH)],
-            ack="on_receipt" if cfg.embedded_broker else "after_commit",
-            capacity=1_000_000 if cfg.embedded_broker else 50_000,
+            topics=() if handoff is not None else [
+                subscription(TopicKind.TELEMETRY), subscription(TopicKind.STATUS), subscription(TopicKind.EVENT),
+                subscription(TopicKind.HEALTH)],
             tls=ingest_tls,
         )
         await self._stack.enter_async_context(self.source)
-        self.pipeline = IngestPipeline(source=self.source, store=self.store, validator=validator,
+        self.inbound = handoff if handoff is not None else self.source
+        self.pipeline = IngestPipeline(source=self.inbound, store=self.store, validator=validator,
                                        downstream=self.scoring.submit, presence=self.presence, clock=self.clock)
         self.pipeline.last_seen.update(await self.store.latest_sample_ms())
         self.pipeline.gateways.update(g.id for g in await self.store.list_gateways())
@@ -584,7 +588,7 @@ class Platform:
         deadline = self.clock.monotonic() + timeout_s
         while True:
             await asyncio.sleep(0.05)  # always yield: the loops being waited for need the event loop
-            if self.source.depth == 0 and self.scoring.queue.empty() and not self.scoring.busy:
+            if self.inbound.depth == 0 and self.scoring.queue.empty() and not self.scoring.busy:
                 return True
             if self.clock.monotonic() >= deadline:
                 return False
@@ -621,8 +625,8 @@ class Platform:
                 "dead_letters": ing.dead_letters, "dead_letters_by_code": dict(ing.dead_by_code),
                 "events": ing.events,
                 "store_retries": ing.store_retries, "batches": ing.batches,
-                "queue_depth": self.source.depth,
-                "queue_capacity": src.capacity, "mqtt_connected": src.connected, "mqtt_connects": src.connects,
+                "queue_depth": self.inbound.depth,
+                "queue_capacity": self.inbound.capacity, "mqtt_connected": src.connected, "mqtt_connects": src.connects,
             },
             "scoring": {
                 "scored_messages": sc.scored_messages, "scored_samples": sc.scored_samples,

@@ -435,6 +435,24 @@ def bench_alerts(
     bench_main(settings=settings, json_path=json_path, console=console, out=out)
 
 
+@bench_app.command("embedded-kill")
+def bench_embedded_kill(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    devices: Annotated[int, typer.Option(help="Devices flooding QoS 1 (one MQTT client each).", min=1,
+                                         max=200)] = 4,
+    seconds: Annotated[float, typer.Option(help="Flooding time before kill -9.", min=0.5)] = 15.0,
+    window: Annotated[int, typer.Option(help="Unacknowledged PUBLISHes per device.", min=1, max=10_000)] = 100,
+    samples: Annotated[int, typer.Option(help="Samples per message.", min=1, max=1000)] = 10,
+) -> None:
+    """Flood `edgeloop up` (a real process) at QoS 1, kill -9 it, restart it: acknowledged messages lost?"""
+    _bench_path()
+    from bench.embedded_kill import Settings
+    from bench.embedded_kill import main as bench_main  # type: ignore[import-not-found,unused-ignore]
+
+    bench_main(as_json=as_json, settings=Settings(devices=devices, seconds=seconds, window=window,
+                                                  samples_per_message=samples), console=console, out=out)
+
+
 @bench_app.command("edge")
 def bench_edge(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,

@@ -1,9 +1,15 @@
 """The embedded MQTT broker (amqtt), run inside the platform process.
 
 Devices connect to it exactly as they would to Mosquitto. Its sessions live in
-memory: a restart of the embedded platform forgets messages the broker had
-accepted but the platform had not yet stored. Production uses Mosquitto with
-persistence (see ``edgeloop.broker.mosquitto``).
+memory, so it acknowledges nothing it could forget: with a ``handoff`` (the
+platform's ingest, ``edgeloop.ingest.handoff``) every PUBLISH on a topic ingest
+takes is handed straight to ingest, and the device's PUBACK (PUBCOMP at QoS 2)
+is sent only after ingest has committed it. Until then the message stays in the
+device's in-flight window, which bounds what a client has waiting (a client with
+more than ``MAX_UNACKNOWLEDGED`` waiting PUBLISHes ignores any sane window and is
+disconnected; nothing of it was acknowledged). QoS 2 PUBREC is still sent on
+receipt: devices publish at QoS 1. Production uses Mosquitto with persistence
+(see ``edgeloop.broker.mosquitto``).
 
 With ``tls`` it enforces what the generated Mosquitto configuration does:
 
@@ -28,17 +34,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Protocol, Self, cast
 
-from amqtt.adapters import ReaderAdapter, StreamWriterAdapter
+from amqtt.adapters import ReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
-from amqtt.session import Session
+from amqtt.session import ApplicationMessage, Session
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -54,6 +61,14 @@ MAX_CONNECT_BYTES = 65_536
 CONNECT_TIMEOUT_S = 10.0
 OnRefused = Callable[[str, str, str], Awaitable[None]]  # (source address, identity or "anonymous", reason)
 CONNACK_NOT_AUTHORISED = bytes([0x20, 0x02, 0x00, 0x05])
+MAX_UNACKNOWLEDGED = 10_000  # PUBLISHes of one client waiting for commit (the edge agent's largest window)
+
+
+class Handoff(Protocol):
+    """Where the broker hands the platform's messages (``edgeloop.ingest.handoff.HandoffSource``)."""
+
+    def wants(self, topic: str) -> bool: ...
+    async def offer(self, topic: str, payload: bytes, *, qos: int, done: Callable[[], None] | None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,16 +188,105 @@ def with_client_id(body: bytes, client_id: str) -> bytes:
     return b"\x10" + _varint(len(new)) + new
 
 
+class _AckAfterCommit(asyncio.Queue[ApplicationMessage]):
+    """A session's received PUBLISHes (amqtt's ``delivered_message_queue``) whose acknowledgement waits for commit.
+
+    amqtt sends a QoS 1 PUBLISH's PUBACK (a QoS 2 one's PUBCOMP) when ``put`` returns; here ``put`` returns only
+    once the message is released: by ingest after commit, or at once when it is nothing for the platform."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connection: WriterAdapter | None = None  # the session's current connection
+        self._held: dict[int, asyncio.Future[None]] = {}  # id(message) -> released
+
+    async def put(self, item: ApplicationMessage) -> None:
+        if len(self._held) >= MAX_UNACKNOWLEDGED:
+            log.warning("closing an MQTT connection with %d PUBLISHes waiting for their acknowledgement",
+                        len(self._held))
+            _abort(self.connection)
+            await asyncio.Future()  # never acknowledged; cancelled with the connection
+        released = asyncio.get_running_loop().create_future()
+        self._held[id(item)] = released
+        self.put_nowait(item)
+        try:
+            await released
+        finally:
+            if self._held.get(id(item)) is released:
+                del self._held[id(item)]
+
+    def release(self, item: ApplicationMessage) -> None:
+        released = self._held.pop(id(item), None)
+        if released is not None and not released.done():
+            released.set_result(None)
+
+
+def _abort(connection: WriterAdapter | None) -> None:
+    stream = getattr(connection, "_writer", None)
+    if isinstance(stream, asyncio.StreamWriter):
+        stream.transport.abort()
+
+
+@dataclass(slots=True)
+class _Delivery:
+    message: ApplicationMessage
+    handed_over: bool = False
+
+
+_DELIVERING: contextvars.ContextVar[_Delivery | None] = contextvars.ContextVar("edgeloop_delivering", default=None)
+
+
 class _ClosingBroker(Broker):  # type: ignore[misc]
-    """amqtt that closes every connection it accepted: when its session ends, and at shutdown.
+    """amqtt that closes every connection it accepted: when its session ends, and at shutdown; and that, with a
+    ``handoff``, hands the platform's messages to ingest and acknowledges them after commit (module docstring).
 
     amqtt leaves some server-side streams open after a client goes away (seen when a client
     disconnects while the broker is stopping); they would linger until garbage collection.
     """
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], handoff: Handoff | None = None) -> None:
         super().__init__(config)
         self.writers: set[asyncio.StreamWriter] = set()
+        self.handoff = handoff
+
+    async def _initialize_client_session(self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str,
+                                         remote_port: int) -> tuple[Any, Session]:
+        handler, session = await super()._initialize_client_session(reader, writer, remote_address, remote_port)
+        if self.handoff is not None:
+            queue = session.delivered_message_queue
+            if not isinstance(queue, _AckAfterCommit):  # a new session: its queue is still empty
+                queue = _AckAfterCommit()
+                session.delivered_message_queue = queue
+            queue.connection = writer
+        return handler, session
+
+    async def _handle_message_delivery(self, client_session: Session, handler: Any,
+                                       wait_deliver: asyncio.Future[Any]) -> bool:
+        message = wait_deliver.result()
+        queue = client_session.delivered_message_queue
+        delivery = _Delivery(message) if message is not None else None
+        token = _DELIVERING.set(delivery)
+        try:
+            return cast("bool", await super()._handle_message_delivery(client_session, handler, wait_deliver))
+        finally:
+            _DELIVERING.reset(token)
+            if delivery is not None and not delivery.handed_over and isinstance(queue, _AckAfterCommit):
+                queue.release(message)  # refused, or not the platform's: acknowledged as received
+
+    async def _broadcast_message(self, session: Session | None, topic: str | None, data: bytes | bytearray | None,
+                                 force_qos: int | None = None) -> None:
+        if (self.handoff is not None and topic and data is not None and self.handoff.wants(topic)
+                and (session is None or await self._topic_filtering(session, topic, Action.PUBLISH))):
+            delivery = _DELIVERING.get()
+            queue = session.delivered_message_queue if session is not None else None
+            done: Callable[[], None] | None = None
+            qos = force_qos or 0
+            if (delivery is not None and not delivery.handed_over and delivery.message.topic == topic
+                    and isinstance(queue, _AckAfterCommit)):
+                delivery.handed_over = True
+                qos = delivery.message.qos or 0
+                done = _releaser(queue, delivery.message)
+            await self.handoff.offer(topic, bytes(data), qos=qos, done=done)
+        await super()._broadcast_message(session, topic, data, force_qos)
 
     async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                listener_name: str) -> None:
@@ -215,11 +319,16 @@ class _ClosingBroker(Broker):  # type: ignore[misc]
         self.writers.clear()
 
 
+def _releaser(queue: _AckAfterCommit, message: ApplicationMessage) -> Callable[[], None]:
+    return lambda: queue.release(message)
+
+
 class _SecureBroker(_ClosingBroker):
     """amqtt with certificate identities, revocation and EdgeLoop's ACL (see the module docstring)."""
 
-    def __init__(self, config: dict[str, Any], tls: BrokerTls, on_refused: OnRefused | None) -> None:
-        super().__init__(config)
+    def __init__(self, config: dict[str, Any], tls: BrokerTls, on_refused: OnRefused | None,
+                 handoff: Handoff | None = None) -> None:
+        super().__init__(config, handoff)
         self.tls = tls
         self.on_refused = on_refused
         self.context = tls.server_context()
@@ -299,14 +408,17 @@ class _SecureBroker(_ClosingBroker):
 
 
 class EmbeddedBroker:
-    """``async with EmbeddedBroker(port=1883): ...`` serves MQTT 3.1.1 on ``host:port`` (mutual TLS with ``tls``)."""
+    """``async with EmbeddedBroker(port=1883): ...`` serves MQTT 3.1.1 on ``host:port`` (mutual TLS with ``tls``);
+    with ``handoff``, the platform's messages go there and are acknowledged after commit."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 1883, max_connections: int = 10_000,
-                 tls: BrokerTls | None = None, on_refused: OnRefused | None = None) -> None:
+                 tls: BrokerTls | None = None, on_refused: OnRefused | None = None,
+                 handoff: Handoff | None = None) -> None:
         self.host = host
         self.port = port
         self.tls = tls
         self.on_refused = on_refused
+        self.handoff = handoff
         listener: dict[str, Any] = {"type": "tcp", "bind": f"{host}:{port}", "max_connections": max_connections}
         self._config: dict[str, Any] = {
             "listeners": {"default": listener},
@@ -318,8 +430,8 @@ class EmbeddedBroker:
     async def __aenter__(self) -> Self:
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(max(logging.getLogger(name).level, logging.WARNING))
-        broker: Broker = (_ClosingBroker(self._config) if self.tls is None
-                          else _SecureBroker(self._config, self.tls, self.on_refused))
+        broker: Broker = (_ClosingBroker(self._config, self.handoff) if self.tls is None
+                          else _SecureBroker(self._config, self.tls, self.on_refused, self.handoff))
         self._broker = broker
         broker_log = logging.getLogger("amqtt.broker")
         level = broker_log.level

@@ -7,10 +7,10 @@ it (or dead-lettered it) and calls :meth:`MqttSource.ack`. If the process dies
 first, the broker redelivers to the same persistent session on reconnect, and
 (device, seq) deduplication in the store makes the redelivery harmless.
 
-``ack="on_receipt"`` is for the embedded broker, which lives in the same
-process (its queue dies with ours, so a later ack protects nothing) and which
-drops a QoS 1 delivery that is not acknowledged within 5 s: there the
-platform acknowledges at once and the bounded buffer below is made large.
+With the embedded broker, ingest does not subscribe (``topics=()``): the broker
+hands the platform's messages over in process and acknowledges them to devices
+after commit (``edgeloop.ingest.handoff``); this connection only publishes
+(gateway configuration, commands).
 
 When the buffer is full the network thread waits, the socket stops being read,
 and the broker queues for us: backpressure instead of loss.
@@ -25,7 +25,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -69,7 +69,6 @@ class MqttSource:
         capacity: int = 50_000,
         clock: Clock | None = None,
         connect_timeout_s: float = 10.0,
-        ack: Literal["after_commit", "on_receipt"] = "after_commit",
         tls: TlsIdentity | None = None,
     ) -> None:
         self.host, self.port, self.topics = host, port, tuple(topics)
@@ -77,7 +76,6 @@ class MqttSource:
         self.capacity = capacity
         self.clock = clock or SystemClock()
         self.connect_timeout_s = connect_timeout_s
-        self.manual_ack = ack == "after_commit"
         self.stats = SourceStats(capacity=capacity)
         self._buf: collections.deque[Inbound] = collections.deque()
         self._cond = threading.Condition()
@@ -88,7 +86,7 @@ class MqttSource:
         self._connected = threading.Event()
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, protocol=mqtt.MQTTv311,
-            manual_ack=self.manual_ack,
+            manual_ack=True,
         )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -104,7 +102,8 @@ class MqttSource:
             return
         self.stats.connected = True
         self.stats.connects += 1
-        client.subscribe([(t, 1) for t in self.topics])
+        if self.topics:
+            client.subscribe([(t, 1) for t in self.topics])
         self._connected.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -184,8 +183,6 @@ class MqttSource:
 
     def ack(self, items: Sequence[Inbound]) -> None:
         """Tell the broker these messages are safely handled; it will not send them again."""
-        if not self.manual_ack:
-            return
         for item in items:
             if item.qos > 0:
                 self._client.ack(item.mid, item.qos)
