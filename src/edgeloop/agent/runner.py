@@ -255,7 +255,7 @@ class Agent:
             "journal_failures": self.journal_failures,
             "journal": {"messages": js.messages, "samples": js.samples, "bytes": js.bytes,
                         "dropped_messages": js.dropped_messages, "dropped_samples": js.dropped_samples,
-                        "events_unsent": js.events_unsent,
+                        "events_unsent": js.events_unsent, "dropped_events": js.dropped_events,
                         "oldest_unsent_age_s": None if js.oldest_ts is None else round((now - js.oldest_ts) / 1000, 1)},
             "uplink": {"connected": self.uplink.connected, "inflight": self.uplink.inflight(),
                        **vars(self.uplink.stats)},
