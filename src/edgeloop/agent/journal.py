@@ -41,12 +41,18 @@ history. The file follows: SQLite reuses the pages freed by drops, and the WAL i
 and truncated at a size derived from the budget (``wal_pages``). Measured bound (tests/
 test_recovery.py): the journal file and its WAL stay within ``2 x budget + 256 KiB``.
 
+A journal found corrupt at start (not a database, truncated, failing ``quick_check``) is moved
+aside to ``journal.db.corrupt-<UTC time>`` with its -wal/-shm, with an error-level message, and
+the agent starts with an empty one (``moved_aside``); the file and its folder are private (0600
+in 0700).
+
 Events (gaps, fail-safe actions, overrides, local anomalies, configuration changes) wait in
 the ``events`` outbox, committed like telemetry and deleted when the broker acknowledges them.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
@@ -54,8 +60,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from edgeloop.file_modes import FILE_MODE, create_private_file, private_dir, tighten
 from edgeloop.messages import DeviceEvent, Sample, Severity, Telemetry, decode_telemetry, encode
+from edgeloop.sqlite_files import inspect, move_aside, side_files
 
+log = logging.getLogger(__name__)
 FsyncPolicy = Literal["commit", "os"]
 NORMAL, PRIORITY = 0, 1
 EVENT_SHARE = 4  # over the budget, events beyond 1/EVENT_SHARE of it go first (oldest first, never gap reports)
@@ -145,8 +154,10 @@ class Journal:
 
     def __init__(self, path: Path, *, fsync: FsyncPolicy = "commit", budget_bytes: int = 256 * 2**20,
                  max_samples_per_message: int = 600) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         self.path = path
+        self.moved_aside = self._set_aside_if_corrupt(path)
+        create_private_file(path)  # 0600 from the start; SQLite gives its -wal and -shm the same mode
         self.budget_bytes = budget_bytes
         self.max_samples = max_samples_per_message
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -164,6 +175,20 @@ class Journal:
         self.dropped_messages = int(counters.get("dropped_messages", 0))
         self.dropped_samples = int(counters.get("dropped_samples", 0))
         self.dropped_events = int(counters.get("dropped_events", 0))
+
+    @staticmethod
+    def _set_aside_if_corrupt(path: Path) -> list[Path]:
+        """A journal that is not a database or fails ``quick_check`` is moved aside (with its -wal/-shm);
+        the agent then starts with an empty one: its fail-safe rules must run, whatever the disk holds."""
+        found = inspect(path)
+        if found.state != "corrupt":
+            for f in [path, *side_files(path)]:
+                tighten(f, FILE_MODE)
+            return []
+        moved = move_aside(path)
+        log.error("the journal %s is corrupt (%s): moved it aside to %s and started an empty journal; samples "
+                  "and events it held are not forwarded", path, found.detail, ", ".join(str(m) for m in moved))
+        return moved
 
     def _add_missing_columns(self) -> None:
         """A journal written by an older agent: what it holds counts as already handed out once."""

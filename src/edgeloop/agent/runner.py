@@ -34,6 +34,8 @@ from edgeloop.agent.journal import PRIORITY, Journal
 from edgeloop.agent.remote import PUSHED_FILE, ConfigOutcome, PushedConfig, check_push, config_event
 from edgeloop.agent.sources import ModbusReader, OpcUaReader, Reader, SourceStatus, make_reader, run_source
 from edgeloop.agent.uplink import Uplink
+from edgeloop.dir_lock import DirLock
+from edgeloop.file_modes import private_dir
 from edgeloop.identity.auth import OncePer
 from edgeloop.messages import DeviceEvent, Sample, Severity, encode
 
@@ -79,9 +81,15 @@ class Agent:
         self.cfg = cfg
         self.base = base or Path.cwd()
         self.pushed_path = Path(cfg.agent.data_dir) / PUSHED_FILE
-        self.journal = Journal(Path(cfg.agent.data_dir) / "journal.db", fsync=cfg.agent.fsync,
-                               budget_bytes=int(cfg.agent.budget_mb * 2**20),
-                               max_samples_per_message=cfg.uplink.max_samples_per_message)
+        # One agent per data directory (a second would send the same journal twice), held until run() ends.
+        self._lock = DirLock(private_dir(Path(cfg.agent.data_dir)), what="agent data directory").acquire()
+        try:
+            self.journal = Journal(Path(cfg.agent.data_dir) / "journal.db", fsync=cfg.agent.fsync,
+                                   budget_bytes=int(cfg.agent.budget_mb * 2**20),
+                                   max_samples_per_message=cfg.uplink.max_samples_per_message)
+        except BaseException:
+            self._lock.release()
+            raise
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self.uplink = Uplink(cfg.uplink, tenant=cfg.agent.tenant, gateway=cfg.agent.gateway, journal=self.in_journal,
                              keepalive_s=cfg.uplink.keepalive_s, on_config=self._on_config)
@@ -98,6 +106,11 @@ class Agent:
         self.journal_failures = 0
         self.unjournaled_samples = 0  # read but never accepted: the journal could not write them
         self._journal_error_logged = OncePer(60_000)
+        if self.journal.moved_aside:  # reported to the platform too, once the uplink is up
+            self._pending_events.append(DeviceEvent(
+                device=cfg.agent.gateway, ts=int(time.time() * 1000), kind="journal_corrupt", severity=Severity.WARNING,
+                message=f"the agent's journal was corrupt at start: moved aside to {self.journal.moved_aside[0].name}; "
+                        "what it held was not forwarded", data={"moved_to": str(self.journal.moved_aside[0])}))
 
     @property
     def sources(self) -> dict[str, SourceStatus]:
@@ -358,6 +371,7 @@ class Agent:
             await asyncio.gather(uplink, return_exceptions=True)
             await self.in_journal(lambda j: j.close())
             self._executor.shutdown(wait=True)
+            self._lock.release()
 
     async def _drain(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
