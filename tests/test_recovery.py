@@ -4,11 +4,26 @@ private (0600 in a 0700 directory) and one data directory serves one process at 
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from edgeloop.agent.config import parse_config
 from edgeloop.agent.journal import SENT_GAPS_KEPT, Journal
+from edgeloop.agent.runner import Agent
+from edgeloop.errors import ConfigError
 from edgeloop.messages import DeviceEvent, Sample, Severity, decode_event, decode_telemetry
+from tests.conftest import ADMIN_PASSWORD, start_up_process, stop_up_process
+from tests.support import free_port
+from tests.test_agent import modbus_server, write_holding
+from tests.test_agent_local import eventually, outbox, read_holding, running
 
 DEVICES = [f"dev-{k}" for k in range(4)]
 
@@ -81,3 +96,179 @@ def test_a_gap_report_handed_to_the_uplink_is_never_extended(tmp_path: Path) -> 
         j.events_sent([e.id for e in j.unsent_events(take_for={"dev-0"})])
     assert j._db.execute("SELECT COUNT(*) FROM gaps").fetchone()[0] <= SENT_GAPS_KEPT + 1, "gap history is bounded"
     assert j.stats().events_unsent == 0
+
+
+# -- corrupt files at start --------------------------------------------------------------------------
+def garbage(path: Path) -> None:
+    path.write_bytes(os.urandom(3 * 4096))
+
+
+def truncated(path: Path) -> None:
+    with path.open("r+b") as f:
+        f.truncate(path.stat().st_size // 2 + 100)
+
+
+def malformed_page(path: Path) -> None:
+    with path.open("r+b") as f:  # the b-tree header of page 3 overwritten: "database disk image is malformed"
+        f.seek(2 * 4096)
+        f.write(b"\x0d\xff\xff\xff" * 64)
+
+
+def filled_journal(path: Path) -> None:
+    j = Journal(path, budget_bytes=10**9, max_samples_per_message=10)
+    for start in range(0, 2_000_000, 10_000):
+        j.append({"d1": [Sample(ts=start + i, values={"a": float(i)}) for i in range(10)]}, now_ms=start)
+    j.close()
+
+
+CORRUPTIONS: list[Callable[[Path], None]] = [garbage, truncated, malformed_page]
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS, ids=lambda f: f.__name__)
+def test_a_corrupt_journal_is_moved_aside_and_an_empty_one_started(
+        tmp_path: Path, corrupt: Callable[[Path], None], caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "journal.db"
+    filled_journal(path)
+    corrupt(path)
+    with caplog.at_level(logging.ERROR):
+        j = Journal(path)
+    assert [m.name.split(".corrupt-")[0] for m in j.moved_aside] == ["journal.db"]
+    assert j.moved_aside[0].exists() and not j.moved_aside[0].name.endswith("-wal")
+    assert any("corrupt" in r.message and str(j.moved_aside[0]) in r.message for r in caplog.records), \
+        "the message says what was moved where"
+    assert j.stats().messages == 0
+    j.append({"d1": [Sample(ts=1, values={"a": 1.0})]})
+    assert j.stats().messages == 1, "the fresh journal works"
+    j.close()
+    assert Journal(path).moved_aside == [], "a healthy journal is left alone"
+
+
+async def test_an_agent_with_a_corrupt_journal_starts_and_its_fail_safe_rule_acts(tmp_path: Path) -> None:
+    modbus_port = free_port()
+    data = tmp_path / "agent"
+    data.mkdir()
+    garbage(data / "journal.db")
+    (data / "journal.db-wal").write_bytes(b"junk")
+    cfg = parse_config(f"""\
+agent: {{tenant: acme, gateway: gw-1, data_dir: {data}, commit_ms: 50, heartbeat_s: 0.5}}
+uplink: {{mqtt: 127.0.0.1:{free_port()}}}
+sources:
+  - {{name: plc, kind: modbus, host: 127.0.0.1, port: {modbus_port}, device: press-1, poll_ms: 50,
+     points: [{{channel: temp, address: 0}}]}}
+rules:
+  - {{name: hot, device: press-1, channel: temp, above: 90, for_s: 0.2,
+     action: {{kind: modbus, source: plc, address: 10, value: 1}}}}
+""")
+    async with modbus_server(modbus_port, [50] + [0] * 11, [0]):
+        agent = Agent(cfg)
+        moved = sorted(p.name for p in data.iterdir() if ".corrupt-" in p.name)
+        assert len(moved) == 2 and moved[1] == moved[0] + "-wal", "the journal and its WAL moved aside together"
+        async with running(agent):
+            await write_holding(modbus_port, 0, [95])
+            await eventually(lambda: agent.actions_done == 1, what="the rule acted")
+            assert await read_holding(modbus_port, 10) == 1
+            await eventually(lambda: any(e.kind == "journal_corrupt" for e in outbox(agent)),
+                             what="the platform will be told")
+
+
+def test_one_agent_per_data_directory(tmp_path: Path) -> None:
+    cfg = parse_config(f"""\
+agent: {{tenant: acme, gateway: gw-1, data_dir: {tmp_path / 'agent'}}}
+sources: [{{name: fleet, kind: simulator}}]
+""")
+    first = Agent(cfg)
+    held = rf"agent data directory .* in use by another EdgeLoop process \(PID {os.getpid()}\)"
+    with pytest.raises(ConfigError, match=held):
+        Agent(cfg)
+    first.journal.close()
+    first._lock.release()
+    Agent(cfg).journal.close()  # released: the next one starts
+
+
+# -- the platform's data directory -----------------------------------------------------------------
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def edgeloop_up(data: Path, *, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """``edgeloop up`` that is expected to refuse to start."""
+    return subprocess.run(
+        [sys.executable, "-m", "edgeloop", "up", "--devices", "0", "--data-dir", str(data), "--port",
+         str(free_port()), "--mqtt-port", str(free_port()), "--auth"], capture_output=True, text=True,
+        timeout=timeout_s, env={**os.environ, "COLUMNS": "200"}, check=False)
+
+
+def test_two_platforms_on_one_data_directory_the_second_names_the_first(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = start_up_process(data, devices=0, faulty=0, auth=True)
+    try:
+        second = edgeloop_up(data)
+        assert second.returncode != 0
+        assert f"in use by another EdgeLoop process (PID {first.process.pid})" in second.stdout + second.stderr
+        assert "Traceback" not in second.stdout + second.stderr
+        first.process.kill()  # kill -9: the kernel releases the lock with the process
+        first.process.wait()
+        again = start_up_process(data, devices=0, faulty=0, auth=True)
+        stop_up_process(again)
+    finally:
+        if first.process.poll() is None:
+            first.process.kill()
+            first.process.wait()
+
+
+def test_data_files_are_private_whatever_the_umask_and_old_ones_are_tightened(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    os.chmod(data, 0o755)
+    (data / "alerting.yaml").write_text("channels: []\n")
+    os.chmod(data / "alerting.yaml", 0o644)
+    old = os.umask(0)  # the child inherits the most permissive umask
+    try:
+        live = start_up_process(data, devices=2, faulty=0, auth=True)
+    finally:
+        os.umask(old)
+    try:
+        assert mode(data) == 0o700
+        for name in ("edgeloop.db", "edgeloop.db-wal", "edgeloop.db-shm", "alerting.yaml", "sim.json", ".lock"):
+            assert mode(data / name) == 0o600, name
+    finally:
+        assert stop_up_process(live) == 0
+    log = (tmp_path / "data.log").read_text()
+    assert "tightened" in log and "alerting.yaml from 0644 to 0600" in log
+
+
+def test_a_corrupt_platform_database_is_moved_aside_loudly_and_the_platform_starts(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    garbage(data / "edgeloop.db")
+    (data / "edgeloop.db-wal").write_bytes(os.urandom(5000))
+    live = start_up_process(data, devices=0, faulty=0, auth=True)
+    stop_up_process(live)
+    log = (tmp_path / "data.log").read_text()
+    moved = sorted(p.name for p in data.iterdir() if ".corrupt-" in p.name)
+    assert len(moved) == 2 and moved[1] == moved[0] + "-wal"
+    assert "is corrupt" in log and moved[0] in log and "EMPTY database" in log
+    assert (data / "edgeloop.db").stat().st_size > 0
+
+
+@pytest.mark.parametrize("content", ["empty", "schema-less"])
+def test_an_empty_or_foreign_database_file_is_refused_never_reinitialised(tmp_path: Path, content: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    db = data / "edgeloop.db"
+    if content == "empty":
+        db.touch()
+        expected = "exists but is empty (0 bytes): refusing to start a new platform"
+    else:
+        with sqlite3.connect(db) as c:
+            c.execute("CREATE TABLE notes (x)")
+        c.close()
+        expected = "without EdgeLoop's tables: refusing to start a new platform"
+    before = db.read_bytes()
+    got = edgeloop_up(data)
+    out = " ".join((got.stdout + got.stderr).split())
+    assert got.returncode != 0
+    assert expected in out
+    assert "password" not in out.lower() and "Traceback" not in out, "no new administrator"
+    assert db.read_bytes() == before, "the file is left as it was"
+    assert ADMIN_PASSWORD  # the live-process helper's admin, never created here

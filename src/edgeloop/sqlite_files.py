@@ -25,6 +25,7 @@ from edgeloop.file_modes import FILE_MODE, create_private_file, tighten
 log = logging.getLogger(__name__)
 SIDE_FILES = ("-wal", "-shm", "-journal")
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 State = Literal["missing", "empty", "ok", "corrupt"]
 
@@ -49,6 +50,10 @@ def inspect(path: Path) -> Inspection:
     wal = path.with_name(path.name + "-wal")
     if size == 0 and (not wal.exists() or wal.stat().st_size == 0):
         return Inspection("empty", "0 bytes")
+    with path.open("rb") as f:
+        header = f.read(len(SQLITE_HEADER))
+    if size > 0 and header != SQLITE_HEADER:  # told without opening it: SQLite would drop a WAL it cannot use
+        return Inspection("corrupt", "file is not a database")
     try:
         db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=rw", uri=True)
     except sqlite3.DatabaseError as exc:
