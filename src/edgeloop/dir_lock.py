@@ -26,7 +26,10 @@ class DirLock:
 
     def acquire(self) -> DirLock:
         """Take the lock or raise ``ConfigError`` naming the process that holds it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        except OSError as exc:
+            raise ConfigError(f"cannot lock {self.what} {self.directory}: {exc.strerror}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
