@@ -171,6 +171,26 @@ rules:
                              what="the platform will be told")
 
 
+async def test_an_agent_whose_journal_cannot_be_opened_runs_on_one_in_memory(tmp_path: Path) -> None:
+    """No file opens at all (here a folder stands where journal.db should be): the agent still starts, on a
+    journal in memory, says so, and forwards what it can."""
+    cfg = parse_config(f"""\
+agent: {{tenant: acme, gateway: gw-1, data_dir: {tmp_path / 'agent'}}}
+sources: [{{name: fleet, kind: simulator}}]
+""")
+    (tmp_path / "agent" / "journal.db").mkdir(parents=True)
+    agent = Agent(cfg)
+    try:
+        assert (await agent.health())["journal_in_memory"] is True
+        agent._emit("press-1", Sample(ts=1, values={"temp": 1.0}))
+        await agent.commit()
+        assert agent.journal.stats().messages == 1
+        assert any(e.kind == "journal_unavailable" for e in outbox(agent))
+    finally:
+        await agent.in_journal(lambda j: j.close())
+        agent._lock.release()
+
+
 def test_one_agent_per_data_directory(tmp_path: Path) -> None:
     cfg = parse_config(f"""\
 agent: {{tenant: acme, gateway: gw-1, data_dir: {tmp_path / 'agent'}}}

@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 FsyncPolicy = Literal["commit", "os"]
 NORMAL, PRIORITY = 0, 1
 EVENT_SHARE = 4  # over the budget, events beyond 1/EVENT_SHARE of it go first (oldest first, never gap reports)
+MEMORY = ":memory:"
 SENT_GAPS_KEPT = 100  # reported gap rows kept as history; older ones are deleted
 GAP_REASON = "disk budget exhausted"
 
@@ -154,10 +155,13 @@ class Journal:
 
     def __init__(self, path: Path, *, fsync: FsyncPolicy = "commit", budget_bytes: int = 256 * 2**20,
                  max_samples_per_message: int = 600) -> None:
-        private_dir(path.parent)
+        """``path`` ``:memory:``: a journal that survives nothing (the agent's last resort when no file opens)."""
         self.path = path
-        self.moved_aside = self._set_aside_if_corrupt(path)
-        create_private_file(path)  # 0600 from the start; SQLite gives its -wal and -shm the same mode
+        self.moved_aside: list[Path] = []
+        if str(path) != MEMORY:
+            private_dir(path.parent)
+            self.moved_aside = self._set_aside_if_corrupt(path)
+            create_private_file(path)  # 0600 from the start; SQLite gives its -wal and -shm the same mode
         self.budget_bytes = budget_bytes
         self.max_samples = max_samples_per_message
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
