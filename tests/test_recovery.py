@@ -292,3 +292,19 @@ def test_an_empty_or_foreign_database_file_is_refused_never_reinitialised(tmp_pa
     assert "password" not in out.lower() and "Traceback" not in out, "no new administrator"
     assert db.read_bytes() == before, "the file is left as it was"
     assert ADMIN_PASSWORD  # the live-process helper's admin, never created here
+
+
+def test_a_local_tool_refuses_a_corrupt_database_and_leaves_it_in_place(tmp_path: Path) -> None:
+    """Only the platform's own start (holding the directory's lock) moves a corrupt database aside; a tool such
+    as `admin reset-password` must never rename a database from under a running platform."""
+    data = tmp_path / "data"
+    data.mkdir()
+    garbage(data / "edgeloop.db")
+    before = (data / "edgeloop.db").read_bytes()
+    got = subprocess.run([sys.executable, "-m", "edgeloop", "admin", "reset-password", "admin", "--data-dir",
+                          str(data)], capture_output=True, text=True, timeout=60, check=False,
+                         env={**os.environ, "COLUMNS": "200"})
+    out = " ".join((got.stdout + got.stderr).split())
+    assert got.returncode != 0 and "is corrupt" in out and "Traceback" not in out
+    assert (data / "edgeloop.db").read_bytes() == before
+    assert not [p for p in data.iterdir() if ".corrupt-" in p.name]

@@ -322,7 +322,7 @@ class Platform:
         self._stack.callback(DirLock(cfg.data_dir).acquire().release)  # one platform per data directory
         self._failed = asyncio.get_running_loop().create_future()
         http_socket = self._bind_http() if cfg.http_port is not None else None
-        self.store = await self._stack.enter_async_context(open_store(cfg.resolved_store_url))
+        self.store = await self._stack.enter_async_context(open_store(cfg.resolved_store_url, recover_corrupt=True))
         registry = await self.store.load_registry()
         validator = Validator(registry=registry, limits=cfg.limits)
         self.registry = RegistryService(store=self.store, registry=registry, validator=validator)

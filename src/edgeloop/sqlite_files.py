@@ -104,13 +104,15 @@ def replace_with(fresh: Path, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
-def prepare_database(path: Path, build: Callable[[Path], None]) -> None:
+def prepare_database(path: Path, build: Callable[[Path], None], *, recover_corrupt: bool = True) -> None:
     """Make ``path`` safe to open as the platform's database.
 
     * missing: ``build(fresh)`` creates the schema in ``NAME.new`` (mode 0600), which then replaces
       ``path`` atomically: a database file that exists always has its tables.
     * healthy: its file and side files are tightened to 0600.
-    * corrupt: moved aside (``move_aside``) with an error-level message, then built fresh as if missing.
+    * corrupt: moved aside (``move_aside``) with an error-level message, then built fresh as if missing;
+      refused with ``StoreError`` unless ``recover_corrupt`` (only the platform's start, which holds the
+      data directory's lock, recovers: a tool must never rename a database from under a running platform).
     * empty (0 bytes): refused with ``StoreError``; an existing database never silently becomes a new
       platform with a new administrator.
     """
@@ -123,6 +125,9 @@ def prepare_database(path: Path, build: Callable[[Path], None]) -> None:
         for f in [path, *side_files(path)]:
             tighten(f, FILE_MODE)
         return
+    if found.state == "corrupt" and not recover_corrupt:
+        raise StoreError(f"{path} is corrupt ({found.detail}): the platform moves it aside when it starts; or "
+                         "restore a backup")
     if found.state == "corrupt":
         moved = move_aside(path)
         log.error("!! the SQLite database %s is corrupt (%s). It was moved aside to %s and the platform starts with "

@@ -144,8 +144,10 @@ _ROWS_PER_INSERT = 100  # 8 parameters each, well under SQLite's variable limit
 class SQLiteStore(Store):
     backend = "sqlite"
 
-    def __init__(self, *, path: Path | str, synchronous: Literal["OFF", "NORMAL", "FULL"] = "FULL") -> None:
+    def __init__(self, *, path: Path | str, synchronous: Literal["OFF", "NORMAL", "FULL"] = "FULL",
+                 recover_corrupt: bool = False) -> None:
         self.path = str(path)
+        self.recover_corrupt = recover_corrupt
         self.synchronous = synchronous
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
@@ -194,7 +196,8 @@ class SQLiteStore(Store):
         def connect() -> sqlite3.Connection:
             if self.path == ":memory:":
                 return build(self.path, existing=False)
-            prepare_database(Path(self.path), lambda fresh: build(str(fresh), existing=False).close())
+            prepare_database(Path(self.path), lambda fresh: build(str(fresh), existing=False).close(),
+                             recover_corrupt=self.recover_corrupt)
             return build(self.path, existing=True)
 
         try:
