@@ -257,6 +257,18 @@ def test_data_files_are_private_whatever_the_umask_and_old_ones_are_tightened(tm
     assert "tightened" in log and "alerting.yaml from 0644 to 0600" in log
 
 
+def test_tightening_takes_only_group_and_other_access_away(tmp_path: Path) -> None:
+    from edgeloop.file_modes import private_data_dir
+
+    (tmp_path / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(tmp_path / "run.sh", 0o755)
+    (tmp_path / "mine").write_text("x")
+    os.chmod(tmp_path / "mine", 0o400)
+    private_data_dir(tmp_path)
+    assert (mode(tmp_path), mode(tmp_path / "run.sh"), mode(tmp_path / "mine")) == (0o700, 0o700, 0o400), \
+        "the owner's own bits stay (a script stays executable, a read-only file read-only)"
+
+
 def test_a_corrupt_platform_database_is_moved_aside_loudly_and_the_platform_starts(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

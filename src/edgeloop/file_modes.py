@@ -16,25 +16,26 @@ log = logging.getLogger(__name__)
 DIR_MODE, FILE_MODE = 0o700, 0o600
 
 
-def tighten(path: Path, mode: int) -> bool:
-    """Give ``path`` ``mode`` if group or others have any access to it; True (and a log line) when changed.
-    A missing path or a symbolic link is left alone."""
+def tighten(path: Path) -> bool:
+    """Take every permission of group and others off ``path`` (the owner's stay as they are: 0644 -> 0600,
+    0755 -> 0700); True (and a log line) when something changed. A missing path or a symbolic link is left
+    alone."""
     try:
         st = path.lstat()
     except FileNotFoundError:
         return False
-    if stat.S_ISLNK(st.st_mode) or not stat.S_IMODE(st.st_mode) & 0o077:
+    before = stat.S_IMODE(st.st_mode)
+    if stat.S_ISLNK(st.st_mode) or not before & 0o077:
         return False
-    os.chmod(path, mode)
-    log.warning("tightened %s from %04o to %04o (data is private to its owner)", path, stat.S_IMODE(st.st_mode),
-                mode)
+    os.chmod(path, before & ~0o077)
+    log.warning("tightened %s from %04o to %04o (data is private to its owner)", path, before, before & ~0o077)
     return True
 
 
 def private_dir(path: Path) -> Path:
     """``path`` as a 0700 directory (created with that mode if missing, tightened if not)."""
     path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    tighten(path, DIR_MODE)
+    tighten(path)
     return path
 
 
@@ -44,7 +45,7 @@ def private_data_dir(path: Path) -> Path:
     private_dir(path)
     for child in path.iterdir():
         if child.is_file() and not child.is_symlink():
-            tighten(child, FILE_MODE)
+            tighten(child)
     return path
 
 
@@ -53,7 +54,7 @@ def create_private_file(path: Path) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     except FileExistsError:
-        tighten(path, FILE_MODE)
+        tighten(path)
         return
     os.close(fd)
     os.chmod(path, FILE_MODE)  # an unusual umask cannot have removed the owner's bits
@@ -64,4 +65,4 @@ def write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-    tighten(path, FILE_MODE)
+    tighten(path)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from edgeloop.errors import StoreError
-from edgeloop.file_modes import FILE_MODE, create_private_file, tighten
+from edgeloop.file_modes import create_private_file, tighten
 
 log = logging.getLogger(__name__)
 SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -123,7 +123,7 @@ def prepare_database(path: Path, build: Callable[[Path], None], *, recover_corru
             f"does not empty itself: restore it from a backup). To start afresh on purpose, delete the file.")
     if found.state == "ok":
         for f in [path, *side_files(path)]:
-            tighten(f, FILE_MODE)
+            tighten(f)
         return
     if found.state == "corrupt" and not recover_corrupt:
         raise StoreError(f"{path} is corrupt ({found.detail}): the platform moves it aside when it starts; or "

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edgeloop.file_modes import FILE_MODE, create_private_file, private_dir, tighten
+from edgeloop.file_modes import create_private_file, private_dir, tighten
 from edgeloop.messages import DeviceEvent, Sample, Severity, Telemetry, decode_telemetry, encode
 from edgeloop.sqlite_files import inspect, move_aside, side_files
 
@@ -187,7 +187,7 @@ class Journal:
         found = inspect(path)
         if found.state != "corrupt":
             for f in [path, *side_files(path)]:
-                tighten(f, FILE_MODE)
+                tighten(f)
             return []
         moved = move_aside(path)
         log.error("the journal %s is corrupt (%s): moved it aside to %s and started an empty journal; samples "
