@@ -35,7 +35,7 @@ from edgeloop.agent.remote import PUSHED_FILE, ConfigOutcome, PushedConfig, chec
 from edgeloop.agent.sources import ModbusReader, OpcUaReader, Reader, SourceStatus, make_reader, run_source
 from edgeloop.agent.uplink import Uplink
 from edgeloop.dir_lock import DirLock
-from edgeloop.file_modes import private_dir
+from edgeloop.file_modes import private_data_dir
 from edgeloop.identity.auth import OncePer
 from edgeloop.messages import DeviceEvent, Sample, Severity, encode
 
@@ -82,7 +82,7 @@ class Agent:
         self.base = base or Path.cwd()
         self.pushed_path = Path(cfg.agent.data_dir) / PUSHED_FILE
         # One agent per data directory (a second would send the same journal twice), held until run() ends.
-        self._lock = DirLock(private_dir(Path(cfg.agent.data_dir)), what="agent data directory").acquire()
+        self._lock = DirLock(private_data_dir(Path(cfg.agent.data_dir)), what="agent data directory").acquire()
         self.journal = self._open_journal(Path(cfg.agent.data_dir) / "journal.db")
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self.uplink = Uplink(cfg.uplink, tenant=cfg.agent.tenant, gateway=cfg.agent.gateway, journal=self.in_journal,
