@@ -29,7 +29,9 @@ from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.broker.acl import BROKER_IDENTITY, INGEST_IDENTITY
 from edgeloop.broker.embedded import BrokerTls, EmbeddedBroker
 from edgeloop.clock import Clock, SystemClock
+from edgeloop.dir_lock import DirLock
 from edgeloop.errors import BrokerError, ConfigError, ConflictError, EdgeLoopError, NotFoundError, StoreError
+from edgeloop.file_modes import private_data_dir
 from edgeloop.identity.access import AccessService
 from edgeloop.identity.auth import OncePer
 from edgeloop.identity.pki import PkiError
@@ -321,10 +323,11 @@ class Platform:
 
     async def _start(self) -> None:
         cfg = self.config
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        private_data_dir(cfg.data_dir)  # 0700, its files 0600 (tightened and logged if they were not)
+        self._stack.callback(DirLock(cfg.data_dir).acquire().release)  # one platform per data directory
         self._failed = asyncio.get_running_loop().create_future()
         http_socket = self._bind_http() if cfg.http_port is not None else None
-        self.store = await self._stack.enter_async_context(open_store(cfg.resolved_store_url))
+        self.store = await self._stack.enter_async_context(open_store(cfg.resolved_store_url, recover_corrupt=True))
         registry = await self.store.load_registry()
         self._stored_before = await self.store.telemetry_counts()
         self._dead_before = await self.store.dead_letter_counts()

@@ -23,6 +23,7 @@ from rich.console import Console
 from edgeloop.app import Platform, PlatformConfig
 from edgeloop.clock import SystemClock
 from edgeloop.errors import ConfigError
+from edgeloop.file_modes import write_private
 from edgeloop.identity.pki import ensure_identity
 from edgeloop.identity.tls import TlsIdentity
 from edgeloop.sim.fleet import Fleet
@@ -62,13 +63,12 @@ def _load_state(path: Path, sim: SimSettings, now_ms: int) -> _SimState:
     start = (now_ms - int(sim.history_hours * HOUR_MS)) // 60_000 * 60_000
     state = _SimState(devices=sim.devices, faulty=sim.faulty, seed=sim.seed, start_ms=start,
                       duration_ms=int(sim.duration_hours * HOUR_MS), tenant=sim.tenant)
-    path.write_bytes(msgspec.json.encode(state))
+    write_private(path, msgspec.json.encode(state))
     return state
 
 
 async def run_embedded(cfg: PlatformConfig, sim: SimSettings, *, console: Console) -> None:
     clock = SystemClock()
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
     async with Platform(cfg, clock=clock) as platform:
         mqtt = (f"MQTT mutual TLS {cfg.mqtt_host}:{cfg.mqtt_port} (CA {platform.ca.dir / 'ca-chain.pem'})"
                 if cfg.embedded_tls and platform.ca else f"MQTT {cfg.mqtt_host}:{cfg.mqtt_port} (plain)")

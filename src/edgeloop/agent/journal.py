@@ -28,10 +28,23 @@ mark of a message that was published; merged again with its neighbours, its seq 
 more samples than the copy the platform stored, and those would be dropped as a duplicate: the
 documented "last commits before power loss" limit of that mode.)
 
-Disk budget: ``budget_bytes`` bounds the bytes of unsent payloads. Over it, the oldest
-*normal* messages are dropped first, *priority* ones (alarm and anomaly windows) only when
-nothing else is left; each drop becomes a gap record (device, first and last sample time,
-sample count, reason) and a ``gap`` event in the outbox, which the uplink reports to the platform.
+Disk budget: ``budget_bytes`` bounds the bytes of unsent payloads, telemetry *and* outbox
+events. Over it, the oldest events (never gap reports) beyond a quarter of the budget go first,
+then the oldest *normal* messages, *priority* ones (alarm and anomaly windows) only when no
+normal one is left, and, with no telemetry left, the oldest events; each event drop is counted
+(``dropped_events``). A drop becomes a gap record (device, first and last sample time, sample
+and message counts, reason) and a ``gap`` event in the outbox, which the uplink reports to the
+platform. Consecutive drops of a device are coalesced into its gap record while that record's
+event has not been handed to the uplink yet, so an outage of any length adds one gap row and one
+event per device, not one per commit; at most ``SENT_GAPS_KEPT`` reported gap rows are kept as
+history. The file follows: SQLite reuses the pages freed by drops, and the WAL is checkpointed
+and truncated at a size derived from the budget (``wal_pages``). Measured bound (tests/
+test_recovery.py): the journal file and its WAL stay within ``2 x budget + 256 KiB``.
+
+A journal found corrupt at start (not a database, truncated, failing ``quick_check``) is moved
+aside to ``journal.db.corrupt-<UTC time>`` with its -wal/-shm, with an error-level message, and
+the agent starts with an empty one (``moved_aside``); the file and its folder are private (0600
+in 0700).
 
 Events (gaps, fail-safe actions, overrides, local anomalies, configuration changes) wait in
 the ``events`` outbox, committed like telemetry and deleted when the broker acknowledges them.
@@ -39,6 +52,7 @@ the ``events`` outbox, committed like telemetry and deleted when the broker ackn
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
@@ -46,10 +60,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from edgeloop.file_modes import create_private_file, private_dir, tighten
 from edgeloop.messages import DeviceEvent, Sample, Severity, Telemetry, decode_telemetry, encode
+from edgeloop.sqlite_files import inspect, move_aside, side_files
 
+log = logging.getLogger(__name__)
 FsyncPolicy = Literal["commit", "os"]
 NORMAL, PRIORITY = 0, 1
+EVENT_SHARE = 4  # over the budget, events beyond 1/EVENT_SHARE of it go first (oldest first, never gap reports)
+MEMORY = ":memory:"
+SENT_GAPS_KEPT = 100  # reported gap rows kept as history; older ones are deleted
+GAP_REASON = "disk budget exhausted"
+
+
+def wal_pages(budget_bytes: int, page_size: int = 4096) -> int:
+    """WAL auto-checkpoint size for a budget: a quarter of it, between 16 and SQLite's default 1000 pages."""
+    return max(16, min(1000, budget_bytes // 4 // page_size))
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -79,7 +105,8 @@ CREATE TABLE IF NOT EXISTS gaps (
     samples INTEGER NOT NULL,
     reason TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
-    sent INTEGER NOT NULL DEFAULT 0
+    sent INTEGER NOT NULL DEFAULT 0,
+    messages INTEGER NOT NULL DEFAULT 1  -- coalesced: how many dropped messages this gap covers
 );
 -- The outbox of device events the agent reports (gaps, fail-safe actions, overrides, anomalies,
 -- configuration changes): committed like telemetry, deleted when the broker acknowledges them.
@@ -87,7 +114,8 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     device TEXT NOT NULL,
     payload BLOB NOT NULL,
-    gap_id INTEGER
+    gap_id INTEGER,
+    taken INTEGER NOT NULL DEFAULT 0  -- handed to the uplink: its bytes are final (no more coalescing)
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -118,6 +146,8 @@ class JournalStats:
     dropped_messages: int  # over the journal's life
     dropped_samples: int
     events_unsent: int
+    dropped_events: int = 0  # outbox events dropped by the disk budget
+    event_bytes: int = 0
 
 
 class Journal:
@@ -125,21 +155,57 @@ class Journal:
 
     def __init__(self, path: Path, *, fsync: FsyncPolicy = "commit", budget_bytes: int = 256 * 2**20,
                  max_samples_per_message: int = 600) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """``path`` ``:memory:``: a journal that survives nothing (the agent's last resort when no file opens)."""
         self.path = path
+        self.moved_aside: list[Path] = []
+        if str(path) != MEMORY:
+            private_dir(path.parent)
+            self.moved_aside = self._set_aside_if_corrupt(path)
+            create_private_file(path)  # 0600 from the start; SQLite gives its -wal and -shm the same mode
         self.budget_bytes = budget_bytes
         self.max_samples = max_samples_per_message
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync == 'commit' else 'NORMAL'}")
+        pages = wal_pages(budget_bytes)
+        self._db.execute(f"PRAGMA wal_autocheckpoint={pages}")
+        self._db.execute(f"PRAGMA journal_size_limit={pages * 4096}")
         self._db.executescript(SCHEMA)
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(messages)")}
-        if "published" not in columns:  # a journal from before coalescing: treat what it holds as sent once
-            self._db.execute("ALTER TABLE messages ADD COLUMN published INTEGER NOT NULL DEFAULT 1")
+        self._add_missing_columns()
         self._bytes = int(self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM messages").fetchone()[0])
+        self._event_bytes = int(self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM events")
+                                .fetchone()[0])
         counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
         self.dropped_messages = int(counters.get("dropped_messages", 0))
         self.dropped_samples = int(counters.get("dropped_samples", 0))
+        self.dropped_events = int(counters.get("dropped_events", 0))
+
+    @staticmethod
+    def _set_aside_if_corrupt(path: Path) -> list[Path]:
+        """A journal that is not a database or fails ``quick_check`` is moved aside (with its -wal/-shm);
+        the agent then starts with an empty one: its fail-safe rules must run, whatever the disk holds."""
+        found = inspect(path)
+        if found.state != "corrupt":
+            for f in [path, *side_files(path)]:
+                tighten(f)
+            return []
+        moved = move_aside(path)
+        log.error("the journal %s is corrupt (%s): moved it aside to %s and started an empty journal; samples "
+                  "and events it held are not forwarded", path, found.detail, ", ".join(str(m) for m in moved))
+        return moved
+
+    def _add_missing_columns(self) -> None:
+        """A journal written by an older agent: what it holds counts as already handed out once."""
+        for table, column in (("messages", "published"), ("events", "taken")):
+            if column not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 1")
+        if "messages" not in {r[1] for r in self._db.execute("PRAGMA table_info(gaps)")}:
+            self._db.execute("ALTER TABLE gaps ADD COLUMN messages INTEGER NOT NULL DEFAULT 1")
+
+    @property
+    def used_bytes(self) -> int:
+        """What the disk budget counts: unsent telemetry and outbox event payloads."""
+        return self._bytes + self._event_bytes
 
     def close(self) -> None:
         self._db.close()
@@ -184,41 +250,99 @@ class Journal:
         return out
 
     def _enforce_budget(self, now_ms: int) -> list[Pending]:
-        """Inside the caller's transaction: drop oldest normal, then oldest priority, until under budget."""
-        if self._bytes <= self.budget_bytes:
+        """Inside the caller's transaction: drop oldest normal, then oldest priority messages, then oldest
+        events (never a gap report), until under budget; record the drops as coalesced gaps."""
+        if self.used_bytes <= self.budget_bytes:
             return []
         db = self._db
+        self._drop_events(self.budget_bytes // EVENT_SHARE)
         dropped: list[Pending] = []
         per_device: dict[str, list[int]] = {}
         for priority in (NORMAL, PRIORITY):
             rows = db.execute("SELECT id, device, seq, first_ts, last_ts, samples, LENGTH(payload) FROM messages "
                               "WHERE priority=? ORDER BY id", (priority,))
             for mid, device, seq, first_ts, last_ts, samples, size in rows.fetchall():
-                if self._bytes <= self.budget_bytes:
+                if self.used_bytes <= self.budget_bytes:
                     break
                 db.execute("DELETE FROM messages WHERE id=?", (mid,))
                 self._bytes -= int(size)
                 self.dropped_messages += 1
                 self.dropped_samples += int(samples)
                 dropped.append(Pending(int(mid), str(device), int(seq), b""))
-                span = per_device.setdefault(str(device), [int(first_ts), int(last_ts), 0])
-                span[0], span[1], span[2] = min(span[0], first_ts), max(span[1], last_ts), span[2] + samples
-        reason = "disk budget exhausted"
-        for device, (first_ts, last_ts, samples) in per_device.items():
-            cur = db.execute("INSERT INTO gaps (device, first_ts, last_ts, samples, reason, created_ms) "
-                             "VALUES (?, ?, ?, ?, ?, ?)", (device, first_ts, last_ts, samples, reason, now_ms))
-            event = DeviceEvent(device=device, ts=last_ts, kind="gap", severity=Severity.WARNING,
-                                message=f"{samples} samples dropped by the agent: {reason}",
-                                data={"first_ts": first_ts, "last_ts": last_ts, "samples": samples, "reason": reason})
-            db.execute("INSERT INTO events (device, payload, gap_id) VALUES (?, ?, ?)",
-                       (device, encode(event), cur.lastrowid))
+                span = per_device.setdefault(str(device), [int(first_ts), int(last_ts), 0, 0])
+                span[0], span[1] = min(span[0], first_ts), max(span[1], last_ts)
+                span[2], span[3] = span[2] + samples, span[3] + 1
+        for device, (first_ts, last_ts, samples, messages) in per_device.items():
+            self._record_gap(device, first_ts, last_ts, samples, messages, now_ms)
+        if self.used_bytes > self.budget_bytes:  # no telemetry left to drop
+            self._drop_events(max(0, self.budget_bytes - self._bytes))
+        db.execute("DELETE FROM gaps WHERE sent=1 AND id NOT IN (SELECT id FROM gaps WHERE sent=1 "
+                   "ORDER BY id DESC LIMIT ?)", (SENT_GAPS_KEPT,))
         db.executemany("INSERT INTO counters VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value=excluded.value",
-                       [("dropped_messages", self.dropped_messages), ("dropped_samples", self.dropped_samples)])
+                       [("dropped_messages", self.dropped_messages), ("dropped_samples", self.dropped_samples),
+                        ("dropped_events", self.dropped_events)])
         return dropped
 
-    def record_event(self, event: DeviceEvent) -> None:
-        """Commit ``event`` to the outbox; the uplink reports it (at least once) when it can."""
-        self._db.execute("INSERT INTO events (device, payload) VALUES (?, ?)", (event.device, encode(event)))
+    def _drop_events(self, keep_bytes: int) -> None:
+        """Inside the caller's transaction: drop the oldest events (never a gap report) down to ``keep_bytes``."""
+        if self._event_bytes <= keep_bytes:
+            return
+        rows = self._db.execute("SELECT id, LENGTH(payload) FROM events WHERE gap_id IS NULL ORDER BY id").fetchall()
+        for eid, size in rows:
+            if self._event_bytes <= keep_bytes:
+                break
+            self._db.execute("DELETE FROM events WHERE id=?", (eid,))
+            self._event_bytes -= int(size)
+            self.dropped_events += 1
+
+    def _record_gap(self, device: str, first_ts: int, last_ts: int, samples: int, messages: int,
+                    now_ms: int) -> None:
+        """Extend ``device``'s gap whose event the uplink has not taken yet, or open a new one."""
+        db = self._db
+        row = db.execute("SELECT g.id, g.first_ts, g.last_ts, g.samples, g.messages, e.id, LENGTH(e.payload) "
+                         "FROM gaps g JOIN events e ON e.gap_id = g.id WHERE g.device=? AND g.sent=0 AND e.taken=0 "
+                         "ORDER BY g.id DESC LIMIT 1", (device,)).fetchone()
+        if row is not None:
+            gid, first_ts, last_ts = int(row[0]), min(first_ts, int(row[1])), max(last_ts, int(row[2]))
+            samples, messages = samples + int(row[3]), messages + int(row[4])
+            db.execute("UPDATE gaps SET first_ts=?, last_ts=?, samples=?, messages=? WHERE id=?",
+                       (first_ts, last_ts, samples, messages, gid))
+            payload = encode(self._gap_event(device, first_ts, last_ts, samples, messages))
+            db.execute("UPDATE events SET payload=? WHERE id=?", (payload, row[5]))
+            self._event_bytes += len(payload) - int(row[6])
+            return
+        cur = db.execute("INSERT INTO gaps (device, first_ts, last_ts, samples, reason, created_ms, messages) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?)", (device, first_ts, last_ts, samples, GAP_REASON, now_ms,
+                                                          messages))
+        payload = encode(self._gap_event(device, first_ts, last_ts, samples, messages))
+        db.execute("INSERT INTO events (device, payload, gap_id) VALUES (?, ?, ?)", (device, payload, cur.lastrowid))
+        self._event_bytes += len(payload)
+
+    @staticmethod
+    def _gap_event(device: str, first_ts: int, last_ts: int, samples: int, messages: int) -> DeviceEvent:
+        return DeviceEvent(device=device, ts=last_ts, kind="gap", severity=Severity.WARNING,
+                           message=f"{samples} samples dropped by the agent: {GAP_REASON}",
+                           data={"first_ts": first_ts, "last_ts": last_ts, "samples": samples, "messages": messages,
+                                 "reason": GAP_REASON})
+
+    def record_event(self, event: DeviceEvent, *, now_ms: int | None = None) -> None:
+        """Commit ``event`` to the outbox (within the disk budget); the uplink reports it (at least once)
+        when it can."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        payload = encode(event)
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("INSERT INTO events (device, payload) VALUES (?, ?)", (event.device, payload))
+            self._event_bytes += len(payload)
+            self._enforce_budget(now)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            self._event_bytes = int(db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM events")
+                                    .fetchone()[0])
+            raise
 
     def mark_priority(self, device: str, since_ts: int) -> int:
         """Raise ``device``'s unsent messages with samples at or after ``since_ts`` to priority (an anomaly
@@ -310,8 +434,15 @@ class Journal:
                 db.execute("ROLLBACK")
             raise
 
-    def unsent_events(self, limit: int = 1000) -> list[OutEvent]:
-        rows = self._db.execute("SELECT id, device, payload FROM events ORDER BY id LIMIT ?", (limit,))
+    def unsent_events(self, limit: int = 1000, *,
+                      take_for: frozenset[str] | set[str] = frozenset()) -> list[OutEvent]:
+        """The outbox, oldest first; those of devices in ``take_for`` (connected: about to be published)
+        are marked taken, so a gap report is never extended after its bytes may have left."""
+        rows = self._db.execute("SELECT id, device, payload, taken FROM events ORDER BY id LIMIT ?",
+                                (limit,)).fetchall()
+        fresh = [(r[0],) for r in rows if not r[3] and r[1] in take_for]
+        if fresh:
+            self._db.executemany("UPDATE events SET taken=1 WHERE id=?", fresh)
         return [OutEvent(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
     def events_sent(self, ids: Sequence[int]) -> None:
@@ -320,8 +451,11 @@ class Journal:
         db.execute("BEGIN IMMEDIATE")
         try:
             for eid in ids:
-                row = db.execute("DELETE FROM events WHERE id=? RETURNING gap_id", (eid,)).fetchone()
-                if row is not None and row[0] is not None:
+                row = db.execute("DELETE FROM events WHERE id=? RETURNING gap_id, LENGTH(payload)", (eid,)).fetchone()
+                if row is None:
+                    continue
+                self._event_bytes -= int(row[1])
+                if row[0] is not None:
                     db.execute("UPDATE gaps SET sent=1 WHERE id=?", (row[0],))
             db.execute("COMMIT")
         except BaseException:
@@ -336,7 +470,8 @@ class Journal:
         events = self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
         return JournalStats(messages=int(count), bytes=self._bytes, samples=int(samples),
                             oldest_ts=None if oldest is None else int(oldest), dropped_messages=self.dropped_messages,
-                            dropped_samples=self.dropped_samples, events_unsent=int(events))
+                            dropped_samples=self.dropped_samples, events_unsent=int(events),
+                            dropped_events=self.dropped_events, event_bytes=self._event_bytes)
 
     def last_accepted(self) -> dict[str, tuple[int, int]]:
         """Per device: (last accepted sample time, samples accepted over the journal's life)."""

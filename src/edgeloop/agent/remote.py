@@ -48,7 +48,7 @@ class PushedConfig:
     def persist(self, path: Path) -> None:
         """Atomically (write, fsync, rename, fsync the folder): the old file or the new one, never half."""
         tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:  # private
             f.write(encode(self.push))
             f.flush()
             os.fsync(f.fileno())

@@ -30,10 +30,12 @@ from edgeloop.agent.failsafe import Decision, FailSafe
 from edgeloop.agent.forward import Forwarder
 from edgeloop.agent.health import ProcessMeter, build_heartbeat
 from edgeloop.agent.inference import LocalModelRunner
-from edgeloop.agent.journal import PRIORITY, Journal
+from edgeloop.agent.journal import MEMORY, PRIORITY, Journal
 from edgeloop.agent.remote import PUSHED_FILE, ConfigOutcome, PushedConfig, check_push, config_event
 from edgeloop.agent.sources import ModbusReader, OpcUaReader, Reader, SourceStatus, make_reader, run_source
 from edgeloop.agent.uplink import Uplink
+from edgeloop.dir_lock import DirLock
+from edgeloop.file_modes import private_data_dir
 from edgeloop.identity.auth import OncePer
 from edgeloop.messages import DeviceEvent, Sample, Severity, encode
 
@@ -79,9 +81,9 @@ class Agent:
         self.cfg = cfg
         self.base = base or Path.cwd()
         self.pushed_path = Path(cfg.agent.data_dir) / PUSHED_FILE
-        self.journal = Journal(Path(cfg.agent.data_dir) / "journal.db", fsync=cfg.agent.fsync,
-                               budget_bytes=int(cfg.agent.budget_mb * 2**20),
-                               max_samples_per_message=cfg.uplink.max_samples_per_message)
+        # One agent per data directory (a second would send the same journal twice), held until run() ends.
+        self._lock = DirLock(private_data_dir(Path(cfg.agent.data_dir)), what="agent data directory").acquire()
+        self.journal = self._open_journal(Path(cfg.agent.data_dir) / "journal.db")
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self.uplink = Uplink(cfg.uplink, tenant=cfg.agent.tenant, gateway=cfg.agent.gateway, journal=self.in_journal,
                              keepalive_s=cfg.uplink.keepalive_s, on_config=self._on_config)
@@ -98,6 +100,31 @@ class Agent:
         self.journal_failures = 0
         self.unjournaled_samples = 0  # read but never accepted: the journal could not write them
         self._journal_error_logged = OncePer(60_000)
+        self.journal_in_memory = str(self.journal.path) == MEMORY
+        if self.journal_in_memory:
+            self._pending_events.append(DeviceEvent(
+                device=cfg.agent.gateway, ts=int(time.time() * 1000), kind="journal_unavailable",
+                severity=Severity.CRITICAL, message="the agent's journal could not be opened: running on a journal "
+                "in memory (nothing survives a restart)", data={}))
+        if self.journal.moved_aside:  # reported to the platform too, once the uplink is up
+            self._pending_events.append(DeviceEvent(
+                device=cfg.agent.gateway, ts=int(time.time() * 1000), kind="journal_corrupt", severity=Severity.WARNING,
+                message=f"the agent's journal was corrupt at start: moved aside to {self.journal.moved_aside[0].name}; "
+                        "what it held was not forwarded", data={"moved_to": str(self.journal.moved_aside[0])}))
+
+    def _open_journal(self, path: Path) -> Journal:
+        """The journal at ``path`` (a corrupt one is moved aside by ``Journal``). If no file opens at all (a
+        read-only or failing disk), a journal in memory: the fail-safe rules must run whatever the disk does;
+        forwarding then works while the link is up, and nothing survives a restart."""
+        def journal(at: Path) -> Journal:
+            return Journal(at, fsync=self.cfg.agent.fsync, budget_bytes=int(self.cfg.agent.budget_mb * 2**20),
+                           max_samples_per_message=self.cfg.uplink.max_samples_per_message)
+        try:
+            return journal(path)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("the journal %s cannot be opened (%s): running on a journal in MEMORY; the fail-safe rules "
+                      "run, data is forwarded while the link is up, nothing survives a restart", path, exc)
+            return journal(Path(MEMORY))
 
     @property
     def sources(self) -> dict[str, SourceStatus]:
@@ -253,9 +280,10 @@ class Agent:
             "accepted_samples": self.accepted,
             "unjournaled_samples": self.unjournaled_samples,
             "journal_failures": self.journal_failures,
+            "journal_in_memory": self.journal_in_memory,
             "journal": {"messages": js.messages, "samples": js.samples, "bytes": js.bytes,
                         "dropped_messages": js.dropped_messages, "dropped_samples": js.dropped_samples,
-                        "events_unsent": js.events_unsent,
+                        "events_unsent": js.events_unsent, "dropped_events": js.dropped_events,
                         "oldest_unsent_age_s": None if js.oldest_ts is None else round((now - js.oldest_ts) / 1000, 1)},
             "uplink": {"connected": self.uplink.connected, "inflight": self.uplink.inflight(),
                        **vars(self.uplink.stats)},
@@ -358,6 +386,7 @@ class Agent:
             await asyncio.gather(uplink, return_exceptions=True)
             await self.in_journal(lambda j: j.close())
             self._executor.shutdown(wait=True)
+            self._lock.release()
 
     async def _drain(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

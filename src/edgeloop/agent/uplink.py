@@ -194,7 +194,8 @@ class Uplink:
                 await self._handle_events()
                 for device in await self.journal(lambda j: j.devices()):
                     self._link(device)
-                events = await self.journal(lambda j: j.unsent_events())
+                connected = {d for d, link in self._links.items() if link.connected}
+                events = await self.journal(lambda j, c=connected: j.unsent_events(take_for=c))  # type: ignore[misc]
                 for event in events:
                     self._link(event.device)
                 await self._send(events)

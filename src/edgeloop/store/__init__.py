@@ -10,15 +10,18 @@ from edgeloop.store.base import DeadLetter, Registry, Series, Store, TelemetryCh
 __all__ = ["DeadLetter", "Registry", "Series", "Store", "TelemetryChunk", "TelemetryQuery", "open_store"]
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, recover_corrupt: bool = False) -> Store:
     """A store for ``url``: ``sqlite:///path/to/file.db`` or ``postgresql://user@host:port/db``.
 
-    The store is not connected yet; use it as an async context manager.
+    The store is not connected yet; use it as an async context manager. ``recover_corrupt`` (the platform's
+    own start, holding the data directory's lock): a corrupt SQLite file is moved aside and replaced by an
+    empty one; otherwise (tools such as ``edgeloop users``) it is refused.
     """
     if url.startswith("sqlite:///"):
         from edgeloop.store.sqlite import SQLiteStore
 
-        return SQLiteStore(path=Path(url.removeprefix("sqlite:///")) if url != "sqlite:///:memory:" else ":memory:")
+        return SQLiteStore(path=Path(url.removeprefix("sqlite:///")) if url != "sqlite:///:memory:" else ":memory:",
+                           recover_corrupt=recover_corrupt)
     if url.startswith(("postgresql://", "postgres://")):
         from edgeloop.store.postgres import PostgresStore
 

@@ -21,6 +21,7 @@ import msgspec
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.errors import ConflictError, NotFoundError, StoreError, StoreRejected
 from edgeloop.messages import Alert, AlertStatus
+from edgeloop.sqlite_files import prepare_database
 from edgeloop.store import alerting as al
 
 if TYPE_CHECKING:
@@ -161,8 +162,10 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 class SQLiteStore(Store):
     backend = "sqlite"
 
-    def __init__(self, *, path: Path | str, synchronous: Literal["OFF", "NORMAL", "FULL"] = "FULL") -> None:
+    def __init__(self, *, path: Path | str, synchronous: Literal["OFF", "NORMAL", "FULL"] = "FULL",
+                 recover_corrupt: bool = False) -> None:
         self.path = str(path)
+        self.recover_corrupt = recover_corrupt
         self.synchronous = synchronous
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
@@ -179,35 +182,51 @@ class SQLiteStore(Store):
             raise StoreError(f"SQLite ({self.path}): {exc}") from exc
 
     async def open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        """Open the database; a missing file is created (atomically, 0600), a corrupt one moved aside with a
+        loud message, an empty or foreign one refused (see ``sqlite_files.prepare_database``)."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
 
-        def connect() -> sqlite3.Connection:
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={self.synchronous}")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(SCHEMA)
-            have = {r[1] for r in db.execute("PRAGMA table_info(alerts)")}
-            for name, kind in al.ALERT_V2_COLUMNS:  # version 1 -> 2 (and a fresh database)
-                if name not in have:
-                    db.execute(f"ALTER TABLE alerts ADD COLUMN {name} {kind.format(**al.SQLITE_TYPES)}")
-            found = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if found is None:
-                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-            elif found[0] == "1":
-                db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (SCHEMA_VERSION,))
-            elif found[0] != SCHEMA_VERSION:
-                raise StoreError(f"{self.path} has schema version {found[0]}, this EdgeLoop needs {SCHEMA_VERSION}")
+        def build(path: str, *, existing: bool) -> sqlite3.Connection:
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            try:
+                if existing and db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone() is None:
+                    raise StoreError(f"{path} is a SQLite database without EdgeLoop's tables: refusing to start a new "
+                                     "platform in it; give an EdgeLoop database, or a path where none exists yet")
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(f"PRAGMA synchronous={self.synchronous}")
+                db.execute("PRAGMA foreign_keys=ON")
+                db.execute("PRAGMA busy_timeout=5000")
+                db.executescript(SCHEMA)
+                have = {r[1] for r in db.execute("PRAGMA table_info(alerts)")}
+                for name, kind in al.ALERT_V2_COLUMNS:  # version 1 -> 2 (and a fresh database)
+                    if name not in have:
+                        db.execute(f"ALTER TABLE alerts ADD COLUMN {name} {kind.format(**al.SQLITE_TYPES)}")
+                found = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if found is None:
+                    db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+                elif found[0] == "1":
+                    db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (SCHEMA_VERSION,))
+                elif found[0] != SCHEMA_VERSION:
+                    raise StoreError(f"{path} has schema version {found[0]}, this EdgeLoop needs {SCHEMA_VERSION}")
+            except BaseException:
+                db.close()
+                raise
             return db
+
+        def connect() -> sqlite3.Connection:
+            if self.path == ":memory:":
+                return build(self.path, existing=False)
+            prepare_database(Path(self.path), lambda fresh: build(str(fresh), existing=False).close(),
+                             recover_corrupt=self.recover_corrupt)
+            return build(self.path, existing=True)
 
         try:
             self._db = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError, StoreError) as exc:
             self._executor.shutdown(wait=False)
             self._executor = None
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
 
     async def close(self) -> None:
