@@ -400,7 +400,7 @@ class AssetDetector:
         if missing.any() or self._nan_run.any():
             run = run_lengths(missing, self._nan_run)
             self._nan_run = run[-1].copy()
-            self._gap_rows = (run >= cfg.gap_samples).any(axis=1)
+            self._gap_rows = np.asarray((run >= cfg.gap_samples).any(axis=1), dtype=bool)
             onset = run == cfg.gap_samples
             for i in np.flatnonzero(onset.any(axis=1)).tolist():
                 names = [self.channels[j] for j in np.flatnonzero(onset[i]).tolist()]
