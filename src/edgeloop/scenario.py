@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import secrets
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from edgeloop.errors import ConfigError
 from edgeloop.identity.pki import CertificateAuthority, Kind, build_csr, new_private_key, write_identity
 from edgeloop.identity.tls import TlsIdentity
 from edgeloop.messages import Alert, AlertStatus
-from edgeloop.sim.fleet import Fleet
+from edgeloop.sim.fleet import FaultKind, Fleet, SimDevice
 from edgeloop.sim.publisher import FleetPublisher
 from edgeloop.sim.register import register_fleet
 
@@ -57,6 +57,7 @@ class ScenarioConfig:
     tenant: str = "demo"
     data_dir: Path | None = None
     pki_dir: Path | None = None  # mutual TLS: every simulated device and the ingest service get certificates
+    fault_kinds: tuple[str, ...] | None = None  # the simulator's fault kinds to draw from (None: all of them)
 
 
 @contextlib.asynccontextmanager
@@ -128,7 +129,9 @@ async def _drive(
     duration = int(cfg.sim_hours * HOUR_MS)
     end = clock.now_ms() // 60_000 * 60_000
     start = end - duration
-    fleet = Fleet(devices=cfg.devices, faulty=cfg.faulty, seed=cfg.seed, start_ms=start, duration_ms=duration)
+    kinds = [FaultKind(k) for k in cfg.fault_kinds] if cfg.fault_kinds is not None else None
+    fleet = Fleet(devices=cfg.devices, faulty=cfg.faulty, seed=cfg.seed, start_ms=start, duration_ms=duration,
+                  fault_kinds=kinds)
     await register_fleet(platform.registry, fleet, tenant=cfg.tenant)
     platform.alerts.replay_from(start)  # simulated time runs ahead of the clock: alerting follows sample time
     started = clock.monotonic()
@@ -156,6 +159,15 @@ async def _drive(
     return await _outcome(cfg, platform, fleet, pub, wall_s)
 
 
+def state_at_end(fleet: Fleet, dev: SimDevice, alerts: Sequence[Alert]) -> tuple[bool, list[str]]:
+    """Whether ``dev``'s fault still holds at the end of the run (for at least ``ALERT_ALLOWANCE_MS``; ground truth
+    from the simulator), and the kinds of its alerts still open then (``alerts``: the device's, as stored)."""
+    since = fleet.fault_active_since(dev.device_id, fleet.end_ms)
+    active = since is not None and fleet.end_ms - since >= ALERT_ALLOWANCE_MS
+    still = {a.kind for a in alerts if a.device == dev.device_id and a.status is not AlertStatus.RESOLVED}
+    return active, sorted(still)
+
+
 async def _outcome(
     cfg: ScenarioConfig, platform: Platform, fleet: Fleet, pub: FleetPublisher, wall_s: float
 ) -> dict[str, Any]:
@@ -176,9 +188,7 @@ async def _outcome(
         after = [a for a in mine if onset is not None and a.first_seen >= onset]
         before = [a for a in mine if onset is None or a.first_seen < onset]
         first = after[0] if after else None
-        since = fleet.fault_active_since(dev.device_id, fleet.end_ms)
-        active_at_end = since is not None and fleet.end_ms - since >= ALERT_ALLOWANCE_MS
-        open_at_end = [a for a in mine if a.status is not AlertStatus.RESOLVED]
+        active_at_end, open_at_end = state_at_end(fleet, dev, mine)
         delay = (first.first_seen - onset) / 60_000 if first and onset is not None else None
         if delay is not None:
             delays.append(delay)
@@ -190,7 +200,7 @@ async def _outcome(
             "first_alert_kind": first.kind if first else None,
             "detection_delay_min": round(delay, 1) if delay is not None else None,
             "false_alerts": len(before), "published_samples": published, "stored_samples": stored,
-            "fault_active_at_end": active_at_end, "open_alerts_at_end": sorted({a.kind for a in open_at_end}),
+            "fault_active_at_end": active_at_end, "open_alerts_at_end": open_at_end,
         })
     faulty = [d for d in devices if d["faulty"]]
     healthy = [d for d in devices if not d["faulty"]]
