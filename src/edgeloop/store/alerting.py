@@ -247,6 +247,14 @@ def alert_open_params(a: Alert) -> tuple[Any, ...]:
             a.confidence, a.suppressed, a.cleared_at)
 
 
+def updates_around_opens(changes: AlertChanges) -> tuple[list[Alert], list[Alert]]:
+    """``changes.updated`` in the order a write applies them: rows that exist already (written before the new
+    alerts are inserted, so that an alert resolved in this batch no longer takes in a new alert of its (asset,
+    kind) as a merge), then the alerts opened in this batch (after their insert)."""
+    new = {a.id for a in changes.opened}
+    return [a for a in changes.updated if a.id not in new], [a for a in changes.updated if a.id in new]
+
+
 def remapped(a: Alert, remap: dict[int, int]) -> Alert:
     """``a`` under the stored id it merged into, if it did."""
     return msgspec.structs.replace(a, id=remap[a.id]) if a.id in remap else a
