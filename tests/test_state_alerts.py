@@ -128,6 +128,7 @@ async def test_a_stuck_sensor_that_never_recovers_is_still_alerted_hours_later(s
     assert all("sensor_stuck" in rules for t, rules in tl.open_rules.items() if t >= opened)
     [alert] = [a for a in await sqlite.list_alerts() if a.kind == "sensor_stuck"]
     assert alert.status is AlertStatus.OPEN and alert.cleared_at is None and alert.count == 1  # held, not re-raised
+    assert last - alert.last_seen <= 2 * MIN  # last seen: the latest sample that showed it still stuck
 
 
 def _dropout_stretches(seed: int, hours: float) -> tuple[Fleet, list[tuple[int, int, bool]]]:

@@ -207,6 +207,7 @@ class AlertService:
         self._sending: set[asyncio.Task[None]] = set()
         self.tuner = Tuner(self.ruleset, clock=clock)
         self._pending: list[tuple[Signal, str]] = []  # (signal, detector) not yet through the incident engine
+        self._held: list[tuple[str, str, int]] = []  # (asset, rule, ts): states re-asserted, for the alerts' last seen
         self._extra: dict[int, _Extra] = {}
         self._remap: dict[int, int] = {}  # engine alert id -> stored id (lost a race to another process)
         self._gateways_online: dict[str, bool] = {}
@@ -360,6 +361,11 @@ class AlertService:
         self._score_signals(signals, asset, finding.kind, finding.ts, finding.score, chunk.tenant, chunk.device,
                             finding.message, dict(finding.explanation), detector, finding.severity,
                             repeat=finding.phase is FindingPhase.ONSET)
+        if finding.phase is FindingPhase.HOLDING:
+            active = set(rules.active(asset))
+            doc = self.documents.of(chunk.tenant)
+            self._held += [(asset, r.name, finding.ts) for r in doc.ruleset.rules
+                           if isinstance(r, ScoreRule) and r.source == finding.kind and r.name in active]
 
     def observe_alert(self, alert: Alert) -> None:
         """A ready-made condition (a RUL model's low-life alert): the ``score`` rules of source ``alert.kind``."""
@@ -392,7 +398,7 @@ class AlertService:
 
     async def flush(self) -> None:
         """Run what the scoring stage observed through the incident engine and store it (one transaction)."""
-        if not self._pending and self._unwritten.empty:
+        if not self._pending and not self._held and self._unwritten.empty:
             return
         async with self.lock:
             try:
@@ -404,6 +410,11 @@ class AlertService:
             batch = _Batch()
             for signal, detector in pending:
                 self._apply(self.engine.process(signal), batch, signal, detector)
+            held, self._held = self._held, []
+            for asset, rule, ts in held:  # a state still holds: its alert was last seen now
+                a = self.engine.hold(asset, rule, ts)
+                if a is not None:
+                    batch.alerts.add(a.id)
             await self._write(batch)
         self._dispatch(batch)
 
