@@ -13,7 +13,7 @@ from edgeloop.alerts.model import Signal, SignalState
 from edgeloop.alerts.rule_config import RuleSet, ThresholdRule, parse_rules
 from edgeloop.alerts.rules import RuleEngine
 from edgeloop.clock import ManualClock
-from edgeloop.detect.finding import Finding
+from edgeloop.detect.finding import Finding, FindingPhase
 from edgeloop.errors import ConfigError, NotFoundError
 from edgeloop.store.base import TelemetryChunk
 
@@ -261,6 +261,27 @@ def test_score_rule_with_hysteresis_confidence_and_hold() -> None:
     assert eng.evaluate_score("pump-1", T0 + 10_000, 0.9) == []  # between clear_below and above: holds
     assert brief(eng.tick(T0 + 70_000)) == [(70, "anomaly", "clear")]  # no score >= 0.8 for 60 s
     assert eng.evaluate_score("pump-1", T0 + 80_000, 0.5, source="other") == []
+
+
+def test_a_state_is_held_by_its_holding_reports_and_cleared_by_its_end() -> None:
+    """``holding`` keeps a score rule raised past its ``hold_s`` (a low score does not clear it, it is no
+    repeat), ``ended`` clears it at its time; a rule not raised when a state holds (a new rule document) raises."""
+    eng = engine("rules: [{name: stuck, kind: score, source: sensor_stuck, above: 0.5, hold_s: 900}]")
+
+    def report(t_s: int, phase: FindingPhase, score: float = 1.0) -> Finding:
+        return Finding(ts=T0 + t_s * 1000, kind="sensor_stuck", severity="warning", score=score,
+                       explanation={"flow": 1.0}, message="flow stuck", phase=phase)
+
+    assert brief(eng.evaluate_finding("pump-1", report(0, FindingPhase.ONSET))) == [(0, "stuck", "raise")]
+    for t in range(60, 3600, 60):  # an hour of holding reports, one a low score: the rule stays raised
+        assert eng.evaluate_finding("pump-1", report(t, FindingPhase.HOLDING, 0.1 if t == 600 else 1.0)) == []
+        assert eng.tick(T0 + t * 1000 + 30_000) == []
+    assert eng.active("pump-1") == ["stuck"]
+    assert brief(eng.evaluate_finding("pump-1", report(3630, FindingPhase.ENDED, 0.0))) == [(3630, "stuck", "clear")]
+    assert eng.evaluate_finding("pump-1", report(3700, FindingPhase.ENDED, 0.0)) == []  # nothing raised: no-op
+    fresh = engine("rules: [{name: stuck, kind: score, source: sensor_stuck, above: 0.5, hold_s: 900}]")
+    assert brief(fresh.evaluate_finding("pump-1", report(60, FindingPhase.HOLDING))) == [(60, "stuck", "raise")]
+    assert brief(fresh.tick(T0 + 60_000 + 900_000)) == [(960, "stuck", "clear")]  # no report since: hold expires
 
 
 def test_rul_rule_uses_the_lower_bound() -> None:

@@ -98,6 +98,32 @@ async def test_a_raise_becomes_a_stored_alert_and_incident_that_pages_and_resolv
     assert svc.page_channels("urgent") == [] and svc.stats.unrouted_pages == 1
 
 
+async def test_an_alert_resolved_and_a_new_one_opened_in_one_batch_are_two_rows(store: Store) -> None:
+    """The condition cleared, its alert auto-resolves when the next raise is processed, and that raise opens a
+    new alert: both in one write. The new alert must be stored open (not merged into the resolved row, which
+    showed "0 open alerts" while the engine held one open)."""
+    svc, _clock, t = await ready(store)
+    await feed(svc, chunk(0, 1, t, [85]))
+    await feed(svc, chunk(0, 2, t + 40_000, [70]))  # cleared; resolves 5 min later unless raised again
+    await feed(svc, chunk(0, 3, t + 400_000, [90]))  # later: the resolve and the new raise in one batch
+    rows = sorted(await store.list_alerts(), key=lambda a: a.id)
+    assert [(a.status, a.first_seen) for a in rows] == [(AlertStatus.RESOLVED, t), (AlertStatus.OPEN, t + 400_000)]
+    held = svc.engine.open_alert("a0", "hot")
+    assert held is not None and held.id == rows[1].id
+
+
+async def test_alerts_opened_resolved_and_opened_again_within_one_batch_are_stored_as_they_are(store: Store) -> None:
+    """A replay scores many minutes in one batch: an alert opens, clears and resolves, and the next alert of the
+    same rule opens, all in one write. The second must not be merged into the first (stored resolved)."""
+    svc, _clock, t = await ready(store)
+    svc.observe_run(chunk(0, 1, t, [85]))
+    svc.observe_run(chunk(0, 2, t + 40_000, [70]))
+    svc.observe_run(chunk(0, 3, t + 400_000, [90]))
+    await svc.flush()
+    rows = sorted(await store.list_alerts(), key=lambda a: a.id)
+    assert [(a.status, a.first_seen) for a in rows] == [(AlertStatus.RESOLVED, t), (AlertStatus.OPEN, t + 400_000)]
+
+
 async def test_the_lifecycle_is_stored_and_enforced(store: Store) -> None:
     svc, clock, t = await ready(store)
     await feed(svc, chunk(0, 1, t, [85]))

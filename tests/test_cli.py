@@ -321,7 +321,8 @@ def test_scenario_json_outcome_and_progress_on_stderr() -> None:
     result = json.loads(proc.stdout)  # the whole of stdout is one JSON object
     assert isinstance(result, dict)
     for key in ("samples_published", "samples_stored", "duplicates", "dead_letters", "faulty_alerted",
-                "faulty_missed", "healthy_alerted", "per_device"):
+                "faulty_missed", "healthy_alerted", "faulty_active_at_end", "faulty_without_open_alert_at_end",
+                "per_device"):
         assert key in result, key
     assert (result["devices"], result["faulty"], result["seed"], result["sim_hours"]) == (3, 1, 5, 1.0)
     assert result["samples_published"] > 0

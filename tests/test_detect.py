@@ -252,6 +252,46 @@ def test_stuck_channel() -> None:
     assert stuck[0].explanation == {"flow": 1.0}
 
 
+def _reports(det: AssetDetector, ts: np.ndarray, x: np.ndarray, size: int) -> list[tuple[int, str, str]]:
+    """(ts, kind, phase) of every onset, holding and ended report, fed in batches of ``size``."""
+    out: list[tuple[int, str, str]] = []
+    for lo in range(0, ts.shape[0], size):
+        out += [(f.ts, f.kind, f.phase.value) for f in det.process(ts[lo:lo + size], x[lo:lo + size])]
+        out += [(f.ts, f.kind, f.phase.value) for f in det.last_updates]
+    return sorted(out)
+
+
+def test_a_stuck_channel_is_reasserted_while_flat_and_ended_when_it_moves() -> None:
+    ts, x = _synthetic(3000)
+    x[1500:2500, 1] = x[1499, 1]  # flat for 1000 s, then it reads again
+    cfg = DetectorConfig(warmup_samples=600)
+    reports = _reports(AssetDetector(channels=["speed", "flow", "vib"], config=cfg), ts, x, 3000)
+    stuck = [(t, p) for t, k, p in reports if k == FindingKind.SENSOR_STUCK]
+    onset = int(ts[1499 + 119])
+    assert stuck[0] == (onset, "onset") and stuck[-1] == (int(ts[2500]), "ended")
+    held = [t for t, p in stuck if p == "holding"]
+    assert held == list(range(onset + MIN, int(ts[2499]) + 1, MIN))  # every reassert_ms (60 s) while flat
+    for size in (1, 7, 60, 997):  # the same reports however the stream is split
+        det = AssetDetector(channels=["speed", "flow", "vib"], config=cfg)
+        assert _reports(det, ts, x, size) == reports
+
+
+def test_a_missing_channel_holds_until_values_return_and_an_episode_until_it_clears() -> None:
+    ts, x = _synthetic(4000)
+    x[1000:1400, 2] = np.nan  # vib gives nothing for 400 s
+    x[2000:3000, 2] *= 1.6  # then reads 60 % high for 1000 s
+    det = AssetDetector(channels=["speed", "flow", "vib"], config=DetectorConfig(warmup_samples=600))
+    reports = _reports(det, ts, x, 50)
+    gap = [(t, p) for t, k, p in reports if k == FindingKind.DATA_GAP]
+    assert gap[0] == (int(ts[1059]), "onset") and gap[-1] == (int(ts[1400]), "ended")
+    assert {p for _, p in gap[1:-1]} == {"holding"}
+    episode = [(t, p) for t, k, p in reports if k == FindingKind.ANOMALY]
+    assert [p for _, p in episode[:1]] == ["onset"] and episode[-1][1] == "ended"
+    assert ts[3000] < episode[-1][0] < ts[3000 + 400]  # ends once the score stayed low for clear_samples
+    gaps = np.diff([t for t, _ in episode[:-1]])
+    assert gaps.max() <= MIN + 1000  # re-asserted all the time it held
+
+
 def test_anomaly_explanation_and_episode() -> None:
     ts, x = _synthetic(4000)
     x[2000:3000, 2] *= 1.6  # vibration 60 % above normal for 1000 s, then back to normal

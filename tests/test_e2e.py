@@ -38,6 +38,18 @@ async def test_embedded_platform_20_machines_3_faulty() -> None:
     assert result["backend"] == "sqlite"
 
 
+async def test_states_still_active_at_the_end_of_a_run_have_open_alerts() -> None:
+    """A stuck sensor that never recovers and a device silent for the last 6.8 min of the run (seed 6): both
+    still have an open alert when the run ends (the silence is judged once every device's data is in)."""
+    result = await run_scenario(ScenarioConfig(devices=2, faulty=2, seed=6, sim_hours=2,
+                                               fault_kinds=("sensor_stuck", "dropout")))
+    faults = {d["fault"]: d for d in result["per_device"]}
+    assert faults["sensor_stuck"]["fault_active_at_end"] and faults["dropout"]["fault_active_at_end"]
+    assert "sensor_stuck" in faults["sensor_stuck"]["open_alerts_at_end"]
+    assert "device-silent" in faults["dropout"]["open_alerts_at_end"]
+    assert (result["faulty_active_at_end"], result["faulty_without_open_alert_at_end"]) == (2, 0)
+
+
 @pytest.mark.postgres
 @pytest.mark.mosquitto
 async def test_postgres_and_real_mosquitto_20_machines_3_faulty(mosquitto: int) -> None:

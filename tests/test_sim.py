@@ -259,3 +259,56 @@ def test_invalid_arguments() -> None:
         Fleet(devices=2, faulty=0, seed=1, start_ms=0, duration_ms=HOUR, period_ms=0)
     with pytest.raises(ValueError):
         Fleet(devices=2, faulty=1, seed=1, start_ms=0, duration_ms=HOUR, fault_kinds=[])
+
+
+def test_fault_active_since_is_the_ground_truth_of_states() -> None:
+    """Every fault but a dropout holds from its onset to the end of the run; a dropout only inside a stretch."""
+    fleet = Fleet(devices=10, faulty=6, seed=5, start_ms=START, duration_ms=6 * HOUR)
+    for dev in fleet.devices:
+        if dev.fault is None:
+            assert fleet.fault_active_since(dev.device_id, fleet.end_ms) is None
+            continue
+        onset = dev.fault.start_ms
+        assert fleet.fault_active_since(dev.device_id, onset - 1000) is None
+        if dev.fault.kind is not FaultKind.DROPOUT:
+            assert fleet.fault_active_since(dev.device_id, onset) == onset
+            assert fleet.fault_active_since(dev.device_id, fleet.end_ms) == onset
+    dev = next(d for d in fleet.devices if d.fault and d.fault.kind is FaultKind.DROPOUT)
+    chunks = collect(Fleet(devices=10, faulty=6, seed=5, start_ms=START, duration_ms=6 * HOUR),
+                     [START + 6 * HOUR])[dev.device_id]
+    assert dev.fault is not None
+    for t in range(dev.fault.start_ms, fleet.end_ms, 7_000):  # a stretch is exactly where data is missing
+        i = int(np.searchsorted(chunks.ts, t))
+        sent = i < chunks.ts.shape[0] and chunks.ts[i] == t
+        broken = not sent or bool(np.isnan(chunks.values[i]).any())
+        since = fleet.fault_active_since(dev.device_id, t)
+        assert (since is not None) == broken, t
+        assert since is None or since <= t
+    with pytest.raises(KeyError):
+        fleet.fault_active_since("no-such-device", fleet.end_ms)
+
+
+def test_scenario_counts_a_fault_still_active_at_the_end_without_an_open_alert() -> None:
+    from edgeloop.messages import Alert, AlertStatus, Severity
+    from edgeloop.scenario import state_at_end
+
+    fleet = Fleet(devices=2, faulty=2, seed=6, start_ms=START, duration_ms=2 * HOUR,
+                  fault_kinds=[FaultKind.SENSOR_STUCK, FaultKind.DROPOUT])
+    stuck = next(d for d in fleet.devices if d.fault and d.fault.kind is FaultKind.SENSOR_STUCK)
+    dropout = next(d for d in fleet.devices if d.fault and d.fault.kind is FaultKind.DROPOUT)
+
+    def alert(dev_id: str, kind: str, status: AlertStatus) -> Alert:
+        return Alert(tenant="t", asset="a", device=dev_id, kind=kind, severity=Severity.WARNING,
+                     first_seen=START, last_seen=START, message="m", status=status)
+
+    resolved = [alert(stuck.device_id, "sensor_stuck", AlertStatus.RESOLVED)]
+    assert state_at_end(fleet, stuck, resolved) == (True, [])  # still stuck, alert resolved: counted
+    held = [*resolved, alert(stuck.device_id, "sensor_stuck", AlertStatus.ACKNOWLEDGED),
+            alert(dropout.device_id, "device-silent", AlertStatus.OPEN)]
+    assert state_at_end(fleet, stuck, held) == (True, ["sensor_stuck"])
+    # seed 6: the run ends 6.8 min into one of the dropout's silent stretches (older than the 5 min allowance)
+    assert state_at_end(fleet, dropout, held) == (True, ["device-silent"])
+    between = Fleet(devices=2, faulty=2, seed=7, start_ms=START, duration_ms=2 * HOUR,
+                    fault_kinds=[FaultKind.SENSOR_STUCK, FaultKind.DROPOUT])
+    quiet = next(d for d in between.devices if d.fault and d.fault.kind is FaultKind.DROPOUT)
+    assert state_at_end(between, quiet, []) == (False, [])  # between two stretches: nothing holds

@@ -307,15 +307,17 @@ def _progress_reporter() -> Iterator[Callable[[str, float, dict[str, Any]], None
 def _print_scenario(r: dict[str, Any]) -> None:
     table = Table(title=f"{r['devices']} devices, {r['faulty']} faulty, seed {r['seed']}, {r['sim_hours']} "
                         f"simulated hours ({r['backend']}, {r['broker']} broker) in {r['wall_seconds']} s")
-    for col in ("device", "fault", "onset", "alerted", "delay (min)", "false alerts", "published", "stored"):
+    for col in ("device", "fault", "onset", "alerted", "delay (min)", "open at end", "false alerts", "published",
+                "stored"):
         table.add_column(col)
     for d in r["per_device"]:
         if not d["faulty"] and not d["false_alerts"]:
             continue
         onset = _ts(d["fault_onset_ms"]) if d["fault_onset_ms"] else "-"
+        held = ", ".join(d["open_alerts_at_end"]) or ("[red]none[/red]" if d["fault_active_at_end"] else "-")
         table.add_row(d["device"], d["fault"] or "healthy", onset, "yes" if d["alerted"] else "[red]no[/red]",
-                      str(d["detection_delay_min"] or "-"), str(d["false_alerts"]), f"{d['published_samples']:,}",
-                      f"{d['stored_samples']:,}")
+                      str(d["detection_delay_min"] or "-"), held, str(d["false_alerts"]),
+                      f"{d['published_samples']:,}", f"{d['stored_samples']:,}")
     out.print(table)
     out.print(f"samples published {r['samples_published']:,}, stored {r['samples_stored']:,}, "
               f"lost {r['samples_lost']}, stored twice {r['stored_twice']}, duplicates dropped {r['duplicates']}, "
@@ -323,6 +325,8 @@ def _print_scenario(r: dict[str, Any]) -> None:
     out.print(f"faulty alerted {r['faulty_alerted']}/{r['faulty']}, missed {r['faulty_missed']}, "
               f"healthy alerted {r['healthy_alerted']}/{r['devices'] - r['faulty']}, "
               f"median detection delay {r['median_detection_delay_min']} min")
+    out.print(f"faults still active at the end {r['faulty_active_at_end']}, of them without an open alert "
+              f"{r['faulty_without_open_alert_at_end']}")
 
 
 def _ts(ms: int) -> str:

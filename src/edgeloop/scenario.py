@@ -3,8 +3,11 @@
 The fleet publishes over MQTT (embedded amqtt, or an external broker such as
 Mosquitto), the platform ingests, stores, scores and alerts exactly as in
 production, and the outcome is compared with what the simulator knows:
-samples published vs stored (none lost, none twice), and per device whether
-its fault was alerted and how long after onset.
+samples published vs stored (none lost, none twice), per device whether
+its fault was alerted and how long after onset, and whether a fault still
+active at the end of the run still has an open alert then
+(``faulty_without_open_alert_at_end``: a state such as a stuck sensor must not
+be reported as cleared while it holds).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import asyncio
 import contextlib
 import secrets
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +30,15 @@ from edgeloop.clock import Clock, SystemClock
 from edgeloop.errors import ConfigError
 from edgeloop.identity.pki import CertificateAuthority, Kind, build_csr, new_private_key, write_identity
 from edgeloop.identity.tls import TlsIdentity
-from edgeloop.messages import Alert
-from edgeloop.sim.fleet import Fleet
+from edgeloop.messages import Alert, AlertStatus
+from edgeloop.sim.fleet import FaultKind, Fleet, SimDevice
 from edgeloop.sim.publisher import FleetPublisher
 from edgeloop.sim.register import register_fleet
 
 HOUR_MS = 3_600_000
+#: a fault state that began less than this before the end of the run is not expected to have its alert yet (the
+#: slowest default rule, ``device-silent``, raises after 5 min of silence)
+ALERT_ALLOWANCE_MS = 300_000
 Progress = Callable[[str, float, dict[str, Any]], None]  # phase, fraction done, figures
 
 
@@ -51,6 +57,7 @@ class ScenarioConfig:
     tenant: str = "demo"
     data_dir: Path | None = None
     pki_dir: Path | None = None  # mutual TLS: every simulated device and the ingest service get certificates
+    fault_kinds: tuple[str, ...] | None = None  # the simulator's fault kinds to draw from (None: all of them)
 
 
 @contextlib.asynccontextmanager
@@ -122,9 +129,11 @@ async def _drive(
     duration = int(cfg.sim_hours * HOUR_MS)
     end = clock.now_ms() // 60_000 * 60_000
     start = end - duration
-    fleet = Fleet(devices=cfg.devices, faulty=cfg.faulty, seed=cfg.seed, start_ms=start, duration_ms=duration)
+    kinds = [FaultKind(k) for k in cfg.fault_kinds] if cfg.fault_kinds is not None else None
+    fleet = Fleet(devices=cfg.devices, faulty=cfg.faulty, seed=cfg.seed, start_ms=start, duration_ms=duration,
+                  fault_kinds=kinds)
     await register_fleet(platform.registry, fleet, tenant=cfg.tenant)
-    platform.alerts.replaying = True  # simulated time runs ahead of the clock: alerting follows sample time
+    platform.alerts.replay_from(start)  # simulated time runs ahead of the clock: alerting follows sample time
     started = clock.monotonic()
     async with FleetPublisher(fleet=fleet, host=cfg.mqtt_host, port=platform.config.mqtt_port, tenant=cfg.tenant,
                               samples_per_message=cfg.samples_per_message,
@@ -144,9 +153,19 @@ async def _drive(
     except TimeoutError:
         report("warning", 1.0, {"message": "not every published message reached the platform within 120 s"})
     await platform.idle(30)
+    await platform.alerts.tick(caught_up=True)  # every device's data is in: a device silent at the end is silent
     wall_s = clock.monotonic() - started
     report("done", 1.0, {})
     return await _outcome(cfg, platform, fleet, pub, wall_s)
+
+
+def state_at_end(fleet: Fleet, dev: SimDevice, alerts: Sequence[Alert]) -> tuple[bool, list[str]]:
+    """Whether ``dev``'s fault still holds at the end of the run (for at least ``ALERT_ALLOWANCE_MS``; ground truth
+    from the simulator), and the kinds of its alerts still open then (``alerts``: the device's, as stored)."""
+    since = fleet.fault_active_since(dev.device_id, fleet.end_ms)
+    active = since is not None and fleet.end_ms - since >= ALERT_ALLOWANCE_MS
+    still = {a.kind for a in alerts if a.device == dev.device_id and a.status is not AlertStatus.RESOLVED}
+    return active, sorted(still)
 
 
 async def _outcome(
@@ -169,6 +188,7 @@ async def _outcome(
         after = [a for a in mine if onset is not None and a.first_seen >= onset]
         before = [a for a in mine if onset is None or a.first_seen < onset]
         first = after[0] if after else None
+        active_at_end, open_at_end = state_at_end(fleet, dev, mine)
         delay = (first.first_seen - onset) / 60_000 if first and onset is not None else None
         if delay is not None:
             delays.append(delay)
@@ -180,6 +200,7 @@ async def _outcome(
             "first_alert_kind": first.kind if first else None,
             "detection_delay_min": round(delay, 1) if delay is not None else None,
             "false_alerts": len(before), "published_samples": published, "stored_samples": stored,
+            "fault_active_at_end": active_at_end, "open_alerts_at_end": open_at_end,
         })
     faulty = [d for d in devices if d["faulty"]]
     healthy = [d for d in devices if not d["faulty"]]
@@ -198,6 +219,9 @@ async def _outcome(
         "faulty_alerted": sum(1 for d in faulty if d["alerted"]),
         "faulty_missed": sum(1 for d in faulty if not d["alerted"]),
         "healthy_alerted": sum(1 for d in healthy if d["false_alerts"] > 0),
+        "faulty_active_at_end": sum(1 for d in faulty if d["fault_active_at_end"]),
+        "faulty_without_open_alert_at_end": sum(1 for d in faulty if d["fault_active_at_end"]
+                                                and not d["open_alerts_at_end"]),
         "false_alerts_on_faulty_before_onset": sum(d["false_alerts"] for d in faulty),
         "median_detection_delay_min": round(delays[len(delays) // 2], 1) if delays else None,
         "alerts": len(alerts),

@@ -4,6 +4,7 @@ This is the thin async shell around the pure detectors in ``edgeloop.detect``.
 It takes chunks from a bounded queue (a full queue pushes back on ingest,
 which pushes back on the broker: nothing is dropped), feeds each device's
 detector in sample-time order, and hands each run of messages, each finding
+(with the holding / ended reports of the states a detector follows, in time order)
 and each RUL alert to the alert service (``edgeloop.alerts.service``), whose
 rules and incident engine decide what becomes an alert, an incident and a
 page. One batch of scoring is one write of alert state.
@@ -26,6 +27,7 @@ from edgeloop.alerts.service import AlertService
 from edgeloop.assets import DeviceProfile
 from edgeloop.detect import AssetDetector
 from edgeloop.detect.baseline import TrainedBaselineDetector
+from edgeloop.detect.finding import FindingPhase
 from edgeloop.detect.stream import UnivariateStreamDetector
 from edgeloop.rul_monitor import RulMonitor
 from edgeloop.store.base import TelemetryChunk
@@ -33,6 +35,7 @@ from edgeloop.store.base import TelemetryChunk
 log = logging.getLogger(__name__)
 
 ScoredHook = Callable[[list[TelemetryChunk]], None]
+_PHASE_ORDER = {FindingPhase.ENDED: 0, FindingPhase.ONSET: 1, FindingPhase.HOLDING: 2}  # at one sample time
 
 
 @dataclass(slots=True)
@@ -111,13 +114,15 @@ class ScoringStage:
                                    asset=first.asset)
         ts = whole.ts
         findings = detector.process(ts, whole.values)
+        self.stats.findings += len(findings)
+        if isinstance(detector, AssetDetector) and detector.last_updates:  # states that hold or ended
+            findings = sorted([*findings, *detector.last_updates], key=lambda f: (f.ts, _PHASE_ORDER[f.phase]))
         self.alerts.observe_run(whole)
         self.stats.scored_messages += len(run)
         self.stats.scored_samples += len(ts)
         starts = [c.t0 for c in run]
         for finding in findings:
             chunk = run[max(0, bisect.bisect_right(starts, finding.ts) - 1)]  # the message the finding is in
-            self.stats.findings += 1
             self.alerts.observe_finding(chunk, finding, detector.name)
         if self.rul is not None:
             alert = self.rul.observe(run)

@@ -363,6 +363,23 @@ class IncidentEngine:
         self._advance(max(self.now, self._clock.now_ms() if now_ms is None else now_ms), out)
         return out
 
+    def hold(self, asset: str, rule: str, ts: int) -> AlertState | None:
+        """The condition of the open alert for ``(asset, rule)`` still holds at ``ts`` (a state re-asserted): its
+        last seen moves on. No event and no count: it is no new alarm. Returns the alert (None if none is raised)."""
+        a = self._open.get((asset, rule))
+        if a is None or not a.active:
+            return None
+        a.last_seen = max(a.last_seen, ts)
+        return a
+
+    def replay_from(self, ts: int) -> None:
+        """A replay of history from ``ts`` begins on an engine without alerts (a simulated run): the engine's time
+        and its startup grace start there, so that alerts clear, resolve and page in sample time (not all at
+        once at the platform's start, after every replayed sample)."""
+        if self._alerts or self._incidents:
+            raise ValueError("an engine that holds alerts cannot go back in time")
+        self.started_at = self.now = ts
+
     def restarted(self, ts: int) -> None:
         """The platform (re)started at ``ts``: the startup grace period begins again."""
         self.started_at = ts

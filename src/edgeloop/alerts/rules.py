@@ -56,7 +56,7 @@ from edgeloop.alerts.rule_config import (
     level_problem,
 )
 from edgeloop.clock import Clock, SystemClock
-from edgeloop.detect.finding import Finding
+from edgeloop.detect.finding import Finding, FindingPhase
 from edgeloop.errors import ConfigError, NotFoundError
 from edgeloop.store.base import TelemetryChunk
 
@@ -294,9 +294,37 @@ class RuleEngine:
 
     def evaluate_finding(self, asset: str, finding: Finding, *, tenant: str = "", device: str = "",
                          confidence: float = 1.0) -> list[Signal]:
-        """A detector :class:`Finding`: its score under the source named by its kind (``anomaly``, ...)."""
-        return self.evaluate_score(asset, finding.ts, finding.score, source=str(finding.kind), tenant=tenant,
-                                   device=device, confidence=confidence, explanation=finding.explanation)
+        """A detector :class:`Finding`: its score under the source named by its kind (``anomaly``, ...).
+
+        A state's later reports (see :class:`~edgeloop.detect.finding.FindingPhase`): ``holding`` keeps the
+        ``score`` rules of its source raised (their ``hold_s`` counts from it; a rule not raised, e.g. after a
+        rule change, raises as on an onset if the score passes its level; a low score never clears), and
+        ``ended`` clears them at its time: the data shows the state is over.
+        """
+        source = str(finding.kind)
+        if finding.phase is FindingPhase.ONSET:
+            return self.evaluate_score(asset, finding.ts, finding.score, source=source, tenant=tenant,
+                                       device=device, confidence=confidence, explanation=finding.explanation)
+        st = self._state(asset, tenant, (device,) if device else ())
+        out: _Out = []
+        idx = [i for i, r in enumerate(self.rules)
+               if isinstance(r, ScoreRule) and r.source == source and st.applies[i]]
+        self._expire_holds(st, asset, finding.ts, out, [i for i in idx if st.active[i]])
+        raised = [i for i in idx if st.active[i]]
+        if finding.phase is FindingPhase.ENDED:
+            for i in raised:
+                self._flip(st, asset, device, i, finding.ts, out, value=finding.score)
+            return _sorted(out)
+        for i in raised:
+            st.seen[i] = max(int(st.seen[i]), finding.ts)
+        rest = [i for i in idx if not st.active[i]]
+        if rest:  # not raised (a new rule document, a restart): the state raises as its onset would
+            self._point(st, asset, device, f"score:{source}", finding.ts, rest, [finding.score] * len(rest),
+                        confidence, dict(finding.explanation), out)
+            for i in rest:
+                if st.active[i]:
+                    st.seen[i] = max(int(st.seen[i]), finding.ts)
+        return _sorted(out)
 
     def evaluate_rul(self, asset: str, ts: int, rul: float, *, lower: float | None = None, tenant: str = "",
                      device: str = "", confidence: float = 1.0,

@@ -46,7 +46,7 @@ from edgeloop.alerts.rule_documents import RuleDocument, RuleDocuments
 from edgeloop.alerts.rules import RuleEngine
 from edgeloop.alerts.suppress import MaintenanceWindow, Scope, Silence
 from edgeloop.clock import Clock
-from edgeloop.detect.finding import Finding
+from edgeloop.detect.finding import Finding, FindingPhase
 from edgeloop.errors import ConfigError, ConflictError, NotFoundError, StoreError
 from edgeloop.messages import Alert, AlertStatus, Severity
 from edgeloop.store.alerting import (
@@ -208,6 +208,7 @@ class AlertService:
         self._sending: set[asyncio.Task[None]] = set()
         self.tuner = Tuner(self.ruleset, clock=clock)
         self._pending: list[tuple[Signal, str]] = []  # (signal, detector) not yet through the incident engine
+        self._held: list[tuple[str, str, int]] = []  # (asset, rule, ts): states re-asserted, for the alerts' last seen
         self._extra: dict[int, _Extra] = {}
         self._remap: dict[int, int] = {}  # engine alert id -> stored id (lost a race to another process)
         self._gateways_online: dict[str, bool] = {}
@@ -335,6 +336,12 @@ class AlertService:
         if incidents or states:
             log.info("alert service: restored %d open incidents and %d alerts", len(incidents), len(states))
 
+    def replay_from(self, start_ms: int) -> None:
+        """A replay of simulated history from ``start_ms`` begins on a platform without alerts (``edgeloop
+        scenario``): alerting follows sample time from there, as if the platform had started then."""
+        self.replaying = True
+        self.engine.replay_from(start_ms)
+
     def now(self) -> int:
         """The alerting "now": the clock, or the newest sample time while the simulator replays history."""
         return self.latest_sample_ms() if self.replaying else self.clock.now_ms()
@@ -347,12 +354,19 @@ class AlertService:
             self._pending.append((s, ""))
 
     def observe_finding(self, chunk: TelemetryChunk, finding: Finding, detector: str) -> None:
-        """A detector's confirmed condition: the ``score`` rules of its kind."""
+        """A detector's confirmed condition: the ``score`` rules of its kind. A state's ``holding`` report keeps
+        them raised (it is no new alarm: it does not count as a repeat), its ``ended`` report clears them."""
         asset = chunk.asset or chunk.device
         rules = self.documents.of(chunk.tenant).engine
         signals = rules.evaluate_finding(asset, finding, tenant=chunk.tenant, device=chunk.device)
         self._score_signals(signals, asset, finding.kind, finding.ts, finding.score, chunk.tenant, chunk.device,
-                            finding.message, dict(finding.explanation), detector, finding.severity)
+                            finding.message, dict(finding.explanation), detector, finding.severity,
+                            repeat=finding.phase is FindingPhase.ONSET)
+        if finding.phase is FindingPhase.HOLDING:
+            active = set(rules.active(asset))
+            doc = self.documents.of(chunk.tenant)
+            self._held += [(asset, r.name, finding.ts) for r in doc.ruleset.rules
+                           if isinstance(r, ScoreRule) and r.source == finding.kind and r.name in active]
 
     def observe_alert(self, alert: Alert) -> None:
         """A ready-made condition (a RUL model's low-life alert): the ``score`` rules of source ``alert.kind``."""
@@ -365,13 +379,13 @@ class AlertService:
 
     def _score_signals(self, signals: list[Signal], asset: str, source: str, ts: int, score: float, tenant: str,
                        device: str, message: str, explanation: dict[str, float], detector: str,
-                       severity: str) -> None:
+                       severity: str, *, repeat: bool = True) -> None:
         """A detector's alarm is a raw signal of its own: one that comes while its rule is already raised (a
         detector alarms again) merges into the open alert (its count and last seen), as a repeat. A raise is as
         severe as the rule says, or as the detector says when that is more (a ``critical`` finding)."""
         raised = {s.rule for s in signals}
         doc = self.documents.of(tenant)
-        active = set(doc.engine.active(asset))
+        active = set(doc.engine.active(asset)) if repeat else set()
         for rule in doc.ruleset.rules:
             if (isinstance(rule, ScoreRule) and rule.source == source and rule.emit and rule.name in active
                     and rule.name not in raised and score >= rule.above):
@@ -385,7 +399,7 @@ class AlertService:
 
     async def flush(self) -> None:
         """Run what the scoring stage observed through the incident engine and store it (one transaction)."""
-        if not self._pending and self._unwritten.empty:
+        if not self._pending and not self._held and self._unwritten.empty:
             return
         async with self.lock:
             try:
@@ -397,18 +411,27 @@ class AlertService:
             batch = _Batch()
             for signal, detector in pending:
                 self._apply(self.engine.process(signal), batch, signal, detector)
+            held, self._held = self._held, []
+            for asset, rule, ts in held:  # a state still holds: its alert was last seen now
+                a = self.engine.hold(asset, rule, ts)
+                if a is not None:
+                    batch.alerts.add(a.id)
             await self._write(batch)
         self._dispatch(batch)
 
     # --- time and gateways --------------------------------------------------------------------------------
 
-    async def tick(self) -> None:
-        """Time passing: silent devices, score holds, gateway states, pages, auto-resolves."""
+    async def tick(self, *, caught_up: bool = False) -> None:
+        """Time passing: silent devices, score holds, gateway states, pages, auto-resolves.
+
+        While a replay runs, silence is found only in the gaps of each device's own data; ``caught_up`` says the
+        replay has delivered every device's data up to now, so a device silent since before now is silent (its
+        alert stays open until its data arrives again)."""
         async with self.lock:
             now = self.now()
             batch = _Batch()
             await self._reserve(len(self._pending) + 64)
-            for signal in self.documents.tick(now, missing=not self.replaying):
+            for signal in self.documents.tick(now, missing=caught_up or not self.replaying):
                 self._apply(self.engine.process(signal), batch, signal, "")
             records = await self.store.list_gateways()
             self._set_topology(records)  # devices and gateways register while the platform runs

@@ -43,6 +43,16 @@ How it works
    ``sensor_stuck`` when a channel that varied during warm-up repeats exactly
    the same value for ``stuck_samples`` samples (or 2x its longest warm-up
    repeat, if longer).
+6. **States hold until the data shows they ended.** A stuck sensor, a channel
+   without values and an anomaly episode (a drift, a wearing bearing: whatever
+   keeps the score up) are states, not events: after its ``onset`` finding,
+   each is re-asserted as a ``holding`` finding at most every ``reassert_ms``
+   of sample time while it holds, and reported ``ended`` at the sample that
+   shows it is over (the value moves again, values return, the episode
+   clears). These reports are in :attr:`AssetDetector.last_updates` after each
+   :meth:`~AssetDetector.process` call (which returns onsets only); the alert
+   rules keep a state's alert raised while it is re-asserted and clear it at
+   its end. A timestamp gap is an event: it is seen when the data is back.
 
 Missing values are never treated as zero: a missing residual holds the smoothed
 state, and a sample without its load value cannot be scored and holds it too. No look-ahead:
@@ -72,7 +82,7 @@ from typing import ClassVar
 import numpy as np
 
 from edgeloop.detect._numeric import F64, I64, Bool, ewma, run_lengths
-from edgeloop.detect.finding import Finding, FindingKind
+from edgeloop.detect.finding import Finding, FindingKind, FindingPhase
 from edgeloop.detect.protocol import Detector
 from edgeloop.detect.registry import make
 
@@ -129,10 +139,11 @@ class DetectorConfig:
     gap_min_ms: int = 30_000
     gap_critical_ms: int = 900_000  # a timestamp gap this long is critical
     settle_after_gap: bool = True  # after a timestamp gap, confirm no anomaly while the lagged state settles
+    reassert_ms: int = 60_000  # a state that holds is re-asserted this often (well inside the rules' hold_s)
 
     def __post_init__(self) -> None:
         positive_ints = ("warmup_samples", "cv_folds", "load_degree", "persistence_samples", "clear_samples",
-                         "stuck_samples", "gap_samples", "gap_periods")
+                         "stuck_samples", "gap_samples", "gap_periods", "reassert_ms")
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise ValueError(f"DetectorConfig.{name} must be >= 1")
@@ -203,6 +214,12 @@ class AssetDetector:
         self.samples_dropped = 0  # rows ignored because their timestamp was not after the previous one
         self.last_score = 0.0  # score of the last scored sample (1.0 == threshold)
         self.last_scores: F64 = np.zeros(0)  # scores of the last batch's kept rows (NaN = not scored)
+        self.last_updates: list[Finding] = []  # the last batch's holding / ended reports of states (see 6.)
+        self._holds: dict[FindingKind, bool] = {}  # state -> held at the last row seen
+        self._reported: dict[FindingKind, int] = {}  # state -> sample time of its last onset or holding report
+        self._onset: dict[FindingKind, Finding] = {}  # state -> the onset that opened it (severity, explanation)
+        self._gap_rows: Bool = np.zeros(0, dtype=bool)  # last batch: rows where a channel is missing too long
+        self._anomaly_rows: Bool = np.zeros(0, dtype=bool)  # last batch: rows inside an anomaly episode
         self._last_ts: int | None = None
         self._prev_row = np.full(n_ch, np.nan)
         self._nan_run = np.zeros(n_ch, dtype=np.int64)
@@ -241,6 +258,7 @@ class AssetDetector:
             )
         n = tsa.shape[0]
         self.last_scores = np.zeros(0)
+        self.last_updates = []
         if n == 0:
             return []
         prev_ts = self._last_ts if self._last_ts is not None else np.iinfo(np.int64).min
@@ -268,15 +286,85 @@ class AssetDetector:
         eq_run = run_lengths(eq, stuck_carry)
         self._eq_run = eq_run[-1].copy()
         self._prev_row = xa[-1].copy()
+        stuck_rows: Bool = np.zeros(n, dtype=bool)
+        self._anomaly_rows = np.zeros(n, dtype=bool)
         if self._model is not None and start < n:
             findings += self._stuck(tsa[start:], xa[start:], eq_run[start:])
+            limit = self._model.stuck_limit
+            stuck_rows[start:] = ((eq_run[start:] + 1 >= limit) & (limit > 0)).any(axis=1)
             findings += self._anomaly(tsa[start:], xa[start:], dt[start:], self.last_scores[start:],
-                                      None if settling is None else settling[start:])
+                                      None if settling is None else settling[start:], self._anomaly_rows[start:])
         self.samples_seen += n
         self._last_ts = int(tsa[-1])
         if len(findings) > 1:
             findings.sort(key=lambda f: (f.ts, _KIND_ORDER[FindingKind(f.kind)]))
+        for f in findings:
+            if f.kind != FindingKind.DATA_GAP or f.ts in self._gap_onsets(tsa):
+                self._onset[FindingKind(f.kind)] = f
+        for kind, rows in ((FindingKind.DATA_GAP, self._gap_rows), (FindingKind.SENSOR_STUCK, stuck_rows),
+                           (FindingKind.ANOMALY, self._anomaly_rows)):
+            self.last_updates += self._state_reports(kind, tsa, xa, rows)
+        if len(self.last_updates) > 1:
+            self.last_updates.sort(key=lambda f: (f.ts, _KIND_ORDER[FindingKind(f.kind)]))
         return findings
+
+    def _gap_onsets(self, ts: I64) -> set[int]:
+        """Times of this batch's rows where a channel's missing run reached ``gap_samples`` (a state's onset)."""
+        rows = self._gap_rows
+        prev = np.concatenate([[False], rows[:-1]])
+        return set(ts[rows & ~prev].tolist())
+
+    def _state_reports(self, kind: FindingKind, ts: I64, x: F64, holds: Bool) -> list[Finding]:
+        """``holding`` reports every ``reassert_ms`` while ``holds`` (per row), ``ended`` where it stops holding.
+
+        A run of ``holds`` that starts in this batch starts with its onset finding, which counts as a report;
+        one carried over from the previous batch continues from that batch's last report.
+        """
+        prev = self._holds.get(kind, False)
+        if not prev and not holds.any():
+            return []
+        n = ts.shape[0]
+        step = self.config.reassert_ms
+        last = self._reported.get(kind, int(ts[0]))
+        out: list[Finding] = []
+        edges = np.flatnonzero(holds != np.concatenate([[prev], holds[:-1]])).tolist()
+        state, pos = prev, 0
+        for end in [*edges, n]:
+            if state and end > pos:
+                if pos > 0 or not prev:
+                    last = int(ts[pos])  # a new run: its onset finding was the report
+                while True:
+                    i = pos + int(np.searchsorted(ts[pos:end], last + step, side="left"))
+                    if i >= end:
+                        break
+                    last = int(ts[i])
+                    out.append(self._state_finding(kind, FindingPhase.HOLDING, i, ts, x))
+            if state and end < n:
+                out.append(self._state_finding(kind, FindingPhase.ENDED, end, ts, x))
+            state, pos = not state, end
+        self._holds[kind] = bool(holds[-1])
+        self._reported[kind] = last
+        return out
+
+    def _state_finding(self, kind: FindingKind, phase: FindingPhase, i: int, ts: I64, x: F64) -> Finding:
+        onset = self._onset.get(kind)
+        since = f", {_duration(float(ts[i] - onset.ts))} since its onset" if onset is not None else ""
+        what = {FindingKind.DATA_GAP: "channel without values", FindingKind.SENSOR_STUCK: "stuck sensor",
+                FindingKind.ANOMALY: "anomaly"}[kind]
+        if phase is FindingPhase.ENDED:
+            message = f"{what} over: the data shows it ended"
+        elif kind is FindingKind.SENSOR_STUCK and onset is not None:
+            chans = [c for c in onset.explanation if c in self.channels]
+            vals = ", ".join(f"{c} at {x[i, self.channels.index(c)]:.6g}" for c in chans)
+            message = f"{vals} still stuck (same reading{since})"
+        else:
+            message = f"{what} still holds{since}"
+        score = float(self.last_scores[i]) if kind is FindingKind.ANOMALY and self.last_scores.size > i else 1.0
+        if phase is FindingPhase.ENDED or not math.isfinite(score):
+            score = 0.0 if phase is FindingPhase.ENDED else 1.0
+        return Finding(ts=int(ts[i]), kind=kind, severity=onset.severity if onset is not None else "warning",
+                       score=score, explanation=dict(onset.explanation) if onset is not None else {},
+                       message=message, phase=phase)
 
     def _settling(self, ts: I64, dt: F64) -> Bool | None:
         """Rows inside a settling period after a timestamp gap (None: none), carried across batches."""
@@ -294,6 +382,7 @@ class AssetDetector:
     def _gaps(self, ts: I64, x: F64, dt: F64) -> list[Finding]:
         cfg = self.config
         out: list[Finding] = []
+        self._gap_rows = np.zeros(ts.shape[0], dtype=bool)
         jumps = np.flatnonzero(dt > self._gap_ms)
         if jumps.size:
             share = 1.0 / len(self.channels)
@@ -311,6 +400,7 @@ class AssetDetector:
         if missing.any() or self._nan_run.any():
             run = run_lengths(missing, self._nan_run)
             self._nan_run = run[-1].copy()
+            self._gap_rows = np.asarray((run >= cfg.gap_samples).any(axis=1), dtype=bool)
             onset = run == cfg.gap_samples
             for i in np.flatnonzero(onset.any(axis=1)).tolist():
                 names = [self.channels[j] for j in np.flatnonzero(onset[i]).tolist()]
@@ -573,10 +663,12 @@ class AssetDetector:
         ens = self._ensemble.score_learn_many(t) / cfg.ensemble_threshold
         return np.maximum(score, ens), t, m, ens
 
-    def _anomaly(self, ts: I64, x: F64, dt: F64, out_scores: F64, settling: Bool | None) -> list[Finding]:
+    def _anomaly(self, ts: I64, x: F64, dt: F64, out_scores: F64, settling: Bool | None,
+                 out_active: Bool) -> list[Finding]:
         cfg = self.config
         if not self._scored.size:
             return []
+        out_active[:] = self._active
         score, t, m, ens = self._scores(x, dt)
         out_scores[:] = score
         self.last_score = float(score[-1])
@@ -594,6 +686,7 @@ class AssetDetector:
                 k = i + int(hit[0])
                 out.append(self._anomaly_finding(int(ts[k]), float(score[k]), t[k], m[k], bool(ens[k] >= score[k])))
                 self._active, self._carry = True, 0
+                out_active[k:] = True
             else:
                 run = run_lengths(score[i:] < cfg.clear_score, self._carry)
                 hit = np.flatnonzero(run >= cfg.clear_samples)
@@ -602,6 +695,7 @@ class AssetDetector:
                     break
                 k = i + int(hit[0])
                 self._active, self._carry = False, 0
+                out_active[k:] = False
             i = k + 1
         return out
 

@@ -394,6 +394,29 @@ class Fleet:
         """The fault of each device (``None`` = healthy), aligned with :attr:`devices`."""
         return [d.fault for d in self.devices]
 
+    def fault_active_since(self, device_id: str, at_ms: int) -> int | None:
+        """Since when (sample time) the device's fault has held without a break at ``at_ms``; None if it does
+        not hold then (a healthy device, a fault not begun yet, a dropout between its stretches).
+
+        Every fault kind but ``dropout`` is a state that holds from its onset to the end of the run (wear,
+        cavitation and overheating grow; a stuck sensor stays stuck; a drift keeps drifting). A dropout is a
+        series of stretches, each a state of its own (the device silent, or channels without values) that
+        ends when the data returns.
+        """
+        i = next((j for j, d in enumerate(self.devices) if d.device_id == device_id), None)
+        if i is None:
+            raise KeyError(device_id)
+        plan = self._plans[i]
+        if plan is None:
+            return None
+        k = (at_ms - self.start_ms) // self.period_ms - 1  # the sample index at (or just before) at_ms
+        if k < plan.onset_k:
+            return None
+        if plan.kind is not FaultKind.DROPOUT:
+            return self._ts_of(plan.onset_k)
+        inside = np.flatnonzero((plan.ev_start <= k) & (k < plan.ev_end))
+        return self._ts_of(int(plan.ev_start[inside[0]])) if inside.size else None
+
     def advance(self, until_ms: int) -> list[DeviceChunk]:
         """Every sample with a time in ``(now_ms, until_ms]``: one chunk per device that has samples."""
         if until_ms < self._now_ms:

@@ -247,6 +247,15 @@ def alert_open_params(a: Alert) -> tuple[Any, ...]:
             a.confidence, a.suppressed, a.cleared_at)
 
 
+def updates_around_opens(changes: AlertChanges) -> tuple[list[Alert], dict[int, Alert]]:
+    """``changes.updated`` split as a write applies it: the rows that exist already are updated before any new
+    alert is inserted, and each new alert's update follows its own insert, before the next insert (in id, that is
+    creation, order). So an alert resolved in this batch, new or not, no longer takes in a newer alert of its
+    (asset, kind) as a merge (the newer one was stored as resolved: a false all-clear)."""
+    new = {a.id for a in changes.opened}
+    return [a for a in changes.updated if a.id not in new], {a.id: a for a in changes.updated if a.id in new}
+
+
 def remapped(a: Alert, remap: dict[int, int]) -> Alert:
     """``a`` under the stored id it merged into, if it did."""
     return msgspec.structs.replace(a, id=remap[a.id]) if a.id in remap else a

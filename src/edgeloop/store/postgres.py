@@ -561,12 +561,16 @@ class PostgresStore(Store):
     async def write_alert_changes(self, changes: al.AlertChanges) -> dict[int, int]:
         remap: dict[int, int] = {}
         async with self.pool.acquire() as con, con.transaction():
-            for a in changes.opened:
+            existing, new = al.updates_around_opens(changes)
+            if existing:
+                await con.executemany(pg(al.ALERT_UPDATE_SQL), [al.alert_update_params(a) for a in existing])
+            for a in sorted(changes.opened, key=lambda o: o.id):
                 got = int(await con.fetchval(pg(al.ALERT_OPEN_SQL), *al.alert_open_params(a)))
                 if got != a.id:
                     remap[a.id] = got
+                if a.id in new:
+                    await con.execute(pg(al.ALERT_UPDATE_SQL), *al.alert_update_params(al.remapped(new[a.id], remap)))
             for sql, rows in (
-                (al.ALERT_UPDATE_SQL, [al.alert_update_params(al.remapped(a, remap)) for a in changes.updated]),
                 (al.INCIDENT_UPSERT_SQL, [al.incident_params(r) for r in changes.incidents]),
                 (al.TIMELINE_INSERT_SQL, [al.timeline_params(e) for e in changes.timeline]),
                 (al.SUPPRESSION_INSERT_SQL, [al.suppression_params(x) for x in changes.suppressions]),

@@ -761,12 +761,14 @@ class SQLiteStore(Store):
             remap: dict[int, int] = {}
             db.execute("BEGIN IMMEDIATE")
             try:
-                for a in changes.opened:
+                existing, new = al.updates_around_opens(changes)
+                db.executemany(al.ALERT_UPDATE_SQL, [al.alert_update_params(a) for a in existing])
+                for a in sorted(changes.opened, key=lambda o: o.id):
                     got = int(db.execute(al.ALERT_OPEN_SQL, al.alert_open_params(a)).fetchone()[0])
                     if got != a.id:
                         remap[a.id] = got
-                db.executemany(al.ALERT_UPDATE_SQL, [al.alert_update_params(al.remapped(a, remap))
-                                                     for a in changes.updated])
+                    if a.id in new:
+                        db.execute(al.ALERT_UPDATE_SQL, al.alert_update_params(al.remapped(new[a.id], remap)))
                 db.executemany(al.INCIDENT_UPSERT_SQL, [al.incident_params(r) for r in changes.incidents])
                 db.executemany(al.TIMELINE_INSERT_SQL, [al.timeline_params(e) for e in changes.timeline])
                 db.executemany(al.SUPPRESSION_INSERT_SQL, [al.suppression_params(x) for x in changes.suppressions])
