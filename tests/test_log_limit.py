@@ -14,13 +14,15 @@ from edgeloop.log_limit import LogLimiter, RepeatFilter
 
 
 class Lines(logging.Handler):
-    def __init__(self) -> None:
+    def __init__(self, *, notes: bool = True) -> None:
         super().__init__()
+        self.notes = notes  # append a RepeatFilter's note, as the command line's formatter does
         self.lines: list[str] = []
         self.tracebacks = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
+        note = getattr(record, "edgeloop_suppressed", "") if self.notes else ""
+        self.lines.append(record.getMessage() + str(note))
         self.tracebacks += bool(record.exc_info)
 
 
@@ -106,6 +108,33 @@ def test_repeat_filter_bounds_each_call_site_and_counts_what_it_dropped() -> Non
         assert out.lines[-1] == "overloaded 1000 (and 997 more from this line in the previous 60 s, not logged)"
     finally:
         logger.removeHandler(out)
+        logger.propagate = True
+
+
+def test_the_repeat_filter_leaves_other_handlers_records_alone() -> None:
+    """Two handlers see one record: the filtered one notes what it held back, the other (a test's capture, a
+    second sink) gets the message as logged, never a note, let alone two."""
+    now = [0.0]
+    filtered, plain = Lines(), Lines(notes=False)
+    filtered.addFilter(RepeatFilter(burst=1, interval_s=60, clock=lambda: now[0]))
+    logger = logging.getLogger("test.repeat.two")
+    logger.addHandler(filtered)
+    logger.addHandler(plain)
+    logger.propagate = False
+
+    def refuse() -> None:
+        logger.warning("refused")  # one call site
+
+    try:
+        for _ in range(3):
+            refuse()
+        now[0] = 61.0
+        refuse()
+        assert filtered.lines == ["refused", "refused (and 2 more from this line in the previous 60 s, not logged)"]
+        assert plain.lines == ["refused"] * 4
+    finally:
+        logger.removeHandler(filtered)
+        logger.removeHandler(plain)
         logger.propagate = True
 
 

@@ -125,17 +125,28 @@ class RepeatFilter(logging.Filter):
             if site is None and len(self._sites) >= self.max_sites:
                 del self._sites[next(iter(self._sites))]
             self._sites[key] = _Site(since=now)
-        if suppressed:
-            record.msg = (f"{record.getMessage()} (and {suppressed} more from this line in the previous "
-                          f"{self.interval_s:.0f} s, not logged)")
-            record.args = None
+        # the note goes on the record as an attribute, for this handler's formatter: other handlers that see the
+        # same record (a test's capture, say) keep its message as it was
+        record.edgeloop_suppressed = (f" (and {suppressed} more from this line in the previous "
+                                      f"{self.interval_s:.0f} s, not logged)" if suppressed else "")
         return True
 
 
+class _NotingFormatter(logging.Formatter):
+    """Appends a :class:`RepeatFilter`'s note on what it held back to the message."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return super().formatMessage(record) + str(getattr(record, "edgeloop_suppressed", ""))
+
+
 def configure_logging(verbose: bool = False) -> None:
-    """The command line's logging: warnings (everything with ``verbose``) to stderr, repeats bounded."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RepeatFilter) for f in handler.filters):
-            handler.addFilter(RepeatFilter())
+    """The command line's logging: warnings (everything with ``verbose``) to stderr, repeats bounded per call
+    site. Like ``logging.basicConfig`` it does nothing when the process has configured logging already."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(_NotingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RepeatFilter())
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
