@@ -104,6 +104,20 @@ def test_hysteresis_gives_no_chatter_around_the_threshold() -> None:
     assert out[0].tenant == "acme" and out[0].device == "dev-1" and out[0].key == ("pump-1", "hot")
 
 
+def test_a_level_alert_says_its_value_against_its_limit_with_the_unit() -> None:
+    """An explanation a technician can act on: "bearing_temp 86 °C above 85 °C", not a bare score."""
+    units = {("dev-1", "bearing_temp"): "°C"}
+    eng = engine("rules: [{name: hot, kind: threshold, channel: bearing_temp, above: 85, clear_below: 80},"
+                 " {name: hot-msg, kind: threshold, channel: bearing_temp, above: 85, message: bearing overheating}]",
+                 units=lambda device, channel: units.get((device, channel), ""))
+    out = eng.evaluate_chunk(chunk({"bearing_temp": [70, 86, 79]}))
+    assert [s.message for s in out] == ["bearing_temp 86 °C above 85 °C",
+                                        "bearing overheating (bearing_temp 86 °C above 85 °C)",
+                                        "bearing_temp 79 °C back below 80 °C", "bearing overheating"]
+    plain = engine("rules: [{name: hot, kind: threshold, channel: bearing_temp, above: 85}]")  # no unit known
+    assert plain.evaluate_chunk(chunk({"bearing_temp": [70, 86]}))[0].message == "bearing_temp 86 above 85"
+
+
 def test_below_threshold_mirror_image() -> None:
     eng = engine("rules: [{name: low, kind: threshold, channel: level, below: 10, clear_above: 12}]")
     out = eng.evaluate_chunk(chunk({"level": [15, 9, 11, 9.5, 12.5, 11]}))

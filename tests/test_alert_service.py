@@ -307,12 +307,15 @@ async def test_a_critical_finding_raises_a_critical_alert_under_a_warning_rule(s
     svc.observe_finding(c, Finding(ts=t, kind="anomaly", severity="warning", score=1.4, explanation={"temp": 1.0},
                                    message="temperature (temp 100 %) above normal for this load"), "det-v1")
     svc.observe_finding(chunk(1, 1, t, [70.0]), Finding(ts=t, kind="anomaly", severity="critical", score=4.2,
-                                                        explanation={"temp": 1.0}, message="far above normal"),
+                                                        explanation={"temp": 1.0}, message="far above normal",
+                                                        evidence={"temp": (96.44, 71.0)}),
                         "det-v1")
     await svc.flush()
     alerts = {a.asset: a for a in await store.list_alerts()}
     assert (alerts["a0"].severity.value, alerts["a1"].severity.value) == ("warning", "critical")
-    assert alerts["a1"].message == "far above normal" and alerts["a1"].detector == "det-v1"
+    # the detector's words, then the level seen against the level expected, in the channel's unit
+    assert alerts["a1"].message == "far above normal; temp ≈ 96.4 C where 71 C is expected for this load"
+    assert alerts["a1"].detector == "det-v1"
     assert alerts["a1"].priority > alerts["a0"].priority and alerts["a1"].explanation == {"temp": 1.0}
 
 

@@ -294,6 +294,7 @@ def test_a_missing_channel_holds_until_values_return_and_an_episode_until_it_cle
 
 def test_anomaly_explanation_and_episode() -> None:
     ts, x = _synthetic(4000)
+    normal = x[:, 2].copy()
     x[2000:3000, 2] *= 1.6  # vibration 60 % above normal for 1000 s, then back to normal
     det = AssetDetector(channels=["speed", "flow", "vib"], config=DetectorConfig(warmup_samples=600))
     findings = det.process(ts, x)
@@ -303,6 +304,11 @@ def test_anomaly_explanation_and_episode() -> None:
     assert ts[2000] < a.ts < ts[2000 + 300]
     assert a.explanation["vib"] > 0.9
     assert a.message.startswith("vibration (vib ") and a.message.endswith("above normal for this load")
+    # the evidence in the channel's own unit: the level seen against the level expected for this load
+    seen, expected = a.evidence["vib"]
+    k = int(np.searchsorted(ts, a.ts))
+    assert expected == pytest.approx(float(normal[k - 30:k + 1].mean()), rel=0.15)  # what vib was without the fault
+    assert seen > 1.3 * expected and set(a.evidence) == {"vib"}
     check_finding(a, ("speed", "flow", "vib"))
     # after it cleared, a new episode gives a new finding
     ts2, x2 = ts + 4000 * 1000, x.copy()

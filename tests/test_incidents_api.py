@@ -121,7 +121,7 @@ async def test_a_technician_works_an_incident_from_page_to_resolution(env: Env) 
     assert inc["page_channels"] == []  # this platform has no channel: the page reached no one, and says so
     [alert] = inc["alerts"]
     assert (alert["kind"], alert["first_seen"], alert["status"]) == ("hot", t - 1000, "open")
-    assert alert["explanation"] == {"temp": 1.0} and "temp" in alert["message"]
+    assert alert["explanation"] == {"temp": 1.0} and alert["message"] == "temp 84 C above 80 C"  # value, limit, unit
     iid = inc["id"]
     done = await env.call("POST", f"/incidents/{iid}/acknowledge", "tina", json={"note": "on it"})
     assert (done["status"], done["acknowledged_by"]) == ("acknowledged", "tina")

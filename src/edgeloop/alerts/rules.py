@@ -34,7 +34,7 @@ column of an (n rows x k rules) matrix, and hysteresis, ``for_s`` runs and trans
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -199,14 +199,16 @@ class RuleEngine:
     """Evaluates a rule set per asset; every ``evaluate_*`` / ``tick`` returns the signals it produced, in
     time order (ties: rule order, members before the composites that use them).
 
-    ``profiles`` maps asset or device ids to their profile name, for rules scoped by ``profiles``.
+    ``profiles`` maps asset or device ids to their profile name, for rules scoped by ``profiles``; ``units``
+    gives a device's channel's unit (from its profile), for messages that say value and limit with their unit.
     """
 
     def __init__(self, rules: RuleSet | Sequence[Rule], *, clock: Clock | None = None,
-                 profiles: Mapping[str, str] | None = None) -> None:
+                 profiles: Mapping[str, str] | None = None, units: Callable[[str, str], str] | None = None) -> None:
         given = tuple(rules.rules if isinstance(rules, RuleSet) else rules)
         self.clock: Clock = clock or SystemClock()
         self.profiles: Mapping[str, str] = profiles or {}
+        self.units: Callable[[str, str], str] = units or (lambda device, channel: "")
         self.rules: tuple[Rule, ...] = _topological(given)
         self.index: dict[str, int] = {r.name: i for i, r in enumerate(self.rules)}
         self._levels: dict[int, _Level] = {}
@@ -678,10 +680,13 @@ class RuleEngine:
             explanation = self._composite_expl[i] if i in self._composite_expl else _shares(self._channels_of(i))
         if value is not None and np.isnan(value):
             value = None
+        unit = self.units(device, rule.channel) if isinstance(rule, ThresholdRule | RateRule) and device else ""
+        said = _describe(rule, raised, value, unit)
+        if rule.message:  # the rule's own words, and for a level the value against its limit
+            said = f"{rule.message} ({said})" if isinstance(rule, ThresholdRule | RateRule) and raised else rule.message
         return Signal(ts=ts, tenant=st.tenant, asset=asset, rule=rule.name,
                       state=SignalState.RAISE if raised else SignalState.CLEAR, severity=rule.severity,
-                      device=device, value=value, confidence=confidence,
-                      message=rule.message or _describe(rule, raised, value), explanation=dict(explanation))
+                      device=device, value=value, confidence=confidence, message=said, explanation=dict(explanation))
 
 
 def _sorted(out: _Out) -> list[Signal]:
@@ -720,18 +725,22 @@ def _topological(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
     return tuple(done.values())
 
 
-def _describe(rule: Rule, raised: bool, value: float | None) -> str:
-    v = "?" if value is None else f"{value:.4g}"
+def _describe(rule: Rule, raised: bool, value: float | None, unit: str = "") -> str:
+    """What the signal says: the value against the rule's limit, with the channel's unit when it has one."""
+    u = f" {unit}" if unit else ""
+    v = "?" if value is None else f"{value:.4g}{u}"
     if isinstance(rule, ThresholdRule):
         if rule.above is not None:
             clear = rule.above if rule.clear_below is None else rule.clear_below
-            return (f"{rule.channel} {v} above {rule.above:g}" + (f" for {rule.for_s:g} s" if rule.for_s else "")
-                    if raised else f"{rule.channel} {v} back below {clear:g}")
+            return (f"{rule.channel} {v} above {rule.above:g}{u}" + (f" for {rule.for_s:g} s" if rule.for_s else "")
+                    if raised else f"{rule.channel} {v} back below {clear:g}{u}")
         back = rule.below if rule.clear_above is None else rule.clear_above
-        return (f"{rule.channel} {v} below {rule.below:g}" + (f" for {rule.for_s:g} s" if rule.for_s else "")
-                if raised else f"{rule.channel} {v} back above {back:g}")
+        return (f"{rule.channel} {v} below {rule.below:g}{u}" + (f" for {rule.for_s:g} s" if rule.for_s else "")
+                if raised else f"{rule.channel} {v} back above {back:g}{u}")
     if isinstance(rule, RateRule):
-        return (f"{rule.channel} changing at {v}/s" + (f" for {rule.for_s:g} s" if rule.for_s else "")
+        limit = rule.above_per_s if rule.above_per_s is not None else rule.below_per_s
+        beyond = (f", limit {limit:g}{u}/s" if limit is not None else "")
+        return (f"{rule.channel} changing at {v}/s{beyond}" + (f" for {rule.for_s:g} s" if rule.for_s else "")
                 if raised else f"{rule.channel} rate back to {v}/s")
     if isinstance(rule, MissingRule):
         what = f"no {rule.channel} data" if rule.channel else "no data"

@@ -292,7 +292,14 @@ class AlertService:
         return self.documents.of(tenant)
 
     def _rule_engine(self, ruleset: RuleSet) -> RuleEngine:
-        return RuleEngine(ruleset, clock=self.clock, profiles=self._profiles)
+        return RuleEngine(ruleset, clock=self.clock, profiles=self._profiles, units=self.unit_of)
+
+    def unit_of(self, device: str, channel: str) -> str:
+        """The unit ``device``'s profile gives ``channel`` ("" when it gives none)."""
+        dev = self.registry.devices.get(device)
+        profile = self.registry.profiles.get(dev.profile) if dev is not None else None
+        spec = next((c for c in profile.channels if c.name == channel), None) if profile is not None else None
+        return spec.unit if spec is not None else ""
 
     def _rules_of_asset(self, asset: str) -> RuleDocument:
         return self.documents.of(self.registry.tenant_of_asset(asset))
@@ -360,13 +367,26 @@ class AlertService:
         rules = self.documents.of(chunk.tenant).engine
         signals = rules.evaluate_finding(asset, finding, tenant=chunk.tenant, device=chunk.device)
         self._score_signals(signals, asset, finding.kind, finding.ts, finding.score, chunk.tenant, chunk.device,
-                            finding.message, dict(finding.explanation), detector, finding.severity,
-                            repeat=finding.phase is FindingPhase.ONSET)
+                            self._with_evidence(finding, chunk.device), dict(finding.explanation), detector,
+                            finding.severity, repeat=finding.phase is FindingPhase.ONSET)
         if finding.phase is FindingPhase.HOLDING:
             active = set(rules.active(asset))
             doc = self.documents.of(chunk.tenant)
             self._held += [(asset, r.name, finding.ts) for r in doc.ruleset.rules
                            if isinstance(r, ScoreRule) and r.source == finding.kind and r.name in active]
+
+    def _with_evidence(self, finding: Finding, device: str) -> str:
+        """The finding's words, then for each channel that drove it the level seen against the level expected,
+        in the channel's unit: "... ; vib_x ≈ 7.9 mm/s where 3.1 mm/s is expected for this load"."""
+        if not finding.evidence:
+            return finding.message
+        order = sorted(finding.evidence, key=lambda c: -finding.explanation.get(c, 0.0))
+        said = []
+        for c in order:
+            seen, expected = finding.evidence[c]
+            u = f" {unit}" if (unit := self.unit_of(device, c)) else ""
+            said.append(f"{c} ≈ {seen:.3g}{u} where {expected:.3g}{u} is expected for this load")
+        return f"{finding.message}; {', '.join(said)}"
 
     def observe_alert(self, alert: Alert) -> None:
         """A ready-made condition (a RUL model's low-life alert): the ``score`` rules of source ``alert.kind``."""

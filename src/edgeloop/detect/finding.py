@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Finding", "FindingKind", "FindingPhase"]
 
@@ -38,7 +38,9 @@ class Finding:
     is calibrated so that 1.0 is the detector's threshold; ``explanation`` maps
     channel -> share of the score (shares sum to 1; for ``data_gap`` and
     ``sensor_stuck`` the affected channels share equally). ``phase`` says whether
-    the condition starts, still holds or has ended at ``ts`` (see :class:`FindingPhase`).
+    the condition starts, still holds or has ended at ``ts`` (see :class:`FindingPhase`). ``evidence`` maps
+    the channels that drove an anomaly to (the level the detector saw, the level it expected for the load), in
+    the channel's own unit.
     """
 
     ts: int
@@ -48,3 +50,4 @@ class Finding:
     explanation: dict[str, float]
     message: str
     phase: FindingPhase = FindingPhase.ONSET
+    evidence: dict[str, tuple[float, float]] = field(default_factory=dict)

@@ -625,8 +625,9 @@ class AssetDetector:
 
     # ----------------------------------------------------------------- anomaly
 
-    def _scores(self, x: F64, dt: F64) -> tuple[F64, F64, F64, F64]:
-        """Score, t-values, smoothed residuals and the ensemble's part of the score (model must be fitted).
+    def _scores(self, x: F64, dt: F64) -> tuple[F64, F64, F64, F64, F64]:
+        """Score, t-values, smoothed residuals, the ensemble's part of the score and the standardised level each
+        scored channel is expected at for its load (model must be fitted).
 
         Two views of the same residuals, each scaled so that 1.0 is its threshold: the exact statistic
         ``sum(t**2) / threshold`` and the calibrated ensemble's fused surprise over the t-values
@@ -659,9 +660,9 @@ class AssetDetector:
         t = np.where(model.use, m / model.sigma_m, 0.0)
         score = np.einsum("ij,ij->i", t, t) / cfg.threshold
         if self._ensemble is None:
-            return score, t, m, np.zeros(n)
+            return score, t, m, np.zeros(n), pred
         ens = self._ensemble.score_learn_many(t) / cfg.ensemble_threshold
-        return np.maximum(score, ens), t, m, ens
+        return np.maximum(score, ens), t, m, ens, pred
 
     def _anomaly(self, ts: I64, x: F64, dt: F64, out_scores: F64, settling: Bool | None,
                  out_active: Bool) -> list[Finding]:
@@ -669,7 +670,7 @@ class AssetDetector:
         if not self._scored.size:
             return []
         out_active[:] = self._active
-        score, t, m, ens = self._scores(x, dt)
+        score, t, m, ens, pred = self._scores(x, dt)
         out_scores[:] = score
         self.last_score = float(score[-1])
         above = score > 1.0 if settling is None else (score > 1.0) & ~settling
@@ -684,7 +685,8 @@ class AssetDetector:
                     self._carry = int(run[-1])
                     break
                 k = i + int(hit[0])
-                out.append(self._anomaly_finding(int(ts[k]), float(score[k]), t[k], m[k], bool(ens[k] >= score[k])))
+                out.append(self._anomaly_finding(int(ts[k]), float(score[k]), t[k], m[k], bool(ens[k] >= score[k]),
+                                                 pred[k]))
                 self._active, self._carry = True, 0
                 out_active[k:] = True
             else:
@@ -699,7 +701,7 @@ class AssetDetector:
             i = k + 1
         return out
 
-    def _anomaly_finding(self, ts: int, score: float, t: F64, m: F64, by_ensemble: bool) -> Finding:
+    def _anomaly_finding(self, ts: int, score: float, t: F64, m: F64, by_ensemble: bool, pred: F64) -> Finding:
         # the exact shares of sum(t**2), or the ensemble's explanation when it is the larger score
         # (the ensemble explains against its state at the end of the batch; if that sees nothing, the exact
         # shares stand)
@@ -729,6 +731,13 @@ class AssetDetector:
         direction = ("above" if ups == {True} else "below") + " normal for this load" if len(ups) == 1 \
             else "away from normal for this load"
         parts = ", ".join(f"{c} {round(100 * explanation[c])} %" for c in top)
+        # back in the channel's unit: the level expected for this load, and the (smoothed) level seen
+        model = self._model
+        assert model is not None
+        expected = pred * self._scored_scale + self._scored_center
+        seen = expected + m * model.sigma_r * self._scored_scale
+        evidence = {names[k]: (float(seen[k]), float(expected[k])) for k in range(len(names))
+                    if names[k] in top and np.isfinite(seen[k]) and np.isfinite(expected[k])}
         return Finding(
             ts=ts,
             kind=FindingKind.ANOMALY,
@@ -736,6 +745,7 @@ class AssetDetector:
             score=score,
             explanation=explanation,
             message=f"{' and '.join(families)} ({parts}) {direction}",
+            evidence=evidence,
         )
 
 

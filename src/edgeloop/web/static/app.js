@@ -737,7 +737,7 @@ function renderAlertCard(card, a, { showAsset = true } = {}) {
           h("time", { datetime: isoAttr(a.last_seen) }, fmtTime(a.last_seen)),
           h("span", { class: "muted", dataset: { ago: a.last_seen } }, ` · ${fmtAgo(a.last_seen)}`))),
         h("div", null, h("dt", null, "Count"), h("dd", null, fmtNumber(a.count))),
-        h("div", null, h("dt", null, "Score"), h("dd", null, Number.isFinite(a.score) ? a.score.toFixed(2) : "—")),
+        scoreFact(a),
         a.detector ? h("div", null, h("dt", null, "Detector"), h("dd", null, a.detector)) : null),
       lifecycle.length ? h("p", { class: "alert-lifecycle" }, lifecycle.join(" · ")) : null,
       h("p", { class: "alert-error", role: "alert", dataset: { testid: "alert-error" }, hidden: true })),
@@ -2017,6 +2017,14 @@ function timelineEntry(e) {
       e.detail ? h("p", { class: "tl-detail", dataset: { testid: "timeline-detail" } }, e.detail) : null));
 }
 
+/** A detector's score (1 = its threshold); a rule's alert (a level, a silent device) says its value and limit in
+ * its message, with the unit, so a bare number ("Score 326.00") is not shown for it. */
+function scoreFact(a) {
+  if (!a.detector || !Number.isFinite(a.score)) return null;
+  return h("div", { title: "1.00 is the detector's threshold" }, h("dt", null, "Detector score"),
+    h("dd", { dataset: { testid: "alert-score" } }, `${a.score.toFixed(2)} × threshold`));
+}
+
 function incidentAlert(a) {
   return h("article", { class: `inc-alert sev-${a.severity} st-${a.status}`, dataset: { testid: "incident-alert", alertId: a.id, status: a.status } },
     h("div", { class: "alert-head" },
@@ -2029,7 +2037,7 @@ function incidentAlert(a) {
       h("div", null, h("dt", null, "First seen"), h("dd", null, h("time", { datetime: isoAttr(a.first_seen) }, fmtTime(a.first_seen)))),
       h("div", null, h("dt", null, "Last seen"), h("dd", null, h("time", { datetime: isoAttr(a.last_seen) }, fmtTime(a.last_seen)))),
       h("div", null, h("dt", null, "Count"), h("dd", null, fmtNumber(a.count))),
-      h("div", null, h("dt", null, "Score"), h("dd", null, Number.isFinite(a.score) ? fmtValue(a.score) : "—")),
+      scoreFact(a),
       a.suppressed ? h("div", null, h("dt", null, "Not paged"), h("dd", { dataset: { testid: "alert-suppressed" } }, humanize(a.suppressed))) : null),
     explanationBars(a.explanation));
 }
