@@ -16,7 +16,7 @@ from edgeloop.clock import ManualClock
 from edgeloop.errors import ConflictError
 from edgeloop.messages import AlertStatus
 from edgeloop.store import Store, open_store
-from edgeloop.store.alerting import MaintenanceRecord, SilenceRecord
+from edgeloop.store.alerting import AlertChanges, MaintenanceRecord, SilenceRecord, TimelineEntry
 from edgeloop.store.base import Registry, TelemetryChunk
 from tests.support import HOT_RULES
 
@@ -292,6 +292,43 @@ async def test_the_schema_upgrades_a_version_1_database(tmp_path: Path) -> None:
         assert (old.id, old.incident, old.priority, old.confidence) == (41, None, 0.0, 1.0)
         block = await store.reserve_ids("alerts", 10)
         assert block.start > 41, "new ids never collide with the ones written before"
+
+
+async def test_the_schema_upgrades_a_version_2_database_keeping_its_timeline(tmp_path: Path) -> None:
+    """Version 3 gives timeline entries the time they were recorded; entries written before have none."""
+    import sqlite3
+
+    path = tmp_path / "v2.db"
+    async with open_store(f"sqlite:///{path}") as store:
+        await store.write_alert_changes(AlertChanges(timeline=[TimelineEntry(incident=1, ts=5, kind="opened",
+                                                                              actor="system", detail="d")]))
+    db = sqlite3.connect(path)  # as a version-2 platform left it: no recorded_at column
+    db.executescript("ALTER TABLE incident_timeline DROP COLUMN recorded_at;"
+                     "UPDATE meta SET value='2' WHERE key='schema_version';")
+    db.commit()
+    db.close()
+    async with open_store(f"sqlite:///{path}") as store:
+        [old] = await store.incident_timeline(1)
+        assert (old.ts, old.recorded_at) == (5, None)
+        await store.write_alert_changes(AlertChanges(timeline=[TimelineEntry(incident=1, ts=6, kind="paged",
+                                                                              actor="system", detail="d",
+                                                                              recorded_at=9)]))
+        assert [(e.ts, e.recorded_at) for e in await store.incident_timeline(1)] == [(5, None), (6, 9)]
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("3",)
+    db.close()
+
+
+async def test_timeline_entries_carry_data_time_and_record_time(store: Store) -> None:
+    """A replayed or late condition: its timeline says when it happened in the data (``ts``) and when the
+    platform recorded it (``recorded_at``, the clock); the incident's ``updated_at`` is the clock's too."""
+    svc, clock, late = await ready(store)
+    clock.advance(2 * 3_600_000)  # the data below arrives two hours late (a gateway's backlog)
+    await feed(svc, chunk(0, 1, late, [70, 85, 86]))
+    [inc] = await store.list_incidents()
+    [opened, *_] = await store.incident_timeline(inc.id)
+    assert (opened.kind, opened.ts, opened.recorded_at) == ("opened", late + 1000, clock.now_ms())
+    assert inc.opened_at == late + 1000 and inc.updated_at == clock.now_ms() >= inc.opened_at
 
 
 async def test_a_critical_finding_raises_a_critical_alert_under_a_warning_rule(store: Store) -> None:

@@ -86,11 +86,12 @@ def incidents_show(incident: int, url: Url = DEFAULT_URL, as_json: Json = False)
         why = ", ".join(f"{c} {s:.0%}" for c, s in sorted(a["explanation"].items(), key=lambda kv: -kv[1])[:3])
         out.print(f"  alert {a['id']} {a['severity']} {a['asset']}/{a['kind']} x{a['count']} {a['status']}: "
                   f"{a['message']}" + (f"  [{why}]" if why else ""))
-    table = Table(title="timeline")
-    for col in ("time", "who", "what", "detail"):
+    table = Table(title="timeline (data time: when it happened in the data; recorded: the platform's clock)")
+    for col in ("data time", "recorded", "who", "what", "detail"):
         table.add_column(col)
     for e in doc["timeline"]:
-        table.add_row(_ts(e["ts"]), e["actor"], e["kind"], e["detail"])
+        table.add_row(_ts(e["ts"]), _ts(e["recorded_at"]) if e.get("recorded_at") else "-", e["actor"], e["kind"],
+                      e["detail"])
     out.print(table)
 
 

@@ -560,7 +560,7 @@ class AlertService:
                         ts=self.clock.now_ms(), tenant=tenant, incident=page.incident, channel=d.channel,
                         record=msgspec.json.encode(d.dead_letter).decode()))
         async with self.lock:
-            await self.store.write_alert_changes(AlertChanges(timeline=batch.timeline))
+            await self.store.write_alert_changes(AlertChanges(timeline=self._recorded(batch.timeline)))
             await self.store.put_undelivered(undelivered)
 
     def _details(self, page: ie.Page) -> PageDetails:
@@ -651,7 +651,7 @@ class AlertService:
                 batch.note(alert.incident, label.ts, "verdict", f"{alert.asset}/{alert.kind}: {label.verdict.value}"
                            + (f" ({what})" if what else ""), {"alert": alert.id, "verdict": label.verdict.value,
                                                               "fault_type": label.fault_type}, actor=by)
-                await self.store.write_alert_changes(AlertChanges(timeline=batch.timeline))
+                await self.store.write_alert_changes(AlertChanges(timeline=self._recorded(batch.timeline)))
             decision = self.tuner.observe(label) if self._tuned(alert.asset) else None
             await self._decided(decision)
             return label, decision
@@ -849,8 +849,13 @@ class AlertService:
             log.warning("alert service: %d new alerts merged into alerts another process opened", len(remap))
             self._remap.update(remap)
 
+    def _recorded(self, entries: Sequence[TimelineEntry]) -> list[TimelineEntry]:
+        """Timeline entries stamped with the platform time they are recorded at (their ``ts`` is the data's)."""
+        now = self.clock.now_ms()
+        return [e if e.recorded_at is not None else dataclasses.replace(e, recorded_at=now) for e in entries]
+
     async def _changes(self, batch: _Batch) -> AlertChanges:
-        changes = AlertChanges(timeline=list(batch.timeline), suppressions=list(batch.suppressions))
+        changes = AlertChanges(timeline=self._recorded(batch.timeline), suppressions=list(batch.suppressions))
         for aid in sorted(batch.alerts):
             try:
                 state = self.engine.alert(aid)
@@ -893,7 +898,7 @@ class AlertService:
             status=status, priority=inc.priority, route=route(inc.priority, self.config.urgent_priority),
             opened_at=inc.opened_at, last_raise=inc.last_raise, page_due=inc.page_due, paged_at=inc.paged_at,
             resolved_at=inc.resolved_at, merged_into=inc.merged_into,
-            assets=tuple(dict.fromkeys(a.asset for a in alerts)), updated_at=self.now(),
+            assets=tuple(dict.fromkeys(a.asset for a in alerts)), updated_at=self.clock.now_ms(),
             assignee=life.assignee if life else None,
             acknowledged_by=life.acknowledged.by if life and life.acknowledged else None,
             acknowledged_at=life.acknowledged.ts if life and life.acknowledged else None,
@@ -906,7 +911,7 @@ class AlertService:
         life = self.lifecycle.get(stored.id)
         closed = life.stamps.get(lc.IncidentStatus.CLOSED)
         return dataclasses.replace(
-            stored, status=life.status.value, assignee=life.assignee, updated_at=self.now(),
+            stored, status=life.status.value, assignee=life.assignee, updated_at=self.clock.now_ms(),
             acknowledged_by=life.acknowledged.by if life.acknowledged else None,
             acknowledged_at=life.acknowledged.ts if life.acknowledged else None,
             closed_at=closed.ts if closed and life.status is lc.IncidentStatus.CLOSED else None,

@@ -200,13 +200,15 @@ def add_incident_routes(app: FastAPI, platform: Platform, *, viewer: Any, techni
     @app.get("/api/v1/incidents/{incident_id}", tags=["incidents"])
     async def get_incident(incident_id: PathId,
                            who: Principal = viewer) -> Response:
-        """One incident with its alerts (and their explanations) and its timeline, oldest first."""
+        """One incident with its alerts (and their explanations) and its timeline, oldest first. Times: ``ts``,
+        ``opened_at`` and the alerts' ``first_seen``/``last_seen`` are data (sample) times; ``recorded_at`` and
+        ``updated_at`` are the platform's clock when it recorded them."""
         rec = await visible_incident(who, incident_id)
         alerts = await store.list_alerts(incident=incident_id, limit=10_000)
         timeline = await store.incident_timeline(incident_id)
         return _json({**view(rec), "alerts": alerts,
-                      "timeline": [{"ts": e.ts, "kind": e.kind, "actor": e.actor, "detail": e.detail,
-                                    "data": e.data} for e in timeline]})
+                      "timeline": [{"ts": e.ts, "recorded_at": e.recorded_at, "kind": e.kind, "actor": e.actor,
+                                    "detail": e.detail, "data": e.data} for e in timeline]})
 
     def action_route(action: str) -> Callable[..., Awaitable[Response]]:
         async def act(request: Request, incident_id: PathId,

@@ -78,6 +78,7 @@ class TimelineEntry:
     detail: str
     data: dict[str, Any] = field(default_factory=dict)
     id: int = 0
+    recorded_at: int | None = None  # platform (wall-clock) time of the write; ``ts`` is when it happened in the data
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +197,9 @@ CREATE INDEX IF NOT EXISTS work_orders_opened ON work_orders (opened_ms);
 CREATE TABLE IF NOT EXISTS rule_overrides (asset TEXT NOT NULL, rule TEXT NOT NULL, levels TEXT NOT NULL,
     set_ms {big} NOT NULL, set_by TEXT NOT NULL, PRIMARY KEY (asset, rule));
 """
+
+#: columns added by schema version 3: (table, name, type template)
+V3_COLUMNS: Final = (("incident_timeline", "recorded_at", "{big}"),)
 
 #: columns added to ``alerts`` by schema version 2 (name, type template)
 ALERT_V2_COLUMNS: Final = (
@@ -328,20 +332,21 @@ def incident_query(*, statuses: Sequence[str] | None, tenant: str | None, asset:
 # --- timeline, suppressions ---------------------------------------------------------------------------------
 
 TIMELINE_INSERT_SQL: Final = (
-    "INSERT INTO incident_timeline (incident, ts, kind, actor, detail, data) VALUES (?,?,?,?,?,?)"
+    "INSERT INTO incident_timeline (incident, ts, kind, actor, detail, data, recorded_at) VALUES (?,?,?,?,?,?,?)"
 )
 TIMELINE_SELECT_SQL: Final = (
-    "SELECT id, incident, ts, kind, actor, detail, data FROM incident_timeline WHERE incident=? ORDER BY id"
+    "SELECT id, incident, ts, kind, actor, detail, data, recorded_at FROM incident_timeline WHERE incident=? "
+    "ORDER BY id"
 )
 
 
 def timeline_params(e: TimelineEntry) -> tuple[Any, ...]:
-    return (e.incident, e.ts, e.kind, e.actor, e.detail[:2000], msgspec.json.encode(e.data).decode())
+    return (e.incident, e.ts, e.kind, e.actor, e.detail[:2000], msgspec.json.encode(e.data).decode(), e.recorded_at)
 
 
 def timeline_from_row(row: Sequence[Any]) -> TimelineEntry:
     return TimelineEntry(id=int(row[0]), incident=int(row[1]), ts=int(row[2]), kind=row[3], actor=row[4],
-                         detail=row[5], data=msgspec.json.decode(row[6]))
+                         detail=row[5], data=msgspec.json.decode(row[6]), recorded_at=_opt(row[7]))
 
 
 SUPPRESSION_INSERT_SQL: Final = (

@@ -125,8 +125,11 @@ CREATE TABLE IF NOT EXISTS gateway_configs (gateway text NOT NULL, tenant text N
 """
 SCHEMA = SCHEMA + al.DDL.format(**al.PG_TYPES) + "".join(
     f"ALTER TABLE alerts ADD COLUMN IF NOT EXISTS {name} {kind.format(**al.PG_TYPES)};\n"
-    for name, kind in al.ALERT_V2_COLUMNS)
-SCHEMA_VERSION = "2"  # 2: incidents, suppressions, silences, maintenance, rule sets; alerts gain incident columns
+    for name, kind in al.ALERT_V2_COLUMNS) + "".join(
+    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {kind.format(**al.PG_TYPES)};\n"
+    for table, name, kind in al.V3_COLUMNS)
+SCHEMA_VERSION = "3"  # 2: incidents, suppressions, silences, maintenance, rule sets; alerts gain incident columns
+# 3: incident timeline entries carry the time they were recorded (recorded_at) beside their data time (ts)
 # As in SQLite: an older heartbeat (a redelivery) is ignored, a missing status keeps the stored one.
 HEARTBEAT_UPSERT = (
     "INSERT INTO gateways (id, tenant, heartbeat, ts, received, dropped, dropped_at, status, status_ms) "
@@ -163,7 +166,7 @@ class PostgresStore(Store):
                 found = await con.fetchval("SELECT value FROM meta WHERE key='schema_version'")
                 if found is None:
                     await con.execute("INSERT INTO meta VALUES ('schema_version', $1)", SCHEMA_VERSION)
-                elif found == "1":  # the ALTERs above added version 2's columns
+                elif found in ("1", "2"):  # the ALTERs above added version 2's and 3's columns
                     await con.execute("UPDATE meta SET value=$1 WHERE key='schema_version'", SCHEMA_VERSION)
                 elif found != SCHEMA_VERSION:
                     raise StoreError(f"database has schema version {found}, this EdgeLoop needs {SCHEMA_VERSION}")

@@ -129,7 +129,8 @@ CREATE TABLE IF NOT EXISTS gateway_configs (gateway TEXT NOT NULL, tenant TEXT N
 """
 
 SCHEMA = SCHEMA + al.DDL.format(**al.SQLITE_TYPES)
-SCHEMA_VERSION = "2"  # 2: incidents, suppressions, silences, maintenance, rule sets; alerts gain incident columns
+SCHEMA_VERSION = "3"  # 2: incidents, suppressions, silences, maintenance, rule sets; alerts gain incident columns
+# 3: incident timeline entries carry the time they were recorded (recorded_at) beside their data time (ts)
 # A gateway's heartbeat replaces the stored one unless it is older (a redelivery); the retained status is kept
 # when the heartbeat does not carry one; ``dropped_at`` moves when the agent reports more drops than before.
 HEARTBEAT_UPSERT = (
@@ -201,10 +202,13 @@ class SQLiteStore(Store):
                 for name, kind in al.ALERT_V2_COLUMNS:  # version 1 -> 2 (and a fresh database)
                     if name not in have:
                         db.execute(f"ALTER TABLE alerts ADD COLUMN {name} {kind.format(**al.SQLITE_TYPES)}")
+                for table, name, kind in al.V3_COLUMNS:  # version 2 -> 3
+                    if name not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind.format(**al.SQLITE_TYPES)}")
                 found = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
                 if found is None:
                     db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-                elif found[0] == "1":
+                elif found[0] in ("1", "2"):
                     db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (SCHEMA_VERSION,))
                 elif found[0] != SCHEMA_VERSION:
                     raise StoreError(f"{path} has schema version {found[0]}, this EdgeLoop needs {SCHEMA_VERSION}")

@@ -1652,6 +1652,11 @@ const TIMELINE_KIND = {
 };
 
 const statusLabel = (s) => humanize(s || "—");
+/** The data time of an incident's oldest alert (it may predate the incident: raised during the startup grace). */
+function firstAlert(inc) {
+  const seen = (inc.alerts || []).map((a) => a.first_seen).filter(Number.isFinite);
+  return seen.length ? Math.min(...seen) : null;
+}
 /** An incident's page reaches someone only through a configured channel for its route. */
 const hasChannel = (inc) => (inc.page_channels || []).length > 0;
 function pagedText(inc) {
@@ -2007,10 +2012,16 @@ function incidentsView(root, query, signal) {
 
 // -- one incident ----------------------------------------------------------------
 
+/** Data time (when it happened in the data) and record time (the platform's clock when it stored it) differ
+ * when data arrives late (a replay, a gateway's backlog): then both are shown. */
+const recordedLater = (ts, recordedAt) => Number.isFinite(recordedAt) && Math.abs(recordedAt - ts) >= 60_000;
+
 function timelineEntry(e) {
   const person = e.actor && e.actor !== "system";
   return h("li", { class: `tl-entry tl-${e.kind}${person ? " tl-person" : ""}`, dataset: { testid: "timeline-entry", kind: e.kind } },
-    h("time", { class: "tl-time", datetime: isoAttr(e.ts), title: fmtTime(e.ts) }, fmtTime(e.ts)),
+    h("time", { class: "tl-time", datetime: isoAttr(e.ts), title: `data time ${fmtTime(e.ts)}` }, fmtTime(e.ts)),
+    recordedLater(e.ts, e.recorded_at) ? h("span", { class: "tl-recorded muted small", dataset: { testid: "timeline-recorded" } },
+      `recorded ${fmtTime(e.recorded_at)}`) : null,
     h("div", { class: "tl-body" },
       h("span", { class: "tl-what" }, TIMELINE_KIND[e.kind] || humanize(e.kind)),
       h("span", { class: person ? "tl-actor" : "tl-actor tl-system", dataset: { testid: "timeline-actor" } }, e.actor || "—"),
@@ -2254,7 +2265,11 @@ function incidentDetailView(root, id, _query, signal) {
     const row = (label, value, testid) => h("div", null, h("dt", null, label), h("dd", testid ? { dataset: { testid } } : null, value));
     facts.replaceChildren();
     append(facts, [
-      row("Opened", [h("time", { datetime: isoAttr(inc.opened_at) }, fmtTime(inc.opened_at)), h("span", { class: "muted", dataset: { ago: inc.opened_at } }, ` · ${fmtAgo(inc.opened_at)}`)]),
+      row("Opened", [h("time", { datetime: isoAttr(inc.opened_at), title: "data time" }, fmtTime(inc.opened_at)), h("span", { class: "muted", dataset: { ago: inc.opened_at } }, ` · ${fmtAgo(inc.opened_at)}`)], "incident-opened"),
+      firstAlert(inc) !== null && firstAlert(inc) < inc.opened_at - 60_000
+        ? row("First alert", [h("time", { datetime: isoAttr(firstAlert(inc)), title: "data time" }, fmtTime(firstAlert(inc))),
+          h("span", { class: "muted" }, " · before the incident opened")], "incident-first-alert") : null,
+      row("Updated", h("time", { datetime: isoAttr(inc.updated_at), title: "platform time" }, `${fmtTime(inc.updated_at)} (recorded)`)),
       row("Paged", inc.paged_at && hasChannel(inc) ? fmtTime(inc.paged_at) : inc.paged_at ? pagedText(inc)
         : `not paged${suppressed.length ? ` (${suppressed.map(humanize).join(", ")})` : ""}`, "incident-paged"),
       row("Acknowledged", inc.acknowledged_by ? `${inc.acknowledged_by} at ${fmtTime(inc.acknowledged_at)}` : "not yet", "incident-acknowledged"),
