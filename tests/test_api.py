@@ -411,13 +411,15 @@ async def test_alert_lifecycle(platform: Platform, client: httpx.AsyncClient) ->
     assert [a["id"] for a in (await client.get(f"{API}/alerts", params={"status": "open"})).json()] == [fan.id]
     assert [a["id"] for a in (await client.get(f"{API}/alerts", params={"status": "acknowledged"})).json()] == [
         vib.id]
-    assert (await client.get(f"{API}/stats")).json()["alerts_open"] == 1
+    stats = (await client.get(f"{API}/stats")).json()
+    assert (stats["alerts_open"], stats["alerts_acknowledged"]) == (1, 1)  # acknowledged is not "all quiet"
     twice = await client.post(f"{API}/alerts/{vib.id}/acknowledge", json={"by": "dave"})
     assert twice.status_code == 409
     assert (await client.get(f"{API}/alerts/{vib.id}")).json()["acknowledged_by"] == "alice"
 
     resp = await client.post(f"{API}/alerts/{vib.id}/resolve", json={"by": "bob"})
     assert resp.status_code == 200
+    assert (await client.get(f"{API}/stats")).json()["alerts_acknowledged"] == 0
     assert (resp.json()["status"], resp.json()["resolved_by"]) == ("resolved", "bob")
     assert resp.json()["acknowledged_by"] == "alice"  # history is kept
 

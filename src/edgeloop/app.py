@@ -573,7 +573,8 @@ class Platform:
 
     async def _tenant_snapshot(self, tenant: str) -> dict[str, Any]:
         devices = [d.id for d in self.registry.registry.devices.values() if d.tenant == tenant]
-        open_alerts = await self.store.list_alerts(status=AlertStatus.OPEN, limit=10_000, tenant=tenant)
+        unresolved = await self.store.list_alerts(unresolved=True, limit=10_000, tenant=tenant)
+        open_alerts = [a for a in unresolved if a.status is AlertStatus.OPEN]
         dead, before = self.pipeline.stats.dead_by_device, self._dead_before
         return {
             "now_ms": self.data_now_ms(),
@@ -581,6 +582,8 @@ class Platform:
             "devices_total": len(devices),
             "devices_online": sum(self.presence.online.get(d, False) for d in devices),
             "alerts_open": len(open_alerts),
+            # acknowledged but not resolved: someone is on it, yet the condition may still hold (never "all quiet")
+            "alerts_acknowledged": len(unresolved) - len(open_alerts),
             "uptime_s": round(self.clock.monotonic() - self.started_at, 1),
             "ingest": {"dead_letters": sum(dead.get(d, 0) for d in devices)},
             "totals": {"dead_letters": sum(dead.get(d, 0) + before.get(d, 0) for d in devices)},
@@ -605,7 +608,8 @@ class Platform:
             return await self._tenant_snapshot(tenant)
         ing, sc, src = self.pipeline.stats, self.scoring.stats, self.source.stats
         now = self.clock.monotonic()
-        open_alerts = await self.store.list_alerts(status=AlertStatus.OPEN, limit=10_000)
+        unresolved = await self.store.list_alerts(unresolved=True, limit=10_000)
+        open_alerts = [a for a in unresolved if a.status is AlertStatus.OPEN]
         al = self.alerts.stats
         return {
             "now_ms": self.data_now_ms(),
@@ -614,6 +618,8 @@ class Platform:
             "readings_per_s": round(ing.samples_rate.rate(now), 1),
             "messages_per_s": round(ing.messages_rate.rate(now), 1),
             "alerts_open": len(open_alerts),
+            # acknowledged but not resolved: someone is on it, yet the condition may still hold (never "all quiet")
+            "alerts_acknowledged": len(unresolved) - len(open_alerts),
             "uptime_s": round(now - self.started_at, 1),
             # everything the store holds (what it held at start plus what this process stored since)
             "totals": {

@@ -621,7 +621,11 @@ async function refreshStats(signal) {
   const ing = s.ingest || {};  // counters since this process started
   const totals = s.totals || {};  // what the store holds
   setKpi("kpi-rate", fmtRate(s.readings_per_s), `${fmtNumber(totals.stored_samples)} samples stored in all`, "");
-  setKpi("kpi-alerts", fmtNumber(s.alerts_open), s.alerts_open ? "need attention" : "all quiet", s.alerts_open ? "bad" : "ok");
+  const acked = s.alerts_acknowledged ?? 0;
+  setKpi("kpi-alerts", fmtNumber(s.alerts_open),
+    s.alerts_open ? `need attention${acked ? ` · ${fmtNumber(acked)} acknowledged` : ""}`
+      : acked ? `${fmtNumber(acked)} acknowledged, not resolved` : "all quiet",
+    s.alerts_open ? "bad" : acked ? "warn" : "ok");
   const dl = totals.dead_letters ?? 0;
   setKpi("kpi-dead-letters", fmtNumber(dl), `${fmtNumber(ing.duplicates)} duplicates dropped since start`,
     dl > 0 ? "warn" : "ok");
