@@ -155,3 +155,45 @@ async def test_a_dropout_stretch_holds_its_alert_until_the_data_returns(sqlite: 
     assert during and all(rule in rules for rules in during), (rule, during)
     assert all(rule not in rules for t, rules in tl.open_rules.items() if back + 6 * MIN <= t < back + 20 * MIN
                and not any(a <= t < b + 6 * MIN for a, b, _ in spans if a > start))
+
+
+async def test_a_stuck_sensor_stays_alerted_across_a_platform_restart(sqlite: Store) -> None:
+    """After a restart the detector learns from the stored history first (warm start): the sensor stuck since
+    before the restart is recognised again and its restored alert held. A cold detector learned the flat line as
+    the channel's normal during its warm-up and the restored alert auto-resolved 5 min after the restart."""
+    faulty = Fleet(devices=1, faulty=1, seed=3, start_ms=START, duration_ms=5 * HOUR,
+                   fault_kinds=[FaultKind.SENSOR_STUCK])
+    dev = faulty.devices[0]
+    assert dev.fault is not None
+    onset, reg, clock = dev.fault.start_ms, _registry(faulty), ManualClock(START)
+
+    async def feed(scoring: ScoringStage, svc: AlertService, until: int, t: int) -> dict[int, set[str]]:
+        seen: dict[int, set[str]] = {}
+        while t < until:
+            t += MIN
+            for c in faulty.advance(t):
+                chunk = TelemetryChunk(device=c.device_id, seq=int(c.ts[0]) // 1000, channels=CHANNELS, ts=c.ts,
+                                       values=c.values, tenant="acme", asset=dev.asset_id)
+                await sqlite.write_chunks([chunk])  # what ingest stores, and the warm start reads back
+                await scoring.score([chunk])
+            clock.advance(t - clock.now_ms())
+            await svc.tick()
+            seen[t] = {a.kind for a in await sqlite.list_alerts(unresolved=True)}
+        return seen
+
+    before = AlertService(store=sqlite, registry=reg, clock=clock)
+    await before.start()
+    restart = START + ((onset + HOUR - START) // MIN) * MIN  # on the minute the feed ticks
+    seen = await feed(ScoringStage(alerts=before, history=sqlite.read_chunks), before, restart, START)
+    assert "sensor_stuck" in seen[restart], "the stuck sensor was alerted before the restart"
+    await before.aclose()
+
+    after = AlertService(store=sqlite, registry=reg, clock=clock)  # a new process: restores the open alert
+    await after.start()
+    seen = await feed(ScoringStage(alerts=after, history=sqlite.read_chunks), after, restart + HOUR, restart)
+    gone = [(t - restart) // MIN for t, rules in seen.items() if "sensor_stuck" not in rules]
+    assert not gone, f"the stuck sensor's alert resolved {gone} min after the restart, above a flat line"
+    stuck = [a for a in await sqlite.list_alerts() if a.kind == "sensor_stuck"]
+    [alert] = stuck
+    assert alert.status is AlertStatus.OPEN and alert.last_seen > restart + 50 * MIN  # held by fresh reports
+    await after.aclose()

@@ -378,7 +378,8 @@ class Platform:
         if settings.channels:
             log.info("alerting: pages go to %s", ", ".join(c.name for c in settings.channels))
         self.scoring = ScoringStage(alerts=self.alerts, on_scored=self.on_scored, profile_of=profile_of,
-                                    rul=RulMonitor(rul_models, horizon=cfg.rul_horizon) if rul_models else None)
+                                    rul=RulMonitor(rul_models, horizon=cfg.rul_horizon) if rul_models else None,
+                                    history=self.store.read_chunks)
         self.source = MqttSource(
             host=cfg.mqtt_host, port=cfg.mqtt_port, client_id=cfg.ingest_client_id, clock=self.clock,
             topics=() if handoff is not None else [

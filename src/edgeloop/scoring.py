@@ -11,6 +11,12 @@ page. One batch of scoring is one write of alert state.
 
 Data that arrives late (older than what a detector has already seen, e.g. a
 backfill after an outage) is stored but not scored: detectors only move forward.
+
+**Warm start.** A detector made after a (re)start first learns from the device's stored history (up to
+``warm_ms``, 6 h by default) before its first new message. A state that held before the restart (a stuck
+sensor, an anomaly episode) is so recognised again: the detector re-asserts it on the new data, which holds the
+restored alert, instead of learning the faulty data as normal during a cold warm-up (the restored alert then
+auto-resolved above a flat line). The history itself raises nothing again: the alert service saw it before.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,12 +35,15 @@ from edgeloop.detect import AssetDetector
 from edgeloop.detect.baseline import TrainedBaselineDetector
 from edgeloop.detect.finding import FindingPhase
 from edgeloop.detect.stream import UnivariateStreamDetector
+from edgeloop.errors import StoreError
 from edgeloop.rul_monitor import RulMonitor
 from edgeloop.store.base import TelemetryChunk
 
 log = logging.getLogger(__name__)
 
 ScoredHook = Callable[[list[TelemetryChunk]], None]
+History = Callable[[str, int, int], Awaitable[list[TelemetryChunk]]]  # (device, start, end) -> stored chunks
+WARM_MS = 6 * 3_600_000  # how much stored history a detector made after a restart learns from
 _PHASE_ORDER = {FindingPhase.ENDED: 0, FindingPhase.ONSET: 1, FindingPhase.HOLDING: 2}  # at one sample time
 
 
@@ -51,6 +60,7 @@ class ScoringStage:
     def __init__(
         self, *, alerts: AlertService, capacity: int = 256, period_ms: int = 1000, on_scored: ScoredHook | None = None,
         rul: RulMonitor | None = None, profile_of: Callable[[str], DeviceProfile | None] | None = None,
+        history: History | None = None, warm_ms: int = WARM_MS,
     ) -> None:
         self.alerts = alerts
         self.rul = rul  # remaining-useful-life models for devices that report the channels they read
@@ -63,6 +73,8 @@ class ScoringStage:
         self._last_ts: dict[str, int] = {}
         self.busy = False
         self.latest_ms = 0  # newest sample time scored: "now" in simulated time
+        self.history = history  # the store's chunks, for a warm start (None: detectors start cold)
+        self.warm_ms = warm_ms
 
 
     async def submit(self, chunks: list[TelemetryChunk]) -> None:
@@ -95,6 +107,9 @@ class ScoringStage:
             else:
                 device_runs.append([chunk])
         for device_runs in runs.values():
+            first = device_runs[0][0]
+            if first.device not in self._detectors:
+                await self._warm(first)
             for run in device_runs:
                 self._score_run(run)
         await self.alerts.flush()
@@ -128,6 +143,26 @@ class ScoringStage:
             alert = self.rul.observe(run)
             if alert is not None:
                 self.alerts.observe_alert(alert)
+
+    async def _warm(self, chunk: TelemetryChunk) -> None:
+        """The device's new detector learns from its stored history before ``chunk`` (see the module doc)."""
+        if self.history is None or self.warm_ms <= 0:
+            return
+        try:
+            past = await self.history(chunk.device, chunk.t0 - self.warm_ms, chunk.t0)
+        except StoreError as exc:
+            log.warning("detector of %s starts cold: its history could not be read (%s)", chunk.device, exc)
+            return
+        past = [c for c in past if c.channels == chunk.channels and c.t1 < chunk.t0]
+        detector = self._detector_for(chunk)
+        if not past or not isinstance(detector, AssetDetector):
+            return
+        ts = np.concatenate([c.ts for c in past])
+        keep = np.concatenate([[True], np.diff(ts) > 0])  # stored chunks may overlap (resent, deduplicated by seq)
+        # what the history shows was seen by the alert service before the restart: nothing of it is raised
+        # again; the detector now follows the states that hold, and re-asserts them on the new data
+        detector.process(ts[keep], np.concatenate([c.values for c in past])[keep])
+        detector.last_updates = []
 
     def _detector_for(
         self, chunk: TelemetryChunk,
