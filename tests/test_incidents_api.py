@@ -308,3 +308,31 @@ async def test_kpis_follow_the_lifecycle_a_technician_drives(env: Env) -> None:
     assert "globex-pump-1" not in per_asset
     daily = await env.call("GET", "/kpis/daily?days=3", "tina")
     assert len(daily) == 3 and sum(d["groups"]["fleet"]["alerts"] for d in daily) == 2
+
+
+async def test_a_gateways_own_asset_is_not_alerted_as_silent_after_a_restart(tmp_path: Path) -> None:
+    """A gateway reports by heartbeat, never by samples: the missing-data rules watch the machines behind it,
+    not its own asset (it opened a device-silent incident on every gateway 5 min after a restart)."""
+    clock = ManualClock(start_ms=T0)
+    cfg = PlatformConfig(data_dir=tmp_path / "p", mqtt_port=free_port(), http_port=None)
+    async with Platform(cfg, clock=clock) as p:
+        await seed(p, pumps=1, tenants=("acme",))
+        await p.registry.put_asset(Asset(id="acme-gw", line="acme-line"))
+        await p.registry.put_device(Device(id="acme-gw", tenant="acme", asset="acme-gw", profile="pump"))
+        await p.alerts.replace_rules(SILENT, by="test")
+
+        async def heartbeat(platform: Platform) -> None:
+            hb = beat("acme-gw", ts=clock.now_ms(), devices=["acme-pump-1"])
+            await platform.store.write_heartbeats([GatewayHeartbeat(
+                gateway="acme-gw", tenant="acme", ts_ms=hb.ts, received_ms=clock.now_ms(),
+                heartbeat=encode(hb).decode(), devices=("acme-pump-1",), dropped_samples=0)])
+
+        await heartbeat(p)  # the gateway has been running
+    clock.advance(60_000)
+    async with Platform(cfg, clock=clock) as p:  # a restart: every registered asset is watched from now
+        for _ in range(10):  # the gateway beats for 10 minutes; its pump stays silent
+            await heartbeat(p)
+            clock.advance(60_000)
+            await p.alerts.tick()
+        silent = {a.asset for a in await p.store.list_alerts() if a.kind == "device-silent"}
+        assert silent == {"acme-pump-1"}

@@ -212,6 +212,7 @@ class AlertService:
         self._extra: dict[int, _Extra] = {}
         self._remap: dict[int, int] = {}  # engine alert id -> stored id (lost a race to another process)
         self._gateways_online: dict[str, bool] = {}
+        self._gateway_ids: frozenset[str] = frozenset()  # devices that are gateways (they send heartbeats)
         self._topology_key: tuple[int, int] = (-1, -1)
         self._compacted = 0
         self._unwritten = _Batch()  # what a failed write left, stored with the next one
@@ -309,11 +310,16 @@ class AlertService:
         return self._rules_of_asset(asset) is self.documents.default
 
     def _expect_all(self, now: int, doc: RuleDocument | None = None) -> None:
-        """Watch every registered asset (of ``doc``'s tenants) for missing data, even one that never sends."""
+        """Watch every registered asset (of ``doc``'s tenants) for missing data, even one that never sends; not a
+        gateway's own asset: a gateway reports by heartbeat (its state is watched as a gateway), never by samples."""
         devices: dict[str, list[str]] = {}
         for d in self.registry.devices.values():
-            devices.setdefault(d.asset, []).append(d.id)
+            if d.id not in self._gateway_ids:
+                devices.setdefault(d.asset, []).append(d.id)
+        gateway_assets = {d.asset for d in self.registry.devices.values() if d.id in self._gateway_ids}
         for asset in self.registry.assets:
+            if asset in gateway_assets and asset not in devices:
+                continue
             tenant = self.registry.tenant_of_asset(asset)
             mine = self.documents.of(tenant)
             if doc is None or mine is doc:
@@ -490,6 +496,7 @@ class AlertService:
         if key == self._topology_key:
             return
         self._topology_key = key
+        self._gateway_ids = frozenset(g.id for g in gateways)
         gw_of: dict[str, str] = {}
         for g in gateways:
             for dev in g.devices:
