@@ -22,6 +22,12 @@ import pytest
 from edgeloop.store import Store, open_store
 from tests.support import free_port, start_mosquitto
 
+# The tests stop the platforms and agents they start with Ctrl-C (SIGINT), as a person would. A test run started
+# in the background of a script (`make test &`, nohup) inherits SIGINT *ignored*, and an ignored signal stays
+# ignored in every child: those platforms would never stop. Handling it here gives the children the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 PG_ADMIN_DSN = os.environ.get("EDGELOOP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
