@@ -555,3 +555,27 @@ async def test_totals_survive_a_restart_and_counters_say_since_start(tmp_path: P
         await wait_until(lambda: second.pipeline.stats.stored_messages >= 1)
         s = (await client.get(f"{API}/stats")).json()
         assert s["totals"]["stored_samples"] == 15 == (await second.store.telemetry_counts())[1]
+
+
+async def test_an_unregistered_id_saying_online_is_not_a_device_online(platform: Platform,
+                                                                       client: httpx.AsyncClient) -> None:
+    """Without authentication anyone may publish a status under any id: the header counts registered devices
+    only (it read "3 / 1 devices online"), and what presence remembers is bounded."""
+    await seed(client)
+    await publish_all(platform, [(topic(TENANT, DEVICE, TopicKind.STATUS), b"online")]
+                      + [(topic(TENANT, f"ghost-{i}", TopicKind.STATUS), b"online") for i in range(2)])
+    await wait_until(lambda: len(platform.presence.online) == 3)
+    s = (await client.get(f"{API}/stats")).json()
+    assert (s["devices_online"], s["devices_total"]) == (1, 1)
+
+
+def test_presence_is_bounded_and_forgets_the_least_recently_heard() -> None:
+    from edgeloop.ingest.pipeline import Presence
+
+    p = Presence(max_devices=3)
+    for d in ("a", "b", "c"):
+        p.update(d, b"online")
+    p.update("a", b"offline")  # heard again: now the most recent
+    p.update("d", b"online")  # over the bound: "b" goes
+    assert list(p.online) == ["c", "a", "d"] and set(p.since_ms) == {"a", "c", "d"}
+    assert (p.count(), p.count(["a", "b", "c"])) == (2, 1)

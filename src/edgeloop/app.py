@@ -615,7 +615,7 @@ class Platform:
         return {
             "now_ms": self.data_now_ms(),
             "devices_total": len(self.registry.registry.devices),
-            "devices_online": self.presence.count(),
+            "devices_online": self.presence.count(self.registry.registry.devices),  # registered ones only
             "readings_per_s": round(ing.samples_rate.rate(now), 1),
             "messages_per_s": round(ing.messages_rate.rate(now), 1),
             "alerts_open": len(open_alerts),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
@@ -86,18 +86,30 @@ class IngestStats:
 
 
 class Presence:
-    """Which devices say they are online (retained status messages and last will)."""
+    """Which devices say they are online (retained status messages and last will).
 
-    def __init__(self) -> None:
+    Bounded: at most ``max_devices`` entries; past that the device heard from least recently is forgotten (on a
+    platform without authentication any client may publish a status under any id)."""
+
+    def __init__(self, max_devices: int = 100_000) -> None:
+        self.max_devices = max_devices
         self.online: dict[str, bool] = {}
         self.since_ms: dict[str, int] = {}  # when each device's status last arrived (platform time)
 
     def update(self, device: str, payload: bytes, at_ms: int = 0) -> None:
+        self.online.pop(device, None)  # re-inserted last: the dict's order is least recently heard first
         self.online[device] = payload.strip().lower() == b"online"
         self.since_ms[device] = at_ms
+        if len(self.online) > self.max_devices:
+            oldest = next(iter(self.online))
+            del self.online[oldest]
+            self.since_ms.pop(oldest, None)
 
-    def count(self) -> int:
-        return sum(self.online.values())
+    def count(self, devices: Iterable[str] | None = None) -> int:
+        """Devices online: of ``devices`` (the registered ones), or of every id heard from."""
+        if devices is None:
+            return sum(self.online.values())
+        return sum(self.online.get(d, False) for d in devices)
 
 
 class IngestPipeline:
