@@ -21,10 +21,8 @@ from edgeloop.alerts.feedback import (
     LABEL_COLUMNS,
     Decision,
     InvalidFeedback,
-    Label,
     TuneAction,
     Tuner,
-    Verdict,
     label_from_alert,
     label_window,
     labels_to_csv,
@@ -39,6 +37,7 @@ from edgeloop.alerts.rule_config import parse_rules
 from edgeloop.alerts.rules import RuleEngine
 from edgeloop.clock import ManualClock
 from edgeloop.errors import ConfigError, ConflictError, NotFoundError
+from edgeloop.store.alerting import Label, Verdict
 from edgeloop.store.base import AuditRecord, TelemetryChunk
 
 T0 = 1_767_225_600_000

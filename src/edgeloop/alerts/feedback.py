@@ -89,6 +89,7 @@ from edgeloop.alerts.rule_config import LevelFields, Rule, RuleSet, TuningPolicy
 from edgeloop.clock import Clock, SystemClock
 from edgeloop.errors import ConfigError, ConflictError, NotFoundError
 from edgeloop.messages import ID_PATTERN
+from edgeloop.store.alerting import Label, Verdict
 from edgeloop.store.base import AuditRecord
 
 __all__ = [
@@ -97,13 +98,11 @@ __all__ = [
     "LABEL_SCHEMA_VERSION",
     "Decision",
     "InvalidFeedback",
-    "Label",
     "LevelChange",
     "Proposal",
     "TuneAction",
     "Tuner",
     "TuningAudit",
-    "Verdict",
     "label_from_alert",
     "label_window",
     "labels_to_csv",
@@ -123,12 +122,6 @@ _ID = re.compile(ID_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # control characters other than tab and newline
 
 
-class Verdict(enum.StrEnum):
-    CONFIRMED = "confirmed"  # a real fault, with its fault type
-    FALSE_ALARM = "false_alarm"  # no fault, with the reason
-    RELABEL = "relabel"  # a real event, under another label (the new fault type)
-
-
 class InvalidFeedback(ConfigError):
     """Feedback that cannot be stored; ``field`` names what is wrong, ``problem`` says how."""
 
@@ -136,28 +129,6 @@ class InvalidFeedback(ConfigError):
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
-
-
-class Label(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """One piece of technician feedback on one alert, as stored and exported (fields in column order)."""
-
-    alert: int
-    incident: int | None
-    tenant: str
-    asset: str
-    device: str
-    rule: str
-    verdict: Verdict
-    fault_type: str
-    reason: str
-    start_ms: int
-    end_ms: int
-    first_seen: int
-    last_seen: int
-    peak: float | None
-    model_version: str
-    by: str
-    ts: int
 
 
 LABEL_COLUMNS: Final[tuple[str, ...]] = Label.__struct_fields__

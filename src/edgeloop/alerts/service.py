@@ -37,7 +37,7 @@ import msgspec
 
 from edgeloop.alerts import incidents as ie
 from edgeloop.alerts import lifecycle as lc
-from edgeloop.alerts.feedback import Decision, Label, Proposal, Tuner, make_label, rule_model_version
+from edgeloop.alerts.feedback import Decision, Proposal, Tuner, make_label, rule_model_version
 from edgeloop.alerts.model import Signal, SignalState, Suppression, SuppressionReason, Topology
 from edgeloop.alerts.notify import Channel, Notifier, PageDetails, load_channels
 from edgeloop.alerts.priority import route, severity_rank
@@ -52,6 +52,7 @@ from edgeloop.messages import Alert, AlertStatus, Severity
 from edgeloop.store.alerting import (
     AlertChanges,
     IncidentRecord,
+    Label,
     MaintenanceRecord,
     OverrideRecord,
     SilenceRecord,

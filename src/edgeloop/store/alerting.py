@@ -11,21 +11,20 @@ Deduplication stays the database's job: a new alert is inserted with ``ON CONFLI
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import msgspec
 
 from edgeloop.messages import Alert
 
-if TYPE_CHECKING:
-    from edgeloop.alerts.feedback import Label
-
 __all__ = [
     "AlertChanges",
     "IncidentRecord",
+    "Label",
     "MaintenanceRecord",
     "OverrideRecord",
     "RuleSetRecord",
@@ -33,9 +32,41 @@ __all__ = [
     "SuppressionRecord",
     "TimelineEntry",
     "UndeliveredRecord",
+    "Verdict",
     "WorkOrderRecord",
     "pg",
 ]
+
+
+class Verdict(enum.StrEnum):
+    """A technician's verdict on an alert (a training label)."""
+
+    CONFIRMED = "confirmed"  # a real fault, with its fault type
+    FALSE_ALARM = "false_alarm"  # no fault, with the reason
+    RELABEL = "relabel"  # a real event, under another label (the new fault type)
+
+
+class Label(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One piece of technician feedback on one alert, as stored and exported (fields in column order)."""
+
+    alert: int
+    incident: int | None
+    tenant: str
+    asset: str
+    device: str
+    rule: str
+    verdict: Verdict
+    fault_type: str
+    reason: str
+    start_ms: int
+    end_ms: int
+    first_seen: int
+    last_seen: int
+    peak: float | None
+    model_version: str
+    by: str
+    ts: int
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,8 +518,6 @@ def label_params(x: Label) -> tuple[Any, ...]:
 
 
 def label_from_row(row: Sequence[Any]) -> Label:
-    from edgeloop.alerts.feedback import Label, Verdict
-
     return Label(alert=int(row[0]), incident=_opt(row[1]), tenant=row[2], asset=row[3], device=row[4], rule=row[5],
                  verdict=Verdict(row[6]), fault_type=row[7], reason=row[8], start_ms=int(row[9]),
                  end_ms=int(row[10]), first_seen=int(row[11]), last_seen=int(row[12]),

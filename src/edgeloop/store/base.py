@@ -41,7 +41,7 @@ from edgeloop.store.alerting import (
 )
 
 if TYPE_CHECKING:
-    from edgeloop.alerts.feedback import Label
+    from edgeloop.store.alerting import Label
 
 ROLLUP_MS = 60_000
 RAW_DEAD_LETTER_BYTES = 4096

@@ -22,7 +22,7 @@ from edgeloop.messages import Alert, AlertStatus
 from edgeloop.store import alerting as al
 
 if TYPE_CHECKING:
-    from edgeloop.alerts.feedback import Label
+    from edgeloop.store.alerting import Label
 from edgeloop.store.alerting import pg
 from edgeloop.store.base import (
     ALERT_COLUMNS,

@@ -25,7 +25,7 @@ from edgeloop.sqlite_files import prepare_database
 from edgeloop.store import alerting as al
 
 if TYPE_CHECKING:
-    from edgeloop.alerts.feedback import Label
+    from edgeloop.store.alerting import Label
 from edgeloop.store.base import (
     ALERT_COLUMNS,
     ALERT_TRANSITIONS,

@@ -1,0 +1,27 @@
+"""The dependency direction of the core: storage knows nothing of the alerting rules that use it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "edgeloop"
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module ``path`` imports, at the top or inside functions and ``TYPE_CHECKING`` blocks."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module is not None and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_no_store_module_imports_alerting_the_api_or_the_composition_root() -> None:
+    store = sorted((SRC / "store").glob("*.py"))
+    assert store, "src/edgeloop/store has no modules"
+    upward = {f"{path.name}: {module}" for path in store for module in imports_of(path)
+              if module.startswith(("edgeloop.alerts", "edgeloop.api")) or module == "edgeloop.app"}
+    assert not upward, f"store/ must not depend on the layers above it: {sorted(upward)}"
