@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -249,6 +250,10 @@ def test_data_files_are_private_whatever_the_umask_and_old_ones_are_tightened(tm
         os.umask(old)
     try:
         assert mode(data) == 0o700
+        deadline = time.monotonic() + 30
+        while not (data / "sim.json").exists():  # written once the API is up, as the simulated fleet starts
+            assert time.monotonic() < deadline, "the simulator's state was not written"
+            time.sleep(0.05)
         for name in ("edgeloop.db", "edgeloop.db-wal", "edgeloop.db-shm", "alerting.yaml", "sim.json", ".lock"):
             assert mode(data / name) == 0o600, name
     finally:
