@@ -581,7 +581,7 @@ class Platform:
             "now_ms": self.data_now_ms(),
             "tenant": tenant,
             "devices_total": len(devices),
-            "devices_online": sum(self.presence.online.get(d, False) for d in devices),
+            "devices_online": self.presence.count(devices),
             "alerts_open": len(open_alerts),
             # acknowledged but not resolved: someone is on it, yet the condition may still hold (never "all quiet")
             "alerts_acknowledged": len(unresolved) - len(open_alerts),

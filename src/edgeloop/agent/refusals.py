@@ -24,14 +24,13 @@ import logging
 import socket
 import ssl
 import threading
-import time
 from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from edgeloop.identity.auth import OncePer
 from edgeloop.identity.tls import TlsIdentity
+from edgeloop.log_limit import LogLimiter
 
 log = logging.getLogger("edgeloop.agent.uplink")
 
@@ -131,23 +130,18 @@ def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
 
 
 class RefusalLog:
-    """Refusals written once per cause per ``window_ms`` (with the count held back); thread-safe (paho threads)."""
+    """Refusals written once per cause per ``window_ms`` (then with the count held back, by
+    :class:`~edgeloop.log_limit.LogLimiter`); thread-safe (paho threads)."""
 
     def __init__(self, window_ms: int = 60_000) -> None:
-        self._due = OncePer(window_ms)
-        self._held: dict[str, int] = {}
+        self._limit = LogLimiter(log, interval_s=window_ms / 1000)
         self._refused: set[str] = set()  # devices refused since their last successful connection
         self._lock = threading.Lock()
 
     def refused(self, device: str, cause: str, explanation: str) -> None:
         with self._lock:
             self._refused.add(device)
-            if not self._due.due(cause, int(time.monotonic() * 1000)):
-                self._held[cause] = self._held.get(cause, 0) + 1
-                return
-            held = self._held.pop(cause, 0)
-        more = f" ({held} more refusals for this cause held back)" if held else ""
-        log.warning("%s cannot connect: %s; retrying%s", device, explanation, more)
+            self._limit.warning(cause, "%s cannot connect: %s; retrying", device, explanation)
 
     def connected(self, device: str) -> None:
         with self._lock:

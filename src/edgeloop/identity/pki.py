@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edgeloop.errors import ConfigError, EdgeLoopError
+from edgeloop.file_modes import write_private
 from edgeloop.messages import ID_PATTERN
 
 Kind = Literal["device", "service"]
@@ -73,10 +74,7 @@ def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(path, 0o600)
+    write_private(path, data)
 
 
 def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
