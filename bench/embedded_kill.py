@@ -140,8 +140,8 @@ class FloodDevice:
 
 def register(data_dir: Path, devices: int) -> list[str]:
     """The simulator's fleet of ``devices`` machines, registered in the data directory's SQLite database."""
-    from edgeloop.app import RegistryService
     from edgeloop.ingest.validate import Validator
+    from edgeloop.registry import RegistryService
     from edgeloop.sim.fleet import Fleet
     from edgeloop.sim.register import register_fleet
     from edgeloop.store import open_store

@@ -15,9 +15,10 @@ from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Sit
 from edgeloop.clock import ManualClock
 from edgeloop.errors import ConflictError
 from edgeloop.messages import AlertStatus
+from edgeloop.registry import Registry
 from edgeloop.store import Store, open_store
 from edgeloop.store.alerting import AlertChanges, MaintenanceRecord, SilenceRecord, TimelineEntry
-from edgeloop.store.base import Registry, TelemetryChunk
+from edgeloop.store.base import TelemetryChunk
 from tests.support import HOT_RULES
 
 T0 = 1_767_225_600_000

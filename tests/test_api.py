@@ -182,7 +182,7 @@ async def test_create_hierarchy_then_list_it(platform: Platform, client: httpx.A
     # Persisted, not only in memory: a fresh load of the store sees the same registry.
     reg = await platform.store.load_registry()
     assert set(reg.devices) == {DEVICE}
-    assert reg.tenant_of_asset(ASSET) == TENANT
+    assert reg.tenant_of("asset", ASSET) == TENANT
 
 
 async def test_post_creates_and_put_replaces(client: httpx.AsyncClient) -> None:

@@ -25,3 +25,10 @@ def test_no_store_module_imports_alerting_the_api_or_the_composition_root() -> N
     upward = {f"{path.name}: {module}" for path in store for module in imports_of(path)
               if module.startswith(("edgeloop.alerts", "edgeloop.api")) or module == "edgeloop.app"}
     assert not upward, f"store/ must not depend on the layers above it: {sorted(upward)}"
+
+
+def test_the_registry_module_depends_on_neither_the_store_nor_the_platform() -> None:
+    """Identity, sim, alerts, ingest and the API import the registry; it must not pull storage or the platform in."""
+    upward = {m for m in imports_of(SRC / "registry.py") if m.startswith(("edgeloop.store", "edgeloop.api"))
+              or m == "edgeloop.app"}
+    assert not upward, f"registry.py imports {sorted(upward)}"

@@ -20,10 +20,11 @@ from edgeloop.alerts.service import AlertService
 from edgeloop.assets import Asset, Device, Line, Site, Tenant
 from edgeloop.clock import ManualClock
 from edgeloop.messages import AlertStatus
+from edgeloop.registry import Registry
 from edgeloop.scoring import ScoringStage
 from edgeloop.sim import CHANNELS, FaultKind, Fleet
 from edgeloop.store import Store, open_store
-from edgeloop.store.base import Registry, TelemetryChunk
+from edgeloop.store.base import TelemetryChunk
 
 START = 1_767_225_600_000
 MIN = 60_000

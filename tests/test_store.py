@@ -38,7 +38,7 @@ async def test_registry_round_trip(store: Store) -> None:
     assert reg.assets["a1"].kind == "motor"
     assert reg.assets["a1"].criticality == 5
     assert reg.profiles["p1"].channels[0].unit == "mm/s"
-    assert reg.tenant_of_asset("a1") == "acme"
+    assert reg.tenant_of("asset", "a1") == "acme"
 
 
 async def test_duplicate_messages_are_stored_once(store: Store) -> None:

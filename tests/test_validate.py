@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.ingest.validate import Limits, Validator
 from edgeloop.messages import SCHEMA_VERSION, TopicKind, topic
-from edgeloop.store import DeadLetter, Registry, TelemetryChunk
+from edgeloop.registry import Registry
+from edgeloop.store import DeadLetter, TelemetryChunk
 from edgeloop.store.base import RAW_DEAD_LETTER_BYTES
 
 NOW = 1_767_225_600_000

@@ -15,7 +15,7 @@ import datetime as dt
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -25,12 +25,12 @@ import uvicorn
 
 from edgeloop.alerts.notify import Notifier
 from edgeloop.alerts.service import AlertingSettings, AlertService, load_settings
-from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
+from edgeloop.assets import DeviceProfile
 from edgeloop.broker.acl import BROKER_IDENTITY, INGEST_IDENTITY
 from edgeloop.broker.embedded import BrokerTls, EmbeddedBroker
 from edgeloop.clock import Clock, SystemClock
 from edgeloop.dir_lock import DirLock
-from edgeloop.errors import BrokerError, ConfigError, ConflictError, EdgeLoopError, NotFoundError, StoreError
+from edgeloop.errors import BrokerError, ConfigError, ConflictError, EdgeLoopError, StoreError
 from edgeloop.file_modes import private_data_dir
 from edgeloop.identity.access import AccessService
 from edgeloop.identity.auth import OncePer
@@ -46,9 +46,10 @@ from edgeloop.ingest.mqtt import MqttSource
 from edgeloop.ingest.pipeline import IngestPipeline, Presence
 from edgeloop.ingest.validate import Limits, Validator
 from edgeloop.messages import AlertStatus, ConfigPush, TopicKind, encode, subscription, topic
+from edgeloop.registry import RegistryService
 from edgeloop.rul_monitor import RulMonitor, load_rul_models
 from edgeloop.scoring import ScoredHook, ScoringStage
-from edgeloop.store import Registry, Store, open_store
+from edgeloop.store import Store, open_store
 from edgeloop.store.base import AuditRecord, GatewayConfig
 
 log = logging.getLogger(__name__)
@@ -115,114 +116,6 @@ def _is_ip(host: str) -> bool:
 class Revoked:
     serials: list[int]
     sessions_closed: int
-
-
-RegistryEntry = Tenant | Site | Line | Asset | DeviceProfile | Device
-
-
-class RegistryService:
-    """The one way to change the asset registry: store first, then the in-memory view ingest uses.
-
-    ``create`` and ``replace`` are the API's writes: a create never overwrites an existing entry (``ConflictError``),
-    a replace only overwrites one that exists (``NotFoundError``) after ``allow(before)`` accepted it; both hold a
-    lock from the check to the write, so two requests cannot both create one id. The ``put_*`` methods upsert (the
-    platform's own registrations: simulator, provisioning)."""
-
-    def __init__(self, *, store: Store, registry: Registry, validator: Validator) -> None:
-        self.store = store
-        self.registry = registry
-        self.validator = validator
-        self._writing = asyncio.Lock()
-
-    def current(self, item: RegistryEntry) -> RegistryEntry | None:
-        """The stored entry with ``item``'s id (profiles: name), if any."""
-        r = self.registry
-        if isinstance(item, DeviceProfile):
-            return r.profiles.get(item.name)
-        table: dict[str, Any] = (r.tenants if isinstance(item, Tenant) else r.sites if isinstance(item, Site)
-                                 else r.lines if isinstance(item, Line) else r.assets if isinstance(item, Asset)
-                                 else r.devices)
-        found: RegistryEntry | None = table.get(item.id)
-        return found
-
-    async def create(self, item: RegistryEntry) -> None:
-        """Store a new entry; ``ConflictError`` if its id exists (in any tenant)."""
-        async with self._writing:
-            if self.current(item) is not None:
-                raise ConflictError(f"{_kind_of(item)} {_key_of(item)!r} already exists; replace it with PUT")
-            await self._put(item)
-
-    async def replace(self, item: RegistryEntry, *, allow: Callable[[RegistryEntry], None]) -> RegistryEntry:
-        """Overwrite an existing entry, after ``allow(before)`` (which raises to refuse); returns the entry before.
-        ``NotFoundError`` if there is none."""
-        async with self._writing:
-            before = self.current(item)
-            if before is None:
-                raise NotFoundError(_kind_of(item), _key_of(item))
-            allow(before)
-            await self._put(item)
-            return before
-
-    async def _put(self, item: RegistryEntry) -> None:
-        if isinstance(item, Tenant):
-            await self.put_tenant(item)
-        elif isinstance(item, Site):
-            await self.put_site(item)
-        elif isinstance(item, Line):
-            await self.put_line(item)
-        elif isinstance(item, Asset):
-            await self.put_asset(item)
-        elif isinstance(item, DeviceProfile):
-            await self.put_profile(item)
-        else:
-            await self.put_device(item)
-
-    async def put_tenant(self, tenant: Tenant) -> None:
-        await self.store.put_tenant(tenant)
-        self.registry.tenants[tenant.id] = tenant
-
-    async def put_site(self, site: Site) -> None:
-        self._require(self.registry.tenants, site.tenant, "tenant")
-        await self.store.put_site(site)
-        self.registry.sites[site.id] = site
-
-    async def put_line(self, line: Line) -> None:
-        self._require(self.registry.sites, line.site, "site")
-        await self.store.put_line(line)
-        self.registry.lines[line.id] = line
-
-    async def put_asset(self, asset: Asset) -> None:
-        self._require(self.registry.lines, asset.line, "line")
-        await self.store.put_asset(asset)
-        self.registry.assets[asset.id] = asset
-
-    async def put_profile(self, profile: DeviceProfile) -> None:
-        await self.store.put_profile(profile)
-        self.registry.profiles[profile.name] = profile
-        self.validator.refresh(self.registry)
-
-    async def put_device(self, device: Device) -> None:
-        self._require(self.registry.tenants, device.tenant, "tenant")
-        self._require(self.registry.assets, device.asset, "asset")
-        self._require(self.registry.profiles, device.profile, "profile")
-        if self.registry.tenant_of_asset(device.asset) != device.tenant:
-            raise ConflictError(f"asset {device.asset!r} does not belong to tenant {device.tenant!r}")
-        await self.store.put_device(device)
-        self.registry.devices[device.id] = device
-        self.validator.put_device(device, self.registry)
-
-    @staticmethod
-    def _require(table: dict[str, Any], key: str, kind: str) -> None:
-        if key not in table:
-            raise ConflictError(f"{kind} {key!r} does not exist; create it first")
-
-
-def _kind_of(item: RegistryEntry) -> str:
-    return "profile" if isinstance(item, DeviceProfile) else type(item).__name__.lower()
-
-
-def _key_of(item: RegistryEntry) -> str:
-    return item.name if isinstance(item, DeviceProfile) else item.id
 
 
 MAX_CONFIG_NODES = 100_000

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from edgeloop.alerts import kpi
 from edgeloop.alerts.model import Topology
-from edgeloop.store.base import Registry, Store
+from edgeloop.registry import Registry
+from edgeloop.store.base import Store
 
 __all__ = ["daily_kpis", "data_from", "kpi_timeline", "kpis", "topology_of"]
 
@@ -97,6 +98,6 @@ def _topology(registry: Registry, tenant: str | None) -> Topology:
     topo = topology_of(registry)
     if tenant is None:
         return topo
-    mine = {a for a in topo.line_of_asset if registry.tenant_of_asset(a) == tenant}
+    mine = {a for a in topo.line_of_asset if registry.tenant_of("asset", a) == tenant}
     return Topology(line_of_asset={a: ln for a, ln in topo.line_of_asset.items() if a in mine},
                     site_of_line=topo.site_of_line)

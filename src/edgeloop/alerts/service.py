@@ -49,6 +49,7 @@ from edgeloop.clock import Clock
 from edgeloop.detect.finding import Finding, FindingPhase
 from edgeloop.errors import ConfigError, ConflictError, NotFoundError, StoreError
 from edgeloop.messages import Alert, AlertStatus, Severity
+from edgeloop.registry import Registry
 from edgeloop.store.alerting import (
     AlertChanges,
     IncidentRecord,
@@ -60,7 +61,7 @@ from edgeloop.store.alerting import (
     TimelineEntry,
     UndeliveredRecord,
 )
-from edgeloop.store.base import GatewayRecord, Registry, Store, TelemetryChunk
+from edgeloop.store.base import GatewayRecord, Store, TelemetryChunk
 from edgeloop.yaml_lines import convert, load_yaml, read_text
 
 __all__ = ["DEFAULT_RULES", "AlertService", "AlertServiceStats", "AlertingSettings", "load_settings"]
@@ -304,7 +305,7 @@ class AlertService:
         return spec.unit if spec is not None else ""
 
     def _rules_of_asset(self, asset: str) -> RuleDocument:
-        return self.documents.of(self.registry.tenant_of_asset(asset))
+        return self.documents.of(self.registry.tenant_of("asset", asset))
 
     def _tuned(self, asset: str) -> bool:
         """Feedback tunes the default document's rules (a tenant's own document is not tuned yet)."""
@@ -321,7 +322,7 @@ class AlertService:
         for asset in self.registry.assets:
             if asset in gateway_assets and asset not in devices:
                 continue
-            tenant = self.registry.tenant_of_asset(asset)
+            tenant = self.registry.tenant_of("asset", asset)
             mine = self.documents.of(tenant)
             if doc is None or mine is doc:
                 mine.engine.expect(asset, tenant=tenant or "", since_ms=now, devices=devices.get(asset, ()))
@@ -826,7 +827,7 @@ class AlertService:
                 self.stats.suppressions += 1
                 tenant = signal.tenant if signal is not None else ""
                 batch.suppressions.append(SuppressionRecord(
-                    ts=ev.ts, tenant=tenant or self.registry.tenant_of_asset(ev.asset) or "", asset=ev.asset,
+                    ts=ev.ts, tenant=tenant or self.registry.tenant_of("asset", ev.asset) or "", asset=ev.asset,
                     rule=ev.rule, reason=ev.reason.value, detail=ev.detail, incident=ev.incident))
         if signal is not None:
             self.stats.signals += 1
@@ -927,15 +928,8 @@ class AlertService:
             lifecycle=msgspec.json.encode(self.lifecycle.snapshot(stored.id)).decode())
 
     def _tenant_of_scope(self, kind: str, scope: str) -> str:
-        reg = self.registry
-        if kind == "line":
-            line = reg.lines.get(scope)
-            site = reg.sites.get(line.site) if line else None
-            return site.tenant if site else ""
-        if kind == "gateway":
-            dev = reg.devices.get(scope)
-            return dev.tenant if dev else ""
-        return reg.tenant_of_asset(scope) or ""
+        return self.registry.tenant_of("line" if kind == "line" else "device" if kind == "gateway" else "asset",
+                                       scope) or ""
 
 
 @dataclass(slots=True)

@@ -36,7 +36,7 @@ from edgeloop.identity.auth import ANONYMOUS_ADMIN, TOKEN_TTL_MS, Principal, Rol
 from edgeloop.identity.provisioning import EnrollmentRequest, ProvisioningError, ProvisioningService
 from edgeloop.ingest.gateways import config_view, gateway_view
 from edgeloop.messages import ID_PATTERN, Alert, AlertStatus
-from edgeloop.store.base import AuditRecord, GatewayRecord, Registry, User
+from edgeloop.store.base import AuditRecord, GatewayRecord, User
 
 if TYPE_CHECKING:
     from edgeloop.app import Platform
@@ -129,23 +129,6 @@ def _key(item: Any) -> str:
     return str(item.name if isinstance(item, DeviceProfile) else item.id)
 
 
-def tenant_of(r: Registry, item: Any) -> str | None:
-    """The tenant a registry entry belongs to (None for shared ones: device profiles)."""
-    if isinstance(item, Tenant):
-        return item.id
-    if isinstance(item, Site):
-        return item.tenant
-    if isinstance(item, Line):
-        site = r.sites.get(item.site)
-        return site.tenant if site else None
-    if isinstance(item, Asset):  # by its line, so that an asset being created resolves too
-        line = r.lines.get(item.line)
-        return tenant_of(r, line) if line else None
-    if isinstance(item, Device):
-        return item.tenant
-    return None
-
-
 # Integers the stores accept (signed 64-bit); anything else is a 422, never a database overflow.
 AlertId = Annotated[int, FastApiPath(ge=1, le=2**63 - 1)]
 MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: no bucket width or bucket time overflows 64 bits
@@ -210,7 +193,7 @@ def create_app(platform: Platform) -> FastAPI:
     r = reg.registry
 
     def visible(who: Principal, item: Any) -> bool:
-        tenant = tenant_of(r, item)
+        tenant = r.tenant_of_entry(item)
         return (tenant is None and not isinstance(item, Tenant | Site | Line | Asset | Device)) or who.sees(tenant)
 
     # -- authentication -------------------------------------------------------------------------
@@ -335,14 +318,14 @@ def create_app(platform: Platform) -> FastAPI:
 
     def hide_foreign_asset(who: Principal, item: Any) -> None:
         """A device under another tenant's asset is refused as if that asset did not exist (no probing ids)."""
-        if isinstance(item, Device) and item.asset in r.assets and not who.sees(r.tenant_of_asset(item.asset)):
+        if isinstance(item, Device) and item.asset in r.assets and not who.sees(r.tenant_of("asset", item.asset)):
             raise ConflictError(f"asset {item.asset!r} does not exist; create it first")
 
     def creation(name: str, tp: type[Any], role: Any) -> None:
         async def create(request: Request, who: Principal = role,
                          item: Any = Depends(_body(tp))) -> Response:  # noqa: B008
             """Create an entry; 409 if its id exists (replace one with ``PUT .../{id}``)."""
-            owner = tenant_of(r, item)
+            owner = r.tenant_of_entry(item)
             if not who.sees(owner) or (isinstance(item, Tenant) and who.tenant is not None):
                 raise HTTPException(403, f"{who.name} may not create {name} outside their own tenant")
             hide_foreign_asset(who, item)
@@ -366,7 +349,7 @@ def create_app(platform: Platform) -> FastAPI:
             def allow(before: Any) -> None:
                 if not visible(who, before):
                     raise NotFoundError(name.removesuffix("s"), item_id)
-                was, now = tenant_of(r, before), tenant_of(r, item)
+                was, now = r.tenant_of_entry(before), r.tenant_of_entry(item)
                 platform_admin = who.tenant is None and who.role >= Role.ADMIN
                 if not who.sees(now) or (was is None and not platform_admin):  # shared (profiles): platform only
                     raise HTTPException(403, f"{who.name} may not change {name} outside their own tenant")
@@ -422,7 +405,7 @@ def create_app(platform: Platform) -> FastAPI:
             online = any(platform.presence.online.get(d, False) for d in devs)
             seen = [last_seen[d] for d in devs if d in last_seen]
             line = r.lines.get(asset.line)
-            site = r.sites.get(line.site) if line else None
+            site = r.sites.get(line.site) if line else None  # the asset's place, not only its tenant
             status = ("no_data" if not seen and asset.id not in about_data else "alert" if unresolved.get(asset.id)
                       else "ok" if online else "offline")
             out.append({"id": asset.id, "name": asset.name, "kind": asset.kind, "line": asset.line,

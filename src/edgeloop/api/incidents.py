@@ -162,15 +162,9 @@ def add_incident_routes(app: FastAPI, platform: Platform, *, viewer: Any, techni
         return rec
 
     def target_tenant(scope: str, target: str) -> str | None:
-        if scope == "asset":
-            dev = reg.devices.get(target)  # a gateway's id is an asset scope too
-            return reg.tenant_of_asset(target) or (dev.tenant if dev else None)
-        if scope == "line":
-            line = reg.lines.get(target)
-            site = reg.sites.get(line.site) if line else None
-            return site.tenant if site else None
-        site = reg.sites.get(target)
-        return site.tenant if site else None
+        if scope == "asset":  # a gateway's id is an asset scope too
+            return reg.tenant_of("asset", target) or reg.tenant_of("device", target)
+        return reg.tenant_of("line" if scope == "line" else "site", target)
 
     def visible_target(who: Principal, scope: str, target: str) -> str:
         tenant = target_tenant(scope, target)
@@ -314,7 +308,7 @@ def add_incident_routes(app: FastAPI, platform: Platform, *, viewer: Any, techni
     async def proposals(who: Principal = viewer) -> Response:
         """Threshold changes feedback proposed, waiting for an operator."""
         visible = [p for p in platform.alerts.proposals()
-                   if who.sees(reg.tenant_of_asset(p.change.asset) or "")]
+                   if who.sees(reg.tenant_of("asset", p.change.asset) or "")]
         return _json([{"id": p.id, "ts": p.ts_ms, "asset": p.change.asset, "rule": p.change.rule,
                        "old": p.change.old, "new": p.change.new, "old_clear": p.change.old_clear,
                        "new_clear": p.change.new_clear, "lower": p.lower, "upper": p.upper,
@@ -326,7 +320,7 @@ def add_incident_routes(app: FastAPI, platform: Platform, *, viewer: Any, techni
                          who: Principal = operator) -> Response:
             pending = {p.id: p for p in platform.alerts.proposals()}
             p = pending.get(proposal_id)
-            if p is None or not who.sees(reg.tenant_of_asset(p.change.asset) or ""):
+            if p is None or not who.sees(reg.tenant_of("asset", p.change.asset) or ""):
                 raise NotFoundError("proposal", proposal_id)
             body = await _decode(request, DecisionBody, optional=True)
             d = await platform.alerts.decide_proposal(proposal_id, approve=approve, by=who.name, reason=body.reason)

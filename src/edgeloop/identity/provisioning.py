@@ -47,7 +47,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from edgeloop.app import RegistryService
 from edgeloop.assets import Asset, Device
 from edgeloop.clock import Clock
 from edgeloop.errors import ConflictError, EdgeLoopError
@@ -56,6 +55,7 @@ from edgeloop.identity.crl import RevocationList
 from edgeloop.identity.pki import MAX_CSR_BYTES, CertificateAuthority, PkiError, check_csr, pem
 from edgeloop.identity.reserved import group_is_reserved, reserved_reason
 from edgeloop.messages import ID_PATTERN
+from edgeloop.registry import RegistryService
 from edgeloop.store.base import AuditRecord, Enrollment, Store
 
 MAX_SERIAL_LENGTH = 40
@@ -153,11 +153,11 @@ class ProvisioningService:
         reg = self.registry.registry
         if req.tenant not in reg.tenants:
             raise ConflictError(f"tenant {req.tenant!r} does not exist")
-        if req.line not in reg.lines or reg.sites[reg.lines[req.line].site].tenant != req.tenant:
+        if reg.tenant_of("line", req.line) != req.tenant:
             raise ConflictError(f"line {req.line!r} does not exist in tenant {req.tenant!r}")
         if req.profile not in reg.profiles:
             raise ConflictError(f"device profile {req.profile!r} does not exist")
-        if req.asset is not None and reg.tenant_of_asset(req.asset) != req.tenant:
+        if req.asset is not None and reg.tenant_of("asset", req.asset) != req.tenant:
             raise ConflictError(f"asset {req.asset!r} does not exist in tenant {req.tenant!r}")
         serials = None if req.serials is None else tuple(sorted({normalise_serial(s) for s in req.serials if s}))
         for sn in serials or ():
@@ -296,7 +296,7 @@ class ProvisioningService:
             raise ProvisioningError(409, "identity_reserved", reason)
         reg = self.registry.registry
         existing = reg.devices.get(device_id)
-        owner = existing.tenant if existing is not None else reg.tenant_of_asset(asset or device_id)
+        owner = existing.tenant if existing is not None else reg.tenant_of("asset", asset or device_id)
         if owner is not None and owner != tenant:
             raise ProvisioningError(409, "identity_taken", f"device id {device_id!r} is already in use; choose "
                                     "another group or serial")

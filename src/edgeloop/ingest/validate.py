@@ -31,7 +31,8 @@ from edgeloop.messages import (
     decode_telemetry,
     parse_topic,
 )
-from edgeloop.store.base import DeadLetter, GatewayHeartbeat, Registry, StoredEvent, TelemetryChunk
+from edgeloop.registry import Registry
+from edgeloop.store.base import DeadLetter, GatewayHeartbeat, StoredEvent, TelemetryChunk
 
 _Message = Telemetry | DeviceEvent | Heartbeat
 _DECODERS: dict[TopicKind, Callable[[bytes], _Message]] = {

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from edgeloop.app import RegistryService
 from edgeloop.assets import Asset, Device, Line, Site, Tenant
 from edgeloop.errors import ConflictError
+from edgeloop.registry import RegistryService, ScopeKind
 from edgeloop.sim.fleet import Fleet
 
 
@@ -18,11 +18,9 @@ async def register_fleet(registry: RegistryService, fleet: Fleet, *, tenant: str
     for profile in fleet.profiles():
         await registry.put_profile(profile)
     for dev in fleet.devices:
-        owners = {("site", dev.site): r.sites[dev.site].tenant if dev.site in r.sites else tenant,
-                  ("line", dev.line): r.sites[r.lines[dev.line].site].tenant if dev.line in r.lines else tenant,
-                  ("asset", dev.asset_id): r.tenant_of_asset(dev.asset_id) if dev.asset_id in r.assets else tenant,
-                  ("device", dev.device_id): r.devices[dev.device_id].tenant if dev.device_id in r.devices
-                  else tenant}
+        places: tuple[tuple[ScopeKind, str], ...] = (("site", dev.site), ("line", dev.line),
+                                                     ("asset", dev.asset_id), ("device", dev.device_id))
+        owners = {(kind, key): r.tenant_of(kind, key) or tenant for kind, key in places}
         for (kind, key), owner in owners.items():
             if owner != tenant:
                 raise ConflictError(f"the simulated fleet's {kind} {key!r} exists in tenant {owner!r}, not "

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeloop.errors import ConfigError
-from edgeloop.store.base import DeadLetter, Registry, Series, Store, TelemetryChunk, TelemetryQuery
+from edgeloop.store.base import DeadLetter, Series, Store, TelemetryChunk, TelemetryQuery
 
-__all__ = ["DeadLetter", "Registry", "Series", "Store", "TelemetryChunk", "TelemetryQuery", "open_store"]
+__all__ = ["DeadLetter", "Series", "Store", "TelemetryChunk", "TelemetryQuery", "open_store"]
 
 
 def open_store(url: str, *, recover_corrupt: bool = False) -> Store:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.messages import Alert, AlertStatus
+from edgeloop.registry import Registry
 from edgeloop.safe_text import storable
 from edgeloop.store.alerting import (
     AlertChanges,
@@ -238,24 +239,6 @@ class TelemetryQuery:
     bucket_ms: int
     series: dict[str, Series]
     source: str  # "raw" or "rollup"
-
-
-@dataclass(slots=True)
-class Registry:
-    """Every tenant, site, line, asset, profile and device; small enough to hold in memory."""
-
-    tenants: dict[str, Tenant] = field(default_factory=dict)
-    sites: dict[str, Site] = field(default_factory=dict)
-    lines: dict[str, Line] = field(default_factory=dict)
-    assets: dict[str, Asset] = field(default_factory=dict)
-    profiles: dict[str, DeviceProfile] = field(default_factory=dict)
-    devices: dict[str, Device] = field(default_factory=dict)
-
-    def tenant_of_asset(self, asset_id: str) -> str | None:
-        asset = self.assets.get(asset_id)
-        line = self.lines.get(asset.line) if asset else None
-        site = self.sites.get(line.site) if line else None
-        return site.tenant if site else None
 
 
 RollupRow = tuple[str, str, int, int, float, float, float]  # device, channel, bucket, n, min, max, sum

@@ -23,6 +23,7 @@ from edgeloop.store import alerting as al
 
 if TYPE_CHECKING:
     from edgeloop.store.alerting import Label
+from edgeloop.registry import Registry
 from edgeloop.store.alerting import pg
 from edgeloop.store.base import (
     ALERT_COLUMNS,
@@ -39,7 +40,6 @@ from edgeloop.store.base import (
     GatewayConfig,
     GatewayHeartbeat,
     GatewayRecord,
-    Registry,
     Store,
     StoredEvent,
     TelemetryChunk,

@@ -26,6 +26,7 @@ from edgeloop.store import alerting as al
 
 if TYPE_CHECKING:
     from edgeloop.store.alerting import Label
+from edgeloop.registry import Registry
 from edgeloop.store.base import (
     ALERT_COLUMNS,
     ALERT_TRANSITIONS,
@@ -41,7 +42,6 @@ from edgeloop.store.base import (
     GatewayConfig,
     GatewayHeartbeat,
     GatewayRecord,
-    Registry,
     Store,
     StoredEvent,
     TelemetryChunk,
