@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Site, Tenant
-from edgeloop.ingest.validate import Limits, Validator
+from edgeloop.ingest.bounds import Limits
+from edgeloop.ingest.validate import Validator
 from edgeloop.messages import SCHEMA_VERSION, TopicKind, topic
 from edgeloop.registry import Registry
 from edgeloop.store import DeadLetter, TelemetryChunk

@@ -41,10 +41,11 @@ if TYPE_CHECKING:
     from edgeloop.agent.config import AgentConfig
     from edgeloop.identity.pki import CertificateAuthority
     from edgeloop.identity.provisioning import ProvisioningService
+from edgeloop.ingest.bounds import Limits
 from edgeloop.ingest.handoff import HandoffSource
 from edgeloop.ingest.mqtt import MqttSource
 from edgeloop.ingest.pipeline import IngestPipeline, Presence
-from edgeloop.ingest.validate import Limits, Validator
+from edgeloop.ingest.validate import Validator
 from edgeloop.messages import AlertStatus, ConfigPush, TopicKind, encode, subscription, topic
 from edgeloop.registry import RegistryService
 from edgeloop.rul_monitor import RulMonitor, load_rul_models

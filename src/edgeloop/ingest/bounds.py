@@ -20,15 +20,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import msgspec
 
 from edgeloop.messages import DeviceEvent, Heartbeat
 from edgeloop.safe_text import text_problem
 
-if TYPE_CHECKING:
-    from edgeloop.ingest.validate import Limits
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one message may hold; the validator applies them."""
+
+    max_payload_bytes: int = 256 * 1024
+    max_future_ms: int = 5 * 60_000  # clock skew allowed ahead of the platform
+    max_past_ms: int = 30 * 24 * 3_600_000  # how old buffered data may be when it finally arrives
+    max_event_data_bytes: int = 8192  # an event's ``data`` as JSON (a config event's error is up to 1000 chars)
+    max_event_data_keys: int = 64
+    max_event_key_chars: int = 64
+    max_heartbeat_devices: int = 10_000  # devices behind one gateway
+    max_heartbeat_sources: int = 256
+    max_rss_bytes: int = 2**40  # 1 TiB of resident memory for an edge agent is a broken reading
+    max_cores: int = 256  # cpu_percent is of one core: at most 100 x this
+
 
 Problem = tuple[str, str] | None
 

@@ -19,7 +19,7 @@ import msgspec
 import numpy as np
 
 from edgeloop.assets import Device
-from edgeloop.ingest.bounds import event_problem, heartbeat_problem
+from edgeloop.ingest.bounds import Limits, event_problem, heartbeat_problem
 from edgeloop.messages import (
     SCHEMA_VERSION,
     DeviceEvent,
@@ -42,18 +42,6 @@ _DECODERS: dict[TopicKind, Callable[[bytes], _Message]] = {
 _Reject = Callable[[str, str, str | None, str | None], DeadLetter]
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_payload_bytes: int = 256 * 1024
-    max_future_ms: int = 5 * 60_000  # clock skew allowed ahead of the platform
-    max_past_ms: int = 30 * 24 * 3_600_000  # how old buffered data may be when it finally arrives
-    max_event_data_bytes: int = 8192  # an event's ``data`` as JSON (a config event's error is up to 1000 chars)
-    max_event_data_keys: int = 64
-    max_event_key_chars: int = 64
-    max_heartbeat_devices: int = 10_000  # devices behind one gateway
-    max_heartbeat_sources: int = 256
-    max_rss_bytes: int = 2**40  # 1 TiB of resident memory for an edge agent is a broken reading
-    max_cores: int = 256  # cpu_percent is of one core: at most 100 x this
 
 
 @dataclass(frozen=True, slots=True)
