@@ -63,16 +63,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.table import Table
 
-from bench.harness import FaultProxy, cpu_model, mosquitto_version, peak_rss_mb, publish_report
 from edgeloop.agent.journal import Journal
+from edgeloop.bench.harness import CHECKOUT, FaultProxy, cpu_model, mosquitto_version, peak_rss_mb, publish_report
 from edgeloop.broker import free_port
 from edgeloop.broker.mosquitto import run_mosquitto_async
 from edgeloop.messages import Telemetry
 from edgeloop.sim.fleet import CHANNELS, Fleet
 
-ROOT = Path(__file__).resolve().parent.parent
-TB_VENV = ROOT / ".venv-tb"
-TB_RUNNER = Path(__file__).resolve().parent / "thingsboard" / "run_gateway.py"
+TB_VENV = CHECKOUT / ".venv-tb"
+TB_RUNNER = CHECKOUT / "bench" / "thingsboard" / "run_gateway.py"
 TENANT = "bench"
 GATEWAY_ID = "gw-bench"
 TB_TOPIC = "bench/{device}/data"  # what the "machines" publish to broker 1 for the ThingsBoard gateway
@@ -1079,6 +1078,6 @@ def main(*, as_json: bool, settings: Settings, console: Console, out: Console) -
     return publish_report(report, "edge", as_json=as_json, console=console, out=out, render=render)
 
 
-if __name__ == "__main__":  # python -m bench.edge [--quick] [--json]
+if __name__ == "__main__":  # python -m edgeloop.bench.edge [--quick] [--json]
     main(as_json="--json" in sys.argv, settings=Settings().chosen(quick="--quick" in sys.argv),
          console=Console(stderr=True), out=Console())

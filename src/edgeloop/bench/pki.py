@@ -38,10 +38,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench.harness import mosquitto_version, publish_report
-from bench.ingest import pg_database
 from edgeloop.app import Platform, PlatformConfig
 from edgeloop.assets import ChannelSpec, DeviceProfile, Line, Site, Tenant
+from edgeloop.bench.harness import mosquitto_version, publish_report
+from edgeloop.bench.ingest import pg_database
 from edgeloop.broker import free_port
 from edgeloop.broker.acl import BROKER_IDENTITY
 from edgeloop.broker.embedded import BrokerTls, EmbeddedBroker

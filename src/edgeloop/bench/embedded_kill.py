@@ -38,8 +38,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.table import Table
 
-from bench.harness import cpu_model, publish_report
-from bench.publisher import PublisherSpec, _Payloads
+from edgeloop.bench.harness import cpu_model, publish_report
+from edgeloop.bench.publisher import PublisherSpec, _Payloads
 from edgeloop.broker import free_port
 from edgeloop.messages import TopicKind, topic
 
@@ -336,5 +336,5 @@ def main(*, as_json: bool, settings: Settings, console: Console, out: Console) -
     return publish_report(report, "embedded-kill", as_json=as_json, console=console, out=out, render=render)
 
 
-if __name__ == "__main__":  # python -m bench.embedded_kill [--json]
+if __name__ == "__main__":  # python -m edgeloop.bench.embedded_kill [--json]
     main(as_json="--json" in sys.argv, settings=Settings(), console=Console(stderr=True), out=Console())

@@ -11,7 +11,7 @@ and nothing leaks from one into the next. In that process:
    production path (persistent session, QoS 1, ack after commit), and a
    20-device fleet registered through ``platform.registry``; for the ceiling:
    a bare paho-mqtt subscriber (QoS 1) that only JSON-decodes each payload;
-3. publisher processes (``bench.publisher``) push canonical telemetry at QoS 1.
+3. publisher processes (``edgeloop.bench.publisher``) push canonical telemetry at QoS 1.
 
 Platform phases: *prime* (every device's detector past its warm-up, so the
 measured state is steady scoring), *max* (publishers as fast as flow control
@@ -53,7 +53,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.table import Table
 
-from bench.harness import (
+from edgeloop.bench.harness import (
     CpuMeter,
     PublisherPool,
     cpu_model,
@@ -62,7 +62,7 @@ from bench.harness import (
     peak_rss_mb,
     publish_report,
 )
-from bench.publisher import PublisherSpec, RunCommand, RunReport
+from edgeloop.bench.publisher import PublisherSpec, RunCommand, RunReport
 
 DEVICES = 20
 PUBLISHERS = 2  # processes (one MQTT connection each, DEVICES / PUBLISHERS devices per connection)
@@ -587,7 +587,7 @@ def main(
     return publish_report(report, "ingest", as_json=as_json, console=console, out=out, render=render)
 
 
-if __name__ == "__main__":  # python -m bench.ingest [seconds]
+if __name__ == "__main__":  # python -m edgeloop.bench.ingest [seconds]
     import sys
 
     main(as_json="--json" in sys.argv, seconds=float(next((a for a in sys.argv[1:] if a[0].isdigit()), "10")),

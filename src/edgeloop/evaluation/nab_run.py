@@ -2,7 +2,7 @@
 
 - :func:`run_corpus` feeds each series, in streaming order, to its own detector instance (``n_features=1``) through
   the batched path ``score_learn_many`` (in chunks, so the score of row ``t`` can only use rows up to ``t``) and
-  returns the files with their anomaly scores, ready for :mod:`edgeloop.detect.nab`. Files run in parallel
+  returns the files with their anomaly scores, ready for :mod:`edgeloop.evaluation.nab`. Files run in parallel
   processes when ``workers > 1``; ``progress(done, total)`` is called after each file.
 - :func:`optimise_threshold` is NAB's "optimize" step: the one threshold per profile that maximises the raw score
   of the whole corpus. It is exact: the corpus raw score is a step function of the threshold that changes only at
@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from edgeloop.detect._numeric import F64
-from edgeloop.detect.nab import (
+from edgeloop.detect.registry import make
+from edgeloop.evaluation.nab import (
     PROBATIONARY_PERCENT,
     CostMatrix,
     ProfileScore,
@@ -33,7 +34,6 @@ from edgeloop.detect.nab import (
     score_profile,
     window_rows,
 )
-from edgeloop.detect.registry import make
 
 __all__ = ["CHUNK_ROWS", "UNIVARIATE_PARAMS", "NabSeries", "optimise_threshold", "optimise_thresholds", "run_corpus",
            "run_series", "threshold_curve"]

@@ -76,11 +76,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench.harness import cpu_model, pin_one_core
 from edgeloop.alerts.incidents import AlertOpened, Event, IncidentConfig, IncidentEngine, IncidentUpdated, Page
 from edgeloop.alerts.model import Signal, SignalState, Suppression, Topology
 from edgeloop.alerts.rule_config import RuleSet, rules_from_obj
 from edgeloop.alerts.rules import RuleEngine
+from edgeloop.bench.harness import cpu_model, pin_one_core, results_file
 from edgeloop.clock import ManualClock
 from edgeloop.detect import AssetDetector, Finding
 from edgeloop.sim import CHANNELS, Fleet, SimDevice
@@ -737,9 +737,7 @@ def main(*, settings: Settings, json_path: str | None, console: Console, out: Co
         path = Path(json_path)
         path.parent.mkdir(parents=True, exist_ok=True)
     else:
-        results = Path(__file__).resolve().parent / "results"
-        results.mkdir(parents=True, exist_ok=True)
-        path = results / f"alerts-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}.json"
+        path = results_file("alerts")
     path.write_text(text)
     console.print(f"done in {report['elapsed_seconds']:.0f} s; results written to {path}")
     render(report, out)

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeloop.detect.rul import RulAlert, RulModel
-from edgeloop.detect.rul_features import BASELINE, LONG
 from edgeloop.messages import Alert, Severity
+from edgeloop.rul.features import BASELINE, LONG
+from edgeloop.rul.model import RulAlert, RulModel
 from edgeloop.store.base import TelemetryChunk
 
 __all__ = ["RUL_DETECTOR", "RulMonitor", "load_rul_models"]

@@ -41,7 +41,7 @@ the same registered detector:
 
 The point labels are the anomaly alarm's state; the predicted change points are the switches of the change alarm
 (SKAB's convention: where a label series switches). Training rows are labelled 0. :func:`evaluate` scores runs
-with SKAB's metrics (:mod:`edgeloop.detect.skab_metrics`) over their test parts, and also reports the change-point
+with SKAB's metrics (:mod:`edgeloop.evaluation.skab_metrics`) over their test parts, and also reports the change-point
 score of the anomaly alarm's own switches, the figure SKAB's baselines report (they derive both from one label
 series).
 
@@ -81,9 +81,9 @@ import numpy.typing as npt
 
 from edgeloop.detect._numeric import F64
 from edgeloop.detect.baseline import MAHALANOBIS_PARAMS, Latch, TrainedBaselineDetector
-from edgeloop.detect.nab import ProfileScore
-from edgeloop.detect.skab_data import CHANNELS, SkabRun
-from edgeloop.detect.skab_metrics import (
+from edgeloop.evaluation.nab import ProfileScore
+from edgeloop.evaluation.skab_data import CHANNELS, SkabRun
+from edgeloop.evaluation.skab_metrics import (
     ChangepointRun,
     PointCounts,
     nab_changepoints,

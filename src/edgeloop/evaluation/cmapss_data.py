@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeloop.detect.rul_features import AssetHistory
+from edgeloop.rul.features import AssetHistory
 
 N_SETTINGS = 3
 N_SENSORS = 21

@@ -1,4 +1,4 @@
-"""Loading NAB's corpus (https://github.com/numenta/NAB layout) for :mod:`edgeloop.detect.nab`.
+"""Loading NAB's corpus (https://github.com/numenta/NAB layout) for :mod:`edgeloop.evaluation.nab`.
 
 ``NAB_DIR/labels/combined_windows.json`` names the files and their windows, ``NAB_DIR/config/profiles.json``
 holds the profiles; a scores directory holds one CSV per file, ``CATEGORY/[DETECTOR_]NAME.csv``, with a header
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeloop.detect.nab import PROFILES, CostMatrix, ScoredFile, Window
-from edgeloop.detect.nab_run import NabSeries
+from edgeloop.evaluation.nab import PROFILES, CostMatrix, ScoredFile, Window
+from edgeloop.evaluation.nab_run import NabSeries
 
 WINDOWS_FILE = Path("labels") / "combined_windows.json"
 PROFILES_FILE = Path("config") / "profiles.json"

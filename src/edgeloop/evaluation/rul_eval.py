@@ -2,8 +2,8 @@
 
 Each evaluated engine is scored once, at its last observed cycle: a test engine's last cycle, or in
 cross-validation a validation engine truncated at a random (seeded) cut point, like the test set.
-The prediction comes from :func:`edgeloop.detect.rul.train_rul`'s ONNX model run by
-:class:`~edgeloop.detect.rul.RulModel`, the same code the platform uses. The truth is capped at the
+The prediction comes from :func:`edgeloop.rul.model.train_rul`'s ONNX model run by
+:class:`~edgeloop.rul.model.RulModel`, the same code the platform uses. The truth is capped at the
 model's cap for ``rmse``, ``phm08`` and ``coverage`` (the usual protocol: above the cap the RUL is
 not observable); ``rmse_uncapped`` compares with the raw truth. Cross-validation folds group rows
 by engine, never by row; it also reports the RMSE over every cycle of the validation engines.
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edgeloop.detect.rul import Progress, RulModel, RulParams, rul_target, train_rul
-from edgeloop.detect.rul_features import AssetHistory, Matrix
+from edgeloop.rul.features import AssetHistory, Matrix
+from edgeloop.rul.model import Progress, RulModel, RulParams, rul_target, train_rul
 
 MIN_OBSERVED = 31  # cycles a truncated engine keeps at least (the shortest FD001 test engine has 31)
 

@@ -20,10 +20,22 @@ from typing import Any
 import psutil
 from rich.console import Console
 
-from bench.publisher import PublisherSpec, RunCommand, RunReport, publisher_main
+from edgeloop.bench.publisher import PublisherSpec, RunCommand, RunReport, publisher_main
 from edgeloop.broker import free_port
 from edgeloop.broker.mosquitto import mosquitto_binary, run_mosquitto_async
 from edgeloop.errors import BrokerError
+
+CHECKOUT = Path(__file__).resolve().parents[3]
+"""The source checkout this package is installed from (editable): its ``bench/`` holds the results and the
+ThingsBoard gateway's launcher and pins (``make bench-deps``)."""
+RESULTS_DIR = CHECKOUT / "bench" / "results"
+"""Where every benchmark writes its JSON report (gitignored)."""
+
+
+def results_file(name: str) -> Path:
+    """A new ``RESULTS_DIR/NAME-<UTC time>.json`` path (the directory is created)."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    return RESULTS_DIR / f"{name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}.json"
 
 
 def cpu_model() -> str:
@@ -65,9 +77,7 @@ async def mosquitto(workdir: Path) -> AsyncIterator[tuple[int, subprocess.Popen[
 def publish_report(report: dict[str, Any], name: str, *, as_json: bool, console: Console, out: Console,
                    render: Callable[[dict[str, Any], Console], None]) -> dict[str, Any]:
     """Write ``report`` to bench/results/NAME-<UTC time>.json, then print it as JSON or as ``render`` draws it."""
-    results = Path(__file__).resolve().parent / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    path = results / f"{name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}.json"
+    path = results_file(name)
     path.write_text(json.dumps(report, indent=2) + "\n")
     report["results_file"] = str(path)
     console.print(f"done in {report['elapsed_seconds']:.0f} s; results written to {path}")

@@ -26,7 +26,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench.harness import pin_one_core, publish_report
+from edgeloop.bench.harness import pin_one_core, publish_report
 from edgeloop.detect import AssetDetector, DetectorConfig
 from edgeloop.detect.registry import available, make
 from edgeloop.detect.stream import UnivariateStreamDetector

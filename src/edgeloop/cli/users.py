@@ -13,15 +13,13 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeloop.cli import URL_OPTION, _api, _fail, _request, _show, _ts, out
+from edgeloop.cli.client import DEFAULT_URL, Url, api, request
+from edgeloop.cli.output import Json, fail, out, show, ts
 from edgeloop.errors import EdgeLoopError
 
 __all__ = ["admin_app", "users_app"]
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 PASSWORD_ENV = "EDGELOOP_USER_PASSWORD"
-Url = Annotated[str, URL_OPTION]
-Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 Username = Annotated[str, typer.Argument(help="The user's name.")]
 
 users_app = typer.Typer(help="Users of a running platform (administrators; a tenant's administrators manage their "
@@ -34,13 +32,13 @@ def _given_password() -> str | None:
 
 
 def _list(url: str, as_json: bool) -> None:
-    found = _api("GET", url, "/api/v1/users")
+    found = api("GET", url, "/api/v1/users")
 
     def row(u: dict[str, Any]) -> tuple[str, ...]:
         return (u["username"], u["role"], u["tenant"] or "* (every tenant)", "disabled" if u["disabled"] else "yes",
-                _ts(u["created_ms"]))
+                ts(u["created_ms"]))
 
-    _show(found, as_json=as_json, title="users", columns=("user", "role", "tenant", "enabled", "created"), row=row)
+    show(found, as_json=as_json, title="users", columns=("user", "role", "tenant", "enabled", "created"), row=row)
 
 
 @users_app.callback(invoke_without_command=True)
@@ -66,7 +64,7 @@ def users_add(
 ) -> None:
     """Add a user; the password comes from EDGELOOP_USER_PASSWORD or is asked (at least 12 characters)."""
     password = _given_password() or typer.prompt("password", hide_input=True, confirmation_prompt=True, err=True)
-    doc = _api("POST", url, "/api/v1/users", {"username": username, "password": password, "role": role,
+    doc = api("POST", url, "/api/v1/users", {"username": username, "password": password, "role": role,
                                               "tenant": tenant})
     out.print(f"added {doc['username']} ({doc['role']}, tenant {doc['tenant'] or '*'})")
 
@@ -74,14 +72,14 @@ def users_add(
 @users_app.command("disable")
 def users_disable(username: Username, url: Url = DEFAULT_URL) -> None:
     """The user can no longer log in; its sessions end at once."""
-    _api("POST", url, f"/api/v1/users/{username}/disable")
+    api("POST", url, f"/api/v1/users/{username}/disable")
     out.print(f"disabled {username}; its sessions have ended")
 
 
 @users_app.command("enable")
 def users_enable(username: Username, url: Url = DEFAULT_URL) -> None:
     """Let a disabled user log in again."""
-    _api("POST", url, f"/api/v1/users/{username}/enable")
+    api("POST", url, f"/api/v1/users/{username}/enable")
     out.print(f"enabled {username}")
 
 
@@ -91,7 +89,7 @@ def users_delete(username: Username, url: Url = DEFAULT_URL,
     """Delete a user (its sessions end; the audit log keeps what it did)."""
     if not yes:
         typer.confirm(f"delete user {username}?", abort=True, err=True)
-    _request("DELETE", url, f"/api/v1/users/{username}")
+    request("DELETE", url, f"/api/v1/users/{username}")
     out.print(f"deleted {username}")
 
 
@@ -99,7 +97,7 @@ def users_delete(username: Username, url: Url = DEFAULT_URL,
 def users_reset_password(username: Username, url: Url = DEFAULT_URL) -> None:
     """A new password: from EDGELOOP_USER_PASSWORD, or generated and printed once. The user's sessions end."""
     password = _given_password()
-    doc = _api("POST", url, f"/api/v1/users/{username}/password", {"password": password} if password else None)
+    doc = api("POST", url, f"/api/v1/users/{username}/password", {"password": password} if password else None)
     if doc["password"]:
         out.print(f"new password of {username} (shown once):")
         out.print(doc["password"], highlight=False, soft_wrap=True)
@@ -110,7 +108,7 @@ def users_reset_password(username: Username, url: Url = DEFAULT_URL) -> None:
 @users_app.command("revoke-tokens")
 def users_revoke_tokens(username: Username, url: Url = DEFAULT_URL) -> None:
     """End every session of a user (it may log in again)."""
-    doc = _api("POST", url, f"/api/v1/users/{username}/revoke-tokens")
+    doc = api("POST", url, f"/api/v1/users/{username}/revoke-tokens")
     out.print(f"revoked {doc['revoked']} tokens of {username}")
 
 
@@ -127,12 +125,12 @@ def admin_reset_password(
 
     url = PlatformConfig(data_dir=data_dir, store_url=store).resolved_store_url
     if store is None and not (data_dir / "edgeloop.db").is_file():
-        raise _fail(f"no platform database in {data_dir.resolve()}: name the data directory (--data-dir) or the "
+        raise fail(f"no platform database in {data_dir.resolve()}: name the data directory (--data-dir) or the "
                     "store (--store)")
     try:
         generated = asyncio.run(_reset_on_store(url, username, os.environ.get("EDGELOOP_ADMIN_PASSWORD") or None))
     except EdgeLoopError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if generated is None:
         out.print(f"password of {username} set from EDGELOOP_ADMIN_PASSWORD; {username} is enabled and its "
                   "sessions have ended")

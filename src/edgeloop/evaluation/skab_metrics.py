@@ -21,11 +21,11 @@ anomaly_window_destination="center")`` with its defaults ``clear_anomalies_mode=
 - every predicted change point outside all windows costs ``A_fp`` (flat: no distance weighting), every window
   without one costs ``A_fn``;
 - per profile, ``100 * (score - null) / (perfect - null)`` over all runs, where null is ``A_fn`` per window and
-  perfect ``A_tp`` per window. The profiles are NAB's (:mod:`edgeloop.detect.nab`): ``A_tp = 1`` and
+  perfect ``A_tp`` per window. The profiles are NAB's (:mod:`edgeloop.evaluation.nab`): ``A_tp = 1`` and
   ``A_fp = -0.11 / -0.22 / -0.11``, ``A_fn = -1 / -1 / -2`` for standard / low FP / low FN.
 
 This is not NAB's original scorer (Lavin & Ahmad's sigmoid, probation and distance-weighted false positives, our
-:mod:`edgeloop.detect.nab`); SKAB's published change-point NAB figures use the rules above.
+:mod:`edgeloop.evaluation.nab`); SKAB's published change-point NAB figures use the rules above.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from edgeloop.detect.nab import PROFILES, CostMatrix, ProfileScore
+from edgeloop.evaluation.nab import PROFILES, CostMatrix, ProfileScore
 
 __all__ = ["NAB_PROFILES", "ChangepointRun", "PointCounts", "changepoint_windows", "nab_changepoints",
            "point_counts", "predicted_changepoints", "window_score"]

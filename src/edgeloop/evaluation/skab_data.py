@@ -1,4 +1,4 @@
-"""Loading SKAB runs (https://github.com/waico/SKAB layout) for :mod:`edgeloop.detect.skab`. File reading only.
+"""Loading SKAB runs (https://github.com/waico/SKAB layout) for :mod:`edgeloop.evaluation.skab`. File reading only.
 
 A SKAB run is a ``;``-separated CSV with a header naming ``datetime``, the eight sensor channels of
 :data:`CHANNELS` (any order, surrounding spaces ignored), ``anomaly`` and ``changepoint``; one row a second.

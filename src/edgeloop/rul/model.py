@@ -1,7 +1,7 @@
 """Remaining useful life (RUL): gradient-boosted trees on degradation features, run as ONNX, explained with SHAP.
 
 Training (:func:`train_rul`) fits scikit-learn's ``GradientBoostingRegressor`` on the features of
-:mod:`edgeloop.detect.rul_features` against the RUL capped at ``cap`` cycles (a healthy asset's
+:mod:`edgeloop.rul.features` against the RUL capped at ``cap`` cycles (a healthy asset's
 remaining life cannot be read from its sensors, so the target is flat at the cap until
 degradation starts), and exports it with skl2onnx. Everything the platform needs at run time is in
 the ONNX file's metadata, nothing of the training data:
@@ -18,7 +18,7 @@ the ONNX file's metadata, nothing of the training data:
 
 :class:`RulModel` loads those bytes and predicts the RUL with its interval at an asset's latest
 cycle; :func:`rul_alert` turns a prediction into an alert when the RUL's lower bound falls below a
-horizon. The evaluation (:mod:`edgeloop.detect.rul_eval`) uses these same functions.
+horizon. The evaluation (:mod:`edgeloop.evaluation.rul_eval`) uses these same functions.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeloop.detect.rul_features import (
+from edgeloop.rul.features import (
     AssetHistory,
     FeatureSpec,
     IntArray,
