@@ -61,9 +61,25 @@ def test_detect_and_the_rul_model_are_pure_algorithms() -> None:
 
 
 def _private_names_imported(path: Path) -> set[str]:
-    return {f"{node.module}.{alias.name}" for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edgeloop.")
-            for alias in node.names if alias.name.startswith("_")}
+    """``from edgeloop.a._b import c`` and ``from edgeloop.a import _c``: another module's private parts."""
+    package = ".".join(path.relative_to(SRC.parent).with_suffix("").parts[:2])  # edgeloop.cli, edgeloop.bench ...
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not (isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edgeloop.")):
+            continue
+        for alias in node.names:
+            name = f"{node.module}.{alias.name}"
+            inside = node.module == package or node.module.startswith(package + ".")
+            if alias.name.startswith("_") or (not inside and any(p.startswith("_") for p in node.module.split("."))):
+                found.add(name)
+    return found
+
+
+def test_the_moved_packages_use_only_public_names_of_each_other() -> None:
+    """evaluation/, rul/ and bench/ use detect/ (and each other) through public modules and names only."""
+    private = {f"{path.relative_to(SRC)}: {n}" for package in ("evaluation", "rul", "bench")
+               for path in sorted((SRC / package).glob("*.py")) for n in _private_names_imported(path)}
+    assert not private, f"private names imported across modules: {sorted(private)}"
 
 
 def test_the_command_line_modules_share_only_public_names_and_form_no_cycle() -> None:

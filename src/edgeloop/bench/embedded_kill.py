@@ -39,7 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeloop.bench.harness import cpu_model, publish_report
-from edgeloop.bench.publisher import PublisherSpec, _Payloads
+from edgeloop.bench.publisher import Payloads, PublisherSpec
 from edgeloop.broker import free_port
 from edgeloop.messages import TopicKind, topic
 
@@ -63,7 +63,7 @@ class Settings:
 class FloodDevice:
     """One device: publishes (device, 1), (device, 2), ... at QoS 1 as fast as its in-flight window allows."""
 
-    def __init__(self, device: str, *, port: int, window: int, payloads: _Payloads) -> None:
+    def __init__(self, device: str, *, port: int, window: int, payloads: Payloads) -> None:
         self.device = device
         self.topic = topic(TENANT, device, TopicKind.TELEMETRY)
         self.payloads = payloads
@@ -244,7 +244,7 @@ def run(settings: Settings, workdir: Path, progress: Any = print) -> dict[str, A
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True)
     ids = register(data_dir, s.devices)
-    payloads = _Payloads(PublisherSpec(
+    payloads = Payloads(PublisherSpec(
         index=0, host="127.0.0.1", port=0, tenant=TENANT, devices=tuple(ids), fleet_devices=s.devices,
         fleet_seed=FLEET_SEED, samples_per_message=s.samples_per_message,
         base_ts_ms=int(time.time() * 1000) - BASE_AGE_MS, window=s.window, backlog_cap=0))

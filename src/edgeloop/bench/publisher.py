@@ -76,7 +76,7 @@ class RunReport:
     cpu_s: float  # this process's CPU time during the run
 
 
-class _Payloads:
+class Payloads:
     """Canonical Telemetry JSON for (device, seq), from pre-encoded realistic sample values."""
 
     def __init__(self, spec: PublisherSpec) -> None:
@@ -116,7 +116,7 @@ class _Payloads:
 
 def publisher_main(spec: PublisherSpec, ctl: Connection, finished: Any) -> None:
     """Process entry point. ``finished`` is a shared int64 array: messages the consumer finished, per publisher."""
-    payloads = _Payloads(spec)
+    payloads = Payloads(spec)
     for device in spec.devices:
         for seq in (1, 7200 // spec.samples_per_message + 3):
             if payloads.build(device, seq) != payloads.canonical(device, seq):
@@ -160,7 +160,7 @@ def publisher_main(spec: PublisherSpec, ctl: Connection, finished: Any) -> None:
 
 
 def _run(
-    client: mqtt.Client, cmd: RunCommand, spec: PublisherSpec, ctl: Connection, finished: Any, payloads: _Payloads,
+    client: mqtt.Client, cmd: RunCommand, spec: PublisherSpec, ctl: Connection, finished: Any, payloads: Payloads,
     topics: dict[str, str], next_seq: dict[str, int], times: dict[str, array.array[float]], inflight: list[int],
     published_before: int,
 ) -> int:

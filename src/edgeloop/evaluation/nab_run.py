@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeloop.detect._numeric import F64
+from edgeloop.detect.protocol import F64
 from edgeloop.detect.registry import make
 from edgeloop.evaluation.nab import (
     PROBATIONARY_PERCENT,

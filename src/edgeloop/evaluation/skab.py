@@ -79,8 +79,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edgeloop.detect._numeric import F64
 from edgeloop.detect.baseline import MAHALANOBIS_PARAMS, Latch, TrainedBaselineDetector
+from edgeloop.detect.protocol import F64
 from edgeloop.evaluation.nab import ProfileScore
 from edgeloop.evaluation.skab_data import CHANNELS, SkabRun
 from edgeloop.evaluation.skab_metrics import (

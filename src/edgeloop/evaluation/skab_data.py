@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from edgeloop.detect._numeric import F64
+from edgeloop.detect.protocol import F64
 
 __all__ = ["CHANNELS", "LABELS", "SkabDataError", "SkabRun", "SkippedFile", "load_runs", "read_run", "skab_dir"]
 
