@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from bench.harness import FaultProxy
 
 from edgeloop.app import Platform, PlatformConfig
+from edgeloop.bench.harness import FaultProxy
 from edgeloop.broker import free_port
 from edgeloop.broker.mosquitto import run_mosquitto_async
 from edgeloop.sim.fleet import Fleet

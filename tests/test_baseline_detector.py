@@ -14,9 +14,9 @@ from edgeloop.assets import ChannelSpec, DeviceProfile
 from edgeloop.broker import free_port
 from edgeloop.detect.baseline import TrainedBaselineDetector
 from edgeloop.detect.finding import Finding
-from edgeloop.detect.nab_data import default_data_dir
-from edgeloop.detect.skab import SkabConfig, baseline_detector, detect_run
-from edgeloop.detect.skab_data import CHANNELS, SkabRun, load_runs
+from edgeloop.evaluation.nab_data import default_data_dir
+from edgeloop.evaluation.skab import SkabConfig, baseline_detector, detect_run
+from edgeloop.evaluation.skab_data import CHANNELS, SkabRun, load_runs
 from edgeloop.messages import Sample, Telemetry, TopicKind, encode, topic
 from tests.support import register_device
 from tests.test_api import publish_all

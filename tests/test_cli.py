@@ -64,6 +64,45 @@ def test_version_prints_the_package_version() -> None:
     assert (result.exit_code, result.stdout.strip()) == (0, __version__)
 
 
+def test_the_version_flag_prints_the_same_version_and_nothing_else() -> None:
+    from edgeloop import __version__
+
+    result = cli("--version")
+    assert (result.exit_code, result.stdout.strip()) == (0, __version__)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("15m", 900), ("15min", 900), ("2h", 7200),
+                                               ("1.5h", 5400), ("7d", 604_800)])
+def test_one_duration_grammar_for_every_duration_option(text: str, seconds: float) -> None:
+    from edgeloop.cli.durations import parse_duration
+
+    assert parse_duration(text, "--expires") == seconds
+
+
+def test_a_bad_duration_is_refused_with_the_grammar_before_any_request() -> None:
+    """A bare number is refused too: ``--expires 24`` must not silently mean 24 seconds."""
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there: the duration must fail first
+    for args in (("enroll", "create", "--group", "g", "--profile", "p", "--tenant", "t", "--line", "l",
+                  "--expires", "24"),
+                 ("gateways", "add", "gw1", "--expires", "2 weeks"),
+                 ("silences", "add", "--scope", "asset", "--target", "a", "--reason", "r", "--duration", "-5m"),
+                 ("maintenance", "add", "--scope", "line", "--target", "l", "--reason", "r", "--duration", "h")):
+        result = cli(*args, "--url", url)
+        assert result.exit_code == 1, args
+        message = one_line(result.stderr)
+        assert "is not a duration: use a number and s, m, h or d" in message, (args, message)
+        assert "cannot reach" not in message
+
+
+def test_list_commands_print_json_with_the_json_flag() -> None:
+    """Every command that prints a list takes ``--json``."""
+    for args in (("list", "assets"), ("alerts", "list"), ("gateways",), ("incidents",), ("incidents", "why"),
+                 ("maintenance",), ("silences",), ("users",)):
+        result = cli(*args, "--help")
+        assert result.exit_code == 0, args
+        assert "--json" in result.stdout, args
+
+
 def test_unreachable_platform_is_a_clear_error() -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     for args in (("list", "assets"), ("alerts", "list"), ("create", "tenants", '{"id": "t1"}'),

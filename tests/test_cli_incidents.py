@@ -104,7 +104,7 @@ async def test_rules_incidents_silences_and_labels_from_the_cli(served: Platform
 
 
 def test_the_inbox_says_not_paged_when_no_channel_carries_the_page() -> None:
-    from edgeloop.cli_incidents import _paged
+    from edgeloop.cli.incidents import _paged
 
     decided = {"paged_at": 1_700_000_000_000, "page_channels": []}
     assert _paged(decided) == "not paged: no channel configured"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgeloop.detect import AssetDetector, DetectorConfig, Finding, FindingKind
-from edgeloop.detect.sim_eval import FleetResult, run_fleet
+from edgeloop.evaluation.sim_eval import FleetResult, run_fleet
 from edgeloop.sim import CHANNELS, FaultKind, Fleet
 
 START = 1_767_225_600_000

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from bench.embedded_kill import Settings, run
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edgeloop.bench.embedded_kill import Settings, run
 from edgeloop.broker import embedded as embedded_broker
 from edgeloop.broker import free_port
 from edgeloop.broker.embedded import EmbeddedBroker

@@ -32,3 +32,87 @@ def test_the_registry_module_depends_on_neither_the_store_nor_the_platform() -> 
     upward = {m for m in imports_of(SRC / "registry.py") if m.startswith(("edgeloop.store", "edgeloop.api"))
               or m == "edgeloop.app"}
     assert not upward, f"registry.py imports {sorted(upward)}"
+
+
+def _pure_io_problems(path: Path) -> set[str]:
+    """What makes ``path`` not pure code: file-system modules imported, files opened, read or written."""
+    problems = {f"imports {m}" for m in imports_of(path)
+                if m.split(".")[0] in {"os", "pathlib", "csv", "io", "shutil", "sqlite3", "glob"}}
+    io_methods = {"read_text", "read_bytes", "write_text", "write_bytes", "loadtxt", "genfromtxt", "savetxt"}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Name) and node.func.id == "open":
+                problems.add(f"calls open() on line {node.lineno}")
+            elif isinstance(node.func, ast.Attribute) and node.func.attr in io_methods:
+                problems.add(f"calls .{node.func.attr}() on line {node.lineno}")
+    return problems
+
+
+def test_detect_and_the_rul_model_are_pure_algorithms() -> None:
+    """detect/ (and rul/'s model and features) do no file I/O and import neither the simulator nor the benchmark
+    evaluation: readers, scorers and runners live in evaluation/, the monitor's I/O in rul/monitor.py."""
+    pure = [*sorted((SRC / "detect").rglob("*.py")), SRC / "rul" / "model.py", SRC / "rul" / "features.py"]
+    assert len(pure) > 10, "src/edgeloop/detect has no modules"
+    upward = {f"{path.relative_to(SRC)}: {m}" for path in pure for m in imports_of(path)
+              if m.startswith(("edgeloop.sim", "edgeloop.evaluation", "edgeloop.store", "edgeloop.rul.monitor"))}
+    assert not upward, f"pure code imports the layers that do I/O: {sorted(upward)}"
+    io = {f"{path.relative_to(SRC)}: {p}" for path in pure for p in _pure_io_problems(path)}
+    assert not io, f"pure code does file I/O: {sorted(io)}"
+
+
+def _private_names_imported(path: Path) -> set[str]:
+    """``from edgeloop.a._b import c`` and ``from edgeloop.a import _c``: another module's private parts."""
+    package = ".".join(path.relative_to(SRC.parent).with_suffix("").parts[:2])  # edgeloop.cli, edgeloop.bench ...
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not (isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edgeloop.")):
+            continue
+        for alias in node.names:
+            name = f"{node.module}.{alias.name}"
+            inside = node.module == package or node.module.startswith(package + ".")
+            if alias.name.startswith("_") or (not inside and any(p.startswith("_") for p in node.module.split("."))):
+                found.add(name)
+    return found
+
+
+def test_the_moved_packages_use_only_public_names_of_each_other() -> None:
+    """evaluation/, rul/ and bench/ use detect/ (and each other) through public modules and names only."""
+    private = {f"{path.relative_to(SRC)}: {n}" for package in ("evaluation", "rul", "bench")
+               for path in sorted((SRC / package).glob("*.py")) for n in _private_names_imported(path)}
+    assert not private, f"private names imported across modules: {sorted(private)}"
+
+
+def test_the_command_line_modules_share_only_public_names_and_form_no_cycle() -> None:
+    """Each command group is its own module; they share the client, output and duration modules by public name."""
+    cli = {p.stem: p for p in (SRC / "cli").glob("*.py") if p.stem != "__init__"}
+    assert {"client", "output", "durations", "root"} <= cli.keys()
+    private = {f"{name}: {n}" for name, path in cli.items() for n in _private_names_imported(path)}
+    assert not private, f"a command module imports another module's private names: {sorted(private)}"
+    graph = {name: {m.removeprefix("edgeloop.cli.") for m in imports_of(path) if m.startswith("edgeloop.cli.")}
+             for name, path in cli.items()}
+    done: set[str] = set()
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        assert name not in trail, f"import cycle: {' -> '.join((*trail, name))}"
+        if name in done:
+            return
+        for dep in graph.get(name, set()):
+            visit(dep, (*trail, name))
+        done.add(name)
+
+    for name in graph:
+        visit(name, ())
+    users = {str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if not p.is_relative_to(SRC / "cli")
+             and any(m == "edgeloop.cli" or m.startswith("edgeloop.cli.") for m in imports_of(p))}
+    assert users <= {"__main__.py"}, f"only the entry point imports the command line: {sorted(users)}"
+
+
+def test_nothing_in_the_package_edits_sys_path() -> None:
+    """The benchmarks are part of the package: no module reaches into the checkout by editing ``sys.path``."""
+    edits = set()
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Attribute) and node.attr == "path" and isinstance(node.value, ast.Name)
+                    and node.value.id == "sys"):
+                edits.add(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert not edits, f"sys.path used in {sorted(edits)}"

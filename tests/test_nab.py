@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeloop.cli import app
-from edgeloop.detect.nab import (
+from edgeloop.evaluation.nab import (
     CostMatrix,
     ScoredFile,
     Window,
@@ -22,7 +22,7 @@ from edgeloop.detect.nab import (
     score_corpus,
     score_profile,
 )
-from edgeloop.detect.nab_data import default_data_dir, load_profiles, load_scored_corpus, load_thresholds, nab_dir
+from edgeloop.evaluation.nab_data import default_data_dir, load_profiles, load_scored_corpus, load_thresholds, nab_dir
 
 STANDARD = CostMatrix(tp_weight=1.0, fp_weight=0.11, fn_weight=1.0)
 LOW_FN = CostMatrix(tp_weight=1.0, fp_weight=0.11, fn_weight=2.0)

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeloop.cli import app
-from edgeloop.detect.nab import CostMatrix, ScoredFile, Window, score_profile
-from edgeloop.detect.nab_data import (
+from edgeloop.evaluation.nab import CostMatrix, ScoredFile, Window, score_profile
+from edgeloop.evaluation.nab_data import (
     NabDataError,
     default_data_dir,
     load_corpus,
@@ -20,7 +20,7 @@ from edgeloop.detect.nab_data import (
     load_scored_corpus,
     nab_dir,
 )
-from edgeloop.detect.nab_run import optimise_threshold, run_corpus, run_series, threshold_curve
+from edgeloop.evaluation.nab_run import optimise_threshold, run_corpus, run_series, threshold_curve
 
 STANDARD = CostMatrix(tp_weight=1.0, fp_weight=0.11, fn_weight=1.0)
 ROWS = 100
@@ -178,7 +178,7 @@ def test_the_novelty_detectors_pruned_search_is_exact() -> None:
 
 
 def test_eval_nab_runs_the_platforms_ensemble_by_default(tmp_path: Path) -> None:
-    from edgeloop.cli import DEFAULT_NAB_DETECTOR
+    from edgeloop.cli.evaluate import DEFAULT_NAB_DETECTOR
 
     assert DEFAULT_NAB_DETECTOR == "ensemble"
     data = _small_corpus(tmp_path)

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeloop.cli import app
-from edgeloop.detect.cmapss_data import (
+from edgeloop.evaluation.cmapss_data import (
     CmapssDataError,
     default_cmapss_dir,
     format_runs,
@@ -21,7 +21,9 @@ from edgeloop.detect.cmapss_data import (
     parse_runs,
     parse_truth,
 )
-from edgeloop.detect.rul import (
+from edgeloop.evaluation.rul_eval import cut_points, phm08_score, rmse
+from edgeloop.rul.features import AssetHistory, asset_features, fit_feature_spec
+from edgeloop.rul.model import (
     RulModel,
     RulParams,
     RulPrediction,
@@ -30,8 +32,6 @@ from edgeloop.detect.rul import (
     rul_alert,
     train_rul,
 )
-from edgeloop.detect.rul_eval import cut_points, phm08_score, rmse
-from edgeloop.detect.rul_features import AssetHistory, asset_features, fit_feature_spec
 
 SMALL = RulParams(n_estimators=60, stride=4, calibration_folds=2)
 

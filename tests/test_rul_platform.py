@@ -11,10 +11,10 @@ import numpy as np
 from edgeloop.app import Platform, PlatformConfig
 from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.broker import free_port
-from edgeloop.detect.cmapss_data import SENSOR_NAMES, SETTING_NAMES, default_cmapss_dir, load_runs
-from edgeloop.detect.rul import RulParams, train_rul
+from edgeloop.evaluation.cmapss_data import SENSOR_NAMES, SETTING_NAMES, default_cmapss_dir, load_runs
 from edgeloop.messages import Sample, Telemetry, TopicKind, encode, topic
-from edgeloop.rul_monitor import RUL_DETECTOR
+from edgeloop.rul.model import RulParams, train_rul
+from edgeloop.rul.monitor import RUL_DETECTOR
 from tests.test_api import publish_all
 
 HELD_OUT = 3  # the last engines of FD001 are the ones the platform watches; the model never saw them

@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeloop.cli import app
-from edgeloop.detect.nab_data import default_data_dir
-from edgeloop.detect.skab import SkabConfig, detect_run, evaluate, latch
-from edgeloop.detect.skab_data import (
+from edgeloop.evaluation.nab_data import default_data_dir
+from edgeloop.evaluation.skab import SkabConfig, detect_run, evaluate, latch
+from edgeloop.evaluation.skab_data import (
     CHANNELS,
     SkabDataError,
     SkabRun,
@@ -24,7 +24,7 @@ from edgeloop.detect.skab_data import (
     read_run,
     skab_dir,
 )
-from edgeloop.detect.skab_metrics import (
+from edgeloop.evaluation.skab_metrics import (
     NAB_PROFILES,
     ChangepointRun,
     changepoint_windows,
@@ -163,7 +163,7 @@ def test_quality_bar_on_all_runs() -> None:
     report = evaluate(_real_runs())
     c = report.counts
     # measured on the 16 valve1 runs: F1 0.864, FAR 0.064, MAR 0.198; change-point NAB standard 37.4 (change
-    # alarm), 24.3 (the anomaly alarm's switches); see edgeloop.detect.skab
+    # alarm), 24.3 (the anomaly alarm's switches); see edgeloop.evaluation.skab
     assert c.far <= 0.10 and c.mar <= 0.22 and c.f1 >= 0.85, c
     assert report.nab_score("standard") >= 34.0 and report.nab_score("reward_low_FP_rate") >= 29.0
     assert report.nab_score("standard", "anomaly") >= 21.0

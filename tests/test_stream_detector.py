@@ -10,9 +10,9 @@ import numpy as np
 from edgeloop.app import Platform, PlatformConfig
 from edgeloop.assets import ChannelSpec, DeviceProfile
 from edgeloop.broker import free_port
-from edgeloop.detect.nab_data import default_data_dir, load_corpus, nab_dir
-from edgeloop.detect.nab_run import UNIVARIATE_PARAMS, run_series
 from edgeloop.detect.stream import NAB_STANDARD_THRESHOLD, UnivariateStreamDetector
+from edgeloop.evaluation.nab_data import default_data_dir, load_corpus, nab_dir
+from edgeloop.evaluation.nab_run import UNIVARIATE_PARAMS, run_series
 from edgeloop.messages import Sample, Telemetry, TopicKind, encode, topic
 from tests.support import register_device
 from tests.test_api import publish_all

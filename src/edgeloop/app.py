@@ -48,7 +48,7 @@ from edgeloop.ingest.pipeline import IngestPipeline, Presence
 from edgeloop.ingest.validate import Validator
 from edgeloop.messages import AlertStatus, ConfigPush, TopicKind, encode, subscription, topic
 from edgeloop.registry import RegistryService
-from edgeloop.rul_monitor import RulMonitor, load_rul_models
+from edgeloop.rul.monitor import RulMonitor, load_rul_models
 from edgeloop.scoring import ScoredHook, ScoringStage
 from edgeloop.store import Store, open_store
 from edgeloop.store.base import AuditRecord, GatewayConfig

@@ -36,7 +36,7 @@ from edgeloop.detect.baseline import TrainedBaselineDetector
 from edgeloop.detect.finding import FindingPhase
 from edgeloop.detect.stream import UnivariateStreamDetector
 from edgeloop.errors import StoreError
-from edgeloop.rul_monitor import RulMonitor
+from edgeloop.rul.monitor import RulMonitor
 from edgeloop.store.base import TelemetryChunk
 
 log = logging.getLogger(__name__)

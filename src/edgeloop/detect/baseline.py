@@ -2,8 +2,8 @@
 
 A device profile with ``detector: baseline`` says: the first ``train_rows`` samples of each device are normal
 operation (a commissioning run). The detector learns them, then alarms on what does not look like them. It is the
-pipeline ``edgeloop eval skab`` evaluates -- :func:`edgeloop.detect.skab.detect_run` feeds each SKAB run through
-this class -- so the figures in :mod:`edgeloop.detect.skab` are this detector's (see there for why each default):
+pipeline ``edgeloop eval skab`` evaluates -- :func:`edgeloop.evaluation.skab.detect_run` feeds each SKAB run through
+this class -- so the figures in :mod:`edgeloop.evaluation.skab` are this detector's (see there for why each default):
 
 1. **Features.** Of the scored channels (``scored_channels``; default all of the device's channels), a
    time-aware EWMA with time constant ``tau_s`` (the *level*) and the level minus a slower EWMA (``trend_tau_s``,

@@ -37,7 +37,7 @@ import numpy as np
 
 from edgeloop.detect._numeric import F64
 
-__all__ = ["Detector", "WarmupBuffer", "WarmupDetector", "normalise_shares"]
+__all__ = ["F64", "Detector", "WarmupBuffer", "WarmupDetector", "normalise_shares"]
 
 
 @runtime_checkable
