@@ -39,6 +39,7 @@ from edgeloop.identity.tls import TlsIdentity
 
 if TYPE_CHECKING:
     from edgeloop.agent.config import AgentConfig
+    from edgeloop.api.services import Services
     from edgeloop.identity.pki import CertificateAuthority
     from edgeloop.identity.provisioning import ProvisioningService
 from edgeloop.ingest.handoff import HandoffSource
@@ -168,6 +169,29 @@ def _expanded_nodes(root: Any) -> int:
     return sizes[id(root)]
 
 
+class _IngestView:
+    """What the API reads of ingest (``edgeloop.api.services.IngestView``): presence, newest samples, counters."""
+
+    def __init__(self, platform: Platform) -> None:
+        self._platform = platform
+
+    @property
+    def mqtt_connected(self) -> bool:
+        return self._platform.source.stats.connected
+
+    def online(self, device: str) -> bool:
+        return self._platform.presence.online.get(device, False)
+
+    def last_seen_ms(self, device: str) -> int | None:
+        return self._platform.pipeline.last_seen.get(device)
+
+    def dead_letters(self, device: str) -> int:
+        return self._platform.pipeline.stats.dead_by_device.get(device, 0)
+
+    async def stats(self, tenant: str | None) -> dict[str, Any]:
+        return await self._platform.snapshot(tenant)
+
+
 class _ApiServer(uvicorn.Server):
     """uvicorn inside our event loop; signals stay with the CLI, which shuts everything down in order."""
 
@@ -201,6 +225,7 @@ class Platform:
         self.broker: EmbeddedBroker | None = None
         self._refusals_audited = OncePer(60_000)
         self.access: AccessService
+        self.services: Services  # what the API may use (built once everything it names is running)
         self.generated_admin_password: str | None = None  # shown once by the caller, never stored
         # what the store held when this process started: totals = these + the pipeline's counters since start
         self._stored_before: tuple[int, int] = (0, 0)
@@ -292,11 +317,17 @@ class Platform:
         self._spawn(self.pipeline.run(), "ingest")
         if self.ca is not None:
             self._spawn(self._keep_crl_fresh(self.ca), "crl")
+        from edgeloop.api.services import Services  # the API's modules load only where it is used
+
+        self.services = Services(store=self.store, registry=self.registry, access=self.access, alerts=self.alerts,
+                                 ingest=_IngestView(self), gateways=self, clock=self.clock,
+                                 provisioning=self.provisioning, auth=cfg.auth,
+                                 mqtt_address=f"{cfg.mqtt_host}:{cfg.mqtt_port}")
         if cfg.http_port is not None:
             from edgeloop.api import create_app
 
             tls = cfg.https
-            server = _ApiServer(uvicorn.Config(create_app(self), host=cfg.http_host, port=cfg.http_port,
+            server = _ApiServer(uvicorn.Config(create_app(self.services), host=cfg.http_host, port=cfg.http_port,
                                                log_level="warning", lifespan="off", access_log=False,
                                                proxy_headers=bool(cfg.trusted_proxies),
                                                forwarded_allow_ips=trusted_proxies(cfg.trusted_proxies),
