@@ -32,3 +32,24 @@ def test_the_registry_module_depends_on_neither_the_store_nor_the_platform() -> 
     upward = {m for m in imports_of(SRC / "registry.py") if m.startswith(("edgeloop.store", "edgeloop.api"))
               or m == "edgeloop.app"}
     assert not upward, f"registry.py imports {sorted(upward)}"
+
+
+#: Where the platform is composed and run: the command line, ``python -m edgeloop``, the embedded platform, and the
+#: scenario runner behind ``edgeloop scenario`` (it starts a platform of its own).
+ENTRY_POINTS = ("cli.py", "cli_*.py", "cli/**/*.py", "__main__.py", "embedded.py", "scenario.py")
+
+
+def test_only_the_entry_points_import_the_composition_root() -> None:
+    """``app.py`` wires everything; anything importing it would pull the whole platform (broker and all) in."""
+    allowed = {path for pattern in ENTRY_POINTS for path in SRC.glob(pattern)}
+    importers = sorted(str(path.relative_to(SRC)) for path in SRC.rglob("*.py")
+                       if path not in allowed and path.name != "app.py" and "edgeloop.app" in imports_of(path))
+    assert not importers, f"only the entry points may import edgeloop.app: {importers}"
+
+
+def test_the_api_never_imports_the_composition_root() -> None:
+    """The API gets its services from whoever builds it (``create_app(services)``), never the platform object."""
+    api = sorted((SRC / "api").rglob("*.py"))
+    assert len(api) > 10, "src/edgeloop/api has its routers"
+    upward = sorted(str(path.relative_to(SRC)) for path in api if "edgeloop.app" in imports_of(path))
+    assert not upward, f"api/ imports edgeloop.app: {upward}"
