@@ -475,6 +475,15 @@ class AlertService:
                 self._compacted = now
                 self.engine.compact(now - KEEP_CLOSED_MS)
                 self.lifecycle.compact(now - KEEP_CLOSED_MS)
+                self._resolved_by = {a: by for a, by in self._resolved_by.items() if self._holds(a)}
+
+    def _holds(self, alert_id: int) -> bool:
+        """Whether the engine still holds the alert (it forgets closed ones when it compacts)."""
+        try:
+            self.engine.alert(alert_id)
+        except KeyError:
+            return False
+        return True
 
     def _gateway_changes(self, records: Sequence[GatewayRecord], now: int) -> list[tuple[str, bool, str]]:
         """(gateway, online, tenant) of the gateways whose state changed since the last tick."""
@@ -641,8 +650,8 @@ class AlertService:
     # --- a person's moves on one alert ---------------------------------------------------------------------
 
     async def acknowledge(self, alert_id: int, *, by: str) -> Alert:
-        """``by`` is on the alert: stored on it, and its incident (if still open) is acknowledged by the same
-        person, so escalation stops and MTTA counts it. ``ConflictError`` unless the alert is open."""
+        """``by`` acknowledges the alert: recorded on it, and its incident (if still open) is acknowledged by the
+        same person, so its escalation stops and MTTA counts it. ``ConflictError`` unless the alert is open."""
         async with self.lock:
             alert = await self.store.get_alert(alert_id)
             _check_move(alert, AlertStatus.ACKNOWLEDGED)
@@ -667,14 +676,10 @@ class AlertService:
         async with self.lock:
             alert = await self.store.get_alert(alert_id)
             _check_move(alert, AlertStatus.RESOLVED)
-            now = self.clock.now_ms()
+            now = self.now()
             engine_id = next((e for e, stored in self._remap.items() if stored == alert_id), alert_id)
             batch = _Batch()
-            try:
-                state = self.engine.alert(engine_id)
-            except KeyError:
-                state = None
-            if state is not None and state.resolved_at is None:
+            if self._holds(engine_id) and self.engine.alert(engine_id).resolved_at is None:
                 self._resolved_by[engine_id] = by
                 self._apply(self.engine.resolve(engine_id, now, f"resolved by {by}"), batch, None, "")
             else:  # not the engine's (raised before it ran, or by another process): the stored row alone
