@@ -53,3 +53,48 @@ def test_the_api_never_imports_the_composition_root() -> None:
     assert len(api) > 10, "src/edgeloop/api has its routers"
     upward = sorted(str(path.relative_to(SRC)) for path in api if "edgeloop.app" in imports_of(path))
     assert not upward, f"api/ imports edgeloop.app: {upward}"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the modules of src/edgeloop it imports (``from edgeloop.x import y`` counts ``edgeloop.x.y`` when
+    ``y`` is a module)."""
+    modules = {module_name(p): p for p in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module is not None and node.level == 0:
+                found.add(node.module)
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        graph[name] = found & modules.keys()
+    return graph
+
+
+def cycles_through(graph: dict[str, set[str]], prefix: str) -> list[list[str]]:
+    """Import cycles that pass through a module whose name starts with ``prefix`` (depth-first, each once)."""
+    found: list[list[str]] = []
+    for start in sorted(m for m in graph if m.startswith(prefix)):
+        stack: list[tuple[str, list[str]]] = [(start, [start])]
+        seen: set[str] = set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in sorted(graph[node]):
+                if nxt == start:
+                    found.append(path)
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
+    return found
+
+
+def test_no_module_of_the_api_is_in_an_import_cycle() -> None:
+    graph = import_graph()
+    assert "edgeloop.api.routers.alerts" in graph
+    assert not cycles_through(graph, "edgeloop.api"), cycles_through(graph, "edgeloop.api")[:3]

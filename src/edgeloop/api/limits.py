@@ -2,7 +2,9 @@
 
 A declared ``Content-Length`` over the route's limit is refused before the application runs (and so before the
 client is told to send the body); a chunked body is counted as it streams in and refused as soon as it passes
-the limit. Nothing is buffered here, so memory never grows with what a client sends.
+the limit. Nothing is buffered here, so memory never grows with what a client sends. A route's limit is the one its
+body dependency declares (``bodies.body`` / ``bodies.raw_body``; :func:`route_limits` collects them from the app);
+a route that reads no body gets the default.
 """
 
 from __future__ import annotations
