@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import ipaddress
 import logging
 import socket
@@ -225,7 +226,6 @@ class Platform:
         self.broker: EmbeddedBroker | None = None
         self._refusals_audited = OncePer(60_000)
         self.access: AccessService
-        self.services: Services  # what the API may use (built once everything it names is running)
         self.generated_admin_password: str | None = None  # shown once by the caller, never stored
         # what the store held when this process started: totals = these + the pipeline's counters since start
         self._stored_before: tuple[int, int] = (0, 0)
@@ -317,12 +317,6 @@ class Platform:
         self._spawn(self.pipeline.run(), "ingest")
         if self.ca is not None:
             self._spawn(self._keep_crl_fresh(self.ca), "crl")
-        from edgeloop.api.services import Services  # the API's modules load only where it is used
-
-        self.services = Services(store=self.store, registry=self.registry, access=self.access, alerts=self.alerts,
-                                 ingest=_IngestView(self), gateways=self, clock=self.clock,
-                                 provisioning=self.provisioning, auth=cfg.auth,
-                                 mqtt_address=f"{cfg.mqtt_host}:{cfg.mqtt_port}")
         if cfg.http_port is not None:
             from edgeloop.api import create_app
 
@@ -485,6 +479,16 @@ class Platform:
         return await self._failed
 
     # -- views for the API and CLI --------------------------------------------------------------
+    @functools.cached_property
+    def services(self) -> Services:
+        """What the API may use, over this running platform (the API's modules load on first use only)."""
+        from edgeloop.api.services import Services
+
+        cfg = self.config
+        return Services(store=self.store, registry=self.registry, access=self.access, alerts=self.alerts,
+                        ingest=_IngestView(self), gateways=self, clock=self.clock, provisioning=self.provisioning,
+                        auth=cfg.auth, mqtt_address=f"{cfg.mqtt_host}:{cfg.mqtt_port}")
+
     @property
     def http_url(self) -> str | None:
         port = self.config.http_port
