@@ -69,7 +69,8 @@ def actor(who: Principal, given: str | None) -> str:
     return (given or "anonymous") if who.kind == "anonymous" else who.name
 
 
-async def audit(svc: Services, source: str, actor: str, action: str, target: str, detail: str, *,
+async def audit(svc: Services, source: str, by: str, action: str, target: str, detail: str, *,
                 outcome: str = "ok") -> None:
-    await svc.store.audit(AuditRecord(ts_ms=svc.clock.now_ms(), actor=actor, action=action, target=target,
+    """An entry of the audit log: ``by`` did ``action`` on ``target`` from ``source``."""
+    await svc.store.audit(AuditRecord(ts_ms=svc.clock.now_ms(), actor=by, action=action, target=target,
                                       outcome=outcome, detail=detail, source=source))

@@ -10,6 +10,7 @@ from typing import Annotated
 import msgspec
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 
 from edgeloop import __version__
 from edgeloop.api.bodies import body, body_doc, json_response, raw_body, reply
@@ -130,6 +131,6 @@ async def renew(req: Annotated[RenewBody, Depends(body(RenewBody, MAX_PROVISION_
                                 ca_chain=done.ca_chain_pem), 201)
 
 
-PUBLIC_ROUTES = frozenset((method, route.path) for route in router.routes  # type: ignore[attr-defined]
-                          for method in route.methods)  # type: ignore[attr-defined]
+PUBLIC_ROUTES = frozenset((method, route.path) for route in router.routes if isinstance(route, APIRoute)
+                          for method in route.methods or ())
 """(method, path) of every route anyone may call: the routes of this router, and only these."""
