@@ -167,7 +167,7 @@ async def test_an_exhausted_disk_budget_drops_the_oldest_and_the_platform_shows_
         for device, _, _, samples, _ in gaps:
             dropped[device] = dropped.get(device, 0) + samples
         got = await wait_until_stored(platform, {d: n - dropped.get(d, 0) for d, n in accepted.items()}, timeout_s=5)
-        transport = httpx.ASGITransport(app=create_app(platform))
+        transport = httpx.ASGITransport(app=create_app(platform.services))
         async with httpx.AsyncClient(transport=transport, base_url="http://platform") as api:
             served = {d: (await api.get(f"/api/v1/devices/{d}/events", params={"kind": "gap"})).json()
                       for d in accepted}

@@ -43,7 +43,7 @@ async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
 
 @pytest.fixture
 async def client(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(platform))
+    transport = httpx.ASGITransport(app=create_app(platform.services))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         yield c
 
@@ -537,16 +537,16 @@ async def test_totals_survive_a_restart_and_counters_say_since_start(tmp_path: P
     batch = [(topic(TENANT, DEVICE, TopicKind.TELEMETRY), encode(Telemetry(DEVICE, 1, [
         Sample(ts=now - 2000 + i * 100, values={"vib_x": 1.0}) for i in range(10)]))),
         (topic(TENANT, DEVICE, TopicKind.TELEMETRY), b"not json")]
-    async with Platform(cfg) as first, httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(first)),
-                                 base_url="http://test") as client:
+    async with Platform(cfg) as first, httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(first.services)), base_url="http://test") as client:
         await seed(client)
         await publish_all(first, batch)
         await wait_until(lambda: first.pipeline.handled() >= 2)
         totals = (await client.get(f"{API}/stats")).json()["totals"]
         assert totals == {"stored_messages": 1, "stored_samples": 10, "dead_letters": 1}
     cfg = PlatformConfig(data_dir=tmp_path, embedded_broker=True, mqtt_port=free_port(), http_port=None)
-    async with Platform(cfg) as second, httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(second)),
-                                 base_url="http://test") as client:
+    async with Platform(cfg) as second, httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(second.services)), base_url="http://test") as client:
         s = (await client.get(f"{API}/stats")).json()
         assert (s["ingest"]["stored_samples"], s["ingest"]["dead_letters"]) == (0, 0)  # since this start
         assert s["totals"] == {"stored_messages": 1, "stored_samples": 10, "dead_letters": 1}

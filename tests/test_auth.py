@@ -61,7 +61,7 @@ async def auth_env(tmp_path: Path) -> AsyncIterator[Env]:
             await platform.store.write_dead_letters([DeadLetter.of(received_ms=T0, topic="t", code="bad_schema",
                                                                    detail="d", raw=b"{}", device=f"{t}-dev",
                                                                    tenant=t)])
-        transport = httpx.ASGITransport(app=create_app(platform))
+        transport = httpx.ASGITransport(app=create_app(platform.services))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield Env(platform, client, clock)
 

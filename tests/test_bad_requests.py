@@ -20,7 +20,7 @@ from tests.test_api import API, DEVICE, seed
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     cfg = PlatformConfig(data_dir=tmp_path, embedded_broker=True, mqtt_port=free_port(), http_port=None)
     async with Platform(cfg) as platform:
-        transport = httpx.ASGITransport(app=create_app(platform), raise_app_exceptions=False)
+        transport = httpx.ASGITransport(app=create_app(platform.services), raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
             await seed(c)
             yield c

@@ -217,7 +217,7 @@ async def env_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[E
                                 "http_port": None, "auth": True, "admin_password": ADMIN_PASSWORD, **overrides})
         platform = await Platform(cfg, clock=clock).__aenter__()
         await seed(platform)
-        client = await httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(platform)),
+        client = await httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(platform.services)),
                                          base_url="http://test").__aenter__()
         env = Env(platform, client, clock)
         env.admin = await env.login("admin", ADMIN_PASSWORD)

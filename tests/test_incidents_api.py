@@ -97,7 +97,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
                          admin_password=ADMIN_PASSWORD)
     async with Platform(cfg, clock=clock) as platform:
         await seed(platform)
-        transport = httpx.ASGITransport(app=create_app(platform))
+        transport = httpx.ASGITransport(app=create_app(platform.services))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             e = Env(platform, client, clock)
             e.headers["admin"] = await e.login("admin", ADMIN_PASSWORD)

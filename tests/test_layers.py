@@ -82,26 +82,12 @@ def test_the_moved_packages_use_only_public_names_of_each_other() -> None:
     assert not private, f"private names imported across modules: {sorted(private)}"
 
 
-def test_the_command_line_modules_share_only_public_names_and_form_no_cycle() -> None:
+def test_the_command_line_modules_share_only_public_names() -> None:
     """Each command group is its own module; they share the client, output and duration modules by public name."""
     cli = {p.stem: p for p in (SRC / "cli").glob("*.py") if p.stem != "__init__"}
     assert {"client", "output", "durations", "root"} <= cli.keys()
     private = {f"{name}: {n}" for name, path in cli.items() for n in _private_names_imported(path)}
     assert not private, f"a command module imports another module's private names: {sorted(private)}"
-    graph = {name: {m.removeprefix("edgeloop.cli.") for m in imports_of(path) if m.startswith("edgeloop.cli.")}
-             for name, path in cli.items()}
-    done: set[str] = set()
-
-    def visit(name: str, trail: tuple[str, ...]) -> None:
-        assert name not in trail, f"import cycle: {' -> '.join((*trail, name))}"
-        if name in done:
-            return
-        for dep in graph.get(name, set()):
-            visit(dep, (*trail, name))
-        done.add(name)
-
-    for name in graph:
-        visit(name, ())
     users = {str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if not p.is_relative_to(SRC / "cli")
              and any(m == "edgeloop.cli" or m.startswith("edgeloop.cli.") for m in imports_of(p))}
     assert users <= {"__main__.py"}, f"only the entry point imports the command line: {sorted(users)}"
@@ -116,3 +102,103 @@ def test_nothing_in_the_package_edits_sys_path() -> None:
                     and node.value.id == "sys"):
                 edits.add(f"{path.relative_to(SRC)}:{node.lineno}")
     assert not edits, f"sys.path used in {sorted(edits)}"
+
+
+#: Where the platform is composed and run: the command line, ``python -m edgeloop``, the embedded platform, and the
+#: scenario runner behind ``edgeloop scenario`` and the benchmarks behind ``edgeloop bench`` (each starts a platform of
+#: its own).
+ENTRY_POINTS = ("cli/**/*.py", "__main__.py", "embedded.py", "scenario.py", "bench/*.py")
+
+
+def test_only_the_entry_points_import_the_composition_root() -> None:
+    """``app.py`` wires everything; anything importing it would pull the whole platform (broker and all) in."""
+    allowed = {path for pattern in ENTRY_POINTS for path in SRC.glob(pattern)}
+    importers = sorted(str(path.relative_to(SRC)) for path in SRC.rglob("*.py")
+                       if path not in allowed and path.name != "app.py" and "edgeloop.app" in imports_of(path))
+    assert not importers, f"only the entry points may import edgeloop.app: {importers}"
+
+
+def test_the_api_never_imports_the_composition_root() -> None:
+    """The API gets its services from whoever builds it (``create_app(services)``), never the platform object."""
+    api = sorted((SRC / "api").rglob("*.py"))
+    assert len(api) > 10, "src/edgeloop/api has its routers"
+    upward = sorted(str(path.relative_to(SRC)) for path in api if "edgeloop.app" in imports_of(path))
+    assert not upward, f"api/ imports edgeloop.app: {upward}"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the modules of src/edgeloop it imports (``from edgeloop.x import y`` counts ``edgeloop.x.y`` when
+    ``y`` is a module)."""
+    modules = {module_name(p): p for p in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module is not None and node.level == 0:
+                found.add(node.module)
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        graph[name] = found & modules.keys()
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component: list[str] = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    out.append(sorted(component))
+    return out
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_two_modules_of_edgeloop_import_each_other() -> None:
+    graph = import_graph()
+    assert "edgeloop.registry" in graph["edgeloop.store.base"] and "edgeloop.api.routers.alerts" in graph
+    assert not _cycles(graph), f"import cycles: {_cycles(graph)}"
+
+
+# The command line, `python -m edgeloop`, and the two runners of a whole platform the commands start (`up`, `scenario`).

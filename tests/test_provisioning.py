@@ -46,7 +46,7 @@ async def env(tmp_path: Path) -> AsyncIterator[tuple[Platform, httpx.AsyncClient
         await reg.put_site(Site(id="s1", tenant="acme"))
         await reg.put_line(Line(id="l1", site="s1"))
         await reg.put_profile(DeviceProfile(name="press-v1", channels=[ChannelSpec(name="force")]))
-        transport = httpx.ASGITransport(app=create_app(platform))
+        transport = httpx.ASGITransport(app=create_app(platform.services))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield platform, client, clock
 

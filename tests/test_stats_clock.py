@@ -24,7 +24,7 @@ async def test_a_sample_from_the_future_does_not_move_the_dashboard_clock(tmp_pa
     async with Platform(cfg, clock=clock) as p:
         await register_device(p, tenant="acme", asset="pump-1", device="pump-1-dev",
                               profile=DeviceProfile(name="pump", channels=[ChannelSpec(name="temp")]))
-        transport = httpx.ASGITransport(app=create_app(p))
+        transport = httpx.ASGITransport(app=create_app(p.services))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
 
             async def publish(seq: int, ts: int) -> int:

@@ -77,7 +77,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
             await reg.put_line(Line(id=f"{t}-line", site=f"{t}-site"))
             await reg.put_asset(Asset(id=f"{t}-asset", line=f"{t}-line"))
             await reg.put_device(Device(id=f"{t}-dev", tenant=t, asset=f"{t}-asset", profile="pump"))
-        transport = httpx.ASGITransport(app=create_app(platform))
+        transport = httpx.ASGITransport(app=create_app(platform.services))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             e = Env(platform, client, clock, {"admin": await _login(client, "admin", ADMIN_PASSWORD)}, {})
             for role in ROLES:
@@ -223,7 +223,7 @@ def write_routes(app: Any) -> set[tuple[str, str]]:
 
 async def test_every_write_route_has_a_cross_tenant_case(env: Env) -> None:
     known = set(cases(env.ids)) | set(NOT_TENANT_SCOPED)
-    routes = write_routes(create_app(env.platform))
+    routes = write_routes(create_app(env.platform.services))
     assert routes - known == set(), "write routes without a cross-tenant case in tests/test_tenancy.py"
     assert known - routes == set(), "cases for routes the app no longer has"
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import ipaddress
 import logging
 import socket
@@ -39,6 +40,7 @@ from edgeloop.identity.tls import TlsIdentity
 
 if TYPE_CHECKING:
     from edgeloop.agent.config import AgentConfig
+    from edgeloop.api.services import Services
     from edgeloop.identity.pki import CertificateAuthority
     from edgeloop.identity.provisioning import ProvisioningService
 from edgeloop.ingest.bounds import Limits
@@ -169,6 +171,29 @@ def _expanded_nodes(root: Any) -> int:
     return sizes[id(root)]
 
 
+class _IngestView:
+    """What the API reads of ingest (``edgeloop.api.services.IngestView``): presence, newest samples, counters."""
+
+    def __init__(self, platform: Platform) -> None:
+        self._platform = platform
+
+    @property
+    def mqtt_connected(self) -> bool:
+        return self._platform.source.stats.connected
+
+    def online(self, device: str) -> bool:
+        return self._platform.presence.online.get(device, False)
+
+    def last_seen_ms(self, device: str) -> int | None:
+        return self._platform.pipeline.last_seen.get(device)
+
+    def dead_letters(self, device: str) -> int:
+        return self._platform.pipeline.stats.dead_by_device.get(device, 0)
+
+    async def stats(self, tenant: str | None) -> dict[str, Any]:
+        return await self._platform.snapshot(tenant)
+
+
 class _ApiServer(uvicorn.Server):
     """uvicorn inside our event loop; signals stay with the CLI, which shuts everything down in order."""
 
@@ -297,7 +322,7 @@ class Platform:
             from edgeloop.api import create_app
 
             tls = cfg.https
-            server = _ApiServer(uvicorn.Config(create_app(self), host=cfg.http_host, port=cfg.http_port,
+            server = _ApiServer(uvicorn.Config(create_app(self.services), host=cfg.http_host, port=cfg.http_port,
                                                log_level="warning", lifespan="off", access_log=False,
                                                proxy_headers=bool(cfg.trusted_proxies),
                                                forwarded_allow_ips=trusted_proxies(cfg.trusted_proxies),
@@ -455,6 +480,16 @@ class Platform:
         return await self._failed
 
     # -- views for the API and CLI --------------------------------------------------------------
+    @functools.cached_property
+    def services(self) -> Services:
+        """What the API may use, over this running platform (the API's modules load on first use only)."""
+        from edgeloop.api.services import Services
+
+        cfg = self.config
+        return Services(store=self.store, registry=self.registry, access=self.access, alerts=self.alerts,
+                        ingest=_IngestView(self), gateways=self, clock=self.clock, provisioning=self.provisioning,
+                        auth=cfg.auth, mqtt_address=f"{cfg.mqtt_host}:{cfg.mqtt_port}")
+
     @property
     def http_url(self) -> str | None:
         port = self.config.http_port

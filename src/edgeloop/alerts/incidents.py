@@ -485,6 +485,16 @@ class IncidentEngine:
         """One alert by id."""
         return self._alerts[alert_id]
 
+    def resolve(self, alert_id: int, ts: int, reason: str) -> list[Event]:
+        """A person resolved the alert: it is closed now (a new raise of its rule opens a new alert, it does not
+        merge into this one), and its incident resolves once all its alerts are. Nothing for one already resolved."""
+        a = self._alerts[alert_id]
+        out: list[Event] = []
+        if a.resolved_at is None:
+            a.active = False
+            self._resolve_alert(a, ts, reason, out)
+        return out
+
     @property
     def open_alerts(self) -> int:
         """How many alerts are open (not resolved)."""

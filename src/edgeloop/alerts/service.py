@@ -213,6 +213,7 @@ class AlertService:
         self._held: list[tuple[str, str, int]] = []  # (asset, rule, ts): states re-asserted, for the alerts' last seen
         self._extra: dict[int, _Extra] = {}
         self._remap: dict[int, int] = {}  # engine alert id -> stored id (lost a race to another process)
+        self._resolved_by: dict[int, str] = {}  # engine alert id -> the person who resolved it
         self._gateways_online: dict[str, bool] = {}
         self._gateway_ids: frozenset[str] = frozenset()  # devices that are gateways (they send heartbeats)
         self._topology_key: tuple[int, int] = (-1, -1)
@@ -474,6 +475,15 @@ class AlertService:
                 self._compacted = now
                 self.engine.compact(now - KEEP_CLOSED_MS)
                 self.lifecycle.compact(now - KEEP_CLOSED_MS)
+                self._resolved_by = {a: by for a, by in self._resolved_by.items() if self._holds(a)}
+
+    def _holds(self, alert_id: int) -> bool:
+        """Whether the engine still holds the alert (it forgets closed ones when it compacts)."""
+        try:
+            self.engine.alert(alert_id)
+        except KeyError:
+            return False
+        return True
 
     def _gateway_changes(self, records: Sequence[GatewayRecord], now: int) -> list[tuple[str, bool, str]]:
         """(gateway, online, tenant) of the gateways whose state changed since the last tick."""
@@ -636,6 +646,48 @@ class AlertService:
             await self._write(batch)
         self._dispatch(batch)
         return await self.store.get_incident(incident)
+
+    # --- a person's moves on one alert ---------------------------------------------------------------------
+
+    async def acknowledge(self, alert_id: int, *, by: str) -> Alert:
+        """``by`` acknowledges the alert: recorded on it, and its incident (if still open) is acknowledged by the
+        same person, so its escalation stops and MTTA counts it. ``ConflictError`` unless the alert is open."""
+        async with self.lock:
+            alert = await self.store.get_alert(alert_id)
+            _check_move(alert, AlertStatus.ACKNOWLEDGED)
+            # The one store path that records a person's acknowledgement of an alert row; only this service calls it.
+            acked = await self.store.set_alert_status(alert_id, AlertStatus.ACKNOWLEDGED, by=by,
+                                                      at_ms=self.clock.now_ms())
+            batch = _Batch()
+            incident = alert.incident
+            if incident is not None and incident in self.lifecycle \
+                    and self.lifecycle.get(incident).status is lc.IncidentStatus.OPEN:
+                self._lifecycle_events(self.lifecycle.acknowledge(
+                    incident, by, note=f"alert {alert_id} ({alert.asset}: {alert.kind}) acknowledged",
+                    ts=self.now()), batch)
+            await self._write(batch)
+        self._dispatch(batch)
+        return acked
+
+    async def resolve(self, alert_id: int, *, by: str) -> Alert:
+        """``by`` resolved the alert: the engine closes it (the next raise of its rule is a new alert, never a
+        repeat of this resolved one), its incident resolves once all its alerts are, and the store records who.
+        ``ConflictError`` if it is resolved already."""
+        async with self.lock:
+            alert = await self.store.get_alert(alert_id)
+            _check_move(alert, AlertStatus.RESOLVED)
+            now = self.now()
+            engine_id = next((e for e, stored in self._remap.items() if stored == alert_id), alert_id)
+            batch = _Batch()
+            if self._holds(engine_id) and self.engine.alert(engine_id).resolved_at is None:
+                self._resolved_by[engine_id] = by
+                self._apply(self.engine.resolve(engine_id, now, f"resolved by {by}"), batch, None, "")
+            else:  # not the engine's (raised before it ran, or by another process): the stored row alone
+                row = msgspec.structs.replace(alert, status=AlertStatus.RESOLVED, resolved_by=by, resolved_at=now)
+                await self.store.write_alert_changes(AlertChanges(updated=[row]))
+            await self._write(batch)
+        self._dispatch(batch)
+        return await self.store.get_alert(alert_id)
 
     # --- technician feedback ------------------------------------------------------------------------------
 
@@ -890,7 +942,8 @@ class AlertService:
             severity=Severity(a.severity), status=AlertStatus.RESOLVED if resolved else AlertStatus.OPEN,
             first_seen=a.first_seen, last_seen=a.last_seen, count=a.count, score=extra.score,
             message=extra.message or a.message, explanation=extra.explanation, detector=extra.detector,
-            resolved_by="system" if resolved else None, resolved_at=a.resolved_at, incident=a.incident,
+            resolved_by=self._resolved_by.get(a.id, "system") if resolved else None, resolved_at=a.resolved_at,
+            incident=a.incident,
             priority=a.priority, confidence=a.confidence,
             suppressed=a.suppressed.value if a.suppressed is not None else None, cleared_at=a.cleared_at)
 
@@ -976,6 +1029,19 @@ class _ProfileView(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self.registry.devices)
+
+
+_ALERT_MOVES: dict[AlertStatus, frozenset[AlertStatus]] = {  # a person's moves on an alert; resolved is final
+    AlertStatus.OPEN: frozenset({AlertStatus.ACKNOWLEDGED, AlertStatus.RESOLVED}),
+    AlertStatus.ACKNOWLEDGED: frozenset({AlertStatus.RESOLVED}),
+    AlertStatus.RESOLVED: frozenset(),
+}
+
+
+def _check_move(alert: Alert, to: AlertStatus) -> None:
+    """``ConflictError`` for a move the alert's status does not allow (acknowledged is reached from open only)."""
+    if to not in _ALERT_MOVES[alert.status]:
+        raise ConflictError(f"alert {alert.id} is {alert.status.value}; it cannot become {to.value}")
 
 
 def _silence(rec: SilenceRecord) -> Silence:

@@ -2,23 +2,46 @@
 
 A declared ``Content-Length`` over the route's limit is refused before the application runs (and so before the
 client is told to send the body); a chunked body is counted as it streams in and refused as soon as it passes
-the limit. Nothing is buffered here, so memory never grows with what a client sends.
+the limit. Nothing is buffered here, so memory never grows with what a client sends. A route's limit is the one its
+body dependency declares (``bodies.body`` / ``bodies.raw_body``; :func:`route_limits` collects them from the app);
+a route that reads no body gets the default.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from fastapi import HTTPException
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
-from starlette.routing import compile_path
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BodyLimit", "RouteLimit"]
+from edgeloop.api.bodies import BodyReader
+
+__all__ = ["BodyLimit", "RouteLimit", "route_limits"]
 
 RouteLimit = tuple[str, str, int]
 """(method, path template as routes spell it, e.g. ``/api/v1/gateways/{gateway_id}/config``, max bytes)."""
+
+
+def route_limits(routes: Iterable[BaseRoute]) -> list[RouteLimit]:
+    """The limit of every route that reads a body, as its body dependency (``bodies.body``/``raw_body``) declares."""
+    out: list[RouteLimit] = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            limits = [r.max_bytes for r in _readers(route.dependant)]
+            out.extend((method, route.path, max(limits)) for method in sorted(route.methods or ()) if limits)
+    return out
+
+
+def _readers(dependant: Dependant) -> list[BodyReader]:
+    found = [dependant.call] if isinstance(dependant.call, BodyReader) else []
+    for sub in dependant.dependencies:
+        found.extend(_readers(sub))
+    return found
 
 
 def _too_large(limit: int) -> str:

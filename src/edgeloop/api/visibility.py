@@ -1,0 +1,76 @@
+"""What a caller may see: entries of their own tenant only. Another tenant's entry answers 404, exactly as an id
+that does not exist does, so ids cannot be probed across tenants."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgeloop.api.services import Services
+from edgeloop.assets import Asset, Device, Line, Site, Tenant
+from edgeloop.errors import NotFoundError
+from edgeloop.identity.auth import Principal
+from edgeloop.messages import Alert
+from edgeloop.store.alerting import IncidentRecord
+from edgeloop.store.base import AuditRecord, GatewayRecord
+
+__all__ = ["actor", "audit", "visible", "visible_alert", "visible_device", "visible_gateway", "visible_incident",
+           "visible_target"]
+
+
+def visible(svc: Services, who: Principal, item: Any) -> bool:
+    """A registry entry ``who`` sees: one of their tenant's, or a shared one (a device profile)."""
+    tenant = svc.registry.registry.tenant_of_entry(item)
+    return (tenant is None and not isinstance(item, Tenant | Site | Line | Asset | Device)) or who.sees(tenant)
+
+
+def visible_device(svc: Services, who: Principal, device_id: str) -> Device:
+    device = svc.registry.registry.devices.get(device_id)
+    if device is None or not who.sees(device.tenant):
+        raise NotFoundError("device", device_id)
+    return device
+
+
+async def visible_alert(svc: Services, who: Principal, alert_id: int) -> Alert:
+    alert = await svc.store.get_alert(alert_id)
+    if not who.sees(alert.tenant):
+        raise NotFoundError("alert", alert_id)
+    return alert
+
+
+async def visible_incident(svc: Services, who: Principal, incident_id: int) -> IncidentRecord:
+    rec = await svc.store.get_incident(incident_id)
+    if not who.sees(rec.tenant):
+        raise NotFoundError("incident", incident_id)
+    return rec
+
+
+async def visible_gateway(svc: Services, who: Principal, gateway_id: str) -> GatewayRecord:
+    """The stored gateway, or 404 (also for another tenant's, or a device that never sent a heartbeat)."""
+    record = await svc.store.get_gateway(gateway_id)
+    if record is None or not who.sees(record.tenant):
+        raise NotFoundError("gateway", gateway_id)
+    return record
+
+
+def visible_target(svc: Services, who: Principal, scope: str, target: str) -> str:
+    """The tenant of an asset, line or site ``who`` sees (a gateway's id is an asset scope too)."""
+    reg = svc.registry.registry
+    if scope == "asset":
+        tenant = reg.tenant_of("asset", target) or reg.tenant_of("device", target)
+    else:
+        tenant = reg.tenant_of("line" if scope == "line" else "site", target)
+    if tenant is None or not who.sees(tenant):
+        raise NotFoundError(scope, target)
+    return tenant
+
+
+def actor(who: Principal, given: str | None) -> str:
+    """The authenticated person; without authentication, the body's ``by`` (else "anonymous")."""
+    return (given or "anonymous") if who.kind == "anonymous" else who.name
+
+
+async def audit(svc: Services, source: str, by: str, action: str, target: str, detail: str, *,
+                outcome: str = "ok") -> None:
+    """An entry of the audit log: ``by`` did ``action`` on ``target`` from ``source``."""
+    await svc.store.audit(AuditRecord(ts_ms=svc.clock.now_ms(), actor=by, action=action, target=target,
+                                      outcome=outcome, detail=detail, source=source))
