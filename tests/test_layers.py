@@ -132,16 +132,17 @@ def module_name(path: Path) -> str:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """Module -> the modules of src/edgeloop it imports (``from edgeloop.x import y`` counts ``edgeloop.x.y`` when
-    ``y`` is a module)."""
+    """Module -> the modules of src/edgeloop it imports, anywhere in it (``TYPE_CHECKING`` blocks too: a cycle only the
+    type checker sees is still two modules that cannot be read one without the other). ``from edgeloop.x import y``
+    counts ``edgeloop.x.y`` when ``y`` is a module, else ``edgeloop.x``."""
     modules = {module_name(p): p for p in SRC.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
-        found = set()
+        found: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module is not None and node.level == 0:
-                found.add(node.module)
-                found.update(f"{node.module}.{alias.name}" for alias in node.names)
+                found.update(f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
+                             for alias in node.names)
             elif isinstance(node, ast.Import):
                 found.update(alias.name for alias in node.names)
         graph[name] = found & modules.keys()
