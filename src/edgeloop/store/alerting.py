@@ -12,7 +12,6 @@ Deduplication stays the database's job: a new alert is inserted with ``ON CONFLI
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -20,6 +19,7 @@ from typing import Any, Final
 import msgspec
 
 from edgeloop.messages import Alert
+from edgeloop.store.driver import Row, record
 
 __all__ = [
     "AlertChanges",
@@ -34,7 +34,6 @@ __all__ = [
     "UndeliveredRecord",
     "Verdict",
     "WorkOrderRecord",
-    "pg",
 ]
 
 
@@ -182,80 +181,6 @@ class AlertChanges:
         return bool(self.opened or self.updated or self.incidents or self.timeline or self.suppressions)
 
 
-# --- schema -------------------------------------------------------------------------------------------------
-
-# {big}: 64-bit integer; {real}: double; {serial}: auto-increment 64-bit primary key
-DDL: Final = """
-CREATE TABLE IF NOT EXISTS incidents (id {big} PRIMARY KEY, tenant TEXT NOT NULL, kind TEXT NOT NULL,
-    scope TEXT NOT NULL, rule TEXT NOT NULL, title TEXT NOT NULL, status TEXT NOT NULL, priority {real} NOT NULL,
-    route TEXT NOT NULL, opened_at {big} NOT NULL, last_raise {big} NOT NULL, page_due {big} NOT NULL,
-    paged_at {big}, resolved_at {big}, merged_into {big}, assets TEXT NOT NULL, updated_at {big} NOT NULL,
-    assignee TEXT, acknowledged_by TEXT, acknowledged_at {big}, closed_at {big}, escalation_level INTEGER NOT NULL,
-    lifecycle TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS incidents_open ON incidents (status, priority);
-CREATE INDEX IF NOT EXISTS incidents_recent ON incidents (opened_at);
-CREATE TABLE IF NOT EXISTS incident_timeline (id {serial}, incident {big} NOT NULL, ts {big} NOT NULL,
-    kind TEXT NOT NULL, actor TEXT NOT NULL, detail TEXT NOT NULL, data TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS incident_timeline_incident ON incident_timeline (incident, id);
-CREATE TABLE IF NOT EXISTS suppressions (id {serial}, ts {big} NOT NULL, tenant TEXT NOT NULL, asset TEXT NOT NULL,
-    rule TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL, incident {big});
-CREATE INDEX IF NOT EXISTS suppressions_asset ON suppressions (asset, ts);
-CREATE INDEX IF NOT EXISTS suppressions_ts ON suppressions (ts);
-CREATE TABLE IF NOT EXISTS maintenance_windows (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, scope TEXT NOT NULL,
-    target TEXT NOT NULL, start_ms {big} NOT NULL, end_ms {big} NOT NULL, created_by TEXT NOT NULL,
-    reason TEXT NOT NULL, created_ms {big} NOT NULL);
-CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, scope TEXT NOT NULL,
-    target TEXT NOT NULL, rule TEXT NOT NULL, start_ms {big} NOT NULL, until_ms {big} NOT NULL,
-    created_by TEXT NOT NULL, reason TEXT NOT NULL, created_ms {big} NOT NULL, ended_ms {big});
-CREATE TABLE IF NOT EXISTS alert_rules (version INTEGER PRIMARY KEY, text TEXT NOT NULL, created_ms {big} NOT NULL,
-    created_by TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tenant_alert_rules (tenant TEXT NOT NULL, version INTEGER NOT NULL, text TEXT NOT NULL,
-    created_ms {big} NOT NULL, created_by TEXT NOT NULL, PRIMARY KEY (tenant, version));
-CREATE TABLE IF NOT EXISTS id_blocks (name TEXT PRIMARY KEY, next {big} NOT NULL);
-CREATE TABLE IF NOT EXISTS labels (id {serial}, alert {big} NOT NULL, incident {big}, tenant TEXT NOT NULL,
-    asset TEXT NOT NULL, device TEXT NOT NULL, rule TEXT NOT NULL, verdict TEXT NOT NULL, fault_type TEXT NOT NULL,
-    reason TEXT NOT NULL, start_ms {big} NOT NULL, end_ms {big} NOT NULL, first_seen {big} NOT NULL,
-    last_seen {big} NOT NULL, peak {real}, model_version TEXT NOT NULL, by_person TEXT NOT NULL, ts {big} NOT NULL);
-CREATE INDEX IF NOT EXISTS labels_alert ON labels (alert);
-CREATE INDEX IF NOT EXISTS labels_ts ON labels (ts);
-CREATE TABLE IF NOT EXISTS notification_dead_letters (id {serial}, ts {big} NOT NULL, tenant TEXT NOT NULL,
-    incident {big} NOT NULL, channel TEXT NOT NULL, record TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS notification_dead_letters_ts ON notification_dead_letters (ts);
-CREATE TABLE IF NOT EXISTS work_orders (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, asset TEXT NOT NULL,
-    incident {big}, alert {big}, opened_ms {big} NOT NULL, downtime_start {big}, closed_ms {big}, downtime_end {big},
-    opened_by TEXT NOT NULL, closed_by TEXT, note TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS work_orders_opened ON work_orders (opened_ms);
-CREATE TABLE IF NOT EXISTS rule_overrides (asset TEXT NOT NULL, rule TEXT NOT NULL, levels TEXT NOT NULL,
-    set_ms {big} NOT NULL, set_by TEXT NOT NULL, PRIMARY KEY (asset, rule));
-"""
-
-#: columns added by schema version 3: (table, name, type template)
-V3_COLUMNS: Final = (("incident_timeline", "recorded_at", "{big}"),)
-
-#: columns added to ``alerts`` by schema version 2 (name, type template)
-ALERT_V2_COLUMNS: Final = (
-    ("incident", "{big}"), ("priority", "{real} NOT NULL DEFAULT 0"), ("confidence", "{real} NOT NULL DEFAULT 1"),
-    ("suppressed", "TEXT"), ("cleared_at", "{big}"),
-)
-
-SQLITE_TYPES: Final = {"big": "INTEGER", "real": "REAL", "serial": "INTEGER PRIMARY KEY"}
-PG_TYPES: Final = {"big": "bigint", "real": "double precision", "serial": "bigserial PRIMARY KEY"}
-
-_MARK = re.compile(r"\?")
-
-
-def pg(sql: str) -> str:
-    """``?`` placeholders to PostgreSQL's ``$1, $2, ...`` (our SQL has no literal question marks)."""
-    n = 0
-
-    def repl(_: re.Match[str]) -> str:
-        nonlocal n
-        n += 1
-        return f"${n}"
-
-    return _MARK.sub(repl, sql)
-
-
 def select_where(select: str, conds: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
     """``select`` with ``WHERE`` the conditions whose value is not None (each with one ``?``), and their values."""
     used = [(cond, value) for cond, value in conds if value is not None]
@@ -334,19 +259,10 @@ def incident_params(r: IncidentRecord) -> tuple[Any, ...]:
             r.assignee, r.acknowledged_by, r.acknowledged_at, r.closed_at, r.escalation_level, r.lifecycle)
 
 
-def _opt(v: Any) -> int | None:
-    return None if v is None else int(v)
 
 
-def incident_from_row(row: Sequence[Any]) -> IncidentRecord:
-    return IncidentRecord(
-        id=int(row[0]), tenant=row[1], kind=row[2], scope=row[3], rule=row[4], title=row[5], status=row[6],
-        priority=float(row[7]), route=row[8], opened_at=int(row[9]), last_raise=int(row[10]),
-        page_due=int(row[11]), paged_at=_opt(row[12]), resolved_at=_opt(row[13]), merged_into=_opt(row[14]),
-        assets=tuple(a for a in row[15].split(",") if a), updated_at=int(row[16]), assignee=row[17],
-        acknowledged_by=row[18], acknowledged_at=_opt(row[19]), closed_at=_opt(row[20]),
-        escalation_level=int(row[21]), lifecycle=row[22])
-
+def incident_from_row(row: Row) -> IncidentRecord:
+    return record(IncidentRecord, row, assets=tuple(a for a in row["assets"].split(",") if a))
 
 def incident_query(*, statuses: Sequence[str] | None, tenant: str | None, asset: str | None,
                    limit: int, opened_from: int | None = None) -> tuple[str, list[Any]]:
@@ -375,10 +291,8 @@ def timeline_params(e: TimelineEntry) -> tuple[Any, ...]:
     return (e.incident, e.ts, e.kind, e.actor, e.detail[:2000], msgspec.json.encode(e.data).decode(), e.recorded_at)
 
 
-def timeline_from_row(row: Sequence[Any]) -> TimelineEntry:
-    return TimelineEntry(id=int(row[0]), incident=int(row[1]), ts=int(row[2]), kind=row[3], actor=row[4],
-                         detail=row[5], data=msgspec.json.decode(row[6]), recorded_at=_opt(row[7]))
-
+def timeline_from_row(row: Row) -> TimelineEntry:
+    return record(TimelineEntry, row, data=msgspec.json.decode(row["data"]))
 
 SUPPRESSION_INSERT_SQL: Final = (
     "INSERT INTO suppressions (ts, tenant, asset, rule, reason, detail, incident) VALUES (?,?,?,?,?,?,?)"
@@ -389,9 +303,6 @@ def suppression_params(s: SuppressionRecord) -> tuple[Any, ...]:
     return (s.ts, s.tenant, s.asset, s.rule, s.reason, s.detail[:1000], s.incident)
 
 
-def suppression_from_row(row: Sequence[Any]) -> SuppressionRecord:
-    return SuppressionRecord(id=int(row[0]), ts=int(row[1]), tenant=row[2], asset=row[3], rule=row[4],
-                             reason=row[5], detail=row[6], incident=_opt(row[7]))
 
 
 def suppression_query(*, asset: str | None, rule: str | None, since_ms: int | None, until_ms: int | None,
@@ -412,12 +323,11 @@ def maintenance_params(m: MaintenanceRecord) -> tuple[Any, ...]:
     return (m.id, m.tenant, m.scope, m.target, m.start_ms, m.end_ms, m.by, m.reason, m.created_ms)
 
 
-def maintenance_from_row(row: Sequence[Any]) -> MaintenanceRecord:
-    return MaintenanceRecord(id=row[0], tenant=row[1], scope=row[2], target=row[3], start_ms=int(row[4]),
-                             end_ms=int(row[5]), by=row[6], reason=row[7], created_ms=int(row[8]))
 
 
-MAINTENANCE_SELECT: Final = f"SELECT {MAINTENANCE_COLUMNS} FROM maintenance_windows"
+MAINTENANCE_SELECT: Final = (
+    f"SELECT {MAINTENANCE_COLUMNS.replace('created_by', 'created_by AS by')} FROM maintenance_windows"
+)
 
 
 def window_query(select: str, tenant: str | None, end_col: str, after: int | None,
@@ -436,16 +346,13 @@ def silence_params(s: SilenceRecord) -> tuple[Any, ...]:
             s.ended_ms)
 
 
-def silence_from_row(row: Sequence[Any]) -> SilenceRecord:
-    return SilenceRecord(id=row[0], tenant=row[1], scope=row[2], target=row[3], rule=row[4], start_ms=int(row[5]),
-                         until_ms=int(row[6]), by=row[7], reason=row[8], created_ms=int(row[9]),
-                         ended_ms=_opt(row[10]))
 
 
-SILENCE_SELECT: Final = f"SELECT {SILENCE_COLUMNS} FROM silences"
+_SILENCE_FIELDS: Final = SILENCE_COLUMNS.replace("created_by", "created_by AS by")
+SILENCE_SELECT: Final = f"SELECT {_SILENCE_FIELDS} FROM silences"
 SILENCE_END_SQL: Final = (
     f"UPDATE silences SET ended_ms=?, until_ms=CASE WHEN until_ms > ? THEN ? ELSE until_ms END "
-    f"WHERE id=? AND ended_ms IS NULL RETURNING {SILENCE_COLUMNS}"
+    f"WHERE id=? AND ended_ms IS NULL RETURNING {_SILENCE_FIELDS}"
 )
 
 
@@ -487,8 +394,6 @@ def rules_insert(text: str, by: str, at_ms: int, tenant: str | None) -> tuple[st
     return TENANT_RULES_INSERT_SQL, (tenant, text, at_ms, by, tenant)
 
 
-def rules_from_row(row: Sequence[Any]) -> RuleSetRecord:
-    return RuleSetRecord(int(row[0]), row[1], int(row[2]), row[3], row[4] if len(row) > 4 else None)
 
 
 ID_SEQUENCES: Final = ("alerts", "incidents")
@@ -517,17 +422,13 @@ def label_params(x: Label) -> tuple[Any, ...]:
             x.start_ms, x.end_ms, x.first_seen, x.last_seen, x.peak, x.model_version, x.by, x.ts)
 
 
-def label_from_row(row: Sequence[Any]) -> Label:
-    return Label(alert=int(row[0]), incident=_opt(row[1]), tenant=row[2], asset=row[3], device=row[4], rule=row[5],
-                 verdict=Verdict(row[6]), fault_type=row[7], reason=row[8], start_ms=int(row[9]),
-                 end_ms=int(row[10]), first_seen=int(row[11]), last_seen=int(row[12]),
-                 peak=None if row[13] is None else float(row[13]), model_version=row[14], by=row[15], ts=int(row[16]))
-
+def label_from_row(row: Row) -> Label:
+    return record(Label, row, verdict=Verdict(row["verdict"]))
 
 def label_query(*, tenant: str | None, asset: str | None, alert: int | None, since_ms: int | None,
                 limit: int) -> tuple[str, list[Any]]:
     """Labels, oldest first (the order training reads them in)."""
-    sql, params = select_where(f"SELECT {LABEL_COLUMNS} FROM labels", [
+    sql, params = select_where(f"SELECT {LABEL_COLUMNS.replace('by_person', 'by_person AS by')} FROM labels", [
         ("tenant = ?", tenant), ("asset = ?", asset), ("alert = ?", alert), ("ts >= ?", since_ms)])
     return sql + " ORDER BY ts, id LIMIT ?", [*params, limit]
 
@@ -554,10 +455,8 @@ def override_params(o: OverrideRecord) -> tuple[Any, ...]:
     return (o.asset, o.rule, msgspec.json.encode(o.levels).decode(), o.set_ms, o.set_by)
 
 
-def override_from_row(row: Sequence[Any]) -> OverrideRecord:
-    return OverrideRecord(asset=row[0], rule=row[1], levels=msgspec.json.decode(row[2], type=dict[str, float]),
-                          set_ms=int(row[3]), set_by=row[4])
-
+def override_from_row(row: Row) -> OverrideRecord:
+    return record(OverrideRecord, row, levels=msgspec.json.decode(row["levels"], type=dict[str, float]))
 
 # --- notifications given up on ------------------------------------------------------------------------------
 
@@ -590,9 +489,6 @@ def undelivered_query(tenant: str | None, limit: int) -> tuple[str, list[Any]]:
     return sql + " ORDER BY id DESC LIMIT ?", [*params, limit]
 
 
-def undelivered_from_row(row: Sequence[Any]) -> UndeliveredRecord:
-    return UndeliveredRecord(id=int(row[0]), ts=int(row[1]), tenant=row[2], incident=int(row[3]), channel=row[4],
-                             record=row[5])
 
 
 # --- work orders (reported back by a CMMS/ERP, or opened by hand) ---------------------------------------------
@@ -631,10 +527,6 @@ def work_order_params(w: WorkOrderRecord) -> tuple[Any, ...]:
             w.downtime_end, w.opened_by, w.closed_by, w.note)
 
 
-def work_order_from_row(row: Sequence[Any]) -> WorkOrderRecord:
-    return WorkOrderRecord(id=row[0], tenant=row[1], asset=row[2], incident=_opt(row[3]), alert=_opt(row[4]),
-                           opened_ms=int(row[5]), downtime_start=_opt(row[6]), closed_ms=_opt(row[7]),
-                           downtime_end=_opt(row[8]), opened_by=row[9], closed_by=row[10], note=row[11])
 
 
 def work_order_query(tenant: str | None, since_ms: int | None, limit: int) -> tuple[str, list[Any]]:
