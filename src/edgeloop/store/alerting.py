@@ -483,14 +483,6 @@ def undelivered_params(u: UndeliveredRecord) -> tuple[Any, ...]:
     return (u.ts, u.tenant, u.incident, u.channel, u.record)
 
 
-def undelivered_query(tenant: str | None, limit: int) -> tuple[str, list[Any]]:
-    sql, params = select_where("SELECT id, ts, tenant, incident, channel, record FROM notification_dead_letters",
-                               [("tenant = ?", tenant)])
-    return sql + " ORDER BY id DESC LIMIT ?", [*params, limit]
-
-
-
-
 # --- work orders (reported back by a CMMS/ERP, or opened by hand) ---------------------------------------------
 
 

@@ -445,30 +445,6 @@ class Store:
             "WHERE kind='token' AND subject=? ORDER BY created_ms DESC, id LIMIT ?)", (username, username, keep))
 
     # -- alerts ---------------------------------------------------------------------------------
-    async def raise_alert(self, alert: Alert) -> Alert:
-        """Open ``alert``, or if one for (asset, kind) is not resolved yet, merge into it (count, last_seen)."""
-        async with self.driver.transaction() as tx:
-            block = await tx.fetchone(al.id_block_sql("alerts"), (1, 1, 1, 1))
-            assert block is not None
-            row = await tx.fetchone(
-                f"INSERT INTO alerts ({ALERTS}) VALUES ({_marks(len(ALERT_COLUMNS))}) "
-                "ON CONFLICT (asset, kind) WHERE status <> 'resolved' DO UPDATE SET "
-                "count=alerts.count+excluded.count, "
-                "last_seen=CASE WHEN excluded.last_seen > alerts.last_seen THEN excluded.last_seen "
-                "ELSE alerts.last_seen END, "
-                "first_seen=CASE WHEN excluded.first_seen < alerts.first_seen THEN excluded.first_seen "
-                "ELSE alerts.first_seen END, "
-                "score=CASE WHEN excluded.score > alerts.score THEN excluded.score ELSE alerts.score END, "
-                "severity=CASE WHEN excluded.severity='critical' THEN 'critical' ELSE alerts.severity END "
-                f"RETURNING {ALERTS}",
-                (int(block["next"]) - 1, alert.tenant, alert.asset, alert.device, alert.kind, alert.severity.value,
-                 alert.status.value, alert.first_seen, alert.last_seen, alert.count, alert.score, alert.message,
-                 msgspec.json.encode(alert.explanation).decode(), alert.detector, alert.acknowledged_by,
-                 alert.acknowledged_at, alert.resolved_by, alert.resolved_at, alert.incident, alert.priority,
-                 alert.confidence, alert.suppressed, alert.cleared_at))
-        assert row is not None
-        return _alert(row)
-
     async def list_alerts(
         self, *, status: AlertStatus | None = None, asset: str | None = None, tenant: str | None = None,
         limit: int = 200, incident: int | None = None, unresolved: bool = False, since_ms: int | None = None,
@@ -635,8 +611,3 @@ class Store:
 
     async def put_undelivered(self, records: Sequence[al.UndeliveredRecord]) -> None:
         await self.driver.executemany(al.UNDELIVERED_INSERT_SQL, [al.undelivered_params(u) for u in records])
-
-    async def list_undelivered(self, *, tenant: str | None = None, limit: int = 200) -> list[al.UndeliveredRecord]:
-        """Newest first."""
-        sql, params = al.undelivered_query(tenant, limit)
-        return [record(al.UndeliveredRecord, r) for r in await self.driver.fetch(sql, params)]
