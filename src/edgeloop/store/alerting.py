@@ -12,7 +12,6 @@ Deduplication stays the database's job: a new alert is inserted with ``ON CONFLI
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -65,7 +64,6 @@ class Label(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     model_version: str
     by: str
     ts: int
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,14 +179,6 @@ class AlertChanges:
         return bool(self.opened or self.updated or self.incidents or self.timeline or self.suppressions)
 
 
-def select_where(select: str, conds: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
-    """``select`` with ``WHERE`` the conditions whose value is not None (each with one ``?``), and their values."""
-    used = [(cond, value) for cond, value in conds if value is not None]
-    if not used:
-        return select, []
-    return select + " WHERE " + " AND ".join(c for c, _ in used), [v for _, v in used]
-
-
 # --- alerts (engine-owned columns) --------------------------------------------------------------------------
 
 ALERT_OPEN_SQL: Final = (  # the arbiter: a second open alert for (asset, kind) merges into the first
@@ -245,6 +235,8 @@ INCIDENT_COLUMNS: Final = (
     "resolved_at, merged_into, assets, updated_at, assignee, acknowledged_by, acknowledged_at, closed_at, "
     "escalation_level, lifecycle"
 )
+
+
 _INCIDENT_NAMES: Final = [c.strip() for c in INCIDENT_COLUMNS.split(",")]
 INCIDENT_UPSERT_SQL: Final = (
     f"INSERT INTO incidents ({INCIDENT_COLUMNS}) VALUES ({','.join('?' * len(_INCIDENT_NAMES))}) "
@@ -253,76 +245,29 @@ INCIDENT_UPSERT_SQL: Final = (
 )
 
 
-def incident_params(r: IncidentRecord) -> tuple[Any, ...]:
-    return (r.id, r.tenant, r.kind, r.scope, r.rule, r.title, r.status, r.priority, r.route, r.opened_at,
-            r.last_raise, r.page_due, r.paged_at, r.resolved_at, r.merged_into, ",".join(r.assets), r.updated_at,
-            r.assignee, r.acknowledged_by, r.acknowledged_at, r.closed_at, r.escalation_level, r.lifecycle)
-
-
-
-
 def incident_from_row(row: Row) -> IncidentRecord:
     return record(IncidentRecord, row, assets=tuple(a for a in row["assets"].split(",") if a))
 
-def incident_query(*, statuses: Sequence[str] | None, tenant: str | None, asset: str | None,
-                   limit: int, opened_from: int | None = None) -> tuple[str, list[Any]]:
-    """SELECT of incidents, newest first; ``asset`` matches incidents that hold an alert of the asset."""
-    conds: list[tuple[str, Any]] = [("opened_at >= ?", opened_from), ("tenant = ?", tenant),
-                                    ("id IN (SELECT incident FROM alerts WHERE asset = ?)", asset)]
-    sql, params = select_where(f"SELECT {INCIDENT_COLUMNS} FROM incidents", conds)
-    if statuses:
-        sql += (" AND " if params else " WHERE ") + f"status IN ({','.join('?' * len(statuses))})"
-        params.extend(statuses)
-    return sql + " ORDER BY opened_at DESC, id DESC LIMIT ?", [*params, limit]
-
-
 # --- timeline, suppressions ---------------------------------------------------------------------------------
 
-TIMELINE_INSERT_SQL: Final = (
-    "INSERT INTO incident_timeline (incident, ts, kind, actor, detail, data, recorded_at) VALUES (?,?,?,?,?,?,?)"
-)
+TIMELINE_COLUMNS: Final = "incident, ts, kind, actor, detail, data, recorded_at"
+
+
 TIMELINE_SELECT_SQL: Final = (
     "SELECT id, incident, ts, kind, actor, detail, data, recorded_at FROM incident_timeline WHERE incident=? "
     "ORDER BY id"
 )
 
 
-def timeline_params(e: TimelineEntry) -> tuple[Any, ...]:
-    return (e.incident, e.ts, e.kind, e.actor, e.detail[:2000], msgspec.json.encode(e.data).decode(), e.recorded_at)
-
-
 def timeline_from_row(row: Row) -> TimelineEntry:
     return record(TimelineEntry, row, data=msgspec.json.decode(row["data"]))
 
-SUPPRESSION_INSERT_SQL: Final = (
-    "INSERT INTO suppressions (ts, tenant, asset, rule, reason, detail, incident) VALUES (?,?,?,?,?,?,?)"
-)
-
-
-def suppression_params(s: SuppressionRecord) -> tuple[Any, ...]:
-    return (s.ts, s.tenant, s.asset, s.rule, s.reason, s.detail[:1000], s.incident)
-
-
-
-
-def suppression_query(*, asset: str | None, rule: str | None, since_ms: int | None, until_ms: int | None,
-                      tenant: str | None, reason: str | None, limit: int) -> tuple[str, list[Any]]:
-    sql, params = select_where("SELECT id, ts, tenant, asset, rule, reason, detail, incident FROM suppressions", [
-        ("asset = ?", asset), ("rule = ?", rule), ("ts >= ?", since_ms), ("ts < ?", until_ms),
-        ("tenant = ?", tenant), ("reason = ?", reason)])
-    return sql + " ORDER BY ts DESC, id DESC LIMIT ?", [*params, limit]
+SUPPRESSION_COLUMNS: Final = "ts, tenant, asset, rule, reason, detail, incident"
 
 
 # --- maintenance windows, silences, rule sets, id blocks ----------------------------------------------------
 
 MAINTENANCE_COLUMNS: Final = "id, tenant, scope, target, start_ms, end_ms, created_by, reason, created_ms"
-MAINTENANCE_INSERT_SQL: Final = f"INSERT INTO maintenance_windows ({MAINTENANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
-
-
-def maintenance_params(m: MaintenanceRecord) -> tuple[Any, ...]:
-    return (m.id, m.tenant, m.scope, m.target, m.start_ms, m.end_ms, m.by, m.reason, m.created_ms)
-
-
 
 
 MAINTENANCE_SELECT: Final = (
@@ -330,25 +275,12 @@ MAINTENANCE_SELECT: Final = (
 )
 
 
-def window_query(select: str, tenant: str | None, end_col: str, after: int | None,
-                 order: str) -> tuple[str, list[Any]]:
-    """Windows of ``tenant`` (all when None) whose ``end_col`` is after ``after`` (all when None)."""
-    sql, params = select_where(select, [("tenant = ?", tenant), (f"{end_col} > ?", after)])
-    return sql + f" ORDER BY {order}, id", params
-
-
 SILENCE_COLUMNS: Final = "id, tenant, scope, target, rule, start_ms, until_ms, created_by, reason, created_ms, ended_ms"
-SILENCE_INSERT_SQL: Final = f"INSERT INTO silences ({SILENCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-
-
-def silence_params(s: SilenceRecord) -> tuple[Any, ...]:
-    return (s.id, s.tenant, s.scope, s.target, s.rule, s.start_ms, s.until_ms, s.by, s.reason, s.created_ms,
-            s.ended_ms)
-
-
 
 
 _SILENCE_FIELDS: Final = SILENCE_COLUMNS.replace("created_by", "created_by AS by")
+
+
 SILENCE_SELECT: Final = f"SELECT {_SILENCE_FIELDS} FROM silences"
 SILENCE_END_SQL: Final = (
     f"UPDATE silences SET ended_ms=?, until_ms=CASE WHEN until_ms > ? THEN ? ELSE until_ms END "
@@ -360,27 +292,25 @@ def silence_end_params(silence_id: str, at_ms: int) -> tuple[Any, ...]:
     return (at_ms, at_ms, at_ms, silence_id)
 
 
-def silence_query(tenant: str | None, active_at: int | None) -> tuple[str, list[Any]]:
-    """Silences of ``tenant`` still running at ``active_at`` (all when None)."""
-    sql, params = window_query(SILENCE_SELECT, tenant, "until_ms", active_at, "start_ms")
-    if active_at is not None:
-        sql = sql.replace(" ORDER BY", " AND ended_ms IS NULL ORDER BY")
-    return sql, params
-
-
 RULES_INSERT_SQL: Final = (
     "INSERT INTO alert_rules (version, text, created_ms, created_by) "
     "SELECT coalesce(max(version), 0) + 1, CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS TEXT) FROM alert_rules "
     "RETURNING version"
 )
+
+
 RULES_LATEST_SQL: Final = (
     "SELECT version, text, created_ms, created_by FROM alert_rules ORDER BY version DESC LIMIT 1"
 )
+
+
 TENANT_RULES_INSERT_SQL: Final = (
     "INSERT INTO tenant_alert_rules (tenant, version, text, created_ms, created_by) "
     "SELECT CAST(? AS TEXT), coalesce(max(version), 0) + 1, CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS TEXT) "
     "FROM tenant_alert_rules WHERE tenant = ? RETURNING version"
 )
+
+
 TENANT_RULES_LATEST_SQL: Final = (  # each tenant's newest document
     "SELECT version, text, created_ms, created_by, tenant FROM tenant_alert_rules t "
     "WHERE version = (SELECT max(version) FROM tenant_alert_rules u WHERE u.tenant = t.tenant) ORDER BY tenant"
@@ -392,8 +322,6 @@ def rules_insert(text: str, by: str, at_ms: int, tenant: str | None) -> tuple[st
     if tenant is None:
         return RULES_INSERT_SQL, (text, at_ms, by)
     return TENANT_RULES_INSERT_SQL, (tenant, text, at_ms, by, tenant)
-
-
 
 
 ID_SEQUENCES: Final = ("alerts", "incidents")
@@ -414,29 +342,17 @@ def id_block_sql(name: str) -> str:
 
 LABEL_COLUMNS: Final = ("alert, incident, tenant, asset, device, rule, verdict, fault_type, reason, start_ms, end_ms, "
                         "first_seen, last_seen, peak, model_version, by_person, ts")
-LABEL_INSERT_SQL: Final = f"INSERT INTO labels ({LABEL_COLUMNS}) VALUES ({','.join('?' * 17)})"
-
-
-def label_params(x: Label) -> tuple[Any, ...]:
-    return (x.alert, x.incident, x.tenant, x.asset, x.device, x.rule, x.verdict.value, x.fault_type, x.reason,
-            x.start_ms, x.end_ms, x.first_seen, x.last_seen, x.peak, x.model_version, x.by, x.ts)
 
 
 def label_from_row(row: Row) -> Label:
     return record(Label, row, verdict=Verdict(row["verdict"]))
 
-def label_query(*, tenant: str | None, asset: str | None, alert: int | None, since_ms: int | None,
-                limit: int) -> tuple[str, list[Any]]:
-    """Labels, oldest first (the order training reads them in)."""
-    sql, params = select_where(f"SELECT {LABEL_COLUMNS.replace('by_person', 'by_person AS by')} FROM labels", [
-        ("tenant = ?", tenant), ("asset = ?", asset), ("alert = ?", alert), ("ts >= ?", since_ms)])
-    return sql + " ORDER BY ts, id LIMIT ?", [*params, limit]
-
-
 OVERRIDE_UPSERT_SQL: Final = (
     "INSERT INTO rule_overrides (asset, rule, levels, set_ms, set_by) VALUES (?,?,?,?,?) "
     "ON CONFLICT (asset, rule) DO UPDATE SET levels=excluded.levels, set_ms=excluded.set_ms, set_by=excluded.set_by"
 )
+
+
 OVERRIDE_SELECT_SQL: Final = "SELECT asset, rule, levels, set_ms, set_by FROM rule_overrides ORDER BY asset, rule"
 
 
@@ -474,13 +390,7 @@ class UndeliveredRecord:
     id: int = 0
 
 
-UNDELIVERED_INSERT_SQL: Final = (
-    "INSERT INTO notification_dead_letters (ts, tenant, incident, channel, record) VALUES (?,?,?,?,?)"
-)
-
-
-def undelivered_params(u: UndeliveredRecord) -> tuple[Any, ...]:
-    return (u.ts, u.tenant, u.incident, u.channel, u.record)
+UNDELIVERED_COLUMNS: Final = "ts, tenant, incident, channel, record"
 
 
 # --- work orders (reported back by a CMMS/ERP, or opened by hand) ---------------------------------------------
@@ -507,22 +417,9 @@ class WorkOrderRecord:
 
 WORK_ORDER_COLUMNS: Final = ("id, tenant, asset, incident, alert, opened_ms, downtime_start, closed_ms, downtime_end, "
                              "opened_by, closed_by, note")
-WORK_ORDER_INSERT_SQL: Final = f"INSERT INTO work_orders ({WORK_ORDER_COLUMNS}) VALUES ({','.join('?' * 12)})"
+
+
 WORK_ORDER_CLOSE_SQL: Final = (
     "UPDATE work_orders SET closed_ms=?, downtime_end=?, closed_by=? WHERE id=? AND closed_ms IS NULL "
     f"RETURNING {WORK_ORDER_COLUMNS}"
 )
-
-
-def work_order_params(w: WorkOrderRecord) -> tuple[Any, ...]:
-    return (w.id, w.tenant, w.asset, w.incident, w.alert, w.opened_ms, w.downtime_start, w.closed_ms,
-            w.downtime_end, w.opened_by, w.closed_by, w.note)
-
-
-
-
-def work_order_query(tenant: str | None, since_ms: int | None, limit: int) -> tuple[str, list[Any]]:
-    """Oldest first: the open ones and those closed since ``since_ms``."""
-    sql, params = select_where(f"SELECT {WORK_ORDER_COLUMNS} FROM work_orders", [
-        ("tenant = ?", tenant), ("(closed_ms IS NULL OR closed_ms >= ?)", since_ms)])
-    return sql + " ORDER BY opened_ms, id LIMIT ?", [*params, limit]

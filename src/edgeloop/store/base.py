@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Self, TypeVar
 
 import msgspec
 
@@ -20,7 +20,7 @@ from edgeloop.messages import Alert, AlertStatus, Severity
 from edgeloop.registry import Registry
 from edgeloop.store import alerting as al
 from edgeloop.store.alerting import Label
-from edgeloop.store.driver import Driver, Row, record
+from edgeloop.store.driver import Connection, Driver, Row, insert_sql, record, select_where, values
 from edgeloop.store.records import (
     RAW_DEAD_LETTER_BYTES,
     ROLLUP_MS,
@@ -47,6 +47,8 @@ from edgeloop.store.schema import migrate
 __all__ = ["RAW_DEAD_LETTER_BYTES", "AuditRecord", "Credential", "DeadLetter", "Enrollment", "GatewayConfig",
            "GatewayHeartbeat", "GatewayRecord", "Series", "Store", "StoredEvent", "TelemetryChunk", "TelemetryQuery",
            "User"]
+
+T = TypeVar("T")
 
 ALERT_TRANSITIONS: Final[dict[AlertStatus, frozenset[AlertStatus]]] = {
     AlertStatus.OPEN: frozenset({AlertStatus.ACKNOWLEDGED, AlertStatus.RESOLVED}),
@@ -136,11 +138,28 @@ class Store:
     async def close(self) -> None:
         await self.driver.close()
 
-    async def _insert_unique(self, sql: str, params: Sequence[Any], what: str, ident: str) -> None:
+    async def _create(self, table: str, columns: str, obj: object, what: str, ident: str, **given: Any) -> None:
+        """Insert one row from ``obj``'s fields; ConflictError if its key exists."""
         try:
-            await self.driver.execute(sql, params)
+            await self.driver.execute(insert_sql(table, columns), values(obj, columns, **given))
         except DuplicateKey as exc:
             raise ConflictError(f"{what} {ident!r} already exists") from exc
+
+    @staticmethod
+    async def _add(con: Connection, table: str, columns: str, rows: Sequence[Any],
+                   given: Callable[[Any], dict[str, Any]] = lambda _: {}, *, sql: str = "") -> None:
+        """Insert ``rows`` (records) by their fields named as ``columns``, ``given`` overriding some."""
+        await con.executemany(sql or insert_sql(table, columns), [values(r, columns, **given(r)) for r in rows])
+
+    async def _list(self, make: Callable[[Row], T], select: str, conds: Sequence[tuple[str, Any]], order: str,
+                    limit: int | None = None) -> list[T]:
+        """``select`` of the rows meeting every condition that applies (``select_where``), in ``order``."""
+        sql, params = select_where(select, conds)
+        if limit is not None:
+            sql, params = sql + f" ORDER BY {order} LIMIT ?", [*params, limit]
+        else:
+            sql += f" ORDER BY {order}"
+        return [make(r) for r in await self.driver.fetch(sql, params)]
 
     # -- registry -------------------------------------------------------------------------------
     async def _upsert(self, table: str, key: str, values: dict[str, Any]) -> None:
@@ -226,7 +245,7 @@ class Store:
 
     async def telemetry_counts(self, device: str | None = None) -> tuple[int, int]:
         """(messages, samples) stored, for one device or all."""
-        sql, params = al.select_where("SELECT count(*) AS m, coalesce(sum(n), 0) AS s FROM chunks",
+        sql, params = select_where("SELECT count(*) AS m, coalesce(sum(n), 0) AS s FROM chunks",
                                       [("device = ?", device)])
         row = await self.driver.fetchone(sql, params)
         return (int(row["m"]), int(row["s"])) if row else (0, 0)
@@ -250,10 +269,9 @@ class Store:
     async def list_dead_letters(
         self, device: str | None = None, limit: int = 100, tenant: str | None = None
     ) -> list[DeadLetter]:
-        sql, params = al.select_where("SELECT id, received AS received_ms, topic, device, tenant, code, detail, "
-                                      "size, raw FROM dead_letters", [("device = ?", device), ("tenant = ?", tenant)])
-        rows = await self.driver.fetch(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
-        return [record(DeadLetter, r, raw=bytes(r["raw"])) for r in rows]
+        return await self._list(lambda r: record(DeadLetter, r, raw=bytes(r["raw"])),
+                                "SELECT id, received AS received_ms, topic, device, tenant, code, detail, size, raw "
+                                "FROM dead_letters", [("device = ?", device), ("tenant = ?", tenant)], "id DESC", limit)
 
     async def dead_letter_counts(self) -> dict[str, int]:
         """Dead letters per device ('' for those whose device is unknown)."""
@@ -273,11 +291,11 @@ class Store:
     async def list_events(self, *, device: str | None = None, kind: str | None = None, limit: int = 100,
                           tenant: str | None = None) -> list[StoredEvent]:
         """Newest first."""
-        sql, params = al.select_where(
+        return await self._list(
+            lambda r: record(StoredEvent, r, data=json.loads(r["data"])),
             "SELECT id, device, tenant, ts AS ts_ms, kind, severity, message, data, received AS received_ms "
-            "FROM device_events", [("device = ?", device), ("kind = ?", kind), ("tenant = ?", tenant)])
-        rows = await self.driver.fetch(sql + " ORDER BY ts DESC, id DESC LIMIT ?", (*params, limit))
-        return [record(StoredEvent, r, data=json.loads(r["data"])) for r in rows]
+            "FROM device_events", [("device = ?", device), ("kind = ?", kind), ("tenant = ?", tenant)],
+            "ts DESC, id DESC", limit)
 
     # -- gateways -------------------------------------------------------------------------------
     async def write_heartbeats(self, beats: Sequence[GatewayHeartbeat]) -> None:
@@ -303,7 +321,7 @@ class Store:
 
     async def list_gateways(self, *, tenant: str | None = None) -> list[GatewayRecord]:
         """Every gateway (a device that sent a heartbeat), by id."""
-        sql, params = al.select_where(GATEWAYS, [("tenant = ?", tenant)])
+        sql, params = select_where(GATEWAYS, [("tenant = ?", tenant)])
         async with self.driver.transaction() as tx:
             rows = await tx.fetch(sql + " ORDER BY id", params)
             devices: dict[str, list[str]] = {}
@@ -336,10 +354,8 @@ class Store:
 
     async def list_gateway_configs(self, gateway: str, *, with_text: bool = False) -> list[GatewayConfig]:
         """Newest version first; ``config`` is "" unless ``with_text``."""
-        cols = GATEWAY_CONFIGS.format(text="config" if with_text else "''")
-        rows = await self.driver.fetch(f"SELECT {cols} FROM gateway_configs WHERE gateway=? ORDER BY version DESC",
-                                       (gateway,))
-        return [record(GatewayConfig, r) for r in rows]
+        return await self._list(lambda r: record(GatewayConfig, r), "SELECT " + GATEWAY_CONFIGS.format(
+            text="config" if with_text else "''") + " FROM gateway_configs", [("gateway = ?", gateway)], "version DESC")
 
     async def get_gateway_config(self, gateway: str, version: int) -> GatewayConfig | None:
         row = await self.driver.fetchone(f"SELECT {GATEWAY_CONFIGS.format(text='config')} FROM gateway_configs "
@@ -364,9 +380,7 @@ class Store:
     async def put_enrollment(self, e: Enrollment) -> None:
         """Create an enrollment; ConflictError if its id exists."""
         serials = None if e.serials is None else msgspec.json.encode(list(e.serials)).decode()
-        await self._insert_unique(f"INSERT INTO enrollments ({ENROLLMENTS}) VALUES ({_marks(11)})", (
-            e.id, e.tenant, e.line, e.profile, e.claim_hash, e.expires_ms, e.created_ms, e.created_by, e.asset,
-            serials, e.max_devices), "enrollment", e.id)
+        await self._create("enrollments", ENROLLMENTS, e, "enrollment", e.id, serials=serials)
 
     async def get_enrollment(self, enrollment_id: str) -> Enrollment | None:
         row = await self.driver.fetchone(f"SELECT {ENROLLMENTS} FROM enrollments WHERE id=?", (enrollment_id,))
@@ -392,10 +406,8 @@ class Store:
 
     async def list_audit(self, *, limit: int = 200, action: str | None = None) -> list[AuditRecord]:
         """Newest first."""
-        sql, params = al.select_where("SELECT id, ts_ms, actor, action, target, outcome, detail, source FROM audit",
-                                      [("action = ?", action)])
-        return [record(AuditRecord, r) for r in await self.driver.fetch(sql + " ORDER BY id DESC LIMIT ?",
-                                                                        (*params, limit))]
+        return await self._list(lambda r: record(AuditRecord, r), "SELECT id, ts_ms, actor, action, target, outcome, "
+                                "detail, source FROM audit", [("action = ?", action)], "id DESC", limit)
 
     async def put_user(self, u: User) -> None:
         """Create or replace a user."""
@@ -416,8 +428,7 @@ class Store:
         return await self.driver.execute("DELETE FROM users WHERE username=?", (username,)) == 1
 
     async def put_credential(self, c: Credential) -> None:
-        await self.driver.execute(f"INSERT INTO credentials ({CREDENTIALS}) VALUES ({_marks(9)})", (
-            c.id, c.kind, c.subject, c.role, c.tenant, c.created_ms, c.expires_ms, c.secret_hash, c.revoked_ms))
+        await self.driver.execute(insert_sql("credentials", CREDENTIALS), values(c, CREDENTIALS))
 
     async def get_credential(self, credential_id: str) -> Credential | None:
         row = await self.driver.fetchone(f"SELECT {CREDENTIALS} FROM credentials WHERE id=?", (credential_id,))
@@ -451,13 +462,10 @@ class Store:
     ) -> list[Alert]:
         """Newest first; ``unresolved``: open or acknowledged (any status but resolved); ``since_ms``: first seen
         then or later."""
-        sql, params = al.select_where(f"SELECT {ALERTS} FROM alerts", [
+        return await self._list(_alert, f"SELECT {ALERTS} FROM alerts", [
             ("first_seen >= ?", since_ms), ("status = ?", None if status is None else status.value),
-            ("asset = ?", asset), ("tenant = ?", tenant), ("incident = ?", incident)])
-        if unresolved:
-            sql += (" AND " if params else " WHERE ") + "status <> 'resolved'"
-        return [_alert(r) for r in await self.driver.fetch(sql + " ORDER BY last_seen DESC, id DESC LIMIT ?",
-                                                           (*params, limit))]
+            ("asset = ?", asset), ("tenant = ?", tenant), ("incident = ?", incident),
+            ("status <> 'resolved'", unresolved)], "last_seen DESC, id DESC", limit)
 
     async def get_alert(self, alert_id: int) -> Alert:
         """Raises NotFoundError."""
@@ -500,18 +508,23 @@ class Store:
                     remap[a.id] = int(got["id"])
                 if a.id in new:
                     await tx.execute(al.ALERT_UPDATE_SQL, al.alert_update_params(al.remapped(new[a.id], remap)))
-            await tx.executemany(al.INCIDENT_UPSERT_SQL, [al.incident_params(r) for r in changes.incidents])
-            await tx.executemany(al.TIMELINE_INSERT_SQL, [al.timeline_params(e) for e in changes.timeline])
-            await tx.executemany(al.SUPPRESSION_INSERT_SQL, [al.suppression_params(x) for x in changes.suppressions])
+            await self._add(tx, "incidents", al.INCIDENT_COLUMNS, changes.incidents, lambda r: {
+                "assets": ",".join(r.assets)}, sql=al.INCIDENT_UPSERT_SQL)
+            await self._add(tx, "incident_timeline", al.TIMELINE_COLUMNS, changes.timeline, lambda e: {
+                "detail": e.detail[:2000], "data": msgspec.json.encode(e.data).decode()})
+            await self._add(tx, "suppressions", al.SUPPRESSION_COLUMNS, changes.suppressions, lambda x: {
+                "detail": x.detail[:1000]})
         return remap
 
     async def list_incidents(self, *, statuses: Sequence[str] | None = None, tenant: str | None = None,
                              asset: str | None = None, limit: int = 200,
                              opened_from: int | None = None) -> list[al.IncidentRecord]:
         """Newest first."""
-        sql, params = al.incident_query(statuses=statuses, tenant=tenant, asset=asset, limit=limit,
-                                        opened_from=opened_from)
-        return [al.incident_from_row(r) for r in await self.driver.fetch(sql, params)]
+        return await self._list(al.incident_from_row, f"SELECT {al.INCIDENT_COLUMNS} FROM incidents", [
+            ("opened_at >= ?", opened_from), ("tenant = ?", tenant),
+            ("id IN (SELECT incident FROM alerts WHERE asset = ?)", asset),  # incidents holding an alert of it
+            (f"status IN ({_marks(len(statuses or ()))})", tuple(statuses) if statuses else None)],
+            "opened_at DESC, id DESC", limit)
 
     async def get_incident(self, incident_id: int) -> al.IncidentRecord:
         """Raises NotFoundError."""
@@ -529,23 +542,25 @@ class Store:
                                 tenant: str | None = None, reason: str | None = None,
                                 limit: int = 200) -> list[al.SuppressionRecord]:
         """Newest first."""
-        sql, params = al.suppression_query(asset=asset, rule=rule, since_ms=since_ms, until_ms=until_ms,
-                                           tenant=tenant, reason=reason, limit=limit)
-        return [record(al.SuppressionRecord, r) for r in await self.driver.fetch(sql, params)]
+        return await self._list(lambda r: record(al.SuppressionRecord, r),
+                                f"SELECT id, {al.SUPPRESSION_COLUMNS} FROM suppressions", [
+                                    ("asset = ?", asset), ("rule = ?", rule), ("ts >= ?", since_ms),
+                                    ("ts < ?", until_ms), ("tenant = ?", tenant), ("reason = ?", reason)],
+                                "ts DESC, id DESC", limit)
 
     async def put_maintenance(self, window: al.MaintenanceRecord) -> None:
         """ConflictError if its id exists."""
-        await self._insert_unique(al.MAINTENANCE_INSERT_SQL, al.maintenance_params(window), "maintenance window",
-                                  window.id)
+        await self._create("maintenance_windows", al.MAINTENANCE_COLUMNS, window, "maintenance window", window.id,
+                           created_by=window.by)
 
     async def list_maintenance(self, *, tenant: str | None = None, ending_after: int | None = None
                                ) -> list[al.MaintenanceRecord]:
-        sql, params = al.window_query(al.MAINTENANCE_SELECT, tenant, "end_ms", ending_after, "start_ms")
-        return [record(al.MaintenanceRecord, r) for r in await self.driver.fetch(sql, params)]
+        return await self._list(lambda r: record(al.MaintenanceRecord, r), al.MAINTENANCE_SELECT,
+                                [("tenant = ?", tenant), ("end_ms > ?", ending_after)], "start_ms, id")
 
     async def put_silence(self, silence: al.SilenceRecord) -> None:
         """ConflictError if its id exists."""
-        await self._insert_unique(al.SILENCE_INSERT_SQL, al.silence_params(silence), "silence", silence.id)
+        await self._create("silences", al.SILENCE_COLUMNS, silence, "silence", silence.id, created_by=silence.by)
 
     async def end_silence(self, silence_id: str, at_ms: int) -> al.SilenceRecord:
         """NotFoundError if there is no such silence still running."""
@@ -556,8 +571,9 @@ class Store:
 
     async def list_silences(self, *, tenant: str | None = None, active_at: int | None = None
                             ) -> list[al.SilenceRecord]:
-        sql, params = al.silence_query(tenant, active_at)
-        return [record(al.SilenceRecord, r) for r in await self.driver.fetch(sql, params)]
+        return await self._list(lambda r: record(al.SilenceRecord, r), al.SILENCE_SELECT, [
+            ("tenant = ?", tenant), ("until_ms > ?", active_at), ("ended_ms IS NULL", active_at is not None)],
+            "start_ms, id")
 
     async def put_rules(self, text: str, *, by: str, at_ms: int, tenant: str | None = None) -> int:
         """Store a rule document as the next version of ``tenant``'s (None: the platform's default); returns the
@@ -577,13 +593,15 @@ class Store:
 
     async def put_labels(self, labels: Sequence[Label]) -> None:
         """Store technician feedback (one row per label; a later label on an alert does not replace one)."""
-        await self.driver.executemany(al.LABEL_INSERT_SQL, [al.label_params(x) for x in labels])
+        await self._add(self.driver, "labels", al.LABEL_COLUMNS, labels, lambda x: {
+            "verdict": x.verdict.value, "by_person": x.by})
 
     async def list_labels(self, *, tenant: str | None = None, asset: str | None = None, alert: int | None = None,
                           since_ms: int | None = None, limit: int = 1_000_000) -> list[Label]:
         """Oldest first."""
-        sql, params = al.label_query(tenant=tenant, asset=asset, alert=alert, since_ms=since_ms, limit=limit)
-        return [al.label_from_row(r) for r in await self.driver.fetch(sql, params)]
+        return await self._list(al.label_from_row, f"SELECT {al.LABEL_COLUMNS.replace('by_person', 'by_person AS by')}"
+                                " FROM labels", [("tenant = ?", tenant), ("asset = ?", asset), ("alert = ?", alert),
+                                                 ("ts >= ?", since_ms)], "ts, id", limit)  # training's order
 
     async def put_override(self, override: al.OverrideRecord) -> None:
         await self.driver.execute(al.OVERRIDE_UPSERT_SQL, al.override_params(override))
@@ -593,7 +611,7 @@ class Store:
 
     async def put_work_order(self, order: al.WorkOrderRecord) -> None:
         """ConflictError if its id exists."""
-        await self._insert_unique(al.WORK_ORDER_INSERT_SQL, al.work_order_params(order), "work order", order.id)
+        await self._create("work_orders", al.WORK_ORDER_COLUMNS, order, "work order", order.id)
 
     async def close_work_order(self, order_id: str, *, at_ms: int, downtime_end: int | None,
                                by: str) -> al.WorkOrderRecord:
@@ -606,8 +624,9 @@ class Store:
     async def list_work_orders(self, *, tenant: str | None = None, since_ms: int | None = None,
                                limit: int = 100_000) -> list[al.WorkOrderRecord]:
         """Oldest first: the open ones and those closed since ``since_ms``."""
-        sql, params = al.work_order_query(tenant, since_ms, limit)
-        return [record(al.WorkOrderRecord, r) for r in await self.driver.fetch(sql, params)]
+        return await self._list(lambda r: record(al.WorkOrderRecord, r), f"SELECT {al.WORK_ORDER_COLUMNS} FROM "
+                                "work_orders", [("tenant = ?", tenant), ("(closed_ms IS NULL OR closed_ms >= ?)",
+                                                                         since_ms)], "opened_ms, id", limit)
 
     async def put_undelivered(self, records: Sequence[al.UndeliveredRecord]) -> None:
-        await self.driver.executemany(al.UNDELIVERED_INSERT_SQL, [al.undelivered_params(u) for u in records])
+        await self._add(self.driver, "notification_dead_letters", al.UNDELIVERED_COLUMNS, records)

@@ -61,3 +61,21 @@ class Driver(Connection, Protocol):
 def record(cls: Callable[..., T], row: Row, **given: Any) -> T:
     """``cls`` from ``row`` by column name (the SQL aliases a column to its field name), ``given`` overriding."""
     return cls(**{**{k: row[k] for k in row.keys()}, **given})  # noqa: SIM118 (a Record iterates values)
+
+
+def values(obj: object, columns: str, **given: Any) -> tuple[Any, ...]:
+    """Parameters for ``columns`` (comma-separated names) from ``obj``'s fields of those names, ``given`` overriding."""
+    return tuple(given[c] if c in given else getattr(obj, c) for c in (c.strip() for c in columns.split(",")))
+
+
+def insert_sql(table: str, columns: str) -> str:
+    """``INSERT INTO table (columns) VALUES (?, ...)`` for comma-separated ``columns``."""
+    return f"INSERT INTO {table} ({columns}) VALUES ({','.join('?' * (columns.count(',') + 1))})"
+
+
+def select_where(select: str, conds: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
+    """``select`` with ``WHERE`` the conditions whose value is neither None nor False, and their parameters (a
+    condition's ``?`` takes its value; a tuple fills several; one without ``?`` takes none)."""
+    used = [(cond, value) for cond, value in conds if value is not None and value is not False]
+    params = [v for cond, value in used if "?" in cond for v in (value if isinstance(value, tuple) else (value,))]
+    return (select + " WHERE " + " AND ".join(c for c, _ in used)) if used else select, params

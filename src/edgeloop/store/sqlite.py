@@ -30,23 +30,51 @@ _REFUSED = (sqlite3.IntegrityError, sqlite3.DataError, UnicodeError, OverflowErr
 _DUPLICATE = ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY")
 
 
-class _Statements:
-    """The ``Connection`` statements, run on the driver's thread (the caller holds the driver's lock)."""
+def _rollback(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
-    def __init__(self, driver: SQLiteDriver) -> None:
-        self._driver = driver
+
+def _atomic(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    """``fn`` in a transaction of its own, rolled back on any error (a failed statement must not leave it open:
+    every later ``BEGIN`` would fail)."""
+    def run(db: sqlite3.Connection) -> T:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            out = fn(db)
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+        return out
+
+    return run
+
+
+class _Statements:
+    """The ``Connection`` statements, on the database thread: ``outside`` a transaction each under the driver's
+    lock (none runs inside another's transaction), a multi-row write in a transaction of its own."""
+
+    def __init__(self, driver: SQLiteDriver, *, outside: bool) -> None:
+        self._driver, self._outside = driver, outside
+
+    async def _go(self, fn: Callable[[sqlite3.Connection], T], *, many: bool = False) -> T:
+        if not self._outside:
+            return await self._driver._run(fn)
+        async with self._driver._lock:
+            return await self._driver._run(_atomic(fn) if many else fn)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return await self._driver._run(lambda db: cast(list[Row], db.execute(sql, params).fetchall()))
+        return await self._go(lambda db: cast(list[Row], db.execute(sql, params).fetchall()))
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        return await self._driver._run(lambda db: cast(Row | None, db.execute(sql, params).fetchone()))
+        return await self._go(lambda db: cast(Row | None, db.execute(sql, params).fetchone()))
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return await self._driver._run(lambda db: db.execute(sql, params).rowcount)
+        return await self._go(lambda db: db.execute(sql, params).rowcount)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._driver._run(lambda db: db.executemany(sql, rows))
+        await self._go(lambda db: db.executemany(sql, rows), many=True)
 
     async def insert_many(self, table: str, columns: Mapping[str, str], rows: Sequence[Sequence[Any]],
                           suffix: str = "") -> list[Row]:
@@ -61,7 +89,7 @@ class _Statements:
                 out += db.execute(sql, [v for row in part for v in row]).fetchall()
             return out
 
-        return await self._driver._run(run)
+        return await self._go(run, many=True)
 
     async def lock(self, key: str) -> None:
         """Nothing to do: every transaction is ``BEGIN IMMEDIATE`` (one writer at a time)."""
@@ -74,14 +102,13 @@ class SQLiteDriver(_Statements):
 
     def __init__(self, *, path: Path | str, synchronous: Literal["OFF", "NORMAL", "FULL"] = "FULL",
                  recover_corrupt: bool = False) -> None:
-        super().__init__(self)
+        super().__init__(self, outside=True)
         self.path = str(path)
         self.recover_corrupt = recover_corrupt
         self.synchronous = synchronous
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
-        self._inside = _Statements(self)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the database thread: the one place sqlite3's errors become ours."""
@@ -96,44 +123,17 @@ class SQLiteDriver(_Statements):
         except (sqlite3.Error, OSError) as exc:  # busy/locked, disk full, I/O error
             raise StoreError(f"SQLite ({self.path}): {exc}") from exc
 
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        async with self._lock:
-            return await super().fetch(sql, params)
-
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        async with self._lock:
-            return await super().fetchone(sql, params)
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self._lock:
-            return await super().execute(sql, params)
-
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        async with self._lock, self.transaction_held() as tx:
-            await tx.executemany(sql, rows)
-
-    async def insert_many(self, table: str, columns: Mapping[str, str], rows: Sequence[Sequence[Any]],
-                          suffix: str = "") -> list[Row]:
-        async with self._lock, self.transaction_held() as tx:
-            return await tx.insert_many(table, columns, rows, suffix)
-
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
-        async with self._lock, self.transaction_held() as tx:
-            yield tx
-
-    @asynccontextmanager
-    async def transaction_held(self) -> AsyncIterator[Connection]:
-        """A transaction while the caller holds the lock: rolled back on any error (a failed statement must not
-        leave it open, or every later ``BEGIN`` would fail)."""
-        await self._run(lambda db: db.execute("BEGIN IMMEDIATE"))
-        try:
-            yield self._inside
-            await self._run(lambda db: db.execute("COMMIT"))
-        except BaseException:
-            with contextlib.suppress(StoreError):  # the error that ended the transaction is the one to see
-                await self._run(lambda db: db.in_transaction and db.execute("ROLLBACK"))
-            raise
+        async with self._lock:
+            await self._run(lambda db: db.execute("BEGIN IMMEDIATE"))
+            try:
+                yield _Statements(self, outside=False)
+                await self._run(lambda db: db.execute("COMMIT"))
+            except BaseException:
+                with contextlib.suppress(StoreError):  # the error that ended the transaction is the one to see
+                    await self._run(_rollback)
+                raise
 
     async def open(self) -> None:
         """Open the database; a missing file is created (atomically, 0600), a corrupt one moved aside with a
