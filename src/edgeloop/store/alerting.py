@@ -20,20 +20,8 @@ import msgspec
 from edgeloop.messages import Alert
 from edgeloop.store.driver import Row, record
 
-__all__ = [
-    "AlertChanges",
-    "IncidentRecord",
-    "Label",
-    "MaintenanceRecord",
-    "OverrideRecord",
-    "RuleSetRecord",
-    "SilenceRecord",
-    "SuppressionRecord",
-    "TimelineEntry",
-    "UndeliveredRecord",
-    "Verdict",
-    "WorkOrderRecord",
-]
+__all__ = ["AlertChanges", "IncidentRecord", "Label", "MaintenanceRecord", "OverrideRecord", "RuleSetRecord",
+           "SilenceRecord", "SuppressionRecord", "TimelineEntry", "UndeliveredRecord", "Verdict", "WorkOrderRecord"]
 
 
 class Verdict(enum.StrEnum):

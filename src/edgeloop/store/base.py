@@ -105,6 +105,10 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+def _user(row: Row) -> User:
+    return record(User, row, disabled=bool(row["disabled"]))
+
+
 def _alert(row: Row) -> Alert:
     return record(Alert, row, severity=Severity(row["severity"]), status=AlertStatus(row["status"]),
                   explanation=msgspec.json.decode(row["explanation"], type=dict[str, float]))
@@ -151,53 +155,53 @@ class Store:
         """Insert ``rows`` (records) by their fields named as ``columns``, ``given`` overriding some."""
         await con.executemany(sql or insert_sql(table, columns), [values(r, columns, **given(r)) for r in rows])
 
-    async def _list(self, make: Callable[[Row], T], select: str, conds: Sequence[tuple[str, Any]], order: str,
+    async def _list(self, make: Callable[[Row], T], select: str, conds: Sequence[tuple[str, Any]], order: str = "",
                     limit: int | None = None) -> list[T]:
         """``select`` of the rows meeting every condition that applies (``select_where``), in ``order``."""
         sql, params = select_where(select, conds)
+        sql += f" ORDER BY {order}" if order else ""
         if limit is not None:
-            sql, params = sql + f" ORDER BY {order} LIMIT ?", [*params, limit]
-        else:
-            sql += f" ORDER BY {order}"
+            sql, params = sql + " LIMIT ?", [*params, limit]
         return [make(r) for r in await self.driver.fetch(sql, params)]
 
+    async def _one(self, make: Callable[[Row], T], select: str, conds: Sequence[tuple[str, Any]]) -> T | None:
+        return next(iter(await self._list(make, select, conds, limit=1)), None)
+
     # -- registry -------------------------------------------------------------------------------
-    async def _upsert(self, table: str, key: str, values: dict[str, Any]) -> None:
-        sets = ", ".join(f"{c}=excluded.{c}" for c in values if c != key)
-        await self.driver.execute(f"INSERT INTO {table} ({','.join(values)}) VALUES ({_marks(len(values))}) "
-                                  f"ON CONFLICT ({key}) DO UPDATE SET {sets}", list(values.values()))
+    async def _upsert(self, table: str, key: str, columns: str, obj: object, **given: Any) -> None:
+        """Insert or replace one row from ``obj``'s fields."""
+        sets = ", ".join(f"{c}=excluded.{c}" for c in columns.split(", ") if c != key)
+        await self.driver.execute(insert_sql(table, columns) + f" ON CONFLICT ({key}) DO UPDATE SET {sets}",
+                                  values(obj, columns, **given))
 
     async def put_tenant(self, tenant: Tenant) -> None:
-        await self._upsert("tenants", "id", {"id": tenant.id, "name": tenant.name})
+        await self._upsert("tenants", "id", "id, name", tenant)
 
     async def put_site(self, site: Site) -> None:
-        await self._upsert("sites", "id", {"id": site.id, "tenant": site.tenant, "name": site.name})
+        await self._upsert("sites", "id", "id, tenant, name", site)
 
     async def put_line(self, line: Line) -> None:
-        await self._upsert("lines", "id", {"id": line.id, "site": line.site, "name": line.name})
+        await self._upsert("lines", "id", "id, site, name", line)
 
     async def put_asset(self, asset: Asset) -> None:
-        await self._upsert("assets", "id", {"id": asset.id, "line": asset.line, "name": asset.name,
-                                            "kind": asset.kind, "criticality": asset.criticality})
+        await self._upsert("assets", "id", "id, line, name, kind, criticality", asset)
 
     async def put_profile(self, profile: DeviceProfile) -> None:
-        await self._upsert("profiles", "name", {"name": profile.name, "body": msgspec.json.encode(profile)})
+        await self._upsert("profiles", "name", "name, body", profile, body=msgspec.json.encode(profile))
 
     async def put_device(self, device: Device) -> None:
-        await self._upsert("devices", "id", {"id": device.id, "tenant": device.tenant, "asset": device.asset,
-                                             "profile": device.profile, "name": device.name})
+        await self._upsert("devices", "id", "id, tenant, asset, profile, name", device)
 
     async def load_registry(self) -> Registry:
         reg = Registry()
-        async with self.driver.transaction() as tx:  # one consistent snapshot
-            tables: list[tuple[str, Callable[..., Any], dict[str, Any]]] = [
-                ("tenants", Tenant, reg.tenants), ("sites", Site, reg.sites), ("lines", Line, reg.lines),
-                ("assets", Asset, reg.assets), ("devices", Device, reg.devices)]
-            for table, kind, into in tables:
-                for r in await tx.fetch(f"SELECT * FROM {table}"):
-                    into[r["id"]] = record(kind, r)
-            for r in await tx.fetch("SELECT name, body FROM profiles"):
-                reg.profiles[r["name"]] = msgspec.json.decode(r["body"], type=DeviceProfile)
+        tables: list[tuple[str, Callable[..., Any], dict[str, Any]]] = [
+            ("tenants", Tenant, reg.tenants), ("sites", Site, reg.sites), ("lines", Line, reg.lines),
+            ("assets", Asset, reg.assets), ("devices", Device, reg.devices)]
+        for table, kind, into in tables:
+            for r in await self.driver.fetch(f"SELECT * FROM {table}"):
+                into[r["id"]] = record(kind, r)
+        for r in await self.driver.fetch("SELECT name, body FROM profiles"):
+            reg.profiles[r["name"]] = msgspec.json.decode(r["body"], type=DeviceProfile)
         return reg
 
     # -- telemetry ------------------------------------------------------------------------------
@@ -322,17 +326,16 @@ class Store:
     async def list_gateways(self, *, tenant: str | None = None) -> list[GatewayRecord]:
         """Every gateway (a device that sent a heartbeat), by id."""
         sql, params = select_where(GATEWAYS, [("tenant = ?", tenant)])
-        async with self.driver.transaction() as tx:
-            rows = await tx.fetch(sql + " ORDER BY id", params)
-            devices: dict[str, list[str]] = {}
-            for r in await tx.fetch("SELECT gateway, device FROM gateway_devices ORDER BY gateway, device"):
-                devices.setdefault(r["gateway"], []).append(r["device"])
+        rows = await self.driver.fetch(sql + " ORDER BY id", params)
+        devices: dict[str, list[str]] = {}
+        for r in await self.driver.fetch("SELECT gateway, device FROM gateway_devices ORDER BY gateway, device"):
+            devices.setdefault(r["gateway"], []).append(r["device"])
         return [record(GatewayRecord, r, devices=tuple(devices.get(r["id"], ()))) for r in rows]
 
     async def get_gateway(self, gateway: str) -> GatewayRecord | None:
-        async with self.driver.transaction() as tx:
-            row = await tx.fetchone(GATEWAYS + " WHERE id=?", (gateway,))
-            devices = await tx.fetch("SELECT device FROM gateway_devices WHERE gateway=? ORDER BY device", (gateway,))
+        row = await self.driver.fetchone(GATEWAYS + " WHERE id=?", (gateway,))
+        devices = await self.driver.fetch("SELECT device FROM gateway_devices WHERE gateway=? ORDER BY device",
+                                          (gateway,))
         return None if row is None else record(GatewayRecord, row, devices=tuple(r["device"] for r in devices))
 
     async def add_gateway_config(self, *, gateway: str, tenant: str, config: str, created_ms: int,
@@ -358,9 +361,8 @@ class Store:
             text="config" if with_text else "''") + " FROM gateway_configs", [("gateway = ?", gateway)], "version DESC")
 
     async def get_gateway_config(self, gateway: str, version: int) -> GatewayConfig | None:
-        row = await self.driver.fetchone(f"SELECT {GATEWAY_CONFIGS.format(text='config')} FROM gateway_configs "
-                                         "WHERE gateway=? AND version=?", (gateway, version))
-        return record(GatewayConfig, row) if row else None
+        return await self._one(lambda r: record(GatewayConfig, r), "SELECT " + GATEWAY_CONFIGS.format(
+            text="config") + " FROM gateway_configs", [("gateway = ?", gateway), ("version = ?", version)])
 
     async def latest_gateway_configs(self, *, tenant: str | None = None) -> dict[str, GatewayConfig]:
         """Each gateway's newest pushed configuration (without its text)."""
@@ -383,11 +385,8 @@ class Store:
         await self._create("enrollments", ENROLLMENTS, e, "enrollment", e.id, serials=serials)
 
     async def get_enrollment(self, enrollment_id: str) -> Enrollment | None:
-        row = await self.driver.fetchone(f"SELECT {ENROLLMENTS} FROM enrollments WHERE id=?", (enrollment_id,))
-        if row is None:
-            return None
-        serials = row["serials"]
-        return record(Enrollment, row, serials=None if serials is None else tuple(json.loads(serials)))
+        return await self._one(lambda r: record(Enrollment, r, serials=None if r["serials"] is None else tuple(
+            json.loads(r["serials"]))), f"SELECT {ENROLLMENTS} FROM enrollments", [("id = ?", enrollment_id)])
 
     async def claim_serial(self, enrollment_id: str, serial: str, device: str, at_ms: int) -> bool:
         """Record that ``serial`` provisioned as ``device``; False if the serial was already used (atomic)."""
@@ -399,10 +398,8 @@ class Store:
         return int(row["n"]) if row else 0
 
     async def audit(self, r: AuditRecord) -> None:
-        await self.driver.execute("INSERT INTO audit (ts_ms, actor, action, target, outcome, detail, source) "
-                                  "VALUES (?,?,?,?,?,?,?)",
-                                  (r.ts_ms, r.actor, r.action, r.target[:200], r.outcome, r.detail[:1000],
-                                   r.source[:100]))
+        await self._add(self.driver, "audit", "ts_ms, actor, action, target, outcome, detail, source", [r], lambda r: {
+            "target": r.target[:200], "detail": r.detail[:1000], "source": r.source[:100]})
 
     async def list_audit(self, *, limit: int = 200, action: str | None = None) -> list[AuditRecord]:
         """Newest first."""
@@ -411,17 +408,13 @@ class Store:
 
     async def put_user(self, u: User) -> None:
         """Create or replace a user."""
-        await self._upsert("users", "username", {"username": u.username, "role": u.role, "tenant": u.tenant,
-                                                 "password_hash": u.password_hash, "created_ms": u.created_ms,
-                                                 "disabled": u.disabled})
+        await self._upsert("users", "username", USERS, u)
 
     async def get_user(self, username: str) -> User | None:
-        row = await self.driver.fetchone(f"SELECT {USERS} FROM users WHERE username=?", (username,))
-        return record(User, row, disabled=bool(row["disabled"])) if row else None
+        return await self._one(_user, f"SELECT {USERS} FROM users", [("username = ?", username)])
 
     async def list_users(self) -> list[User]:
-        return [record(User, r, disabled=bool(r["disabled"]))
-                for r in await self.driver.fetch(f"SELECT {USERS} FROM users ORDER BY username")]
+        return await self._list(_user, f"SELECT {USERS} FROM users", [], "username")
 
     async def delete_user(self, username: str) -> bool:
         """False if there was no such user. Its tokens stay until ``revoke_tokens`` (callers do both)."""
@@ -431,8 +424,8 @@ class Store:
         await self.driver.execute(insert_sql("credentials", CREDENTIALS), values(c, CREDENTIALS))
 
     async def get_credential(self, credential_id: str) -> Credential | None:
-        row = await self.driver.fetchone(f"SELECT {CREDENTIALS} FROM credentials WHERE id=?", (credential_id,))
-        return record(Credential, row) if row else None
+        return await self._one(lambda r: record(Credential, r), f"SELECT {CREDENTIALS} FROM credentials",
+                               [("id = ?", credential_id)])
 
     async def revoke_credential(self, credential_id: str, at_ms: int) -> bool:
         """False if there was no such unrevoked credential."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -54,27 +54,27 @@ class _Statements:
     """The ``Connection`` statements on an asyncpg connection or pool (the same methods)."""
 
     def __init__(self, con: Any) -> None:
-        self._con = con
+        self._con = con  # outside a transaction: the pool (any connection)
 
-    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def _call(self, method: str, *args: Any) -> Any:
+        if self._con is None:
+            raise StoreError("PostgreSQL store is not open")
         with _translated():
-            return await fn(*args)
+            return await getattr(self._con, method)(*args)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return list(await self._call(self._con.fetch, pg(sql), *params))
+        return list(await self._call("fetch", pg(sql), *params))
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = await self._call(self._con.fetchrow, pg(sql), *params)
-        return row
+        return await self._call("fetchrow", pg(sql), *params)  # type: ignore[no-any-return]
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        status: str = await self._call(self._con.execute, pg(sql), *params)
-        last = status.rsplit(" ", 1)[-1]  # "UPDATE 3", "INSERT 0 1"
+        last = str(await self._call("execute", pg(sql), *params)).rsplit(" ", 1)[-1]  # "UPDATE 3", "INSERT 0 1"
         return int(last) if last.isdigit() else 0
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            await self._call(self._con.executemany, pg(sql), rows)
+            await self._call("executemany", pg(sql), rows)
 
     async def insert_many(self, table: str, columns: Mapping[str, str], rows: Sequence[Sequence[Any]],
                           suffix: str = "") -> list[Row]:
@@ -82,10 +82,10 @@ class _Statements:
             return []
         arrays = ", ".join(f"${i}::{_ARRAYS[kind]}" for i, kind in enumerate(columns.values(), 1))
         sql = f"INSERT INTO {table} ({','.join(columns)}) SELECT * FROM unnest({arrays}) {suffix}"
-        return list(await self._call(self._con.fetch, sql, *[list(c) for c in zip(*rows, strict=True)]))
+        return list(await self._call("fetch", sql, *[list(c) for c in zip(*rows, strict=True)]))
 
     async def lock(self, key: str) -> None:
-        await self._call(self._con.execute, "SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_ID, key)
+        await self._call("execute", "SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_ID, key)
 
 
 class PostgresDriver(_Statements):
@@ -100,16 +100,6 @@ class PostgresDriver(_Statements):
         self._min = min_connections
         self._max = max_connections
 
-    @property
-    def _con(self) -> Any:  # the pool: a statement outside a transaction takes any connection
-        if self._pool is None:
-            raise StoreError("PostgreSQL store is not open")
-        return self._pool
-
-    @_con.setter
-    def _con(self, pool: asyncpg.Pool | None) -> None:
-        self._pool = pool
-
     async def open(self) -> None:
         try:
             self._con = await asyncpg.create_pool(self.dsn, min_size=self._min, max_size=self._max)
@@ -118,12 +108,14 @@ class PostgresDriver(_Statements):
             raise StoreError(f"cannot open PostgreSQL ({_redact(self.dsn)}): {exc}") from exc
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        if self._con is not None:
+            await self._con.close()
         self._con = None
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
+        if self._con is None:
+            raise StoreError("PostgreSQL store is not open")
         with _translated():  # acquiring a connection, BEGIN and COMMIT fail like any statement
             async with self._con.acquire() as con, con.transaction():
                 yield _Statements(con)
