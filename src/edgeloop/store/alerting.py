@@ -18,7 +18,7 @@ from typing import Any, Final
 import msgspec
 
 from edgeloop.messages import Alert
-from edgeloop.store.driver import Row, record
+from edgeloop.store.driver import Row, insert_sql, record
 
 __all__ = ["AlertChanges", "IncidentRecord", "Label", "MaintenanceRecord", "OverrideRecord", "RuleSetRecord",
            "SilenceRecord", "SuppressionRecord", "TimelineEntry", "UndeliveredRecord", "Verdict", "WorkOrderRecord"]
@@ -223,32 +223,22 @@ INCIDENT_COLUMNS: Final = (
     "resolved_at, merged_into, assets, updated_at, assignee, acknowledged_by, acknowledged_at, closed_at, "
     "escalation_level, lifecycle"
 )
-
-
-_INCIDENT_NAMES: Final = [c.strip() for c in INCIDENT_COLUMNS.split(",")]
-INCIDENT_UPSERT_SQL: Final = (
-    f"INSERT INTO incidents ({INCIDENT_COLUMNS}) VALUES ({','.join('?' * len(_INCIDENT_NAMES))}) "
-    "ON CONFLICT (id) DO UPDATE SET "
-    + ", ".join(f"{c}=excluded.{c}" for c in _INCIDENT_NAMES[1:])
-)
+INCIDENT_UPSERT_SQL: Final = insert_sql("incidents", INCIDENT_COLUMNS, key="id")
 
 
 def incident_from_row(row: Row) -> IncidentRecord:
     return record(IncidentRecord, row, assets=tuple(a for a in row["assets"].split(",") if a))
 
+
 # --- timeline, suppressions ---------------------------------------------------------------------------------
 
 TIMELINE_COLUMNS: Final = "incident, ts, kind, actor, detail, data, recorded_at"
-
-
-TIMELINE_SELECT_SQL: Final = (
-    "SELECT id, incident, ts, kind, actor, detail, data, recorded_at FROM incident_timeline WHERE incident=? "
-    "ORDER BY id"
-)
+TIMELINE_SELECT_SQL: Final = f"SELECT id, {TIMELINE_COLUMNS} FROM incident_timeline WHERE incident=? ORDER BY id"
 
 
 def timeline_from_row(row: Row) -> TimelineEntry:
     return record(TimelineEntry, row, data=msgspec.json.decode(row["data"]))
+
 
 SUPPRESSION_COLUMNS: Final = "ts, tenant, asset, rule, reason, detail, incident"
 
@@ -256,19 +246,11 @@ SUPPRESSION_COLUMNS: Final = "ts, tenant, asset, rule, reason, detail, incident"
 # --- maintenance windows, silences, rule sets, id blocks ----------------------------------------------------
 
 MAINTENANCE_COLUMNS: Final = "id, tenant, scope, target, start_ms, end_ms, created_by, reason, created_ms"
-
-
 MAINTENANCE_SELECT: Final = (
     f"SELECT {MAINTENANCE_COLUMNS.replace('created_by', 'created_by AS by')} FROM maintenance_windows"
 )
-
-
 SILENCE_COLUMNS: Final = "id, tenant, scope, target, rule, start_ms, until_ms, created_by, reason, created_ms, ended_ms"
-
-
 _SILENCE_FIELDS: Final = SILENCE_COLUMNS.replace("created_by", "created_by AS by")
-
-
 SILENCE_SELECT: Final = f"SELECT {_SILENCE_FIELDS} FROM silences"
 SILENCE_END_SQL: Final = (
     f"UPDATE silences SET ended_ms=?, until_ms=CASE WHEN until_ms > ? THEN ? ELSE until_ms END "
@@ -285,20 +267,12 @@ RULES_INSERT_SQL: Final = (
     "SELECT coalesce(max(version), 0) + 1, CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS TEXT) FROM alert_rules "
     "RETURNING version"
 )
-
-
-RULES_LATEST_SQL: Final = (
-    "SELECT version, text, created_ms, created_by FROM alert_rules ORDER BY version DESC LIMIT 1"
-)
-
-
+RULES_LATEST_SQL: Final = "SELECT version, text, created_ms, created_by FROM alert_rules ORDER BY version DESC LIMIT 1"
 TENANT_RULES_INSERT_SQL: Final = (
     "INSERT INTO tenant_alert_rules (tenant, version, text, created_ms, created_by) "
     "SELECT CAST(? AS TEXT), coalesce(max(version), 0) + 1, CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS TEXT) "
     "FROM tenant_alert_rules WHERE tenant = ? RETURNING version"
 )
-
-
 TENANT_RULES_LATEST_SQL: Final = (  # each tenant's newest document
     "SELECT version, text, created_ms, created_by, tenant FROM tenant_alert_rules t "
     "WHERE version = (SELECT max(version) FROM tenant_alert_rules u WHERE u.tenant = t.tenant) ORDER BY tenant"
@@ -335,12 +309,8 @@ LABEL_COLUMNS: Final = ("alert, incident, tenant, asset, device, rule, verdict, 
 def label_from_row(row: Row) -> Label:
     return record(Label, row, verdict=Verdict(row["verdict"]))
 
-OVERRIDE_UPSERT_SQL: Final = (
-    "INSERT INTO rule_overrides (asset, rule, levels, set_ms, set_by) VALUES (?,?,?,?,?) "
-    "ON CONFLICT (asset, rule) DO UPDATE SET levels=excluded.levels, set_ms=excluded.set_ms, set_by=excluded.set_by"
-)
 
-
+OVERRIDE_UPSERT_SQL: Final = insert_sql("rule_overrides", "asset, rule, levels, set_ms, set_by", key="asset, rule")
 OVERRIDE_SELECT_SQL: Final = "SELECT asset, rule, levels, set_ms, set_by FROM rule_overrides ORDER BY asset, rule"
 
 
@@ -361,6 +331,7 @@ def override_params(o: OverrideRecord) -> tuple[Any, ...]:
 
 def override_from_row(row: Row) -> OverrideRecord:
     return record(OverrideRecord, row, levels=msgspec.json.decode(row["levels"], type=dict[str, float]))
+
 
 # --- notifications given up on ------------------------------------------------------------------------------
 
@@ -405,8 +376,6 @@ class WorkOrderRecord:
 
 WORK_ORDER_COLUMNS: Final = ("id, tenant, asset, incident, alert, opened_ms, downtime_start, closed_ms, downtime_end, "
                              "opened_by, closed_by, note")
-
-
 WORK_ORDER_CLOSE_SQL: Final = (
     "UPDATE work_orders SET closed_ms=?, downtime_end=?, closed_by=? WHERE id=? AND closed_ms IS NULL "
     f"RETURNING {WORK_ORDER_COLUMNS}"

@@ -55,12 +55,9 @@ ALERT_TRANSITIONS: Final[dict[AlertStatus, frozenset[AlertStatus]]] = {
     AlertStatus.ACKNOWLEDGED: frozenset({AlertStatus.RESOLVED}),
     AlertStatus.RESOLVED: frozenset(),
 }
-ALERT_COLUMNS: Final = (
-    "id", "tenant", "asset", "device", "kind", "severity", "status", "first_seen", "last_seen", "count", "score",
-    "message", "explanation", "detector", "acknowledged_by", "acknowledged_at", "resolved_by", "resolved_at",
-    "incident", "priority", "confidence", "suppressed", "cleared_at",
-)
-ALERTS: Final = ",".join(ALERT_COLUMNS)
+ALERTS: Final = ("id, tenant, asset, device, kind, severity, status, first_seen, last_seen, count, score, message, "
+                  "explanation, detector, acknowledged_by, acknowledged_at, resolved_by, resolved_at, incident, "
+                  "priority, confidence, suppressed, cleared_at")
 SAMPLE_EDGE_SQL: Final = (  # one index probe per registered device, not a scan of every chunk
     "SELECT id, (SELECT {col} FROM chunks c WHERE c.device = d.id ORDER BY t0 {order} LIMIT 1) AS t FROM devices d"
 )
@@ -170,9 +167,7 @@ class Store:
     # -- registry -------------------------------------------------------------------------------
     async def _upsert(self, table: str, key: str, columns: str, obj: object, **given: Any) -> None:
         """Insert or replace one row from ``obj``'s fields."""
-        sets = ", ".join(f"{c}=excluded.{c}" for c in columns.split(", ") if c != key)
-        await self.driver.execute(insert_sql(table, columns) + f" ON CONFLICT ({key}) DO UPDATE SET {sets}",
-                                  values(obj, columns, **given))
+        await self.driver.execute(insert_sql(table, columns, key=key), values(obj, columns, **given))
 
     async def put_tenant(self, tenant: Tenant) -> None:
         await self._upsert("tenants", "id", "id, name", tenant)
@@ -521,10 +516,11 @@ class Store:
 
     async def get_incident(self, incident_id: int) -> al.IncidentRecord:
         """Raises NotFoundError."""
-        row = await self.driver.fetchone(f"SELECT {al.INCIDENT_COLUMNS} FROM incidents WHERE id=?", (incident_id,))
-        if row is None:
+        found = await self._one(al.incident_from_row, f"SELECT {al.INCIDENT_COLUMNS} FROM incidents",
+                                [("id = ?", incident_id)])
+        if found is None:
             raise NotFoundError("incident", incident_id)
-        return al.incident_from_row(row)
+        return found
 
     async def incident_timeline(self, incident_id: int) -> list[al.TimelineEntry]:
         """Oldest first."""

@@ -68,9 +68,13 @@ def values(obj: object, columns: str, **given: Any) -> tuple[Any, ...]:
     return tuple(given[c] if c in given else getattr(obj, c) for c in (c.strip() for c in columns.split(",")))
 
 
-def insert_sql(table: str, columns: str) -> str:
-    """``INSERT INTO table (columns) VALUES (?, ...)`` for comma-separated ``columns``."""
-    return f"INSERT INTO {table} ({columns}) VALUES ({','.join('?' * (columns.count(',') + 1))})"
+def insert_sql(table: str, columns: str, *, key: str = "") -> str:
+    """``INSERT INTO table (columns) VALUES (?, ...)`` for comma-separated ``columns``; with ``key`` (the
+    conflict target), one that replaces the row of the same key."""
+    names = [c.strip() for c in columns.split(",")]
+    sql = f"INSERT INTO {table} ({columns}) VALUES ({','.join('?' * len(names))})"
+    return sql + f" ON CONFLICT ({key}) DO UPDATE SET " + ", ".join(
+        f"{c}=excluded.{c}" for c in names if c not in key.split(", ")) if key else sql
 
 
 def select_where(select: str, conds: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
