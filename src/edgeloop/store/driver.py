@@ -22,7 +22,8 @@ class Row(Protocol):
 
 
 class Connection(Protocol):
-    """Statements on the database: outside a transaction each is its own, inside one they share it."""
+    """Statements on the database: outside a transaction each is its own (a multi-row write all or nothing),
+    inside one they share it."""
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...

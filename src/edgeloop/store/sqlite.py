@@ -51,16 +51,26 @@ def _atomic(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connecti
     return run
 
 
+def _begun(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    def run(db: sqlite3.Connection) -> T:
+        db.execute("BEGIN IMMEDIATE")
+        return fn(db)
+
+    return run
+
+
 class _Statements:
     """The ``Connection`` statements, on the database thread: ``outside`` a transaction each under the driver's
     lock (none runs inside another's transaction), a multi-row write in a transaction of its own."""
 
     def __init__(self, driver: SQLiteDriver, *, outside: bool) -> None:
         self._driver, self._outside = driver, outside
+        self.begun = False  # inside a transaction: BEGIN goes with its first statement (one thread hop less)
 
     async def _go(self, fn: Callable[[sqlite3.Connection], T], *, many: bool = False) -> T:
         if not self._outside:
-            return await self._driver._run(fn)
+            begin, self.begun = not self.begun, True
+            return await self._driver._run(_begun(fn) if begin else fn)
         async with self._driver._lock:
             return await self._driver._run(_atomic(fn) if many else fn)
 
@@ -74,14 +84,20 @@ class _Statements:
         return await self._go(lambda db: db.execute(sql, params).rowcount)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._go(lambda db: db.executemany(sql, rows), many=True)
+        if rows:
+            await self._go(lambda db: db.executemany(sql, rows), many=True)
 
     async def insert_many(self, table: str, columns: Mapping[str, str], rows: Sequence[Sequence[Any]],
                           suffix: str = "") -> list[Row]:
+        if not rows:
+            return []
         step = max(1, _VARIABLES // len(columns))
         marks = "(" + ",".join("?" * len(columns)) + ")"
 
         def run(db: sqlite3.Connection) -> list[Row]:
+            if "RETURNING" not in suffix:  # nothing to return: one prepared statement, many rows (faster)
+                db.executemany(f"INSERT INTO {table} ({','.join(columns)}) VALUES {marks} {suffix}", rows)
+                return []
             out: list[Row] = []
             for i in range(0, len(rows), step):
                 part = rows[i: i + step]
@@ -126,10 +142,11 @@ class SQLiteDriver(_Statements):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         async with self._lock:
-            await self._run(lambda db: db.execute("BEGIN IMMEDIATE"))
+            tx = _Statements(self, outside=False)
             try:
-                yield _Statements(self, outside=False)
-                await self._run(lambda db: db.execute("COMMIT"))
+                yield tx
+                if tx.begun:
+                    await self._run(lambda db: db.execute("COMMIT"))
             except BaseException:
                 with contextlib.suppress(StoreError):  # the error that ended the transaction is the one to see
                     await self._run(_rollback)
