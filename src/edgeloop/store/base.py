@@ -244,10 +244,9 @@ class Store:
 
     async def telemetry_counts(self, device: str | None = None) -> tuple[int, int]:
         """(messages, samples) stored, for one device or all."""
-        sql, params = select_where("SELECT count(*) AS m, coalesce(sum(n), 0) AS s FROM chunks",
-                                      [("device = ?", device)])
-        row = await self.driver.fetchone(sql, params)
-        return (int(row["m"]), int(row["s"])) if row else (0, 0)
+        [counts] = await self._list(lambda r: (int(r["m"]), int(r["s"])), "SELECT count(*) AS m, "
+                                    "coalesce(sum(n), 0) AS s FROM chunks", [("device = ?", device)])
+        return counts
 
     async def latest_sample_ms(self) -> dict[str, int]:
         """Newest stored sample time per registered device that has data."""
@@ -261,9 +260,8 @@ class Store:
 
     # -- dead letters and device events ---------------------------------------------------------
     async def write_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
-        if letters:
-            await self.driver.insert_many("dead_letters", DEAD_LETTER_COLUMNS, [
-                (d.received_ms, d.topic, d.device, d.tenant, d.code, d.detail, d.size, d.raw) for d in letters])
+        await self.driver.insert_many("dead_letters", DEAD_LETTER_COLUMNS, [
+            (d.received_ms, d.topic, d.device, d.tenant, d.code, d.detail, d.size, d.raw) for d in letters])
 
     async def list_dead_letters(
         self, device: str | None = None, limit: int = 100, tenant: str | None = None
@@ -281,8 +279,6 @@ class Store:
     async def write_events(self, events: Sequence[StoredEvent]) -> int:
         """Store device events; one already stored (same device, kind, time and message) is skipped.
         Returns how many were new."""
-        if not events:
-            return 0
         return len(await self.driver.insert_many("device_events", EVENT_COLUMNS, [
             (e.device, e.tenant, e.ts_ms, e.kind, e.severity, e.message, json.dumps(e.data), e.received_ms)
             for e in events], "ON CONFLICT DO NOTHING RETURNING id"))

@@ -10,15 +10,13 @@ import contextlib
 import functools
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 
 from edgeloop.errors import DuplicateKey, StoreError, StoreRejected
 from edgeloop.store.driver import Connection, Row
 from edgeloop.store.schema import PG_TYPES
-
-T = TypeVar("T")
 
 _LOCK_ID = 0x6564676C  # advisory locks of EdgeLoop: (this, hash of the key)
 _ARRAYS = {"text": "text[]", "int": "int[]", "big": "bigint[]", "real": "float8[]", "blob": "bytea[]"}
@@ -56,11 +54,14 @@ class _Statements:
     def __init__(self, con: Any) -> None:
         self._con = con  # outside a transaction: the pool (any connection)
 
-    async def _call(self, method: str, *args: Any) -> Any:
+    def _open(self) -> Any:
         if self._con is None:
             raise StoreError("PostgreSQL store is not open")
+        return self._con
+
+    async def _call(self, method: str, *args: Any) -> Any:
         with _translated():
-            return await getattr(self._con, method)(*args)
+            return await getattr(self._open(), method)(*args)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return list(await self._call("fetch", pg(sql), *params))
@@ -114,10 +115,8 @@ class PostgresDriver(_Statements):
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
-        if self._con is None:
-            raise StoreError("PostgreSQL store is not open")
         with _translated():  # acquiring a connection, BEGIN and COMMIT fail like any statement
-            async with self._con.acquire() as con, con.transaction():
+            async with self._open().acquire() as con, con.transaction():
                 yield _Statements(con)
 
 

@@ -35,26 +35,25 @@ def _rollback(db: sqlite3.Connection) -> None:
         db.execute("ROLLBACK")
 
 
+def _begun(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    def run(db: sqlite3.Connection) -> T:
+        db.execute("BEGIN IMMEDIATE")
+        return fn(db)
+
+    return run
+
+
 def _atomic(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
     """``fn`` in a transaction of its own, rolled back on any error (a failed statement must not leave it open:
     every later ``BEGIN`` would fail)."""
     def run(db: sqlite3.Connection) -> T:
-        db.execute("BEGIN IMMEDIATE")
         try:
-            out = fn(db)
+            out = _begun(fn)(db)
             db.execute("COMMIT")
         except BaseException:
             _rollback(db)
             raise
         return out
-
-    return run
-
-
-def _begun(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
-    def run(db: sqlite3.Connection) -> T:
-        db.execute("BEGIN IMMEDIATE")
-        return fn(db)
 
     return run
 
@@ -173,11 +172,8 @@ class SQLiteDriver(_Statements):
             return db
 
         def build(fresh: Path) -> None:  # a new file has its tables before it takes the database's name
-            db = connect(str(fresh), existing=False)
-            try:
+            with contextlib.closing(connect(str(fresh), existing=False)) as db:
                 db.executescript(";\n".join(statements(SQLITE_TYPES)))
-            finally:
-                db.close()
 
         def prepare() -> sqlite3.Connection:
             if self.path == ":memory:":
