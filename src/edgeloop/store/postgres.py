@@ -28,17 +28,19 @@ _UNAVAILABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
 @contextlib.contextmanager
-def _translated() -> Iterator[None]:
+def _translated(what: str = "PostgreSQL", *, connecting: bool = False) -> Iterator[None]:
     """The one place asyncpg's errors become ours: ``StoreRejected`` for refused data (``DuplicateKey`` for a
-    unique key stored already), ``StoreError`` for an unavailable store."""
+    unique key stored already), ``StoreError`` for an unavailable store (``connecting``: also a malformed URL)."""
     try:
         yield
     except asyncpg.UniqueViolationError as exc:
-        raise DuplicateKey(f"PostgreSQL refused the data: {exc}") from exc
+        raise DuplicateKey(f"{what} refused the data: {exc}") from exc
     except _REFUSED as exc:
-        raise StoreRejected(f"PostgreSQL refused the data: {exc}") from exc
-    except _UNAVAILABLE as exc:
-        raise StoreError(f"PostgreSQL: {exc}") from exc
+        raise StoreRejected(f"{what} refused the data: {exc}") from exc
+    except (*_UNAVAILABLE, ValueError) as exc:
+        if isinstance(exc, ValueError) and not connecting:  # a bug of ours, not the database's state
+            raise
+        raise StoreError(f"{what}: {exc}") from exc
 
 
 @functools.lru_cache(maxsize=512)
@@ -102,11 +104,9 @@ class PostgresDriver(_Statements):
         self._max = max_connections
 
     async def open(self) -> None:
-        try:
+        # OSError covers TLS failures (ssl.SSLError: untrusted server certificate, wrong host name).
+        with _translated(f"cannot open PostgreSQL ({_redact(self.dsn)})", connecting=True):
             self._con = await asyncpg.create_pool(self.dsn, min_size=self._min, max_size=self._max)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
-            # OSError covers TLS failures (ssl.SSLError: untrusted server certificate, wrong host name).
-            raise StoreError(f"cannot open PostgreSQL ({_redact(self.dsn)}): {exc}") from exc
 
     async def close(self) -> None:
         if self._con is not None:

@@ -127,11 +127,11 @@ class SQLiteDriver(_Statements):
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the database thread: the one place sqlite3's errors become ours."""
-        if self._executor is None or self._db is None:
+        if self._executor is None:
             raise StoreError("SQLite store is not open")
-        db = self._db
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, db)
+        try:  # ``_db`` is None only while ``open`` runs (its function makes the connection)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, cast(sqlite3.Connection,
+                                                                                            self._db))
         except _REFUSED as exc:  # this data can never be stored; the store itself is fine
             kind = DuplicateKey if getattr(exc, "sqlite_errorname", "") in _DUPLICATE else StoreRejected
             raise kind(f"SQLite ({self.path}) refused the data: {type(exc).__name__}: {exc}") from exc
@@ -182,13 +182,11 @@ class SQLiteDriver(_Statements):
             return connect(self.path, existing=True)
 
         try:
-            self._db = await asyncio.get_running_loop().run_in_executor(self._executor, prepare)
-        except (sqlite3.Error, OSError, StoreError) as exc:
+            self._db = await self._run(lambda _: prepare())
+        except StoreError:
             self._executor.shutdown(wait=False)
             self._executor = None
-            if isinstance(exc, StoreError):
-                raise
-            raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
+            raise
 
     async def close(self) -> None:
         if self._db is not None and self._executor is not None:
