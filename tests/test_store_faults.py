@@ -4,7 +4,7 @@ PostgreSQL: the store's connection is terminated mid-call (``pg_terminate_backen
 refused for a while. SQLite: a second process holds the file's write lock (``BEGIN EXCLUSIVE``). In both, store
 calls raise ``StoreError`` (never a driver's own error), the platform's background loops (ingest, alerting,
 scoring) keep running, a reading accepted during the outage is stored once the database is back, and a
-redelivered reading is not stored twice.
+redelivered reading is not stored twice; a gateway's heartbeat of the outage arrives too.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from edgeloop.store import Store
 from edgeloop.store.base import AuditRecord
 from tests.conftest import PG_ADMIN_DSN
 from tests.support import HOT_RULES, register_device
-from tests.test_poison_messages import _publish
+from tests.test_poison_messages import GATEWAY, HEALTH, _publish, heartbeat
 
 TENANT, ASSET, DEVICE = "acme", "pump-1", "d1"
 TEL = topic(TENANT, DEVICE, TopicKind.TELEMETRY)
@@ -53,8 +53,9 @@ async def _stored(store: Store, n: int) -> bool:
 async def _contract(platform: Platform, port: int, outage: Callable[[], Awaitable[None]],
                     back: Callable[[], Awaitable[None]]) -> None:
     """Readings before, during and after ``outage()`` .. ``back()``: all stored once, every loop alive."""
-    await register_device(platform, tenant=TENANT, asset=ASSET, device=DEVICE,
-                          profile=DeviceProfile(name="p", channels=[ChannelSpec(name="temp")]))
+    profile = DeviceProfile(name="p", channels=[ChannelSpec(name="temp")])
+    await register_device(platform, tenant=TENANT, asset=ASSET, device=DEVICE, profile=profile)
+    await register_device(platform, tenant=TENANT, asset="edge-box", device=GATEWAY, profile=profile)
     await platform.alerts.replace_rules(HOT_RULES, by="test")
     await _publish(port, [(TEL, tel(s)) for s in BEFORE])
     await _until(lambda: _stored(platform.store, len(BEFORE)), "the first readings stored")
@@ -64,7 +65,8 @@ async def _contract(platform: Platform, port: int, outage: Callable[[], Awaitabl
         with pytest.raises(StoreError):  # a write, and a read, while the database is away
             await platform.store.audit(AuditRecord(ts_ms=T0, actor="test", action="probe", target="", outcome="ok"))
         # Published now, acknowledged to the device once stored (so this finishes after the outage).
-        publishing = asyncio.create_task(_publish(port, [(TEL, tel(s)) for s in DURING]))
+        publishing = asyncio.create_task(_publish(port, [(TEL, tel(s)) for s in DURING] + [
+            (HEALTH, heartbeat("during-the-outage", ts=T0 + 60_000, devices=[DEVICE]))]))
         await _until(lambda: platform.pipeline.stats.store_retries > 0, "ingest meeting the outage")
         await asyncio.sleep(2.5)  # alert ticks (every second) meet it too
         assert platform.alive, "every background loop survives the outage"
@@ -75,6 +77,8 @@ async def _contract(platform: Platform, port: int, outage: Callable[[], Awaitabl
     total = len(BEFORE) + len(DURING)
     await _until(lambda: _stored(platform.store, total), "the readings of the outage stored", timeout_s=60)
     await _until(lambda: platform.store.list_alerts(asset=ASSET), "the hot alert stored", timeout_s=30)
+    [gateway] = await platform.store.list_gateways()  # the heartbeat of the outage, watched by alerting's tick
+    assert json.loads(gateway.heartbeat)["agent_version"] == "during-the-outage" and gateway.devices == (DEVICE,)
     duplicates = platform.pipeline.stats.duplicates
     await _publish(port, [(TEL, tel(s)) for s in DURING[:5]])  # a redelivery
     await _until(lambda: platform.pipeline.stats.duplicates == duplicates + 5, "the redelivery handled")
