@@ -137,7 +137,7 @@ async def migrate(driver: Driver, where: str) -> None:
         for sql in statements(driver.types):
             await tx.execute(sql)
         found = await tx.fetchone("SELECT value FROM meta WHERE key='schema_version'")
-        version = SCHEMA_VERSION if found is None else int(found["value"])  # None: the tables were just created
+        version = 1 if found is None else int(found["value"])  # None: new (each step below finds its column)
         if version > SCHEMA_VERSION:
             raise StoreError(f"{where} has schema version {version}, this EdgeLoop needs {SCHEMA_VERSION}")
         for number, columns in MIGRATIONS:
