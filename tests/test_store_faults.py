@@ -4,7 +4,8 @@ PostgreSQL: the store's connection is terminated mid-call (``pg_terminate_backen
 refused for a while. SQLite: a second process holds the file's write lock (``BEGIN EXCLUSIVE``). In both, store
 calls raise ``StoreError`` (never a driver's own error), the platform's background loops (ingest, alerting,
 scoring) keep running, a reading accepted during the outage is stored once the database is back, and a
-redelivered reading is not stored twice; a gateway's heartbeat of the outage arrives too.
+redelivered reading is not stored twice; a device event and a gateway heartbeat of the outage arrive too (a
+write that failed on a busy SQLite left no transaction open behind it).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from edgeloop.store import Store
 from edgeloop.store.base import AuditRecord
 from tests.conftest import PG_ADMIN_DSN
 from tests.support import HOT_RULES, register_device
-from tests.test_poison_messages import GATEWAY, HEALTH, _publish, heartbeat
+from tests.test_poison_messages import EVT, GATEWAY, HEALTH, _now_event, _publish, heartbeat
 
 TENANT, ASSET, DEVICE = "acme", "pump-1", "d1"
 TEL = topic(TENANT, DEVICE, TopicKind.TELEMETRY)
@@ -66,7 +67,7 @@ async def _contract(platform: Platform, port: int, outage: Callable[[], Awaitabl
             await platform.store.audit(AuditRecord(ts_ms=T0, actor="test", action="probe", target="", outcome="ok"))
         # Published now, acknowledged to the device once stored (so this finishes after the outage).
         publishing = asyncio.create_task(_publish(port, [(TEL, tel(s)) for s in DURING] + [
-            (HEALTH, heartbeat("during-the-outage", ts=T0 + 60_000, devices=[DEVICE]))]))
+            (HEALTH, heartbeat("during-the-outage", ts=T0 + 60_000, devices=[DEVICE])), (EVT, _now_event("restart"))]))
         await _until(lambda: platform.pipeline.stats.store_retries > 0, "ingest meeting the outage")
         await asyncio.sleep(2.5)  # alert ticks (every second) meet it too
         assert platform.alive, "every background loop survives the outage"
@@ -77,6 +78,7 @@ async def _contract(platform: Platform, port: int, outage: Callable[[], Awaitabl
     total = len(BEFORE) + len(DURING)
     await _until(lambda: _stored(platform.store, total), "the readings of the outage stored", timeout_s=60)
     await _until(lambda: platform.store.list_alerts(asset=ASSET), "the hot alert stored", timeout_s=30)
+    assert [e.kind for e in await platform.store.list_events(device=DEVICE)] == ["restart"]
     [gateway] = await platform.store.list_gateways()  # the heartbeat of the outage, watched by alerting's tick
     assert json.loads(gateway.heartbeat)["agent_version"] == "during-the-outage" and gateway.devices == (DEVICE,)
     duplicates = platform.pipeline.stats.duplicates
