@@ -7,12 +7,17 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
+
 from edgeloop.app import Platform
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.broker import free_port
 from edgeloop.broker.mosquitto import run_mosquitto
+from edgeloop.messages import Alert
+from edgeloop.store import Store
+from edgeloop.store.alerting import AlertChanges
 
-__all__ = ["HOT_RULES", "free_port", "register_device", "start_mosquitto"]
+__all__ = ["HOT_RULES", "free_port", "open_alert", "register_device", "start_mosquitto"]
 
 #: The alert rule document the alerting tests upload: ``hot`` when ``temp`` is over 80, clear below 75.
 HOT_RULES = """\
@@ -43,3 +48,11 @@ async def register_device(platform: Platform, *, tenant: str, asset: str, device
     await reg.put_asset(Asset(id=asset, line=f"{tenant}-line", kind=kind))
     await reg.put_profile(profile)
     await reg.put_device(Device(id=device, tenant=tenant, asset=asset, profile=profile.name))
+
+
+async def open_alert(store: Store, alert: Alert) -> Alert:
+    """Store ``alert`` as open the way the alert service (alerts' one writer) does: an id from ``reserve_ids``,
+    written by ``write_alert_changes`` (merged into the open alert of its asset and kind, if there is one)."""
+    [new_id] = await store.reserve_ids("alerts", 1)
+    remap = await store.write_alert_changes(AlertChanges(opened=[msgspec.structs.replace(alert, id=new_id)]))
+    return await store.get_alert(remap.get(new_id, new_id))

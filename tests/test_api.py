@@ -18,7 +18,7 @@ from edgeloop import __version__
 from edgeloop.api import create_app
 from edgeloop.app import Platform, PlatformConfig
 from edgeloop.messages import ID_PATTERN, Alert, Sample, Severity, Telemetry, TopicKind, encode, topic
-from tests.support import free_port
+from tests.support import free_port, open_alert
 
 API = "/api/v1"
 TENANT, SITE, LINE, ASSET, PROFILE, DEVICE = "acme", "plant-1", "line-a", "pump-7", "vib3", "dev-7"
@@ -373,10 +373,10 @@ async def test_an_asset_that_never_sent_data_is_no_data_yet_not_in_alert(
     asset says "no data yet", with last seen never; an alert about its data would say "alert"."""
     await seed(client)
     t0 = platform.clock.now_ms() - 600_000
-    await platform.store.raise_alert(alert(ASSET, "device-silent", t0))  # the default "missing data" rule
+    await open_alert(platform.store, alert(ASSET, "device-silent", t0))  # the default "missing data" rule
     a = next(x for x in (await client.get(f"{API}/assets")).json() if x["id"] == ASSET)
     assert (a["status"], a["open_alerts"], a["last_seen_ms"]) == ("no_data", 1, None)
-    await platform.store.raise_alert(alert(ASSET, "vibration", t0))
+    await open_alert(platform.store, alert(ASSET, "vibration", t0))
     a = next(x for x in (await client.get(f"{API}/assets")).json() if x["id"] == ASSET)
     assert (a["status"], a["open_alerts"]) == ("alert", 2)
 
@@ -385,8 +385,8 @@ async def test_alert_lifecycle(platform: Platform, client: httpx.AsyncClient) ->
     await seed(client)
     assert (await client.post(f"{API}/assets", json={"id": "fan-2", "line": LINE})).status_code == 201
     t0 = platform.clock.now_ms() - 600_000
-    vib = await platform.store.raise_alert(alert(ASSET, "vibration", t0, Severity.CRITICAL))
-    fan = await platform.store.raise_alert(alert("fan-2", "temperature", t0 + 5000))
+    vib = await open_alert(platform.store, alert(ASSET, "vibration", t0, Severity.CRITICAL))
+    fan = await open_alert(platform.store, alert("fan-2", "temperature", t0 + 5000))
 
     everything = (await client.get(f"{API}/alerts")).json()
     assert [a["id"] for a in everything] == [fan.id, vib.id]  # most recently seen first
@@ -442,7 +442,7 @@ async def test_alert_errors(platform: Platform, client: httpx.AsyncClient) -> No
         assert resp.json() == {"detail": "alert 424242 not found"}
     assert (await client.get(f"{API}/alerts/424242")).status_code == 404
 
-    a = await platform.store.raise_alert(alert(ASSET, "vibration", platform.clock.now_ms()))
+    a = await open_alert(platform.store, alert(ASSET, "vibration", platform.clock.now_ms()))
     for body in ({}, {"by": ""}, {"by": "x" * 101}, {"by": "alice", "extra": 1}):
         resp = await client.post(f"{API}/alerts/{a.id}/acknowledge", json=body)
         assert resp.status_code == 422, body

@@ -18,6 +18,7 @@ from edgeloop.clock import ManualClock
 from edgeloop.errors import ConfigError
 from edgeloop.messages import Alert, Severity
 from edgeloop.store import DeadLetter
+from tests.support import open_alert
 
 ADMIN_PASSWORD = "correct horse battery staple"
 T0 = 1_795_000_000_000
@@ -56,7 +57,7 @@ async def auth_env(tmp_path: Path) -> AsyncIterator[Env]:
             await reg.put_line(Line(id=f"{t}-line", site=f"{t}-site"))
             await reg.put_asset(Asset(id=f"{t}-asset", line=f"{t}-line"))
             await reg.put_device(Device(id=f"{t}-dev", tenant=t, asset=f"{t}-asset", profile="p"))
-            await platform.store.raise_alert(Alert(tenant=t, asset=f"{t}-asset", device=f"{t}-dev", kind="anomaly",
+            await open_alert(platform.store, Alert(tenant=t, asset=f"{t}-asset", device=f"{t}-dev", kind="anomaly",
                                                    severity=Severity.WARNING, first_seen=T0, last_seen=T0))
             await platform.store.write_dead_letters([DeadLetter.of(received_ms=T0, topic="t", code="bad_schema",
                                                                    detail="d", raw=b"{}", device=f"{t}-dev",

@@ -21,7 +21,7 @@ from edgeloop.app import Platform, PlatformConfig
 from edgeloop.cli import app
 from edgeloop.messages import Alert, Severity
 from tests.conftest import LivePlatform, start_up_process, stop_up_process
-from tests.support import free_port
+from tests.support import free_port, open_alert
 
 runner = CliRunner()
 
@@ -281,7 +281,7 @@ async def test_alert_commands_ack_and_resolve(served: Platform) -> None:
     url = served.http_url
     assert url is not None
     t0 = served.clock.now_ms() - 60_000
-    raised = await served.store.raise_alert(Alert(
+    raised = await open_alert(served.store, Alert(
         tenant="t", asset="a1", device="d1", kind="vibration", severity=Severity.CRITICAL, first_seen=t0,
         last_seen=t0, message="bearing wear suspected"))
 
@@ -319,7 +319,7 @@ async def test_alert_ack_records_the_signed_in_user_without_by(tmp_path: Path) -
         url = served.http_url
         assert url is not None
         t0 = served.clock.now_ms() - 60_000
-        raised = await served.store.raise_alert(Alert(tenant="t", asset="a1", device="d1", kind="vibration",
+        raised = await open_alert(served.store, Alert(tenant="t", asset="a1", device="d1", kind="vibration",
                                                       severity=Severity.WARNING, first_seen=t0, last_seen=t0))
         token, _ = await served.access.login("admin", "correct horse battery staple", source="test")
 
@@ -338,7 +338,7 @@ async def test_tables_show_times_in_iso_8601_utc(served: Platform) -> None:
     url = served.http_url
     assert url is not None
     first_seen = 1_767_225_600_000 + 90_000  # 2026-01-01T00:01:30Z
-    await served.store.raise_alert(Alert(tenant="t", asset="a1", device="d1", kind="vibration",
+    await open_alert(served.store, Alert(tenant="t", asset="a1", device="d1", kind="vibration",
                                          severity=Severity.WARNING, first_seen=first_seen, last_seen=first_seen,
                                          message="bearing"))
     table = await asyncio.to_thread(run_wide, "alerts", "list", "--url", url)

@@ -547,14 +547,18 @@ def test_postgres_errors_are_refusals_or_outages_by_their_class(raised: str, ref
 async def test_sqlite_errors_are_refusals_or_outages_by_their_kind(tmp_path: Path, raised: Exception,
                                                                    refused: bool) -> None:
     from edgeloop.errors import StoreRejected
-    from edgeloop.store.sqlite import SQLiteStore
+    from edgeloop.store.sqlite import SQLiteDriver
 
     def fail(_db: sqlite3.Connection) -> None:
         raise raised
 
-    async with SQLiteStore(path=tmp_path / "x.db") as sqlite:
+    sqlite = SQLiteDriver(path=tmp_path / "x.db")
+    await sqlite.open()
+    try:
         with pytest.raises(StoreError) as caught:
             await sqlite._run(fail)
+    finally:
+        await sqlite.close()
     assert isinstance(caught.value, StoreRejected) is refused
 
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
+import asyncpg
 import numpy as np
 import pytest
 
 from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.errors import ConflictError, NotFoundError
 from edgeloop.messages import Alert, AlertStatus, Severity
-from edgeloop.store import DeadLetter, Store, TelemetryChunk
+from edgeloop.store import DeadLetter, Store, TelemetryChunk, open_store
+from edgeloop.store.alerting import AlertChanges, TimelineEntry
 from edgeloop.store.base import GatewayHeartbeat
+from edgeloop.store.schema import PG_TYPES, SCHEMA_VERSION, SQLITE_TYPES
+from tests.support import open_alert
 
 T0 = 1_767_225_600_000
 
@@ -127,26 +134,24 @@ def make_alert(**kw: object) -> Alert:
 
 
 async def test_one_open_alert_per_asset_and_kind(store: Store) -> None:
-    a = await store.raise_alert(make_alert())
-    b = await store.raise_alert(make_alert(last_seen=T0 + 5000, score=3.0, severity=Severity.CRITICAL))
-    assert a.id == b.id
+    a = await open_alert(store, make_alert())
+    b = await open_alert(store, make_alert(last_seen=T0 + 5000, score=3.0, severity=Severity.CRITICAL))
+    assert a.id == b.id  # merged: the engine updates severity and score of the alert it now knows the id of
     assert b.count == 2
     assert b.last_seen == T0 + 5000
     assert b.first_seen == T0
-    assert b.score == 3.0
-    assert b.severity == Severity.CRITICAL
     assert b.explanation == {"a": 0.7, "b": 0.3}
-    other = await store.raise_alert(make_alert(kind="data_gap"))
+    other = await open_alert(store, make_alert(kind="data_gap"))
     assert other.id != a.id
     assert len(await store.list_alerts(status=AlertStatus.OPEN)) == 2
 
 
 async def test_alert_lifecycle(store: Store) -> None:
-    a = await store.raise_alert(make_alert())
+    a = await open_alert(store, make_alert())
     acked = await store.set_alert_status(a.id, AlertStatus.ACKNOWLEDGED, by="ana", at_ms=T0 + 1)
     assert (acked.status, acked.acknowledged_by, acked.acknowledged_at) == (AlertStatus.ACKNOWLEDGED, "ana", T0 + 1)
     # Still not resolved, so a repeat merges into it.
-    assert (await store.raise_alert(make_alert(last_seen=T0 + 9))).id == a.id
+    assert (await open_alert(store, make_alert(last_seen=T0 + 9))).id == a.id
     resolved = await store.set_alert_status(a.id, AlertStatus.RESOLVED, by="bo", at_ms=T0 + 2)
     assert resolved.status == AlertStatus.RESOLVED
     with pytest.raises(ConflictError):
@@ -154,7 +159,7 @@ async def test_alert_lifecycle(store: Store) -> None:
     with pytest.raises(NotFoundError):
         await store.get_alert(99999)
     # Once resolved, the same condition opens a new alert.
-    fresh = await store.raise_alert(make_alert(first_seen=T0 + 100, last_seen=T0 + 100))
+    fresh = await open_alert(store, make_alert(first_seen=T0 + 100, last_seen=T0 + 100))
     assert fresh.id != a.id
     assert [x.id for x in await store.list_alerts(asset="a1")] == [fresh.id, a.id]
     assert (await store.get_alert(a.id)).resolved_by == "bo"
@@ -275,8 +280,8 @@ async def test_gateway_heartbeats_status_and_topology(store: Store) -> None:
     assert [g.id for g in await store.list_gateways()] == ["gw1", "gw2"]
     assert [g.id for g in await store.list_gateways(tenant="other")] == ["gw2"]
     assert (await store.list_gateways(tenant="other"))[0].devices == ("d9",)
-    assert await store.gateway_of("d3") == ["gw1"]
-    assert await store.gateway_of("d1") == []
+    assert [g.id for g in await store.list_gateways() if "d3" in g.devices] == ["gw1"]
+    assert [g.id for g in await store.list_gateways() if "d1" in g.devices] == []
 
 
 async def test_gateway_config_versions(store: Store) -> None:
@@ -305,3 +310,59 @@ async def test_gateway_config_versions(store: Store) -> None:
     latest = await store.latest_gateway_configs()
     assert {gw: (c.version, c.config) for gw, c in latest.items()} == {"gw1": (8, ""), "gw2": (1, "")}
     assert set(await store.latest_gateway_configs(tenant="other")) == set()
+
+
+# A database as a schema-2 platform left it (the tables the upgrade touches, with rows in them): alerts with the
+# incident columns, an incident timeline without ``recorded_at`` (schema 3 adds it). The other tables are missing
+# and must be created.
+SCHEMA_2 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '2');
+CREATE TABLE tenants (id TEXT PRIMARY KEY, name TEXT NOT NULL);
+INSERT INTO tenants VALUES ('acme', 'Acme');
+CREATE TABLE alerts (id {serial}, tenant TEXT NOT NULL, asset TEXT NOT NULL, device TEXT NOT NULL,
+    kind TEXT NOT NULL, severity TEXT NOT NULL, status TEXT NOT NULL, first_seen {big} NOT NULL,
+    last_seen {big} NOT NULL, count INTEGER NOT NULL, score {real} NOT NULL, message TEXT NOT NULL,
+    explanation TEXT NOT NULL, detector TEXT NOT NULL, acknowledged_by TEXT, acknowledged_at {big},
+    resolved_by TEXT, resolved_at {big}, incident {big}, priority {real} NOT NULL DEFAULT 0,
+    confidence {real} NOT NULL DEFAULT 1, suppressed TEXT, cleared_at {big});
+CREATE UNIQUE INDEX alerts_one_open ON alerts (asset, kind) WHERE status <> 'resolved';
+INSERT INTO alerts VALUES (41, 'acme', 'a1', 'd1', 'anomaly', 'warning', 'open', 1, 2, 1, 1.5, 'm', '{{}}', 'x',
+    NULL, NULL, NULL, NULL, 7, 0.5, 1, NULL, NULL);
+CREATE TABLE incident_timeline (id {serial}, incident {big} NOT NULL, ts {big} NOT NULL, kind TEXT NOT NULL,
+    actor TEXT NOT NULL, detail TEXT NOT NULL, data TEXT NOT NULL);
+INSERT INTO incident_timeline (incident, ts, kind, actor, detail, data) VALUES (7, 5, 'opened', 'system', 'd', '{{}}');
+"""
+
+
+async def test_a_schema_2_sqlite_database_upgrades_in_place_keeping_its_data(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "v2.db") as db:
+        db.executescript(SCHEMA_2.format(**SQLITE_TYPES))
+    db.close()
+    await upgrades_in_place(f"sqlite:///{tmp_path / 'v2.db'}")
+
+
+@pytest.mark.postgres
+async def test_a_schema_2_postgres_database_upgrades_in_place_keeping_its_data(pg_dsn: str) -> None:
+    con = await asyncpg.connect(pg_dsn)
+    await con.execute(SCHEMA_2.format(**PG_TYPES))
+    await con.close()
+    await upgrades_in_place(pg_dsn)
+
+
+async def upgrades_in_place(url: str) -> None:
+    async with open_store(url) as store:
+        assert list((await store.load_registry()).tenants) == ["acme"]
+        [old] = await store.list_alerts()
+        assert (old.id, old.incident, old.priority, old.status) == (41, 7, 0.5, AlertStatus.OPEN)
+        [entry] = await store.incident_timeline(7)
+        assert (entry.ts, entry.kind, entry.recorded_at) == (5, "opened", None)
+        await store.write_alert_changes(AlertChanges(timeline=[TimelineEntry(
+            incident=7, ts=6, kind="paged", actor="system", detail="d", recorded_at=9)]))
+        assert [(e.ts, e.recorded_at) for e in await store.incident_timeline(7)] == [(5, None), (6, 9)]
+        await seed_registry(store)  # the tables schema 2 did not have here were created
+        assert (await store.get_user("nobody")) is None
+        version = await store.driver.fetchone("SELECT value FROM meta WHERE key='schema_version'")
+        assert version is not None and version["value"] == str(SCHEMA_VERSION) == "3"
+    async with open_store(url) as again:  # opening an up-to-date database changes nothing
+        assert len(await again.incident_timeline(7)) == 2

@@ -33,6 +33,11 @@ class StoreRejected(StoreError):
     retrying the same data can never succeed. Ingest dead-letters what is refused (``store_rejected``)."""
 
 
+class DuplicateKey(StoreRejected):
+    """A row with this key is stored already (a unique constraint): the store turns it into ``ConflictError``
+    where a caller creates something by id."""
+
+
 class BrokerError(EdgeLoopError):
     """The MQTT broker could not be started or reached."""
 

@@ -1,4 +1,4 @@
-"""Storage: one contract (``Store``), two real backends (SQLite, PostgreSQL)."""
+"""Storage: one ``Store`` over two real database drivers (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ def open_store(url: str, *, recover_corrupt: bool = False) -> Store:
     empty one; otherwise (tools such as ``edgeloop users``) it is refused.
     """
     if url.startswith("sqlite:///"):
-        from edgeloop.store.sqlite import SQLiteStore
+        from edgeloop.store.sqlite import SQLiteDriver
 
-        return SQLiteStore(path=Path(url.removeprefix("sqlite:///")) if url != "sqlite:///:memory:" else ":memory:",
-                           recover_corrupt=recover_corrupt)
+        path = url.removeprefix("sqlite:///")
+        return Store(SQLiteDriver(path=Path(path) if path != ":memory:" else path, recover_corrupt=recover_corrupt),
+                     where=path)
     if url.startswith(("postgresql://", "postgres://")):
-        from edgeloop.store.postgres import PostgresStore
+        from edgeloop.store.postgres import PostgresDriver, _redact
 
-        return PostgresStore(dsn=url)
+        return Store(PostgresDriver(dsn=url), where=_redact(url))
     raise ConfigError(f"unknown store URL {url!r}: use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")

@@ -12,30 +12,16 @@ Deduplication stays the database's job: a new alert is inserted with ``ON CONFLI
 from __future__ import annotations
 
 import enum
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
 
 from edgeloop.messages import Alert
+from edgeloop.store.driver import Row, insert_sql, record
 
-__all__ = [
-    "AlertChanges",
-    "IncidentRecord",
-    "Label",
-    "MaintenanceRecord",
-    "OverrideRecord",
-    "RuleSetRecord",
-    "SilenceRecord",
-    "SuppressionRecord",
-    "TimelineEntry",
-    "UndeliveredRecord",
-    "Verdict",
-    "WorkOrderRecord",
-    "pg",
-]
+__all__ = ["AlertChanges", "IncidentRecord", "Label", "MaintenanceRecord", "OverrideRecord", "RuleSetRecord",
+           "SilenceRecord", "SuppressionRecord", "TimelineEntry", "UndeliveredRecord", "Verdict", "WorkOrderRecord"]
 
 
 class Verdict(enum.StrEnum):
@@ -66,7 +52,6 @@ class Label(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     model_version: str
     by: str
     ts: int
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,88 +167,6 @@ class AlertChanges:
         return bool(self.opened or self.updated or self.incidents or self.timeline or self.suppressions)
 
 
-# --- schema -------------------------------------------------------------------------------------------------
-
-# {big}: 64-bit integer; {real}: double; {serial}: auto-increment 64-bit primary key
-DDL: Final = """
-CREATE TABLE IF NOT EXISTS incidents (id {big} PRIMARY KEY, tenant TEXT NOT NULL, kind TEXT NOT NULL,
-    scope TEXT NOT NULL, rule TEXT NOT NULL, title TEXT NOT NULL, status TEXT NOT NULL, priority {real} NOT NULL,
-    route TEXT NOT NULL, opened_at {big} NOT NULL, last_raise {big} NOT NULL, page_due {big} NOT NULL,
-    paged_at {big}, resolved_at {big}, merged_into {big}, assets TEXT NOT NULL, updated_at {big} NOT NULL,
-    assignee TEXT, acknowledged_by TEXT, acknowledged_at {big}, closed_at {big}, escalation_level INTEGER NOT NULL,
-    lifecycle TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS incidents_open ON incidents (status, priority);
-CREATE INDEX IF NOT EXISTS incidents_recent ON incidents (opened_at);
-CREATE TABLE IF NOT EXISTS incident_timeline (id {serial}, incident {big} NOT NULL, ts {big} NOT NULL,
-    kind TEXT NOT NULL, actor TEXT NOT NULL, detail TEXT NOT NULL, data TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS incident_timeline_incident ON incident_timeline (incident, id);
-CREATE TABLE IF NOT EXISTS suppressions (id {serial}, ts {big} NOT NULL, tenant TEXT NOT NULL, asset TEXT NOT NULL,
-    rule TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL, incident {big});
-CREATE INDEX IF NOT EXISTS suppressions_asset ON suppressions (asset, ts);
-CREATE INDEX IF NOT EXISTS suppressions_ts ON suppressions (ts);
-CREATE TABLE IF NOT EXISTS maintenance_windows (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, scope TEXT NOT NULL,
-    target TEXT NOT NULL, start_ms {big} NOT NULL, end_ms {big} NOT NULL, created_by TEXT NOT NULL,
-    reason TEXT NOT NULL, created_ms {big} NOT NULL);
-CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, scope TEXT NOT NULL,
-    target TEXT NOT NULL, rule TEXT NOT NULL, start_ms {big} NOT NULL, until_ms {big} NOT NULL,
-    created_by TEXT NOT NULL, reason TEXT NOT NULL, created_ms {big} NOT NULL, ended_ms {big});
-CREATE TABLE IF NOT EXISTS alert_rules (version INTEGER PRIMARY KEY, text TEXT NOT NULL, created_ms {big} NOT NULL,
-    created_by TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tenant_alert_rules (tenant TEXT NOT NULL, version INTEGER NOT NULL, text TEXT NOT NULL,
-    created_ms {big} NOT NULL, created_by TEXT NOT NULL, PRIMARY KEY (tenant, version));
-CREATE TABLE IF NOT EXISTS id_blocks (name TEXT PRIMARY KEY, next {big} NOT NULL);
-CREATE TABLE IF NOT EXISTS labels (id {serial}, alert {big} NOT NULL, incident {big}, tenant TEXT NOT NULL,
-    asset TEXT NOT NULL, device TEXT NOT NULL, rule TEXT NOT NULL, verdict TEXT NOT NULL, fault_type TEXT NOT NULL,
-    reason TEXT NOT NULL, start_ms {big} NOT NULL, end_ms {big} NOT NULL, first_seen {big} NOT NULL,
-    last_seen {big} NOT NULL, peak {real}, model_version TEXT NOT NULL, by_person TEXT NOT NULL, ts {big} NOT NULL);
-CREATE INDEX IF NOT EXISTS labels_alert ON labels (alert);
-CREATE INDEX IF NOT EXISTS labels_ts ON labels (ts);
-CREATE TABLE IF NOT EXISTS notification_dead_letters (id {serial}, ts {big} NOT NULL, tenant TEXT NOT NULL,
-    incident {big} NOT NULL, channel TEXT NOT NULL, record TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS notification_dead_letters_ts ON notification_dead_letters (ts);
-CREATE TABLE IF NOT EXISTS work_orders (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, asset TEXT NOT NULL,
-    incident {big}, alert {big}, opened_ms {big} NOT NULL, downtime_start {big}, closed_ms {big}, downtime_end {big},
-    opened_by TEXT NOT NULL, closed_by TEXT, note TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS work_orders_opened ON work_orders (opened_ms);
-CREATE TABLE IF NOT EXISTS rule_overrides (asset TEXT NOT NULL, rule TEXT NOT NULL, levels TEXT NOT NULL,
-    set_ms {big} NOT NULL, set_by TEXT NOT NULL, PRIMARY KEY (asset, rule));
-"""
-
-#: columns added by schema version 3: (table, name, type template)
-V3_COLUMNS: Final = (("incident_timeline", "recorded_at", "{big}"),)
-
-#: columns added to ``alerts`` by schema version 2 (name, type template)
-ALERT_V2_COLUMNS: Final = (
-    ("incident", "{big}"), ("priority", "{real} NOT NULL DEFAULT 0"), ("confidence", "{real} NOT NULL DEFAULT 1"),
-    ("suppressed", "TEXT"), ("cleared_at", "{big}"),
-)
-
-SQLITE_TYPES: Final = {"big": "INTEGER", "real": "REAL", "serial": "INTEGER PRIMARY KEY"}
-PG_TYPES: Final = {"big": "bigint", "real": "double precision", "serial": "bigserial PRIMARY KEY"}
-
-_MARK = re.compile(r"\?")
-
-
-def pg(sql: str) -> str:
-    """``?`` placeholders to PostgreSQL's ``$1, $2, ...`` (our SQL has no literal question marks)."""
-    n = 0
-
-    def repl(_: re.Match[str]) -> str:
-        nonlocal n
-        n += 1
-        return f"${n}"
-
-    return _MARK.sub(repl, sql)
-
-
-def select_where(select: str, conds: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
-    """``select`` with ``WHERE`` the conditions whose value is not None (each with one ``?``), and their values."""
-    used = [(cond, value) for cond, value in conds if value is not None]
-    if not used:
-        return select, []
-    return select + " WHERE " + " AND ".join(c for c, _ in used), [v for _, v in used]
-
-
 # --- alerts (engine-owned columns) --------------------------------------------------------------------------
 
 ALERT_OPEN_SQL: Final = (  # the arbiter: a second open alert for (asset, kind) merges into the first
@@ -320,132 +223,38 @@ INCIDENT_COLUMNS: Final = (
     "resolved_at, merged_into, assets, updated_at, assignee, acknowledged_by, acknowledged_at, closed_at, "
     "escalation_level, lifecycle"
 )
-_INCIDENT_NAMES: Final = [c.strip() for c in INCIDENT_COLUMNS.split(",")]
-INCIDENT_UPSERT_SQL: Final = (
-    f"INSERT INTO incidents ({INCIDENT_COLUMNS}) VALUES ({','.join('?' * len(_INCIDENT_NAMES))}) "
-    "ON CONFLICT (id) DO UPDATE SET "
-    + ", ".join(f"{c}=excluded.{c}" for c in _INCIDENT_NAMES[1:])
-)
+INCIDENT_UPSERT_SQL: Final = insert_sql("incidents", INCIDENT_COLUMNS, key="id")
 
 
-def incident_params(r: IncidentRecord) -> tuple[Any, ...]:
-    return (r.id, r.tenant, r.kind, r.scope, r.rule, r.title, r.status, r.priority, r.route, r.opened_at,
-            r.last_raise, r.page_due, r.paged_at, r.resolved_at, r.merged_into, ",".join(r.assets), r.updated_at,
-            r.assignee, r.acknowledged_by, r.acknowledged_at, r.closed_at, r.escalation_level, r.lifecycle)
-
-
-def _opt(v: Any) -> int | None:
-    return None if v is None else int(v)
-
-
-def incident_from_row(row: Sequence[Any]) -> IncidentRecord:
-    return IncidentRecord(
-        id=int(row[0]), tenant=row[1], kind=row[2], scope=row[3], rule=row[4], title=row[5], status=row[6],
-        priority=float(row[7]), route=row[8], opened_at=int(row[9]), last_raise=int(row[10]),
-        page_due=int(row[11]), paged_at=_opt(row[12]), resolved_at=_opt(row[13]), merged_into=_opt(row[14]),
-        assets=tuple(a for a in row[15].split(",") if a), updated_at=int(row[16]), assignee=row[17],
-        acknowledged_by=row[18], acknowledged_at=_opt(row[19]), closed_at=_opt(row[20]),
-        escalation_level=int(row[21]), lifecycle=row[22])
-
-
-def incident_query(*, statuses: Sequence[str] | None, tenant: str | None, asset: str | None,
-                   limit: int, opened_from: int | None = None) -> tuple[str, list[Any]]:
-    """SELECT of incidents, newest first; ``asset`` matches incidents that hold an alert of the asset."""
-    conds: list[tuple[str, Any]] = [("opened_at >= ?", opened_from), ("tenant = ?", tenant),
-                                    ("id IN (SELECT incident FROM alerts WHERE asset = ?)", asset)]
-    sql, params = select_where(f"SELECT {INCIDENT_COLUMNS} FROM incidents", conds)
-    if statuses:
-        sql += (" AND " if params else " WHERE ") + f"status IN ({','.join('?' * len(statuses))})"
-        params.extend(statuses)
-    return sql + " ORDER BY opened_at DESC, id DESC LIMIT ?", [*params, limit]
+def incident_from_row(row: Row) -> IncidentRecord:
+    return record(IncidentRecord, row, assets=tuple(a for a in row["assets"].split(",") if a))
 
 
 # --- timeline, suppressions ---------------------------------------------------------------------------------
 
-TIMELINE_INSERT_SQL: Final = (
-    "INSERT INTO incident_timeline (incident, ts, kind, actor, detail, data, recorded_at) VALUES (?,?,?,?,?,?,?)"
-)
-TIMELINE_SELECT_SQL: Final = (
-    "SELECT id, incident, ts, kind, actor, detail, data, recorded_at FROM incident_timeline WHERE incident=? "
-    "ORDER BY id"
-)
+TIMELINE_COLUMNS: Final = "incident, ts, kind, actor, detail, data, recorded_at"
+TIMELINE_SELECT_SQL: Final = f"SELECT id, {TIMELINE_COLUMNS} FROM incident_timeline WHERE incident=? ORDER BY id"
 
 
-def timeline_params(e: TimelineEntry) -> tuple[Any, ...]:
-    return (e.incident, e.ts, e.kind, e.actor, e.detail[:2000], msgspec.json.encode(e.data).decode(), e.recorded_at)
+def timeline_from_row(row: Row) -> TimelineEntry:
+    return record(TimelineEntry, row, data=msgspec.json.decode(row["data"]))
 
 
-def timeline_from_row(row: Sequence[Any]) -> TimelineEntry:
-    return TimelineEntry(id=int(row[0]), incident=int(row[1]), ts=int(row[2]), kind=row[3], actor=row[4],
-                         detail=row[5], data=msgspec.json.decode(row[6]), recorded_at=_opt(row[7]))
-
-
-SUPPRESSION_INSERT_SQL: Final = (
-    "INSERT INTO suppressions (ts, tenant, asset, rule, reason, detail, incident) VALUES (?,?,?,?,?,?,?)"
-)
-
-
-def suppression_params(s: SuppressionRecord) -> tuple[Any, ...]:
-    return (s.ts, s.tenant, s.asset, s.rule, s.reason, s.detail[:1000], s.incident)
-
-
-def suppression_from_row(row: Sequence[Any]) -> SuppressionRecord:
-    return SuppressionRecord(id=int(row[0]), ts=int(row[1]), tenant=row[2], asset=row[3], rule=row[4],
-                             reason=row[5], detail=row[6], incident=_opt(row[7]))
-
-
-def suppression_query(*, asset: str | None, rule: str | None, since_ms: int | None, until_ms: int | None,
-                      tenant: str | None, reason: str | None, limit: int) -> tuple[str, list[Any]]:
-    sql, params = select_where("SELECT id, ts, tenant, asset, rule, reason, detail, incident FROM suppressions", [
-        ("asset = ?", asset), ("rule = ?", rule), ("ts >= ?", since_ms), ("ts < ?", until_ms),
-        ("tenant = ?", tenant), ("reason = ?", reason)])
-    return sql + " ORDER BY ts DESC, id DESC LIMIT ?", [*params, limit]
+SUPPRESSION_COLUMNS: Final = "ts, tenant, asset, rule, reason, detail, incident"
 
 
 # --- maintenance windows, silences, rule sets, id blocks ----------------------------------------------------
 
 MAINTENANCE_COLUMNS: Final = "id, tenant, scope, target, start_ms, end_ms, created_by, reason, created_ms"
-MAINTENANCE_INSERT_SQL: Final = f"INSERT INTO maintenance_windows ({MAINTENANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
-
-
-def maintenance_params(m: MaintenanceRecord) -> tuple[Any, ...]:
-    return (m.id, m.tenant, m.scope, m.target, m.start_ms, m.end_ms, m.by, m.reason, m.created_ms)
-
-
-def maintenance_from_row(row: Sequence[Any]) -> MaintenanceRecord:
-    return MaintenanceRecord(id=row[0], tenant=row[1], scope=row[2], target=row[3], start_ms=int(row[4]),
-                             end_ms=int(row[5]), by=row[6], reason=row[7], created_ms=int(row[8]))
-
-
-MAINTENANCE_SELECT: Final = f"SELECT {MAINTENANCE_COLUMNS} FROM maintenance_windows"
-
-
-def window_query(select: str, tenant: str | None, end_col: str, after: int | None,
-                 order: str) -> tuple[str, list[Any]]:
-    """Windows of ``tenant`` (all when None) whose ``end_col`` is after ``after`` (all when None)."""
-    sql, params = select_where(select, [("tenant = ?", tenant), (f"{end_col} > ?", after)])
-    return sql + f" ORDER BY {order}, id", params
-
-
+MAINTENANCE_SELECT: Final = (
+    f"SELECT {MAINTENANCE_COLUMNS.replace('created_by', 'created_by AS by')} FROM maintenance_windows"
+)
 SILENCE_COLUMNS: Final = "id, tenant, scope, target, rule, start_ms, until_ms, created_by, reason, created_ms, ended_ms"
-SILENCE_INSERT_SQL: Final = f"INSERT INTO silences ({SILENCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-
-
-def silence_params(s: SilenceRecord) -> tuple[Any, ...]:
-    return (s.id, s.tenant, s.scope, s.target, s.rule, s.start_ms, s.until_ms, s.by, s.reason, s.created_ms,
-            s.ended_ms)
-
-
-def silence_from_row(row: Sequence[Any]) -> SilenceRecord:
-    return SilenceRecord(id=row[0], tenant=row[1], scope=row[2], target=row[3], rule=row[4], start_ms=int(row[5]),
-                         until_ms=int(row[6]), by=row[7], reason=row[8], created_ms=int(row[9]),
-                         ended_ms=_opt(row[10]))
-
-
-SILENCE_SELECT: Final = f"SELECT {SILENCE_COLUMNS} FROM silences"
+_SILENCE_FIELDS: Final = SILENCE_COLUMNS.replace("created_by", "created_by AS by")
+SILENCE_SELECT: Final = f"SELECT {_SILENCE_FIELDS} FROM silences"
 SILENCE_END_SQL: Final = (
     f"UPDATE silences SET ended_ms=?, until_ms=CASE WHEN until_ms > ? THEN ? ELSE until_ms END "
-    f"WHERE id=? AND ended_ms IS NULL RETURNING {SILENCE_COLUMNS}"
+    f"WHERE id=? AND ended_ms IS NULL RETURNING {_SILENCE_FIELDS}"
 )
 
 
@@ -453,22 +262,12 @@ def silence_end_params(silence_id: str, at_ms: int) -> tuple[Any, ...]:
     return (at_ms, at_ms, at_ms, silence_id)
 
 
-def silence_query(tenant: str | None, active_at: int | None) -> tuple[str, list[Any]]:
-    """Silences of ``tenant`` still running at ``active_at`` (all when None)."""
-    sql, params = window_query(SILENCE_SELECT, tenant, "until_ms", active_at, "start_ms")
-    if active_at is not None:
-        sql = sql.replace(" ORDER BY", " AND ended_ms IS NULL ORDER BY")
-    return sql, params
-
-
 RULES_INSERT_SQL: Final = (
     "INSERT INTO alert_rules (version, text, created_ms, created_by) "
     "SELECT coalesce(max(version), 0) + 1, CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS TEXT) FROM alert_rules "
     "RETURNING version"
 )
-RULES_LATEST_SQL: Final = (
-    "SELECT version, text, created_ms, created_by FROM alert_rules ORDER BY version DESC LIMIT 1"
-)
+RULES_LATEST_SQL: Final = "SELECT version, text, created_ms, created_by FROM alert_rules ORDER BY version DESC LIMIT 1"
 TENANT_RULES_INSERT_SQL: Final = (
     "INSERT INTO tenant_alert_rules (tenant, version, text, created_ms, created_by) "
     "SELECT CAST(? AS TEXT), coalesce(max(version), 0) + 1, CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS TEXT) "
@@ -485,10 +284,6 @@ def rules_insert(text: str, by: str, at_ms: int, tenant: str | None) -> tuple[st
     if tenant is None:
         return RULES_INSERT_SQL, (text, at_ms, by)
     return TENANT_RULES_INSERT_SQL, (tenant, text, at_ms, by, tenant)
-
-
-def rules_from_row(row: Sequence[Any]) -> RuleSetRecord:
-    return RuleSetRecord(int(row[0]), row[1], int(row[2]), row[3], row[4] if len(row) > 4 else None)
 
 
 ID_SEQUENCES: Final = ("alerts", "incidents")
@@ -509,33 +304,13 @@ def id_block_sql(name: str) -> str:
 
 LABEL_COLUMNS: Final = ("alert, incident, tenant, asset, device, rule, verdict, fault_type, reason, start_ms, end_ms, "
                         "first_seen, last_seen, peak, model_version, by_person, ts")
-LABEL_INSERT_SQL: Final = f"INSERT INTO labels ({LABEL_COLUMNS}) VALUES ({','.join('?' * 17)})"
 
 
-def label_params(x: Label) -> tuple[Any, ...]:
-    return (x.alert, x.incident, x.tenant, x.asset, x.device, x.rule, x.verdict.value, x.fault_type, x.reason,
-            x.start_ms, x.end_ms, x.first_seen, x.last_seen, x.peak, x.model_version, x.by, x.ts)
+def label_from_row(row: Row) -> Label:
+    return record(Label, row, verdict=Verdict(row["verdict"]))
 
 
-def label_from_row(row: Sequence[Any]) -> Label:
-    return Label(alert=int(row[0]), incident=_opt(row[1]), tenant=row[2], asset=row[3], device=row[4], rule=row[5],
-                 verdict=Verdict(row[6]), fault_type=row[7], reason=row[8], start_ms=int(row[9]),
-                 end_ms=int(row[10]), first_seen=int(row[11]), last_seen=int(row[12]),
-                 peak=None if row[13] is None else float(row[13]), model_version=row[14], by=row[15], ts=int(row[16]))
-
-
-def label_query(*, tenant: str | None, asset: str | None, alert: int | None, since_ms: int | None,
-                limit: int) -> tuple[str, list[Any]]:
-    """Labels, oldest first (the order training reads them in)."""
-    sql, params = select_where(f"SELECT {LABEL_COLUMNS} FROM labels", [
-        ("tenant = ?", tenant), ("asset = ?", asset), ("alert = ?", alert), ("ts >= ?", since_ms)])
-    return sql + " ORDER BY ts, id LIMIT ?", [*params, limit]
-
-
-OVERRIDE_UPSERT_SQL: Final = (
-    "INSERT INTO rule_overrides (asset, rule, levels, set_ms, set_by) VALUES (?,?,?,?,?) "
-    "ON CONFLICT (asset, rule) DO UPDATE SET levels=excluded.levels, set_ms=excluded.set_ms, set_by=excluded.set_by"
-)
+OVERRIDE_UPSERT_SQL: Final = insert_sql("rule_overrides", "asset, rule, levels, set_ms, set_by", key="asset, rule")
 OVERRIDE_SELECT_SQL: Final = "SELECT asset, rule, levels, set_ms, set_by FROM rule_overrides ORDER BY asset, rule"
 
 
@@ -554,9 +329,8 @@ def override_params(o: OverrideRecord) -> tuple[Any, ...]:
     return (o.asset, o.rule, msgspec.json.encode(o.levels).decode(), o.set_ms, o.set_by)
 
 
-def override_from_row(row: Sequence[Any]) -> OverrideRecord:
-    return OverrideRecord(asset=row[0], rule=row[1], levels=msgspec.json.decode(row[2], type=dict[str, float]),
-                          set_ms=int(row[3]), set_by=row[4])
+def override_from_row(row: Row) -> OverrideRecord:
+    return record(OverrideRecord, row, levels=msgspec.json.decode(row["levels"], type=dict[str, float]))
 
 
 # --- notifications given up on ------------------------------------------------------------------------------
@@ -575,24 +349,7 @@ class UndeliveredRecord:
     id: int = 0
 
 
-UNDELIVERED_INSERT_SQL: Final = (
-    "INSERT INTO notification_dead_letters (ts, tenant, incident, channel, record) VALUES (?,?,?,?,?)"
-)
-
-
-def undelivered_params(u: UndeliveredRecord) -> tuple[Any, ...]:
-    return (u.ts, u.tenant, u.incident, u.channel, u.record)
-
-
-def undelivered_query(tenant: str | None, limit: int) -> tuple[str, list[Any]]:
-    sql, params = select_where("SELECT id, ts, tenant, incident, channel, record FROM notification_dead_letters",
-                               [("tenant = ?", tenant)])
-    return sql + " ORDER BY id DESC LIMIT ?", [*params, limit]
-
-
-def undelivered_from_row(row: Sequence[Any]) -> UndeliveredRecord:
-    return UndeliveredRecord(id=int(row[0]), ts=int(row[1]), tenant=row[2], incident=int(row[3]), channel=row[4],
-                             record=row[5])
+UNDELIVERED_COLUMNS: Final = "ts, tenant, incident, channel, record"
 
 
 # --- work orders (reported back by a CMMS/ERP, or opened by hand) ---------------------------------------------
@@ -619,26 +376,7 @@ class WorkOrderRecord:
 
 WORK_ORDER_COLUMNS: Final = ("id, tenant, asset, incident, alert, opened_ms, downtime_start, closed_ms, downtime_end, "
                              "opened_by, closed_by, note")
-WORK_ORDER_INSERT_SQL: Final = f"INSERT INTO work_orders ({WORK_ORDER_COLUMNS}) VALUES ({','.join('?' * 12)})"
 WORK_ORDER_CLOSE_SQL: Final = (
     "UPDATE work_orders SET closed_ms=?, downtime_end=?, closed_by=? WHERE id=? AND closed_ms IS NULL "
     f"RETURNING {WORK_ORDER_COLUMNS}"
 )
-
-
-def work_order_params(w: WorkOrderRecord) -> tuple[Any, ...]:
-    return (w.id, w.tenant, w.asset, w.incident, w.alert, w.opened_ms, w.downtime_start, w.closed_ms,
-            w.downtime_end, w.opened_by, w.closed_by, w.note)
-
-
-def work_order_from_row(row: Sequence[Any]) -> WorkOrderRecord:
-    return WorkOrderRecord(id=row[0], tenant=row[1], asset=row[2], incident=_opt(row[3]), alert=_opt(row[4]),
-                           opened_ms=int(row[5]), downtime_start=_opt(row[6]), closed_ms=_opt(row[7]),
-                           downtime_end=_opt(row[8]), opened_by=row[9], closed_by=row[10], note=row[11])
-
-
-def work_order_query(tenant: str | None, since_ms: int | None, limit: int) -> tuple[str, list[Any]]:
-    """Oldest first: the open ones and those closed since ``since_ms``."""
-    sql, params = select_where(f"SELECT {WORK_ORDER_COLUMNS} FROM work_orders", [
-        ("tenant = ?", tenant), ("(closed_ms IS NULL OR closed_ms >= ?)", since_ms)])
-    return sql + " ORDER BY opened_ms, id LIMIT ?", [*params, limit]

@@ -1,705 +1,617 @@
-"""The storage contract every backend fulfils, and the pure helpers they share.
+"""The store: what the platform needs from storage, written once over a driver (SQLite or PostgreSQL).
 
-Telemetry is stored as *chunks*: one row per accepted message, keyed by
-(device, seq), holding the message's timestamps and values as a compact
-columnar blob (int64 ms timestamps, then float64 values row-major, NaN =
-missing). The primary key makes deduplication the database's job: a chunk
-that is already there is not written again, in the same transaction that
-writes its rollups, so a resent message is never stored twice.
-
-Alongside, a relational one-minute rollup per (device, channel, minute) with
-count/min/max/sum lets a month of data chart from ~43k rows per channel.
-Queries pick the raw chunks for short ranges and the rollups for long ones.
+Every statement is written here (or in ``store/alerting.py``) once, with ``?`` placeholders; rows are read by
+column name. A driver error of any kind arrives as ``StoreError`` (``StoreRejected`` for data the database
+refuses), and every transaction rolls back on any error (see ``store/driver.py``).
 """
 
 from __future__ import annotations
 
-import abc
-import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Final, Self, TypeVar
 
-import numpy as np
-import numpy.typing as npt
+import msgspec
 
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
-from edgeloop.messages import Alert, AlertStatus
+from edgeloop.errors import ConflictError, DuplicateKey, NotFoundError
+from edgeloop.messages import Alert, AlertStatus, Severity
 from edgeloop.registry import Registry
-from edgeloop.safe_text import storable
-from edgeloop.store.alerting import (
-    AlertChanges,
-    IncidentRecord,
-    MaintenanceRecord,
-    OverrideRecord,
-    RuleSetRecord,
-    SilenceRecord,
-    SuppressionRecord,
-    TimelineEntry,
-    UndeliveredRecord,
-    WorkOrderRecord,
+from edgeloop.store import alerting as al
+from edgeloop.store.alerting import Label
+from edgeloop.store.driver import Connection, Driver, Row, insert_sql, record, select_where, values
+from edgeloop.store.records import (
+    RAW_DEAD_LETTER_BYTES,
+    ROLLUP_MS,
+    AuditRecord,
+    Credential,
+    DeadLetter,
+    Enrollment,
+    GatewayConfig,
+    GatewayHeartbeat,
+    GatewayRecord,
+    Series,
+    StoredEvent,
+    TelemetryChunk,
+    TelemetryQuery,
+    User,
+    choose_bucket,
+    downsample_raw,
+    first_occurrences,
+    rollup_rows,
+    series_from_rollups,
 )
+from edgeloop.store.schema import migrate
 
-if TYPE_CHECKING:
-    from edgeloop.store.alerting import Label
+__all__ = ["RAW_DEAD_LETTER_BYTES", "AuditRecord", "Credential", "DeadLetter", "Enrollment", "GatewayConfig",
+           "GatewayHeartbeat", "GatewayRecord", "Series", "Store", "StoredEvent", "TelemetryChunk", "TelemetryQuery",
+           "User"]
 
-ROLLUP_MS = 60_000
-RAW_DEAD_LETTER_BYTES = 4096
+T = TypeVar("T")
 
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
-
-
-@dataclass(slots=True)
-class TelemetryChunk:
-    """One accepted message, in columnar form."""
-
-    device: str
-    seq: int
-    channels: tuple[str, ...]
-    ts: I64  # (n,) ascending ms
-    values: F64  # (n, len(channels)); NaN = missing
-    received_ms: int = 0
-    tenant: str = ""
-    asset: str = ""
-
-    @property
-    def t0(self) -> int:
-        return int(self.ts[0])
-
-    @property
-    def t1(self) -> int:
-        return int(self.ts[-1])
-
-    def encode(self) -> bytes:
-        return self.ts.astype("<i8", copy=False).tobytes() + self.values.astype("<f8", copy=False).tobytes()
-
-    @classmethod
-    def decode(cls, device: str, seq: int, channels: str, n: int, blob: bytes) -> TelemetryChunk:
-        names = tuple(channels.split(",")) if channels else ()
-        ts = np.frombuffer(blob, dtype="<i8", count=n).astype(np.int64)
-        values = np.frombuffer(blob, dtype="<f8", offset=8 * n).reshape(n, len(names)).astype(np.float64)
-        return cls(device=device, seq=seq, channels=names, ts=ts, values=values)
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    received_ms: int
-    topic: str
-    code: str
-    detail: str
-    raw: bytes  # bounded to RAW_DEAD_LETTER_BYTES by the constructor helper
-    size: int
-    device: str | None = None
-    tenant: str | None = None
-    id: int = 0
-
-    @classmethod
-    def of(
-        cls, *, received_ms: int, topic: str, code: str, detail: str, raw: bytes,
-        device: str | None = None, tenant: str | None = None,
-    ) -> DeadLetter:
-        # The topic and detail may quote what was refused (a NUL character): a dead letter is always storable.
-        return cls(
-            received_ms=received_ms, topic=storable(topic), code=code, detail=storable(detail[:500]),
-            raw=raw[:RAW_DEAD_LETTER_BYTES], size=len(raw), device=device and storable(device),
-            tenant=tenant and storable(tenant),
-        )
+ALERT_TRANSITIONS: Final[dict[AlertStatus, frozenset[AlertStatus]]] = {
+    AlertStatus.OPEN: frozenset({AlertStatus.ACKNOWLEDGED, AlertStatus.RESOLVED}),
+    AlertStatus.ACKNOWLEDGED: frozenset({AlertStatus.RESOLVED}),
+    AlertStatus.RESOLVED: frozenset(),
+}
+ALERTS: Final = ("id, tenant, asset, device, kind, severity, status, first_seen, last_seen, count, score, message, "
+                  "explanation, detector, acknowledged_by, acknowledged_at, resolved_by, resolved_at, incident, "
+                  "priority, confidence, suppressed, cleared_at")
+SAMPLE_EDGE_SQL: Final = (  # one index probe per registered device, not a scan of every chunk
+    "SELECT id, (SELECT {col} FROM chunks c WHERE c.device = d.id ORDER BY t0 {order} LIMIT 1) AS t FROM devices d"
+)
+CHUNK_COLUMNS: Final = {"device": "text", "seq": "big", "t0": "big", "t1": "big", "n": "int", "channels": "text",
+                        "data": "blob", "received": "big"}
+ROLLUP_COLUMNS: Final = {"device": "text", "channel": "text", "bucket": "big", "n": "big", "vmin": "real",
+                         "vmax": "real", "vsum": "real"}
+ROLLUP_MERGE: Final = (
+    "ON CONFLICT (device, channel, bucket) DO UPDATE SET n=rollup_1m.n+excluded.n, "
+    "vmin=CASE WHEN excluded.vmin < rollup_1m.vmin THEN excluded.vmin ELSE rollup_1m.vmin END, "
+    "vmax=CASE WHEN excluded.vmax > rollup_1m.vmax THEN excluded.vmax ELSE rollup_1m.vmax END, "
+    "vsum=rollup_1m.vsum+excluded.vsum"
+)
+DEAD_LETTER_COLUMNS: Final = {"received": "big", "topic": "text", "device": "text", "tenant": "text", "code": "text",
+                              "detail": "text", "size": "int", "raw": "blob"}
+EVENT_COLUMNS: Final = {"device": "text", "tenant": "text", "ts": "big", "kind": "text", "severity": "text",
+                        "message": "text", "data": "text", "received": "big"}
+# A gateway's heartbeat replaces the stored one unless it is older (a redelivery); the retained status is kept
+# when the heartbeat does not carry one; ``dropped_at`` moves when the agent reports more drops than before.
+HEARTBEAT_UPSERT: Final = (
+    "INSERT INTO gateways (id, tenant, heartbeat, ts, received, dropped, dropped_at, status, status_ms) "
+    "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET tenant=excluded.tenant, heartbeat=excluded.heartbeat, "
+    "ts=excluded.ts, received=excluded.received, dropped=excluded.dropped, "
+    "dropped_at=CASE WHEN excluded.dropped > gateways.dropped THEN excluded.received ELSE gateways.dropped_at END, "
+    "status=coalesce(excluded.status, gateways.status), status_ms=coalesce(excluded.status_ms, gateways.status_ms) "
+    "WHERE excluded.ts >= gateways.ts RETURNING id"
+)
+GATEWAYS: Final = ("SELECT id, tenant, heartbeat, received AS received_ms, status, status_ms, "
+                   "dropped_at AS dropped_at_ms FROM gateways")
+GATEWAY_CONFIGS: Final = "gateway, tenant, version, {text} AS config, created_ms, created_by, status, status_ms, error"
+ENROLLMENTS: Final = ("id, tenant, line, profile, claim_hash, expires_ms, created_ms, created_by, asset, serials, "
+                      "max_devices")
+USERS: Final = "username, role, tenant, password_hash, created_ms, disabled"
+LATEST_GATEWAY_CONFIGS: Final = (  # one index probe per gateway (primary key (gateway, version))
+    "SELECT " + GATEWAY_CONFIGS.format(text="''") + " FROM gateway_configs c "
+    "WHERE version = (SELECT max(version) FROM gateway_configs m WHERE m.gateway = c.gateway)"
+)
+CREDENTIALS: Final = "id, kind, subject, role, tenant, created_ms, expires_ms, secret_hash, revoked_ms"
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """A device event as stored (e.g. ``gap``: samples an edge agent had to drop, with its reason)."""
-
-    device: str
-    tenant: str
-    ts_ms: int
-    kind: str
-    severity: str
-    message: str
-    data: dict[str, Any]
-    received_ms: int
-    id: int = 0
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
 
 
-@dataclass(frozen=True, slots=True)
-class Enrollment:
-    """A batch of devices that may provision themselves with one claim (only its hash is kept)."""
-
-    id: str
-    tenant: str
-    line: str
-    profile: str
-    claim_hash: str
-    expires_ms: int
-    created_ms: int
-    created_by: str
-    asset: str | None = None  # every device under this asset; None: each device gets its own asset
-    serials: tuple[str, ...] | None = None  # None: any serial (each once)
-    max_devices: int | None = None
+def _user(row: Row) -> User:
+    return record(User, row, disabled=bool(row["disabled"]))
 
 
-@dataclass(frozen=True, slots=True)
-class User:
-    username: str
-    role: str  # viewer | technician | operator | admin
-    tenant: str | None  # None: every tenant (platform administrator)
-    password_hash: str
-    created_ms: int
-    disabled: bool = False
+def _alert(row: Row) -> Alert:
+    return record(Alert, row, severity=Severity(row["severity"]), status=AlertStatus(row["status"]),
+                  explanation=msgspec.json.decode(row["explanation"], type=dict[str, float]))
 
 
-@dataclass(frozen=True, slots=True)
-class Credential:
-    """A bearer token (``id`` = SHA-256 of the token) or an API key (``id`` = key id, ``secret_hash``)."""
+class Store:
+    """What the platform needs from storage; ``driver`` is SQLite (embedded) or PostgreSQL (production)."""
 
-    id: str
-    kind: str  # "token" | "api_key"
-    subject: str  # username (token) or the key's name (api key)
-    role: str
-    tenant: str | None
-    created_ms: int
-    expires_ms: int | None = None
-    secret_hash: str = ""
-    revoked_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    """Who did what, when, from where, and how it ended."""
-
-    ts_ms: int
-    actor: str
-    action: str
-    target: str
-    outcome: str  # "ok" or "refused"
-    detail: str = ""
-    source: str = ""
-    id: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayHeartbeat:
-    """An accepted heartbeat of a gateway (an edge agent's host), as ingest hands it to the store."""
-
-    gateway: str
-    tenant: str
-    ts_ms: int  # the agent's time
-    received_ms: int  # the platform's time
-    heartbeat: str  # the full heartbeat JSON as received
-    devices: tuple[str, ...]  # behind this gateway (topology), never devices of another tenant
-    dropped_samples: int
-    status: str | None = None  # the gateway's retained status ("online" / "offline") when known
-    status_ms: int | None = None  # when that status arrived
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayRecord:
-    """A gateway as stored: its last heartbeat, when the platform received it, and its retained status."""
-
-    id: str
-    tenant: str
-    heartbeat: str  # the full JSON of the last heartbeat
-    received_ms: int
-    devices: tuple[str, ...]
-    status: str | None  # "online" / "offline" (retained status topic and last will); None: never said
-    status_ms: int | None
-    dropped_at_ms: int | None  # when a heartbeat last reported more dropped samples than the one before
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayConfig:
-    """One pushed agent configuration (``version`` counts per gateway from 1)."""
-
-    gateway: str
-    tenant: str
-    version: int
-    config: str  # the agent YAML text, as pushed
-    created_ms: int
-    created_by: str
-    status: str = "pending"  # pending | applied | rolled_back | rejected | superseded | failed
-    status_ms: int | None = None
-    error: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Series:
-    ts: list[int]
-    avg: list[float | None]
-    min: list[float | None]
-    max: list[float | None]
-
-
-@dataclass(frozen=True, slots=True)
-class TelemetryQuery:
-    device: str
-    start: int
-    end: int
-    bucket_ms: int
-    series: dict[str, Series]
-    source: str  # "raw" or "rollup"
-
-
-RollupRow = tuple[str, str, int, int, float, float, float]  # device, channel, bucket, n, min, max, sum
-
-
-def rollup_rows(chunks: Iterable[TelemetryChunk], bucket_ms: int = ROLLUP_MS) -> list[RollupRow]:
-    """Aggregate chunks into one row per (device, channel, bucket); NaN is skipped, not counted.
-
-    Vectorised per (device, channel set): one sort and four ``reduceat`` calls for all channels at once.
-    """
-    groups: dict[tuple[str, tuple[str, ...]], list[TelemetryChunk]] = {}
-    for chunk in chunks:
-        groups.setdefault((chunk.device, chunk.channels), []).append(chunk)
-    acc: dict[tuple[str, str, int], list[float]] = {}
-    for (device, channels), group in groups.items():
-        ts = np.concatenate([c.ts for c in group]) if len(group) > 1 else group[0].ts
-        values = np.concatenate([c.values for c in group]) if len(group) > 1 else group[0].values
-        buckets = ts // bucket_ms * bucket_ms
-        order = np.argsort(buckets, kind="stable")
-        buckets, values = buckets[order], values[order]
-        uniq, first = np.unique(buckets, return_index=True)
-        valid = ~np.isnan(values)
-        counts = np.add.reduceat(valid.astype(np.int64), first, axis=0)
-        sums = np.add.reduceat(np.where(valid, values, 0.0), first, axis=0)
-        lows = np.fmin.reduceat(values, first, axis=0)
-        highs = np.fmax.reduceat(values, first, axis=0)
-        for i, j in zip(*np.nonzero(counts), strict=True):
-            key = (device, channels[j], int(uniq[i]))
-            n, lo, hi, total = float(counts[i, j]), float(lows[i, j]), float(highs[i, j]), float(sums[i, j])
-            cur = acc.get(key)
-            if cur is None:
-                acc[key] = [n, lo, hi, total]
-            else:  # the same device under two channel sets in one batch (its profile changed)
-                cur[0] += n
-                cur[1] = min(cur[1], lo)
-                cur[2] = max(cur[2], hi)
-                cur[3] += total
-    return [(d, c, b, int(v[0]), v[1], v[2], v[3]) for (d, c, b), v in acc.items()]
-
-
-def choose_bucket(start: int, end: int, points: int) -> int:
-    """Bucket width (ms) that gives at most ``points`` buckets; a multiple of a minute past one minute."""
-    points = max(1, min(points, 10_000))
-    width = max(1, math.ceil((end - start) / points))
-    if width >= ROLLUP_MS:
-        width = math.ceil(width / ROLLUP_MS) * ROLLUP_MS
-    return width
-
-
-def downsample_raw(
-    chunks: Sequence[TelemetryChunk], channels: Sequence[str], start: int, end: int, bucket_ms: int
-) -> dict[str, Series]:
-    """Bucket raw chunks into min/avg/max per channel over [start, end)."""
-    out: dict[str, Series] = {}
-    for channel in channels:
-        parts_t: list[I64] = []
-        parts_v: list[F64] = []
-        for chunk in chunks:
-            if channel not in chunk.channels:
-                continue
-            j = chunk.channels.index(channel)
-            parts_t.append(chunk.ts)
-            parts_v.append(chunk.values[:, j])
-        if not parts_t:
-            out[channel] = Series([], [], [], [])
-            continue
-        ts = np.concatenate(parts_t)
-        vs = np.concatenate(parts_v)
-        keep = (ts >= start) & (ts < end) & ~np.isnan(vs)
-        ts, vs = ts[keep], vs[keep]
-        order = np.argsort(ts, kind="stable")
-        ts, vs = ts[order], vs[order]
-        if ts.size == 0:
-            out[channel] = Series([], [], [], [])
-            continue
-        idx = (ts - start) // bucket_ms
-        uniq, first = np.unique(idx, return_index=True)
-        counts = np.diff(np.append(first, ts.size))
-        sums = np.add.reduceat(vs, first)
-        out[channel] = Series(
-            ts=[int(start + b * bucket_ms) for b in uniq],
-            avg=[float(x) for x in sums / counts],
-            min=[float(x) for x in np.minimum.reduceat(vs, first)],
-            max=[float(x) for x in np.maximum.reduceat(vs, first)],
-        )
-    return out
-
-
-def series_from_rollups(
-    rows: Iterable[tuple[str, int, int, float, float, float]], channels: Sequence[str], start: int, bucket_ms: int
-) -> dict[str, Series]:
-    """Turn (channel, bucket_index, n, min, max, sum) rows, ordered by channel and bucket, into series."""
-    acc: dict[str, Series] = {c: Series([], [], [], []) for c in channels}
-    for channel, b, n, lo, hi, total in rows:
-        s = acc[channel]
-        s.ts.append(int(start + b * bucket_ms))
-        s.avg.append(total / n if n else None)
-        s.min.append(lo)
-        s.max.append(hi)
-    return acc
-
-
-def first_occurrences(chunks: Sequence[TelemetryChunk], inserted: set[tuple[str, int]]) -> list[bool]:
-    """Mark as new only the first chunk of each inserted (device, seq); a repeat in the same batch is a duplicate."""
-    out: list[bool] = []
-    seen: set[tuple[str, int]] = set()
-    for c in chunks:
-        key = (c.device, c.seq)
-        out.append(key in inserted and key not in seen)
-        seen.add(key)
-    return out
-
-
-class Store(abc.ABC):
-    """What the platform needs from storage. Backends: SQLite (embedded) and PostgreSQL (production)."""
-
-    backend: str
+    def __init__(self, driver: Driver, *, where: str) -> None:
+        self.driver = driver
+        self.backend = driver.backend
+        self._where = where  # the database, for messages
 
     async def __aenter__(self) -> Self:
         await self.open()
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
         await self.close()
 
-    @abc.abstractmethod
     async def open(self) -> None:
-        """Connect and create or migrate the schema."""
+        """Connect and create or migrate the schema (``store/schema.py``)."""
+        await self.driver.open()
+        try:
+            await migrate(self.driver, self._where)
+        except BaseException:
+            await self.driver.close()
+            raise
 
-    @abc.abstractmethod
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        await self.driver.close()
+
+    async def _create(self, table: str, columns: str, obj: object, what: str, ident: str, **given: Any) -> None:
+        """Insert one row from ``obj``'s fields; ConflictError if its key exists."""
+        try:
+            await self.driver.execute(insert_sql(table, columns), values(obj, columns, **given))
+        except DuplicateKey as exc:
+            raise ConflictError(f"{what} {ident!r} already exists") from exc
+
+    @staticmethod
+    async def _add(con: Connection, table: str, columns: str, rows: Sequence[Any],
+                   given: Callable[[Any], dict[str, Any]] = lambda _: {}, *, sql: str = "") -> None:
+        """Insert ``rows`` (records) by their fields named as ``columns``, ``given`` overriding some."""
+        await con.executemany(sql or insert_sql(table, columns), [values(r, columns, **given(r)) for r in rows])
+
+    async def _list(self, make: Callable[[Row], T], select: str, conds: Sequence[tuple[str, Any]], order: str = "",
+                    limit: int | None = None) -> list[T]:
+        """``select`` of the rows meeting every condition that applies (``select_where``), in ``order``."""
+        sql, params = select_where(select, conds)
+        sql += f" ORDER BY {order}" if order else ""
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", [*params, limit]
+        return [make(r) for r in await self.driver.fetch(sql, params)]
+
+    async def _one(self, make: Callable[[Row], T], select: str, conds: Sequence[tuple[str, Any]]) -> T | None:
+        return next(iter(await self._list(make, select, conds, limit=1)), None)
 
     # -- registry -------------------------------------------------------------------------------
-    @abc.abstractmethod
-    async def put_tenant(self, tenant: Tenant) -> None: ...
-    @abc.abstractmethod
-    async def put_site(self, site: Site) -> None: ...
-    @abc.abstractmethod
-    async def put_line(self, line: Line) -> None: ...
-    @abc.abstractmethod
-    async def put_asset(self, asset: Asset) -> None: ...
-    @abc.abstractmethod
-    async def put_profile(self, profile: DeviceProfile) -> None: ...
-    @abc.abstractmethod
-    async def put_device(self, device: Device) -> None: ...
-    @abc.abstractmethod
-    async def load_registry(self) -> Registry: ...
+    async def _upsert(self, table: str, key: str, columns: str, obj: object, **given: Any) -> None:
+        """Insert or replace one row from ``obj``'s fields."""
+        await self.driver.execute(insert_sql(table, columns, key=key), values(obj, columns, **given))
+
+    async def put_tenant(self, tenant: Tenant) -> None:
+        await self._upsert("tenants", "id", "id, name", tenant)
+
+    async def put_site(self, site: Site) -> None:
+        await self._upsert("sites", "id", "id, tenant, name", site)
+
+    async def put_line(self, line: Line) -> None:
+        await self._upsert("lines", "id", "id, site, name", line)
+
+    async def put_asset(self, asset: Asset) -> None:
+        await self._upsert("assets", "id", "id, line, name, kind, criticality", asset)
+
+    async def put_profile(self, profile: DeviceProfile) -> None:
+        await self._upsert("profiles", "name", "name, body", profile, body=msgspec.json.encode(profile))
+
+    async def put_device(self, device: Device) -> None:
+        await self._upsert("devices", "id", "id, tenant, asset, profile, name", device)
+
+    async def load_registry(self) -> Registry:
+        reg = Registry()
+        tables: list[tuple[str, Callable[..., Any], dict[str, Any]]] = [
+            ("tenants", Tenant, reg.tenants), ("sites", Site, reg.sites), ("lines", Line, reg.lines),
+            ("assets", Asset, reg.assets), ("devices", Device, reg.devices)]
+        for table, kind, into in tables:
+            for r in await self.driver.fetch(f"SELECT * FROM {table}"):
+                into[r["id"]] = record(kind, r)
+        for r in await self.driver.fetch("SELECT name, body FROM profiles"):
+            reg.profiles[r["name"]] = msgspec.json.decode(r["body"], type=DeviceProfile)
+        return reg
 
     # -- telemetry ------------------------------------------------------------------------------
-    @abc.abstractmethod
     async def write_chunks(self, chunks: Sequence[TelemetryChunk]) -> list[bool]:
         """Store chunks not stored before, with their rollups, in one transaction.
 
         Returns, for each input chunk, True if it was new and is now stored, False if
         (device, seq) was already stored (or appears earlier in the same batch).
         """
+        if not chunks:
+            return []
+        async with self.driver.transaction() as tx:
+            rows = await tx.insert_many("chunks", CHUNK_COLUMNS, [
+                (c.device, c.seq, c.t0, c.t1, len(c.ts), ",".join(c.channels), c.encode(), c.received_ms)
+                for c in chunks], "ON CONFLICT (device, seq) DO NOTHING RETURNING device, seq")
+            new = first_occurrences(chunks, {(r["device"], r["seq"]) for r in rows})
+            agg = rollup_rows(c for c, ok in zip(chunks, new, strict=True) if ok)
+            if agg:
+                await tx.insert_many("rollup_1m", ROLLUP_COLUMNS, agg, ROLLUP_MERGE)
+        return new
 
-    @abc.abstractmethod
     async def read_chunks(self, device: str, start: int, end: int) -> list[TelemetryChunk]:
         """Chunks of ``device`` overlapping [start, end), in time order."""
-
-    @abc.abstractmethod
-    async def read_rollups(
-        self, device: str, channels: Sequence[str], start: int, end: int, bucket_ms: int
-    ) -> list[tuple[str, int, int, float, float, float]]:
-        """(channel, bucket_index, n, min, max, sum) re-bucketed to ``bucket_ms`` from ``start``."""
-
-    @abc.abstractmethod
-    async def telemetry_counts(self, device: str | None = None) -> tuple[int, int]:
-        """(messages, samples) stored, for one device or all."""
-
-    @abc.abstractmethod
-    async def latest_sample_ms(self) -> dict[str, int]:
-        """Newest stored sample time per registered device that has data."""
-
-    @abc.abstractmethod
-    async def first_sample_ms(self) -> dict[str, int]:
-        """Oldest stored sample time per registered device that has data (when its data began)."""
+        rows = await self.driver.fetch("SELECT seq, channels, n, data FROM chunks WHERE device=? AND t0 < ? AND "
+                                       "t1 >= ? ORDER BY t0", (device, end, start))
+        return [TelemetryChunk.decode(device, r["seq"], r["channels"], r["n"], r["data"]) for r in rows]
 
     async def query_telemetry(
         self, device: str, channels: Sequence[str], start: int, end: int, points: int = 500
     ) -> TelemetryQuery:
         """Downsampled min/avg/max per channel over [start, end) in at most ``points`` buckets."""
         bucket = choose_bucket(start, end, points)
-        if bucket >= ROLLUP_MS:
-            rows = await self.read_rollups(device, channels, start, end, bucket)
-            return TelemetryQuery(device, start, end, bucket, series_from_rollups(rows, channels, start, bucket),
-                                  "rollup")
-        chunks = await self.read_chunks(device, start, end)
-        return TelemetryQuery(device, start, end, bucket, downsample_raw(chunks, channels, start, end, bucket), "raw")
+        if bucket < ROLLUP_MS:
+            chunks = await self.read_chunks(device, start, end)
+            return TelemetryQuery(device, start, end, bucket, downsample_raw(chunks, channels, start, end, bucket),
+                                  "raw")
+        rows = await self.driver.fetch(
+            "SELECT channel, (bucket - ?) / ? AS b, sum(n) AS n, min(vmin) AS lo, max(vmax) AS hi, sum(vsum) AS total "
+            f"FROM rollup_1m WHERE device=? AND channel IN ({_marks(len(channels))}) AND bucket >= ? AND bucket < ? "
+            "GROUP BY channel, b ORDER BY channel, b",
+            (start, bucket, device, *channels, start - (start % ROLLUP_MS), end)) if channels else []
+        series = series_from_rollups([(r["channel"], int(r["b"]), int(r["n"]), r["lo"], r["hi"], r["total"])
+                                      for r in rows], channels, start, bucket)
+        return TelemetryQuery(device, start, end, bucket, series, "rollup")
 
-    # -- dead letters ---------------------------------------------------------------------------
-    @abc.abstractmethod
-    async def write_dead_letters(self, letters: Sequence[DeadLetter]) -> None: ...
-    @abc.abstractmethod
+    async def telemetry_counts(self, device: str | None = None) -> tuple[int, int]:
+        """(messages, samples) stored, for one device or all."""
+        [counts] = await self._list(lambda r: (int(r["m"]), int(r["s"])), "SELECT count(*) AS m, "
+                                    "coalesce(sum(n), 0) AS s FROM chunks", [("device = ?", device)])
+        return counts
+
+    async def latest_sample_ms(self) -> dict[str, int]:
+        """Newest stored sample time per registered device that has data."""
+        rows = await self.driver.fetch(SAMPLE_EDGE_SQL.format(col="t1", order="DESC"))
+        return {r["id"]: int(r["t"]) for r in rows if r["t"] is not None}
+
+    async def first_sample_ms(self) -> dict[str, int]:
+        """Oldest stored sample time per registered device that has data (when its data began)."""
+        rows = await self.driver.fetch(SAMPLE_EDGE_SQL.format(col="t0", order="ASC"))
+        return {r["id"]: int(r["t"]) for r in rows if r["t"] is not None}
+
+    # -- dead letters and device events ---------------------------------------------------------
+    async def write_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        await self.driver.insert_many("dead_letters", DEAD_LETTER_COLUMNS, [
+            (d.received_ms, d.topic, d.device, d.tenant, d.code, d.detail, d.size, d.raw) for d in letters])
+
     async def list_dead_letters(
         self, device: str | None = None, limit: int = 100, tenant: str | None = None
-    ) -> list[DeadLetter]: ...
-    @abc.abstractmethod
+    ) -> list[DeadLetter]:
+        return await self._list(lambda r: record(DeadLetter, r, raw=bytes(r["raw"])),
+                                "SELECT id, received AS received_ms, topic, device, tenant, code, detail, size, raw "
+                                "FROM dead_letters", [("device = ?", device), ("tenant = ?", tenant)], "id DESC", limit)
+
     async def dead_letter_counts(self) -> dict[str, int]:
         """Dead letters per device ('' for those whose device is unknown)."""
+        rows = await self.driver.fetch("SELECT coalesce(device, '') AS d, count(*) AS n FROM dead_letters GROUP BY "
+                                       "coalesce(device, '')")
+        return {r["d"]: int(r["n"]) for r in rows}
 
-    # -- device events --------------------------------------------------------------------------
-    @abc.abstractmethod
     async def write_events(self, events: Sequence[StoredEvent]) -> int:
         """Store device events; one already stored (same device, kind, time and message) is skipped.
         Returns how many were new."""
+        return len(await self.driver.insert_many("device_events", EVENT_COLUMNS, [
+            (e.device, e.tenant, e.ts_ms, e.kind, e.severity, e.message, json.dumps(e.data), e.received_ms)
+            for e in events], "ON CONFLICT DO NOTHING RETURNING id"))
 
-    @abc.abstractmethod
     async def list_events(self, *, device: str | None = None, kind: str | None = None, limit: int = 100,
                           tenant: str | None = None) -> list[StoredEvent]:
         """Newest first."""
+        return await self._list(
+            lambda r: record(StoredEvent, r, data=json.loads(r["data"])),
+            "SELECT id, device, tenant, ts AS ts_ms, kind, severity, message, data, received AS received_ms "
+            "FROM device_events", [("device = ?", device), ("kind = ?", kind), ("tenant = ?", tenant)],
+            "ts DESC, id DESC", limit)
 
     # -- gateways -------------------------------------------------------------------------------
-    @abc.abstractmethod
     async def write_heartbeats(self, beats: Sequence[GatewayHeartbeat]) -> None:
         """Store each gateway's latest heartbeat and its device list (replacing the previous one)."""
+        if not beats:
+            return
+        async with self.driver.transaction() as tx:
+            for b in beats:
+                applied = await tx.fetchone(HEARTBEAT_UPSERT, (
+                    b.gateway, b.tenant, b.heartbeat, b.ts_ms, b.received_ms, b.dropped_samples,
+                    b.received_ms if b.dropped_samples > 0 else None, b.status,
+                    b.status_ms if b.status is not None else None))
+                if applied is None:  # an older heartbeat than the stored one (a redelivery): ignored
+                    continue
+                await tx.execute("DELETE FROM gateway_devices WHERE gateway=?", (b.gateway,))
+                await tx.executemany("INSERT INTO gateway_devices VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                     [(b.gateway, d) for d in b.devices])
 
-    @abc.abstractmethod
     async def write_gateway_status(self, updates: Sequence[tuple[str, bool, int]]) -> None:
         """(gateway, online, at_ms): the retained status of gateways that are stored; others are skipped."""
+        await self.driver.executemany("UPDATE gateways SET status=?, status_ms=? WHERE id=?",
+                                      [("online" if online else "offline", at, gw) for gw, online, at in updates])
 
-    @abc.abstractmethod
     async def list_gateways(self, *, tenant: str | None = None) -> list[GatewayRecord]:
         """Every gateway (a device that sent a heartbeat), by id."""
+        sql, params = select_where(GATEWAYS, [("tenant = ?", tenant)])
+        rows = await self.driver.fetch(sql + " ORDER BY id", params)
+        devices: dict[str, list[str]] = {}
+        for r in await self.driver.fetch("SELECT gateway, device FROM gateway_devices ORDER BY gateway, device"):
+            devices.setdefault(r["gateway"], []).append(r["device"])
+        return [record(GatewayRecord, r, devices=tuple(devices.get(r["id"], ()))) for r in rows]
 
-    @abc.abstractmethod
-    async def get_gateway(self, gateway: str) -> GatewayRecord | None: ...
+    async def get_gateway(self, gateway: str) -> GatewayRecord | None:
+        row = await self.driver.fetchone(GATEWAYS + " WHERE id=?", (gateway,))
+        devices = await self.driver.fetch("SELECT device FROM gateway_devices WHERE gateway=? ORDER BY device",
+                                          (gateway,))
+        return None if row is None else record(GatewayRecord, row, devices=tuple(r["device"] for r in devices))
 
-    @abc.abstractmethod
-    async def gateway_of(self, device: str) -> list[str]:
-        """The gateways whose last heartbeat lists ``device`` (topology)."""
-
-    @abc.abstractmethod
     async def add_gateway_config(self, *, gateway: str, tenant: str, config: str, created_ms: int,
                                  created_by: str, after: int = 0) -> GatewayConfig:
         """Store a configuration under the gateway's next version (atomically), status pending.
 
         The version is one more than both the highest stored one and ``after`` (the version the agent says it
         runs: an agent only applies a version greater than its own)."""
+        async with self.driver.transaction() as tx:
+            await tx.lock(f"gateway-config:{gateway}")  # two pushes at once must not pick the same version
+            row = await tx.fetchone(
+                "INSERT INTO gateway_configs (gateway, tenant, version, config, created_ms, created_by, status, error) "
+                "SELECT CAST(? AS TEXT), CAST(? AS TEXT), CASE WHEN coalesce(max(version), 0) > ? THEN "
+                "coalesce(max(version), 0) ELSE ? END + 1, CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS TEXT), "
+                f"'pending', '' FROM gateway_configs WHERE gateway=? RETURNING {GATEWAY_CONFIGS.format(text='config')}",
+                (gateway, tenant, after, after, config, created_ms, created_by, gateway))
+        assert row is not None  # INSERT ... SELECT of an aggregate: always one row
+        return record(GatewayConfig, row)
 
-    @abc.abstractmethod
     async def list_gateway_configs(self, gateway: str, *, with_text: bool = False) -> list[GatewayConfig]:
         """Newest version first; ``config`` is "" unless ``with_text``."""
+        return await self._list(lambda r: record(GatewayConfig, r), "SELECT " + GATEWAY_CONFIGS.format(
+            text="config" if with_text else "''") + " FROM gateway_configs", [("gateway = ?", gateway)], "version DESC")
 
-    @abc.abstractmethod
-    async def get_gateway_config(self, gateway: str, version: int) -> GatewayConfig | None: ...
+    async def get_gateway_config(self, gateway: str, version: int) -> GatewayConfig | None:
+        return await self._one(lambda r: record(GatewayConfig, r), "SELECT " + GATEWAY_CONFIGS.format(
+            text="config") + " FROM gateway_configs", [("gateway = ?", gateway), ("version = ?", version)])
 
-    @abc.abstractmethod
     async def latest_gateway_configs(self, *, tenant: str | None = None) -> dict[str, GatewayConfig]:
         """Each gateway's newest pushed configuration (without its text)."""
+        sql, params = LATEST_GATEWAY_CONFIGS, []
+        if tenant is not None:
+            sql, params = sql + " AND tenant = ?", [tenant]
+        return {r["gateway"]: record(GatewayConfig, r) for r in await self.driver.fetch(sql, params)}
 
-    @abc.abstractmethod
     async def set_gateway_config_status(self, gateway: str, version: int, status: str, error: str,
                                         at_ms: int) -> bool:
         """False if there is no such version."""
+        return await self.driver.execute(
+            "UPDATE gateway_configs SET status=?, error=?, status_ms=? WHERE gateway=? AND version=?",
+            (status, error[:1000], at_ms, gateway, version)) == 1
 
-    # -- provisioning and audit -----------------------------------------------------------------
-    @abc.abstractmethod
-    async def put_enrollment(self, enrollment: Enrollment) -> None:
+    # -- provisioning, users, credentials and audit ---------------------------------------------
+    async def put_enrollment(self, e: Enrollment) -> None:
         """Create an enrollment; ConflictError if its id exists."""
+        serials = None if e.serials is None else msgspec.json.encode(list(e.serials)).decode()
+        await self._create("enrollments", ENROLLMENTS, e, "enrollment", e.id, serials=serials)
 
-    @abc.abstractmethod
-    async def get_enrollment(self, enrollment_id: str) -> Enrollment | None: ...
+    async def get_enrollment(self, enrollment_id: str) -> Enrollment | None:
+        return await self._one(lambda r: record(Enrollment, r, serials=None if r["serials"] is None else tuple(
+            json.loads(r["serials"]))), f"SELECT {ENROLLMENTS} FROM enrollments", [("id = ?", enrollment_id)])
 
-    @abc.abstractmethod
     async def claim_serial(self, enrollment_id: str, serial: str, device: str, at_ms: int) -> bool:
         """Record that ``serial`` provisioned as ``device``; False if the serial was already used (atomic)."""
+        return await self.driver.execute("INSERT INTO provisioned VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                                         (enrollment_id, serial, device, at_ms)) == 1
 
-    @abc.abstractmethod
-    async def provisioned_count(self, enrollment_id: str) -> int: ...
+    async def provisioned_count(self, enrollment_id: str) -> int:
+        row = await self.driver.fetchone("SELECT count(*) AS n FROM provisioned WHERE enrollment=?", (enrollment_id,))
+        return int(row["n"]) if row else 0
 
-    @abc.abstractmethod
-    async def audit(self, record: AuditRecord) -> None: ...
+    async def audit(self, r: AuditRecord) -> None:
+        await self._add(self.driver, "audit", "ts_ms, actor, action, target, outcome, detail, source", [r], lambda r: {
+            "target": r.target[:200], "detail": r.detail[:1000], "source": r.source[:100]})
 
-    @abc.abstractmethod
-    async def put_user(self, user: User) -> None:
-        """Create or replace a user."""
-
-    @abc.abstractmethod
-    async def get_user(self, username: str) -> User | None: ...
-
-    @abc.abstractmethod
-    async def list_users(self) -> list[User]: ...
-
-    @abc.abstractmethod
-    async def put_credential(self, credential: Credential) -> None: ...
-
-    @abc.abstractmethod
-    async def get_credential(self, credential_id: str) -> Credential | None: ...
-
-    @abc.abstractmethod
-    async def revoke_credential(self, credential_id: str, at_ms: int) -> bool:
-        """False if there was no such unrevoked credential."""
-
-    @abc.abstractmethod
-    async def delete_user(self, username: str) -> bool:
-        """False if there was no such user. Its tokens stay until ``revoke_tokens`` (callers do both)."""
-
-    @abc.abstractmethod
-    async def revoke_tokens(self, username: str, at_ms: int) -> int:
-        """Revoke every unrevoked bearer token of ``username``; how many."""
-
-    @abc.abstractmethod
-    async def delete_expired_tokens(self, now_ms: int, *, limit: int) -> int:
-        """Delete at most ``limit`` bearer tokens that expired by ``now_ms``; how many."""
-
-    @abc.abstractmethod
-    async def trim_tokens(self, username: str, *, keep: int) -> int:
-        """Delete all but the ``keep`` newest bearer tokens of ``username``; how many were deleted."""
-
-    @abc.abstractmethod
     async def list_audit(self, *, limit: int = 200, action: str | None = None) -> list[AuditRecord]:
         """Newest first."""
+        return await self._list(lambda r: record(AuditRecord, r), "SELECT id, ts_ms, actor, action, target, outcome, "
+                                "detail, source FROM audit", [("action = ?", action)], "id DESC", limit)
+
+    async def put_user(self, u: User) -> None:
+        """Create or replace a user."""
+        await self._upsert("users", "username", USERS, u)
+
+    async def get_user(self, username: str) -> User | None:
+        return await self._one(_user, f"SELECT {USERS} FROM users", [("username = ?", username)])
+
+    async def list_users(self) -> list[User]:
+        return await self._list(_user, f"SELECT {USERS} FROM users", [], "username")
+
+    async def delete_user(self, username: str) -> bool:
+        """False if there was no such user. Its tokens stay until ``revoke_tokens`` (callers do both)."""
+        return await self.driver.execute("DELETE FROM users WHERE username=?", (username,)) == 1
+
+    async def put_credential(self, c: Credential) -> None:
+        await self.driver.execute(insert_sql("credentials", CREDENTIALS), values(c, CREDENTIALS))
+
+    async def get_credential(self, credential_id: str) -> Credential | None:
+        return await self._one(lambda r: record(Credential, r), f"SELECT {CREDENTIALS} FROM credentials",
+                               [("id = ?", credential_id)])
+
+    async def revoke_credential(self, credential_id: str, at_ms: int) -> bool:
+        """False if there was no such unrevoked credential."""
+        return await self.driver.execute("UPDATE credentials SET revoked_ms=? WHERE id=? AND revoked_ms IS NULL",
+                                         (at_ms, credential_id)) == 1
+
+    async def revoke_tokens(self, username: str, at_ms: int) -> int:
+        """Revoke every unrevoked bearer token of ``username``; how many."""
+        return await self.driver.execute("UPDATE credentials SET revoked_ms=? WHERE kind='token' AND subject=? AND "
+                                         "revoked_ms IS NULL", (at_ms, username))
+
+    async def delete_expired_tokens(self, now_ms: int, *, limit: int) -> int:
+        """Delete at most ``limit`` bearer tokens that expired by ``now_ms``; how many."""
+        return await self.driver.execute("DELETE FROM credentials WHERE id IN (SELECT id FROM credentials WHERE "
+                                         "kind='token' AND expires_ms <= ? LIMIT ?)", (now_ms, limit))
+
+    async def trim_tokens(self, username: str, *, keep: int) -> int:
+        """Delete all but the ``keep`` newest bearer tokens of ``username``; how many were deleted."""
+        return await self.driver.execute(
+            "DELETE FROM credentials WHERE kind='token' AND subject=? AND id NOT IN (SELECT id FROM credentials "
+            "WHERE kind='token' AND subject=? ORDER BY created_ms DESC, id LIMIT ?)", (username, username, keep))
 
     # -- alerts ---------------------------------------------------------------------------------
-    @abc.abstractmethod
-    async def raise_alert(self, alert: Alert) -> Alert:
-        """Open ``alert``, or if one for (asset, kind) is not resolved yet, merge into it (count, last_seen)."""
-
-    @abc.abstractmethod
     async def list_alerts(
         self, *, status: AlertStatus | None = None, asset: str | None = None, tenant: str | None = None,
         limit: int = 200, incident: int | None = None, unresolved: bool = False, since_ms: int | None = None,
     ) -> list[Alert]:
         """Newest first; ``unresolved``: open or acknowledged (any status but resolved); ``since_ms``: first seen
         then or later."""
+        return await self._list(_alert, f"SELECT {ALERTS} FROM alerts", [
+            ("first_seen >= ?", since_ms), ("status = ?", None if status is None else status.value),
+            ("asset = ?", asset), ("tenant = ?", tenant), ("incident = ?", incident),
+            ("status <> 'resolved'", unresolved)], "last_seen DESC, id DESC", limit)
 
-    @abc.abstractmethod
     async def get_alert(self, alert_id: int) -> Alert:
         """Raises NotFoundError."""
+        row = await self.driver.fetchone(f"SELECT {ALERTS} FROM alerts WHERE id=?", (alert_id,))
+        if row is None:
+            raise NotFoundError("alert", alert_id)
+        return _alert(row)
 
-    @abc.abstractmethod
     async def set_alert_status(self, alert_id: int, status: AlertStatus, *, by: str, at_ms: int) -> Alert:
         """Acknowledge or resolve; raises NotFoundError, ConflictError on an invalid transition."""
+        who, when = ("acknowledged_by", "acknowledged_at") if status == AlertStatus.ACKNOWLEDGED else (
+            "resolved_by", "resolved_at")
+        sources = [s.value for s, targets in ALERT_TRANSITIONS.items() if status in targets]
+        row = await self.driver.fetchone(  # one statement: the check and the change are atomic
+            f"UPDATE alerts SET status=?, {who}=?, {when}=? WHERE id=? AND status IN ({_marks(len(sources))}) "
+            f"RETURNING {ALERTS}", (status.value, by, at_ms, alert_id, *sources))
+        if row is None:
+            current = await self.get_alert(alert_id)
+            raise ConflictError(f"alert {alert_id} is {current.status.value}; it cannot become {status.value}")
+        return _alert(row)
 
     # -- incidents (written by the alert service, the one writer; see store/alerting.py) -------------------
-    @abc.abstractmethod
     async def reserve_ids(self, name: str, n: int) -> range:
         """Reserve ``n`` ids of ``alerts`` or ``incidents`` for this process (unique across processes)."""
+        row = await self.driver.fetchone(al.id_block_sql(name), (n, n, n, n))
+        assert row is not None
+        return range(int(row["next"]) - n, int(row["next"]))
 
-    @abc.abstractmethod
-    async def write_alert_changes(self, changes: AlertChanges) -> dict[int, int]:
+    async def write_alert_changes(self, changes: al.AlertChanges) -> dict[int, int]:
         """Write one batch of alert-service output in one transaction. Returns {the engine's alert id: the
         stored id} for new alerts that merged into an already open alert of the same (asset, kind)."""
+        remap: dict[int, int] = {}
+        async with self.driver.transaction() as tx:
+            existing, new = al.updates_around_opens(changes)
+            await tx.executemany(al.ALERT_UPDATE_SQL, [al.alert_update_params(a) for a in existing])
+            for a in sorted(changes.opened, key=lambda o: o.id):
+                got = await tx.fetchone(al.ALERT_OPEN_SQL, al.alert_open_params(a))
+                assert got is not None
+                if int(got["id"]) != a.id:
+                    remap[a.id] = int(got["id"])
+                if a.id in new:
+                    await tx.execute(al.ALERT_UPDATE_SQL, al.alert_update_params(al.remapped(new[a.id], remap)))
+            await self._add(tx, "incidents", al.INCIDENT_COLUMNS, changes.incidents, lambda r: {
+                "assets": ",".join(r.assets)}, sql=al.INCIDENT_UPSERT_SQL)
+            await self._add(tx, "incident_timeline", al.TIMELINE_COLUMNS, changes.timeline, lambda e: {
+                "detail": e.detail[:2000], "data": msgspec.json.encode(e.data).decode()})
+            await self._add(tx, "suppressions", al.SUPPRESSION_COLUMNS, changes.suppressions, lambda x: {
+                "detail": x.detail[:1000]})
+        return remap
 
-    @abc.abstractmethod
     async def list_incidents(self, *, statuses: Sequence[str] | None = None, tenant: str | None = None,
                              asset: str | None = None, limit: int = 200,
-                             opened_from: int | None = None) -> list[IncidentRecord]:
+                             opened_from: int | None = None) -> list[al.IncidentRecord]:
         """Newest first."""
+        return await self._list(al.incident_from_row, f"SELECT {al.INCIDENT_COLUMNS} FROM incidents", [
+            ("opened_at >= ?", opened_from), ("tenant = ?", tenant),
+            ("id IN (SELECT incident FROM alerts WHERE asset = ?)", asset),  # incidents holding an alert of it
+            (f"status IN ({_marks(len(statuses or ()))})", tuple(statuses) if statuses else None)],
+            "opened_at DESC, id DESC", limit)
 
-    @abc.abstractmethod
-    async def get_incident(self, incident_id: int) -> IncidentRecord:
+    async def get_incident(self, incident_id: int) -> al.IncidentRecord:
         """Raises NotFoundError."""
+        found = await self._one(al.incident_from_row, f"SELECT {al.INCIDENT_COLUMNS} FROM incidents",
+                                [("id = ?", incident_id)])
+        if found is None:
+            raise NotFoundError("incident", incident_id)
+        return found
 
-    @abc.abstractmethod
-    async def incident_timeline(self, incident_id: int) -> list[TimelineEntry]:
+    async def incident_timeline(self, incident_id: int) -> list[al.TimelineEntry]:
         """Oldest first."""
+        return [al.timeline_from_row(r) for r in await self.driver.fetch(al.TIMELINE_SELECT_SQL, (incident_id,))]
 
-    @abc.abstractmethod
     async def list_suppressions(self, *, asset: str | None = None, rule: str | None = None,
                                 since_ms: int | None = None, until_ms: int | None = None,
                                 tenant: str | None = None, reason: str | None = None,
-                                limit: int = 200) -> list[SuppressionRecord]:
+                                limit: int = 200) -> list[al.SuppressionRecord]:
         """Newest first."""
+        return await self._list(lambda r: record(al.SuppressionRecord, r),
+                                f"SELECT id, {al.SUPPRESSION_COLUMNS} FROM suppressions", [
+                                    ("asset = ?", asset), ("rule = ?", rule), ("ts >= ?", since_ms),
+                                    ("ts < ?", until_ms), ("tenant = ?", tenant), ("reason = ?", reason)],
+                                "ts DESC, id DESC", limit)
 
-    @abc.abstractmethod
-    async def put_maintenance(self, window: MaintenanceRecord) -> None:
+    async def put_maintenance(self, window: al.MaintenanceRecord) -> None:
         """ConflictError if its id exists."""
+        await self._create("maintenance_windows", al.MAINTENANCE_COLUMNS, window, "maintenance window", window.id,
+                           created_by=window.by)
 
-    @abc.abstractmethod
     async def list_maintenance(self, *, tenant: str | None = None, ending_after: int | None = None
-                               ) -> list[MaintenanceRecord]: ...
+                               ) -> list[al.MaintenanceRecord]:
+        return await self._list(lambda r: record(al.MaintenanceRecord, r), al.MAINTENANCE_SELECT,
+                                [("tenant = ?", tenant), ("end_ms > ?", ending_after)], "start_ms, id")
 
-    @abc.abstractmethod
-    async def put_silence(self, silence: SilenceRecord) -> None:
+    async def put_silence(self, silence: al.SilenceRecord) -> None:
         """ConflictError if its id exists."""
+        await self._create("silences", al.SILENCE_COLUMNS, silence, "silence", silence.id, created_by=silence.by)
 
-    @abc.abstractmethod
-    async def end_silence(self, silence_id: str, at_ms: int) -> SilenceRecord:
+    async def end_silence(self, silence_id: str, at_ms: int) -> al.SilenceRecord:
         """NotFoundError if there is no such silence still running."""
+        row = await self.driver.fetchone(al.SILENCE_END_SQL, al.silence_end_params(silence_id, at_ms))
+        if row is None:
+            raise NotFoundError("running silence", silence_id)
+        return record(al.SilenceRecord, row)
 
-    @abc.abstractmethod
     async def list_silences(self, *, tenant: str | None = None, active_at: int | None = None
-                            ) -> list[SilenceRecord]: ...
+                            ) -> list[al.SilenceRecord]:
+        return await self._list(lambda r: record(al.SilenceRecord, r), al.SILENCE_SELECT, [
+            ("tenant = ?", tenant), ("until_ms > ?", active_at), ("ended_ms IS NULL", active_at is not None)],
+            "start_ms, id")
 
-    @abc.abstractmethod
     async def put_rules(self, text: str, *, by: str, at_ms: int, tenant: str | None = None) -> int:
         """Store a rule document as the next version of ``tenant``'s (None: the platform's default); returns the
         version."""
+        row = await self.driver.fetchone(*al.rules_insert(text, by, at_ms, tenant))
+        assert row is not None
+        return int(row["version"])
 
-    @abc.abstractmethod
-    async def latest_rules(self) -> RuleSetRecord | None:
+    async def latest_rules(self) -> al.RuleSetRecord | None:
         """The platform's default rule document in force."""
+        row = await self.driver.fetchone(al.RULES_LATEST_SQL)
+        return None if row is None else record(al.RuleSetRecord, row)
 
-    @abc.abstractmethod
-    async def tenant_rules(self) -> list[RuleSetRecord]:
+    async def tenant_rules(self) -> list[al.RuleSetRecord]:
         """Each tenant's own rule document in force (tenants without one use the default)."""
+        return [record(al.RuleSetRecord, r) for r in await self.driver.fetch(al.TENANT_RULES_LATEST_SQL)]
 
-    @abc.abstractmethod
     async def put_labels(self, labels: Sequence[Label]) -> None:
         """Store technician feedback (one row per label; a later label on an alert does not replace one)."""
+        await self._add(self.driver, "labels", al.LABEL_COLUMNS, labels, lambda x: {
+            "verdict": x.verdict.value, "by_person": x.by})
 
-    @abc.abstractmethod
     async def list_labels(self, *, tenant: str | None = None, asset: str | None = None, alert: int | None = None,
                           since_ms: int | None = None, limit: int = 1_000_000) -> list[Label]:
         """Oldest first."""
+        return await self._list(al.label_from_row, f"SELECT {al.LABEL_COLUMNS.replace('by_person', 'by_person AS by')}"
+                                " FROM labels", [("tenant = ?", tenant), ("asset = ?", asset), ("alert = ?", alert),
+                                                 ("ts >= ?", since_ms)], "ts, id", limit)  # training's order
 
-    @abc.abstractmethod
-    async def put_override(self, override: OverrideRecord) -> None: ...
+    async def put_override(self, override: al.OverrideRecord) -> None:
+        await self.driver.execute(al.OVERRIDE_UPSERT_SQL, al.override_params(override))
 
-    @abc.abstractmethod
-    async def list_overrides(self) -> list[OverrideRecord]: ...
+    async def list_overrides(self) -> list[al.OverrideRecord]:
+        return [al.override_from_row(r) for r in await self.driver.fetch(al.OVERRIDE_SELECT_SQL)]
 
-    @abc.abstractmethod
-    async def put_work_order(self, order: WorkOrderRecord) -> None:
+    async def put_work_order(self, order: al.WorkOrderRecord) -> None:
         """ConflictError if its id exists."""
+        await self._create("work_orders", al.WORK_ORDER_COLUMNS, order, "work order", order.id)
 
-    @abc.abstractmethod
     async def close_work_order(self, order_id: str, *, at_ms: int, downtime_end: int | None,
-                               by: str) -> WorkOrderRecord:
+                               by: str) -> al.WorkOrderRecord:
         """NotFoundError if there is no such open work order."""
+        row = await self.driver.fetchone(al.WORK_ORDER_CLOSE_SQL, (at_ms, downtime_end, by, order_id))
+        if row is None:
+            raise NotFoundError("open work order", order_id)
+        return record(al.WorkOrderRecord, row)
 
-    @abc.abstractmethod
     async def list_work_orders(self, *, tenant: str | None = None, since_ms: int | None = None,
-                               limit: int = 100_000) -> list[WorkOrderRecord]:
+                               limit: int = 100_000) -> list[al.WorkOrderRecord]:
         """Oldest first: the open ones and those closed since ``since_ms``."""
+        return await self._list(lambda r: record(al.WorkOrderRecord, r), f"SELECT {al.WORK_ORDER_COLUMNS} FROM "
+                                "work_orders", [("tenant = ?", tenant), ("(closed_ms IS NULL OR closed_ms >= ?)",
+                                                                         since_ms)], "opened_ms, id", limit)
 
-    @abc.abstractmethod
-    async def put_undelivered(self, records: Sequence[UndeliveredRecord]) -> None: ...
-
-    @abc.abstractmethod
-    async def list_undelivered(self, *, tenant: str | None = None, limit: int = 200) -> list[UndeliveredRecord]:
-        """Newest first."""
-
-
-ALERT_TRANSITIONS: dict[AlertStatus, frozenset[AlertStatus]] = {
-    AlertStatus.OPEN: frozenset({AlertStatus.ACKNOWLEDGED, AlertStatus.RESOLVED}),
-    AlertStatus.ACKNOWLEDGED: frozenset({AlertStatus.RESOLVED}),
-    AlertStatus.RESOLVED: frozenset(),
-}
-
-LATEST_SAMPLE_SQL = (  # one index probe per registered device, not a scan of every chunk
-    "SELECT id, (SELECT t1 FROM chunks c WHERE c.device = d.id ORDER BY t0 DESC LIMIT 1) AS t FROM devices d"
-)
-FIRST_SAMPLE_SQL = (  # the same, from the other end of the (device, t0) index
-    "SELECT id, (SELECT t0 FROM chunks c WHERE c.device = d.id ORDER BY t0 ASC LIMIT 1) AS t FROM devices d"
-)
-
-ALERT_COLUMNS = (
-    "id", "tenant", "asset", "device", "kind", "severity", "status", "first_seen", "last_seen", "count", "score",
-    "message", "explanation", "detector", "acknowledged_by", "acknowledged_at", "resolved_by", "resolved_at",
-    "incident", "priority", "confidence", "suppressed", "cleared_at",
-)
-
-GATEWAY_COLUMNS = "id, tenant, heartbeat, received, status, status_ms, dropped_at"
-GATEWAY_CONFIG_COLUMNS = "gateway, tenant, version, {text}, created_ms, created_by, status, status_ms, error"
-LATEST_GATEWAY_CONFIGS_SQL = (  # one index probe per gateway (primary key (gateway, version))
-    "SELECT " + GATEWAY_CONFIG_COLUMNS.format(text="''") + " FROM gateway_configs c "
-    "WHERE version = (SELECT max(version) FROM gateway_configs m WHERE m.gateway = c.gateway)"
-)
+    async def put_undelivered(self, records: Sequence[al.UndeliveredRecord]) -> None:
+        await self._add(self.driver, "notification_dead_letters", al.UNDELIVERED_COLUMNS, records)
