@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import numpy as np
 import pytest
 
@@ -147,15 +148,27 @@ async def test_one_open_alert_per_asset_and_kind(store: Store) -> None:
 
 
 async def test_alert_lifecycle(store: Store) -> None:
+    """The alert service writes a person's moves as updated rows: status only moves forward, who and when are kept
+    from the first, and an engine update that carries neither leaves them (it never reopens an alert)."""
     a = await open_alert(store, make_alert())
-    acked = await store.set_alert_status(a.id, AlertStatus.ACKNOWLEDGED, by="ana", at_ms=T0 + 1)
+
+    async def update(row: Alert) -> Alert:
+        await store.write_alert_changes(AlertChanges(updated=[row]))
+        return await store.get_alert(a.id)
+
+    acked = await update(msgspec.structs.replace(a, status=AlertStatus.ACKNOWLEDGED, acknowledged_by="ana",
+                                                 acknowledged_at=T0 + 1))
     assert (acked.status, acked.acknowledged_by, acked.acknowledged_at) == (AlertStatus.ACKNOWLEDGED, "ana", T0 + 1)
+    engine = await update(msgspec.structs.replace(a, status=AlertStatus.OPEN, last_seen=T0 + 8, count=3))
+    assert (engine.status, engine.acknowledged_by, engine.count) == (AlertStatus.ACKNOWLEDGED, "ana", 3)
     # Still not resolved, so a repeat merges into it.
     assert (await open_alert(store, make_alert(last_seen=T0 + 9))).id == a.id
-    resolved = await store.set_alert_status(a.id, AlertStatus.RESOLVED, by="bo", at_ms=T0 + 2)
-    assert resolved.status == AlertStatus.RESOLVED
-    with pytest.raises(ConflictError):
-        await store.set_alert_status(a.id, AlertStatus.ACKNOWLEDGED, by="x", at_ms=T0 + 3)
+    resolved = await update(msgspec.structs.replace(a, status=AlertStatus.RESOLVED, resolved_by="bo",
+                                                    resolved_at=T0 + 2))
+    assert (resolved.status, resolved.resolved_by) == (AlertStatus.RESOLVED, "bo")
+    late = await update(msgspec.structs.replace(a, status=AlertStatus.ACKNOWLEDGED, acknowledged_by="x",
+                                                acknowledged_at=T0 + 3))
+    assert (late.status, late.acknowledged_by) == (AlertStatus.RESOLVED, "ana")
     with pytest.raises(NotFoundError):
         await store.get_alert(99999)
     # Once resolved, the same condition opens a new alert.

@@ -655,9 +655,9 @@ class AlertService:
         async with self.lock:
             alert = await self.store.get_alert(alert_id)
             _check_move(alert, AlertStatus.ACKNOWLEDGED)
-            # The one store path that records a person's acknowledgement of an alert row; only this service calls it.
-            acked = await self.store.set_alert_status(alert_id, AlertStatus.ACKNOWLEDGED, by=by,
-                                                      at_ms=self.clock.now_ms())
+            acked = msgspec.structs.replace(alert, status=AlertStatus.ACKNOWLEDGED, acknowledged_by=by,
+                                            acknowledged_at=self.clock.now_ms())
+            await self.store.write_alert_changes(AlertChanges(updated=[acked]))
             batch = _Batch()
             incident = alert.incident
             if incident is not None and incident in self.lifecycle \

@@ -199,11 +199,18 @@ def remapped(a: Alert, remap: dict[int, int]) -> Alert:
     return msgspec.structs.replace(a, id=remap[a.id]) if a.id in remap else a
 
 
-ALERT_UPDATE_SQL: Final = (  # a person's acknowledgement stays; the engine owns resolution
+# The alert service is the one writer of alert rows. Status only moves forward: an acknowledgement (open →
+# acknowledged, who and when kept from the first) and a resolution (who and when kept from the first) are recorded
+# from the row's status; an update that carries neither leaves the stored status, so an engine update never
+# reopens what a person acknowledged or resolved.
+ALERT_UPDATE_SQL: Final = (
     "UPDATE alerts SET severity=?, last_seen=CASE WHEN ? > last_seen THEN ? ELSE last_seen END, "
     "count=CASE WHEN ? > count THEN ? ELSE count END, score=?, message=?, explanation=?, incident=?, priority=?, "
     "confidence=?, suppressed=?, cleared_at=?, "
-    "status=CASE WHEN ? = 'resolved' THEN 'resolved' ELSE status END, "
+    "status=CASE WHEN ? = 'resolved' THEN 'resolved' "
+    "WHEN ? = 'acknowledged' AND status = 'open' THEN 'acknowledged' ELSE status END, "
+    "acknowledged_by=CASE WHEN ? = 'acknowledged' AND acknowledged_by IS NULL THEN ? ELSE acknowledged_by END, "
+    "acknowledged_at=CASE WHEN ? = 'acknowledged' AND acknowledged_at IS NULL THEN ? ELSE acknowledged_at END, "
     "resolved_by=CASE WHEN ? = 'resolved' AND resolved_by IS NULL THEN ? ELSE resolved_by END, "
     "resolved_at=CASE WHEN ? = 'resolved' AND resolved_at IS NULL THEN ? ELSE resolved_at END WHERE id=?"
 )
@@ -213,7 +220,8 @@ def alert_update_params(a: Alert) -> tuple[Any, ...]:
     st = a.status.value
     return (a.severity.value, a.last_seen, a.last_seen, a.count, a.count, a.score, a.message,
             msgspec.json.encode(a.explanation).decode(), a.incident, a.priority, a.confidence, a.suppressed,
-            a.cleared_at, st, st, a.resolved_by, st, a.resolved_at, a.id)
+            a.cleared_at, st, st, st, a.acknowledged_by, st, a.acknowledged_at, st, a.resolved_by, st, a.resolved_at,
+            a.id)
 
 
 # --- incidents ----------------------------------------------------------------------------------------------

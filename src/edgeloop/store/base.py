@@ -50,11 +50,6 @@ __all__ = ["RAW_DEAD_LETTER_BYTES", "AuditRecord", "Credential", "DeadLetter", "
 
 T = TypeVar("T")
 
-ALERT_TRANSITIONS: Final[dict[AlertStatus, frozenset[AlertStatus]]] = {
-    AlertStatus.OPEN: frozenset({AlertStatus.ACKNOWLEDGED, AlertStatus.RESOLVED}),
-    AlertStatus.ACKNOWLEDGED: frozenset({AlertStatus.RESOLVED}),
-    AlertStatus.RESOLVED: frozenset(),
-}
 ALERTS: Final = ("id, tenant, asset, device, kind, severity, status, first_seen, last_seen, count, score, message, "
                   "explanation, detector, acknowledged_by, acknowledged_at, resolved_by, resolved_at, incident, "
                   "priority, confidence, suppressed, cleared_at")
@@ -456,19 +451,6 @@ class Store:
         row = await self.driver.fetchone(f"SELECT {ALERTS} FROM alerts WHERE id=?", (alert_id,))
         if row is None:
             raise NotFoundError("alert", alert_id)
-        return _alert(row)
-
-    async def set_alert_status(self, alert_id: int, status: AlertStatus, *, by: str, at_ms: int) -> Alert:
-        """Acknowledge or resolve; raises NotFoundError, ConflictError on an invalid transition."""
-        who, when = ("acknowledged_by", "acknowledged_at") if status == AlertStatus.ACKNOWLEDGED else (
-            "resolved_by", "resolved_at")
-        sources = [s.value for s, targets in ALERT_TRANSITIONS.items() if status in targets]
-        row = await self.driver.fetchone(  # one statement: the check and the change are atomic
-            f"UPDATE alerts SET status=?, {who}=?, {when}=? WHERE id=? AND status IN ({_marks(len(sources))}) "
-            f"RETURNING {ALERTS}", (status.value, by, at_ms, alert_id, *sources))
-        if row is None:
-            current = await self.get_alert(alert_id)
-            raise ConflictError(f"alert {alert_id} is {current.status.value}; it cannot become {status.value}")
         return _alert(row)
 
     # -- incidents (written by the alert service, the one writer; see store/alerting.py) -------------------
