@@ -285,3 +285,25 @@ async def test_every_route_documents_what_it_answers(open_api: Api) -> None:
     assert doc["paths"]["/api/v1/alerts"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {
         "type": "array", "items": {"$ref": "#/components/schemas/Alert"}}
     assert "acknowledged_by" in schemas["Alert"]["properties"]
+
+
+async def test_a_text_no_store_can_keep_is_refused_at_the_door_and_the_incident_lives_on(open_api: Api) -> None:
+    """A NUL in a comment would be refused by PostgreSQL in every later write of its incident; the API refuses it
+    (422 naming the field) before any service takes it in, on every body route."""
+    api = open_api
+    t = T0 + 3 * 60_000
+    api.clock.advance(t - T0)
+    await raise_hot(api, 1, t, [85, 86])
+    [alert] = (await api.client.get("/api/v1/alerts")).json()
+    path = f"/api/v1/incidents/{alert['incident']}/comments"
+    refused = await api.client.post(path, content=b'{"text": "valve\\u0000 stuck"}',
+                                    headers={"Content-Type": "application/json"})
+    assert refused.status_code == 422, refused.text
+    assert "$.text holds a NUL character" in refused.json()["detail"]
+    kept = await api.client.post(path, json={"text": "valve \\u0000 stuck, C:\\\\u0000 is a path"})
+    assert kept.status_code == 201, kept.text
+    again = await api.client.post(path, json={"text": "checked"})
+    assert again.status_code == 201, again.text
+    timeline = (await api.client.get(f"/api/v1/incidents/{alert['incident']}")).json()["timeline"]
+    said = [str(e) for e in timeline]
+    assert any("checked" in e for e in said) and not any("\x00" in e for e in said), said

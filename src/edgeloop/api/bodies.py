@@ -16,6 +16,8 @@ import msgspec
 from fastapi import HTTPException, Request
 from fastapi.responses import Response
 
+from edgeloop.safe_text import text_problem
+
 __all__ = ["MAX_BODY", "SCHEMAS", "BodyReader", "body", "body_doc", "decode_body", "json_response", "raw_body",
            "reply"]
 
@@ -36,11 +38,31 @@ def decode_body(raw: bytes, tp: type[T], *, optional: bool = False) -> T:
     if optional and not raw.strip():
         raw = b"{}"
     try:
-        return msgspec.json.decode(raw, type=tp)
+        decoded = msgspec.json.decode(raw, type=tp)
     except msgspec.ValidationError as exc:
         raise HTTPException(422, f"invalid {tp.__name__}: {exc}") from exc
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec checks UTF-8 as it decodes strings
         raise HTTPException(400, f"body is not valid JSON: {exc}") from exc
+    if b"\\u" in raw:  # only an escape can put a NUL (or a lone surrogate) into a JSON string
+        problem = _unstorable(msgspec.to_builtins(decoded))
+        if problem is not None:
+            raise HTTPException(422, f"invalid {tp.__name__}: {problem}; no store can keep it")
+    return decoded
+
+
+def _unstorable(value: Any, where: str = "$") -> str | None:
+    """The first text of a decoded body that no store can keep (a NUL character, a lone surrogate): refused here,
+    not by the store after a service has taken it in (a comment's text lives on in its incident's every write)."""
+    if isinstance(value, str):
+        why = text_problem(value)
+        return f"{where} holds {why}" if why else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _unstorable(key, f"{where} (a key)") if isinstance(key, str) else None
+        found = found or _unstorable(item, f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]")
+        if found:
+            return found
+    return None
 
 
 class BodyReader:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from edgeloop.errors import BrokerError, ConfigError, ConflictError, NotFoundError
+from edgeloop.errors import BrokerError, ConfigError, ConflictError, NotFoundError, StoreError, StoreRejected
 from edgeloop.identity.access import AuthError
 from edgeloop.identity.provisioning import ProvisioningError
 
@@ -41,6 +41,8 @@ ERRORS: dict[type[Exception], ErrorRule] = {
     ConflictError: ErrorRule(409),
     ConfigError: ErrorRule(422),  # a configuration or rule document that does not validate: the message names it
     BrokerError: ErrorRule(503, detail=lambda exc: f"stored but not delivered: {exc}"),
+    StoreRejected: ErrorRule(422, detail=lambda exc: f"the store refused the data: {exc}"),
+    StoreError: ErrorRule(503, detail=lambda exc: f"the store is unavailable, try again: {exc}"),
     AuthError: ErrorRule(None, detail=lambda exc: str(getattr(exc, "detail", exc)),
                          headers=lambda exc: _retry_after(exc) or {"WWW-Authenticate": "Bearer"}),
     ProvisioningError: ErrorRule(None, detail=lambda exc: str(getattr(exc, "detail", exc)),
