@@ -1,0 +1,2 @@
+"""The model registry and the learning loop: signed immutable model versions, aliases, training from technician
+labels, drift monitoring (see ``docs/models.md``)."""
