@@ -49,3 +49,14 @@ class RejectReason(EdgeLoopError):
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
+
+
+class ModelRefused(EdgeLoopError):
+    """A model artifact (or signed bundle) that must not be loaded: unsigned, tampered, signed by a key that is
+    not a model signer of our CA, or revoked. ``code`` is stable (``unsigned``, ``bad_signature``,
+    ``untrusted_signer``, ``not_a_signer``, ``revoked_signer``, ``tampered``, ``bad_manifest``, ``bad_bundle``)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"model refused ({code}): {detail}")
+        self.code = code
+        self.detail = detail

@@ -10,7 +10,8 @@ Layout of a PKI directory (private keys are written 0600, the directory 0700)::
                                expiry) and one per revocation; appended with fsync, never rewritten
 
 A certificate's subject common name *is* the identity: the device id for a device
-(``OU=device``), the component name for a platform service (``OU=service``). Brokers
+(``OU=device``), the component name for a platform service (``OU=service``), the purpose of an artifact
+signer (``OU=signer``: EKU codeSigning only, so it can never open a connection). Brokers
 use it as the MQTT username and the ACLs are written against it.
 """
 
@@ -36,7 +37,7 @@ from edgeloop.errors import ConfigError, EdgeLoopError
 from edgeloop.file_modes import write_private
 from edgeloop.messages import ID_PATTERN
 
-Kind = Literal["device", "service"]
+Kind = Literal["device", "service", "signer"]  # signer: signs model artifacts and releases, never connects
 ORG = "EdgeLoop"
 MAX_CSR_BYTES = 8192
 CRL_VALID_DAYS = 30
@@ -183,14 +184,20 @@ class CertificateAuthority:
         """A certificate binding ``public_key`` to ``common_name``; recorded in the ledger."""
         _check_name(common_name)
         start = not_before or _now() - dt.timedelta(minutes=5)
-        usages = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH] if kind == "service" else [])
+        if kind == "signer":  # signs artifacts; cannot authenticate a connection (no client/server auth)
+            usages = [ExtendedKeyUsageOID.CODE_SIGNING]
+        else:
+            usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+            if kind == "service":
+                usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
         builder = (x509.CertificateBuilder()
                    .subject_name(_name(common_name, kind)).issuer_name(self.cert.subject).public_key(public_key)
                    .serial_number(x509.random_serial_number())
                    .not_valid_before(start).not_valid_after(start + dt.timedelta(days=days))
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                    .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
-                                                key_encipherment=False, data_encipherment=False, key_agreement=True,
+                                                key_encipherment=False, data_encipherment=False,
+                                                key_agreement=kind != "signer",
                                                 key_cert_sign=False, crl_sign=False, encipher_only=False,
                                                 decipher_only=False), critical=True)
                    .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
