@@ -316,7 +316,7 @@ async def test_the_schema_upgrades_a_version_2_database_keeping_its_timeline(tmp
                                                                               recorded_at=9)]))
         assert [(e.ts, e.recorded_at) for e in await store.incident_timeline(1)] == [(5, None), (6, 9)]
     db = sqlite3.connect(path)
-    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("3",)
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("4",)
     db.close()
 
 
@@ -347,7 +347,7 @@ async def test_a_critical_finding_raises_a_critical_alert_under_a_warning_rule(s
     svc.observe_finding(chunk(1, 1, t, [70.0]), Finding(ts=t, kind="anomaly", severity="critical", score=4.2,
                                                         explanation={"temp": 1.0}, message="far above normal",
                                                         evidence={"temp": (96.44, 71.0)}),
-                        "det-v1")
+                        "det-v1", "detector.pump@3")
     await svc.flush()
     alerts = {a.asset: a for a in await store.list_alerts()}
     assert (alerts["a0"].severity.value, alerts["a1"].severity.value) == ("warning", "critical")
@@ -355,6 +355,10 @@ async def test_a_critical_finding_raises_a_critical_alert_under_a_warning_rule(s
     assert alerts["a1"].message == "far above normal; temp ≈ 96.4 C where 71 C is expected for this load"
     assert alerts["a1"].detector == "det-v1"
     assert alerts["a1"].priority > alerts["a0"].priority and alerts["a1"].explanation == {"temp": 1.0}
+    # provenance: the alert keeps the model version that raised it, and a verdict on it labels that version
+    assert (alerts["a1"].model, alerts["a0"].model) == ("detector.pump@3", "")
+    label, _ = await svc.feedback(alerts["a1"].id, "false_alarm", by="tech", reason="new product run")
+    assert label.model_version == "detector.pump@3"
 
 
 async def test_a_database_blip_loses_no_alert_state(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:

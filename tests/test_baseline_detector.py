@@ -128,6 +128,7 @@ async def test_a_baseline_profile_gets_alerts_over_mqtt(tmp_path: Path) -> None:
     assert len(alerts) == 1, "one open alert per (asset, kind): the second alarm updates it"
     alert = alerts[0]
     assert alert.detector == TrainedBaselineDetector.name == "trained-baseline-v1" and alert.kind == "anomaly"
+    assert alert.model == "detector.pump-hydraulics@0"  # provenance: the profile's built-in version raised it
     assert alert.first_seen == base + int(rel[rises[0]]) and alert.count == rises.size
     assert alert.explanation == pytest.approx(first.explanation) and set(alert.explanation) <= set(SHORT.values())
     assert alert.message == first.message

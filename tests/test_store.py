@@ -368,6 +368,7 @@ async def upgrades_in_place(url: str) -> None:
         assert list((await store.load_registry()).tenants) == ["acme"]
         [old] = await store.list_alerts()
         assert (old.id, old.incident, old.priority, old.status) == (41, 7, 0.5, AlertStatus.OPEN)
+        assert old.model == ""  # schema 4: alerts raised before provenance have no model version
         [entry] = await store.incident_timeline(7)
         assert (entry.ts, entry.kind, entry.recorded_at) == (5, "opened", None)
         await store.write_alert_changes(AlertChanges(timeline=[TimelineEntry(
@@ -376,6 +377,6 @@ async def upgrades_in_place(url: str) -> None:
         await seed_registry(store)  # the tables schema 2 did not have here were created
         assert (await store.get_user("nobody")) is None
         version = await store.driver.fetchone("SELECT value FROM meta WHERE key='schema_version'")
-        assert version is not None and version["value"] == str(SCHEMA_VERSION) == "3"
+        assert version is not None and version["value"] == str(SCHEMA_VERSION) == "4"
     async with open_store(url) as again:  # opening an up-to-date database changes nothing
         assert len(await again.incident_timeline(7)) == 2

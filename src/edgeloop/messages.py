@@ -198,6 +198,7 @@ class Alert(msgspec.Struct, kw_only=True):
     confidence: float = 1.0
     suppressed: str | None = None  # why it did not page on its own (a SuppressionReason), if it did not
     cleared_at: int | None = None  # its condition ended then; it auto-resolves unless raised again
+    model: str = ""  # provenance: the model version that raised it (``detector.pump@3``), or the rule's version
 
 
 _telemetry_decoder: Final = msgspec.json.Decoder(Telemetry)

@@ -17,6 +17,14 @@ backfill after an outage) is stored but not scored: detectors only move forward.
 sensor, an anomaly episode) is so recognised again: the detector re-asserts it on the new data, which holds the
 restored alert, instead of learning the faulty data as normal during a cold warm-up (the restored alert then
 auto-resolved above a flat line). The history itself raises nothing again: the alert service saw it before.
+
+**Model versions.** Which model version scores a device comes from a :class:`ModelSource` (the registry's
+champion, or a campaign's challenger): an :class:`Assignment` of a *live* version, whose findings go to the alert
+service with the version as their provenance, and optionally a *shadow* version that scores the same data and
+whose findings are only recorded (never paged). Both keep running while the assignment holds, so a campaign that
+swaps their roles swaps which one pages, without a new warm-up. Without a source every device runs the built-in
+online detector of its profile (version 0: ``detector.<profile>@0``). Every onset finding of either role is
+handed to ``on_findings`` (the campaign gates compare the two on exactly the same data).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import bisect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -33,7 +42,7 @@ from edgeloop.alerts.service import AlertService
 from edgeloop.assets import DeviceProfile
 from edgeloop.detect import AssetDetector
 from edgeloop.detect.baseline import TrainedBaselineDetector
-from edgeloop.detect.finding import FindingPhase
+from edgeloop.detect.finding import Finding, FindingPhase
 from edgeloop.detect.stream import UnivariateStreamDetector
 from edgeloop.errors import StoreError
 from edgeloop.rul.monitor import RulMonitor
@@ -42,9 +51,49 @@ from edgeloop.store.base import TelemetryChunk
 log = logging.getLogger(__name__)
 
 ScoredHook = Callable[[list[TelemetryChunk]], None]
+Detector = AssetDetector | UnivariateStreamDetector | TrainedBaselineDetector
 History = Callable[[str, int, int], Awaitable[list[TelemetryChunk]]]  # (device, start, end) -> stored chunks
 WARM_MS = 6 * 3_600_000  # how much stored history a detector made after a restart learns from
 _PHASE_ORDER = {FindingPhase.ENDED: 0, FindingPhase.ONSET: 1, FindingPhase.HOLDING: 2}  # at one sample time
+
+
+def builtin_ref(profile: DeviceProfile | None) -> str:
+    """The reference of a profile's built-in online detector (version 0: no artifact, learns from the device)."""
+    return f"detector.{profile.name if profile is not None else 'default'}@0"
+
+
+class Assignment(NamedTuple):
+    """Which model versions score a device: ``live`` pages, ``shadow`` (if any) is only recorded."""
+
+    live: str
+    shadow: str | None = None
+
+
+class ModelSource(Protocol):
+    """Where the scoring stage learns which version runs where, and gets a version's fitted detector."""
+
+    def assignment(self, device: str, profile: DeviceProfile | None) -> Assignment:
+        """The versions that score ``device`` now (called once per scored run: keep it a lookup)."""
+        ...
+
+    def detector(self, ref: str, device: str, channels: tuple[str, ...]) -> Detector | None:
+        """``ref``'s fitted detector for ``device`` (a fresh copy), or None: the profile's built-in online one."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredFinding:
+    """An onset finding and the version (and role) that produced it."""
+
+    ref: str
+    live: bool
+    device: str
+    asset: str
+    tenant: str
+    finding: Finding
+
+
+FindingsHook = Callable[[list[ScoredFinding]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -53,6 +102,7 @@ class ScoringStats:
     scored_samples: int = 0
     late_messages: int = 0
     findings: int = 0
+    shadow_findings: int = 0
     capacity: int = 0
 
 
@@ -60,7 +110,8 @@ class ScoringStage:
     def __init__(
         self, *, alerts: AlertService, capacity: int = 256, period_ms: int = 1000, on_scored: ScoredHook | None = None,
         rul: RulMonitor | None = None, profile_of: Callable[[str], DeviceProfile | None] | None = None,
-        history: History | None = None, warm_ms: int = WARM_MS,
+        history: History | None = None, warm_ms: int = WARM_MS, models: ModelSource | None = None,
+        on_findings: FindingsHook | None = None,
     ) -> None:
         self.alerts = alerts
         self.rul = rul  # remaining-useful-life models for devices that report the channels they read
@@ -69,7 +120,9 @@ class ScoringStage:
         self.queue: asyncio.Queue[list[TelemetryChunk]] = asyncio.Queue(maxsize=capacity)
         self.stats = ScoringStats(capacity=capacity)
         self.profile_of = profile_of  # device -> its profile, which may choose the detector
-        self._detectors: dict[str, AssetDetector | UnivariateStreamDetector | TrainedBaselineDetector] = {}
+        self.models = models  # which version runs where (None: every device its profile's built-in detector)
+        self.on_findings = on_findings  # every onset finding, live and shadow, with its version
+        self._detectors: dict[str, dict[str, Detector]] = {}  # device -> version -> its detector
         self._last_ts: dict[str, int] = {}
         self.busy = False
         self.latest_ms = 0  # newest sample time scored: "now" in simulated time
@@ -106,19 +159,42 @@ class ScoringStage:
                 device_runs[-1].append(chunk)
             else:
                 device_runs.append([chunk])
+        scored: list[ScoredFinding] = []
         for device_runs in runs.values():
             first = device_runs[0][0]
-            if first.device not in self._detectors:
-                await self._warm(first)
+            assignment = await self._attach(first)
             for run in device_runs:
-                self._score_run(run)
+                self._score_run(run, assignment, scored)
         await self.alerts.flush()
+        if scored and self.on_findings is not None:
+            await self.on_findings(scored)
         if self.on_scored is not None:
             self.on_scored(chunks)
 
-    def _score_run(self, run: list[TelemetryChunk]) -> None:
+    async def _attach(self, chunk: TelemetryChunk) -> Assignment:
+        """The device's assignment now, with a detector (warmed on its history) for each version in it; a version
+        no longer assigned is dropped."""
+        profile = self.profile_of(chunk.device) if self.profile_of is not None else None
+        assignment = (self.models.assignment(chunk.device, profile) if self.models is not None
+                      else Assignment(builtin_ref(profile)))
+        have = self._detectors.setdefault(chunk.device, {})
+        wanted = [assignment.live] if assignment.shadow is None else [assignment.live, assignment.shadow]
+        for gone in [r for r in have if r not in wanted]:
+            del have[gone]
+        for ref in wanted:
+            if ref not in have or have[ref].channels != chunk.channels:
+                have[ref] = self._make(ref, chunk, profile)
+                await self._warm(chunk, have[ref])
+        return assignment
+
+    def _score_run(self, run: list[TelemetryChunk], assignment: Assignment, out: list[ScoredFinding]) -> None:
         """Consecutive chunks of one device with the same channels, in time order."""
-        detector = self._detector_for(run[0])
+        first = run[0]
+        detectors = self._detectors[first.device]
+        if any(d.channels != first.channels for d in detectors.values()):  # the profile changed mid-batch
+            profile = self.profile_of(first.device) if self.profile_of is not None else None
+            for ref in detectors:
+                detectors[ref] = self._make(ref, first, profile)
         if len(run) == 1:
             whole = run[0]
         else:
@@ -128,8 +204,15 @@ class ScoringStage:
                                    values=np.concatenate([c.values for c in run]), tenant=first.tenant,
                                    asset=first.asset)
         ts = whole.ts
+        asset = first.asset or first.device
+        if assignment.shadow is not None:  # recorded beside the live version's, never paged
+            shadow = detectors[assignment.shadow].process(ts, whole.values)
+            self.stats.shadow_findings += len(shadow)
+            out += [ScoredFinding(assignment.shadow, False, first.device, asset, first.tenant, f) for f in shadow]
+        detector = detectors[assignment.live]
         findings = detector.process(ts, whole.values)
         self.stats.findings += len(findings)
+        out += [ScoredFinding(assignment.live, True, first.device, asset, first.tenant, f) for f in findings]
         if isinstance(detector, AssetDetector) and detector.last_updates:  # states that hold or ended
             findings = sorted([*findings, *detector.last_updates], key=lambda f: (f.ts, _PHASE_ORDER[f.phase]))
         self.alerts.observe_run(whole)
@@ -138,15 +221,15 @@ class ScoringStage:
         starts = [c.t0 for c in run]
         for finding in findings:
             chunk = run[max(0, bisect.bisect_right(starts, finding.ts) - 1)]  # the message the finding is in
-            self.alerts.observe_finding(chunk, finding, detector.name)
+            self.alerts.observe_finding(chunk, finding, detector.name, assignment.live)
         if self.rul is not None:
             alert = self.rul.observe(run)
             if alert is not None:
                 self.alerts.observe_alert(alert)
 
-    async def _warm(self, chunk: TelemetryChunk) -> None:
-        """The device's new detector learns from its stored history before ``chunk`` (see the module doc)."""
-        if self.history is None or self.warm_ms <= 0:
+    async def _warm(self, chunk: TelemetryChunk, detector: Detector) -> None:
+        """A device's new detector learns from its stored history before ``chunk`` (see the module doc)."""
+        if self.history is None or self.warm_ms <= 0 or not isinstance(detector, AssetDetector):
             return
         try:
             past = await self.history(chunk.device, chunk.t0 - self.warm_ms, chunk.t0)
@@ -154,8 +237,7 @@ class ScoringStage:
             log.warning("detector of %s starts cold: its history could not be read (%s)", chunk.device, exc)
             return
         past = [c for c in past if c.channels == chunk.channels and c.t1 < chunk.t0]
-        detector = self._detector_for(chunk)
-        if not past or not isinstance(detector, AssetDetector):
+        if not past:
             return
         ts = np.concatenate([c.ts for c in past])
         keep = np.concatenate([[True], np.diff(ts) > 0])  # stored chunks may overlap (resent, deduplicated by seq)
@@ -164,18 +246,14 @@ class ScoringStage:
         detector.process(ts[keep], np.concatenate([c.values for c in past])[keep])
         detector.last_updates = []
 
-    def _detector_for(
-        self, chunk: TelemetryChunk,
-    ) -> AssetDetector | UnivariateStreamDetector | TrainedBaselineDetector:
-        det = self._detectors.get(chunk.device)
-        if det is None or det.channels != chunk.channels:  # new device, or its profile changed
-            profile = self.profile_of(chunk.device) if self.profile_of is not None else None
-            if profile is not None and profile.detector == "univariate":
-                det = UnivariateStreamDetector(channels=chunk.channels)
-            elif profile is not None and profile.detector == "baseline":
-                # the device's first 400 samples train it (its commissioning run); all its channels are scored
-                det = TrainedBaselineDetector(channels=chunk.channels)
-            else:
-                det = AssetDetector(channels=chunk.channels, period_ms=self.period_ms)
-            self._detectors[chunk.device] = det
-        return det
+    def _make(self, ref: str, chunk: TelemetryChunk, profile: DeviceProfile | None) -> Detector:
+        """``ref``'s detector for the device: a trained version's fitted one, or the profile's built-in."""
+        fitted = self.models.detector(ref, chunk.device, chunk.channels) if self.models is not None else None
+        if fitted is not None:
+            return fitted
+        if profile is not None and profile.detector == "univariate":
+            return UnivariateStreamDetector(channels=chunk.channels)
+        if profile is not None and profile.detector == "baseline":
+            # the device's first 400 samples train it (its commissioning run); all its channels are scored
+            return TrainedBaselineDetector(channels=chunk.channels)
+        return AssetDetector(channels=chunk.channels, period_ms=self.period_ms)

@@ -177,13 +177,25 @@ class _IdPool:
         return self.incidents.pop()
 
 
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """What raised a signal: the detector algorithm (``robust-ensemble-v2``) and the model version that ran it
+    (``detector.pump@3``); both empty for a plain rule (its rule set's version is the label's model)."""
+
+    detector: str = ""
+    model: str = ""
+
+
+_RULE = Origin()
+
+
 @dataclass(slots=True)
 class _Extra:
     """What the engine does not keep about an alert but the stored alert shows."""
 
     score: float = 0.0
     explanation: dict[str, float] = field(default_factory=dict)
-    detector: str = ""
+    origin: Origin = _RULE
     message: str = ""
 
 
@@ -209,7 +221,7 @@ class AlertService:
         self.notifier = notifier
         self._sending: set[asyncio.Task[None]] = set()
         self.tuner = Tuner(self.ruleset, clock=clock)
-        self._pending: list[tuple[Signal, str]] = []  # (signal, detector) not yet through the incident engine
+        self._pending: list[tuple[Signal, Origin]] = []  # (signal, origin) not yet through the incident engine
         self._held: list[tuple[str, str, int]] = []  # (asset, rule, ts): states re-asserted, for the alerts' last seen
         self._extra: dict[int, _Extra] = {}
         self._remap: dict[int, int] = {}  # engine alert id -> stored id (lost a race to another process)
@@ -347,7 +359,7 @@ class AlertService:
         incidents = [_incident_state(r) for r in records]
         states = [_alert_state(a) for a in alerts if a.incident is not None]
         for a in alerts:
-            self._extra[a.id] = _Extra(a.score, dict(a.explanation), a.detector, a.message)
+            self._extra[a.id] = _Extra(a.score, dict(a.explanation), Origin(a.detector, a.model), a.message)
         self.engine.restore(incidents, states, now)
         if incidents or states:
             log.info("alert service: restored %d open incidents and %d alerts", len(incidents), len(states))
@@ -367,17 +379,17 @@ class AlertService:
     def observe_run(self, chunk: TelemetryChunk) -> None:
         """Threshold, rate, missing and composite rules on one device's run of messages (concatenated)."""
         for s in self.documents.of(chunk.tenant).engine.evaluate_chunk(chunk):
-            self._pending.append((s, ""))
+            self._pending.append((s, _RULE))
 
-    def observe_finding(self, chunk: TelemetryChunk, finding: Finding, detector: str) -> None:
+    def observe_finding(self, chunk: TelemetryChunk, finding: Finding, detector: str, model: str = "") -> None:
         """A detector's confirmed condition: the ``score`` rules of its kind. A state's ``holding`` report keeps
         them raised (it is no new alarm: it does not count as a repeat), its ``ended`` report clears them."""
         asset = chunk.asset or chunk.device
         rules = self.documents.of(chunk.tenant).engine
         signals = rules.evaluate_finding(asset, finding, tenant=chunk.tenant, device=chunk.device)
         self._score_signals(signals, asset, finding.kind, finding.ts, finding.score, chunk.tenant, chunk.device,
-                            self._with_evidence(finding, chunk.device), dict(finding.explanation), detector,
-                            finding.severity, repeat=finding.phase is FindingPhase.ONSET)
+                            self._with_evidence(finding, chunk.device), dict(finding.explanation),
+                            Origin(detector, model), finding.severity, repeat=finding.phase is FindingPhase.ONSET)
         if finding.phase is FindingPhase.HOLDING:
             active = set(rules.active(asset))
             doc = self.documents.of(chunk.tenant)
@@ -403,11 +415,11 @@ class AlertService:
             alert.asset, alert.last_seen, alert.score, source=alert.kind, tenant=alert.tenant, device=alert.device,
             explanation=alert.explanation)
         self._score_signals(signals, alert.asset, alert.kind, alert.last_seen, alert.score, alert.tenant,
-                            alert.device, alert.message, dict(alert.explanation), alert.detector,
-                            alert.severity.value)
+                            alert.device, alert.message, dict(alert.explanation),
+                            Origin(alert.detector, alert.model), alert.severity.value)
 
     def _score_signals(self, signals: list[Signal], asset: str, source: str, ts: int, score: float, tenant: str,
-                       device: str, message: str, explanation: dict[str, float], detector: str,
+                       device: str, message: str, explanation: dict[str, float], origin: Origin,
                        severity: str, *, repeat: bool = True) -> None:
         """A detector's alarm is a raw signal of its own: one that comes while its rule is already raised (a
         detector alarms again) merges into the open alert (its count and last seen), as a repeat. A raise is as
@@ -424,7 +436,7 @@ class AlertService:
         for s in signals:
             worse = s.state is SignalState.RAISE and severity_rank(severity) > severity_rank(s.severity)
             self._pending.append((dataclasses.replace(  # the detector's own words say more than the rule's
-                s, message=message or s.message, severity=severity if worse else s.severity), detector))
+                s, message=message or s.message, severity=severity if worse else s.severity), origin))
 
     async def flush(self) -> None:
         """Run what the scoring stage observed through the incident engine and store it (one transaction)."""
@@ -438,8 +450,8 @@ class AlertService:
                 return
             pending, self._pending = self._pending, []
             batch = _Batch()
-            for signal, detector in pending:
-                self._apply(self.engine.process(signal), batch, signal, detector)
+            for signal, origin in pending:
+                self._apply(self.engine.process(signal), batch, signal, origin)
             held, self._held = self._held, []
             for asset, rule, ts in held:  # a state still holds: its alert was last seen now
                 a = self.engine.hold(asset, rule, ts)
@@ -461,13 +473,13 @@ class AlertService:
             batch = _Batch()
             await self._reserve(len(self._pending) + 64)
             for signal in self.documents.tick(now, missing=caught_up or not self.replaying):
-                self._apply(self.engine.process(signal), batch, signal, "")
+                self._apply(self.engine.process(signal), batch, signal, _RULE)
             records = await self.store.list_gateways()
             self._set_topology(records)  # devices and gateways register while the platform runs
             if not self.replaying:
                 for gw, online, tenant in self._gateway_changes(records, now):
-                    self._apply(self.engine.gateway_state(gw, online, now, tenant=tenant), batch, None, "")
-            self._apply(self.engine.tick(now), batch, None, "")
+                    self._apply(self.engine.gateway_state(gw, online, now, tenant=tenant), batch, None, _RULE)
+            self._apply(self.engine.tick(now), batch, None, _RULE)
             self._lifecycle_events(self.lifecycle.tick(now), batch)
             await self._write(batch)
             self._dispatch(batch)
@@ -681,7 +693,7 @@ class AlertService:
             batch = _Batch()
             if self._holds(engine_id) and self.engine.alert(engine_id).resolved_at is None:
                 self._resolved_by[engine_id] = by
-                self._apply(self.engine.resolve(engine_id, now, f"resolved by {by}"), batch, None, "")
+                self._apply(self.engine.resolve(engine_id, now, f"resolved by {by}"), batch, None, _RULE)
             else:  # not the engine's (raised before it ran, or by another process): the stored row alone
                 row = msgspec.structs.replace(alert, status=AlertStatus.RESOLVED, resolved_by=by, resolved_at=now)
                 await self.store.write_alert_changes(AlertChanges(updated=[row]))
@@ -699,7 +711,7 @@ class AlertService:
         names a missing fault type or reason."""
         async with self.lock:
             alert = await self.store.get_alert(alert_id)
-            model = alert.detector or rule_model_version(alert.kind, self.documents.of(alert.tenant).version)
+            model = alert.model or alert.detector or rule_model_version(alert.kind, self.documents.of(alert.tenant).version)
             label = make_label(
                 alert=alert.id, incident=alert.incident, tenant=alert.tenant, asset=alert.asset, device=alert.device,
                 rule=alert.kind, verdict=verdict, by=by, ts=max(self.now(), alert.last_seen), model_version=model,
@@ -794,8 +806,8 @@ class AlertService:
             block = await self.store.reserve_ids("incidents", max(_ALERT_BLOCK, need_i))
             self._ids.incidents[:0] = reversed(block)
 
-    def _apply(self, events: Sequence[ie.Event], batch: _Batch, signal: Signal | None, detector: str) -> None:
-        self._engine_events(events, batch, signal, detector)
+    def _apply(self, events: Sequence[ie.Event], batch: _Batch, signal: Signal | None, origin: Origin) -> None:
+        self._engine_events(events, batch, signal, origin)
         self._lifecycle_events(self.lifecycle.observe(events), batch)
 
     def _lifecycle_events(self, events: Iterable[lc.LifecycleEvent], batch: _Batch) -> None:
@@ -817,7 +829,7 @@ class AlertService:
                 batch.escalations.append(ev)
 
     def _engine_events(self, events: Iterable[ie.Event], batch: _Batch, signal: Signal | None,
-                       detector: str) -> None:
+                       origin: Origin) -> None:
         for ev in events:
             if isinstance(ev, ie.AlertOpened):
                 self.stats.alerts_opened += 1
@@ -825,7 +837,7 @@ class AlertService:
                 batch.alerts.add(ev.alert)
                 batch.incidents.add(ev.incident)
                 if signal is not None:
-                    self._extra[ev.alert] = _Extra(signal.value or 0.0, dict(signal.explanation), detector,
+                    self._extra[ev.alert] = _Extra(signal.value or 0.0, dict(signal.explanation), origin,
                                                    signal.message)
                 batch.note(ev.incident, ev.ts, "alert-opened", f"{ev.asset}: {ev.rule} ({ev.severity})"
                            + (f", suppressed: {ev.suppressed.value}" if ev.suppressed else ""),
@@ -941,9 +953,9 @@ class AlertService:
             id=self._remap.get(a.id, a.id), tenant=a.tenant, asset=a.asset, device=a.device, kind=a.rule,
             severity=Severity(a.severity), status=AlertStatus.RESOLVED if resolved else AlertStatus.OPEN,
             first_seen=a.first_seen, last_seen=a.last_seen, count=a.count, score=extra.score,
-            message=extra.message or a.message, explanation=extra.explanation, detector=extra.detector,
+            message=extra.message or a.message, explanation=extra.explanation, detector=extra.origin.detector,
             resolved_by=self._resolved_by.get(a.id, "system") if resolved else None, resolved_at=a.resolved_at,
-            incident=a.incident,
+            incident=a.incident, model=extra.origin.model,
             priority=a.priority, confidence=a.confidence,
             suppressed=a.suppressed.value if a.suppressed is not None else None, cleared_at=a.cleared_at)
 

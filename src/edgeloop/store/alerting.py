@@ -171,8 +171,8 @@ class AlertChanges:
 
 ALERT_OPEN_SQL: Final = (  # the arbiter: a second open alert for (asset, kind) merges into the first
     "INSERT INTO alerts (id, tenant, asset, device, kind, severity, status, first_seen, last_seen, count, score, "
-    "message, explanation, detector, incident, priority, confidence, suppressed, cleared_at) "
-    "VALUES (?,?,?,?,?,?,'open',?,?,?,?,?,?,?,?,?,?,?,?) "
+    "message, explanation, detector, incident, priority, confidence, suppressed, cleared_at, model) "
+    "VALUES (?,?,?,?,?,?,'open',?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT (asset, kind) WHERE status <> 'resolved' DO UPDATE SET count=alerts.count+excluded.count, "
     "last_seen=CASE WHEN excluded.last_seen > alerts.last_seen THEN excluded.last_seen ELSE alerts.last_seen END, "
     "cleared_at=NULL RETURNING id"
@@ -182,7 +182,7 @@ ALERT_OPEN_SQL: Final = (  # the arbiter: a second open alert for (asset, kind) 
 def alert_open_params(a: Alert) -> tuple[Any, ...]:
     return (a.id, a.tenant, a.asset, a.device, a.kind, a.severity.value, a.first_seen, a.last_seen, a.count,
             a.score, a.message, msgspec.json.encode(a.explanation).decode(), a.detector, a.incident, a.priority,
-            a.confidence, a.suppressed, a.cleared_at)
+            a.confidence, a.suppressed, a.cleared_at, a.model)
 
 
 def updates_around_opens(changes: AlertChanges) -> tuple[list[Alert], dict[int, Alert]]:

@@ -52,7 +52,7 @@ T = TypeVar("T")
 
 ALERTS: Final = ("id, tenant, asset, device, kind, severity, status, first_seen, last_seen, count, score, message, "
                   "explanation, detector, acknowledged_by, acknowledged_at, resolved_by, resolved_at, incident, "
-                  "priority, confidence, suppressed, cleared_at")
+                  "priority, confidence, suppressed, cleared_at, model")
 SAMPLE_EDGE_SQL: Final = (  # one index probe per registered device, not a scan of every chunk
     "SELECT id, (SELECT {col} FROM chunks c WHERE c.device = d.id ORDER BY t0 {order} LIMIT 1) AS t FROM devices d"
 )

@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS alerts (id {serial}, tenant TEXT NOT NULL, asset TEXT
     TEXT NOT NULL, severity TEXT NOT NULL, status TEXT NOT NULL, first_seen {big} NOT NULL, last_seen {big} NOT NULL,
     count INTEGER NOT NULL, score {real} NOT NULL, message TEXT NOT NULL, explanation TEXT NOT NULL, detector TEXT NOT
     NULL, acknowledged_by TEXT, acknowledged_at {big}, resolved_by TEXT, resolved_at {big}, incident {big}, priority
-    {real} NOT NULL DEFAULT 0, confidence {real} NOT NULL DEFAULT 1, suppressed TEXT, cleared_at {big});
+    {real} NOT NULL DEFAULT 0, confidence {real} NOT NULL DEFAULT 1, suppressed TEXT, cleared_at {big}, model TEXT NOT
+    NULL DEFAULT '');
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_one_open ON alerts (asset, kind) WHERE status <> 'resolved';
 CREATE INDEX IF NOT EXISTS alerts_recent ON alerts (last_seen);
 CREATE TABLE IF NOT EXISTS enrollments (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, line TEXT NOT NULL, profile TEXT NOT
@@ -121,6 +122,8 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[tuple[str, str, str], ...]], ...]] = (
          ("alerts", "cleared_at", "{big}"))),
     # 3: incident timeline entries carry the time they were recorded (recorded_at) beside their data time (ts)
     (3, (("incident_timeline", "recorded_at", "{big}"),)),
+    # 4: provenance: an alert records the model version (or rule version) that raised it
+    (4, (("alerts", "model", "TEXT NOT NULL DEFAULT ''"),)),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 
