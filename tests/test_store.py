@@ -15,7 +15,7 @@ from edgeloop.errors import ConflictError, NotFoundError
 from edgeloop.messages import Alert, AlertStatus, Severity
 from edgeloop.store import DeadLetter, Store, TelemetryChunk, open_store
 from edgeloop.store.alerting import AlertChanges, TimelineEntry
-from edgeloop.store.base import GatewayHeartbeat
+from edgeloop.store.base import GatewayHeartbeat, ModelFinding
 from edgeloop.store.schema import PG_TYPES, SCHEMA_VERSION, SQLITE_TYPES
 from tests.support import open_alert
 
@@ -380,3 +380,23 @@ async def upgrades_in_place(url: str) -> None:
         assert version is not None and version["value"] == str(SCHEMA_VERSION) == "4"
     async with open_store(url) as again:  # opening an up-to-date database changes nothing
         assert len(await again.incident_timeline(7)) == 2
+
+
+async def test_model_findings_keep_their_version_and_role(store: Store) -> None:
+    """Live and shadow onsets of two versions, read back per version, device and time span (the campaign gates
+    compare the two versions on the same devices and time)."""
+    def finding(model: str, live: bool, device: str, ts: int) -> ModelFinding:
+        return ModelFinding(model=model, live=live, tenant="acme", asset=f"a-{device}", device=device, ts=ts,
+                            kind="anomaly", severity="warning", score=1.5, explanation={"vib_x": 0.75, "temp": 0.25},
+                            message="vibration above normal")
+
+    v1, v2 = "detector.pump@1", "detector.pump@2"
+    await store.add_model_findings([finding(v1, True, "d1", 10), finding(v2, False, "d1", 12),
+                                    finding(v2, False, "d2", 30), finding(v1, True, "d2", 5)])
+    await store.add_model_findings([])
+    shadow = await store.list_model_findings(models=["detector.pump@2"])
+    assert [(f.device, f.ts, f.live) for f in shadow] == [("d1", 12, False), ("d2", 30, False)]
+    assert shadow[0].explanation == {"vib_x": 0.75, "temp": 0.25} and shadow[0].asset == "a-d1"
+    both = await store.list_model_findings(devices=["d1"], since=11, until=31)
+    assert [(f.model, f.ts) for f in both] == [("detector.pump@2", 12)]
+    assert [f.ts for f in await store.list_model_findings()] == [5, 10, 12, 30]

@@ -37,6 +37,7 @@ from edgeloop.identity.access import AccessService
 from edgeloop.identity.auth import OncePer
 from edgeloop.identity.pki import PkiError
 from edgeloop.identity.tls import TlsIdentity
+from edgeloop.models.findings import FindingLog
 
 if TYPE_CHECKING:
     from edgeloop.agent.config import AgentConfig
@@ -298,7 +299,7 @@ class Platform:
             log.info("alerting: pages go to %s", ", ".join(c.name for c in settings.channels))
         self.scoring = ScoringStage(alerts=self.alerts, on_scored=self.on_scored, profile_of=profile_of,
                                     rul=RulMonitor(rul_models, horizon=cfg.rul_horizon) if rul_models else None,
-                                    history=self.store.read_chunks)
+                                    history=self.store.read_chunks, on_findings=FindingLog(store=self.store))
         self.source = MqttSource(
             host=cfg.mqtt_host, port=cfg.mqtt_port, client_id=cfg.ingest_client_id, clock=self.clock,
             topics=() if handoff is not None else [

@@ -711,7 +711,8 @@ class AlertService:
         names a missing fault type or reason."""
         async with self.lock:
             alert = await self.store.get_alert(alert_id)
-            model = alert.model or alert.detector or rule_model_version(alert.kind, self.documents.of(alert.tenant).version)
+            model = alert.model or alert.detector or rule_model_version(
+                alert.kind, self.documents.of(alert.tenant).version)
             label = make_label(
                 alert=alert.id, incident=alert.incident, tenant=alert.tenant, asset=alert.asset, device=alert.device,
                 rule=alert.kind, verdict=verdict, by=by, ts=max(self.now(), alert.last_seen), model_version=model,

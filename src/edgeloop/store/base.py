@@ -31,6 +31,7 @@ from edgeloop.store.records import (
     GatewayConfig,
     GatewayHeartbeat,
     GatewayRecord,
+    ModelFinding,
     Series,
     StoredEvent,
     TelemetryChunk,
@@ -45,8 +46,8 @@ from edgeloop.store.records import (
 from edgeloop.store.schema import migrate
 
 __all__ = ["RAW_DEAD_LETTER_BYTES", "AuditRecord", "Credential", "DeadLetter", "Enrollment", "GatewayConfig",
-           "GatewayHeartbeat", "GatewayRecord", "Series", "Store", "StoredEvent", "TelemetryChunk", "TelemetryQuery",
-           "User"]
+           "GatewayHeartbeat", "GatewayRecord", "ModelFinding", "Series", "Store", "StoredEvent", "TelemetryChunk",
+           "TelemetryQuery", "User"]
 
 T = TypeVar("T")
 
@@ -99,6 +100,14 @@ def _marks(n: int) -> str:
 
 def _user(row: Row) -> User:
     return record(User, row, disabled=bool(row["disabled"]))
+
+
+MODEL_FINDINGS: Final = ("id, model, live, tenant, asset, device, ts, kind, severity, score, explanation, message")
+
+
+def _model_finding(row: Row) -> ModelFinding:
+    return record(ModelFinding, row, live=bool(row["live"]),
+                  explanation=msgspec.json.decode(row["explanation"], type=dict[str, float]))
 
 
 def _alert(row: Row) -> Alert:
@@ -340,6 +349,21 @@ class Store:
                 (gateway, tenant, after, after, config, created_ms, created_by, gateway))
         assert row is not None  # INSERT ... SELECT of an aggregate: always one row
         return record(GatewayConfig, row)
+
+    # -- model findings (live and shadow onsets, with their version) ----------------------------------
+    async def add_model_findings(self, findings: Sequence[ModelFinding]) -> None:
+        if findings:
+            await self._add(self.driver, "model_findings", MODEL_FINDINGS.removeprefix("id, "), findings,
+                            lambda f: {"explanation": msgspec.json.encode(f.explanation).decode()})
+
+    async def list_model_findings(self, *, models: Sequence[str] | None = None, devices: Sequence[str] | None = None,
+                                  since: int | None = None, until: int | None = None,
+                                  limit: int = 10_000) -> list[ModelFinding]:
+        """Onset findings in time order, of the given versions and devices, with ``since <= ts < until``."""
+        return await self._list(_model_finding, f"SELECT {MODEL_FINDINGS} FROM model_findings", [
+            (f"model IN ({','.join('?' * len(models or ()))})", tuple(models) if models else None),
+            (f"device IN ({','.join('?' * len(devices or ()))})", tuple(devices) if devices else None),
+            ("ts >= ?", since), ("ts < ?", until)], "ts, id", limit)
 
     async def list_gateway_configs(self, gateway: str, *, with_text: bool = False) -> list[GatewayConfig]:
         """Newest version first; ``config`` is "" unless ``with_text``."""

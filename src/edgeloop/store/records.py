@@ -203,6 +203,24 @@ class GatewayConfig:
     error: str = ""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelFinding:
+    """An onset finding of a model version, live (it paged through the alert rules) or shadow (recorded only)."""
+
+    model: str  # name@version
+    live: bool
+    tenant: str
+    asset: str
+    device: str
+    ts: int
+    kind: str
+    severity: str
+    score: float
+    explanation: dict[str, float]
+    message: str
+    id: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Series:
     ts: list[int]

@@ -111,6 +111,10 @@ CREATE TABLE IF NOT EXISTS work_orders (id TEXT PRIMARY KEY, tenant TEXT NOT NUL
 CREATE INDEX IF NOT EXISTS work_orders_opened ON work_orders (opened_ms);
 CREATE TABLE IF NOT EXISTS rule_overrides (asset TEXT NOT NULL, rule TEXT NOT NULL, levels TEXT NOT NULL, set_ms {big}
     NOT NULL, set_by TEXT NOT NULL, PRIMARY KEY (asset, rule));
+CREATE TABLE IF NOT EXISTS model_findings (id {serial}, model TEXT NOT NULL, live {bool} NOT NULL, tenant TEXT NOT NULL,
+    asset TEXT NOT NULL, device TEXT NOT NULL, ts {big} NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL, score
+    {real} NOT NULL, explanation TEXT NOT NULL, message TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS model_findings_model ON model_findings (model, ts);
 """
 
 #: (version, the columns it adds to tables that existed before it: (table, column, type)). A table a version
