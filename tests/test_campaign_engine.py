@@ -1,0 +1,409 @@
+"""The campaign engine: shadow → canary waves → promoted, rollback on a gate breach with bounded exposure,
+approvals, abort, restart safety and deterministic wave membership. A small fake service (``Fleet``) applies the
+engine's actions the way the platform would, idempotently, so the tests check where versions actually ran."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import pytest
+
+from edgeloop.campaigns.engine import (
+    Action,
+    Assign,
+    CampaignSpec,
+    CampaignState,
+    CampaignStateError,
+    EndShadow,
+    Event,
+    Promote,
+    Rollback,
+    Shadow,
+    abort,
+    acknowledge,
+    approve,
+    decode_state,
+    encode_state,
+    start,
+    step,
+    wave_targets,
+)
+from edgeloop.campaigns.gates import (
+    Episode,
+    Episodes,
+    Gate,
+    MissedFaultGate,
+    Observation,
+    RateCounts,
+    RateSPRT,
+    ScoreSample,
+    ScoreShiftGate,
+)
+from edgeloop.errors import ConfigError
+
+MIN = 60_000
+HOUR = 60 * MIN
+DAY = 24 * HOUR
+T0 = 1_780_000_000_000
+OLD, NEW = "detector.pump@3", "detector.pump@4"
+
+
+def make_spec(n: int = 40, **changes: Any) -> CampaignSpec:
+    spec = CampaignSpec(id="c-15", payload="model", subject="detector.pump", from_ref=OLD, to_ref=NEW,
+                        targets=[f"pump-{i:03d}" for i in range(n)], shadow_ms=6 * HOUR, soak_ms=12 * HOUR,
+                        created_by="alice", created_ms=T0)
+    return msgspec.structs.replace(spec, **changes)
+
+
+@dataclass
+class Fleet:
+    """Where each version runs, the subject's champion and the campaign log, as the service keeps them."""
+
+    live: dict[str, str]
+    champion: str
+    shadow: dict[str, str] = field(default_factory=dict)
+    log: dict[int, Event] = field(default_factory=dict)
+    most_on_new: int = 0  # the most targets that ever ran the candidate live at once
+
+    @classmethod
+    def of(cls, spec: CampaignSpec) -> Fleet:
+        return cls(live=dict.fromkeys(spec.targets, spec.from_ref), champion=spec.from_ref)
+
+    def apply(self, actions: Sequence[Action], new: str = NEW) -> None:
+        for action in actions:
+            if isinstance(action, Assign):
+                self.live.update(dict.fromkeys(action.targets, action.ref))
+            elif isinstance(action, Shadow):
+                self.shadow.update(dict.fromkeys(action.targets, action.ref))
+            elif isinstance(action, EndShadow):
+                for target in action.targets:
+                    self.shadow.pop(target, None)
+            elif isinstance(action, Rollback):
+                self.live.update(dict.fromkeys(action.targets, action.to_ref))
+            elif isinstance(action, Promote):
+                self.champion = action.ref
+            else:
+                self.log[action.seq] = action  # the service writes each event once, by its sequence number
+        self.most_on_new = max(self.most_on_new, sum(ref == new for ref in self.live.values()))
+
+    def kinds(self) -> list[str]:
+        return [self.log[seq].kind for seq in sorted(self.log)]
+
+
+@dataclass
+class World:
+    """What happens on the targets: false alarms per target-day of each version, real faults (target, time) and
+    the versions that miss them. Observations are cumulative since the phase began, over the compared targets
+    (the wave's, or every target in shadow), and depend only on the state and the time: deterministic."""
+
+    false_alarms_per_day: dict[str, float]
+    faults: list[tuple[str, int]] = field(default_factory=list)
+    misses_faults: frozenset[str] = frozenset()
+
+    def observe(self, spec: CampaignSpec, state: CampaignState, now: int) -> dict[str, Observation]:
+        compared = state.live or spec.targets
+        days = len(compared) * (now - state.phase_start_ms) / DAY
+        rates = RateCounts(challenger_events=math.floor(self.false_alarms_per_day[spec.to_ref] * days),
+                           challenger_exposure=days,
+                           champion_events=math.floor(self.false_alarms_per_day[spec.from_ref] * days),
+                           champion_exposure=days)
+        seen = [Episode(target=t, start_ms=ts, end_ms=ts + 20 * MIN) for t, ts in self.faults
+                if t in compared and state.phase_start_ms <= ts <= now]
+        episodes = Episodes(champion=seen if spec.from_ref not in self.misses_faults else [],
+                            challenger=seen if spec.to_ref not in self.misses_faults else [])
+        observations: dict[str, Observation] = {"false_alarms": rates, "missed_faults": episodes}
+        return {name: obs for name, obs in observations.items() if name in spec.gates}
+
+
+GOOD = World(false_alarms_per_day={OLD: 1.0, NEW: 1.0})
+
+
+def run(spec: CampaignSpec, world: World, *, until: int = T0 + 10 * DAY, tick: int = HOUR,
+        on_tick: dict[int, str] | None = None) -> tuple[CampaignState, Fleet, list[str]]:
+    """Drive a campaign the way the service does: every tick observe, step, persist, apply, acknowledge.
+    ``on_tick`` injects operator actions at a tick's time (``approve`` / ``abort``). Returns the final state, the
+    fleet and the phases visited (``shadow``, ``wave 0``, ...)."""
+    fleet = Fleet.of(spec)
+    state, actions = start(spec, now_ms=T0)
+    fleet.apply(actions)
+    state = acknowledge(state)
+    visited = [_where(state)]
+    now = T0
+    while state.phase not in {"promoted", "rolled_back", "aborted"} and now < until:
+        now += tick
+        what = (on_tick or {}).get(now)
+        if what == "approve":
+            state, actions = approve(spec, state, by="bob", now_ms=now)
+        elif what == "abort":
+            state, actions = abort(spec, state, by="bob", reason="customer complaint", now_ms=now)
+        else:
+            state, actions = step(spec, state, now, world.observe(spec, state, now))
+        state = decode_state(encode_state(state))  # persisted
+        fleet.apply(actions)
+        state = acknowledge(state)
+        if _where(state) != visited[-1]:
+            visited.append(_where(state))
+    return state, fleet, visited
+
+
+def _where(state: CampaignState) -> str:
+    return f"wave {state.wave}" if state.phase == "wave" else state.phase
+
+
+# --- wave membership ----------------------------------------------------------------------------------------------
+
+
+def test_wave_membership_is_deterministic_cumulative_and_keeps_the_first_wave_within_its_fraction() -> None:
+    spec = make_spec(n=95)
+    waves = wave_targets(spec)
+    assert [len(w) for w in waves] == [9, 47, 95]  # ⌊0.1 · 95⌋, ⌊0.5 · 95⌋, all
+    assert all(set(a) <= set(b) for a, b in itertools.pairwise(waves))
+    assert wave_targets(make_spec(n=95)) == waves  # the same spec: the same waves
+    shuffled = msgspec.structs.replace(spec, targets=list(reversed(spec.targets)))
+    assert wave_targets(shuffled) == waves  # independent of the order targets were listed in
+    other = wave_targets(msgspec.structs.replace(spec, id="c-16"))
+    assert other[0] != waves[0]  # another campaign draws another first wave
+    assert waves[0] != sorted(spec.targets)[:9]  # not simply the first names
+    tiny = wave_targets(make_spec(n=3))
+    assert [len(w) for w in tiny] == [1, 1, 3]  # at least one target per wave
+
+
+# --- the good path ------------------------------------------------------------------------------------------------
+
+
+def test_a_good_candidate_goes_through_shadow_and_10_50_100_percent_waves_to_promotion() -> None:
+    spec = make_spec(n=40)
+    on_new_per_phase: dict[str, int] = {}
+    fleet = Fleet.of(spec)
+    state, actions = start(spec, now_ms=T0)
+    fleet.apply(actions)
+    assert all(fleet.shadow[t] == NEW for t in spec.targets)  # shadow: the candidate scores beside, everywhere
+    assert all(ref == OLD for ref in fleet.live.values())
+    now = T0
+    while state.phase not in {"promoted", "rolled_back"}:
+        now += HOUR
+        state, actions = step(spec, acknowledge(state), now, GOOD.observe(spec, state, now))
+        fleet.apply(actions)
+        on_new_per_phase[_where(state)] = sum(ref == NEW for ref in fleet.live.values())
+        if state.phase == "wave":
+            wave = set(state.live)
+            assert all(fleet.shadow[t] == OLD for t in wave)  # the champion keeps scoring the wave in shadow
+            assert all(fleet.shadow[t] == NEW for t in spec.targets if t not in wave)
+    assert state.phase == "promoted"
+    assert on_new_per_phase == {"shadow": 0, "wave 0": 4, "wave 1": 20, "wave 2": 40, "promoted": 40}
+    assert now == T0 + 6 * HOUR + 3 * 12 * HOUR  # shadow then three soaks, no longer
+    assert fleet.champion == NEW
+    assert fleet.shadow == {}
+    kinds = [e.kind for e in state.events]
+    assert kinds[0] == "campaign.started"
+    assert kinds.count("wave.entered") == 3
+    assert kinds.count("gate.passed") == 8  # two gates after shadow and after each of three waves
+    assert kinds[-1] == "promoted"
+    assert state.events[0].by == "alice"
+
+
+# --- breaches -----------------------------------------------------------------------------------------------------
+
+
+def test_a_fault_the_candidate_misses_in_wave_one_rolls_every_exposed_target_back_having_run_on_10_percent() -> None:
+    spec = make_spec(n=40)
+    first_wave = wave_targets(spec)[0]
+    fault_at = T0 + 6 * HOUR + 2 * HOUR + 5 * MIN  # two hours into wave 1
+    world = World(false_alarms_per_day={OLD: 1.0, NEW: 1.0}, faults=[(first_wave[0], fault_at)],
+                  misses_faults=frozenset({NEW}))
+    state, fleet, visited = run(spec, world)
+    assert visited == ["shadow", "wave 0", "rolled_back"]
+    assert state.ended_ms == T0 + 6 * HOUR + 3 * HOUR  # the first step after the 15 min grace period
+    assert fleet.most_on_new == 4 <= 0.1 * len(spec.targets)
+    assert all(ref == OLD for ref in fleet.live.values())  # every target back on the champion
+    assert fleet.champion == OLD and fleet.shadow == {}
+    failed = [e for e in state.events if e.kind == "gate.failed"]
+    assert len(failed) == 1
+    assert "missed_faults" in failed[0].message and first_wave[0] in failed[0].message
+    assert state.exposed == sorted(first_wave)
+    assert state.live == []  # the state says the candidate runs nowhere now
+
+
+def test_a_candidate_with_many_more_false_alarms_fails_in_shadow_without_ever_running_live() -> None:
+    world = World(false_alarms_per_day={OLD: 1.0, NEW: 10.0})
+    state, fleet, visited = run(make_spec(n=40), world)
+    assert visited == ["shadow", "rolled_back"]
+    assert fleet.most_on_new == 0
+    assert state.ended_ms is not None and state.ended_ms < T0 + 6 * HOUR  # the SPRT decides before the end
+    assert any(e.kind == "gate.failed" and "false_alarms" in e.message for e in state.events)
+
+
+def test_a_release_without_shadow_catches_a_worse_candidate_in_the_first_wave() -> None:
+    """A software release cannot be shadowed: the first wave is the first evidence, and it stays at 10 %."""
+    spec = make_spec(n=100, payload="release", shadow=False, gates={"false_alarms": RateSPRT()})
+    world = World(false_alarms_per_day={OLD: 1.0, NEW: 10.0})
+    state, fleet, visited = run(spec, world)
+    assert visited == ["wave 0", "rolled_back"]
+    assert fleet.most_on_new == 10 == len(state.exposed)
+    assert fleet.shadow == {}
+    assert all(ref == OLD for ref in fleet.live.values())
+
+
+def test_a_gate_that_never_decides_fails_the_phase_at_the_longest_soak() -> None:
+    gates: dict[str, Gate] = {"scores": ScoreShiftGate(reference=[(0.5, 1.0)], min_samples=1000)}
+    spec = make_spec(n=10, gates=gates, max_soak_factor=2.0)
+    fleet = Fleet.of(spec)
+    state, actions = start(spec, now_ms=T0)
+    fleet.apply(actions)
+    few = {"scores": ScoreSample(scores=[1.0] * 10)}
+    state, _ = step(spec, acknowledge(state), T0 + 6 * HOUR, few)
+    assert state.phase == "shadow"  # at the end of the soak but undecided: waits
+    state, actions = step(spec, acknowledge(state), T0 + 12 * HOUR, few)
+    fleet.apply(actions)
+    assert state.phase == "rolled_back"
+    assert "no decision from scores" in state.outcome
+    assert fleet.shadow == {}
+
+
+def test_a_sequential_pass_stays_a_pass_for_the_rest_of_the_phase() -> None:
+    """The SPRT stops at its first decision; later counts in the same phase do not reopen it (the stated error
+    rates assume exactly that), while the missed-fault gate keeps watching."""
+    spec = make_spec(n=10, gates={"false_alarms": RateSPRT()})
+    state, _ = start(spec, now_ms=T0)
+    counts = RateCounts(challenger_events=0, challenger_exposure=1.0, champion_events=6, champion_exposure=1.0)
+    state, _ = step(spec, state, T0 + HOUR, {"false_alarms": counts})
+    assert state.gates["false_alarms"].status == "pass"
+    worse = RateCounts(challenger_events=30, challenger_exposure=2.0, champion_events=6, champion_exposure=2.0)
+    state, _ = step(spec, state, T0 + 2 * HOUR, {"false_alarms": worse})
+    assert state.phase == "shadow" and state.gates["false_alarms"].status == "pass"
+
+
+# --- operators ----------------------------------------------------------------------------------------------------
+
+
+def test_a_wave_that_needs_approval_waits_for_it_and_a_breach_while_waiting_still_rolls_back() -> None:
+    spec = make_spec(n=40, approvals=[False, True, False])
+    approve_at = T0 + 6 * HOUR + 12 * HOUR + 5 * DAY  # long after wave 1 passed: it waited
+    state, fleet, visited = run(spec, GOOD, until=T0 + 20 * DAY, on_tick={approve_at: "approve"})
+    assert visited == ["shadow", "wave 0", "awaiting_approval", "wave 1", "wave 2", "promoted"]
+    given = next(e for e in state.events if e.kind == "approval.given")
+    assert given.by == "bob" and given.ts_ms == approve_at
+    entered = [e for e in state.events if e.kind == "wave.entered"]
+    assert entered[1].ts_ms == approve_at and entered[1].by == "bob"
+    with pytest.raises(CampaignStateError, match="awaits no approval"):
+        approve(spec, state, by="bob", now_ms=approve_at)
+    # While waiting, wave 1's targets still run the candidate: a fault it misses rolls back.
+    wave0 = wave_targets(spec)[0]
+    fault_at = T0 + 6 * HOUR + 12 * HOUR + 2 * HOUR
+    breach = World(false_alarms_per_day={OLD: 1.0, NEW: 1.0}, faults=[(wave0[1], fault_at)],
+                   misses_faults=frozenset({NEW}))
+    state, fleet, visited = run(spec, breach, until=T0 + 20 * DAY)
+    assert visited == ["shadow", "wave 0", "awaiting_approval", "rolled_back"]
+    assert all(ref == OLD for ref in fleet.live.values()) and fleet.champion == OLD
+
+
+def test_abort_rolls_back_every_target_that_ran_the_candidate_and_ends_the_campaign() -> None:
+    spec = make_spec(n=40)
+    abort_at = T0 + 6 * HOUR + 12 * HOUR + 3 * HOUR  # three hours into wave 2 (50 %)
+    state, fleet, visited = run(spec, GOOD, on_tick={abort_at: "abort"})
+    assert visited == ["shadow", "wave 0", "wave 1", "aborted"]
+    assert fleet.most_on_new == 20
+    assert all(ref == OLD for ref in fleet.live.values()) and fleet.champion == OLD and fleet.shadow == {}
+    assert len(state.exposed) == 20
+    assert state.events[-1].kind == "aborted" and state.events[-1].by == "bob"
+    assert "customer complaint" in state.outcome
+    with pytest.raises(CampaignStateError, match="aborted already"):
+        abort(spec, state, by="bob", reason="again", now_ms=abort_at + HOUR)
+    again, actions = step(spec, state, abort_at + HOUR, {})
+    assert again == state and actions == []  # a finished campaign does nothing more
+
+
+# --- restarts -----------------------------------------------------------------------------------------------------
+
+
+def test_a_restart_between_persisting_and_applying_re_emits_the_placement_and_ends_the_same() -> None:
+    """Run once straight through; run again, crashing at the tick that enters wave 2 after persisting the new state
+    but before applying its actions, and restarting from the persisted JSON: the candidate reaches exactly the
+    same targets, the log holds the same events once each, the outcome is the same."""
+    spec = make_spec(n=40)
+    expected, straight, _ = run(spec, GOOD)
+
+    fleet = Fleet.of(spec)
+    state, actions = start(spec, now_ms=T0)
+    fleet.apply(actions)
+    persisted = encode_state(acknowledge(state))
+    now, crashed = T0, False
+    while decode_state(persisted).phase != "promoted":
+        now += HOUR
+        state = decode_state(persisted)
+        state, actions = step(spec, state, now, GOOD.observe(spec, state, now))
+        persisted = encode_state(state)
+        if not crashed and state.phase == "wave" and state.wave == 1:
+            crashed = True  # the process dies here: actions lost, state persisted
+            restarted = decode_state(persisted)
+            wave1 = wave_targets(spec)[1]
+            assert sum(ref == NEW for ref in fleet.live.values()) == 4  # wave 2 never applied
+            state, actions = step(spec, restarted, now, GOOD.observe(spec, restarted, now))
+            assert any(isinstance(a, Assign) and set(a.targets) == set(wave1) for a in actions)
+            assert any(isinstance(a, Event) and a.kind == "wave.entered" for a in actions)
+            # and the service dies once more after applying, before acknowledging: applied twice, harmless.
+            fleet.apply(actions)
+        fleet.apply(actions)
+        persisted = encode_state(acknowledge(state))
+    assert crashed
+    final = decode_state(persisted)
+    assert encode_state(final) == encode_state(expected)
+    assert fleet.live == straight.live and fleet.champion == straight.champion == NEW
+    assert fleet.kinds() == straight.kinds() == [e.kind for e in final.events]
+
+
+def test_step_is_a_pure_function_of_the_persisted_state() -> None:
+    spec = make_spec(n=40)
+    state, _ = start(spec, now_ms=T0)
+    state = acknowledge(state)
+    for hour in (1, 6, 7):
+        now = T0 + hour * HOUR
+        state, _ = step(spec, state, now, GOOD.observe(spec, state, now))
+    mid = acknowledge(state)
+    assert mid.phase == "wave"
+    now = T0 + 8 * HOUR
+    observations = GOOD.observe(spec, mid, now)
+    first = step(spec, mid, now, observations)
+    second = step(spec, decode_state(encode_state(mid)), now, observations)
+    assert first == second
+    assert encode_state(mid) == encode_state(acknowledge(state))  # the input state was not changed
+
+
+# --- spec checks and serialisation --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"waves": [0.1, 0.5]}, "last wave must be 1.0"),
+    ({"waves": [0.5, 0.1, 1.0]}, "increase strictly"),
+    ({"waves": [0.0, 1.0]}, "increase strictly"),
+    ({"targets": []}, "targets is empty"),
+    ({"targets": ["a", "a"]}, "twice"),
+    ({"to_ref": OLD}, "nothing to roll out"),
+    ({"approvals": [True]}, "approvals holds 1"),
+    ({"soak_ms": 0}, "soak_ms"),
+    ({"id": "bad id"}, "campaign id"),
+])
+def test_a_spec_the_engine_cannot_run_is_refused_naming_the_field(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        start(make_spec(**changes), now_ms=T0)
+
+
+def test_step_refuses_observations_for_a_gate_the_campaign_does_not_have() -> None:
+    spec = make_spec(gates={"missed_faults": MissedFaultGate()})
+    state, _ = start(spec, now_ms=T0)
+    with pytest.raises(ValueError, match="false_alarms"):
+        step(spec, state, T0 + HOUR, GOOD.observe(make_spec(), state, T0 + HOUR))
+
+
+def test_specs_and_actions_serialise_to_json_and_back() -> None:
+    spec = make_spec(approvals=[False, True, False])
+    assert msgspec.json.decode(msgspec.json.encode(spec), type=CampaignSpec) == spec
+    state, actions = start(spec, now_ms=T0)
+    state, more = abort(spec, state, by="bob", reason="test", now_ms=T0 + 1)
+    every = [*actions, *more]
+    assert msgspec.json.decode(msgspec.json.encode(every), type=list[Action]) == every
