@@ -4,10 +4,12 @@ engine's actions the way the platform would, idempotently, so the tests check wh
 
 from __future__ import annotations
 
+import ast
 import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -27,8 +29,10 @@ from edgeloop.campaigns.engine import (
     abort,
     acknowledge,
     approve,
+    compared_targets,
     decode_state,
     encode_state,
+    progress,
     start,
     step,
     wave_targets,
@@ -45,6 +49,8 @@ from edgeloop.campaigns.gates import (
     ScoreShiftGate,
 )
 from edgeloop.errors import ConfigError
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "edgeloop" / "campaigns"
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -106,7 +112,7 @@ class World:
     misses_faults: frozenset[str] = frozenset()
 
     def observe(self, spec: CampaignSpec, state: CampaignState, now: int) -> dict[str, Observation]:
-        compared = state.live or spec.targets
+        compared = compared_targets(spec, state)
         days = len(compared) * (now - state.phase_start_ms) / DAY
         rates = RateCounts(challenger_events=math.floor(self.false_alarms_per_day[spec.to_ref] * days),
                            challenger_exposure=days,
@@ -407,3 +413,43 @@ def test_specs_and_actions_serialise_to_json_and_back() -> None:
     state, more = abort(spec, state, by="bob", reason="test", now_ms=T0 + 1)
     every = [*actions, *more]
     assert msgspec.json.decode(msgspec.json.encode(every), type=list[Action]) == every
+
+
+def test_progress_and_compared_targets_follow_the_phases() -> None:
+    spec = make_spec(n=40)
+    state, _ = start(spec, now_ms=T0)
+    shown = progress(spec, state)
+    assert (shown.phase, shown.wave, shown.on_candidate, shown.phase_ends_ms) == ("shadow", 0, 0, T0 + 6 * HOUR)
+    assert shown.gates == {"false_alarms": "pending", "missed_faults": "pending"}
+    assert compared_targets(spec, state) == spec.targets
+    now = T0 + 6 * HOUR
+    state, _ = step(spec, state, now, GOOD.observe(spec, state, now))
+    shown = progress(spec, state)
+    assert (shown.phase, shown.wave, shown.on_candidate, shown.fraction) == ("wave", 1, 4, 0.1)
+    assert sorted(compared_targets(spec, state)) == sorted(wave_targets(spec)[0])
+    state, _ = abort(spec, state, by="bob", reason="test", now_ms=now + 1)
+    assert compared_targets(spec, state) == []
+    assert progress(spec, state).phase_ends_ms is None
+
+
+def test_without_shadow_an_approved_first_wave_waits_from_the_start() -> None:
+    spec = make_spec(n=20, payload="release", shadow=False, approvals=[True, False, False])
+    state, actions = start(spec, now_ms=T0)
+    assert state.phase == "awaiting_approval" and state.wave == 0
+    assert not any(isinstance(a, Assign | Shadow) for a in actions)  # nothing runs the release yet
+    assert [a.kind for a in actions if isinstance(a, Event)] == ["campaign.started", "approval.awaited"]
+    state, actions = approve(spec, acknowledge(state), by="bob", now_ms=T0 + HOUR)
+    assert [a for a in actions if not isinstance(a, Event)] == [Assign(targets=wave_targets(spec)[0], ref=NEW)]
+
+
+def test_the_engine_knows_nothing_of_models_stores_or_the_platform() -> None:
+    """Issue 17 rolls software releases out with the same engine: campaigns/ imports only the standard library,
+    msgspec, numpy, itself and the error hierarchy, and does no I/O."""
+    allowed_edgeloop = {"edgeloop.campaigns.gates", "edgeloop.campaigns.stats", "edgeloop.errors"}
+    for name in ("engine.py", "gates.py", "stats.py"):
+        tree = ast.parse((SRC / name).read_text(encoding="utf-8"))
+        modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        ours = {m for m in modules if m.startswith("edgeloop")}
+        assert ours <= allowed_edgeloop, f"{name} imports {sorted(ours - allowed_edgeloop)}"
+        assert not {m.split(".")[0] for m in modules} & {"os", "pathlib", "io", "sqlite3", "socket", "time"}, name

@@ -29,9 +29,11 @@ since the service last called ``acknowledge``, and ``Event`` actions for the log
 The service persists the new state, applies the actions (idempotently), then persists ``acknowledge(state)``.
 A crash anywhere in between re-emits what may not have been applied; nothing is lost, at worst re-applied.
 
-Observations passed to ``step`` are per gate name, cumulative since ``state.phase_start_ms``, over the targets
-the phase compares (``state.live`` in a wave, every target in shadow); a gate without an observation keeps its
-last decision.
+Observations passed to ``step`` are per gate name, cumulative since ``state.phase_start_ms``, over
+``compared_targets(spec, state)`` (the wave's targets, or every target while the candidate only shadows); a gate
+without an observation keeps its last decision, and a sequential gate (``RateSPRT``) keeps its first pass for the
+rest of the phase (its error rates assume it stops there). Each phase is judged on its own data: gates start
+afresh when a phase begins.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from edgeloop.errors import ConfigError, ConflictError
 __all__ = [
     "Action",
     "Assign",
+    "CampaignProgress",
     "CampaignSpec",
     "CampaignState",
     "CampaignStateError",
@@ -69,10 +72,12 @@ __all__ = [
     "abort",
     "acknowledge",
     "approve",
+    "compared_targets",
     "decode_state",
     "default_gates",
     "encode_state",
     "pending_actions",
+    "progress",
     "start",
     "step",
     "validate_spec",
@@ -84,6 +89,8 @@ TERMINAL: frozenset[str] = frozenset({"promoted", "rolled_back", "aborted"})
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 MAX_TARGETS = 100_000
 MAX_WAVES = 10
+MAX_GATES = 16
+GATE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 
 class CampaignStateError(ConflictError):
@@ -219,6 +226,8 @@ def validate_spec(spec: CampaignSpec) -> None:
         raise ConfigError(f"approvals holds {len(spec.approvals)} entries for {len(spec.waves)} waves")
     if spec.soak_ms <= 0 or spec.shadow_ms < 0:
         raise ConfigError("soak_ms must be above 0 and shadow_ms at least 0")
+    if len(spec.gates) > MAX_GATES or any(not GATE_NAME.fullmatch(name) for name in spec.gates):
+        raise ConfigError(f"gates: at most {MAX_GATES}, each named like {GATE_NAME.pattern}")
     if not (math.isfinite(spec.max_soak_factor) and spec.max_soak_factor >= 1.0):
         raise ConfigError(f"max_soak_factor must be at least 1, not {spec.max_soak_factor}")
 
@@ -406,3 +415,45 @@ def pending_actions(spec: CampaignSpec, state: CampaignState) -> list[Action]:
 def acknowledge(state: CampaignState) -> CampaignState:
     """The service applied every pending action: nothing is re-emitted until the state changes again."""
     return msgspec.structs.replace(state, applied=state.placement, delivered=len(state.events))
+
+
+# --- what the service observes and shows ------------------------------------------------------------------------
+
+
+def compared_targets(spec: CampaignSpec, state: CampaignState) -> list[str]:
+    """The targets whose two versions the gates compare now: the wave's (the candidate live, the champion in
+    shadow), or every target while the candidate only shadows (the shadow phase, or awaiting the first wave's
+    approval). Empty once the campaign is over. The service collects observations over these, since
+    ``state.phase_start_ms``."""
+    if state.phase in TERMINAL:
+        return []
+    return list(state.live) if state.live else list(spec.targets)
+
+
+class CampaignProgress(msgspec.Struct, frozen=True, kw_only=True):
+    """A campaign at a glance (for the API, the command line and the dashboard)."""
+
+    id: str
+    phase: Phase
+    wave: int  # 1-based wave running or awaited; 0 in shadow
+    waves: int
+    fraction: float  # of targets running the candidate now
+    on_candidate: int
+    targets: int
+    phase_start_ms: int
+    phase_ends_ms: int | None  # when the phase may pass at the earliest (None: awaiting approval, or over)
+    gates: dict[str, str]  # gate name → pass | fail | continue | pending (no observation yet in this phase)
+    ended_ms: int | None
+    outcome: str
+
+
+def progress(spec: CampaignSpec, state: CampaignState) -> CampaignProgress:
+    ends: int | None = None
+    if state.phase in {"shadow", "wave"}:
+        ends = state.phase_start_ms + _phase_duration(spec, state)
+    return CampaignProgress(
+        id=state.campaign_id, phase=state.phase, wave=max(0, state.wave + 1), waves=len(spec.waves),
+        fraction=len(state.live) / len(spec.targets), on_candidate=len(state.live), targets=len(spec.targets),
+        phase_start_ms=state.phase_start_ms, phase_ends_ms=ends,
+        gates={name: state.gates[name].status if name in state.gates else "pending" for name in sorted(spec.gates)},
+        ended_ms=state.ended_ms, outcome=state.outcome)

@@ -154,6 +154,8 @@ class RateSPRT(msgspec.Struct, frozen=True, kw_only=True, tag="rate_sprt", tag_f
         x0, e0 = counts.champion_events, counts.champion_exposure
         figures: dict[str, float] = {"challenger_events": float(x1), "challenger_exposure": float(e1),
                                      "champion_events": float(x0), "champion_exposure": float(e0)}
+        if not all(math.isfinite(v) for v in (e1, e0)):
+            raise ValueError(f"exposures must be finite, not {e1} and {e0}")
         if not (e1 > 0 and e0 > 0):
             return GateDecision(status="continue", gate=gate, figures=figures, reason="no exposure yet")
         test = RateTest(ratio_h1=self.ratio_h1, alpha=self.alpha, beta=self.beta)
@@ -330,13 +332,17 @@ class LatencyGate(msgspec.Struct, frozen=True, kw_only=True, tag="latency", tag_
         del now_ms, end_of_soak
         _bounded("challenger_ms", obs.challenger_ms)
         _bounded("champion_ms", obs.champion_ms)
-        figures: dict[str, float] = {"challenger_samples": float(len(obs.challenger_ms)),
-                                     "champion_samples": float(len(obs.champion_ms))}
-        if min(len(obs.challenger_ms), len(obs.champion_ms)) < self.min_samples:
+        new = np.asarray(obs.challenger_ms, dtype=np.float64)
+        old = np.asarray(obs.champion_ms, dtype=np.float64)
+        new, old = new[np.isfinite(new)], old[np.isfinite(old)]
+        figures: dict[str, float] = {"challenger_samples": float(new.size), "champion_samples": float(old.size)}
+        if min(new.size, old.size) < self.min_samples:
             return GateDecision(status="continue", gate=gate, figures=figures,
                                 reason=f"fewer than {self.min_samples} latencies on a side")
-        p95_new = float(np.percentile(np.asarray(obs.challenger_ms, dtype=np.float64), 95))
-        p95_old = float(np.percentile(np.asarray(obs.champion_ms, dtype=np.float64), 95))
+        if not (math.isfinite(obs.challenger_cpu) and math.isfinite(obs.champion_cpu)):
+            raise ValueError(f"CPU figures must be finite, not {obs.challenger_cpu} and {obs.champion_cpu}")
+        p95_new = float(np.percentile(new, 95))
+        p95_old = float(np.percentile(old, 95))
         p95_ratio = p95_new / max(p95_old, 1e-9)
         cpu_ratio = obs.challenger_cpu / max(obs.champion_cpu, 1e-9)
         figures.update(challenger_p95_ms=p95_new, champion_p95_ms=p95_old, p95_ratio=p95_ratio,

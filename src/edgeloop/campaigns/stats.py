@@ -100,8 +100,8 @@ class RateTest(msgspec.Struct, frozen=True, kw_only=True):
         return x1 * math.log(p1 / p0) + x0 * math.log((1.0 - p1) / (1.0 - p0))
 
     def evaluate(self, x1: int, e1: float, x0: int, e0: float) -> SprtOutcome:
-        """The verdict for cumulative counts and exposures (both exposures > 0)."""
-        if x1 < 0 or x0 < 0 or not (e1 > 0 and e0 > 0):
+        """The verdict for cumulative counts and exposures (both exposures finite and > 0)."""
+        if x1 < 0 or x0 < 0 or not (0 < e1 < math.inf and 0 < e0 < math.inf):
             raise ValueError(f"counts must be ≥ 0 and exposures > 0, not x1={x1} e1={e1} x0={x0} e0={e0}")
         p0, p1 = self.shares(e1, e0)
         value = self.llr(x1, e1, x0, e0)
