@@ -18,7 +18,10 @@ Phases::
   the other targets keep shadowing ``to_ref``. Waves are cumulative; the last is 1.0 (every target).
 - A phase passes when its duration has elapsed and every gate says ``pass``; a gate that says ``fail`` at any
   time rolls back every target that ran ``to_ref``; a gate still at ``continue`` when the phase reaches
-  ``max_soak_factor`` × its duration fails the phase (no decision is no promotion).
+  ``max_soak_factor`` × its duration fails the phase (no decision is no promotion). The exception is a
+  campaign-wide test (``RateSPRT(scope="campaign")``, the default false-alarm gate): one sequential test over
+  every phase's counts, which a phase does not wait for and which is truncated only at the end of the last soak
+  (why: ``campaigns/stats.py``).
 - ``awaiting_approval``: the previous phase passed and the next wave needs an operator (``approve``); the
   previous placement stays and the gates keep watching (a fail still rolls back).
 
@@ -52,6 +55,7 @@ from edgeloop.campaigns.gates import (
     GateDecision,
     MissedFaultGate,
     Observation,
+    RateCounts,
     RateSPRT,
     decide,
 )
@@ -175,7 +179,9 @@ Action = Assign | Shadow | EndShadow | Promote | Rollback | Event
 class CampaignState(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Where a campaign is. ``wave``: the wave running (``phase == "wave"``) or awaiting approval to start; -1 in
     shadow. ``live``: the targets that should run ``to_ref`` now; ``exposed``: every target that ever did.
-    ``gates``: the latest decision of each gate in the current phase. ``placement`` counts placement changes,
+    ``gates``: the latest decision of each gate in the current phase (a campaign-wide test's is kept from phase
+    to phase). ``carried``: the counts of the finished phases for the campaign-wide tests, ``phase_counts``
+    the current phase's latest (what ``carried`` gains when the phase ends). ``placement`` counts placement changes,
     ``applied`` the last one the service acknowledged; ``delivered`` the events it acknowledged."""
 
     campaign_id: str
@@ -185,6 +191,8 @@ class CampaignState(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     live: list[str] = msgspec.field(default_factory=list)
     exposed: list[str] = msgspec.field(default_factory=list)
     gates: dict[str, GateDecision] = msgspec.field(default_factory=dict)
+    carried: dict[str, RateCounts] = msgspec.field(default_factory=dict)
+    phase_counts: dict[str, RateCounts] = msgspec.field(default_factory=dict)
     events: list[Event] = msgspec.field(default_factory=list)
     placement: int = 0
     applied: int = 0
@@ -252,12 +260,23 @@ def _log(state: CampaignState, *, now_ms: int, kind: str, message: str, by: str 
 
 def _copy(state: CampaignState) -> CampaignState:
     return msgspec.structs.replace(state, live=list(state.live), exposed=list(state.exposed),
-                                   gates=dict(state.gates), events=list(state.events))
+                                   gates=dict(state.gates), carried=dict(state.carried),
+                                   phase_counts=dict(state.phase_counts), events=list(state.events))
+
+
+def _new_phase(spec: CampaignSpec, state: CampaignState, phase: Phase, wave: int, *, now_ms: int) -> None:
+    """Begin a phase: the campaign-wide tests carry the ended phase's counts and their standing over; every other
+    gate starts afresh."""
+    for name, counts in state.phase_counts.items():
+        state.carried[name] = state.carried[name] + counts if name in state.carried else counts
+    state.phase_counts = {}
+    state.gates = {name: d for name, d in state.gates.items() if spec.gates[name].spans_phases}
+    state.phase, state.wave, state.phase_start_ms = phase, wave, now_ms
 
 
 def _enter_wave(spec: CampaignSpec, state: CampaignState, k: int, *, now_ms: int, by: str = "engine") -> None:
     live = wave_targets(spec)[k]
-    state.phase, state.wave, state.phase_start_ms, state.gates = "wave", k, now_ms, {}
+    _new_phase(spec, state, "wave", k, now_ms=now_ms)
     state.live = live
     state.exposed = sorted(set(state.exposed) | set(live))
     state.placement += 1
@@ -269,7 +288,7 @@ def _enter_wave(spec: CampaignSpec, state: CampaignState, k: int, *, now_ms: int
 def _enter(spec: CampaignSpec, state: CampaignState, k: int, *, now_ms: int) -> None:
     """Go to wave ``k``, through approval when the spec asks for it."""
     if spec.approvals and spec.approvals[k]:
-        state.phase, state.wave, state.phase_start_ms, state.gates = "awaiting_approval", k, now_ms, {}
+        _new_phase(spec, state, "awaiting_approval", k, now_ms=now_ms)
         _log(state, now_ms=now_ms, kind="approval.awaited",
              message=f"wave {k + 1} ({spec.waves[k]:.0%} of targets) waits for an operator's approval",
              figures={"wave": float(k)})
@@ -320,11 +339,17 @@ def step(spec: CampaignSpec, state: CampaignState, now_ms: int,
     duration = _phase_duration(spec, new)
     waiting = new.phase == "awaiting_approval"
     end_of_soak = not waiting and now_ms >= new.phase_start_ms + duration
+    last_phase = new.phase == "wave" and new.wave == len(spec.waves) - 1
     for name, obs in sorted(observations.items()):
         gate, before = spec.gates[name], new.gates.get(name)
         if before is not None and before.status == "pass" and gate.sticky:
             continue
-        new.gates[name] = decide(name, gate, obs, now_ms=now_ms, end_of_soak=end_of_soak)
+        judged, truncate = obs, end_of_soak
+        if gate.spans_phases and isinstance(obs, RateCounts):
+            new.phase_counts[name] = obs
+            judged = new.carried[name] + obs if name in new.carried else obs
+            truncate = end_of_soak and last_phase
+        new.gates[name] = decide(name, gate, judged, now_ms=now_ms, end_of_soak=truncate)
     where = "shadow" if new.phase == "shadow" else f"wave {new.wave + 1}"
     if waiting:
         where = f"waiting for wave {new.wave + 1}"
@@ -339,7 +364,8 @@ def step(spec: CampaignSpec, state: CampaignState, now_ms: int,
         return new, pending_actions(spec, new)
     if waiting or not end_of_soak:
         return new, pending_actions(spec, new)
-    undecided = sorted(g for g in spec.gates if g not in new.gates or new.gates[g].status != "pass")
+    undecided = sorted(g for g in spec.gates if (g not in new.gates or new.gates[g].status != "pass")
+                       and not (spec.gates[g].spans_phases and not last_phase))
     if undecided:
         if now_ms >= new.phase_start_ms + spec.max_soak_factor * duration:
             _end(spec, new, "rolled_back", now_ms=now_ms, kind="rolled_back",
@@ -348,7 +374,8 @@ def step(spec: CampaignSpec, state: CampaignState, now_ms: int,
                  figures={"exposed": float(len(new.exposed))})
         return new, pending_actions(spec, new)
     for _, d in sorted(new.gates.items()):
-        _log(new, now_ms=now_ms, kind="gate.passed", message=f"{where}: {d.gate}: {d.reason}", figures=d.figures)
+        kind = "gate.passed" if d.status == "pass" else "gate.running"  # a campaign-wide test, still undecided
+        _log(new, now_ms=now_ms, kind=kind, message=f"{where}: {d.gate}: {d.reason}", figures=d.figures)
     if new.phase == "wave" and new.wave == len(spec.waves) - 1:
         _end(spec, new, "promoted", now_ms=now_ms, kind="promoted",
              message=f"{spec.to_ref} is the champion of {spec.subject} on all {len(spec.targets)} targets")

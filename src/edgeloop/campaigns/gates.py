@@ -75,6 +75,12 @@ class RateCounts(msgspec.Struct, frozen=True, kw_only=True):
     champion_events: int
     champion_exposure: float
 
+    def __add__(self, other: RateCounts) -> RateCounts:
+        return RateCounts(challenger_events=self.challenger_events + other.challenger_events,
+                          challenger_exposure=self.challenger_exposure + other.challenger_exposure,
+                          champion_events=self.champion_events + other.champion_events,
+                          champion_exposure=self.champion_exposure + other.champion_exposure)
+
 
 class Episode(msgspec.Struct, frozen=True, kw_only=True):
     """A finding episode (or a confirmed fault's window) on one target; ``end_ms`` None = still open."""
@@ -135,13 +141,25 @@ def _bounded(name: str, items: Sequence[object]) -> None:
 
 class RateSPRT(msgspec.Struct, frozen=True, kw_only=True, tag="rate_sprt", tag_field="kind"):
     """The challenger's event rate must not be worse than the champion's (``stats.RateTest`` with truncation at
-    the end of the soak: pass iff ``x1 · e0 ≤ truncation_ratio · x0 · e1``)."""
+    the end of the soak: pass iff ``x1 · e0 ≤ truncation_ratio · x0 · e1``), over the campaign or per phase
+    (``scope``, see ``spans_phases``)."""
 
     ratio_h1: float = 2.0
     alpha: float = 0.05
     beta: float = 0.10
     truncation_ratio: float = 1.0
-    sticky: ClassVar[bool] = True  # a sequential test stops at its first decision: a pass in a phase stays a pass
+    scope: Literal["phase", "campaign"] = "campaign"
+    sticky: ClassVar[bool] = True  # a sequential test stops at its first decision: a pass stays a pass
+
+    @property
+    def spans_phases(self) -> bool:
+        """``scope="campaign"`` (the default): one test over the whole campaign, its counts carried from phase to
+        phase, truncated only at the end of the last wave's soak; a phase does not wait for it (it fails the
+        campaign whenever it crosses the upper boundary). ``scope="phase"``: a test per phase, truncated at the end
+        of each. Why the campaign is the default: a fleet has few false alarms per phase, a test per phase is
+        truncated in nearly every phase, and four conservative truncations in a row roll back most candidates as
+        good as the champion (``campaigns/stats.py`` has the figures)."""
+        return self.scope == "campaign"
 
     def __post_init__(self) -> None:
         RateTest(ratio_h1=self.ratio_h1, alpha=self.alpha, beta=self.beta)  # refuses impossible settings
@@ -194,6 +212,7 @@ class MissedFaultGate(msgspec.Struct, frozen=True, kw_only=True, tag="missed_fau
     once, naming the target and time. References still inside their grace period keep the gate at ``continue``."""
 
     sticky: ClassVar[bool] = False  # judged again on every step until the phase ends
+    spans_phases: ClassVar[bool] = False  # judged on each phase's own observations
 
     grace_ms: int = 15 * 60_000
 
@@ -241,6 +260,7 @@ class ScoreShiftGate(msgspec.Struct, frozen=True, kw_only=True, tag="score_shift
     ``max_distance``; ``continue`` while fewer than ``min_samples`` scores."""
 
     sticky: ClassVar[bool] = False  # judged again on every step until the phase ends
+    spans_phases: ClassVar[bool] = False  # judged on each phase's own observations
 
     reference: list[tuple[float, float]]
     max_distance: float = 0.3
@@ -270,6 +290,7 @@ class ProbeGate(msgspec.Struct, frozen=True, kw_only=True, tag="probes", tag_fie
     ``max_delay_ratio`` × the champion's delay + ``delay_slack_ms``; ``continue`` until ``min_probes`` probes."""
 
     sticky: ClassVar[bool] = False  # judged again on every step until the phase ends
+    spans_phases: ClassVar[bool] = False  # judged on each phase's own observations
 
     min_probes: int = 1
     max_delay_ratio: float = 2.0
@@ -321,6 +342,7 @@ class LatencyGate(msgspec.Struct, frozen=True, kw_only=True, tag="latency", tag_
     either side has fewer than ``min_samples`` latencies."""
 
     sticky: ClassVar[bool] = False  # judged again on every step until the phase ends
+    spans_phases: ClassVar[bool] = False  # judged on each phase's own observations
 
     max_p95_ratio: float = 1.5
     max_cpu_ratio: float = 1.5
