@@ -368,6 +368,22 @@ def test_a_restart_between_persisting_and_applying_re_emits_the_placement_and_en
     assert fleet.kinds() == straight.kinds() == [e.kind for e in final.events]
 
 
+def test_a_rollback_not_acknowledged_is_emitted_again_after_a_restart() -> None:
+    spec = make_spec(n=40, shadow=False, shadow_ms=0)
+    state, _ = start(spec, now_ms=T0)
+    state = acknowledge(state)
+    worse = {"false_alarms": RateCounts(challenger_events=11, challenger_exposure=1.0, champion_events=0,
+                                        champion_exposure=1.0)}
+    state, actions = step(spec, state, T0 + HOUR, worse)
+    assert state.phase == "rolled_back"
+    rollback = Rollback(targets=sorted(wave_targets(spec)[0]), to_ref=OLD)
+    assert rollback in actions
+    restarted = decode_state(encode_state(state))  # persisted, then the process died before applying
+    again, actions_again = step(spec, restarted, T0 + 2 * HOUR, {})
+    assert again == restarted and actions_again == actions
+    assert step(spec, acknowledge(again), T0 + 3 * HOUR, {})[1] == []  # applied: nothing more
+
+
 def test_step_is_a_pure_function_of_the_persisted_state() -> None:
     spec = make_spec(n=40)
     state, _ = start(spec, now_ms=T0)

@@ -94,6 +94,7 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 MAX_TARGETS = 100_000
 MAX_WAVES = 10
 MAX_GATES = 16
+MAX_TEXT = 500  # an operator's name or reason kept in the log
 GATE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 
@@ -390,6 +391,7 @@ def approve(spec: CampaignSpec, state: CampaignState, *, by: str,
     if state.phase != "awaiting_approval":
         raise CampaignStateError(f"campaign {state.campaign_id} awaits no approval (it is {state.phase})")
     new = _copy(state)
+    by = by[:MAX_TEXT]
     _log(new, now_ms=now_ms, kind="approval.given", by=by, message=f"{by} approved wave {new.wave + 1}",
          figures={"wave": float(new.wave)})
     _enter_wave(spec, new, new.wave, now_ms=now_ms, by=by)
@@ -402,6 +404,7 @@ def abort(spec: CampaignSpec, state: CampaignState, *, by: str, reason: str,
     if state.phase in TERMINAL:
         raise CampaignStateError(f"campaign {state.campaign_id} is {state.phase} already")
     new = _copy(state)
+    by, reason = by[:MAX_TEXT], reason[:MAX_TEXT]
     _end(spec, new, "aborted", now_ms=now_ms, kind="aborted", by=by,
          message=f"aborted by {by}: {reason}; {len(new.exposed)} target(s) back to {spec.from_ref}",
          figures={"exposed": float(len(new.exposed))})
