@@ -68,7 +68,10 @@ def _when(ts_ms: int) -> str:
 
 
 class RateCounts(msgspec.Struct, frozen=True, kw_only=True):
-    """Cumulative event counts and exposures (e.g. asset-days) of both versions over the same targets and span."""
+    """Cumulative event counts and exposures (e.g. asset-days) of both versions over the same targets and span.
+    Counts of several phases add up (``+``); the conditional binomial of the sums is exact when the two exposures
+    are equal in every phase (both versions score the same targets, as in a campaign), an approximation when their
+    ratio changes from phase to phase."""
 
     challenger_events: int
     challenger_exposure: float
