@@ -463,6 +463,15 @@ def test_without_shadow_an_approved_first_wave_waits_from_the_start() -> None:
     assert [a for a in actions if not isinstance(a, Event)] == [Assign(targets=wave_targets(spec)[0], ref=NEW)]
 
 
+def test_in_a_wave_the_champion_shadows_the_wave_as_a_safety_net_and_the_rest_shadow_the_candidate() -> None:
+    model = make_spec(n=20)
+    state, _ = start(model, now_ms=T0)
+    state, actions = step(model, state, T0 + 6 * HOUR, GOOD.observe(model, state, T0 + 6 * HOUR))
+    wave = wave_targets(model)[0]
+    assert Shadow(targets=wave, ref=OLD, safety_net=True) in actions  # the champion still pages what it finds
+    assert Shadow(targets=[t for t in model.targets if t not in wave], ref=NEW) in actions
+
+
 def test_the_engine_knows_nothing_of_models_stores_or_the_platform() -> None:
     """Issue 17 rolls software releases out with the same engine: campaigns/ imports only the standard library,
     msgspec, numpy, itself and the error hierarchy, and does no I/O."""

@@ -25,6 +25,11 @@ Phases::
 - ``awaiting_approval``: the previous phase passed and the next wave needs an operator (``approve``); the
   previous placement stays and the gates keep watching (a fail still rolls back).
 
+Log entries (``Event.kind``): ``campaign.started``, ``shadow.entered``, ``wave.entered``, ``approval.awaited``,
+``approval.given``, ``gate.passed`` / ``gate.running`` (a campaign-wide test still undecided when a phase ends) /
+``gate.failed`` (each with the gate's figures), then one of ``promoted``, ``rolled_back``, ``aborted``; each names
+who (``engine`` or the operator).
+
 Persistence and restarts. ``CampaignState`` is a msgspec struct (JSON via ``encode_state`` / ``decode_state``)
 and says what *should* run where. Actions are derived from it, never stored elsewhere: the placement actions
 (``Assign``, ``Shadow``, ``EndShadow``, ``Rollback``, ``Promote``) are emitted whenever the placement changed
@@ -149,10 +154,13 @@ class Assign(msgspec.Struct, frozen=True, kw_only=True, tag="assign", tag_field=
 
 
 class Shadow(msgspec.Struct, frozen=True, kw_only=True, tag="shadow", tag_field="action"):
-    """These targets score ``ref`` in shadow (findings recorded, never paged); replaces any earlier shadow."""
+    """These targets score ``ref`` in shadow (findings recorded, never paged); replaces any earlier shadow.
+    ``safety_net``: ``ref`` is the champion shadowing a wave's targets; a finding of it that the live candidate
+    does not match within the missed-fault grace period must still be paged (no fault missed during a rollout)."""
 
     targets: list[str]
     ref: str
+    safety_net: bool = False
 
 
 class EndShadow(msgspec.Struct, frozen=True, kw_only=True, tag="end_shadow", tag_field="action"):
@@ -429,7 +437,7 @@ def _placement(spec: CampaignSpec, state: CampaignState) -> list[Action]:
     if state.live:
         actions.append(Assign(targets=list(state.live), ref=spec.to_ref))
         if spec.shadow:
-            actions.append(Shadow(targets=list(state.live), ref=spec.from_ref))
+            actions.append(Shadow(targets=list(state.live), ref=spec.from_ref, safety_net=True))
     if spec.shadow and rest:
         actions.append(Shadow(targets=rest, ref=spec.to_ref))
     return actions
