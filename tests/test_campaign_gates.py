@@ -80,12 +80,16 @@ def test_an_undecided_sprt_decides_by_the_point_estimate_at_the_end_of_the_soak(
     assert RateSPRT(truncation_ratio=1.41).decide(counts(4, 3), now_ms=T0, end_of_soak=True).status == "pass"
 
 
-def test_sprt_waits_without_exposure_and_refuses_impossible_settings() -> None:
+def test_gates_wait_without_exposure_and_refuse_impossible_settings() -> None:
     assert RateSPRT().decide(counts(0, 0, e1=0.0), now_ms=T0, end_of_soak=True).status == "continue"
     with pytest.raises(msgspec.ValidationError, match="alpha"):
         msgspec.json.decode(b'{"kind": "rate_sprt", "alpha": 0.7}', type=RateSPRT)
     with pytest.raises(ValueError, match="ratio_h1"):
         RateSPRT(ratio_h1=1.0)
+    with pytest.raises(msgspec.ValidationError, match="quantiles"):
+        msgspec.json.decode(b'{"kind": "score_shift", "reference": [[1.5, 2.0]]}', type=ScoreShiftGate)
+    with pytest.raises(ValueError, match="grace_ms"):
+        MissedFaultGate(grace_ms=-1)
 
 
 def test_sprt_error_rates_by_monte_carlo_match_the_stated_alpha_and_beta() -> None:

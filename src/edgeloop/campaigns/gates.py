@@ -219,6 +219,10 @@ class MissedFaultGate(msgspec.Struct, frozen=True, kw_only=True, tag="missed_fau
 
     grace_ms: int = 15 * 60_000
 
+    def __post_init__(self) -> None:
+        if self.grace_ms < 0:
+            raise ValueError(f"grace_ms must be at least 0, not {self.grace_ms}")
+
     def decide(self, episodes: Episodes, *, now_ms: int, end_of_soak: bool,
                gate: str = "missed_faults") -> GateDecision:
         del end_of_soak
@@ -268,6 +272,15 @@ class ScoreShiftGate(msgspec.Struct, frozen=True, kw_only=True, tag="score_shift
     reference: list[tuple[float, float]]
     max_distance: float = 0.3
     min_samples: int = 200
+
+    def __post_init__(self) -> None:
+        if not self.reference or len(self.reference) > 1000:
+            raise ValueError("reference must hold 1 to 1000 (probability, value) quantiles")
+        if any(not (0.0 <= q <= 1.0 and math.isfinite(v)) for q, v in self.reference):
+            raise ValueError("reference quantiles need probabilities in [0, 1] and finite values")
+        if not (0.0 < self.max_distance <= 1.0 and self.min_samples >= 1):
+            raise ValueError(f"max_distance must lie in (0, 1] and min_samples be at least 1, not "
+                             f"{self.max_distance}, {self.min_samples}")
 
     def decide(self, sample: ScoreSample, *, now_ms: int, end_of_soak: bool,
                gate: str = "score_shift") -> GateDecision:
