@@ -277,8 +277,8 @@ def test_a_gate_that_never_decides_fails_the_phase_at_the_longest_soak() -> None
 
 
 def test_a_sequential_pass_stays_a_pass_for_the_rest_of_the_phase() -> None:
-    """The SPRT stops at its first decision; later counts in the same phase do not reopen it (the stated error
-    rates assume exactly that), while the missed-fault gate keeps watching."""
+    """The SPRT stops at its first decision; later counts do not reopen it (the stated error rates assume exactly
+    that)."""
     spec = make_spec(n=10, gates={"false_alarms": RateSPRT()})
     state, _ = start(spec, now_ms=T0)
     counts = RateCounts(challenger_events=0, challenger_exposure=1.0, champion_events=6, champion_exposure=1.0)
