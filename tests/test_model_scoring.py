@@ -75,3 +75,16 @@ async def test_only_the_live_version_pages_and_both_are_recorded(store: Store) -
     await stage.score([chunk(0, 4, t + 30_000, [40.0, 99.0])])
     assert [(f.model, f.live) for f in await store.list_model_findings(since=t + 30_000)] == [("detector.p@2", True)]
 
+
+
+async def test_a_safety_net_shadow_pages_what_the_candidate_misses(store: Store) -> None:
+    """Behind a canary the champion shadows with ``safety_net``: a fault only it finds still raises an alert, with
+    the champion's version as its provenance (its verdict then judges the candidate)."""
+    clock = ManualClock(T0 + 3 * MIN)
+    source = Source()
+    source.assignment_now = Assignment("detector.p@2", "detector.p@1", safety_net=True)  # candidate live (80)
+    stage = ScoringStage(alerts=await service(store, clock), models=source, on_findings=FindingLog(store=store))
+    await stage.score([chunk(0, 1, T0 + 3 * MIN, [40.0, 60.0, 61.0])])  # only the champion (50) fires
+    [alert] = await store.list_alerts()
+    assert alert.model == "detector.p@1"
+    assert [(f.model, f.live) for f in await store.list_model_findings()] == [("detector.p@1", False)]

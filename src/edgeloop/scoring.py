@@ -21,7 +21,8 @@ auto-resolved above a flat line). The history itself raises nothing again: the a
 **Model versions.** Which model version scores a device comes from a :class:`ModelSource` (the registry's
 champion, or a campaign's challenger): an :class:`Assignment` of a *live* version, whose findings go to the alert
 service with the version as their provenance, and optionally a *shadow* version that scores the same data and
-whose findings are only recorded (never paged). Both keep running while the assignment holds, so a campaign that
+whose findings are only recorded (never paged, unless the shadow is a canary's *safety net*: the champion
+behind a candidate, whose findings page too). Both keep running while the assignment holds, so a campaign that
 swaps their roles swaps which one pages, without a new warm-up. Without a source every device runs the built-in
 online detector of its profile (version 0: ``detector.<profile>@0``). Every onset finding of either role is
 handed to ``on_findings`` (the campaign gates compare the two on exactly the same data).
@@ -63,10 +64,13 @@ def builtin_ref(profile: DeviceProfile | None) -> str:
 
 
 class Assignment(NamedTuple):
-    """Which model versions score a device: ``live`` pages, ``shadow`` (if any) is only recorded."""
+    """Which model versions score a device: ``live`` pages, ``shadow`` (if any) is only recorded, unless it is a
+    ``safety_net`` (the champion behind a canary: what it finds pages too, merged with the live version's alert of
+    the same kind, so a fault the candidate misses is still seen and its verdict judges the candidate)."""
 
     live: str
     shadow: str | None = None
+    safety_net: bool = False
 
 
 class ModelSource(Protocol):
@@ -205,27 +209,35 @@ class ScoringStage:
                                    asset=first.asset)
         ts = whole.ts
         asset = first.asset or first.device
-        if assignment.shadow is not None:  # recorded beside the live version's, never paged
-            shadow = detectors[assignment.shadow].process(ts, whole.values)
+        starts = [c.t0 for c in run]
+        if assignment.shadow is not None:  # recorded beside the live version's; paged only as a safety net
+            shadow_detector = detectors[assignment.shadow]
+            shadow = shadow_detector.process(ts, whole.values)
             self.stats.shadow_findings += len(shadow)
             out += [ScoredFinding(assignment.shadow, False, first.device, asset, first.tenant, f) for f in shadow]
+            if assignment.safety_net:
+                self._page(run, starts, shadow_detector, shadow, assignment.shadow)
         detector = detectors[assignment.live]
         findings = detector.process(ts, whole.values)
         self.stats.findings += len(findings)
         out += [ScoredFinding(assignment.live, True, first.device, asset, first.tenant, f) for f in findings]
-        if isinstance(detector, AssetDetector) and detector.last_updates:  # states that hold or ended
-            findings = sorted([*findings, *detector.last_updates], key=lambda f: (f.ts, _PHASE_ORDER[f.phase]))
         self.alerts.observe_run(whole)
         self.stats.scored_messages += len(run)
         self.stats.scored_samples += len(ts)
-        starts = [c.t0 for c in run]
-        for finding in findings:
-            chunk = run[max(0, bisect.bisect_right(starts, finding.ts) - 1)]  # the message the finding is in
-            self.alerts.observe_finding(chunk, finding, detector.name, assignment.live)
+        self._page(run, starts, detector, findings, assignment.live)
         if self.rul is not None:
             alert = self.rul.observe(run)
             if alert is not None:
                 self.alerts.observe_alert(alert)
+
+    def _page(self, run: list[TelemetryChunk], starts: list[int], detector: Detector, findings: list[Finding],
+              ref: str) -> None:
+        """A version's findings, with the holding / ended reports of the states it follows, to the alert rules."""
+        if isinstance(detector, AssetDetector) and detector.last_updates:  # states that hold or ended
+            findings = sorted([*findings, *detector.last_updates], key=lambda f: (f.ts, _PHASE_ORDER[f.phase]))
+        for finding in findings:
+            chunk = run[max(0, bisect.bisect_right(starts, finding.ts) - 1)]  # the message the finding is in
+            self.alerts.observe_finding(chunk, finding, detector.name, ref)
 
     async def _warm(self, chunk: TelemetryChunk, detector: Detector) -> None:
         """A device's new detector learns from its stored history before ``chunk`` (see the module doc)."""
