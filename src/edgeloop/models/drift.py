@@ -234,7 +234,8 @@ class DriftConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """How a :class:`DriftMonitor` decides (defaults calibrated on the simulator; see the module docstring).
 
     A window of ``window_ms`` is evaluated every ``hop_ms`` (``window_ms`` a multiple of it). A channel with
-    fewer than ``min_samples`` valid values in the window is not judged. A channel drifts when its PSI exceeds its
+    fewer than ``min_samples`` valid values in the window is not judged, nor a window with data in fewer than half
+    of its hops (a silence's end must fill in first). A channel drifts when its PSI exceeds its
     limit: ``psi_threshold``, or ``limit_factor`` times the reference's own limit for the channel
     (:attr:`ReferenceStats.limits`) when that is larger (the same for the scores with ``score_threshold``). An
     event fires after ``consecutive`` drifting windows in a row, and the monitor is re-armed after ``clear_ms``
@@ -429,6 +430,10 @@ class DriftMonitor:
         if self._first_hop is None or first < self._first_hop:
             return []  # warming up: the window is not full yet
         inside = [h for h in self._hops if h.index >= first]
+        filled = [h.index for h in inside if h.counts.any() or h.score_counts.any()]
+        if 2 * len(filled) < cfg.window_ms // cfg.hop_ms:
+            return []  # less than half the window has data (a device back from a silence): not judged yet
+        start_ms = min(filled) * cfg.hop_ms  # drift is dated from the data, not from a silence before it
         counts = np.sum([h.counts for h in inside], axis=0)
         n = counts.sum(axis=1)
         figures: dict[str, float] = {}
@@ -550,6 +555,8 @@ class AlertRateMonitor:
         a = self._assets.get(asset)
         if a is None:
             return
+        if device is not None:
+            a.device = device
         b = ts_ms // self.bucket_ms
         a.buckets[b] = a.buckets.get(b, 0) + 1
         if len(a.buckets) > (self.window_ms + self.history_ms) // self.bucket_ms + 1:
