@@ -15,7 +15,7 @@ from edgeloop.errors import ConflictError, NotFoundError
 from edgeloop.messages import Alert, AlertStatus, Severity
 from edgeloop.store import DeadLetter, Store, TelemetryChunk, open_store
 from edgeloop.store.alerting import AlertChanges, TimelineEntry
-from edgeloop.store.base import GatewayHeartbeat, ModelFinding
+from edgeloop.store.base import DriftRecord, GatewayHeartbeat, ModelFinding
 from edgeloop.store.schema import PG_TYPES, SCHEMA_VERSION, SQLITE_TYPES
 from tests.support import open_alert
 
@@ -400,3 +400,18 @@ async def test_model_findings_keep_their_version_and_role(store: Store) -> None:
     both = await store.list_model_findings(devices=["d1"], since=11, until=31)
     assert [(f.model, f.ts) for f in both] == [("detector.pump@2", 12)]
     assert [f.ts for f in await store.list_model_findings()] == [5, 10, 12, 30]
+
+
+async def test_drift_events_are_kept_with_their_explanation(store: Store) -> None:
+    def event(device: str, at: int) -> DriftRecord:
+        return DriftRecord(tenant="acme", device=device, asset=f"a-{device}", profile="pump", model="detector.pump@0",
+                           kind="input", since_ms=at - 900_000, detected_ms=at, figure=1.8, threshold=1.0,
+                           channels={"bearing_temp": 1.8, "speed": 0.9}, message="bearing_temp, speed drifted")
+
+    first = await store.add_drift_event(event("d1", 10_000_000))
+    second = await store.add_drift_event(event("d2", 20_000_000))
+    assert second > first
+    [got] = await store.list_drift_events(device="d1")
+    assert got.id == first and got.channels == {"bearing_temp": 1.8, "speed": 0.9} and got.asset == "a-d1"
+    assert [e.device for e in await store.list_drift_events(tenant="acme")] == ["d2", "d1"]  # newest first
+    assert [e.device for e in await store.list_drift_events(since=15_000_000)] == ["d2"]

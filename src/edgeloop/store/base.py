@@ -27,6 +27,7 @@ from edgeloop.store.records import (
     AuditRecord,
     Credential,
     DeadLetter,
+    DriftRecord,
     Enrollment,
     GatewayConfig,
     GatewayHeartbeat,
@@ -45,9 +46,24 @@ from edgeloop.store.records import (
 )
 from edgeloop.store.schema import migrate
 
-__all__ = ["RAW_DEAD_LETTER_BYTES", "AuditRecord", "Credential", "DeadLetter", "Enrollment", "GatewayConfig",
-           "GatewayHeartbeat", "GatewayRecord", "ModelFinding", "Series", "Store", "StoredEvent", "TelemetryChunk",
-           "TelemetryQuery", "User"]
+__all__ = [
+    "RAW_DEAD_LETTER_BYTES",
+    "AuditRecord",
+    "Credential",
+    "DeadLetter",
+    "DriftRecord",
+    "Enrollment",
+    "GatewayConfig",
+    "GatewayHeartbeat",
+    "GatewayRecord",
+    "ModelFinding",
+    "Series",
+    "Store",
+    "StoredEvent",
+    "TelemetryChunk",
+    "TelemetryQuery",
+    "User",
+]
 
 T = TypeVar("T")
 
@@ -102,12 +118,18 @@ def _user(row: Row) -> User:
     return record(User, row, disabled=bool(row["disabled"]))
 
 
+DRIFT_EVENTS: Final = ("id, tenant, device, asset, profile, model, kind, since_ms, detected_ms, figure, threshold, "
+                       "channels, message")
 MODEL_FINDINGS: Final = ("id, model, live, tenant, asset, device, ts, kind, severity, score, explanation, message")
 
 
 def _model_finding(row: Row) -> ModelFinding:
     return record(ModelFinding, row, live=bool(row["live"]),
                   explanation=msgspec.json.decode(row["explanation"], type=dict[str, float]))
+
+
+def _drift(row: Row) -> DriftRecord:
+    return record(DriftRecord, row, channels=msgspec.json.decode(row["channels"], type=dict[str, float]))
 
 
 def _alert(row: Row) -> Alert:
@@ -364,6 +386,24 @@ class Store:
             (f"model IN ({','.join('?' * len(models or ()))})", tuple(models) if models else None),
             (f"device IN ({','.join('?' * len(devices or ()))})", tuple(devices) if devices else None),
             ("ts >= ?", since), ("ts < ?", until)], "ts, id", limit)
+
+    # -- drift events --------------------------------------------------------------------------------------
+    async def add_drift_event(self, event: DriftRecord) -> int:
+        """Record one drift event; its id."""
+        row = await self.driver.fetchone(
+            f"INSERT INTO drift_events ({DRIFT_EVENTS.removeprefix('id, ')}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+            "RETURNING id", values(event, DRIFT_EVENTS.removeprefix("id, "),
+                                   channels=msgspec.json.encode(event.channels).decode()))
+        assert row is not None
+        return int(row["id"])
+
+    async def list_drift_events(self, *, tenant: str | None = None, device: str | None = None,
+                                asset: str | None = None, since: int | None = None,
+                                limit: int = 1000) -> list[DriftRecord]:
+        """Newest first."""
+        return await self._list(_drift, f"SELECT {DRIFT_EVENTS} FROM drift_events", [
+            ("tenant = ?", tenant), ("device = ?", device), ("asset = ?", asset), ("detected_ms >= ?", since)],
+            "detected_ms DESC, id DESC", limit)
 
     async def list_gateway_configs(self, gateway: str, *, with_text: bool = False) -> list[GatewayConfig]:
         """Newest version first; ``config`` is "" unless ``with_text``."""

@@ -221,6 +221,25 @@ class ModelFinding:
     id: int = 0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriftRecord:
+    """A drift event as stored (``edgeloop.models.drift.DriftEvent`` with its tenant and id)."""
+
+    tenant: str
+    device: str
+    asset: str | None
+    profile: str
+    model: str
+    kind: str
+    since_ms: int
+    detected_ms: int
+    figure: float
+    threshold: float
+    channels: dict[str, float]
+    message: str
+    id: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Series:
     ts: list[int]

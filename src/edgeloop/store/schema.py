@@ -115,6 +115,10 @@ CREATE TABLE IF NOT EXISTS model_findings (id {serial}, model TEXT NOT NULL, liv
     asset TEXT NOT NULL, device TEXT NOT NULL, ts {big} NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL, score
     {real} NOT NULL, explanation TEXT NOT NULL, message TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS model_findings_model ON model_findings (model, ts);
+CREATE TABLE IF NOT EXISTS drift_events (id {serial}, tenant TEXT NOT NULL, device TEXT NOT NULL, asset TEXT, profile
+    TEXT NOT NULL, model TEXT NOT NULL, kind TEXT NOT NULL, since_ms {big} NOT NULL, detected_ms {big} NOT NULL, figure
+    {real} NOT NULL, threshold {real} NOT NULL, channels TEXT NOT NULL, message TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS drift_events_device ON drift_events (device, detected_ms);
 """
 
 #: (version, the columns it adds to tables that existed before it: (table, column, type)). A table a version
