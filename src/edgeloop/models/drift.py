@@ -43,6 +43,7 @@ import numpy.typing as npt
 from scipy import stats
 
 __all__ = [
+    "PROFILE_SCOPE",
     "AlertRateMonitor",
     "DriftConfig",
     "DriftEvent",
@@ -53,6 +54,8 @@ __all__ = [
     "LabelPrecisionMonitor",
     "ReferenceStats",
     "bin_fractions",
+    "poisson_p",
+    "poisson_ratio_p",
     "psi",
     "reference_from",
 ]
