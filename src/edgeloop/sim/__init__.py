@@ -1,4 +1,5 @@
-"""Fleet simulator: deterministic pumps and motors with injected faults and ground truth."""
+"""Fleet simulator: deterministic pumps and motors with injected faults, benign regime changes and ground truth;
+simulated technicians who answer alerts from that ground truth."""
 
 from edgeloop.sim.fleet import (
     CHANNELS,
@@ -11,15 +12,29 @@ from edgeloop.sim.fleet import (
     RegimeSpec,
     SimDevice,
 )
+from edgeloop.sim.technicians import (
+    AlertFacts,
+    FleetTruth,
+    Inspection,
+    SimulatedTechnicians,
+    TechnicianPolicy,
+    TechnicianVerdict,
+)
 
 __all__ = [
     "CHANNELS",
+    "AlertFacts",
     "DeviceChunk",
     "FaultKind",
     "FaultSpec",
     "Fleet",
+    "FleetTruth",
+    "Inspection",
     "RegimeChange",
     "RegimeKind",
     "RegimeSpec",
     "SimDevice",
+    "SimulatedTechnicians",
+    "TechnicianPolicy",
+    "TechnicianVerdict",
 ]
