@@ -64,7 +64,7 @@ def test_ground_truth_names_devices_time_kind_and_sizes_and_is_deterministic() -
     for c in changes:
         assert c.kind is RegimeKind.PRODUCT_RUN and c.at_ms == at and c.asset_id == by_id[c.device_id].asset_id
         assert 0.38 <= c.detail["speed_band_low"] < c.detail["speed_band_high"] <= 0.8
-        assert 1.04 <= c.detail["load_factor"] <= 1.08 and 4.0 <= c.detail["process_heat_c"] <= 6.0
+        assert 1.06 <= c.detail["load_factor"] <= 1.10 and 5.0 <= c.detail["process_heat_c"] <= 6.5
         assert a.regimes_at(c.device_id, at - 1) == [] and a.regimes_at(c.device_id, at) == [c]
     recal = fleet(RegimeSpec(kind=RegimeKind.RECALIBRATION, at_ms=at, fraction=1.0), devices=4).regime_changes()
     assert len(recal) == 4

@@ -58,8 +58,8 @@ never learnt:
 
 * ``product_run``: a new product. Over one minute the load cycle moves to a lower
   speed band (``s' = a + b*s``, the levels now within about 0.38..0.8), the denser
-  product raises pressure and the hydraulic current by 4-8 % at a given speed, and its
-  process heat lifts the bearing's thermal target by 4-6 °C (seen through the thermal
+  product raises pressure and the hydraulic current by 6-10 % at a given speed, and its
+  process heat lifts the bearing's thermal target by 5-6.5 °C (seen through the thermal
   lag).
 * ``recalibration``: a sensor service changes readings, not physics, at once: pressure
   gain by 6-9 %, a bearing-temperature offset of 4-5.5 °C, a replaced accelerometer's
@@ -67,7 +67,9 @@ never learnt:
   by 4-6 % (each either way).
 
 The champion detector trained before the change false-alarms on the changed devices
-(``tests/test_sim_regime.py`` checks it), and not on the others.
+(``tests/test_sim_regime.py`` checks it), and not on the others: with the change 7 h into
+the run, measured over 10 seeds of 24 devices (12 changed), 119 of 120 product runs and
+120 of 120 recalibrations alarmed within minutes, and none of the 240 unchanged devices.
 
 Every draw for regimes comes from generators of their own, so a fleet without regimes
 (and without a fault schedule) is bit-identical to one built before they existed.
@@ -525,10 +527,7 @@ class Fleet:
         series of stretches, each a state of its own (the device silent, or channels without values) that
         ends when the data returns.
         """
-        i = next((j for j, d in enumerate(self.devices) if d.device_id == device_id), None)
-        if i is None:
-            raise KeyError(device_id)
-        plan = self._plans[i]
+        plan = self._plans[self._index(device_id)]
         if plan is None:
             return None
         k = (at_ms - self.start_ms) // self.period_ms - 1  # the sample index at (or just before) at_ms
@@ -675,8 +674,8 @@ class Fleet:
                 low = float(rng.uniform(0.38, 0.45))
                 high = low + float(rng.uniform(0.25, 0.35))
                 b = (high - low) / 0.5  # the old band 0.5..1.0 maps onto low..high
-                load = 1.0 + float(rng.uniform(0.04, 0.08))
-                heat = float(rng.uniform(4.0, 6.0))
+                load = 1.0 + float(rng.uniform(0.06, 0.10))
+                heat = float(rng.uniform(5.0, 6.5))
                 regime = _Regime(onset_ms=onset_ms, speed_a=low - 0.5 * b, speed_b=b, load=load, heat=heat)
                 detail = {"speed_band_low": low, "speed_band_high": high, "load_factor": load,
                           "process_heat_c": heat}
