@@ -13,9 +13,10 @@ import pytest
 
 from edgeloop.alerts.service import AlertService
 from edgeloop.clock import ManualClock
+from edgeloop.detect import AssetDetector
 from edgeloop.errors import NotFoundError, StoreError
 from edgeloop.messages import Alert, Severity
-from edgeloop.sim import FaultKind, FaultSpec, Fleet, RegimeKind, RegimeSpec
+from edgeloop.sim import CHANNELS, FaultKind, FaultSpec, Fleet, RegimeKind, RegimeSpec
 from edgeloop.sim.technicians import (
     NO_FAULT,
     AlertFacts,
@@ -296,3 +297,35 @@ async def test_against_a_real_alert_service_verdicts_become_stored_labels(store:
         assert lb.model_version != "" and alerts[lb.alert].device == lb.device
         assert lb.ts >= alerts[lb.alert].last_seen
     await svc.aclose()
+
+
+def test_the_champions_alarms_after_a_product_run_are_called_false_alarms_and_real_faults_confirmed() -> None:
+    """The simulated loop's first half without a platform: a product run on three devices at 7 h, true faults on
+    two others after it; the champion detector's alarms become alerts, and the technicians answer them from the
+    fleet's ground truth: the product run named as the reason of each false alarm, the faults by type."""
+    at = T0 + 7 * HOUR
+    fleet = Fleet(devices=6, faulty=0, seed=1, start_ms=T0, duration_ms=9 * HOUR,
+                  fault_schedule={1: FaultSpec(kind=FaultKind.BEARING_WEAR, start_ms=at + 30 * MIN),
+                                  3: FaultSpec(kind=FaultKind.CAVITATION, start_ms=at + 30 * MIN)},
+                  regimes=[RegimeSpec(kind=RegimeKind.PRODUCT_RUN, at_ms=at, devices=(0, 2, 4))])
+    detectors = {d.device_id: AssetDetector(channels=CHANNELS) for d in fleet.devices}
+    spans: dict[str, list[int]] = {}  # device -> [first seen, last seen] of what the detector found
+    t = T0
+    while t < fleet.end_ms:
+        t += 10 * MIN
+        for c in fleet.advance(t):
+            det = detectors[c.device_id]
+            for f in det.process(c.ts, c.values) + det.last_updates:
+                span = spans.setdefault(c.device_id, [f.ts, f.ts])
+                span[1] = max(span[1], f.ts)
+    policy = TechnicianPolicy(seed=4, error_rate=0.0)
+    truth = FleetTruth(fleet)
+    answers = {dev: policy.verdict(facts(i, dev, first, last), truth)
+               for i, (dev, (first, last)) in enumerate(sorted(spans.items()), start=1)}
+    ids = [d.device_id for d in fleet.devices]
+    assert set(answers) == {ids[0], ids[1], ids[2], ids[3], ids[4]}  # the healthy, unchanged device is quiet
+    for i in (0, 2, 4):
+        v = answers[ids[i]]
+        assert v.verdict == "false_alarm" and "product run" in v.reason and spans[ids[i]][0] >= at
+    assert (answers[ids[1]].verdict, answers[ids[1]].fault_type) == ("confirmed", "bearing_wear")
+    assert (answers[ids[3]].verdict, answers[ids[3]].fault_type) == ("confirmed", "cavitation")
