@@ -186,6 +186,8 @@ class FeedbackFn(Protocol):
 
 @dataclass(slots=True)
 class TechnicianStats:
+    """What the simulated technicians did so far (the loop's report shows it)."""
+
     scheduled: int = 0
     answered: int = 0
     confirmed: int = 0
@@ -193,7 +195,7 @@ class TechnicianStats:
     mistaken: int = 0
     failed: int = 0  # feedback refused for good (the alert gone, the verdict invalid): not retried
     retried: int = 0  # feedback that hit a store error and will be given again at the next step
-    dropped: int = 0  # alerts not scheduled because ``max_pending`` were waiting
+    dropped: int = 0  # times a listed alert was not taken in because ``max_pending`` were waiting (taken later)
 
 
 class SimulatedTechnicians:
