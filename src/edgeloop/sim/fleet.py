@@ -46,7 +46,33 @@ before the end, without a 30 day run degrading at an unrealistic speed).
   channels reading ``NaN`` and the device sending no samples at all. The first
   stretch starts at ``start_ms``.
 
-Healthy devices have no gaps, no ``NaN`` and no faults.
+Healthy devices have no gaps, no ``NaN`` and no faults. A fault can also be given
+explicitly per device (``fault_schedule``: device index -> :class:`FaultSpec`), e.g. to
+place true faults after a regime change.
+
+Benign regime changes (``regimes``, ground truth in :meth:`Fleet.regime_changes`)
+----------------------------------------------------------------------------------
+A :class:`RegimeSpec` changes part of the fleet (healthy and faulty devices alike) at a
+known sample time. Nothing breaks, but a detector trained on the old regime sees data it
+never learnt:
+
+* ``product_run``: a new product. Over one minute the load cycle moves to a lower
+  speed band (``s' = a + b*s``, the levels now within about 0.38..0.8), the denser
+  product raises pressure and the hydraulic current by 6-10 % at a given speed, and its
+  process heat lifts the bearing's thermal target by 5-6.5 °C (seen through the thermal
+  lag).
+* ``recalibration``: a sensor service changes readings, not physics, at once: pressure
+  gain by 6-9 %, a bearing-temperature offset of 4-5.5 °C, a replaced accelerometer's
+  sensitivity (all three vibration axes) by 8-12 % and, on half of the devices, flow gain
+  by 4-6 % (each either way).
+
+The champion detector trained before the change false-alarms on the changed devices
+(``tests/test_sim_regime.py`` checks it), and not on the others: with the change 7 h into
+the run, measured over 10 seeds of 24 devices (12 changed), 119 of 120 product runs and
+120 of 120 recalibrations alarmed within minutes, and none of the 240 unchanged devices.
+
+Every draw for regimes comes from generators of their own, so a fleet without regimes
+(and without a fault schedule) is bit-identical to one built before they existed.
 
 >>> fleet = Fleet(devices=3, faulty=1, seed=7, start_ms=0, duration_ms=3_600_000)
 >>> chunks = fleet.advance(60_000)
@@ -60,7 +86,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,6 +101,9 @@ __all__ = [
     "FaultKind",
     "FaultSpec",
     "Fleet",
+    "RegimeChange",
+    "RegimeKind",
+    "RegimeSpec",
     "SimDevice",
 ]
 
@@ -100,6 +129,8 @@ _RESOLUTION: F64 = np.array([0.001, 0.001, 0.001, 0.01, 0.01, 0.001, 0.01, 0.1])
 _MINUTE_MS = 60_000
 _DAY_MS = 86_400_000
 _BLOCK_SAMPLES = 3600  # samples generated per device per block (state carried between blocks)
+_REGIME_SALT = 0x2E61  # seeds the regime draws apart from every other draw
+_PRODUCT_RAMP_MS = 60_000.0  # a product change moves the setpoints over this long
 
 
 class FaultKind(enum.StrEnum):
@@ -118,6 +149,41 @@ class FaultSpec:
     kind: FaultKind
     start_ms: int
     channel: str | None = None  # the affected channel, for sensor faults
+
+
+class RegimeKind(enum.StrEnum):
+    PRODUCT_RUN = "product_run"
+    RECALIBRATION = "recalibration"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegimeSpec:
+    """A benign regime change on part of the fleet: what, from when (a sample time, ms), and on which devices.
+
+    The devices are ``devices`` (indices into :attr:`Fleet.devices`) if given, otherwise
+    ``round(fraction * devices)`` of them, drawn from ``seed``; each changed device draws its own magnitudes.
+    """
+
+    kind: RegimeKind
+    at_ms: int
+    fraction: float = 0.3
+    devices: tuple[int, ...] | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RegimeChange:
+    """Ground truth of one device's regime change. ``detail`` names each effect and its size:
+    ``speed_band_low``/``speed_band_high`` (the new normalised speed band), ``load_factor`` (pressure and
+    hydraulic current at a given speed), ``process_heat_c`` (°C on the bearing's thermal target);
+    ``pressure_gain``, ``bearing_temp_offset`` (°C), ``vib_gain`` (all three axes) and maybe ``flow_gain`` for a
+    recalibration (reading' = reading * gain + offset)."""
+
+    device_id: str
+    asset_id: str
+    kind: RegimeKind
+    at_ms: int
+    detail: dict[str, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +312,19 @@ class _FaultPlan:
     ev_mask: npt.NDArray[np.bool_]  # (events, channels)
 
 
+@dataclass(frozen=True, slots=True)
+class _Regime:
+    """A regime change as generation applies it (``onset_ms`` since the fleet's start)."""
+
+    onset_ms: float
+    speed_a: float = 0.0  # product run: s' = speed_a + speed_b * s
+    speed_b: float = 1.0
+    load: float = 1.0
+    heat: float = 0.0
+    gain: F64 | None = None  # recalibration: reading' = reading * gain + offset (per channel)
+    offset: F64 | None = None
+
+
 @dataclass(slots=True)
 class _State:
     rng: np.random.Generator
@@ -280,6 +359,27 @@ def _ramp(t_ms: F64, onset_ms: float, ramp_ms: float) -> F64:
     return np.clip((t_ms - onset_ms) / ramp_ms, 0.0, 1.0)
 
 
+def _signed(rng: np.random.Generator, lo: float, hi: float) -> float:
+    """A magnitude in ``[lo, hi)`` with a random sign."""
+    size = float(rng.uniform(lo, hi))
+    return size if rng.random() < 0.5 else -size
+
+
+def _product_runs(regimes: Sequence[_Regime], t_ms: F64, s: F64) -> tuple[F64, F64, F64]:
+    """The product runs' effects: the moved speed, the load factor and the process heat (°C), per sample.
+    Each moves in over ``_PRODUCT_RAMP_MS`` from its onset (heat then follows through the thermal lag)."""
+    load = np.ones_like(s)
+    heat = np.zeros_like(s)
+    for r in regimes:
+        if r.gain is not None:
+            continue
+        w = _ramp(t_ms, r.onset_ms, _PRODUCT_RAMP_MS)
+        s = s + w * (r.speed_a + r.speed_b * s - s)
+        load = load * (1.0 + w * (r.load - 1.0))
+        heat = heat + w * r.heat
+    return s, load, heat
+
+
 class Fleet:
     """A simulated fleet; see the module docstring for the physics and the faults.
 
@@ -297,9 +397,15 @@ class Fleet:
         duration_ms: int,
         period_ms: int = 1000,
         fault_kinds: Sequence[FaultKind] | None = None,
+        fault_schedule: Mapping[int, FaultSpec] | None = None,
+        regimes: Sequence[RegimeSpec] = (),
     ) -> None:
-        if devices < 0 or not 0 <= faulty <= devices:
-            raise ValueError("need devices >= 0 and 0 <= faulty <= devices")
+        """``faulty`` devices get a drawn fault (kind and start); ``fault_schedule`` gives further devices (by
+        index) an explicit fault: its kind, its start (a sample time, ms) and, for a sensor fault, optionally
+        its channel. ``regimes``: benign regime changes (see the module docstring)."""
+        schedule = dict(fault_schedule or {})
+        if devices < 0 or not 0 <= faulty <= devices - len(schedule):
+            raise ValueError("need devices >= 0 and 0 <= faulty <= devices - len(fault_schedule)")
         if period_ms <= 0 or duration_ms < period_ms:
             raise ValueError("need period_ms > 0 and duration_ms >= period_ms")
         if start_ms < 0:
@@ -307,6 +413,8 @@ class Fleet:
         kinds = list(fault_kinds) if fault_kinds is not None else list(FaultKind)
         if faulty and not kinds:
             raise ValueError("fault_kinds is empty")
+        self._check_schedule(schedule, devices, start_ms, duration_ms)
+        self._check_regimes(regimes, devices, start_ms, duration_ms)
         self.seed = seed
         self.start_ms = start_ms
         self.duration_ms = duration_ms
@@ -318,7 +426,11 @@ class Fleet:
         root = np.random.SeedSequence([seed, 0x5EED])
         fleet_rng = np.random.default_rng(root.spawn(1)[0])
         device_kinds = ["pump" if v < 0.6 else "motor" for v in fleet_rng.random(devices)]
-        faulty_idx = sorted(fleet_rng.choice(devices, size=faulty, replace=False).tolist()) if faulty else []
+        if schedule:  # drawn faults go to the devices without a scheduled one
+            free = np.array([i for i in range(devices) if i not in schedule], dtype=np.int64)
+            faulty_idx = sorted(fleet_rng.choice(free, size=faulty, replace=False).tolist()) if faulty else []
+        else:
+            faulty_idx = sorted(fleet_rng.choice(devices, size=faulty, replace=False).tolist()) if faulty else []
         kind_order = [kinds[i] for i in fleet_rng.permutation(len(kinds))] if kinds else []
 
         self.devices: list[SimDevice] = []
@@ -331,9 +443,11 @@ class Fleet:
             p_ss, f_ss, n_ss = ss.spawn(3)
             kind = device_kinds[i]
             params = self._draw_params(kind, np.random.default_rng(p_ss))
-            plan = (
-                self._draw_fault(fault_of[i], np.random.default_rng(f_ss)) if i in fault_of else None
-            )
+            if i in schedule:
+                plan: _FaultPlan | None = self._draw_fault(schedule[i].kind, np.random.default_rng(f_ss),
+                                                           at=schedule[i])
+            else:
+                plan = self._draw_fault(fault_of[i], np.random.default_rng(f_ss)) if i in fault_of else None
             number = i + 1
             fault = (
                 FaultSpec(
@@ -363,6 +477,10 @@ class Fleet:
                 _State(rng=np.random.default_rng(n_ss), temp=temp0, head=0.0,
                        last_row=np.full(len(CHANNELS), math.nan))
             )
+        self._regimes: list[list[_Regime]] = [[] for _ in range(devices)]
+        self._changes: list[RegimeChange] = []
+        for r, spec in enumerate(regimes):
+            self._draw_regime(r, spec)
 
     # ----------------------------------------------------------------- public
 
@@ -394,6 +512,12 @@ class Fleet:
         """The fault of each device (``None`` = healthy), aligned with :attr:`devices`."""
         return [d.fault for d in self.devices]
 
+    def _index(self, device_id: str) -> int:
+        i = next((j for j, d in enumerate(self.devices) if d.device_id == device_id), None)
+        if i is None:
+            raise KeyError(device_id)
+        return i
+
     def fault_active_since(self, device_id: str, at_ms: int) -> int | None:
         """Since when (sample time) the device's fault has held without a break at ``at_ms``; None if it does
         not hold then (a healthy device, a fault not begun yet, a dropout between its stretches).
@@ -403,10 +527,7 @@ class Fleet:
         series of stretches, each a state of its own (the device silent, or channels without values) that
         ends when the data returns.
         """
-        i = next((j for j, d in enumerate(self.devices) if d.device_id == device_id), None)
-        if i is None:
-            raise KeyError(device_id)
-        plan = self._plans[i]
+        plan = self._plans[self._index(device_id)]
         if plan is None:
             return None
         k = (at_ms - self.start_ms) // self.period_ms - 1  # the sample index at (or just before) at_ms
@@ -416,6 +537,30 @@ class Fleet:
             return self._ts_of(plan.onset_k)
         inside = np.flatnonzero((plan.ev_start <= k) & (k < plan.ev_end))
         return self._ts_of(int(plan.ev_start[inside[0]])) if inside.size else None
+
+    def fault_in(self, device_id: str, start_ms: int, end_ms: int) -> FaultSpec | None:
+        """The device's fault if it holds at some sample time in ``[start_ms, end_ms]`` (for a dropout: one of
+        its stretches overlaps that span), else None. What a technician inspecting the span would find."""
+        i = self._index(device_id)
+        plan = self._plans[i]
+        if plan is None or end_ms < start_ms:
+            return None
+        k0 = -(-(start_ms - self.start_ms) // self.period_ms) - 1  # first sample index at or after start_ms
+        k1 = (end_ms - self.start_ms) // self.period_ms - 1  # last sample index at or before end_ms
+        if k1 < max(k0, plan.onset_k):
+            return None
+        if plan.kind is FaultKind.DROPOUT and not bool(((plan.ev_start <= k1) & (plan.ev_end > k0)).any()):
+            return None
+        return self.devices[i].fault
+
+    def regime_changes(self) -> list[RegimeChange]:
+        """Ground truth of the benign regime changes: one entry per changed device and regime, by time."""
+        return sorted(self._changes, key=lambda c: (c.at_ms, c.device_id))
+
+    def regimes_at(self, device_id: str, at_ms: int) -> list[RegimeChange]:
+        """The regime changes in force on the device at ``at_ms`` (those that began then or before)."""
+        self._index(device_id)
+        return [c for c in self.regime_changes() if c.device_id == device_id and c.at_ms <= at_ms]
 
     def advance(self, until_ms: int) -> list[DeviceChunk]:
         """Every sample with a time in ``(now_ms, until_ms]``: one chunk per device that has samples."""
@@ -490,17 +635,83 @@ class Fleet:
             knots_s=knots_s,
         )
 
-    def _draw_fault(self, kind: FaultKind, rng: np.random.Generator) -> _FaultPlan:
+    @staticmethod
+    def _check_schedule(schedule: Mapping[int, FaultSpec], devices: int, start_ms: int, duration_ms: int) -> None:
+        for i, spec in schedule.items():
+            if not 0 <= i < devices:
+                raise ValueError(f"fault_schedule: no device {i} (the fleet has {devices})")
+            if not start_ms < spec.start_ms <= start_ms + duration_ms:
+                raise ValueError(f"fault_schedule: device {i}'s fault must start inside the run")
+            sensor = spec.kind in (FaultKind.SENSOR_STUCK, FaultKind.SENSOR_DRIFT)
+            if spec.channel is not None and (not sensor or spec.channel not in
+                                             [CHANNELS[j] for j in _SENSOR_FAULT_CHANNELS]):
+                raise ValueError(f"fault_schedule: device {i}: a channel is for a sensor fault, on a channel "
+                                 f"other than speed")
+
+    @staticmethod
+    def _check_regimes(regimes: Sequence[RegimeSpec], devices: int, start_ms: int, duration_ms: int) -> None:
+        for spec in regimes:
+            if not start_ms < spec.at_ms <= start_ms + duration_ms:
+                raise ValueError("a regime change must happen inside the run")
+            if not 0.0 <= spec.fraction <= 1.0:
+                raise ValueError("a regime change's fraction must be in [0, 1]")
+            if spec.devices is not None and any(not 0 <= i < devices for i in spec.devices):
+                raise ValueError(f"a regime change names a device outside 0..{devices - 1}")
+
+    def _draw_regime(self, r: int, spec: RegimeSpec) -> None:
+        """Chooses the devices of regime spec ``r`` and their magnitudes (generators of their own)."""
+        n = len(self.devices)
+        if spec.devices is not None:
+            chosen = sorted(set(spec.devices))
+        else:
+            pick = np.random.default_rng(np.random.SeedSequence([self.seed, _REGIME_SALT, spec.seed, r]))
+            chosen = sorted(pick.choice(n, size=round(spec.fraction * n), replace=False).tolist()) if n else []
+        onset_ms = float(spec.at_ms - self.start_ms)
+        for i in chosen:
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, _REGIME_SALT, spec.seed, r, i]))
+            detail: dict[str, float]
+            if spec.kind is RegimeKind.PRODUCT_RUN:
+                low = float(rng.uniform(0.38, 0.45))
+                high = low + float(rng.uniform(0.25, 0.35))
+                b = (high - low) / 0.5  # the old band 0.5..1.0 maps onto low..high
+                load = 1.0 + float(rng.uniform(0.06, 0.10))
+                heat = float(rng.uniform(5.0, 6.5))
+                regime = _Regime(onset_ms=onset_ms, speed_a=low - 0.5 * b, speed_b=b, load=load, heat=heat)
+                detail = {"speed_band_low": low, "speed_band_high": high, "load_factor": load,
+                          "process_heat_c": heat}
+            else:
+                gain = np.ones(len(CHANNELS))
+                offset = np.zeros(len(CHANNELS))
+                gain[_PRES] = 1.0 + _signed(rng, 0.06, 0.09)
+                offset[_TEMP] = _signed(rng, 4.0, 5.5)
+                gain[[_VX, _VY, _VZ]] = 1.0 + _signed(rng, 0.08, 0.12)  # a replaced accelerometer's sensitivity
+                detail = {"pressure_gain": float(gain[_PRES]), "bearing_temp_offset": float(offset[_TEMP]),
+                          "vib_gain": float(gain[_VX])}
+                if rng.random() < 0.5:
+                    gain[_FLOW] = 1.0 + _signed(rng, 0.04, 0.06)
+                    detail["flow_gain"] = float(gain[_FLOW])
+                regime = _Regime(onset_ms=onset_ms, gain=gain, offset=offset)
+            self._regimes[i].append(regime)
+            dev = self.devices[i]
+            self._changes.append(RegimeChange(device_id=dev.device_id, asset_id=dev.asset_id, kind=spec.kind,
+                                              at_ms=spec.at_ms, detail=detail))
+
+    def _draw_fault(self, kind: FaultKind, rng: np.random.Generator, *, at: FaultSpec | None = None) -> _FaultPlan:
+        """A fault of ``kind``: drawn start (unless ``at`` gives it, and maybe its channel), ramp, channel."""
         d = self.duration_ms
         lo = max(0.3 * d, 20.0 * _MINUTE_MS)
         hi = max(0.5 * d, lo)
         onset_ms = float(rng.uniform(lo, hi))
+        if at is not None:
+            onset_ms = float(at.start_ms - self.start_ms)
         onset_k = max(0, int(onset_ms // self.period_ms) - 1)
         remaining = max(d - onset_ms, 0.0)
         ramp_ms = float(np.clip(0.5 * remaining, 15 * _MINUTE_MS, 5 * _DAY_MS))
         channel: int | None = None
         if kind in (FaultKind.SENSOR_STUCK, FaultKind.SENSOR_DRIFT):
             channel = int(rng.choice(_SENSOR_FAULT_CHANNELS))
+            if at is not None and at.channel is not None:
+                channel = CHANNELS.index(at.channel)
         sign = 1.0 if rng.random() < 0.5 else -1.0
         n_ch = len(CHANNELS)
         ev_start: list[int] = []
@@ -576,6 +787,11 @@ class Fleet:
         noise = st.rng.standard_normal((n, 12))
 
         s = np.interp(t_ms, p.knots_ms, p.knots_s)
+        regimes = self._regimes[i]
+        load: F64 | None = None
+        process_heat: F64 | None = None
+        if regimes:
+            s, load, process_heat = _product_runs(regimes, t_ms, s)
         # slow AR(1) process disturbance (system head), relative, std 1 %
         a_head = math.exp(-self.period_ms / 120_000.0)
         drive = 0.01 * math.sqrt(1.0 - a_head**2) / (1.0 - a_head) * noise[:, 8]
@@ -600,7 +816,11 @@ class Fleet:
         v[:, _PRES] = (
             p.pres_gain * s2 * (1.0 + head) * (1.0 - 0.20 * cav) * (1.0 + 0.004 * (1.0 + 4.0 * cav) * noise[:, 5])
         )
-        cur_true = (p.cur_idle + p.cur_load * s2 * s * (1.0 - 0.06 * cav)) * (1.0 + 0.03 * heat)
+        hydraulic = p.cur_load * s2 * s * (1.0 - 0.06 * cav)
+        if load is not None:
+            v[:, _PRES] *= load
+            hydraulic = hydraulic * load
+        cur_true = (p.cur_idle + hydraulic) * (1.0 + 0.03 * heat)
         v[:, _CUR] = cur_true * (1.0 + 0.004 * noise[:, 4])
         vib = (p.vib_base + p.vib_load * s2) * (1.0 + 1.5 * wear)
         broadband = (0.6 * wear + 1.2 * cav) * (1.0 + 0.5 * np.abs(noise[:, 9]))
@@ -611,12 +831,18 @@ class Fleet:
         target = (
             ambient + p.heat_cur * (cur_true / spec_rated_cur) ** 2 + p.heat_speed * s + 18.0 * heat + wear_heat
         )
+        if process_heat is not None:
+            target = target + process_heat
         a_th = math.exp(-self.period_ms / p.tau_th_ms)
         temp = _lag(target, a_th, st.temp)
         st.temp = float(temp[-1])
         v[:, _TEMP] = temp + 0.08 * noise[:, 3]
 
         present = np.ones(n, dtype=bool)
+        for r in regimes:  # a recalibration changes the readings from its onset on
+            if r.gain is not None and r.offset is not None:
+                after = t_ms >= r.onset_ms
+                v[after] = v[after] * r.gain + r.offset
         if plan is not None:
             self._apply_sensor_faults(plan, v, k0, k1, t_ms, p)
         v = np.round(v / _RESOLUTION) * _RESOLUTION
