@@ -222,6 +222,14 @@ def test_few_alerts_or_a_young_asset_without_reference_are_not_a_shift() -> None
         young.observe_alert("a1", 10 * HOUR + h * HOUR)
     [ev] = young.check(DAY)
     assert set(ev.channels) == {"vs_reference"}  # no history yet: judged against the training data's rate
+    assert ev.figure == pytest.approx(5 / (14 / 24) / 0.5, abs=1e-3)  # watched from its first alert on
+    lone = AlertRateMonitor(profile="p", model="detector.p@1")  # peers that never alerted: still a finite ratio
+    for i in range(1, 12):
+        lone.add_asset(f"a{i}", 0)
+    for h in range(4):
+        lone.observe_alert("a1", DAY + h * HOUR)
+    [ev] = lone.check(2 * DAY)
+    assert ev.channels == {"vs_peers": pytest.approx(4 / (0.5 / 10))}  # half an alert over 10 peer-days
 
 
 def test_alert_rate_state_is_bounded_by_the_horizon() -> None:

@@ -519,7 +519,9 @@ class AlertRateMonitor:
     against its own history (the ``history_ms`` before the window, from when the asset was first seen; or the
     reference's ``alert_rate_per_day`` while there is less than a window of history) and against the pooled
     count of the other assets over the same window. A shift needs at least ``min_alerts`` alerts, a rate at least
-    ``min_ratio`` times the one compared with, and a p-value below ``alpha`` (see :func:`poisson_ratio_p`).
+    ``min_ratio`` times the one compared with, and a p-value below ``alpha`` (see :func:`poisson_ratio_p`). The
+    event's figures are those rate ratios (``vs_history``, ``vs_reference``, ``vs_peers``); a rate compared with
+    no alerts at all counts half an alert, so a ratio stays finite.
     State: hourly counts over ``window_ms + history_ms`` per asset, at most ``max_assets`` assets (later ones
     are counted in ``assets_refused`` and not monitored).
     """
@@ -592,26 +594,25 @@ class AlertRateMonitor:
                     h = self._count(a, h0, w0)
                     rate_h = h / t_h * _DAY_MS
                     if poisson_ratio_p(k, t_k, h, t_h) < self.alpha and rate_k >= self.min_ratio * rate_h:
-                        figures["vs_history"] = rate_k / rate_h if h else math.inf
+                        figures["vs_history"] = rate_k / (max(h, 0.5) / t_h * _DAY_MS)
                         parts.append(f"{rate_k:.3g}/day against {rate_h:.3g}/day before")
                 elif self.reference_rate_per_day is not None:
                     ref = self.reference_rate_per_day
                     if poisson_p(k, ref * t_k / _DAY_MS) < self.alpha and rate_k >= self.min_ratio * ref:
-                        figures["vs_reference"] = rate_k / ref if ref else math.inf
+                        figures["vs_reference"] = rate_k / max(ref, 0.5 / max(t_k / _DAY_MS, 1.0))
                         parts.append(f"{rate_k:.3g}/day against {ref:.3g}/day on the training data")
                 m, t_m = total_k - k, total_t - t_k
                 if t_m > 0:
                     rate_m = m / t_m * _DAY_MS
                     if poisson_ratio_p(k, t_k, m, t_m) < self.alpha and rate_k >= self.min_ratio * rate_m:
-                        figures["vs_peers"] = rate_k / rate_m if m else math.inf
+                        figures["vs_peers"] = rate_k / (max(m, 0.5) / t_m * _DAY_MS)
                         parts.append(f"{rate_k:.3g}/day against {rate_m:.3g}/day on its peers")
             if a.episode.step(drifting=bool(figures), start_ms=w0, end_ms=now_ms, needed=1,
                               clear_ms=self.clear_ms):
-                finite = {key: (v if math.isfinite(v) else 1e9) for key, v in figures.items()}
                 events.append(DriftEvent(
                     device=a.device or name, asset=name, profile=self.profile, kind="alert_rate",
-                    since_ms=self._first_alert(a, w0, now_ms), detected_ms=now_ms, channels=_ranked(finite),
-                    figure=max(finite.values()), threshold=self.min_ratio, model=self.model,
+                    since_ms=self._first_alert(a, w0, now_ms), detected_ms=now_ms, channels=_ranked(figures),
+                    figure=max(_ranked(figures).values()), threshold=self.min_ratio, model=self.model,
                     message=f"{name} raised {k} alerts in the last {self.window_ms / _HOUR_MS:.3g} h: "
                             + "; ".join(parts)))
         return events
