@@ -148,6 +148,18 @@ def _scores(rng: np.random.Generator, scale: float, n: int) -> np.ndarray:
     return np.asarray(rng.gamma(2.0, scale, size=(n,)), dtype=np.float64)
 
 
+def test_a_channel_without_reference_values_is_not_monitored() -> None:
+    rng = np.random.default_rng(12)
+    ts, x = _gauss(rng, 0, 6 * 60)
+    x[:, 1] = np.nan
+    ref = reference_from(x, ["a", "b"], ts=ts)
+    assert ref.edges[1] == [] and ref.fractions[1] == []
+    m = DriftMonitor(device="d1", reference=ref, model="detector.p@2")
+    ts, x = _gauss(rng, DAY, 60)
+    x[:, 1] += 100.0
+    assert m.observe(ts, x) == [] and set(m.status.channels) == {"a"}
+
+
 def test_score_shift_against_the_reference_scores() -> None:
     rng = np.random.default_rng(9)
     ts, x = _gauss(rng, 0, 24 * 60)

@@ -328,6 +328,8 @@ class DriftMonitor:
         self._nbins = max((len(e) + 1 for e in reference.edges), default=1)
         self._ref = np.zeros((len(reference.channels), self._nbins))
         for c, e in enumerate(reference.edges):
+            if not e:
+                continue  # no valid reference value: the channel is not monitored
             k = len(e) + 1
             self._ref[c, :k] = reference.fractions[c] if reference.fractions else np.full(k, 1.0 / k)
         self._s_edges = np.asarray(reference.score_quantiles, dtype=np.float64)
