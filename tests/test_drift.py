@@ -17,6 +17,7 @@ from edgeloop.models.drift import (
     DriftMonitor,
     LabelPrecisionMonitor,
     ReferenceStats,
+    align,
     poisson_ratio_p,
     psi,
     reference_from,
@@ -158,6 +159,13 @@ def test_a_channel_without_reference_values_is_not_monitored() -> None:
     ts, x = _gauss(rng, DAY, 60)
     x[:, 1] += 100.0
     assert m.observe(ts, x) == [] and set(m.status.channels) == {"a"}
+
+
+def test_align_puts_a_profile_s_columns_in_the_reference_order() -> None:
+    ref = ReferenceStats(channels=["a", "b"], edges=[[0.0], [1.0]])
+    got = align(np.array([[7.0, 1.0, 2.0]]), ["c", "b", "a"], ref)
+    assert got.tolist() == [[2.0, 1.0]]
+    assert np.isnan(align(np.array([[1.0]]), ["a"], ref)[0, 1])  # a channel the data lacks is missing
 
 
 def test_score_shift_against_the_reference_scores() -> None:

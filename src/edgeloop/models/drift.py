@@ -60,6 +60,7 @@ __all__ = [
     "LabelLike",
     "LabelPrecisionMonitor",
     "ReferenceStats",
+    "align",
     "bin_fractions",
     "poisson_p",
     "poisson_ratio_p",
@@ -117,6 +118,20 @@ class ReferenceStats(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             raise ValueError(f"{len(self.channels)} channels but {len(self.limits)} limits")
         if self.score_fractions and len(self.score_fractions) != len(self.score_quantiles) + 1:
             raise ValueError("score_fractions needs one more entry than score_quantiles")
+
+
+def align(values: F64, channels: Sequence[str], reference: ReferenceStats) -> F64:
+    """``values[n, len(channels)]`` rearranged into the reference's channel order (what
+    :meth:`DriftMonitor.observe` takes); a reference channel the data lacks is NaN (not judged), a data channel
+    the reference lacks is dropped. For a profile whose channels changed since the champion was trained."""
+    if values.ndim != 2 or values.shape[1] != len(channels):
+        raise ValueError(f"values must be (n, {len(channels)}), not {values.shape}")
+    at = {name: j for j, name in enumerate(channels)}
+    out = np.full((values.shape[0], len(reference.channels)), math.nan)
+    for c, name in enumerate(reference.channels):
+        if name in at:
+            out[:, c] = values[:, at[name]]
+    return out
 
 
 def bin_fractions(values: F64, edges: Sequence[float]) -> F64:
