@@ -17,6 +17,7 @@ from edgeloop.models.drift import (
     DriftMonitor,
     LabelPrecisionMonitor,
     ReferenceStats,
+    align,
     poisson_ratio_p,
     psi,
     reference_from,
@@ -105,7 +106,7 @@ def test_a_lasting_drift_is_one_event_and_a_new_episode_after_it_cleared_another
     t0 = DAY
     assert _feed(m, rng, t0, 60) == []
     first = _feed(m, rng, t0 + HOUR, 24 * 60, mean=2.0)  # a day shifted: one event, not one per window
-    assert [e.channels.keys() for e in first] == [{"a": 0}.keys()]
+    assert [list(e.channels) for e in first] == [["a"]]
     assert m.status.drifting
     assert _feed(m, rng, t0 + 25 * HOUR, 8 * 60) == []  # back to normal for longer than clear_ms: re-armed
     assert not m.status.drifting
@@ -146,6 +147,25 @@ def test_missing_values_and_silence_are_not_drift() -> None:
 
 def _scores(rng: np.random.Generator, scale: float, n: int) -> np.ndarray:
     return np.asarray(rng.gamma(2.0, scale, size=(n,)), dtype=np.float64)
+
+
+def test_a_channel_without_reference_values_is_not_monitored() -> None:
+    rng = np.random.default_rng(12)
+    ts, x = _gauss(rng, 0, 6 * 60)
+    x[:, 1] = np.nan
+    ref = reference_from(x, ["a", "b"], ts=ts)
+    assert ref.edges[1] == [] and ref.fractions[1] == []
+    m = DriftMonitor(device="d1", reference=ref, model="detector.p@2")
+    ts, x = _gauss(rng, DAY, 60)
+    x[:, 1] += 100.0
+    assert m.observe(ts, x) == [] and set(m.status.channels) == {"a"}
+
+
+def test_align_puts_a_profile_s_columns_in_the_reference_order() -> None:
+    ref = ReferenceStats(channels=["a", "b"], edges=[[0.0], [1.0]])
+    got = align(np.array([[7.0, 1.0, 2.0]]), ["c", "b", "a"], ref)
+    assert got.tolist() == [[2.0, 1.0]]
+    assert np.isnan(align(np.array([[1.0]]), ["a"], ref)[0, 1])  # a channel the data lacks is missing
 
 
 def test_score_shift_against_the_reference_scores() -> None:
@@ -222,6 +242,14 @@ def test_few_alerts_or_a_young_asset_without_reference_are_not_a_shift() -> None
         young.observe_alert("a1", 10 * HOUR + h * HOUR)
     [ev] = young.check(DAY)
     assert set(ev.channels) == {"vs_reference"}  # no history yet: judged against the training data's rate
+    assert ev.figure == pytest.approx(5 / (14 / 24) / 0.5, abs=1e-3)  # watched from its first alert on
+    lone = AlertRateMonitor(profile="p", model="detector.p@1")  # peers that never alerted: still a finite ratio
+    for i in range(1, 12):
+        lone.add_asset(f"a{i}", 0)
+    for h in range(4):
+        lone.observe_alert("a1", DAY + h * HOUR)
+    [ev] = lone.check(2 * DAY)
+    assert ev.channels == {"vs_peers": pytest.approx(4 / (0.5 / 10))}  # half an alert over 10 peer-days
 
 
 def test_alert_rate_state_is_bounded_by_the_horizon() -> None:
