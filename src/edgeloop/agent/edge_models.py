@@ -127,10 +127,10 @@ class EdgeModels:
                 continue
             try:
                 active[entry.name] = self._activate(entry, installed)
-            except ConfigError:
+            except ConfigError as exc:  # signed, but not a model this agent can run (no EdgeLoop metadata)
+                self._refused(entry.name, f"version {installed.model.version}", ModelRefused("unloadable", str(exc)))
                 if strict:
                     raise
-                log.exception("model %s: version %d does not run", entry.name, installed.model.version)
         self.entries = {e.name: e for e in entries}
         self.active = active
 

@@ -1,7 +1,8 @@
 """Local anomaly scoring on the agent: per-device feature windows and an ONNX model (ONNX Runtime).
 
-The model contract (written by ``train_edge_model``, read by ``LocalModelRunner``), in the
-ONNX file's metadata:
+The agent runs only signed versions (``edge_models.py`` verifies a ``.elm`` file and hands its ONNX bytes
+to ``LocalModelRunner``). The model contract (written by ``train_edge_model``, read by ``LocalModelRunner``), in
+the ONNX file's metadata:
 
 * ``edgeloop.channels``: JSON list of the channels the model reads, in order;
 * ``edgeloop.window_s``: the feature window;
