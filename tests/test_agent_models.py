@@ -22,7 +22,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeloop.agent.config import LocalModel, parse_config
-from edgeloop.agent.edge_models import EdgeModels
+from edgeloop.agent.edge_models import EdgeModels, trust_chain
 from edgeloop.agent.model_guard import ModelGuard, guard_limits
 from edgeloop.agent.model_slots import CURRENT, PREVIOUS, ModelSlots, VerifiedModel, verify_edge_bundle
 from edgeloop.agent.runner import Agent
@@ -30,7 +30,16 @@ from edgeloop.broker.acl import INGEST_IDENTITY, allowed, mosquitto_acl
 from edgeloop.clock import ManualClock
 from edgeloop.errors import ConfigError, ModelRefused
 from edgeloop.identity.pki import CertificateAuthority, new_private_key, pem
-from edgeloop.messages import DeviceEvent, Sample, TopicKind, decode_event, decode_model_push, topic
+from edgeloop.messages import (
+    ConfigPush,
+    DeviceEvent,
+    Sample,
+    TopicKind,
+    decode_event,
+    decode_model_push,
+    encode,
+    topic,
+)
 from edgeloop.models.edge_delivery import push_message
 from edgeloop.models.manifest import ModelManifest, Trigger, sha256_hex
 from edgeloop.models.signing import ModelSigner, read_bundle, write_bundle
@@ -143,8 +152,15 @@ def tampered(pki: Pki) -> bytes:
     return write_bundle(signed, onnx_model(10.0))  # the signed manifest of v2 with another model inside
 
 
+def flipped(pki: Pki) -> bytes:
+    data = bytearray(pki.bundle(2))
+    data[len(data) // 2] ^= 0x01  # one bit changed on disk or on the way: the zip's CRC no longer matches
+    return bytes(data)
+
+
 BAD_FILES: dict[str, Callable[[Pki, Path], bytes]] = {
     "tampered": lambda pki, tmp: tampered(pki),
+    "bad_bundle": lambda pki, tmp: flipped(pki),
     "unsigned": lambda pki, tmp: onnx_model(70.0),  # a plain .onnx
     "untrusted_signer": lambda pki, tmp: pki.bundle(2, signer=other_ca_signer(tmp)),
     "not_a_signer": lambda pki, tmp: pki.bundle(2, signer=device_signer(pki)),
@@ -209,6 +225,30 @@ models: [{name: edge.press, devices: [press-1]}]
 """).resolve(tmp_path)
     assert cfg.agent.models_trust == str(tmp_path / "trust" / "chain.pem")
     assert cfg.models[0].path is None, "a model may wait for the platform's push"
+
+
+def test_the_trust_chain_is_the_uplinks_ca_unless_models_trust_names_one(pki: Pki, tmp_path: Path) -> None:
+    (tmp_path / "ids").mkdir()
+    (tmp_path / "ids" / "ca.crt").write_bytes(pki.ca.chain_pem)
+    base = "agent: {tenant: acme, gateway: gw-1}\nsources: [{name: fleet, kind: simulator}]\n"
+    assert trust_chain(parse_config(base + "uplink: {tls: ./ids}\n").resolve(tmp_path)) == pki.ca.chain_pem
+    other = write(tmp_path / "other.pem", b"another chain")
+    with_trust = base.replace("gateway: gw-1}", "gateway: gw-1, models_trust: ./other.pem}")
+    assert trust_chain(parse_config(with_trust + "uplink: {tls: ./ids}\n").resolve(tmp_path)) == other.read_bytes()
+    assert trust_chain(parse_config(base).resolve(tmp_path)) is None
+
+
+async def test_a_pushed_configuration_with_a_refused_model_file_is_rejected(pki: Pki, tmp_path: Path) -> None:
+    v1, bad = write(tmp_path / "v1.elm", pki.bundle(1)), write(tmp_path / "bad.elm", tampered(pki))
+    text = agent_yaml(tmp_path, pki, free_port(), f"name: {NAME}, path: {v1}, devices: [press-1]")
+    agent = Agent(parse_config(text))
+    try:
+        pushed = ConfigPush(version=2, config=text.replace(str(v1), str(bad)), ts=1)
+        outcome = await agent.apply_push(encode(pushed))
+        assert outcome.status == "rejected" and "tampered" in outcome.message and outcome.running == 1
+        assert agent.models.active[NAME].model.version == 1, "nothing changed"
+    finally:
+        close(agent)
 
 
 # -- slots: current and previous -------------------------------------------------------------------------
