@@ -326,7 +326,8 @@ def test_guard_limits_come_from_the_configuration_then_the_model_card_then_a_def
 
     assert limit(0.2, {"max_alarm_rate": 0.3}) == (0.2, "config")
     assert limit(None, {"max_alarm_rate": 0.3, "expected_alarm_rate": 0.001}) == (0.3, "card max_alarm_rate")
-    assert limit(None, {"expected_alarm_rate": 0.004}) == (pytest.approx(0.04), "card expected_alarm_rate")
+    rate, source = limit(None, {"expected_alarm_rate": 0.004})
+    assert rate == pytest.approx(0.04) and source == "card expected_alarm_rate", "ten times the card's rate"
     assert limit(None, {"expected_alarm_rate": 0.0}) == (0.01, "card expected_alarm_rate")
     assert limit(None, {}) == (0.05, "default")
 
@@ -563,7 +564,12 @@ async def test_a_gateway_offline_reverts_by_itself_and_reports_it_after_reconnec
                 arrived: list[bytes] = []
                 handler = agent.uplink.on_model
                 assert handler is not None
-                agent.uplink.on_model = lambda data: (arrived.append(data), handler(data))[-1]
+
+                def counted(data: bytes) -> None:
+                    arrived.append(data)
+                    handler(data)
+
+                agent.uplink.on_model = counted
                 platform.push(where, payload)  # the same push delivered again (as a retained one after a reconnect)
                 await eventually(lambda: arrived, what="the repeat arrived")
                 pending = [decode_event(e.payload) for e in agent.journal.unsent_events()] + agent._pending_events
