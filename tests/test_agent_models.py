@@ -251,6 +251,28 @@ async def test_a_pushed_configuration_with_a_refused_model_file_is_rejected(pki:
         close(agent)
 
 
+async def test_a_configuration_rolled_back_takes_back_the_model_version_it_installed(
+        pki: Pki, tmp_path: Path) -> None:
+    """A pushed configuration brings v2's file and a PLC that is not there: it is rolled back, and so is v2
+    (without blocking it: pushing that configuration again would install it again)."""
+    v1, v2 = write(tmp_path / "v1.elm", pki.bundle(1)), write(tmp_path / "v2.elm", pki.bundle(2))
+    text = agent_yaml(tmp_path, pki, free_port(), f"name: {NAME}, path: {v1}, devices: [press-1]").replace(
+        "commit_ms: 50", "commit_ms: 50, config_verify_s: 0.5")
+    agent = Agent(parse_config(text))
+    try:
+        dead_plc = (f"{{name: plc, kind: modbus, host: 127.0.0.1, port: {free_port()}, device: press-2, "
+                    "timeout_ms: 100, points: [{channel: temp, address: 0}]}")
+        pushed = text.replace(str(v1), str(v2)).replace("sources: [", f"sources: [{dead_plc}, ")
+        outcome = await agent.apply_push(encode(ConfigPush(version=2, config=pushed, ts=1)))
+        assert outcome.status == "rolled_back" and outcome.running == 1, outcome.message
+        assert agent.models.active[NAME].model.version == 1, "back on v1"
+        installed, _ = agent.models.slots.load(NAME, verifier(pki))
+        assert installed is not None and installed.model.version == 1 and agent.models.slots.blocked(NAME) == []
+    finally:
+        await agent._stop_sources(agent.running)
+        close(agent)
+
+
 # -- slots: current and previous -------------------------------------------------------------------------
 def test_an_install_keeps_the_previous_version_and_a_restart_runs_the_current(pki: Pki, tmp_path: Path) -> None:
     v1 = write(tmp_path / "v1.elm", pki.bundle(1))

@@ -109,30 +109,49 @@ class EdgeModels:
         self._refused(name, str(refusal.path), refusal.error)
 
     # -- configuration --------------------------------------------------------------------------
-    def configure(self, entries: list[LocalModel], *, strict: bool) -> None:
-        """Run ``entries``. ``strict`` (a pushed configuration): a refused or unloadable model file raises
-        (``ModelRefused`` / ``ConfigError``) and nothing changes; otherwise (at start) it is reported and the
-        entry runs the version it had, if any."""
-        active: dict[str, _Active] = {}
+    def configure(self, entries: list[LocalModel], *, strict: bool) -> list[tuple[str, int]]:
+        """Run ``entries``; returns the versions installed from their files (see :meth:`undo`). ``strict`` (a pushed
+        configuration): a refused or unloadable model file raises (``ModelRefused`` / ``ConfigError``) and nothing
+        changes, on disk or in memory; otherwise (at start) it is reported and the entry runs the version it had,
+        if any."""
+        plans: list[tuple[LocalModel, _Active, VerifiedModel | None]] = []
         for entry in entries:
             seed = self._seed(entry, strict=strict)
             installed = self._load(entry.name, report=True)
-            if seed is not None and seed.version not in self.slots.blocked(entry.name) and (
-                    installed is None or seed.version > installed.model.version):
-                self.slots.install(entry.name, seed, now_ms=self.clock.now_ms())
-                log.warning("model %s: version %d installed from %s", entry.name, seed.version, entry.path)
-                installed = Installed(seed, self.clock.now_ms())
-            if installed is None:
+            if seed is not None and (seed.version in self.slots.blocked(entry.name) or (
+                    installed is not None and seed.version <= installed.model.version)):
+                seed = None  # gone back from, or not newer than the version the agent runs
+            candidates = ([Installed(seed, self.clock.now_ms())] if seed is not None else []) + (
+                [installed] if installed is not None else [])
+            if not candidates:
                 log.warning("model %s: no version installed; it runs once the platform pushes one", entry.name)
                 continue
-            try:
-                active[entry.name] = self._activate(entry, installed)
-            except ConfigError as exc:  # signed, but not a model this agent can run (no EdgeLoop metadata)
-                self._refused(entry.name, f"version {installed.model.version}", ModelRefused("unloadable", str(exc)))
-                if strict:
-                    raise
+            for candidate in candidates:
+                try:
+                    plans.append((entry, self._activate(entry, candidate), seed if candidate.model is seed else None))
+                    break
+                except ConfigError as exc:  # signed, but not a model this agent can run (no EdgeLoop metadata)
+                    self._refused(entry.name, f"version {candidate.model.version}",
+                                  ModelRefused("unloadable", str(exc)))
+                    if strict:
+                        raise
+        done: list[tuple[str, int]] = []
+        for entry, _, seed in plans:
+            if seed is not None:
+                self.slots.install(entry.name, seed, now_ms=self.clock.now_ms())
+                log.warning("model %s: version %d installed from %s", entry.name, seed.version, entry.path)
+                done.append((entry.name, seed.version))
         self.entries = {e.name: e for e in entries}
-        self.active = active
+        self.active = {entry.name: act for entry, act, _ in plans}
+        return done
+
+    def undo(self, installed: list[tuple[str, int]]) -> None:
+        """Take back the versions a configuration installed from its files (it was rolled back): each goes back
+        to the version before it, without being blocked (pushing that configuration again installs it again)."""
+        for name, version in installed:
+            current = self._load(name, report=False)
+            if current is not None and current.model.version == version:
+                self.slots.revert(name, version, block=False)
 
     def _seed(self, entry: LocalModel, *, strict: bool) -> VerifiedModel | None:
         if entry.path is None:
@@ -162,13 +181,6 @@ class EdgeModels:
     def _limits(entry: LocalModel, model: VerifiedModel) -> GuardLimits:
         return guard_limits(window=entry.guard_windows, max_errors=entry.max_errors, configured=entry.max_alarm_rate,
                             metrics=model.manifest.metrics)
-
-    def snapshot(self) -> tuple[dict[str, LocalModel], dict[str, _Active]]:
-        return dict(self.entries), dict(self.active)
-
-    def restore(self, snap: tuple[dict[str, LocalModel], dict[str, _Active]]) -> None:
-        """Back to the models of a configuration that was rolled back."""
-        self.entries, self.active = dict(snap[0]), dict(snap[1])
 
     # -- scoring --------------------------------------------------------------------------------
     def observe(self, device: str, sample: Sample) -> list[Score]:

@@ -222,14 +222,14 @@ class ModelSlots:
         (folder / _INCOMING).replace(current)
         _fsync_dir(folder)
 
-    def revert(self, name: str, bad_version: int) -> None:
+    def revert(self, name: str, bad_version: int, *, block: bool = True) -> None:
         """Back from ``bad_version`` (the current one) to the previous version, or to none if there is none;
-        ``bad_version`` stays blocked (crash-safe: see the module doc)."""
+        ``bad_version`` stays blocked unless ``block`` is False (crash-safe: see the module doc)."""
         folder = self._ensure(name)
         state = self.state(name)
-        if bad_version not in state.blocked:
+        if block and bad_version not in state.blocked:
             state.blocked.append(bad_version)
-        self._write_state(name, state)
+            self._write_state(name, state)
         if (folder / PREVIOUS).exists():
             (folder / PREVIOUS).replace(folder / CURRENT)
         else:

@@ -336,12 +336,10 @@ class Agent:
 
     async def _swap(self, pushed: PushedConfig) -> ConfigOutcome:
         new_cfg = pushed.cfg
-        old_models = self.models.snapshot()
         try:
             new_local = _Local.build(new_cfg)
-            self.models.configure(new_cfg.models, strict=True)
+            installed = self.models.configure(new_cfg.models, strict=True)  # all or nothing
         except Exception as exc:  # noqa: BLE001  # e.g. a model file that is refused or does not load
-            self.models.restore(old_models)
             return ConfigOutcome(new_cfg.version, "rejected", f"{type(exc).__name__}: {exc}", self.cfg.version)
         old_cfg, old_run, old_local = self.cfg, self.running, self.local
         await self._stop_sources(old_run)
@@ -356,7 +354,8 @@ class Agent:
                   old_cfg.version)
         await self._stop_sources(self.running)
         self._buffer.clear()  # readings of the failed configuration's sources are not accepted
-        self.models.restore(old_models)
+        self.models.undo(installed)  # the versions its model files installed go too
+        self.models.configure(old_cfg.models, strict=False)
         self.cfg, self.local, self.running = old_cfg, old_local, self._start_sources(old_cfg)
         return ConfigOutcome(new_cfg.version, "rolled_back", failed, old_cfg.version)
 
