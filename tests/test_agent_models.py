@@ -40,7 +40,7 @@ from edgeloop.messages import (
     encode,
     topic,
 )
-from edgeloop.models.edge_delivery import push_message
+from edgeloop.models.edge_delivery import push_answer, push_message, reverted
 from edgeloop.models.manifest import ModelManifest, Trigger, sha256_hex
 from edgeloop.models.signing import ModelSigner, read_bundle, write_bundle
 from tests.support import free_port, start_mosquitto
@@ -505,6 +505,24 @@ def test_the_platform_builds_a_push_the_agent_decodes(pki: Pki) -> None:
     with pytest.raises(ConfigError, match="the broker takes at most 1000"):
         push_message("acme", "gw-1", name=NAME, action="install", push_id="x", now_ms=5, bundle=bundle,
                       max_payload_bytes=1000)
+
+
+def test_the_platform_reads_the_gateways_answers(pki: Pki, tmp_path: Path) -> None:
+    clock = ManualClock()
+    em, events = models(tmp_path, pki, clock)
+    em.configure([entry(guard_windows=10)], strict=False)
+    em.apply_push(push("install", "p-1", bundle=pki.bundle(1)))
+    clock.advance(48 * HOUR_MS)
+    em.apply_push(push("install", "p-2", bundle=pki.bundle(2, threshold=40.0)))
+    for i in range(30):
+        em.observe("press-1", normal(i))
+    got = [push_answer(e) for e in events if e.kind == "model"]
+    assert [(a.id, a.status, a.version, a.running) for a in got if a] == [("p-1", "applied", 1, 1),
+                                                                        ("p-2", "applied", 2, 2)]
+    [back] = [r for e in events if (r := reverted(e)) is not None]
+    assert (back.gateway, back.from_version, back.to_version, back.reason) == ("gw-1", 2, 1, "alarm_rate")
+    assert back.alarm_rate == 1.0 and back.limit == 0.05 and back.windows == 10
+    assert push_answer(events[-1]) is None and reverted(events[0]) is None
 
 
 class Platform:

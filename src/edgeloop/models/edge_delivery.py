@@ -14,16 +14,18 @@ seen again does nothing). Only the platform may publish there and only that gate
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
 
 from edgeloop.errors import ConfigError, ModelRefused
-from edgeloop.messages import MAX_MODEL_BUNDLE_BYTES, ModelPush, TopicKind, encode, topic
+from edgeloop.messages import MAX_MODEL_BUNDLE_BYTES, DeviceEvent, ModelPush, TopicKind, encode, topic
 from edgeloop.models.manifest import decode_manifest
 from edgeloop.models.signing import read_bundle
 
-__all__ = ["MAX_PAYLOAD_BYTES", "push_message"]
+__all__ = ["MAX_PAYLOAD_BYTES", "PushAnswer", "Reverted", "push_answer", "push_message", "reverted"]
+
+_T = TypeVar("_T")
 
 # Mosquitto's max_packet_size (broker/mosquitto.py) is 1 MiB; keep room for the topic and the packet's header.
 MAX_PAYLOAD_BYTES = 2**20 - 4096
@@ -67,3 +69,53 @@ def push_message(tenant: str, gateway: str, *, name: str, action: Literal["insta
         raise ConfigError(f"the push is {len(payload)} bytes (the model file base64-encoded); the broker takes at "
                           f"most {max_payload_bytes} per message")
     return topic(tenant, gateway, TopicKind.MODEL), payload
+
+
+class PushAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """A gateway's answer to a ``ModelPush`` (its ``model`` event), as the platform reads it."""
+
+    gateway: str
+    ts: int
+    id: str
+    name: str
+    action: str
+    status: Literal["applied", "refused", "rolled_back"]
+    version: int | None = None
+    reason: str = ""
+    running: int | None = None  # the version the gateway runs after it (None: none)
+
+
+class Reverted(msgspec.Struct, frozen=True, kw_only=True):
+    """A gateway went back from a version on probation by itself (its ``model_reverted`` event)."""
+
+    gateway: str
+    ts: int
+    name: str
+    from_version: int
+    to_version: int  # 0: there was no previous version; the model stopped
+    reason: Literal["alarm_rate", "errors"]
+    alarm_rate: float
+    limit: float
+    windows: int
+    errors: int
+
+
+def push_answer(event: DeviceEvent) -> PushAnswer | None:
+    """The answer in a ``model`` event; None for any other event or one that does not hold an answer."""
+    if event.kind != "model":
+        return None
+    return _convert(event, PushAnswer)
+
+
+def reverted(event: DeviceEvent) -> Reverted | None:
+    """The figures of a ``model_reverted`` event; None for any other event."""
+    if event.kind != "model_reverted":
+        return None
+    return _convert(event, Reverted)
+
+
+def _convert(event: DeviceEvent, kind: type[_T]) -> _T | None:
+    try:
+        return msgspec.convert({**event.data, "gateway": event.device, "ts": event.ts}, kind, strict=False)
+    except msgspec.ValidationError:
+        return None
