@@ -11,9 +11,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -44,6 +46,7 @@ from edgeloop.models.edge_delivery import push_answer, push_message, reverted
 from edgeloop.models.manifest import ModelManifest, Trigger, sha256_hex
 from edgeloop.models.signing import ModelSigner, read_bundle, write_bundle
 from tests.support import free_port, start_mosquitto
+from tests.test_mqtt_tls import TlsBroker, broker, connected, ingest  # noqa: F401  # fixtures: both brokers under TLS
 
 NAME = "edge.press"
 HOUR_MS = 3_600_000
@@ -617,3 +620,31 @@ async def test_a_gateway_offline_reverts_by_itself_and_reports_it_after_reconnec
                 assert len(platform.kinds("model")) == 1 and agent.models.active[NAME].model.version == 3
             finally:
                 platform.close()
+
+
+def test_the_brokers_deliver_a_model_push_to_its_gateway_only(
+        broker: TlsBroker, ingest: Any) -> None:  # noqa: F811  # the fixtures of test_mqtt_tls
+    """Under mutual TLS, on Mosquitto and the embedded broker: the platform's push reaches dev-a; neither dev-b's
+    push nor one forged by dev-b for dev-a does."""
+    platform, _ = ingest
+    a, b = connected(broker, "dev-a"), connected(broker, "dev-b")
+    received: list[tuple[str, bytes]] = []
+    subscribed = threading.Event()
+    a.on_subscribe = lambda *_args: subscribed.set()
+    a.on_message = lambda _c, _u, m: received.append((m.topic, bytes(m.payload)))
+    mine, theirs = topic("acme", "dev-a", TopicKind.MODEL), topic("acme", "dev-b", TopicKind.MODEL)
+    try:
+        a.subscribe([(mine, 1), (theirs, 1)])
+        assert subscribed.wait(5)
+        b.publish(mine, b"forged by dev-b", qos=1).wait_for_publish(5)
+        platform.publish(theirs, b"for dev-b", qos=1).wait_for_publish(5)
+        platform.publish(mine, b"for dev-a", qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 5
+        while (mine, b"for dev-a") not in received and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # the other two were published first; they would have arrived by now
+    finally:
+        for c in (a, b):
+            c.disconnect()
+            c.loop_stop()
+    assert received == [(mine, b"for dev-a")]
