@@ -34,6 +34,7 @@ from edgeloop.messages import (
     encode,
     topic,
 )
+from edgeloop.models.signing import write_bundle
 from tests.support import free_port, start_mosquitto
 from tests.test_agent import modbus_server, write_holding
 
@@ -175,24 +176,34 @@ def outbox_after_stop(tmp_path: Path) -> list[DeviceEvent]:
 
 # -- the local ONNX model -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def model_bytes() -> bytes:
     rng = np.random.default_rng(1)
     n = 1800
     ts = (np.arange(n) * 1000).astype(np.int64)
     values = np.column_stack([50 + rng.normal(0, 1, n), 1.0 + rng.normal(0, 0.05, n)])
-    path = tmp_path_factory.mktemp("model") / "press.onnx"
-    path.write_bytes(train_edge_model(ts, values, ["temp", "vib"], window_s=10, every_s=1))
-    return path
+    return train_edge_model(ts, values, ["temp", "vib"], window_s=10, every_s=1)
+
+
+@pytest.fixture(scope="module")
+def signed_model(tmp_path_factory: pytest.TempPathFactory, model_bytes: bytes) -> tuple[Path, Path]:
+    """The trained model as the agent loads it: a signed model file (``press-if@1``), and the CA chain."""
+    from tests.test_agent_models import Pki, manifest
+
+    root = tmp_path_factory.mktemp("signed-model")
+    pki = Pki(root)
+    path = root / "press.elm"
+    path.write_bytes(write_bundle(pki.signer.sign(manifest(model_bytes, 1, name="press-if")), model_bytes))
+    return path, pki.chain
 
 
 def healthy(rng: np.random.Generator, vib_shift: float = 0.0) -> dict[str, float | None]:
     return {"temp": 50 + float(rng.normal(0, 1)), "vib": 1.0 + vib_shift + float(rng.normal(0, 0.05))}
 
 
-def test_the_onnx_model_flags_a_shift_and_stays_quiet_on_healthy_data(model_path: Path) -> None:
+def test_the_onnx_model_flags_a_shift_and_stays_quiet_on_healthy_data(model_bytes: bytes) -> None:
     from edgeloop.agent.config import LocalModel
 
-    runner = LocalModelRunner(LocalModel(name="m", path=str(model_path), devices=["press-1"]))
+    runner = LocalModelRunner(LocalModel(name="m", devices=["press-1"]), model_bytes)
     rng = np.random.default_rng(2)  # held-out data, not the training series
     scores = [runner.observe("press-1", Sample(ts=i * 1000, values=healthy(rng, 0.5 if i >= 300 else 0.0)))
               for i in range(400)]
@@ -203,27 +214,27 @@ def test_the_onnx_model_flags_a_shift_and_stays_quiet_on_healthy_data(model_path
     assert len(starts) == 1, "one episode, reported once"
 
 
-def test_missing_readings_are_skipped_never_scored_as_zero(model_path: Path) -> None:
+def test_missing_readings_are_skipped_never_scored_as_zero(model_bytes: bytes) -> None:
     from edgeloop.agent.config import LocalModel
 
-    runner = LocalModelRunner(LocalModel(name="m", path=str(model_path), devices=["press-1"]))
+    runner = LocalModelRunner(LocalModel(name="m", devices=["press-1"]), model_bytes)
     for i in range(40):
         assert runner.observe("press-1", Sample(ts=i * 1000, values={"temp": 50.0, "vib": None})) is None
     assert runner.scored == 0 and runner.skipped > 0
 
 
-def test_a_file_that_is_not_an_edgeloop_model_is_refused_clearly(tmp_path: Path) -> None:
+def test_a_file_that_is_not_an_edgeloop_model_is_refused_clearly() -> None:
     from edgeloop.agent.config import LocalModel
 
-    bad = tmp_path / "x.onnx"
-    bad.write_bytes(b"not a model")
     with pytest.raises(ConfigError, match="cannot load"):
-        LocalModelRunner(LocalModel(name="m", path=str(bad), devices=["d"]))
+        LocalModelRunner(LocalModel(name="m", devices=["d"]), b"not a model")
 
 
-async def test_a_local_anomaly_becomes_an_event_and_a_priority_window(tmp_path: Path, model_path: Path) -> None:
+async def test_a_local_anomaly_becomes_an_event_and_a_priority_window(tmp_path: Path,
+                                                                       signed_model: tuple[Path, Path]) -> None:
+    model_path, chain = signed_model
     cfg = parse_config(f"""\
-agent: {{tenant: acme, gateway: gw-1, data_dir: {tmp_path / 'agent'}}}
+agent: {{tenant: acme, gateway: gw-1, data_dir: {tmp_path / 'agent'}, models_trust: {chain}}}
 sources: [{{name: fleet, kind: simulator}}]
 models: [{{name: press-if, path: {model_path}, devices: [press-1]}}]
 bandwidth: {{mode: raw, before_s: 20, after_s: 5}}
@@ -237,6 +248,7 @@ bandwidth: {{mode: raw, before_s: 20, after_s: 5}}
                 await agent.commit()
         events = [e for e in outbox(agent) if e.kind == "anomaly"]
         assert len(events) == 1 and events[0].data["model"] == "press-if"
+        assert events[0].data["version"] == "press-if@1", "the event names the version that found it"
         t = events[0].ts
         rows = agent.journal._db.execute("SELECT first_ts, last_ts, priority FROM messages").fetchall()
         for first, last, prio in rows:
@@ -384,7 +396,7 @@ def test_edge_model_command_trains_from_a_csv_and_refuses_a_bad_one(tmp_path: Pa
     out = tmp_path / "m.onnx"
     result = CliRunner().invoke(app, ["edge-model", "--csv", str(csv), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    runner = LocalModelRunner(LocalModel(name="m", path=str(out), devices=["d"]))
+    runner = LocalModelRunner(LocalModel(name="m", devices=["d"]), out.read_bytes())
     assert runner.channels == ["temp", "vib"]
     bad = tmp_path / "bad.csv"
     bad.write_text("time,temp\n1,2\n")

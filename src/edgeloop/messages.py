@@ -12,6 +12,7 @@ MQTT topic layout (``{tenant}`` and ``{device}`` are ids, ``[a-z0-9][a-z0-9_.-]*
     edgeloop/v1/{tenant}/{device}/health      gateway -> platform  Heartbeat (every ``interval_s``)
     edgeloop/v1/{tenant}/{device}/cmd         platform -> device   Command
     edgeloop/v1/{tenant}/{device}/config      platform -> device   ConfigPush (retained): agent configuration
+    edgeloop/v1/{tenant}/{device}/model       platform -> device   ModelPush: install or roll back a signed edge model
 
 A gateway (the host running ``edgeloop agent``) is a registered device like any other, with its
 own certificate; it is a gateway because it sends heartbeats, and the devices it lists in them
@@ -35,7 +36,7 @@ no valid reading" and is kept as missing, never as zero.
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 import msgspec
 
@@ -162,6 +163,28 @@ class ConfigPush(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     v: int = SCHEMA_VERSION
 
 
+MAX_MODEL_BUNDLE_BYTES: Final = 16 * 2**20
+
+
+class ModelPush(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Install a signed edge model (``bundle``: the ``.elm`` file's bytes, base64 in JSON) on a gateway, or roll
+    it back to the version it kept as previous (``to_version``), on the gateway's ``model`` topic.
+
+    ``id`` makes it idempotent: the agent acts on an id once (a retained push seen again does nothing), and
+    installing the version it already runs does nothing new. The agent answers with a ``model`` event
+    (``data``: id, name, action, status ``applied`` / ``refused`` / ``rolled_back``, version, reason).
+    """
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    name: Id  # the model's name: the agent's ``models:`` entry of that name runs it
+    action: Literal["install", "rollback"]
+    ts: TimestampMs
+    bundle: Annotated[bytes, msgspec.Meta(max_length=MAX_MODEL_BUNDLE_BYTES)] = b""  # for install
+    to_version: Annotated[int, msgspec.Meta(ge=1)] | None = None  # for rollback
+    issued_by: str = "system"
+    v: int = SCHEMA_VERSION
+
+
 class AlertStatus(enum.StrEnum):
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"
@@ -206,6 +229,7 @@ _event_decoder: Final = msgspec.json.Decoder(DeviceEvent)
 _command_decoder: Final = msgspec.json.Decoder(Command)
 _heartbeat_decoder: Final = msgspec.json.Decoder(Heartbeat)
 _config_push_decoder: Final = msgspec.json.Decoder(ConfigPush)
+_model_push_decoder: Final = msgspec.json.Decoder(ModelPush)
 _encoder: Final = msgspec.json.Encoder()
 
 
@@ -230,6 +254,10 @@ def decode_config_push(raw: bytes) -> ConfigPush:
     return _config_push_decoder.decode(raw)
 
 
+def decode_model_push(raw: bytes) -> ModelPush:
+    return _model_push_decoder.decode(raw)
+
+
 def encode(message: msgspec.Struct) -> bytes:
     return _encoder.encode(message)
 
@@ -241,6 +269,7 @@ class TopicKind(enum.StrEnum):
     HEALTH = "health"
     CMD = "cmd"
     CONFIG = "config"
+    MODEL = "model"
 
 
 def topic(tenant: str, device: str, kind: TopicKind) -> str:

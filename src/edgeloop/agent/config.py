@@ -61,6 +61,8 @@ class AgentSection(msgspec.Struct, forbid_unknown_fields=True):
     fsync: Literal["commit", "os"] = "commit"
     budget_mb: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] = 256.0
     commit_ms: Annotated[int, msgspec.Meta(ge=10, le=10_000)] = 200
+    # the CA chain (issuing CA, then root) a model's signer must chain to; default: uplink.tls's ca.crt
+    models_trust: str | None = None
 
 
 class UplinkSection(msgspec.Struct, forbid_unknown_fields=True):
@@ -168,13 +170,24 @@ class FailSafeRule(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class LocalModel(msgspec.Struct, forbid_unknown_fields=True):
-    """An ONNX anomaly model scored on the agent over a per-device feature window (see ``inference.py``)."""
+    """A signed ONNX anomaly model scored on the agent over a per-device feature window (see ``inference.py``).
+
+    ``name`` is the model's name (its manifest's); ``path`` a signed model file (``.elm``) to install if the
+    agent does not run that version or a newer one yet (none: the platform pushes it, see ``edge_models.py``).
+    A version installed less than ``probation_h`` ago is watched: over ``max_alarm_rate`` of its last
+    ``guard_windows`` scored windows above threshold, or ``max_errors`` inference errors among them, and the agent
+    goes back to the previous version by itself.
+    """
 
     name: Name
-    path: str
     devices: Annotated[list[DeviceId], msgspec.Meta(min_length=1)]
+    path: str | None = None
     every_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 1.0
     threshold: float | None = None  # default: the threshold stored in the model
+    probation_h: Annotated[float, msgspec.Meta(ge=0, le=8760)] = 24.0
+    guard_windows: Annotated[int, msgspec.Meta(ge=5, le=100_000)] = 300
+    max_alarm_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None  # default: from the model card
+    max_errors: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 3
 
 
 class BandwidthSection(msgspec.Struct, forbid_unknown_fields=True):
@@ -212,11 +225,14 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True):
         """Paths in the file are relative to the file's folder."""
         data = str((base / self.agent.data_dir).resolve())
         tls = str((base / self.uplink.tls).resolve()) if self.uplink.tls else None
-        models = [msgspec.structs.replace(m, path=str((base / m.path).resolve())) for m in self.models]
+        trust = str((base / self.agent.models_trust).resolve()) if self.agent.models_trust else None
+        models = [msgspec.structs.replace(m, path=str((base / m.path).resolve()) if m.path else None)
+                  for m in self.models]
         provision = self.provision
         if provision is not None and provision.ca:
             provision = msgspec.structs.replace(provision, ca=str((base / provision.ca).resolve()))
-        return msgspec.structs.replace(self, agent=msgspec.structs.replace(self.agent, data_dir=data),
+        agent = msgspec.structs.replace(self.agent, data_dir=data, models_trust=trust)
+        return msgspec.structs.replace(self, agent=agent,
                                        uplink=msgspec.structs.replace(self.uplink, tls=tls), models=models,
                                        provision=provision)
 

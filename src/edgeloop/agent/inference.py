@@ -1,7 +1,8 @@
 """Local anomaly scoring on the agent: per-device feature windows and an ONNX model (ONNX Runtime).
 
-The model contract (written by ``train_edge_model``, read by ``LocalModelRunner``), in the
-ONNX file's metadata:
+The agent runs only signed versions (``edge_models.py`` verifies a ``.elm`` file and hands its ONNX bytes
+to ``LocalModelRunner``). The model contract (written by ``train_edge_model``, read by ``LocalModelRunner``), in
+the ONNX file's metadata:
 
 * ``edgeloop.channels``: JSON list of the channels the model reads, in order;
 * ``edgeloop.window_s``: the feature window;
@@ -19,7 +20,6 @@ from __future__ import annotations
 import collections
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -112,21 +112,24 @@ class Score:
     threshold: float
     starts: bool  # the first anomalous window of an episode
     ends: bool  # an episode ends after one whole window of normal scores (no flapping at the threshold)
+    ref: str = ""  # the model version that scored it (name@version)
 
 
 class LocalModelRunner:
     """Scores one model's devices every ``every_s`` of sample time."""
 
-    def __init__(self, cfg: LocalModel) -> None:
+    def __init__(self, cfg: LocalModel, model: bytes, *, ref: str = "") -> None:
+        """``model``: the ONNX bytes of a verified version (``edge_models.py`` verifies the signature first);
+        ``ref``: its reference (``name@version``), carried by every score for provenance."""
         import onnxruntime as ort
 
-        path = Path(cfg.path)
+        where = ref or cfg.name
         try:
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = 1
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001  # onnxruntime raises several types for a bad file
-            raise ConfigError(f"model {cfg.name!r}: cannot load {path}: {exc}") from None
+            raise ConfigError(f"model {where!r}: cannot load the ONNX model: {exc}") from None
         meta: dict[str, Any] = dict(self.session.get_modelmeta().custom_metadata_map)
         try:
             self.channels: list[str] = json.loads(meta["edgeloop.channels"])
@@ -135,7 +138,8 @@ class LocalModelRunner:
             output = meta.get("edgeloop.score_output")
             self.threshold = cfg.threshold if cfg.threshold is not None else float(meta["edgeloop.threshold"])
         except (KeyError, ValueError) as exc:
-            raise ConfigError(f"model {cfg.name!r}: {path} lacks EdgeLoop metadata ({exc})") from None
+            raise ConfigError(f"model {where!r}: the ONNX model lacks EdgeLoop metadata ({exc})") from None
+        self.ref = ref
         outputs = [o.name for o in self.session.get_outputs()]
         self.output = output if output in outputs else outputs[0]
         self.input = self.session.get_inputs()[0].name
@@ -174,4 +178,4 @@ class LocalModelRunner:
             win.calm_since = sample.ts if win.calm_since is None else win.calm_since
             if sample.ts - win.calm_since >= self.window_ms:
                 ends, win.anomalous, win.calm_since = True, False, None
-        return Score(self.cfg.name, device, sample.ts, score, self.threshold, starts, ends)
+        return Score(self.cfg.name, device, sample.ts, score, self.threshold, starts, ends, self.ref)

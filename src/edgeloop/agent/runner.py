@@ -9,7 +9,8 @@ is reported and retried; it never stops the journal, the uplink or the other sou
 
 The gateway sends a heartbeat every ``heartbeat_s`` and takes configuration pushes from the
 platform (``remote.py``): a new configuration's sources replace the running ones atomically,
-and if they do not come up within ``config_verify_s`` the previous ones return.
+and if they do not come up within ``config_verify_s`` the previous ones return. Its local models are signed
+versions kept in slots, watched on probation and pushed by the platform (``edge_models.py``).
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edgeloop.agent.config import AgentConfig, ModbusWrite
+from edgeloop.agent.edge_models import EdgeModels, trust_chain
 from edgeloop.agent.failsafe import Decision, FailSafe
 from edgeloop.agent.forward import Forwarder
 from edgeloop.agent.health import ProcessMeter, build_heartbeat
-from edgeloop.agent.inference import LocalModelRunner
 from edgeloop.agent.journal import MEMORY, PRIORITY, Journal
 from edgeloop.agent.remote import PUSHED_FILE, ConfigOutcome, PushedConfig, check_push, config_event
 from edgeloop.agent.sources import ModbusReader, OpcUaReader, Reader, SourceStatus, make_reader, run_source
@@ -55,15 +56,14 @@ def merge_by_time(samples: list[Sample]) -> list[Sample]:
 
 @dataclass
 class _Local:
-    """What one configuration decides on the agent: rules, models, the bandwidth policy."""
+    """What one configuration decides on the agent: rules and the bandwidth policy (models: ``EdgeModels``)."""
 
     failsafe: FailSafe
-    models: list[LocalModelRunner]
     forwarder: Forwarder
 
     @classmethod
     def build(cls, cfg: AgentConfig) -> _Local:
-        return cls(FailSafe(cfg.rules), [LocalModelRunner(m) for m in cfg.models], Forwarder(cfg.bandwidth))
+        return cls(FailSafe(cfg.rules), Forwarder(cfg.bandwidth))
 
 
 @dataclass
@@ -86,12 +86,16 @@ class Agent:
         self.journal = self._open_journal(Path(cfg.agent.data_dir) / "journal.db")
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self.uplink = Uplink(cfg.uplink, tenant=cfg.agent.tenant, gateway=cfg.agent.gateway, journal=self.in_journal,
-                             keepalive_s=cfg.uplink.keepalive_s, on_config=self._on_config)
+                             keepalive_s=cfg.uplink.keepalive_s, on_config=self._on_config,
+                             on_model=self._on_model)
         self.local = _Local.build(cfg)
+        self._pending_events: list[DeviceEvent] = []
+        self.models = EdgeModels(data_dir=Path(cfg.agent.data_dir), chain_pem=trust_chain(cfg),
+                                 gateway=cfg.agent.gateway, emit=self._event)
+        self.models.configure(cfg.models, strict=False)
         self.running = _Running()
         self.outcome = ConfigOutcome(cfg.version, running=cfg.version)
         self._buffer: dict[str, list[Sample]] = {}
-        self._pending_events: list[DeviceEvent] = []
         self._actions: set[asyncio.Task[Any]] = set()
         self._config_lock = asyncio.Lock()
         self._meter = ProcessMeter()
@@ -133,6 +137,10 @@ class Agent:
     async def in_journal(self, fn: Callable[[Journal], T]) -> T:
         """Run ``fn(journal)`` on the journal's own thread (SQLite calls stay off the event loop)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self.journal)
+
+    def _event(self, event: DeviceEvent) -> None:
+        """Journal ``event`` with the next commit (the pending list is swapped out at every commit)."""
+        self._pending_events.append(event)
 
     # -- sources --------------------------------------------------------------------------------
     def _emit(self, device: str, sample: Sample) -> None:
@@ -217,9 +225,8 @@ class Agent:
                 if decision.verdict != "clear":
                     hot_from = decision.ts if hot_from is None else min(hot_from, decision.ts)
                     self.local.forwarder.heat(device, decision.ts)
-            for model in self.local.models:
-                score = model.observe(device, sample)
-                if score is None or not score.starts:
+            for score in self.models.observe(device, sample):
+                if not score.starts:
                     continue
                 hot_from = score.ts if hot_from is None else min(hot_from, score.ts)
                 self.local.forwarder.heat(device, score.ts)
@@ -227,7 +234,7 @@ class Agent:
                     device=device, ts=score.ts, kind="anomaly", severity=Severity.WARNING,
                     message=f"local model {score.model}: score {score.score:.3f} >= {score.threshold:.3f}",
                     data={"model": score.model, "score": round(score.score, 4), "threshold": score.threshold,
-                          "where": "agent"}))
+                          "where": "agent", "version": score.ref}))
         return hot_from
 
     def _on_decision(self, d: Decision) -> None:
@@ -290,6 +297,7 @@ class Agent:
             "sources": {name: vars(st) for name, st in self.sources.items()},
             "config": vars(self.outcome),
             "bytes_raw": self.local.forwarder.bytes_raw,
+            "models": self.models.status(),
         }
 
     async def _heartbeat_loop(self) -> None:
@@ -310,6 +318,12 @@ class Agent:
         self._actions.add(task)
         task.add_done_callback(self._actions.discard)
 
+    def _on_model(self, payload: bytes) -> None:
+        """A model push: verified and installed (or rolled back) at once, between two commits; its answer is an
+        event journaled with the next commit."""
+        self.models.apply_push(payload)
+        self.uplink.wake()
+
     async def apply_push(self, payload: bytes) -> ConfigOutcome:
         """Validate, apply atomically, verify the new sources, keep or roll back; report either way."""
         async with self._config_lock:
@@ -324,7 +338,8 @@ class Agent:
         new_cfg = pushed.cfg
         try:
             new_local = _Local.build(new_cfg)
-        except Exception as exc:  # noqa: BLE001  # e.g. a model file that does not load
+            installed = self.models.configure(new_cfg.models, strict=True)  # all or nothing
+        except Exception as exc:  # noqa: BLE001  # e.g. a model file that is refused or does not load
             return ConfigOutcome(new_cfg.version, "rejected", f"{type(exc).__name__}: {exc}", self.cfg.version)
         old_cfg, old_run, old_local = self.cfg, self.running, self.local
         await self._stop_sources(old_run)
@@ -339,6 +354,8 @@ class Agent:
                   old_cfg.version)
         await self._stop_sources(self.running)
         self._buffer.clear()  # readings of the failed configuration's sources are not accepted
+        self.models.undo(installed)  # the versions its model files installed go too
+        self.models.configure(old_cfg.models, strict=False)
         self.cfg, self.local, self.running = old_cfg, old_local, self._start_sources(old_cfg)
         return ConfigOutcome(new_cfg.version, "rolled_back", failed, old_cfg.version)
 

@@ -14,7 +14,8 @@ Events in the journal's outbox (gaps, fail-safe actions, overrides, anomalies, c
 changes) go out on the device's ``event`` topic and leave the outbox when acknowledged.
 
 The gateway itself has a link too: its heartbeat goes out on its ``health`` topic, and it
-subscribes to its ``config`` topic, handing each configuration push to ``on_config``.
+subscribes to its ``config`` and ``model`` topics, handing each configuration push to ``on_config`` and each
+model push to ``on_model``.
 """
 
 from __future__ import annotations
@@ -80,11 +81,13 @@ class _Link:
 
 class Uplink:
     def __init__(self, cfg: UplinkSection, *, tenant: str, gateway: str, journal: RunInJournal[Any],
-                 keepalive_s: int = 10, on_config: Callable[[bytes], None] | None = None) -> None:
+                 keepalive_s: int = 10, on_config: Callable[[bytes], None] | None = None,
+                 on_model: Callable[[bytes], None] | None = None) -> None:
         self.cfg = cfg
         self.tenant = tenant
         self.gateway = gateway
         self.on_config = on_config
+        self.on_model = on_model
         self.journal = journal
         self.keepalive_s = keepalive_s
         self.stats = UplinkStats()
@@ -128,12 +131,14 @@ class Uplink:
             self.refusals.connected(device)
             c.publish(status, b"online", qos=1, retain=True)
             if device == self.gateway:
-                c.subscribe(topic(self.tenant, device, TopicKind.CONFIG), qos=1)
+                c.subscribe([(topic(self.tenant, device, TopicKind.CONFIG), 1),
+                             (topic(self.tenant, device, TopicKind.MODEL), 1)])
             self._signal(device, "up")
 
         def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-            if self.on_config is not None and self._loop is not None:
-                self._loop.call_soon_threadsafe(self.on_config, bytes(msg.payload))
+            handler = self.on_model if msg.topic.endswith(f"/{TopicKind.MODEL.value}") else self.on_config
+            if handler is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(handler, bytes(msg.payload))
 
         def on_connect_fail(_c: mqtt.Client, _u: Any) -> None:
             self.refusals.refused(device, *error_cause(sys.exc_info()[1], where))  # paho calls it in its except

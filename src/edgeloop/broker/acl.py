@@ -35,19 +35,19 @@ def _kinds(access: Access, device: str, *kinds: TopicKind) -> tuple[Rule, ...]:
     return tuple(Rule(access, f"{TOPIC_ROOT}/+/{device}/{k.value}") for k in kinds)
 
 
-# Every device: publish only on its own topics, receive only its own commands and configuration.
+# Every device: publish only on its own topics, receive only its own commands, configuration and model pushes.
 # (The tenant segment is checked against the registry by ingest: a device id is globally unique.)
 DEVICE_RULES: tuple[Rule, ...] = (
     *_kinds("write", "%u", TopicKind.TELEMETRY, TopicKind.EVENT, TopicKind.STATUS, TopicKind.HEALTH),
-    *_kinds("read", "%u", TopicKind.CMD, TopicKind.CONFIG),
+    *_kinds("read", "%u", TopicKind.CMD, TopicKind.CONFIG, TopicKind.MODEL),
 )
 
 # Platform services by name. Any other service identity (the broker's, the API's) has no MQTT access.
 SERVICE_RULES: dict[str, tuple[Rule, ...]] = {
-    # Ingest reads what every device sends and writes commands and configuration.
+    # Ingest reads what every device sends and writes commands, configuration and model pushes.
     INGEST_IDENTITY: (
         *_kinds("read", "+", TopicKind.TELEMETRY, TopicKind.EVENT, TopicKind.STATUS, TopicKind.HEALTH),
-        *_kinds("write", "+", TopicKind.CMD, TopicKind.CONFIG),
+        *_kinds("write", "+", TopicKind.CMD, TopicKind.CONFIG, TopicKind.MODEL),
     ),
 }
 

@@ -44,6 +44,7 @@ def edge_model(
     except EdgeLoopError as exc:
         raise fail(str(exc)) from None
     out.write_bytes(blob)
-    console.print(f"wrote {out} ({len(blob) / 1e6:.1f} MB); use it under 'models:' in agent.yaml")
+    console.print(f"wrote {out} ({len(blob) / 1e6:.1f} MB); the agent loads only signed models: register it on the "
+                  "platform and give the agent the signed .elm file it exports (or push it to the gateway)")
 
 
