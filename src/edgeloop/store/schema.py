@@ -110,6 +110,15 @@ CREATE TABLE IF NOT EXISTS work_orders (id TEXT PRIMARY KEY, tenant TEXT NOT NUL
 CREATE INDEX IF NOT EXISTS work_orders_opened ON work_orders (opened_ms);
 CREATE TABLE IF NOT EXISTS rule_overrides (asset TEXT NOT NULL, rule TEXT NOT NULL, levels TEXT NOT NULL, set_ms {big}
     NOT NULL, set_by TEXT NOT NULL, PRIMARY KEY (asset, rule));
+CREATE TABLE IF NOT EXISTS model_versions (name TEXT NOT NULL, version INTEGER NOT NULL, kind TEXT NOT NULL, profile
+    TEXT, format TEXT NOT NULL, sha256 TEXT NOT NULL, size {big} NOT NULL, manifest TEXT NOT NULL, signature {blob} NOT
+    NULL, signer TEXT NOT NULL, created_ms {big} NOT NULL, created_by TEXT NOT NULL, PRIMARY KEY (name, version));
+CREATE TABLE IF NOT EXISTS model_aliases (name TEXT NOT NULL, alias TEXT NOT NULL, scope TEXT NOT NULL, version INTEGER
+    NOT NULL, set_ms {big} NOT NULL, set_by TEXT NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (name, alias, scope));
+CREATE TABLE IF NOT EXISTS model_alias_events (id {serial}, name TEXT NOT NULL, alias TEXT NOT NULL, scope TEXT NOT
+    NULL, action TEXT NOT NULL, version INTEGER, previous INTEGER, ts {big} NOT NULL, set_by TEXT NOT NULL, reason TEXT
+    NOT NULL);
+CREATE INDEX IF NOT EXISTS model_alias_events_alias ON model_alias_events (name, alias, scope, id);
 """
 
 #: (version, the columns it adds to tables that existed before it: (table, column, type)). A table a version
