@@ -5,12 +5,17 @@ promotion and rollback, lineage; its API routes and its command line."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from edgeloop.api import create_app
 from edgeloop.clock import ManualClock
 from edgeloop.errors import ConfigError, ConflictError, ModelRefused, NotFoundError
+from edgeloop.identity.auth import ANONYMOUS_ADMIN, Role
 from edgeloop.identity.pki import CertificateAuthority
 from edgeloop.models.artifacts import ArtifactStore
 from edgeloop.models.manifest import DataWindow, ModelManifest, ModelRef, Trigger, canonical, sha256_hex
@@ -341,3 +346,156 @@ async def test_without_a_pki_reads_work_and_writes_say_what_is_missing(store: St
                   models.import_bundle(b"", by="ana")):
         with pytest.raises(ConfigError, match="needs the platform's PKI"):
             await write
+
+
+# -- the API ---------------------------------------------------------------------------------------------------
+
+
+def tiny_onnx() -> bytes:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "edge",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    return bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+
+
+@dataclasses.dataclass
+class ModelApi:
+    client: httpx.AsyncClient
+    models: ModelRegistry
+    store: Store
+    services: object
+
+
+async def model_api(tmp_path: Path, ca: CertificateAuthority | None, *, auth: bool = False
+                    ) -> AsyncIterator[ModelApi]:
+    from edgeloop.store import open_store
+    from tests.test_routes import services
+
+    async with open_store(f"sqlite:///{tmp_path / 'edgeloop.db'}") as store:
+        svc, _ = await services(store, ManualClock(T0), auth=auth)
+        models = make_registry(store, ca, tmp_path)
+        svc = dataclasses.replace(svc, models=models)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(svc)),
+                                     base_url="http://test") as client:
+            yield ModelApi(client, models, store, svc)
+
+
+@pytest.fixture
+async def mapi(tmp_path: Path, ca: CertificateAuthority) -> AsyncIterator[ModelApi]:
+    async for api in model_api(tmp_path, ca):
+        yield api
+
+
+async def test_api_upload_promote_show_lineage_export(mapi: ModelApi) -> None:
+    c = mapi.client
+    onnx_model = tiny_onnx()
+    up = await c.post("/api/v1/models/import?kind=edge&name=edge.pump", content=onnx_model,
+                      headers={"Content-Type": "application/octet-stream"})
+    assert up.status_code == 201, up.text
+    assert (up.json()["name"], up.json()["version"], up.json()["trigger"]) == (
+        "edge.pump", 1, {"kind": "person", "by": "anonymous", "ref": "upload"})
+    [model] = (await c.get("/api/v1/models")).json()
+    assert (model["name"], model["kind"], model["champion"], [v["version"] for v in model["versions"]]) == (
+        "edge.pump", "edge", None, [1])
+
+    promoted = await c.post("/api/v1/models/edge.pump/promote", json={"version": 1, "reason": "bench passed"})
+    assert promoted.status_code == 200, promoted.text
+    assert (promoted.json()["version"], promoted.json()["previous"]) == (1, None)
+    shown = (await c.get("/api/v1/models/edge.pump")).json()
+    assert shown["champion"] == 1 and shown["versions"][0]["aliases"] == ["champion"]
+    assert [(h["action"], h["version"], h["reason"]) for h in shown["history"]] == [("set", 1, "bench passed")]
+    version = (await c.get("/api/v1/models/edge.pump/versions/1")).json()
+    assert (version["ref"], version["aliases"], version["manifest"]["artifact_size"]) == (
+        "edge.pump@1", ["champion"], len(onnx_model))
+    lineage = (await c.get("/api/v1/models/edge.pump/versions/1/lineage")).json()
+    assert (lineage["complete"], [e["ref"] for e in lineage["entries"]]) == (True, ["edge.pump@1"])
+
+    elm = await c.get("/api/v1/models/edge.pump/versions/1/artifact")
+    assert elm.status_code == 200 and elm.headers["content-type"] == "application/vnd.edgeloop.model+zip"
+    signed, artifact = read_bundle(elm.content)
+    assert signed is not None and artifact == onnx_model
+    as_json = (await c.get("/api/v1/models/edge.pump/versions/1/artifact?format=json")).json()
+    assert (as_json["artifact_size"], as_json["signer"]) == (len(onnx_model), signed.signer_pem.decode())
+    again = await c.post("/api/v1/models/import", content=elm.content)
+    assert again.status_code == 201 and again.json()["version"] == 1, "the same signed file: kept as it is"
+    second = await c.post("/api/v1/models/import?kind=edge&name=edge.pump&parent=edge.pump@1", content=onnx_model)
+    assert (second.json()["version"], second.json()["parent"]) == (2, "edge.pump@1")
+    await c.post("/api/v1/models/edge.pump/promote", json={"version": 2, "reason": "v2"})
+    back = await c.post("/api/v1/models/edge.pump/rollback", json={"reason": "latency on gw-3"})
+    assert (back.status_code, back.json()["version"], back.json()["previous"]) == (200, 1, 2)
+    assert [a.action for a in await mapi.store.list_audit()].count("model.alias") == 3
+
+
+async def test_api_errors(mapi: ModelApi, tmp_path: Path) -> None:
+    c = mapi.client
+    garbage = await c.post("/api/v1/models/import?kind=edge&name=edge.pump", content=b"not onnx")
+    assert garbage.status_code == 422 and "not an ONNX model" in garbage.json()["detail"]
+    half = await c.post("/api/v1/models/import?kind=edge", content=tiny_onnx())
+    assert half.status_code == 422
+    raw_detector = await c.post("/api/v1/models/import?kind=detector&name=detector.pump", content=b"pickle")
+    assert raw_detector.status_code == 422, "a detector (a pickle) is never uploaded raw"
+    assert (await c.post("/api/v1/models/import", content=b"not a zip")).json()["code"] == "bad_bundle"
+
+    other = CertificateAuthority.init(tmp_path / "other-pki", name="Other")
+    foreign = make_registry(mapi.store, other, tmp_path / "foreign")
+    manifest = ModelManifest(name="edge.pump", kind="edge", version=1, format="onnx", artifact_sha256=sha256_hex(ONNX),
+                             artifact_size=len(ONNX), created_ms=T0, created_by="eve", code_version="x",
+                             trigger=PERSON)
+    assert foreign.signer is not None
+    refused = await c.post("/api/v1/models/import", content=write_bundle(foreign.signer.sign(manifest), ONNX))
+    assert (refused.status_code, refused.json()["code"]) == (422, "untrusted_signer")
+
+    assert (await c.get("/api/v1/models/edge.pump")).status_code == 404
+    assert (await c.get("/api/v1/models/edge.pump/versions/1")).status_code == 404
+    assert (await c.get("/api/v1/models/Not%20A%20Name")).status_code == 422
+    await c.post("/api/v1/models/import?kind=edge&name=edge.pump", content=tiny_onnx())
+    nothing = await c.post("/api/v1/models/edge.pump/rollback", json={"reason": "x"})
+    assert nothing.status_code == 409 and "no earlier champion" in nothing.json()["detail"]
+    assert (await c.post("/api/v1/models/edge.pump/promote", json={"version": 1})).status_code == 422, "a reason"
+    m = await mapi.models.get("edge.pump@1")
+    mapi.models.artifacts.path(m.artifact_sha256).write_bytes(b"swapped")
+    tampered = await c.get("/api/v1/models/edge.pump/versions/1/artifact")
+    assert (tampered.status_code, tampered.json()["code"]) == (422, "tampered")
+    promote = await c.post("/api/v1/models/edge.pump/promote", json={"version": 1, "reason": "x"})
+    assert (promote.status_code, promote.json()["code"]) == (422, "tampered")
+
+
+async def test_api_roles_and_tenants(tmp_path: Path, ca: CertificateAuthority) -> None:
+    async for api in model_api(tmp_path, ca, auth=True):
+        access = api.services.access  # type: ignore[attr-defined]
+        for user, role, tenant in (("tv", Role.VIEWER, "acme"), ("ta", Role.ADMIN, "acme"),
+                                   ("pv", Role.VIEWER, None)):
+            await access.create_user(username=user, password="a long enough password", role=role, tenant=tenant,
+                                     by=ANONYMOUS_ADMIN, source="test")
+        tokens = {u: (await access.login(u, "a long enough password", source="t"))[0] for u in ("tv", "ta", "pv")}
+        await api.models.register("detector", "detector.p", DETECTOR, by="trainer", trigger=PERSON, profile="p",
+                                  data=DataWindow(window_start_ms=0, window_end_ms=1, devices=["d0", "other-t-d9"],
+                                                  rows=2, data_sha256="00" * 32))
+
+        def auth(user: str, tokens: dict[str, str] = tokens) -> dict[str, str]:
+            return {"Authorization": f"Bearer {tokens[user]}"}
+
+        seen = (await api.client.get("/api/v1/models/detector.p/versions/1", headers=auth("tv"))).json()
+        assert seen["manifest"]["data"]["devices"] == ["d0"], "another tenant's devices are left out"
+        [model] = (await api.client.get("/api/v1/models", headers=auth("tv"))).json()
+        assert model["champion"] == 0, "a detector model without a champion runs the built-in detector"
+        for user, status in (("tv", 403), ("ta", 403), ("pv", 403)):
+            promote = await api.client.post("/api/v1/models/detector.p/promote", headers=auth(user),
+                                            json={"version": 1, "reason": "x"})
+            assert promote.status_code == status, (user, promote.text)
+            elm = await api.client.get("/api/v1/models/detector.p/versions/1/artifact", headers=auth(user))
+            assert elm.status_code == status
+        assert "platform administrators" in (await api.client.post(
+            "/api/v1/models/detector.p/rollback", headers=auth("ta"), json={"reason": "x"})).json()["detail"]
+
+
+async def test_api_without_a_registry_or_a_pki(tmp_path: Path) -> None:
+    async for api in model_api(tmp_path, None):
+        assert (await api.client.get("/api/v1/models")).json() == []
+        refused = await api.client.post("/api/v1/models/import?kind=edge&name=edge.x", content=tiny_onnx())
+        assert refused.status_code == 422 and "needs the platform's PKI" in refused.json()["detail"]
+        app = create_app(dataclasses.replace(api.services, models=None))  # type: ignore[type-var]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            assert (await client.get("/api/v1/models")).status_code == 503
