@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -499,3 +500,62 @@ async def test_api_without_a_registry_or_a_pki(tmp_path: Path) -> None:
         app = create_app(dataclasses.replace(api.services, models=None))  # type: ignore[type-var]
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
             assert (await client.get("/api/v1/models")).status_code == 503
+
+
+# -- the command line against a running platform with a PKI ----------------------------------------------------
+
+
+async def test_cli_import_list_show_promote_rollback_lineage_export(tmp_path: Path) -> None:
+    from typer.testing import CliRunner, Result
+
+    from edgeloop.app import Platform, PlatformConfig
+    from edgeloop.cli import app
+    from tests.support import free_port
+
+    runner = CliRunner()
+    onnx_file = tmp_path / "pump.onnx"
+    onnx_file.write_bytes(tiny_onnx())
+    cfg = PlatformConfig(data_dir=tmp_path / "data", mqtt_port=free_port(), http_port=free_port(),
+                         pki_dir=tmp_path / "pki", create_pki=True)
+    async with Platform(cfg) as platform:
+        url = platform.http_url
+        assert url is not None
+
+        async def run(*args: str) -> Result:  # the CLI blocks on HTTP; the server runs on this loop
+            return await asyncio.to_thread(runner.invoke, app, [*args, "--url", url], catch_exceptions=False)
+
+        for _ in range(2):
+            imported = await run("models", "import", str(onnx_file), "--kind", "edge", "--name", "edge.pump")
+            assert imported.exit_code == 0, imported.output
+        assert "imported edge.pump@2 (edge" in imported.stdout
+        [model] = json.loads((await run("models", "list", "--json")).stdout)
+        assert (model["name"], [v["version"] for v in model["versions"]]) == ("edge.pump", [2, 1])
+        shown = await run("models", "show", "edge.pump@1")
+        assert shown.exit_code == 0 and "trigger   person by anonymous (upload)" in shown.stdout, shown.stdout
+
+        for version in (1, 2):
+            promoted = await run("models", "promote", f"edge.pump@{version}", "--reason", f"bench {version}")
+            assert promoted.exit_code == 0, promoted.output
+        assert "edge.pump champion [*]: v1 -> v2" in promoted.stdout
+        back = await run("models", "rollback", "edge.pump", "--reason", "latency")
+        assert "rolled back: v2 -> v1" in back.stdout, back.output
+        again = await run("models", "rollback", "edge.pump", "--reason", "again")
+        said = " ".join(again.stderr.split())
+        assert again.exit_code == 1 and "409" in said and "no earlier champion" in said
+        assert await platform.models.resolve("edge.pump", "champion") == ModelRef("edge.pump", 1)
+
+        lineage = json.loads((await run("models", "lineage", "edge.pump@2", "--json")).stdout)
+        assert lineage["complete"] is True
+        out_file = tmp_path / "pump.elm"
+        exported = await run("models", "export", "edge.pump@1", "--out", str(out_file))
+        assert exported.exit_code == 0, exported.output
+        signed, artifact = read_bundle(out_file.read_bytes())
+        assert artifact == onnx_file.read_bytes() and platform.ca is not None
+        from edgeloop.models.signing import verify_signed
+
+        assert verify_signed(signed, artifact, chain_pem=platform.ca.chain_pem).ref == ModelRef("edge.pump", 1)
+        assert (await run("models", "import", str(out_file))).exit_code == 0, "the same signed file: a no-op"
+        bad = await run("models", "show", "edge.pump")
+        assert bad.exit_code == 1 and "not a model reference" in bad.stderr
+        half = await run("models", "import", str(onnx_file), "--kind", "edge")
+        assert half.exit_code == 1 and "both --kind and --name" in half.stderr
