@@ -272,6 +272,8 @@ async def test_challenger_aliases_and_their_refusals(models: ModelRegistry) -> N
     assert await models.resolve("edge.pump", "challenger") == ModelRef("edge.pump", 1)
     await models.set_alias("edge.pump", "challenger", None, by="ana", reason="campaign over")
     assert await models.resolve("edge.pump", "challenger") is None
+    history = await models.alias_history("edge.pump", alias="challenger")
+    assert [(e.action, e.previous, e.version) for e in history] == [("set", None, 1), ("clear", 1, None)]
     for alias, version, scope, error in (("winner", 1, "*", ConfigError), ("champion", 1, "north", ConfigError),
                                          ("champion", None, "*", ConfigError), ("champion", 2, "*", NotFoundError),
                                          ("champion", 0, "*", NotFoundError)):

@@ -273,7 +273,8 @@ class ModelRegistry:
                         reason: str, source: str = "") -> ModelAliasEvent:
         """Point ``alias`` at ``version`` (None: remove a challenger); the version is verified first (signature
         and artifact) unless it is the built-in detector. Audited ``model.alias``."""
-        return await self._set(name, alias, version, scope=scope, by=by, reason=reason, source=source)
+        return await self._set(name, alias, version, scope=scope, by=by, reason=reason, source=source,
+                               action="set" if version is not None else "clear")
 
     async def promote(self, ref: ModelRef | str, *, by: str, reason: str, scope: str = "*",
                       source: str = "") -> ModelAliasEvent:
