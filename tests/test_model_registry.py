@@ -239,8 +239,11 @@ async def test_import_of_a_model_signed_by_another_ca_is_refused(models: ModelRe
 
 async def test_promote_and_rollback_walk_the_alias_history(models: ModelRegistry, store: Store) -> None:
     for _ in range(3):
-        await models.register("detector", "detector.pump", DETECTOR, by="trainer", trigger=PERSON, profile="pump")
+        await models.register("detector", "detector.pump", DETECTOR, by="trainer", trigger=PERSON)
     assert await models.resolve("detector.pump", "champion") is None, "unset: the built-in detector serves"
+    assert await models.champion("detector.pump") == ModelRef("detector.pump", 0)
+    assert await models.champion("edge.pump") is None
+    assert (await models.get("detector.pump@1")).profile == "pump", "from the name's convention"
     with pytest.raises(ConflictError, match="no earlier champion"):
         await models.rollback("detector.pump", by="ana", reason="nothing to go back to")
     await models.promote("detector.pump@1", by="ana", reason="campaign 1 passed")
@@ -250,6 +253,7 @@ async def test_promote_and_rollback_walk_the_alias_history(models: ModelRegistry
     assert await models.resolve("detector.pump", "champion") == ModelRef("detector.pump", 3)
     assert await models.resolve("detector.pump", "champion", "group:north") == ModelRef("detector.pump", 1)
     assert await models.resolve("detector.pump", "champion", "group:south") == ModelRef("detector.pump", 3)
+    assert await models.champion("detector.pump", "group:north") == ModelRef("detector.pump", 1)
 
     back = await models.rollback("detector.pump", by="ana", reason="false alarms on line 2")
     assert (back.action, back.previous, back.version, back.set_by) == ("rollback", 3, 2, "ana")

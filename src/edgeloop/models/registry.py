@@ -26,7 +26,7 @@ import re
 import subprocess
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 
@@ -39,6 +39,7 @@ from edgeloop.models.manifest import (
     KINDS,
     NAME_PATTERN,
     DataWindow,
+    ModelKind,
     ModelManifest,
     ModelRef,
     Trigger,
@@ -151,6 +152,8 @@ class ModelRegistry:
         if len(artifact) > MAX_ARTIFACT_BYTES:
             raise ConfigError(f"the artifact is {len(artifact)} bytes (limit {MAX_ARTIFACT_BYTES})")
         await self._check_kind(name, kind)
+        if kind == "detector" and profile is None and name.startswith("detector."):
+            profile = name.removeprefix("detector.")  # the naming convention: detector.<profile>
         parent_ref = await self._parent(parent)
         sha = await self.artifacts.put(artifact)
         created = self.clock.now_ms()
@@ -158,7 +161,7 @@ class ModelRegistry:
 
         def build(version: int) -> ModelVersionRecord:
             manifest = ModelManifest(
-                name=name, kind=kind, version=version, format=FORMATS[kind], artifact_sha256=sha,  # type: ignore[arg-type]
+                name=name, kind=cast(ModelKind, kind), version=version, format=FORMATS[kind], artifact_sha256=sha,
                 artifact_size=len(artifact), created_ms=created, created_by=by, code_version=code, trigger=trigger,
                 parent=parent_ref, profile=profile, data=data, label_ids=list(label_ids), features=features or {},
                 metrics=metrics or {}, card=card or {})
@@ -267,6 +270,14 @@ class ModelRegistry:
         found = {a.scope: a.version for a in await self.store.list_model_aliases(name=name) if a.alias == alias}
         version = found.get(scope, found.get("*"))
         return None if version is None else ModelRef(name, version)
+
+    async def champion(self, name: str, scope: str = "*") -> ModelRef | None:
+        """The version serving ``name`` in ``scope``: its champion, else for a detector model the built-in
+        detector (``detector.<profile>@0``, what every alert of it records), else None."""
+        found = await self.resolve(name, "champion", scope)
+        if found is None and name.startswith("detector."):
+            return ModelRef(name, BUILTIN_DETECTOR)
+        return found
 
     # -- aliases ------------------------------------------------------------------------------------------------
     async def set_alias(self, name: str, alias: str, version: int | None, *, scope: str = "*", by: str,
