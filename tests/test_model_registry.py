@@ -187,9 +187,12 @@ async def test_a_revoked_signer_stops_every_load(store: Store, ca: CertificateAu
     from cryptography import x509
 
     serial = x509.load_pem_x509_certificate(ModelSigner.ensure(ca).cert_pem).serial_number
+    revoked = make_registry(store, ca, tmp_path, revoked=frozenset({serial}))
     with pytest.raises(ModelRefused) as err:
-        await make_registry(store, ca, tmp_path, revoked=frozenset({serial})).load("edge.pump@1")
+        await revoked.load("edge.pump@1")
     assert err.value.code == "revoked_signer"
+    with pytest.raises(ConfigError, match="model-signing certificate is revoked"):
+        await revoked.register("edge", "edge.pump", ONNX, by="ana", trigger=PERSON)
 
 
 # -- import and export -----------------------------------------------------------------------------------------
@@ -565,3 +568,29 @@ async def test_cli_import_list_show_promote_rollback_lineage_export(tmp_path: Pa
         assert bad.exit_code == 1 and "not a model reference" in bad.stderr
         half = await run("models", "import", str(onnx_file), "--kind", "edge")
         assert half.exit_code == 1 and "both --kind and --name" in half.stderr
+
+
+async def test_the_platform_signs_with_its_pki_and_a_revoked_signer_takes_effect_at_once(tmp_path: Path) -> None:
+    from edgeloop.app import Platform, PlatformConfig
+    from tests.support import free_port
+
+    cfg = PlatformConfig(data_dir=tmp_path / "data", mqtt_port=free_port(), http_port=None,
+                         pki_dir=tmp_path / "pki", create_pki=True)
+    async with Platform(cfg) as platform:
+        assert platform.ca is not None and platform.services.models is platform.models
+        m = await platform.models.register("edge", "edge.pump", ONNX, by="ana", trigger=PERSON)
+        assert (tmp_path / "data" / "models" / "artifacts" / m.artifact_sha256).exists()
+        assert (await platform.models.load(m.ref))[1] == ONNX
+        platform.ca.revoke("model-signing")  # e.g. its key leaked
+        with pytest.raises(ModelRefused) as err:
+            await platform.models.load(m.ref)
+        assert err.value.code == "revoked_signer"
+    async with Platform(dataclasses.replace(cfg, mqtt_port=free_port())) as platform:  # a new signer at start
+        again = await platform.models.register("edge", "edge.pump", ONNX, by="ana", trigger=PERSON)
+        assert (again.version, (await platform.models.load(again.ref))[1]) == (2, ONNX)
+        with pytest.raises(ModelRefused):
+            await platform.models.load(m.ref)  # what the revoked key signed stays refused
+    async with Platform(dataclasses.replace(cfg, pki_dir=None, mqtt_port=free_port())) as platform:
+        assert [v.version for v in await platform.models.versions()] == [1, 2], "reads without a PKI"
+        with pytest.raises(ConfigError, match="PKI"):
+            await platform.models.load(m.ref)

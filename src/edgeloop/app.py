@@ -350,16 +350,21 @@ class Platform:
     def _model_registry(self) -> ModelRegistry:
         """The model registry: signing with the PKI's model-signing key (issued on first use); without a PKI it
         reads what is stored and refuses every write, saying why."""
+        from edgeloop.identity.crl import RevocationList
         from edgeloop.models.artifacts import ArtifactStore
         from edgeloop.models.registry import ModelRegistry
         from edgeloop.models.signing import ModelSigner
 
+        artifacts = ArtifactStore(root=self.config.data_dir / "models" / "artifacts")
         ca = self.ca
-        return ModelRegistry(store=self.store, artifacts=ArtifactStore(root=self.config.data_dir / "models" /
-                                                                       "artifacts"),
-                             signer=ModelSigner.ensure(ca) if ca is not None else None,
-                             chain_pem=ca.chain_pem if ca is not None else None,
-                             revoked=ca.revoked_serials if ca is not None else frozenset, clock=self.clock)
+        if ca is None:
+            return ModelRegistry(store=self.store, artifacts=artifacts, signer=None, chain_pem=None, clock=self.clock)
+        signer = ModelSigner.ensure(ca)
+        crl = RevocationList(ca.dir / "crl.pem", ca.cert)  # re-read only when the file changes (a revocation)
+        if not crl.path.exists():
+            ca.write_crl()
+        return ModelRegistry(store=self.store, artifacts=artifacts, signer=signer, chain_pem=ca.chain_pem,
+                             revoked=crl.serials, clock=self.clock)
 
     @property
     def tls_dir(self) -> Path:

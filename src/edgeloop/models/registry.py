@@ -142,9 +142,7 @@ class ModelRegistry:
         """Sign and store ``artifact`` as ``name``'s next version (artifact first, then the row); audited
         ``model.register``. ConfigError for a bad kind or name, ConflictError for a name of another kind,
         NotFoundError for an unknown parent."""
-        signer = self.signer
-        if signer is None or self.chain_pem is None:
-            raise _needs_pki()
+        signer = self._usable_signer()
         if kind not in KINDS:
             raise ConfigError(f"model kind {kind!r} must be one of {', '.join(KINDS)}")
         if not _NAME.match(name):
@@ -333,6 +331,16 @@ class ModelRegistry:
                           f"{action} {alias} [{scope}]: {_text(event.previous)} -> {_text(event.version)}; {reason}")
         return event
 
+    def _usable_signer(self) -> ModelSigner:
+        """The signer, unless it is missing (no PKI) or revoked (what it signed would never load)."""
+        signer = self.signer
+        if signer is None or self.chain_pem is None:
+            raise _needs_pki()
+        if _serial(signer.cert_pem) in self._revoked():
+            raise ConfigError("the platform's model-signing certificate is revoked: restart the platform to issue "
+                              "a new one (PKI_DIR/signers)")
+        return signer
+
     async def _record(self, ref: ModelRef) -> ModelVersionRecord:
         rec = await self.store.get_model_version(ref.name, ref.version)
         if rec is None:
@@ -429,6 +437,13 @@ def champion_stack(name: str, history: Sequence[ModelAliasEvent]) -> list[int]:
         if not stack or stack[-1] != e.version:
             stack.append(e.version)
     return stack
+
+
+@functools.lru_cache(maxsize=8)
+def _serial(cert_pem: bytes) -> int:
+    from cryptography import x509
+
+    return int(x509.load_pem_x509_certificate(cert_pem).serial_number)
 
 
 def _row(manifest: ModelManifest, signed: SignedModel) -> ModelVersionRecord:
