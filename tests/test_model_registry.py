@@ -409,6 +409,7 @@ async def test_api_upload_promote_show_lineage_export(mapi: ModelApi) -> None:
     [model] = (await c.get("/api/v1/models")).json()
     assert (model["name"], model["kind"], model["champion"], [v["version"] for v in model["versions"]]) == (
         "edge.pump", "edge", None, [1])
+    assert "history" not in model, "the alias history is on the model's own page"
 
     promoted = await c.post("/api/v1/models/edge.pump/promote", json={"version": 1, "reason": "bench passed"})
     assert promoted.status_code == 200, promoted.text

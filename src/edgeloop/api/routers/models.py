@@ -68,7 +68,7 @@ class VersionHeadline(msgspec.Struct, kw_only=True):
     aliases: list[str]
 
 
-class ModelSummary(msgspec.Struct, kw_only=True):
+class ModelSummary(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A model: its kind and profile, the version serving the whole profile (``champion``; 0 for a detector:
     the built-in detector), its versions (newest first) and aliases; ``history``: every alias change (one model)."""
 
