@@ -9,6 +9,7 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -296,6 +297,29 @@ async def test_a_rollback_decided_on_stale_history_is_refused(store: Store) -> N
         await store.set_model_alias(name="m", alias="champion", scope="*", version=0, at_ms=2, by="a", reason="",
                                     action="rollback", expect=2)
     assert [a.version for a in await store.list_model_aliases(name="m")] == [1]
+
+
+async def test_two_rollbacks_at_once_go_back_one_step_not_two(models: ModelRegistry, store: Store,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two operators roll back at the same moment, each having read the same history: one step back, not two."""
+    for version in (1, 2, 3):
+        await models.register("edge", "edge.pump", ONNX, by="ana", trigger=PERSON)
+        await models.promote(f"edge.pump@{version}", by="ana", reason="r")
+    real, readers, both_read = store.model_alias_history, [], asyncio.Event()
+
+    async def history(*args: Any, **kw: Any) -> list[ModelAliasEvent]:
+        got = await real(*args, **kw)
+        readers.append(1)
+        if len(readers) == 2:
+            both_read.set()
+        await asyncio.wait_for(both_read.wait(), 30)  # both decide on the same history
+        return got
+
+    monkeypatch.setattr(store, "model_alias_history", history)
+    done = await asyncio.gather(*(models.rollback("edge.pump", by=who, reason="alarm storm") for who in ("a", "b")),
+                                return_exceptions=True)
+    assert sorted(type(d).__name__ for d in done) == ["ConflictError", "ModelAliasEvent"], done
+    assert await models.resolve("edge.pump", "champion") == ModelRef("edge.pump", 2)
 
 
 def test_the_champion_stack_pushes_promotions_and_pops_rollbacks() -> None:
