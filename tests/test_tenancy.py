@@ -26,6 +26,7 @@ from edgeloop.messages import Sample, Telemetry, TopicKind, encode, topic
 from edgeloop.store import Store
 from tests.support import HOT_RULES
 from tests.test_api import publish_all
+from tests.test_model_registry import tiny_onnx
 
 API = "/api/v1"
 T0 = 1_795_000_000_000
@@ -204,6 +205,12 @@ def cases(ids: dict[str, Any]) -> dict[tuple[str, str], list[Attempt]]:
                                                                      "line": "acme-line", "profile": "pump",
                                                                      "asset": "globex-asset"}})],
         ("POST", "/api/v1/devices/{device_id}/revoke"): [("/devices/globex-dev/revoke", {})],
+        # Models are shared by every tenant (a detector model serves a profile): only the platform changes them.
+        ("POST", "/api/v1/models/import"): [("/models/import?kind=edge&name=edge.stolen", {"content": tiny_onnx()})],
+        ("POST", "/api/v1/models/{name}/promote"): [("/models/detector.pump/promote", {"json": {
+            "version": 0, "reason": "sabotage"}})],
+        ("POST", "/api/v1/models/{name}/rollback"): [("/models/detector.pump/rollback", {"json": {
+            "reason": "sabotage"}})],
     }
 
 
@@ -234,7 +241,7 @@ async def state(env: Env) -> dict[str, Any]:
     for path in ("/tenants", "/sites", "/lines", "/assets", "/devices", "/profiles", "/alerts", "/incidents",
                  f"/incidents/{env.ids['incident']}", "/silences", "/maintenance-windows", "/work-orders", "/users",
                  "/labels", "/tuning/proposals", "/alert-rules", "/alert-rules?tenant=globex",
-                 "/alert-rules?tenant=acme", "/gateways/globex-dev/config", "/dead-letters"):
+                 "/alert-rules?tenant=acme", "/gateways/globex-dev/config", "/dead-letters", "/models"):
         out[path] = await env.call("GET", path)
     out["globex api key"] = await env.platform.store.get_credential(env.ids["api_key"])
     out["globex user"] = await env.platform.store.get_user("globex-viewer")  # its password hash too

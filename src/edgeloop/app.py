@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from edgeloop.api.services import Services
     from edgeloop.identity.pki import CertificateAuthority
     from edgeloop.identity.provisioning import ProvisioningService
+    from edgeloop.models.registry import ModelRegistry
 from edgeloop.ingest.bounds import Limits
 from edgeloop.ingest.handoff import HandoffSource
 from edgeloop.ingest.mqtt import MqttSource
@@ -225,6 +226,7 @@ class Platform:
         self.api_server: uvicorn.Server | None = None
         self.provisioning: ProvisioningService | None = None
         self.ca: CertificateAuthority | None = None
+        self.models: ModelRegistry
         self.broker: EmbeddedBroker | None = None
         self._refusals_audited = OncePer(60_000)
         self.access: AccessService
@@ -269,6 +271,7 @@ class Platform:
             self.provisioning = ProvisioningService(
                 store=self.store, registry=self.registry, ca=self.ca, clock=self.clock,
                 limiter=RateLimiter(rate_per_s=cfg.provision_rate_per_s, burst=cfg.provision_burst))
+        self.models = self._model_registry()
         ingest_tls = cfg.mqtt_tls
         handoff = HandoffSource(clock=self.clock) if cfg.embedded_broker else None
         if cfg.embedded_broker:
@@ -344,6 +347,25 @@ class Platform:
                 await self.alerts.tick()
             except StoreError as exc:  # the database is away for a moment: the next tick tries again
                 log.warning("alert tick failed: %s", exc)
+
+    def _model_registry(self) -> ModelRegistry:
+        """The model registry: signing with the PKI's model-signing key (issued on first use); without a PKI it
+        reads what is stored and refuses every write, saying why."""
+        from edgeloop.identity.crl import RevocationList
+        from edgeloop.models.artifacts import ArtifactStore
+        from edgeloop.models.registry import ModelRegistry
+        from edgeloop.models.signing import ModelSigner
+
+        artifacts = ArtifactStore(root=self.config.data_dir / "models" / "artifacts")
+        ca = self.ca
+        if ca is None:
+            return ModelRegistry(store=self.store, artifacts=artifacts, signer=None, chain_pem=None, clock=self.clock)
+        signer = ModelSigner.ensure(ca)
+        crl = RevocationList(ca.dir / "crl.pem", ca.cert)  # re-read only when the file changes (a revocation)
+        if not crl.path.exists():
+            ca.write_crl()
+        return ModelRegistry(store=self.store, artifacts=artifacts, signer=signer, chain_pem=ca.chain_pem,
+                             revoked=crl.serials, clock=self.clock)
 
     @property
     def tls_dir(self) -> Path:
@@ -489,7 +511,7 @@ class Platform:
         cfg = self.config
         return Services(store=self.store, registry=self.registry, access=self.access, alerts=self.alerts,
                         ingest=_IngestView(self), gateways=self, clock=self.clock, provisioning=self.provisioning,
-                        auth=cfg.auth, mqtt_address=f"{cfg.mqtt_host}:{cfg.mqtt_port}")
+                        auth=cfg.auth, mqtt_address=f"{cfg.mqtt_host}:{cfg.mqtt_port}", models=self.models)
 
     @property
     def http_url(self) -> str | None:

@@ -1,4 +1,4 @@
-"""One error format: ``{"detail": ...}`` (``code`` too for a provisioning refusal), from one table of exception
+"""One error format: ``{"detail": ...}`` (``code`` too for a provisioning or model refusal), from one table of exception
 class to HTTP status.
 
 Routes raise the platform's own errors (``NotFoundError``, ``ConflictError``, ...) or ``HTTPException``; nothing
@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from edgeloop.errors import BrokerError, ConfigError, ConflictError, NotFoundError, StoreError, StoreRejected
+from edgeloop.errors import (
+    BrokerError,
+    ConfigError,
+    ConflictError,
+    ModelRefused,
+    NotFoundError,
+    StoreError,
+    StoreRejected,
+)
 from edgeloop.identity.access import AuthError
 from edgeloop.identity.provisioning import ProvisioningError
 
@@ -45,6 +53,7 @@ ERRORS: dict[type[Exception], ErrorRule] = {
     StoreError: ErrorRule(503, detail=lambda exc: f"the store is unavailable, try again: {exc}"),
     AuthError: ErrorRule(None, detail=lambda exc: str(getattr(exc, "detail", exc)),
                          headers=lambda exc: _retry_after(exc) or {"WWW-Authenticate": "Bearer"}),
+    ModelRefused: ErrorRule(422, fields=lambda exc: {"code": str(getattr(exc, "code", ""))}),  # never loaded
     ProvisioningError: ErrorRule(None, detail=lambda exc: str(getattr(exc, "detail", exc)),
                                  fields=lambda exc: {"code": str(getattr(exc, "code", ""))}, headers=_retry_after),
 }

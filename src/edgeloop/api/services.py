@@ -19,6 +19,7 @@ from edgeloop.clock import Clock
 from edgeloop.identity.access import AccessService
 from edgeloop.identity.provisioning import ProvisioningService
 from edgeloop.messages import Alert
+from edgeloop.models.registry import ModelRegistry
 from edgeloop.registry import RegistryService
 from edgeloop.store import Store
 from edgeloop.store.alerting import IncidentRecord, Label, MaintenanceRecord, SilenceRecord
@@ -98,8 +99,9 @@ class Alerting(Protocol):
 
 @dataclass(frozen=True, kw_only=True)
 class Services:
-    """Everything a route may touch. ``provisioning`` is None without a PKI (its routes answer 503);
-    ``auth`` False: every caller is the anonymous administrator (a laptop, a test)."""
+    """Everything a route may touch. ``provisioning`` is None without a PKI (its routes answer 503); ``models``:
+    the model registry (None: its routes answer 503); ``auth`` False: every caller is the anonymous administrator
+    (a laptop, a test)."""
 
     store: Store
     registry: RegistryService
@@ -111,3 +113,4 @@ class Services:
     provisioning: ProvisioningService | None = None
     auth: bool = False
     mqtt_address: str = ""  # where devices connect (``host:port``), told to whoever creates an enrollment
+    models: ModelRegistry | None = None

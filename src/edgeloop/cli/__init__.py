@@ -17,6 +17,7 @@ from edgeloop.cli import (
     gateways,
     incidents,
     login,
+    models,
     pki,
     platform,
     registry,
@@ -42,6 +43,7 @@ app.add_typer(enroll.enroll_app, name="enroll")
 app.add_typer(devices.devices_app, name="devices")
 app.add_typer(alerts.alerts_app, name="alerts")
 app.add_typer(gateways.gateways_app, name="gateways")
+app.add_typer(models.models_app, name="models")
 app.add_typer(incidents.incidents_app, name="incidents")
 app.add_typer(rules.rules_app, name="rules")
 app.add_typer(suppressions.maintenance_app, name="maintenance")

@@ -7,6 +7,7 @@ refuses), and every transaction rolls back on any error (see ``store/driver.py``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -32,7 +33,10 @@ from edgeloop.store.records import (
     GatewayConfig,
     GatewayHeartbeat,
     GatewayRecord,
+    ModelAlias,
+    ModelAliasEvent,
     ModelFinding,
+    ModelVersionRecord,
     Series,
     StoredEvent,
     TelemetryChunk,
@@ -56,7 +60,10 @@ __all__ = [
     "GatewayConfig",
     "GatewayHeartbeat",
     "GatewayRecord",
+    "ModelAlias",
+    "ModelAliasEvent",
     "ModelFinding",
+    "ModelVersionRecord",
     "Series",
     "Store",
     "StoredEvent",
@@ -108,10 +115,23 @@ LATEST_GATEWAY_CONFIGS: Final = (  # one index probe per gateway (primary key (g
     "WHERE version = (SELECT max(version) FROM gateway_configs m WHERE m.gateway = c.gateway)"
 )
 CREDENTIALS: Final = "id, kind, subject, role, tenant, created_ms, expires_ms, secret_hash, revoked_ms"
+MODEL_VERSIONS: Final = ("name, version, kind, profile, format, sha256, size, manifest, signature, signer, created_ms, "
+                         "created_by")
+MODEL_ALIASES: Final = "name, alias, scope, version, set_ms, set_by, reason"
+MODEL_ALIAS_EVENTS: Final = "name, alias, scope, action, version, previous, ts, set_by, reason"
+ANY: Final = object()  # ``set_model_alias(expect=ANY)``: whatever the alias points at now
+
+
+def _version_text(version: object) -> str:
+    return "unset" if version is None else f"version {version}"
 
 
 def _marks(n: int) -> str:
     return ",".join("?" * n)
+
+
+def _model_version(row: Row) -> ModelVersionRecord:
+    return record(ModelVersionRecord, row, signature=bytes(row["signature"]))
 
 
 def _user(row: Row) -> User:
@@ -427,6 +447,73 @@ class Store:
         return await self.driver.execute(
             "UPDATE gateway_configs SET status=?, error=?, status_ms=? WHERE gateway=? AND version=?",
             (status, error[:1000], at_ms, gateway, version)) == 1
+
+    # -- model registry (versions are immutable: there is no update or delete of them) ----------------------
+    async def add_model_version(self, name: str, build: Callable[[int], ModelVersionRecord]) -> ModelVersionRecord:
+        """Store ``build(version)`` under ``name``'s next version (one more than the highest stored), the number
+        chosen inside the insert's transaction: two registrations at once get different versions. ``build`` runs
+        inside the transaction (it signs the manifest, which names the version): keep it short."""
+        async with self.driver.transaction() as tx:
+            await tx.lock(f"model-version:{name}")
+            row = await tx.fetchone("SELECT coalesce(max(version), 0) AS v FROM model_versions WHERE name=?", (name,))
+            rec = build(int(row["v"]) + 1 if row is not None else 1)
+            if rec.name != name:
+                raise ValueError(f"built a version of {rec.name!r} while registering {name!r}")
+            await tx.execute(insert_sql("model_versions", MODEL_VERSIONS), values(rec, MODEL_VERSIONS))
+        return rec
+
+    async def put_model_version(self, rec: ModelVersionRecord) -> None:
+        """Store a version whose number is given (an imported signed model); ConflictError if it exists."""
+        await self._create("model_versions", MODEL_VERSIONS, rec, "model version", f"{rec.name}@{rec.version}")
+
+    async def get_model_version(self, name: str, version: int) -> ModelVersionRecord | None:
+        return await self._one(_model_version, f"SELECT {MODEL_VERSIONS} FROM model_versions",
+                               [("name = ?", name), ("version = ?", version)])
+
+    async def list_model_versions(self, *, name: str | None = None, kind: str | None = None
+                                  ) -> list[ModelVersionRecord]:
+        """By name, then version."""
+        return await self._list(_model_version, f"SELECT {MODEL_VERSIONS} FROM model_versions",
+                                [("name = ?", name), ("kind = ?", kind)], "name, version")
+
+    async def set_model_alias(self, *, name: str, alias: str, scope: str, version: int | None, at_ms: int, by: str,
+                              reason: str, action: str = "set", expect: object = ANY
+                              ) -> ModelAliasEvent:
+        """Point ``alias`` of ``name`` in ``scope`` at ``version`` (None: remove it) and record the change in the
+        alias history, in one transaction. ``expect``: the version the alias must point at now (None: unset),
+        else ConflictError (a decision taken on what was read, e.g. a rollback, is not applied twice)."""
+        async with self.driver.transaction() as tx:
+            await tx.lock(f"model-alias:{name}")
+            row = await tx.fetchone("SELECT version FROM model_aliases WHERE name=? AND alias=? AND scope=?",
+                                    (name, alias, scope))
+            previous = None if row is None else int(row["version"])
+            if expect is not ANY and expect != previous:
+                raise ConflictError(f"{alias} of {name} ({scope}) is {_version_text(previous)} now, not "
+                                    f"{_version_text(expect)}: it changed meanwhile")
+            event = ModelAliasEvent(name=name, alias=alias, scope=scope, action=action, version=version,
+                                    previous=previous, ts=at_ms, set_by=by, reason=reason[:1000])
+            if version is None:
+                await tx.execute("DELETE FROM model_aliases WHERE name=? AND alias=? AND scope=?",
+                                 (name, alias, scope))
+            else:
+                await tx.execute(insert_sql("model_aliases", MODEL_ALIASES, key="name, alias, scope"), (
+                    name, alias, scope, version, at_ms, by, event.reason))
+            got = await tx.fetchone(insert_sql("model_alias_events", MODEL_ALIAS_EVENTS) + " RETURNING id",
+                                    values(event, MODEL_ALIAS_EVENTS))
+        assert got is not None
+        return dataclasses.replace(event, id=int(got["id"]))
+
+    async def list_model_aliases(self, *, name: str | None = None) -> list[ModelAlias]:
+        """By name, alias and scope."""
+        return await self._list(lambda r: record(ModelAlias, r), f"SELECT {MODEL_ALIASES} FROM model_aliases",
+                                [("name = ?", name)], "name, alias, scope")
+
+    async def model_alias_history(self, name: str, *, alias: str | None = None, scope: str | None = None
+                                  ) -> list[ModelAliasEvent]:
+        """Oldest first."""
+        return await self._list(lambda r: record(ModelAliasEvent, r), f"SELECT id, {MODEL_ALIAS_EVENTS} FROM "
+                                "model_alias_events", [("name = ?", name), ("alias = ?", alias), ("scope = ?", scope)],
+                                "id")
 
     # -- provisioning, users, credentials and audit ---------------------------------------------
     async def put_enrollment(self, e: Enrollment) -> None:

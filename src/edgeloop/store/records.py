@@ -241,6 +241,56 @@ class DriftRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelVersionRecord:
+    """One stored, immutable model version (``edgeloop.models``): its signed canonical manifest (JSON text), the
+    DER signature over exactly those bytes and the signer's certificate (PEM). The artifact itself is a file named
+    by ``sha256`` (``models/artifacts.py``). Nothing updates or deletes a row."""
+
+    name: str
+    version: int
+    kind: str
+    profile: str | None
+    format: str
+    sha256: str
+    size: int
+    manifest: str
+    signature: bytes
+    signer: str
+    created_ms: int
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAlias:
+    """An alias (``champion``, ``challenger``) of a model in a scope (``*`` the whole profile, ``group:NAME``)."""
+
+    name: str
+    alias: str
+    scope: str
+    version: int
+    set_ms: int
+    set_by: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAliasEvent:
+    """One change of an alias, kept forever (what rollback and the lineage page read). ``action``: ``set``,
+    ``rollback`` or ``clear``; ``version`` None: the alias was removed; ``previous`` None: it was not set."""
+
+    name: str
+    alias: str
+    scope: str
+    action: str
+    version: int | None
+    previous: int | None
+    ts: int
+    set_by: str
+    reason: str
+    id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Series:
     ts: list[int]
     avg: list[float | None]

@@ -119,6 +119,15 @@ CREATE TABLE IF NOT EXISTS drift_events (id {serial}, tenant TEXT NOT NULL, devi
     TEXT NOT NULL, model TEXT NOT NULL, kind TEXT NOT NULL, since_ms {big} NOT NULL, detected_ms {big} NOT NULL, figure
     {real} NOT NULL, threshold {real} NOT NULL, channels TEXT NOT NULL, message TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS drift_events_device ON drift_events (device, detected_ms);
+CREATE TABLE IF NOT EXISTS model_versions (name TEXT NOT NULL, version INTEGER NOT NULL, kind TEXT NOT NULL, profile
+    TEXT, format TEXT NOT NULL, sha256 TEXT NOT NULL, size {big} NOT NULL, manifest TEXT NOT NULL, signature {blob} NOT
+    NULL, signer TEXT NOT NULL, created_ms {big} NOT NULL, created_by TEXT NOT NULL, PRIMARY KEY (name, version));
+CREATE TABLE IF NOT EXISTS model_aliases (name TEXT NOT NULL, alias TEXT NOT NULL, scope TEXT NOT NULL, version INTEGER
+    NOT NULL, set_ms {big} NOT NULL, set_by TEXT NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (name, alias, scope));
+CREATE TABLE IF NOT EXISTS model_alias_events (id {serial}, name TEXT NOT NULL, alias TEXT NOT NULL, scope TEXT NOT
+    NULL, action TEXT NOT NULL, version INTEGER, previous INTEGER, ts {big} NOT NULL, set_by TEXT NOT NULL, reason TEXT
+    NOT NULL);
+CREATE INDEX IF NOT EXISTS model_alias_events_alias ON model_alias_events (name, alias, scope, id);
 """
 
 #: (version, the columns it adds to tables that existed before it: (table, column, type)). A table a version
