@@ -115,6 +115,10 @@ CREATE TABLE IF NOT EXISTS model_findings (id {serial}, model TEXT NOT NULL, liv
     asset TEXT NOT NULL, device TEXT NOT NULL, ts {big} NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL, score
     {real} NOT NULL, explanation TEXT NOT NULL, message TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS model_findings_model ON model_findings (model, ts);
+CREATE TABLE IF NOT EXISTS campaigns (id TEXT PRIMARY KEY, payload TEXT NOT NULL, subject TEXT NOT NULL, spec TEXT
+    NOT NULL, state TEXT NOT NULL, phase TEXT NOT NULL, active {bool} NOT NULL, created_ms {big} NOT NULL, updated_ms
+    {big} NOT NULL);
+CREATE INDEX IF NOT EXISTS campaigns_subject ON campaigns (subject, active);
 """
 
 #: (version, the columns it adds to tables that existed before it: (table, column, type)). A table a version
