@@ -241,6 +241,26 @@ async def test_confirmed_fault_missed_in_wave_one_rolls_back_with_bounded_exposu
     assert len(await sqlite_store.list_campaign_audit("c-1")) == len(view.events)
 
 
+async def test_a_late_verdict_on_an_earlier_wave_still_rolls_back(sqlite_store: Store) -> None:
+    fleet = fleet_for(sqlite_store)
+    await fleet.service.start(make_spec(), by="alice")
+    device = wave_targets(make_spec())[0][0]
+    fault = T0 + 16 * HOUR  # in wave 1 (6-18 h); only the champion (the safety net) finds it
+
+    async def scenario(t: int) -> None:
+        if t == fault + HOUR:
+            await fleet.onset(device, OLD, fault + 5 * MIN)
+        if t == T0 + 21 * HOUR:  # the verdict comes in wave 2, after wave 1 passed
+            await fleet.label(device, fault, fault + HOUR, at=t - 10 * MIN)
+
+    await fleet.hours(20, scenario)
+    assert (await fleet.service.get("c-1")).progress.wave == 2
+    await fleet.hours(1, scenario)
+    view = await fleet.service.get("c-1")
+    assert view.state.phase == "rolled_back" and "missed_faults" in view.state.outcome
+    assert fleet.placement.assigned == {} and fleet.aliases.champion == OLD
+
+
 # --- restart in the middle ---------------------------------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 
@@ -107,6 +107,15 @@ class CampaignView(msgspec.Struct, frozen=True, kw_only=True):
     state: CampaignState
     progress: CampaignProgress
     events: list[Event]
+
+
+class Fault(NamedTuple):
+    """A fault a technician confirmed: its window on one device and when the verdict was given."""
+
+    device: str
+    start_ms: int
+    end_ms: int
+    labelled_ms: int
 
 
 def _ref_model(ref: str) -> str:
@@ -234,8 +243,9 @@ class CampaignService:
           window padded by 30 min on that device; exposure = compared targets × elapsed days, the same for both
           (they score the same targets);
         - ``MissedFaultGate``: the candidate's onsets as point episodes, and the confirmed faults overlapping the
-          phase; the champion's findings are not references of their own (a champion finding the candidate does
-          not share is judged by the technicians' verdict on it, paged through the safety net);
+          phase or confirmed during it (a fault of an earlier phase whose verdict came late still counts); the
+          champion's findings are not references of their own (a champion finding the candidate does not share is
+          judged by the technicians' verdict on it, paged through the safety net);
         - ``ProbeGate``: the probe runner's results, once per phase;
         - other gates: no observation (they stay pending, which is why ``start`` refuses them).
         """
@@ -245,9 +255,12 @@ class CampaignService:
         since = state.phase_start_ms
         now_ms = max(now_ms, since)
         grace = max((g.grace_ms for g in spec.gates.values() if isinstance(g, MissedFaultGate)), default=0)
-        faults = await self._confirmed_faults(targets, since=since, now_ms=now_ms, lookback_ms=LABEL_PAD_MS + grace)
+        faults = await self._confirmed_faults(targets, labelled_since=since - LABEL_PAD_MS - grace, now_ms=now_ms)
         campaign_start = state.events[0].ts_ms if state.events else since
-        earliest = min([since, *(start for _, start, _ in faults)]) - grace
+        # the faults the candidate is judged on: those of this phase, and those of an earlier phase of the campaign
+        # whose verdict came only now (the phase that saw them passed before anyone knew it was a fault)
+        judged = [f for f in faults if f.end_ms >= since or (f.labelled_ms >= since and f.end_ms >= campaign_start)]
+        earliest = min([since, *(f.start_ms for f in judged)]) - grace
         findings = await self._onsets(spec, targets, since=max(campaign_start, earliest), until=now_ms + 1)
         observations: dict[str, Observation] = {}
         for name, gate in spec.gates.items():
@@ -259,8 +272,7 @@ class CampaignService:
                     champion=[],
                     challenger=[Episode(target=f.device, start_ms=f.ts, end_ms=f.ts) for f in findings
                                 if f.model == spec.to_ref],
-                    confirmed=[Episode(target=d, start_ms=s, end_ms=e) for d, s, e in faults
-                               if e >= since and s <= now_ms])
+                    confirmed=[Episode(target=f.device, start_ms=f.start_ms, end_ms=f.end_ms) for f in judged])
             elif isinstance(gate, ProbeGate) and self.probes is not None:
                 results = await self._probe(spec, state, targets, now_ms)
                 if results is not None:
@@ -278,25 +290,25 @@ class CampaignService:
                         MAX_FINDINGS)
         return [f for f in found if f.kind == ANOMALY and f.device in wanted]
 
-    async def _confirmed_faults(self, targets: Sequence[str], *, since: int, now_ms: int,
-                                lookback_ms: int) -> Sequence[tuple[str, int, int]]:
-        """(device, start, end) of the faults technicians confirmed (or relabelled) on ``targets`` whose window
-        reaches past ``since - lookback_ms``; the newest label of each alert wins. A verdict is given after the
-        window it judges began, so labels given before that are not read."""
+    async def _confirmed_faults(self, targets: Sequence[str], *, labelled_since: int,
+                                now_ms: int) -> Sequence[Fault]:
+        """The faults technicians confirmed (or relabelled) on ``targets`` in a verdict given since
+        ``labelled_since``, begun by ``now_ms``; the newest label of each alert wins (a confirmation later called a
+        false alarm is no fault). A verdict comes after the window it judges began, so older labels are not read."""
         wanted = set(targets)
         newest: dict[int, Label] = {}
-        for label in await self.store.list_labels(since_ms=since - lookback_ms):  # oldest first: the last wins
+        for label in await self.store.list_labels(since_ms=labelled_since):  # oldest first: the last one wins
             newest[label.alert] = label
-        return sorted((lb.device, lb.start_ms, lb.end_ms) for lb in newest.values()
+        return sorted(Fault(lb.device, lb.start_ms, lb.end_ms, lb.ts) for lb in newest.values()
                       if lb.verdict in (Verdict.CONFIRMED, Verdict.RELABEL) and lb.device in wanted
-                      and lb.end_ms >= since - lookback_ms and lb.start_ms <= now_ms)
+                      and lb.start_ms <= now_ms)
 
     @staticmethod
-    def _rate_counts(spec: CampaignSpec, findings: Sequence[ModelFinding], faults: Sequence[tuple[str, int, int]],
-                     *, targets: int, since: int, now_ms: int) -> RateCounts:
+    def _rate_counts(spec: CampaignSpec, findings: Sequence[ModelFinding], faults: Sequence[Fault], *, targets: int,
+                     since: int, now_ms: int) -> RateCounts:
         windows: dict[str, list[tuple[int, int]]] = {}
-        for device, start, end in faults:
-            windows.setdefault(device, []).append((start - LABEL_PAD_MS, end + LABEL_PAD_MS))
+        for f in faults:
+            windows.setdefault(f.device, []).append((f.start_ms - LABEL_PAD_MS, f.end_ms + LABEL_PAD_MS))
 
         def false_alarms(ref: str) -> int:
             return sum(1 for f in findings if f.model == ref and f.ts >= since
