@@ -9,6 +9,7 @@ ran."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import itertools
@@ -31,7 +32,7 @@ from edgeloop.campaigns.gates import (
     ScoreShiftGate,
 )
 from edgeloop.campaigns.service import CampaignService, CampaignView
-from edgeloop.errors import ConfigError, ConflictError, ModelRefused, NotFoundError
+from edgeloop.errors import ConfigError, ConflictError, ModelRefused, NotFoundError, StoreError
 from edgeloop.scoring import Assignment
 from edgeloop.store import Store, open_store
 from edgeloop.store.alerting import Label, Verdict
@@ -394,6 +395,53 @@ async def test_start_refuses_what_cannot_run(sqlite_store: Store) -> None:
     with pytest.raises(ConfigError, match="not a version of"):
         await fleet.service.start(make_spec(id="c-3", to_ref="detector.fan@4"), by="bob")
     assert [c.spec.id for c in await fleet.service.list(running_only=True)] == ["c-1"]
+
+
+async def test_a_placement_failure_is_retried_on_the_next_tick(sqlite_store: Store) -> None:
+    fleet = fleet_for(sqlite_store)
+    await fleet.service.start(make_spec(), by="alice")
+    real_assign = fleet.placement.assign
+    failures = 0
+
+    async def flaky(assignments: Mapping[str, Assignment]) -> None:
+        nonlocal failures
+        if any(a.live == NEW for a in assignments.values()) and failures == 0:
+            failures += 1
+            raise StoreError("artifact store unreachable")
+        await real_assign(assignments)
+
+    fleet.placement.assign = flaky  # type: ignore[method-assign]
+    await fleet.hours(6)  # the shadow phase passes; wave 1 cannot be placed yet
+    assert failures == 1 and not any(a.live == NEW for a in fleet.placement.assigned.values())
+    assert (await fleet.service.get("c-1")).state.phase == "wave"  # what should run is kept
+    await fleet.hours(1)
+    assert {d for d, a in fleet.placement.assigned.items() if a.live == NEW} == set(wave_targets(make_spec())[0])
+    assert (await sqlite_store.list_audit(action="campaign.wave.entered"))[0].detail.startswith("[")
+    assert len(await sqlite_store.list_audit(action="campaign.wave.entered")) == 1
+
+
+async def test_the_loop_outlives_a_failing_tick(sqlite_store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    fleet = fleet_for(sqlite_store)
+    calls = 0
+    third = asyncio.Event()
+
+    async def tick() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            third.set()
+        if calls == 1:
+            raise RuntimeError("a bug in one tick")
+
+    fleet.service.tick = tick  # type: ignore[method-assign]
+    with caplog.at_level("ERROR", logger="edgeloop.campaigns.service"):
+        task = asyncio.create_task(fleet.service.run(0))
+        await asyncio.wait_for(third.wait(), timeout=10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert calls >= 3
+    assert "campaign tick failed" in caplog.text and "a bug in one tick" in caplog.text
 
 
 # --- observations ------------------------------------------------------------------------------------------------
