@@ -536,3 +536,12 @@ async def test_store_keeps_campaigns(store: Store) -> None:
     await store.audit(AuditRecord(ts_ms=T0, actor="alice", action="model.promoted", target="c-1", outcome="ok"))
     await store.audit(AuditRecord(ts_ms=T0, actor="alice", action="campaign.aborted", target="c-2", outcome="ok"))
     assert [a.detail for a in await store.list_campaign_audit("c-1")] == ["[0] roll"]
+
+
+async def test_store_lists_model_onsets_for_the_gates(store: Store) -> None:
+    await store.add_model_findings([finding("p1", NEW, T0 + 2), finding("p2", OLD, T0 + 1),
+                                    finding("p1", OLD, T0 + 3, kind="data_gap"), finding("p1", "detector.fan@1", T0),
+                                    finding("p3", NEW, T0 + 10), finding("p3", NEW, T0 - 1)])
+    assert await store.list_model_onsets(models=[OLD, NEW], kind="anomaly", since=T0, until=T0 + 10) == [
+        (OLD, "p2", T0 + 1), (NEW, "p1", T0 + 2)]
+    assert await store.list_model_onsets(models=[], kind="anomaly", since=T0, until=T0 + 10) == []

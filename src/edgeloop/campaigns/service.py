@@ -55,7 +55,7 @@ from edgeloop.campaigns.gates import (
 from edgeloop.errors import ConfigError, EdgeLoopError, ModelRefused, NotFoundError
 from edgeloop.scoring import Assignment
 from edgeloop.store.alerting import Label, Verdict
-from edgeloop.store.base import AuditRecord, CampaignRecord, ModelFinding, Store
+from edgeloop.store.base import AuditRecord, CampaignRecord, Store
 
 __all__ = ["Aliases", "CampaignService", "CampaignView", "Placement", "ProbeRunner"]
 
@@ -64,7 +64,6 @@ log = logging.getLogger(__name__)
 DAY_MS = 24 * 3_600_000
 LABEL_PAD_MS = 30 * 60_000  # a confirmed fault's window, padded: onsets inside it are not false alarms
 MAX_FINDINGS = 100_000  # findings read per campaign and tick (the gates' own bound)
-DEVICE_FILTER_MAX = 500  # up to this many targets the store filters findings by device; beyond, this module does
 ANOMALY = "anomaly"  # the finding kind the gates compare (data gaps and stuck sensors are not the model's doing)
 AUDIT_SOURCE = "campaigns"
 SEQ_PREFIX = re.compile(r"\[(\d+)\]")
@@ -107,6 +106,14 @@ class CampaignView(msgspec.Struct, frozen=True, kw_only=True):
     state: CampaignState
     progress: CampaignProgress
     events: list[Event]
+
+
+class Onset(NamedTuple):
+    """An anomaly onset of one version on one device."""
+
+    model: str
+    device: str
+    ts: int
 
 
 class Fault(NamedTuple):
@@ -268,10 +275,11 @@ class CampaignService:
                 observations[name] = self._rate_counts(spec, findings, faults, targets=len(targets), since=since,
                                                        now_ms=now_ms)
             elif isinstance(gate, MissedFaultGate):
+                faulty = {f.device for f in judged}  # a finding can only match a fault on its own target
                 observations[name] = Episodes(
                     champion=[],
                     challenger=[Episode(target=f.device, start_ms=f.ts, end_ms=f.ts) for f in findings
-                                if f.model == spec.to_ref],
+                                if f.model == spec.to_ref and f.device in faulty],
                     confirmed=[Episode(target=f.device, start_ms=f.start_ms, end_ms=f.end_ms) for f in judged])
             elif isinstance(gate, ProbeGate) and self.probes is not None:
                 results = await self._probe(spec, state, targets, now_ms)
@@ -280,15 +288,15 @@ class CampaignService:
         return observations
 
     async def _onsets(self, spec: CampaignSpec, targets: Sequence[str], *, since: int,
-                      until: int) -> Sequence[ModelFinding]:
+                      until: int) -> Sequence[Onset]:
+        """Both versions' anomaly onsets on ``targets`` with ``since <= ts < until``, in time order."""
         wanted = set(targets)
-        found = await self.store.list_model_findings(
-            models=[spec.from_ref, spec.to_ref], devices=targets if len(targets) <= DEVICE_FILTER_MAX else None,
-            since=since, until=until, limit=MAX_FINDINGS)
+        found = await self.store.list_model_onsets(models=[spec.from_ref, spec.to_ref], kind=ANOMALY, since=since,
+                                                   until=until, limit=MAX_FINDINGS)
         if len(found) >= MAX_FINDINGS:
             log.warning("campaign %s: more than %d findings in the phase, the gates see the first ones", spec.id,
                         MAX_FINDINGS)
-        return [f for f in found if f.kind == ANOMALY and f.device in wanted]
+        return [Onset(*f) for f in found if f[1] in wanted]
 
     async def _confirmed_faults(self, targets: Sequence[str], *, labelled_since: int,
                                 now_ms: int) -> Sequence[Fault]:
@@ -304,7 +312,7 @@ class CampaignService:
                       and lb.start_ms <= now_ms)
 
     @staticmethod
-    def _rate_counts(spec: CampaignSpec, findings: Sequence[ModelFinding], faults: Sequence[Fault], *, targets: int,
+    def _rate_counts(spec: CampaignSpec, findings: Sequence[Onset], faults: Sequence[Fault], *, targets: int,
                      since: int, now_ms: int) -> RateCounts:
         windows: dict[str, list[tuple[int, int]]] = {}
         for f in faults:
