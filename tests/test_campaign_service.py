@@ -325,6 +325,18 @@ async def test_restart_mid_campaign_resumes_placement_and_ends_the_same_way(tmp_
     assert [a.action for a in cut_audit] == [a.action for a in plain_audit]
 
 
+async def test_a_new_process_places_active_campaigns_on_its_first_tick_even_without_resume(
+        sqlite_store: Store) -> None:
+    fleet = fleet_for(sqlite_store)
+    await fleet.service.start(make_spec(), by="alice")
+    await fleet.hours(8)  # wave 1
+    placed = dict(fleet.placement.assigned)
+    again = fleet_for(sqlite_store, fleet.clock)  # resume() failed (or was forgotten): the first tick places
+    await again.hours(1)
+    assert again.placement.assigned == placed
+    assert len(await sqlite_store.list_audit(action="campaign.wave.entered")) == 1
+
+
 # --- operators ---------------------------------------------------------------------------------------------------
 
 

@@ -129,6 +129,11 @@ def _ref_model(ref: str) -> str:
     return ref.rpartition("@")[0]
 
 
+def _unapplied(state: CampaignState) -> CampaignState:
+    """``state`` with its placement not acknowledged: the engine emits it whole again."""
+    return msgspec.structs.replace(state, applied=min(state.applied, state.placement - 1))
+
+
 def _audit_seq(detail: str) -> int | None:
     found = SEQ_PREFIX.match(detail)
     return int(found.group(1)) if found else None
@@ -148,6 +153,7 @@ class CampaignService:
         self._lock = asyncio.Lock()  # one change of a campaign at a time (tick, start, approve, abort)
         self._audited: dict[str, int] = {}  # campaign id → the next log entry not yet audited (kept only while active)
         self._probe_cache: dict[str, tuple[int, int, ProbeResults]] = {}  # id → (phase start, wave, results)
+        self._placed: set[str] = set()  # the active campaigns whose placement this process applied
 
     # --- operations -------------------------------------------------------------------------------------------
 
@@ -204,8 +210,7 @@ class CampaignService:
             for rec in await self.store.list_campaigns(running_only=True):
                 spec, state = self._decode(rec)
                 try:
-                    # the whole placement again, whether or not it was acknowledged before the stop
-                    forced = msgspec.structs.replace(state, applied=min(state.applied, state.placement - 1))
+                    forced = _unapplied(state)  # the whole placement again, acknowledged before the stop or not
                     await self._commit(spec, forced, engine.pending_actions(spec, forced))
                 except EdgeLoopError as exc:
                     log.warning("campaign %s not resumed yet (%s); the next tick tries again", spec.id, exc)
@@ -227,6 +232,9 @@ class CampaignService:
                     now = self.now()
                     observations = await self.observe(spec, state, now)
                     new, actions = engine.step(spec, state, now, observations)
+                    if spec.id not in self._placed:  # not placed by this process yet (``resume`` failed or not run)
+                        new = _unapplied(new)
+                        actions = engine.pending_actions(spec, new)
                     if new != state or actions:
                         await self._commit(spec, new, actions)
                 except EdgeLoopError as exc:
@@ -386,6 +394,7 @@ class CampaignService:
         if any(not isinstance(a, Event) for a in actions):
             try:
                 await self._place(spec, state)
+                self._placed.add(spec.id)
             except ModelRefused as exc:
                 if state.phase in TERMINAL:  # the promotion itself refused: retried on the next tick, never undone
                     raise
@@ -398,6 +407,7 @@ class CampaignService:
         if state.phase in TERMINAL:
             self._audited.pop(spec.id, None)
             self._probe_cache.pop(spec.id, None)
+            self._placed.discard(spec.id)
         return state
 
     async def _place(self, spec: CampaignSpec, state: CampaignState) -> None:
