@@ -208,6 +208,9 @@ async def test_good_candidate_is_promoted_aliases_set_and_targets_released(sqlit
     assert kinds[0] == "campaign.campaign.started" and kinds[-1] == "campaign.promoted"
     assert kinds.count("campaign.wave.entered") == 3
     assert view.progress.phase == "promoted" and view.progress.fraction == 1.0
+    wave2 = [e for e in view.events if e.kind == "gate.passed" and e.message.startswith("wave 2: missed_faults")]
+    assert wave2[0].figures["references"] == 1 == wave2[0].figures["matched"]  # the fault both found
+    assert seqs_audited(await sqlite_store.list_campaign_audit("c-1")) == collections.Counter(range(len(view.events)))
     assert [c.spec.id for c in await fleet.service.list()] == ["c-1"]
 
 
