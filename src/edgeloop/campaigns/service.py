@@ -19,6 +19,9 @@ otherwise).
 A version that cannot be loaded (``ModelRefused`` while assigning) aborts the campaign with the reason (audited);
 the loop never crashes on one campaign's trouble, it logs and tries again on the next tick.
 
+One change at a time: ``tick``, ``start``, ``approve`` and ``abort`` hold one lock (a probe run, once per phase,
+holds it too). One service per database: two platforms over one PostgreSQL would both step every campaign.
+
 Only model campaigns (payload ``model``: targets are devices, refs ``<subject>@<version>``) are run here; a
 release campaign (issue 17) needs its own placement.
 """
