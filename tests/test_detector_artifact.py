@@ -49,7 +49,7 @@ def _continue_both(det: PlatformDetector, ts: np.ndarray, x: np.ndarray
         found_b.append(copy.process(ts[sl], x[sl]))
         if not isinstance(det, UnivariateStreamDetector):
             scores_a.append(np.array(det.last_scores))
-            scores_b.append(np.array(copy.last_scores))  # type: ignore[union-attr]
+            scores_b.append(np.array(copy.last_scores))
     return found_a, found_b, scores_a, scores_b
 
 
