@@ -3,11 +3,19 @@ a worker process (edgeloop.models.trainer)."""
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+import os
+import signal
+from pathlib import Path
+
+import msgspec
 import numpy as np
 import pytest
 
 from edgeloop.detect import AssetDetector, Finding
 from edgeloop.models.detector_artifact import PlatformDetector, dump_detectors, load_detectors
+from edgeloop.models.trainer import SeriesWriter, TrainingFailed, TrainingRequest, read_series, run_training
 from edgeloop.models.training import DeviceSeries, TrainingConfig, TrainingError, newest_labels, train
 from edgeloop.sim import Fleet
 from edgeloop.sim.fleet import CHANNELS
@@ -184,3 +192,83 @@ def test_data_digest_is_deterministic_and_devices_without_enough_reference_are_s
     assert skipped.device == gone.device and "only 1200 reference rows" in skipped.note
     with pytest.raises(TrainingError, match="reference rows"):
         train(series, [], window_start_ms=0, window_end_ms=H, config=TrainingConfig(min_reference_rows=3600))
+
+
+# ---------------------------------------------------------------------------------------------------- the worker
+
+def _write(path: Path, series: list[DeviceSeries]) -> str:
+    with SeriesWriter(path) as writer:
+        for s in series:
+            writer.add(s)
+    return str(path)
+
+
+def test_a_series_file_reads_back_one_device_at_a_time_in_device_order(tmp_path: Path) -> None:
+    series = _fleet(2, seed=4, end_ms=H // 4)
+    path = tmp_path / "series.npz"
+    with SeriesWriter(path, max_rows=600) as writer:
+        writer.add(series[1])
+        writer.add(series[0])
+        with pytest.raises(ValueError, match="already"):
+            writer.add(series[0])
+    total, devices = read_series(path)
+    assert total == 2
+    got = list(devices)
+    assert [s.device for s in got] == sorted(s.device for s in series)
+    for s in got:
+        orig = next(o for o in series if o.device == s.device)
+        np.testing.assert_array_equal(s.ts, orig.ts[-600:])  # the newest rows, when capped
+        np.testing.assert_array_equal(s.values, orig.values[-600:])
+        assert s.channels == CHANNELS
+
+
+async def test_training_in_a_worker_process_gives_the_same_model_and_reports_progress(tmp_path: Path) -> None:
+    series = _fleet(2, seed=6, end_ms=3 * H)
+    labels = [_label(1, series[0].device, H, H + 600_000)]
+    request = TrainingRequest(series_path=_write(tmp_path / "s.npz", series), window_start_ms=0,
+                              window_end_ms=3 * H, labels=labels, label_ids=[41])
+    seen: list[tuple[str, int, int]] = []
+    result = await run_training(request, progress=lambda *p: seen.append(p))
+    local = train(series, labels, label_ids=[41], window_start_ms=0, window_end_ms=3 * H)
+    assert msgspec.json.encode(result.card) == msgspec.json.encode(local.card)
+    assert result.data == local.data and result.label_ids == [41]
+    assert seen == [("started", 0, 2), ("devices", 1, 2), ("devices", 2, 2)]
+    assert not multiprocessing.active_children()  # the worker is gone
+
+
+async def test_a_worker_that_dies_mid_training_is_a_clear_failure(tmp_path: Path) -> None:
+    series = _fleet(6, seed=7, end_ms=2 * H)
+    request = TrainingRequest(series_path=_write(tmp_path / "s.npz", series), window_start_ms=0,
+                              window_end_ms=2 * H)
+
+    def kill_the_worker(stage: str, done: int, total: int) -> None:
+        if stage == "started":  # six devices to go: seconds of work left when the worker is killed
+            (worker,) = multiprocessing.active_children()
+            assert worker.pid is not None
+            os.kill(worker.pid, signal.SIGKILL)
+
+    with pytest.raises(TrainingFailed, match="worker process died"):
+        await run_training(request, progress=kill_the_worker)
+    assert not multiprocessing.active_children()
+
+
+async def test_cancelling_a_training_kills_its_worker(tmp_path: Path) -> None:
+    series = _fleet(6, seed=7, end_ms=2 * H)
+    request = TrainingRequest(series_path=_write(tmp_path / "s.npz", series), window_start_ms=0,
+                              window_end_ms=2 * H)
+    started = asyncio.Event()
+    task = asyncio.create_task(run_training(request, progress=lambda stage, *_: started.set()))
+    await started.wait()
+    (worker,) = multiprocessing.active_children()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not worker.is_alive() and not multiprocessing.active_children()
+
+
+async def test_a_training_error_in_the_worker_says_why(tmp_path: Path) -> None:
+    series = _fleet(1, seed=8, end_ms=H // 2)
+    request = TrainingRequest(series_path=_write(tmp_path / "s.npz", series), window_start_ms=0,
+                              window_end_ms=H // 2)
+    with pytest.raises(TrainingFailed, match=r"no device could be trained.*only 1259 reference rows"):
+        await run_training(request)

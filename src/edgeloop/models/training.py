@@ -530,13 +530,15 @@ def train(series: Iterable[DeviceSeries], labels: Sequence[Label], *, window_sta
         detector=detector_name, champion=champion_ref, window_start_ms=window_start_ms,
         window_end_ms=window_end_ms, split_ms=split_ms, holdout_fraction=cfg.holdout_fraction,
         pad_before_ms=cfg.pad_before_ms, pad_after_ms=cfg.pad_after_ms, grace_ms=cfg.grace_ms,
-        warmup_samples=warmups, ensemble_warmup=ens_warmups, devices=rows_info, labels=counts,
-        candidate_metrics=cand_m, champion_metrics=champ_m, per_device=per_device, verdict=verdict,
-        reasons=reasons)
+        warmup_samples=dict(sorted(warmups.items())), ensemble_warmup=dict(sorted(ens_warmups.items())),
+        devices=sorted(rows_info, key=lambda r: r.device), labels=dict(sorted(counts.items())),
+        candidate_metrics=cand_m, champion_metrics=champ_m, per_device=dict(sorted(per_device.items())),
+        verdict=verdict, reasons=reasons)
     h = hashlib.sha256()
     for device in sorted(digests):
         h.update(device.encode() + b"\0" + digests[device].encode())
     data = DataSummary(window_start_ms=window_start_ms, window_end_ms=window_end_ms, devices=sorted(digests),
                        rows=total_rows, data_sha256=h.hexdigest())
-    return TrainingResult(detectors=detectors, card=card, data=data, reference=ReferenceStats(devices=refs),
+    return TrainingResult(detectors=dict(sorted(detectors.items())), card=card, data=data,
+                          reference=ReferenceStats(devices=dict(sorted(refs.items()))),
                           label_ids=sorted(used_labels))
