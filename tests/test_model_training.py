@@ -270,5 +270,5 @@ async def test_a_training_error_in_the_worker_says_why(tmp_path: Path) -> None:
     series = _fleet(1, seed=8, end_ms=H // 2)
     request = TrainingRequest(series_path=_write(tmp_path / "s.npz", series), window_start_ms=0,
                               window_end_ms=H // 2)
-    with pytest.raises(TrainingFailed, match=r"no device could be trained.*only 1259 reference rows"):
+    with pytest.raises(TrainingFailed, match=r"no device could be trained.*only 1259 reference rows \(need 4800\)"):
         await run_training(request)
