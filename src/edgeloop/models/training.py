@@ -465,13 +465,16 @@ def train(series: Iterable[DeviceSeries], labels: Sequence[Label], *, window_sta
         done += 1
         ts_all = np.asarray(s.ts, dtype=np.int64)
         x_all = np.asarray(s.values, dtype=np.float64).reshape(ts_all.size, len(s.channels))
-        inside = (ts_all >= window_start_ms) & (ts_all <= window_end_ms)
-        ts, x = ts_all[inside], x_all[inside]
-        if ts.size > cfg.max_rows_per_device:
-            ts, x = ts[-cfg.max_rows_per_device:], x[-cfg.max_rows_per_device:]
+        if ts_all.size > 1 and not (np.diff(ts_all) >= 0).all():
+            order = np.argsort(ts_all, kind="stable")
+            ts_all, x_all = ts_all[order], x_all[order]
+        lo = int(np.searchsorted(ts_all, window_start_ms, side="left"))
+        hi = int(np.searchsorted(ts_all, window_end_ms, side="right"))
+        lo = max(lo, hi - cfg.max_rows_per_device)  # the newest rows: bounded memory and time
+        ts, x = ts_all[lo:hi], x_all[lo:hi]  # views: no copy of the device's data
         h = hashlib.sha256(s.device.encode())
-        h.update(ts.astype("<i8").tobytes())
-        h.update(x.astype("<f8").tobytes())
+        h.update(np.ascontiguousarray(ts, dtype="<i8").tobytes())
+        h.update(np.ascontiguousarray(x, dtype="<f8").tobytes())
         digests[s.device] = h.hexdigest()
         total_rows += int(ts.size)
         faults: list[Window] = []
@@ -482,7 +485,8 @@ def train(series: Iterable[DeviceSeries], labels: Sequence[Label], *, window_sta
             used_labels[lid] = label
             w = Window(label.start_ms, label.end_ms, lid)
             (fas if label.verdict == Verdict.FALSE_ALARM else faults).append(w)
-        train_rows = ts < split_ms
+        k = int(np.searchsorted(ts, split_ms, side="left"))  # rows [0, k) train, [k, n) are held out
+        train_rows = np.arange(ts.size) < k
         cut = _padded_mask(ts, faults, cfg.pad_before_ms, cfg.pad_after_ms) & train_rows
         ref = train_rows & ~cut
         n_ref = int(ref.sum())
@@ -499,13 +503,16 @@ def train(series: Iterable[DeviceSeries], labels: Sequence[Label], *, window_sta
         warm, ens = _sizes(cfg, n_ref)
         cand = build(s.device, s.channels, warm, ens)
         detector_name = cand.name
-        _feed(cand, ts[ref], x[ref])
+        x_ref = x[ref]
+        _feed(cand, ts[ref], x_ref)
+        edges = _bin_edges(x_ref, cfg.bins)
+        del x_ref  # one device's copy at a time
         fitted = champion(s.device) if champion is not None else None
         champ = fitted if fitted is not None else make_detector(cfg.detector, s.channels, cfg.period_ms,
                                                                 config=detector_config)
-        _feed(champ, ts[train_rows], x[train_rows])
-        cand_run = _run_heldout(cand, ts[held], x[held], split_ms, window_end_ms)
-        champ_run = _run_heldout(champ, ts[held], x[held], split_ms, window_end_ms)
+        _feed(champ, ts[:k], x[:k])
+        cand_run = _run_heldout(cand, ts[k:], x[k:], split_ms, window_end_ms)
+        champ_run = _run_heldout(champ, ts[k:], x[k:], split_ms, window_end_ms)
         # the candidate as it stands at the end of the held-out span is what is deployed: it has seen (scored,
         # then learnt from) every row of the window after its training rows, as a live detector would have
         detectors[s.device] = cand
@@ -520,7 +527,7 @@ def train(series: Iterable[DeviceSeries], labels: Sequence[Label], *, window_sta
         dev_faults.append(faults)
         dev_fas.append(fas)
         q, above = score_quantiles(cand_run.scores)
-        refs[s.device] = DeviceReference(channels=list(s.channels), bin_edges=_bin_edges(x[ref], cfg.bins),
+        refs[s.device] = DeviceReference(channels=list(s.channels), bin_edges=edges,
                                          rows=n_ref, score_quantiles=q, share_above_1=above)
         if progress is not None:
             progress("devices", done, max(total_devices, done))
