@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import signal
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 import numpy as np
@@ -211,6 +212,7 @@ def test_a_series_file_reads_back_one_device_at_a_time_in_device_order(tmp_path:
         writer.add(series[0])
         with pytest.raises(ValueError, match="already"):
             writer.add(series[0])
+    assert path.stat().st_mode & 0o777 == 0o600  # telemetry is private data
     total, devices = read_series(path)
     assert total == 2
     got = list(devices)
@@ -272,3 +274,19 @@ async def test_a_training_error_in_the_worker_says_why(tmp_path: Path) -> None:
                               window_end_ms=H // 2)
     with pytest.raises(TrainingFailed, match=r"no device could be trained.*only 1259 reference rows \(need 4800\)"):
         await run_training(request)
+
+
+@pytest.mark.parametrize(("kind", "name"), [("baseline", "trained-baseline-v1"),
+                                            ("univariate", "ensemble-univariate-v1")])
+def test_the_profiles_other_detector_kinds_train_too(kind: Literal["baseline", "univariate"], name: str) -> None:
+    series = _fleet(1, seed=9, end_ms=3 * H)
+    if kind == "univariate":  # a KPI stream: one channel
+        series = [DeviceSeries(device=s.device, ts=s.ts, values=s.values[:, [TEMP]], channels=("bearing_temp",))
+                  for s in series]
+    result = train(series, [], window_start_ms=0, window_end_ms=3 * H, config=TrainingConfig(detector=kind))
+    assert result.card.detector == name
+    (det,) = result.detectors.values()
+    assert det.name == name and det.warmed_up
+    assert result.card.champion_metrics.rows_scored > 0 and result.card.candidate_metrics.rows_scored > 0
+    (again,) = load_detectors(dump_detectors(result.detectors)).values()
+    assert type(again) is type(det)

@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import multiprocessing
+import os
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -36,6 +37,7 @@ import numpy as np
 
 from edgeloop.detect import DetectorConfig
 from edgeloop.errors import EdgeLoopError
+from edgeloop.file_modes import FILE_MODE, tighten
 from edgeloop.models.detector_artifact import PlatformDetector, load_detectors
 from edgeloop.models.training import DeviceSeries, TrainingConfig, TrainingResult, train
 from edgeloop.store.alerting import Label
@@ -60,7 +62,10 @@ class SeriesWriter:
     def __init__(self, path: str | Path, *, max_rows: int | None = None) -> None:
         self.path = Path(path)
         self.max_rows = max_rows
-        self._zip = zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        # telemetry is private data: the file is 0600 from its first byte, whatever the umask (file_modes)
+        self._file = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb")
+        tighten(self.path)
+        self._zip = zipfile.ZipFile(self._file, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
         self._index: list[dict[str, Any]] = []
 
     def add(self, series: DeviceSeries) -> None:
@@ -82,6 +87,7 @@ class SeriesWriter:
         if self._zip.fp is not None:
             self._zip.writestr(_INDEX, json.dumps(self._index))
             self._zip.close()
+        self._file.close()
 
     def __enter__(self) -> SeriesWriter:
         return self
