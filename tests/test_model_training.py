@@ -290,3 +290,12 @@ def test_the_profiles_other_detector_kinds_train_too(kind: Literal["baseline", "
     assert result.card.champion_metrics.rows_scored > 0 and result.card.candidate_metrics.rows_scored > 0
     (again,) = load_detectors(dump_detectors(result.detectors)).values()
     assert type(again) is type(det)
+
+
+async def test_a_training_that_overruns_its_time_is_stopped(tmp_path: Path) -> None:
+    series = _fleet(2, seed=7, end_ms=2 * H)
+    request = TrainingRequest(series_path=_write(tmp_path / "s.npz", series), window_start_ms=0,
+                              window_end_ms=2 * H)
+    with pytest.raises(TrainingFailed, match=r"did not finish within 0\.05 s"):
+        await run_training(request, timeout_s=0.05)  # less than a Python process takes to start
+    assert not multiprocessing.active_children()
