@@ -41,6 +41,7 @@ from edgeloop.identity.tls import TlsIdentity
 from edgeloop.models.deployment import Deployment
 from edgeloop.models.drift_service import DriftService
 from edgeloop.models.findings import FindingLog
+from edgeloop.models.training_jobs import TrainingJobs
 
 if TYPE_CHECKING:
     from edgeloop.agent.config import AgentConfig
@@ -317,6 +318,9 @@ class Platform:
         self.campaigns = CampaignService(store=self.store, now=self.alerts.now, placement=self.deployment,
                                          aliases=self.deployment, audit=self.store.audit)
         await self.campaigns.resume()  # a campaign a restart interrupted continues where it was
+        self.training = TrainingJobs(store=self.store, models=self.models, assets=registry,
+                                     work_dir=cfg.data_dir / "models" / "jobs", now=self.alerts.now)
+        self._stack.push_async_callback(self.training.close)
         self.source = MqttSource(
             host=cfg.mqtt_host, port=cfg.mqtt_port, client_id=cfg.ingest_client_id, clock=self.clock,
             topics=() if handoff is not None else [
@@ -534,7 +538,8 @@ class Platform:
         return Services(store=self.store, registry=self.registry, access=self.access, alerts=self.alerts,
                         ingest=_IngestView(self), gateways=self, clock=self.clock, provisioning=self.provisioning,
                         auth=cfg.auth, mqtt_address=f"{cfg.mqtt_host}:{cfg.mqtt_port}", models=self.models,
-                        campaigns=self.campaigns if self.models.writable else None)
+                        campaigns=self.campaigns if self.models.writable else None,
+                        training=self.training if self.models.writable else None)
 
     @property
     def http_url(self) -> str | None:
