@@ -17,7 +17,15 @@ import pytest
 from edgeloop.detect import AssetDetector, Finding
 from edgeloop.models.detector_artifact import PlatformDetector, dump_detectors, load_detectors
 from edgeloop.models.trainer import SeriesWriter, TrainingFailed, TrainingRequest, read_series, run_training
-from edgeloop.models.training import DeviceSeries, TrainingConfig, TrainingError, newest_labels, train
+from edgeloop.models.training import (
+    DeviceSeries,
+    TrainingConfig,
+    TrainingError,
+    merge_summaries,
+    newest_labels,
+    summarise,
+    train,
+)
 from edgeloop.sim import Fleet
 from edgeloop.sim.fleet import CHANNELS
 from edgeloop.store.alerting import Label, Verdict
@@ -299,3 +307,16 @@ async def test_a_training_that_overruns_its_time_is_stopped(tmp_path: Path) -> N
     with pytest.raises(TrainingFailed, match=r"did not finish within 0\.05 s"):
         await run_training(request, timeout_s=0.05)  # less than a Python process takes to start
     assert not multiprocessing.active_children()
+
+
+def test_score_quantiles_merged_over_devices_stay_close_to_the_exact_ones() -> None:
+    rng = np.random.default_rng(0)
+    parts = [rng.exponential(scale, size) for scale, size in ((0.1, 50_000), (0.3, 20_000), (0.05, 130_000))]
+    parts[1][:30] = np.nan  # rows not scored
+    quantiles, above, count = merge_summaries([summarise(p) for p in parts])
+    every = np.concatenate(parts)
+    every = every[np.isfinite(every)]
+    assert count == every.size and above == pytest.approx((every > 1.0).mean())
+    for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)):
+        lo, hi = np.quantile(every, [q - 0.001, q + 0.001])  # within 0.1 % of rank
+        assert lo <= quantiles[name] <= hi, name
