@@ -282,6 +282,10 @@ async def test_a_training_error_in_the_worker_says_why(tmp_path: Path) -> None:
                               window_end_ms=H // 2)
     with pytest.raises(TrainingFailed, match=r"no device could be trained.*only 1259 reference rows \(need 4800\)"):
         await run_training(request)
+    bad = TrainingRequest(series_path=request.series_path, window_start_ms=0, window_end_ms=H // 2,
+                          labels=[_label(1, series[0].device, 0, 1000)], label_ids=[1, 2])
+    with pytest.raises(TrainingFailed, match="ValueError: label_ids must give one id per label"):
+        await run_training(bad)
 
 
 @pytest.mark.parametrize(("kind", "name"), [("baseline", "trained-baseline-v1"),

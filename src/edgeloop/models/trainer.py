@@ -200,8 +200,10 @@ async def run_training(request: TrainingRequest, *, progress: Callable[[str, int
                                  "memory); no model was made") from exc
         except TimeoutError as exc:
             raise TrainingFailed(f"training did not finish within {timeout_s:g} s; the worker was stopped") from exc
-        except (EdgeLoopError, ValueError) as exc:
+        except EdgeLoopError as exc:
             raise TrainingFailed(f"training failed: {exc}") from exc
+        except Exception as exc:  # anything else the worker raised (a bad request, memory): the job failed
+            raise TrainingFailed(f"training failed: {type(exc).__name__}: {exc}") from exc
         finished = True
         return result
     finally:
