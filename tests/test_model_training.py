@@ -84,6 +84,27 @@ def test_a_candidate_trained_on_the_new_regime_stops_the_champions_false_alarms(
     assert ref.bin_edges[TEMP][0] > before[series[0].device]._model.center[TEMP]  # type: ignore[union-attr]
 
 
+def test_a_device_whose_regime_changed_inside_the_window_learns_from_the_change_on() -> None:
+    shift_at, end = 2 * H, 10 * H
+    series = _fleet(3, seed=5, end_ms=end)
+    for s in series[:2]:
+        s.values[s.ts >= shift_at, TEMP] += 10.0
+    since = {s.device: shift_at for s in series[:2]}  # the drift events' since
+    across = train(series, [], window_start_ms=0, window_end_ms=end)
+    aware = train(series, [], window_start_ms=0, window_end_ms=end, regime_since=since)
+    for s in series[:2]:
+        # fitted across the change, the warm-up learnt the old regime: it alarms on the new one like the champion
+        assert across.card.per_device[s.device]["candidate"].false_alarms >= 1
+        assert aware.card.per_device[s.device]["candidate"].false_alarms == 0
+        assert aware.card.per_device[s.device]["champion"].false_alarms >= 1
+    rows = {r.device: r for r in aware.card.devices}
+    assert rows[series[0].device].before_regime_rows == 2 * 3600 - 1  # samples at 1 s .. 7 199 s
+    assert rows[series[0].device].regime_since_ms == shift_at
+    untouched = rows[series[2].device]  # a device without a regime change keeps its whole reference
+    assert untouched.before_regime_rows == 0 and untouched.reference_rows == untouched.train_rows
+    assert aware.card.verdict == "better" and across.card.verdict == "not_better"
+
+
 def _vibration_fault_series(seed: int) -> tuple[DeviceSeries, tuple[int, int], tuple[int, int]]:
     """One device whose vibration rises by half for 40 min twice: once in the training span, once held out."""
     (s,) = _fleet(1, seed=seed, end_ms=8 * H)
