@@ -69,6 +69,7 @@ from edgeloop.detect import AssetDetector, DetectorConfig, Finding, FindingKind,
 from edgeloop.detect.baseline import TrainedBaselineDetector
 from edgeloop.detect.stream import UnivariateStreamDetector
 from edgeloop.errors import EdgeLoopError
+from edgeloop.models import drift
 from edgeloop.models.detector_artifact import PlatformDetector
 from edgeloop.store.alerting import Label, Verdict
 
@@ -231,6 +232,8 @@ class TrainingResult:
     data: DataSummary
     reference: ReferenceStats
     label_ids: list[int] = field(default_factory=list)
+    #: per device, what the drift monitor compares its live data against once this candidate scores it
+    drift_references: dict[str, drift.ReferenceStats] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------------- labels
@@ -497,6 +500,7 @@ def train(series: Iterable[DeviceSeries], labels: Sequence[Label], *, window_sta
     warmups: dict[str, int] = {}
     ens_warmups: dict[str, int] = {}
     refs: dict[str, DeviceReference] = {}
+    drift_refs: dict[str, drift.ReferenceStats] = {}
     cand_runs: list[tuple[Sequence[int], ScoreSummary, float]] = []
     champ_runs: list[tuple[Sequence[int], ScoreSummary, float]] = []
     dev_faults: list[list[Window]] = []
@@ -557,6 +561,7 @@ def train(series: Iterable[DeviceSeries], labels: Sequence[Label], *, window_sta
         x_ref = x[ref]
         _feed(cand, ts[ref], x_ref)
         edges = _bin_edges(x_ref, cfg.bins)
+        drift_refs[s.device] = _drift_reference(ts[ref], x_ref, s.channels)
         del x_ref  # one device's copy at a time
         fitted = champion(s.device) if champion is not None else None
         champ = fitted if fitted is not None else make_detector(cfg.detector, s.channels, cfg.period_ms,
@@ -606,4 +611,15 @@ def train(series: Iterable[DeviceSeries], labels: Sequence[Label], *, window_sta
                        rows=total_rows, data_sha256=h.hexdigest())
     return TrainingResult(detectors=dict(sorted(detectors.items())), card=card, data=data,
                           reference=ReferenceStats(devices=dict(sorted(refs.items()))),
-                          label_ids=sorted(used_labels))
+                          label_ids=sorted(used_labels), drift_references=dict(sorted(drift_refs.items())))
+
+
+_DRIFT_ROWS: Final = 20_000  # rows a drift reference is computed from (evenly thinned beyond that)
+
+
+def _drift_reference(ts: I64, x: F64, channels: Sequence[str]) -> drift.ReferenceStats:
+    """The drift monitor's reference of a device's training rows (with the limits its own windows set)."""
+    if ts.size > _DRIFT_ROWS:
+        pick = np.linspace(0, ts.size - 1, _DRIFT_ROWS).astype(np.intp)
+        ts, x = ts[pick], x[pick]
+    return drift.reference_from(x, list(channels), ts=ts)
