@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal
 
@@ -110,10 +110,11 @@ class TrainingJobs:
                        devices=chosen, window_start_ms=start_ms, window_end_ms=end_ms, trigger=trigger,
                        started_ms=self.now())
 
-    async def start(self, job: JobView) -> JobView:
-        """Run ``job`` in the background; its progress and outcome are in :attr:`jobs`."""
+    async def start(self, job: JobView, *, then: Callable[[JobView], Awaitable[None]] | None = None) -> JobView:
+        """Run ``job`` in the background; its progress and outcome are in :attr:`jobs`; ``then(job)`` is awaited
+        when it ended (done or failed)."""
         self._remember(job)
-        task = asyncio.get_running_loop().create_task(self._run_quietly(job))
+        task = asyncio.get_running_loop().create_task(self._run_quietly(job, then))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return job
@@ -128,12 +129,19 @@ class TrainingJobs:
             job.error = str(exc) or type(exc).__name__
             raise
 
-    async def _run_quietly(self, job: JobView) -> ModelManifest | None:
+    async def _run_quietly(self, job: JobView,
+                           then: Callable[[JobView], Awaitable[None]] | None) -> ModelManifest | None:
+        manifest = None
         try:
-            return await self.run(job)
+            manifest = await self.run(job)
         except EdgeLoopError as exc:
             log.warning("training job %s failed: %s", job.id, exc)
-            return None
+        if then is not None:
+            try:
+                await then(job)
+            except EdgeLoopError as exc:
+                log.warning("after training job %s: %s", job.id, exc)
+        return manifest
 
     async def close(self) -> None:
         for task in list(self._tasks):
