@@ -329,6 +329,7 @@ class Platform:
         policies = load_policies(cfg.retraining) if cfg.retraining is not None else (
             load_policies(cfg.data_dir / "retraining.yaml") if (cfg.data_dir / "retraining.yaml").exists()
             else PolicySet())
+        self.probes = False  # known-answer probes for the campaigns' probe gate (wired when they run)
         self.learning = LearningLoop(store=self.store, assets=registry, policies=policies, training=self.training,
                                      campaigns=self.campaigns, models=self.models, now=self.alerts.now,
                                      plan=cfg.rollout)

@@ -57,6 +57,7 @@ class JobView(msgspec.Struct, kw_only=True):
     window_start_ms: int
     window_end_ms: int
     trigger: Trigger
+    use_labels: bool = True  # False: the labels are ignored (a fault in the window is learnt as normal)
     state: Literal["running", "done", "failed"] = "running"
     stage: str = "queued"
     done: int = 0
@@ -85,7 +86,8 @@ class TrainingJobs:
         self._tasks: set[asyncio.Task[ModelManifest | None]] = set()
 
     async def plan(self, *, profile: str, devices: list[str] | None = None, start_ms: int | None = None,
-                   end_ms: int | None = None, trigger: Trigger, hours: float | None = None) -> JobView:
+                   end_ms: int | None = None, trigger: Trigger, hours: float | None = None,
+                   use_labels: bool = True) -> JobView:
         """Check a job's inputs and fill its defaults: every device of the profile, the window ending at their
         newest sample and starting ``hours`` (a day) earlier."""
         if profile not in self.assets.profiles:
@@ -108,7 +110,7 @@ class TrainingJobs:
             raise ConfigError("the training window is empty (start must be before end)")
         return JobView(id=f"train-{secrets.token_hex(4)}", model=f"detector.{profile}", profile=profile,
                        devices=chosen, window_start_ms=start_ms, window_end_ms=end_ms, trigger=trigger,
-                       started_ms=self.now())
+                       use_labels=use_labels, started_ms=self.now())
 
     async def start(self, job: JobView, *, then: Callable[[JobView], Awaitable[None]] | None = None) -> JobView:
         """Run ``job`` in the background; its progress and outcome are in :attr:`jobs`; ``then(job)`` is awaited
@@ -162,7 +164,7 @@ class TrainingJobs:
             await self._write_series(job, path)
             labels = [lab for lab in await self.store.list_labels(since_ms=None)
                       if lab.device in job.devices and lab.end_ms >= job.window_start_ms
-                      and lab.start_ms <= job.window_end_ms]
+                      and lab.start_ms <= job.window_end_ms] if job.use_labels else []
             champion = await self.models.champion(job.model)
             artifact = None
             if champion is not None and champion.version > 0:
