@@ -20,8 +20,8 @@ How one device is probed (:func:`run_probes`):
    with 45 min none. (A replay after a gap was tried first: the detector then restarts its lagged features from
    the current load, and 7 of 20 healthy devices, 8 h old detectors, raised an anomaly in the warm rows.)
 3. **Injection.** Each probe then gets its own copies of the warmed pair; the rows after the warm rows, up to
-   the probe's ``length_ms`` (45 min), are altered by the probe's effects with a linear ramp from 0 (at the first
-   of those rows, the injection start) to 1 after ``ramp_ms`` (30 min), and fed to both.
+   the probe's ``length_ms`` (30 min), are altered by the probe's effects with a linear ramp from 0 (at the first
+   of those rows, the injection start) to 1 after ``ramp_ms`` (10 min), and fed to both.
 4. **Answer.** A version *detected* the probe when it reported an anomaly onset at or after the injection
    start, within the probe's length; its *delay* is that onset's time minus the start. A version whose anomaly
    episode is open from before the injection start to the end of the probe (the device was not normal, or the
@@ -30,7 +30,7 @@ How one device is probed (:func:`run_probes`):
    challenger that misses one the champion detected (or finds it much later).
 
 The default probes (:data:`DEFAULT_PROBES`) are faults, not borderline cases. Each alters the channels the
-simulator's fault of the same name alters (``edgeloop.sim.fleet``), ramped in over 30 min:
+simulator's fault of the same name alters (``edgeloop.sim.fleet``), ramped in over 10 min:
 
 - ``bearing_wear``: every ``vib_*`` channel × (1 + 0.8 · ramp);
 - ``overheating``: ``bearing_temp`` + 12 °C · ramp;
@@ -148,8 +148,8 @@ class Probe(msgspec.Struct, frozen=True, kw_only=True):
 
     name: str
     effects: tuple[Effect, ...]
-    ramp_ms: int = 30 * MINUTE_MS
-    length_ms: int = 45 * MINUTE_MS
+    ramp_ms: int = 10 * MINUTE_MS
+    length_ms: int = 30 * MINUTE_MS
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -170,17 +170,17 @@ class Probe(msgspec.Struct, frozen=True, kw_only=True):
 
 DEFAULT_PROBES: tuple[Probe, ...] = (
     Probe(name="bearing_wear", effects=(Effect(channels=("vib_*",), change="scale", amount=0.8),),
-          description="vibration on every axis up by 80 % over 30 min"),
+          description="vibration on every axis up by 80 % over 10 min"),
     Probe(name="overheating", effects=(Effect(channels=("bearing_temp",), change="add", amount=12.0),),
-          description="bearing temperature up by 12 °C over 30 min, the load unchanged"),
+          description="bearing temperature up by 12 °C over 10 min, the load unchanged"),
     Probe(name="cavitation", effects=(Effect(channels=("pressure",), change="scale", amount=-0.30),
                                       Effect(channels=("flow",), change="scale", amount=-0.20)),
-          description="pressure down by 30 % and flow by 20 % over 30 min"),
+          description="pressure down by 30 % and flow by 20 % over 10 min"),
     Probe(name="sensor_drift",
           effects=(Effect(channels=("flow", "pressure", "motor_current"), change="add_level", amount=0.30,
                           pick="first"),),
           description="one sensor (flow, else pressure, else motor current) drifts up by 30 % of its level over "
-                      "30 min"),
+                      "10 min"),
 )
 
 
@@ -228,6 +228,8 @@ def run_probes(champion: ProbedDetector, challenger: ProbedDetector, *, device: 
         raise ValueError(f"values must have shape ({tsa.shape[0]}, {len(names)}), not {xa.shape}")
     if len(probes) > MAX_PROBES:
         raise ValueError(f"{len(probes)} probes, more than {MAX_PROBES}")
+    if len({p.name for p in probes}) != len(probes):
+        raise ValueError(f"probe names must be distinct: {[p.name for p in probes]}")
     if not 1 <= warm_rows <= MAX_WARM_ROWS:
         raise ValueError(f"warm_rows must lie in [1, {MAX_WARM_ROWS}], not {warm_rows}")
     if step_ms < 1:
