@@ -232,9 +232,9 @@ def run_probes(champion: ProbedDetector, challenger: ProbedDetector, *, device: 
     must span the longest applicable probe's ``length_ms``. ``after_ms`` is the newest sample time the
     detectors have seen (default: ``ts[-1]``, right when ``ts`` reaches the newest data they scored); the replay
     starts ``step_ms`` after it (one later by more than the detectors' gap limit, 30 s, is an outage to them:
-    they settle again, and the warm rows must cover that). Raises ``ValueError`` for
-    data that does not fit (shape, order, too few rows, a detector channel missing from ``channels``), or when
-    a detector had seen data later than the replay's start (pass the right ``after_ms``).
+    they settle again, and the warm rows must cover that). Raises ``ValueError`` for data that does not fit
+    (shape, order, too few rows, a detector channel missing from ``channels``), or when a detector had seen data
+    later than the replay's start (pass the right ``after_ms``).
     """
     tsa = np.asarray(ts, dtype=np.int64).reshape(-1)
     xa = np.asarray(values, dtype=np.float64)
