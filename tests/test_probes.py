@@ -14,7 +14,8 @@ import pytest
 
 from edgeloop.campaigns.gates import ProbeGate, ProbeResult
 from edgeloop.detect import AssetDetector
-from edgeloop.models.probes import DEFAULT_PROBES, Effect, Probe, inject, probe_results, run_probes
+from edgeloop.detect.baseline import TrainedBaselineDetector
+from edgeloop.models.probes import DEFAULT_PROBES, Effect, Probe, ProbedDetector, inject, probe_results, run_probes
 from edgeloop.sim import CHANNELS, DeviceChunk, FaultKind, Fleet
 
 H = 3_600_000
@@ -36,7 +37,7 @@ def live(chunk: DeviceChunk, rows: int | None = None) -> AssetDetector:
     return det
 
 
-def probe(champion: AssetDetector, challenger: AssetDetector, chunk: DeviceChunk, end: int | None = None, *,
+def probe(champion: ProbedDetector, challenger: ProbedDetector, chunk: DeviceChunk, end: int | None = None, *,
           probes: Sequence[Probe] = DEFAULT_PROBES, after_ms: int | None = None) -> list[ProbeResult]:
     """Probe on the device's recent data: the ``WINDOW`` rows before ``end`` (default: its last rows)."""
     end = chunk.ts.shape[0] if end is None else end
@@ -126,6 +127,19 @@ def test_probing_is_deterministic_and_independent_of_the_column_order() -> None:
     shuffled = run_probes(champion, challenger, device=chunk.device_id, ts=chunk.ts[-WINDOW:],
                           values=chunk.values[-WINDOW:, order], channels=[CHANNELS[j] for j in order])
     assert shuffled == first
+
+
+def test_a_version_of_another_detector_kind_is_probed_alike() -> None:
+    # the champion's answers do not depend on what it is compared with
+    chunk = healthy(2, 2.0)[2]
+    champion = live(chunk)
+    other = TrainedBaselineDetector(channels=CHANNELS)
+    other.process(chunk.ts, chunk.values)
+    results = probe(champion, other, chunk)
+    alone = probe(champion, champion, chunk)
+    assert [(r.probe, r.champion_detected, r.champion_delay_ms) for r in results] == \
+        [(r.probe, r.champion_detected, r.champion_delay_ms) for r in alone]
+    assert all(r.challenger_delay_ms is None or r.challenger_delay_ms >= 0 for r in results)
 
 
 def test_a_probe_applies_only_to_devices_with_its_channels() -> None:
