@@ -42,6 +42,7 @@ from edgeloop.models.deployment import Deployment
 from edgeloop.models.drift_service import DriftService
 from edgeloop.models.findings import FindingLog
 from edgeloop.models.loop import LearningLoop
+from edgeloop.models.probe_runner import PlatformProbes
 from edgeloop.models.retraining import PolicySet, load_policies
 from edgeloop.models.rollout import RolloutPlan
 from edgeloop.models.training_jobs import TrainingJobs
@@ -320,8 +321,10 @@ class Platform:
                                     rul=RulMonitor(rul_models, horizon=cfg.rul_horizon) if rul_models else None,
                                     history=self.store.read_chunks, on_findings=FindingLog(store=self.store),
                                     models=self.deployment)
+        self.probes = True  # known-answer probes judge every phase of a detector rollout (the probe gate)
         self.campaigns = CampaignService(store=self.store, now=self.alerts.now, placement=self.deployment,
-                                         aliases=self.deployment, audit=self.store.audit)
+                                         aliases=self.deployment, audit=self.store.audit,
+                                         probes=PlatformProbes(store=self.store, scoring=self.scoring))
         await self.campaigns.resume()  # a campaign a restart interrupted continues where it was
         self.training = TrainingJobs(store=self.store, models=self.models, assets=registry,
                                      work_dir=cfg.data_dir / "models" / "jobs", now=self.alerts.now)
@@ -329,10 +332,9 @@ class Platform:
         policies = load_policies(cfg.retraining) if cfg.retraining is not None else (
             load_policies(cfg.data_dir / "retraining.yaml") if (cfg.data_dir / "retraining.yaml").exists()
             else PolicySet())
-        self.probes = False  # known-answer probes for the campaigns' probe gate (wired when they run)
         self.learning = LearningLoop(store=self.store, assets=registry, policies=policies, training=self.training,
                                      campaigns=self.campaigns, models=self.models, now=self.alerts.now,
-                                     plan=cfg.rollout)
+                                     plan=cfg.rollout, probes=self.probes)
         self.drift.listeners.append(self.learning.on_drift)
         self.source = MqttSource(
             host=cfg.mqtt_host, port=cfg.mqtt_port, client_id=cfg.ingest_client_id, clock=self.clock,
@@ -563,7 +565,7 @@ class Platform:
                         ingest=_IngestView(self), gateways=self, clock=self.clock, provisioning=self.provisioning,
                         auth=cfg.auth, mqtt_address=f"{cfg.mqtt_host}:{cfg.mqtt_port}", models=self.models,
                         campaigns=self.campaigns if self.models.writable else None,
-                        training=self.training if self.models.writable else None)
+                        training=self.training if self.models.writable else None, probes=self.probes)
 
     @property
     def http_url(self) -> str | None:
