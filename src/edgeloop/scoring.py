@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import copy
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -192,12 +193,16 @@ class ScoringStage:
                       else Assignment(builtin_ref(profile)))
         have = self._detectors.setdefault(chunk.device, {})
         wanted = [assignment.live] if assignment.shadow is None else [assignment.live, assignment.shadow]
-        for gone in [r for r in have if r not in wanted]:
-            del have[gone]
         for ref in wanted:
             if ref not in have or have[ref].channels != chunk.channels:
-                have[ref] = self._make(ref, chunk, profile)
+                fitted = self._make(ref, chunk, profile, have)
+                if fitted is not None:
+                    have[ref] = fitted
+                    continue
+                have[ref] = self._builtin(chunk, profile)
                 await self._warm(chunk, have[ref])
+        for gone in [r for r in have if r not in wanted]:
+            del have[gone]
         return assignment
 
     def _score_run(self, run: list[TelemetryChunk], assignment: Assignment, out: list[ScoredFinding]) -> None:
@@ -207,7 +212,7 @@ class ScoringStage:
         if any(d.channels != first.channels for d in detectors.values()):  # the profile changed mid-batch
             profile = self.profile_of(first.device) if self.profile_of is not None else None
             for ref in detectors:
-                detectors[ref] = self._make(ref, first, profile)
+                detectors[ref] = self._builtin(first, profile)
         if len(run) == 1:
             whole = run[0]
         else:
@@ -267,11 +272,19 @@ class ScoringStage:
         detector.process(ts[keep], np.concatenate([c.values for c in past])[keep])
         detector.last_updates = []
 
-    def _make(self, ref: str, chunk: TelemetryChunk, profile: DeviceProfile | None) -> Detector:
-        """``ref``'s detector for the device: a trained version's fitted one, or the profile's built-in."""
+    def _make(self, ref: str, chunk: TelemetryChunk, profile: DeviceProfile | None,
+              have: dict[str, Detector]) -> Detector | None:
+        """``ref``'s fitted detector for the device; a trained version without one for it (the device was left out
+        of its training: it had an open fault) continues a copy of the version already scoring the device; None:
+        the profile's built-in detector (learning from the device's history)."""
         fitted = self.models.detector(ref, chunk.device, chunk.channels) if self.models is not None else None
-        if fitted is not None:
+        if fitted is not None or ref == builtin_ref(profile):
             return fitted
+        running = next((d for d in have.values() if d.channels == chunk.channels), None)
+        return copy.deepcopy(running) if running is not None else None
+
+    def _builtin(self, chunk: TelemetryChunk, profile: DeviceProfile | None) -> Detector:
+        """The profile's built-in online detector, new."""
         if profile is not None and profile.detector == "univariate":
             return UnivariateStreamDetector(channels=chunk.channels)
         if profile is not None and profile.detector == "baseline":

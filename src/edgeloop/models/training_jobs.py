@@ -31,11 +31,11 @@ import msgspec
 import numpy as np
 
 from edgeloop.errors import ConfigError, EdgeLoopError, NotFoundError
-from edgeloop.models.detector_artifact import dump_detectors
+from edgeloop.models.detector_artifact import PlatformDetector, dump_detectors
 from edgeloop.models.manifest import DataWindow, ModelManifest, ModelRef, Trigger
 from edgeloop.models.registry import ModelRegistry
 from edgeloop.models.trainer import SeriesWriter, TrainingRequest, run_training
-from edgeloop.models.training import DeviceSeries, TrainingConfig, TrainingResult
+from edgeloop.models.training import DeviceSeries, TrainingConfig, TrainingResult, make_detector
 from edgeloop.registry import Registry
 from edgeloop.store.base import AuditRecord, Store
 
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 _HOUR_MS = 3_600_000
 DEFAULT_WINDOW_MS = 24 * _HOUR_MS
+BUILTIN_LEARNS_MS = 6 * _HOUR_MS + 40 * 60_000  # the built-in detector's warm-up, ensemble warm-up and calibration
 
 
 class JobView(msgspec.Struct, kw_only=True):
@@ -166,9 +167,11 @@ class TrainingJobs:
                       if lab.device in job.devices and lab.end_ms >= job.window_start_ms
                       and lab.start_ms <= job.window_end_ms] if job.use_labels else []
             champion = await self.models.champion(job.model)
-            artifact = None
             if champion is not None and champion.version > 0:
                 _, artifact = await self.models.load(champion)
+            else:
+                job.stage = "replaying the built-in champion"
+                artifact = await self._builtin_champion(job)
             job.stage = "training"
 
             def progress(stage: str, done: int, total: int) -> None:
@@ -191,22 +194,46 @@ class TrainingJobs:
                    f"{result.data.rows} rows, verdict {result.card.verdict}", source="training"))
         return manifest
 
+    async def _builtin_champion(self, job: JobView) -> bytes:
+        """The built-in detector (version 0) as it runs on each device: it learnt from the device's own first
+        ``BUILTIN_LEARNS_MS`` of data and keeps that model, so a fresh one fed the same rows stands for it. (A
+        fresh one warmed on the training window instead would have learnt the new normal: never the champion's
+        false alarms.)"""
+        first = await self.store.first_sample_ms()
+        detectors: dict[str, PlatformDetector] = {}
+        for device in job.devices:
+            if device not in first:
+                continue
+            series = await self._series(device, first[device], first[device] + BUILTIN_LEARNS_MS)
+            if series is None:
+                continue
+            det = make_detector(self.config.detector, series.channels, self.config.period_ms)
+            await asyncio.to_thread(det.process, series.ts, series.values)
+            detectors[device] = det
+        return dump_detectors(detectors)
+
+    async def _series(self, device: str, start_ms: int, end_ms: int) -> DeviceSeries | None:
+        """A device's stored samples in ``[start_ms, end_ms]``, in time order, once each (its usual channels)."""
+        chunks = await self.store.read_chunks(device, start_ms, end_ms + 1)
+        if not chunks:
+            return None
+        channels = max((c.channels for c in chunks), key=lambda ch: sum(c.channels == ch for c in chunks))
+        chunks = [c for c in chunks if c.channels == channels]
+        ts = np.concatenate([c.ts for c in chunks])
+        values = np.concatenate([c.values for c in chunks])
+        order = np.argsort(ts, kind="stable")
+        ts, values = ts[order], values[order]
+        keep = np.concatenate([[True], np.diff(ts) > 0]) & (ts >= start_ms) & (ts <= end_ms)
+        return DeviceSeries(device=device, ts=ts[keep], values=values[keep], channels=channels,
+                            asset=self.assets.devices[device].asset)
+
     async def _write_series(self, job: JobView, path: Path) -> None:
         with SeriesWriter(path, max_rows=self.config.max_rows_per_device) as writer:
             for i, device in enumerate(job.devices, start=1):
-                chunks = await self.store.read_chunks(device, job.window_start_ms, job.window_end_ms + 1)
+                series = await self._series(device, job.window_start_ms, job.window_end_ms)
                 job.done, job.total = i, len(job.devices)
-                if not chunks:
-                    continue
-                channels = max((c.channels for c in chunks), key=lambda ch: sum(c.channels == ch for c in chunks))
-                chunks = [c for c in chunks if c.channels == channels]
-                ts = np.concatenate([c.ts for c in chunks])
-                values = np.concatenate([c.values for c in chunks])
-                order = np.argsort(ts, kind="stable")
-                ts, values = ts[order], values[order]
-                keep = np.concatenate([[True], np.diff(ts) > 0])  # a resent message is stored once, but overlaps
-                writer.add(DeviceSeries(device=device, ts=ts[keep], values=values[keep], channels=channels,
-                                        asset=self.assets.devices[device].asset))
+                if series is not None:
+                    writer.add(series)
 
     async def _register(self, job: JobView, result: TrainingResult, champion: ModelRef | None) -> ModelManifest:
         card = msgspec.to_builtins(result.card)
