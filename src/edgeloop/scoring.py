@@ -195,12 +195,15 @@ class ScoringStage:
         wanted = [assignment.live] if assignment.shadow is None else [assignment.live, assignment.shadow]
         for ref in wanted:
             if ref not in have or have[ref].channels != chunk.channels:
-                fitted = self._make(ref, chunk, profile, have)
-                if fitted is not None:
-                    have[ref] = fitted
+                fitted = self.models.detector(ref, chunk.device, chunk.channels) if self.models is not None else None
+                running = next((d for d in have.values() if d.channels == chunk.channels), None)
+                if fitted is None and ref != builtin_ref(profile) and running is not None:
+                    # a trained version left this device out (it had an open fault): it continues a copy of the
+                    # detector already scoring the device, current up to now
+                    have[ref] = copy.deepcopy(running)
                     continue
-                have[ref] = self._builtin(chunk, profile)
-                await self._warm(chunk, have[ref])
+                have[ref] = fitted if fitted is not None else self._builtin(chunk, profile)
+                await self._warm(chunk, have[ref])  # a trained version catches up from its training window's end
         for gone in [r for r in have if r not in wanted]:
             del have[gone]
         return assignment
@@ -271,17 +274,6 @@ class ScoringStage:
         # again; the detector now follows the states that hold, and re-asserts them on the new data
         detector.process(ts[keep], np.concatenate([c.values for c in past])[keep])
         detector.last_updates = []
-
-    def _make(self, ref: str, chunk: TelemetryChunk, profile: DeviceProfile | None,
-              have: dict[str, Detector]) -> Detector | None:
-        """``ref``'s fitted detector for the device; a trained version without one for it (the device was left out
-        of its training: it had an open fault) continues a copy of the version already scoring the device; None:
-        the profile's built-in detector (learning from the device's history)."""
-        fitted = self.models.detector(ref, chunk.device, chunk.channels) if self.models is not None else None
-        if fitted is not None or ref == builtin_ref(profile):
-            return fitted
-        running = next((d for d in have.values() if d.channels == chunk.channels), None)
-        return copy.deepcopy(running) if running is not None else None
 
     def _builtin(self, chunk: TelemetryChunk, profile: DeviceProfile | None) -> Detector:
         """The profile's built-in online detector, new."""
