@@ -29,6 +29,7 @@ from edgeloop.alerts.service import AlertingSettings, AlertService, load_setting
 from edgeloop.assets import DeviceProfile
 from edgeloop.broker.acl import BROKER_IDENTITY, INGEST_IDENTITY
 from edgeloop.broker.embedded import BrokerTls, EmbeddedBroker
+from edgeloop.campaigns.service import CampaignService
 from edgeloop.clock import Clock, SystemClock
 from edgeloop.dir_lock import DirLock
 from edgeloop.errors import BrokerError, ConfigError, ConflictError, EdgeLoopError, StoreError
@@ -37,6 +38,8 @@ from edgeloop.identity.access import AccessService
 from edgeloop.identity.auth import OncePer
 from edgeloop.identity.pki import PkiError
 from edgeloop.identity.tls import TlsIdentity
+from edgeloop.models.deployment import Deployment
+from edgeloop.models.drift_service import DriftService
 from edgeloop.models.findings import FindingLog
 
 if TYPE_CHECKING:
@@ -55,7 +58,7 @@ from edgeloop.registry import RegistryService
 from edgeloop.rul.monitor import RulMonitor, load_rul_models
 from edgeloop.scoring import ScoredHook, ScoringStage
 from edgeloop.store import Store, open_store
-from edgeloop.store.base import AuditRecord, GatewayConfig
+from edgeloop.store.base import AuditRecord, GatewayConfig, TelemetryChunk
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,7 @@ class PlatformConfig:
 
 CRL_RESIGN_DAYS = 15
 ALERT_TICK_S = 1.0
+CAMPAIGN_TICK_S = 2.0  # how often running campaigns are judged (their gates read the store)
 
 
 def trusted_proxies(entries: tuple[str, ...]) -> list[str]:
@@ -300,9 +304,19 @@ class Platform:
         await self.alerts.start()
         if settings.channels:
             log.info("alerting: pages go to %s", ", ".join(c.name for c in settings.channels))
-        self.scoring = ScoringStage(alerts=self.alerts, on_scored=self.on_scored, profile_of=profile_of,
+        self.deployment = Deployment(registry=self.models)
+        await self.deployment.refresh()  # the champions (verified) before the first sample is scored
+        self.models.alias_listeners.append(lambda _event: self.deployment.refresh())
+        self.drift = DriftService(store=self.store, models=self.deployment, profile_of=profile_of,
+                                  manifest_of=self.models.get)
+        self._stack.push_async_callback(self.drift.close)
+        self.scoring = ScoringStage(alerts=self.alerts, on_scored=self._scored, profile_of=profile_of,
                                     rul=RulMonitor(rul_models, horizon=cfg.rul_horizon) if rul_models else None,
-                                    history=self.store.read_chunks, on_findings=FindingLog(store=self.store))
+                                    history=self.store.read_chunks, on_findings=FindingLog(store=self.store),
+                                    models=self.deployment)
+        self.campaigns = CampaignService(store=self.store, now=self.alerts.now, placement=self.deployment,
+                                         aliases=self.deployment, audit=self.store.audit)
+        await self.campaigns.resume()  # a campaign a restart interrupted continues where it was
         self.source = MqttSource(
             host=cfg.mqtt_host, port=cfg.mqtt_port, client_id=cfg.ingest_client_id, clock=self.clock,
             topics=() if handoff is not None else [
@@ -319,6 +333,8 @@ class Platform:
         self._stack.push_async_callback(self._stop_tasks)
         self._spawn(self.scoring.run(), "scoring")
         self._spawn(self._alert_ticks(), "alerts")
+        self._spawn(self.drift.run(), "drift")
+        self._spawn(self.campaigns.run(CAMPAIGN_TICK_S), "campaigns")
         self._spawn(self.pipeline.run(), "ingest")
         if self.ca is not None:
             self._spawn(self._keep_crl_fresh(self.ca), "crl")
@@ -338,6 +354,12 @@ class Platform:
                 if self._failed.done():
                     raise EdgeLoopError(f"HTTP server failed to start on {cfg.http_host}:{cfg.http_port}")
                 await asyncio.sleep(0.02)
+
+    def _scored(self, chunks: list[TelemetryChunk]) -> None:
+        """After each scored batch: drift monitoring, then the caller's hook (``on_scored``)."""
+        self.drift.observe(chunks)
+        if self.on_scored is not None:
+            self.on_scored(chunks)
 
     async def _alert_ticks(self) -> None:
         """Time passing for alerting: silent devices, gateway states, pages, auto-resolves (every second)."""
@@ -511,7 +533,8 @@ class Platform:
         cfg = self.config
         return Services(store=self.store, registry=self.registry, access=self.access, alerts=self.alerts,
                         ingest=_IngestView(self), gateways=self, clock=self.clock, provisioning=self.provisioning,
-                        auth=cfg.auth, mqtt_address=f"{cfg.mqtt_host}:{cfg.mqtt_port}", models=self.models)
+                        auth=cfg.auth, mqtt_address=f"{cfg.mqtt_host}:{cfg.mqtt_port}", models=self.models,
+                        campaigns=self.campaigns if self.models.writable else None)
 
     @property
     def http_url(self) -> str | None:

@@ -28,6 +28,7 @@ from edgeloop.api.routers import (
     alerts,
     audit,
     auth,
+    campaigns,
     drift,
     feedback,
     gateways,
@@ -53,7 +54,7 @@ __all__ = ["MAX_BODY", "MAX_CONFIG_BODY", "MAX_PROVISION_BODY", "MAX_TIME_MS", "
 
 ROUTERS = (public.router, auth.router, users.router, stats.router, registry.router, telemetry.router, alerts.router,
            incidents.router, feedback.router, kpis.router, rules.router, gateways.router, provisioning.router,
-           audit.router, models.router, drift.router)
+           audit.router, models.router, drift.router, campaigns.router)
 """Every router of the API; all but ``public`` require at least a viewer."""
 
 

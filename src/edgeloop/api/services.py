@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from edgeloop.alerts.feedback import Decision, Proposal
 from edgeloop.alerts.incidents import IncidentEngine
 from edgeloop.alerts.rule_documents import RuleDocument
+from edgeloop.campaigns.service import CampaignService
 from edgeloop.clock import Clock
 from edgeloop.identity.access import AccessService
 from edgeloop.identity.provisioning import ProvisioningService
@@ -114,3 +115,5 @@ class Services:
     auth: bool = False
     mqtt_address: str = ""  # where devices connect (``host:port``), told to whoever creates an enrollment
     models: ModelRegistry | None = None
+    campaigns: CampaignService | None = None  # rollout campaigns (None without a model registry: 503)
+    probes: bool = False  # whether the platform runs known-answer probes for the campaigns' probe gate

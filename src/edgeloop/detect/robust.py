@@ -239,6 +239,11 @@ class AssetDetector:
     def warmed_up(self) -> bool:
         return self._model is not None
 
+    @property
+    def anomaly_active(self) -> bool:
+        """An anomaly episode is open at the last row seen (its onset was reported; it has not cleared yet)."""
+        return self._active
+
     # ----------------------------------------------------------------- streaming
 
     def process(self, ts: np.ndarray, x: np.ndarray) -> list[Finding]:

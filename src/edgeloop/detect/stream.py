@@ -43,6 +43,7 @@ class UnivariateStreamDetector:
         self.samples_seen = 0
         self.samples_dropped = 0
         self._last_ts: int | None = None
+        self.last_scores: F64 = np.zeros(0)  # the last batch's kept rows' scores over the threshold (1.0 = threshold)
 
     @property
     def warmed_up(self) -> bool:
@@ -51,6 +52,7 @@ class UnivariateStreamDetector:
     def process(self, ts: np.ndarray, x: np.ndarray) -> list[Finding]:
         tsa = np.asarray(ts, dtype=np.int64).reshape(-1)
         xa = np.asarray(x, dtype=np.float64).reshape(tsa.shape[0], len(self.channels))
+        self.last_scores = np.zeros(0)
         if tsa.size == 0:
             return []
         prev = self._last_ts if self._last_ts is not None else np.iinfo(np.int64).min
@@ -62,6 +64,7 @@ class UnivariateStreamDetector:
                 return []
         xa = np.where(np.isfinite(xa), xa, np.nan)
         scores = self.detector.score_learn_many(xa)
+        self.last_scores = scores / self.threshold
         self.samples_seen += tsa.size
         self._last_ts = int(tsa[-1])
         hits = np.flatnonzero(scores >= self.threshold)

@@ -20,11 +20,13 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+import msgspec
 import numpy as np
 
 from edgeloop.assets import DeviceProfile
-from edgeloop.errors import StoreError
+from edgeloop.errors import EdgeLoopError, StoreError
 from edgeloop.models.drift import DriftConfig, DriftEvent, DriftMonitor, ReferenceStats, reference_from
+from edgeloop.models.manifest import ModelManifest
 from edgeloop.scoring import ModelSource
 from edgeloop.store.base import AuditRecord, DriftRecord, Store, TelemetryChunk
 
@@ -42,13 +44,15 @@ class DriftService:
 
     def __init__(self, *, store: Store, models: ModelSource, profile_of: Callable[[str], DeviceProfile | None],
                  reference_of: ReferenceOf | None = None, config: DriftConfig | None = None,
-                 reference_ms: int = REFERENCE_MS, capacity: int = 10_000) -> None:
+                 reference_ms: int = REFERENCE_MS, capacity: int = 10_000,
+                 manifest_of: Callable[[str], Awaitable[ModelManifest]] | None = None) -> None:
         self.store = store
         self.models = models
         self.profile_of = profile_of
         self.reference_of = reference_of or self.builtin_reference
         self.config = config or DriftConfig()
         self.reference_ms = reference_ms
+        self.manifest_of = manifest_of  # a trained version's manifest (the registry's ``get``)
         self._monitors: dict[str, DriftMonitor] = {}
         self._building: dict[str, str] = {}  # device -> the version whose reference is being built
         self._not_before: dict[str, int] = {}  # device -> sample time until which a missing reference is not retried
@@ -99,12 +103,12 @@ class DriftService:
         except asyncio.QueueFull:
             self.dropped += 1
 
-    # -- the reference of the built-in detector ------------------------------------------------------------
+    # -- references ----------------------------------------------------------------------------------------
     async def builtin_reference(self, device: str, ref: str, channels: tuple[str, ...]) -> ReferenceStats | None:
         """A version-0 reference: the device's first ``reference_ms`` of stored data (None until it has that
-        much). A trained version's reference is in its manifest (the platform passes ``reference_of`` for those)."""
+        much); a trained version's: the one its manifest keeps for the device (``card["drift_reference"]``)."""
         if not ref.endswith("@0"):
-            return None
+            return await self._trained_reference(device, ref, channels)
         first = (await self.store.first_sample_ms()).get(device)
         if first is None:
             return None
@@ -120,6 +124,20 @@ class DriftService:
             pick = np.linspace(0, ts.shape[0] - 1, _MAX_REFERENCE_ROWS).astype(np.intp)
             ts, values = ts[pick], values[pick]
         return await asyncio.to_thread(reference_from, values, list(channels), ts=ts, config=self.config)
+
+    async def _trained_reference(self, device: str, ref: str, channels: tuple[str, ...]) -> ReferenceStats | None:
+        if self.manifest_of is None:
+            return None
+        try:
+            manifest = await self.manifest_of(ref)
+            raw = manifest.card.get("drift_reference", {}).get(device)
+            reference = None if raw is None else msgspec.convert(raw, ReferenceStats)
+        except (EdgeLoopError, msgspec.ValidationError) as exc:
+            log.warning("no drift reference for %s in %s: %s", device, ref, exc)
+            return None
+        if reference is None or tuple(reference.channels) != channels:
+            return None
+        return reference
 
     # -- recording -----------------------------------------------------------------------------------------
     async def run(self) -> None:

@@ -127,6 +127,7 @@ class ModelRegistry:
         self.clock = clock
         self._audit_fn: AuditFn = audit if audit is not None else store.audit
         self._code = code
+        self.alias_listeners: list[Callable[[ModelAliasEvent], Awaitable[None]]] = []  # told after every change
 
     @property
     def writable(self) -> bool:
@@ -329,6 +330,8 @@ class ModelRegistry:
                                                  expect=expect)
         await self._audit("model.alias", name, by, source,
                           f"{action} {alias} [{scope}]: {_text(event.previous)} -> {_text(event.version)}; {reason}")
+        for listener in self.alias_listeners:  # the platform's deployment scores with the new champion at once
+            await listener(event)
         return event
 
     def _usable_signer(self) -> ModelSigner:

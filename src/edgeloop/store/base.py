@@ -26,6 +26,7 @@ from edgeloop.store.records import (
     RAW_DEAD_LETTER_BYTES,
     ROLLUP_MS,
     AuditRecord,
+    CampaignRecord,
     Credential,
     DeadLetter,
     DriftRecord,
@@ -53,6 +54,7 @@ from edgeloop.store.schema import migrate
 __all__ = [
     "RAW_DEAD_LETTER_BYTES",
     "AuditRecord",
+    "CampaignRecord",
     "Credential",
     "DeadLetter",
     "DriftRecord",
@@ -150,6 +152,13 @@ def _model_finding(row: Row) -> ModelFinding:
 
 def _drift(row: Row) -> DriftRecord:
     return record(DriftRecord, row, channels=msgspec.json.decode(row["channels"], type=dict[str, float]))
+
+
+CAMPAIGNS: Final = "id, payload, subject, spec, state, phase, active, created_ms, updated_ms"
+
+
+def _campaign(row: Row) -> CampaignRecord:
+    return record(CampaignRecord, row, active=bool(row["active"]))
 
 
 def _alert(row: Row) -> Alert:
@@ -748,3 +757,47 @@ class Store:
 
     async def put_undelivered(self, records: Sequence[al.UndeliveredRecord]) -> None:
         await self._add(self.driver, "notification_dead_letters", al.UNDELIVERED_COLUMNS, records)
+
+    # -- campaigns (rollouts of model versions; their service is edgeloop.campaigns.service) -----------
+    async def add_campaign(self, c: CampaignRecord) -> None:
+        """Create a campaign; ConflictError if its id exists or an active campaign already rolls out the same
+        subject (checked and inserted in one transaction, under a lock per subject)."""
+        try:
+            async with self.driver.transaction() as tx:
+                await tx.lock(f"campaign-subject:{c.subject}")
+                busy = await tx.fetchone("SELECT id FROM campaigns WHERE subject=? AND active=?", (c.subject, True))
+                if busy is not None:
+                    raise ConflictError(f"campaign {busy['id']!r} is still rolling out {c.subject!r}")
+                await tx.execute(insert_sql("campaigns", CAMPAIGNS), values(c, CAMPAIGNS))
+        except DuplicateKey as exc:
+            raise ConflictError(f"campaign {c.id!r} already exists") from exc
+
+    async def put_campaign(self, c: CampaignRecord) -> None:
+        """Store a campaign's new state (its spec never changes); NotFoundError if there is no such campaign."""
+        if await self.driver.execute("UPDATE campaigns SET state=?, phase=?, active=?, updated_ms=? WHERE id=?",
+                                     (c.state, c.phase, c.active, c.updated_ms, c.id)) != 1:
+            raise NotFoundError("campaign", c.id)
+
+    async def get_campaign(self, campaign_id: str) -> CampaignRecord | None:
+        return await self._one(_campaign, f"SELECT {CAMPAIGNS} FROM campaigns", [("id = ?", campaign_id)])
+
+    async def list_campaigns(self, *, running_only: bool = False, subject: str | None = None,
+                             limit: int = 1000) -> list[CampaignRecord]:
+        """Newest first; ``running_only``: the active ones (running, or finished with actions still to apply)."""
+        return await self._list(_campaign, f"SELECT {CAMPAIGNS} FROM campaigns", [
+            ("active = ?", True if running_only else None), ("subject = ?", subject)], "created_ms DESC, id", limit)
+
+    async def list_campaign_audit(self, campaign_id: str, *, limit: int = 10_000) -> list[AuditRecord]:
+        """The audit records of a campaign's log entries (``campaign.*`` on it), oldest first."""
+        return await self._list(lambda r: record(AuditRecord, r), "SELECT id, ts_ms, actor, action, target, outcome, "
+                                "detail, source FROM audit", [("target = ?", campaign_id),
+                                                              ("action LIKE 'campaign.%'", True)], "id", limit)
+
+    async def list_model_onsets(self, *, models: Sequence[str], kind: str, since: int, until: int,
+                                limit: int = 100_000) -> list[tuple[str, str, int]]:
+        """(model, device, ts) of the onset findings of ``models`` of one ``kind`` with ``since <= ts < until``, in
+        time order: what the campaign gates count, without the findings' detail (several times cheaper to read)."""
+        rows = await self.driver.fetch(
+            f"SELECT model, device, ts FROM model_findings WHERE model IN ({_marks(len(models))}) AND kind = ? AND "
+            "ts >= ? AND ts < ? ORDER BY ts, id LIMIT ?", (*models, kind, since, until, limit)) if models else []
+        return [(r["model"], r["device"], int(r["ts"])) for r in rows]

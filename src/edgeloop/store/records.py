@@ -290,6 +290,23 @@ class ModelAliasEvent:
     id: int = 0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CampaignRecord:
+    """A rollout campaign as stored: its spec and engine state as JSON (``edgeloop.campaigns.engine``).
+    ``active``: the campaign still needs the service (running, or finished with its last actions not yet
+    applied); ``phase`` mirrors the state's, for listing without decoding it."""
+
+    id: str
+    payload: str
+    subject: str
+    spec: str
+    state: str
+    phase: str
+    active: bool
+    created_ms: int
+    updated_ms: int
+
+
 @dataclass(frozen=True, slots=True)
 class Series:
     ts: list[int]

@@ -128,6 +128,10 @@ CREATE TABLE IF NOT EXISTS model_alias_events (id {serial}, name TEXT NOT NULL, 
     NULL, action TEXT NOT NULL, version INTEGER, previous INTEGER, ts {big} NOT NULL, set_by TEXT NOT NULL, reason TEXT
     NOT NULL);
 CREATE INDEX IF NOT EXISTS model_alias_events_alias ON model_alias_events (name, alias, scope, id);
+CREATE TABLE IF NOT EXISTS campaigns (id TEXT PRIMARY KEY, payload TEXT NOT NULL, subject TEXT NOT NULL, spec TEXT
+    NOT NULL, state TEXT NOT NULL, phase TEXT NOT NULL, active {bool} NOT NULL, created_ms {big} NOT NULL, updated_ms
+    {big} NOT NULL);
+CREATE INDEX IF NOT EXISTS campaigns_subject ON campaigns (subject, active);
 """
 
 #: (version, the columns it adds to tables that existed before it: (table, column, type)). A table a version

@@ -1,0 +1,72 @@
+"""Rolling a detector version out to its profile's devices: the campaign a person (or the retraining policy) asks
+for, built from the registry (the champion it replaces, the version's profile) and the asset registry (the
+profile's devices are the targets)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+import msgspec
+
+from edgeloop.campaigns.engine import CampaignSpec, default_gates
+from edgeloop.campaigns.gates import Gate, ProbeGate
+from edgeloop.campaigns.service import CampaignService, CampaignView
+from edgeloop.errors import ConfigError, NotFoundError
+from edgeloop.models.manifest import ModelRef
+from edgeloop.models.registry import ModelRegistry
+from edgeloop.registry import Registry
+
+__all__ = ["RolloutPlan", "start_rollout"]
+
+_HOUR_MS = 3_600_000
+
+
+class RolloutPlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How carefully to roll a version out (the defaults: a day of shadow, then 10 % → 50 % → 100 % of the
+    profile's devices, each soaking a day)."""
+
+    waves: list[float] = msgspec.field(default_factory=lambda: [0.1, 0.5, 1.0])
+    shadow_h: float = 24.0
+    soak_h: float = 24.0
+    approvals: list[bool] = msgspec.field(default_factory=list)
+    targets: list[str] | None = None  # default: every device of the version's profile
+    probes: bool = True  # known-answer fault probes gate every phase (when the platform runs them)
+
+
+async def start_rollout(*, campaigns: CampaignService, models: ModelRegistry, registry: Registry, ref: str,
+                        plan: RolloutPlan, by: str, now_ms: int, probes: bool = False) -> CampaignView:
+    """Start the campaign that moves ``ref``'s profile from its champion to ``ref``. ``probes``: whether the
+    platform runs known-answer probes (the probe gate is added only then)."""
+    target = ModelRef.parse(ref)
+    manifest = await models.get(target)
+    if manifest.kind != "detector" or manifest.profile is None:
+        raise ConfigError(f"{ref} is a {manifest.kind} model: only detector versions roll out to devices here")
+    champion = await models.champion(target.name)
+    if champion is None or champion == target:
+        raise ConfigError(f"{ref} is already the champion of {target.name}")
+    devices = _targets(registry, manifest.profile, plan.targets)
+    gates: dict[str, Gate] = default_gates()
+    if probes and plan.probes:
+        gates["probes"] = ProbeGate()
+    spec = CampaignSpec(
+        id=f"c-{target.name.removeprefix('detector.')}-{target.version}-{secrets.token_hex(3)}", payload="model",
+        subject=target.name, from_ref=str(champion), to_ref=str(target), targets=devices, waves=list(plan.waves),
+        shadow=True, shadow_ms=int(plan.shadow_h * _HOUR_MS), soak_ms=int(plan.soak_h * _HOUR_MS),
+        approvals=list(plan.approvals), gates=gates, created_by=by, created_ms=now_ms)
+    return await campaigns.start(spec, by=by)
+
+
+def _targets(registry: Registry, profile: str, chosen: Sequence[str] | None) -> list[str]:
+    devices = sorted(d.id for d in registry.devices.values() if d.profile == profile)
+    if chosen is None:
+        if not devices:
+            raise ConfigError(f"no device of profile {profile!r} is registered: nothing to roll out to")
+        return devices
+    for device in chosen:
+        if device not in registry.devices:
+            raise NotFoundError("device", device)
+        if registry.devices[device].profile != profile:
+            raise ConfigError(f"device {device!r} is of profile {registry.devices[device].profile!r}, not "
+                              f"{profile!r}")
+    return sorted(set(chosen))
