@@ -1,13 +1,14 @@
 """The dashboard's pages of the learning loop, in headless Chromium against a real platform with a PKI (so that it
 signs and verifies model versions): the model list, a model's page (versions, alias history, the lineage of a
 version back to the built-in detector, its model card), a lineage that is incomplete shown as such, the alert
-card's link to the model version that raised the alert, and the asset page's drift events.
+card's link to the model version that raised the alert, the asset page's drift events, and a rollout campaign's
+pages (its phases, gates and log; approve and abort, refused inline for whoever may not).
 
 The platform (tests/browser_platform.py, with a PKI added) runs in this process on its own event loop in a thread.
 The test registers versions through the registry (a detector model's versions come from training, with a card)
-and through the API (a raw ONNX edge model), promotes through the API, and stores an alert and a drift event
-through the store, as the alert service and the drift monitor would. Nothing sleeps: the page is waited on with
-Playwright's ``expect``.
+and through the API (a raw ONNX edge model), promotes and starts a campaign through the API, and stores an alert
+and a drift event through the store, as the alert service and the drift monitor would. Nothing sleeps: the page is
+waited on with Playwright's ``expect``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from edgeloop.messages import Alert, Severity
+from edgeloop.models.detector_artifact import dump_detectors
 from edgeloop.models.manifest import DataWindow, Trigger
 from edgeloop.store.base import DriftRecord
 from tests.browser_platform import T0, TENANT, Pump, ThreadedPlatform, chromium, watched_page
@@ -31,10 +33,10 @@ from tests.test_model_registry import tiny_onnx
 pytestmark = pytest.mark.browser
 
 ADMIN_PASSWORD = "models-admin-password"
-USERS = {"vera": ("viewer", "vera-password-1")}
+USERS = {"vera": ("viewer", "vera-password-1"), "otto": ("operator", "otto-password-1")}
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 HOUR, DAY = 3_600_000, 86_400_000
-DETECTOR = b"fitted-detectors-of-the-pump-profile" * 16
+DETECTOR = dump_detectors({})  # a valid artifact (no device fitted: each keeps the built-in detector)
 
 
 def metrics(*, fa_rate: float, fa_window: int, recall: float | None, delay_s: float | None, p99: float
@@ -92,11 +94,11 @@ def seed(p: ThreadedPlatform) -> None:
                               trigger=Trigger(kind="drift", by="drift-monitor", ref="drift-7"), data=WINDOW,
                               label_ids=[11, 12], metrics={"false_alarms_per_asset_day": 0.4, "recall": 0.5},
                               card=card("built-in"))
-        await models.register("detector", "detector.pump", DETECTOR + b"2", by="trainer", parent="detector.pump@1",
+        await models.register("detector", "detector.pump", DETECTOR, by="trainer", parent="detector.pump@1",
                               trigger=Trigger(kind="labels", by="retraining-policy", ref="job-3"), data=WINDOW,
                               label_ids=[11, 12, 15, 16, 17],
                               metrics={"false_alarms_per_asset_day": 0.17, "recall": 1.0}, card=card("detector.pump@1"))
-        await models.register("detector", "detector.pump", DETECTOR + b"3", by="trainer", parent="detector.pump@2",
+        await models.register("detector", "detector.pump", DETECTOR, by="trainer", parent="detector.pump@2",
                               trigger=Trigger(kind="labels", by="retraining-policy", ref="job-5"))  # no data window
         await models.register("edge", "edge.fan", b"fan-onnx-1" * 8, by="ana", trigger=Trigger(kind="person", by="ana"))
         await models.register("edge", "edge.fan", b"fan-onnx-2" * 8, by="ana", parent="edge.fan@1",
@@ -135,6 +137,10 @@ def page(browser: Browser) -> Iterator[Page]:
 
 def sign_in(page: Page, live: ThreadedPlatform, hash_route: str, user: str = "admin") -> None:
     page.goto(f"{live.base_url}/{hash_route}")
+    fill_sign_in(page, user)
+
+
+def fill_sign_in(page: Page, user: str) -> None:
     expect(page.locator("[data-testid=login-form]")).to_be_visible()
     page.get_by_label("Username").fill(user)
     page.get_by_label("Password").fill(ADMIN_PASSWORD if user == "admin" else USERS[user][1])
@@ -279,3 +285,85 @@ def test_the_asset_page_lists_its_drift_events(live: ThreadedPlatform, page: Pag
 
     page.goto(f"{live.base_url}/#/asset/pump-2")  # a drift-free asset says so
     expect(page.locator("[data-testid=asset-drift]")).to_contain_text("No drift for this asset.")
+
+
+def test_a_campaign_page_follows_a_rollout_through_approval_and_abort(live: ThreadedPlatform, page: Page,
+                                                                     browser: Browser) -> None:
+    """A campaign without shadow that waits for approval before each wave: the operator of a tenant may not
+    approve it (said inline); the platform's administrator approves wave 1, then aborts with a reason."""
+    started = live.call("POST", "/campaigns", expect_status=201, body={"model": "detector.pump@3", "plan": {
+        "waves": [0.5, 1.0], "shadow_h": 0, "soak_h": 1, "approvals": [True, True], "probes": False}})
+    cid = started["spec"]["id"]
+
+    ctx = browser.new_context(viewport=DESKTOP, locale="en-US", timezone_id="UTC")
+    try:
+        other = ctx.new_page()
+        sign_in(other, live, f"#/campaigns/{cid}", user="otto")
+        expect(other.locator("[data-testid=approve-btn]")).to_be_enabled()
+        other.locator("[data-testid=approve-btn]").click()
+        expect(other.locator("[data-testid=campaign-error]")).to_contain_text(
+            "Not allowed: otto (operator) may not approve this campaign")
+        expect(other.locator("[data-testid=campaign-phase]")).to_have_attribute("data-phase", "awaiting_approval")
+    finally:
+        ctx.close()
+
+    sign_in(page, live, f"#/campaigns/{cid}")
+    phase = page.locator("[data-testid=campaign-phase]")
+    expect(phase).to_have_text("Awaiting approval for wave 1 of 2 (50 % of targets)")
+    expect(page.locator("[data-testid=campaign-subject]")).to_have_text(
+        "detector.pump: detector.pump@2 → detector.pump@3")
+    rows = page.locator("[data-testid=phase-row]")
+    assert [rows.nth(k).get_attribute("data-phase") for k in range(rows.count())] == [
+        "approval-0", "wave-0", "approval-1", "wave-1"]
+    assert [rows.nth(k).get_attribute("data-status") for k in range(4)] == ["now"] + ["not-reached"] * 3
+    expect(page.locator("[data-testid=phase-row][data-phase='approval-0']")).to_have_attribute("data-status", "now")
+    expect(page.locator("[data-testid=phase-row][data-phase='approval-0'] [data-testid=phase-end]")).to_have_text(
+        "when an operator approves")
+    gates = page.locator("[data-testid=gate]")
+    expect(gates.first).to_be_visible()
+    assert gates.count() == len(started["progress"]["gates"])
+    start = page.locator("[data-testid=campaign-event][data-kind='campaign.started']")
+    expect(start.locator("[data-testid=event-by]")).to_have_text("admin")
+
+    page.locator("[data-testid=abort-btn]").click()  # no reason: refused before any request
+    expect(page.locator("[data-testid=campaign-error]")).to_contain_text("Say why the campaign is aborted")
+    expect(phase).to_have_attribute("data-phase", "awaiting_approval")
+
+    page.locator("[data-testid=approve-btn]").click()
+    expect(phase).to_have_text("Wave 1 of 2 (50 % of targets)")
+    expect(page.locator("[data-testid=campaign-error]")).to_be_hidden()
+    expect(page.locator("[data-testid=campaign-share]")).to_have_text("1 of 2 targets on detector.pump@3")
+    expect(page.locator("[data-testid=phase-row][data-phase='approval-0']")).to_have_attribute("data-status", "done")
+    wave = page.locator("[data-testid=phase-row][data-phase='wave-0']")
+    expect(wave).to_have_attribute("data-status", "now")
+    expect(wave.locator("[data-testid=phase-end]")).to_contain_text("at the earliest")
+    expect(page.locator("[data-testid=approve-btn]")).to_be_disabled()
+    expect(page.locator("[data-testid=campaign-event]").first).to_have_attribute("data-kind", "wave.entered")
+    approval = page.locator("[data-testid=campaign-event][data-kind='approval.given']")
+    expect(approval.locator("[data-testid=event-by]")).to_have_text("admin")
+    assert live.call("GET", f"/campaigns/{cid}")["progress"]["phase"] == "wave"
+
+    page.locator("[data-testid=abort-reason]").fill("false alarms on line A")
+    page.locator("[data-testid=abort-btn]").click()
+    expect(phase).to_have_attribute("data-phase", "aborted")
+    expect(page.locator("[data-testid=campaign-outcome]")).to_contain_text("aborted by admin: false alarms on line A")
+    expect(page.locator("[data-testid=campaign-share]")).to_have_text("0 of 2 targets on detector.pump@3")
+    expect(page.locator("[data-testid=abort-btn]")).to_be_disabled()
+    expect(page.locator("[data-testid=phase-row][data-phase='wave-1'] [data-testid=phase-end]")).to_have_text(
+        "not reached")
+    first = page.locator("[data-testid=campaign-event]").first
+    expect(first).to_have_attribute("data-kind", "aborted")
+    expect(first.locator("[data-testid=event-by]")).to_have_text("admin")
+    assert live.call("GET", f"/campaigns/{cid}")["progress"]["phase"] == "aborted"
+
+    # the list, as a viewer: the campaign with its phase; its page reads but offers no action
+    page.get_by_role("button", name="Sign out").click()
+    fill_sign_in(page, "vera")
+    page.get_by_role("link", name="Campaigns", exact=True).click()
+    row = page.locator(f"[data-testid=campaign-row][data-campaign='{cid}']")
+    expect(row.locator("[data-testid=campaign-phase]")).to_have_text("Aborted")
+    expect(row.locator("[data-testid=campaign-refs]")).to_have_text("detector.pump@2 → detector.pump@3")
+    expect(row.locator("[data-testid=campaign-share]")).to_have_text("0 of 2")
+    row.locator("[data-testid=campaign-link]").click()
+    expect(page.locator("[data-testid=campaign-actions] .readonly-note")).to_be_visible()
+    expect(page.locator("[data-testid=approve-btn]")).to_have_count(0)

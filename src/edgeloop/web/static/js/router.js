@@ -5,6 +5,8 @@ import { stateBox } from "./components/widgets.js";
 import { $ } from "./dom.js";
 import { alertsView } from "./views/alerts.js";
 import { assetView } from "./views/asset.js";
+import { campaignView } from "./views/campaign.js";
+import { campaignsView } from "./views/campaigns.js";
 import { fleetView } from "./views/fleet.js";
 import { gatewaysView } from "./views/gateways.js";
 import { incidentDetailView } from "./views/incident.js";
@@ -26,6 +28,8 @@ const ROUTES = [
   { path: /^\/gateways\/?$/, nav: "gateways", view: (root, _m, query, signal) => gatewaysView(root, query, signal) },
   { path: /^\/kpis\/?$/, nav: "kpis", view: (root, _m, query, signal) => kpisView(root, query, signal) },
   { path: /^\/models\/?$/, nav: "models", view: (root, _m, query, signal) => modelsView(root, query, signal) },
+  { path: /^\/campaigns\/?$/, nav: "models", view: (root, _m, query, signal) => campaignsView(root, query, signal) },
+  { path: /^\/campaigns\/([^/]+)\/?$/, nav: "models", view: (root, m, query, signal) => campaignView(root, decodeURIComponent(m[1]), query, signal) },
   { path: /^\/models\/([^/]+)\/?$/, nav: "models", view: (root, m, query, signal) => modelView(root, decodeURIComponent(m[1]), query, signal) },
 ];
 
