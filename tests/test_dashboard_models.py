@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -247,7 +248,9 @@ def test_an_incomplete_lineage_says_so_and_where(live: ThreadedPlatform, page: P
     newest = page.locator("[data-testid=lineage-step][data-ref='detector.pump@3']")
     expect(newest.locator("[data-testid=lineage-data]")).to_have_text(
         "MISSING: a trained version without its data window")
-    expect(page.locator("[data-testid=card-box]")).to_contain_text("No model card")
+    expect(page.locator("[data-testid=card-box]")).to_have_text(re.compile(
+        r"^No model card\.This version was trained \(trigger labels\) but records neither its training data nor an "
+        r"evaluation\.$"))
 
     # a parent whose signature no longer checks out: the link is marked, the lineage incomplete
     page.goto(f"{live.base_url}/#/models/edge.fan?version=2")
@@ -258,6 +261,9 @@ def test_an_incomplete_lineage_says_so_and_where(live: ThreadedPlatform, page: P
     expect(parent.locator("[data-testid=lineage-verified]")).to_have_text("signature NOT verified")
     expect(parent.locator("[data-testid=lineage-problem]")).to_contain_text("bad_signature")
     expect(page.locator("[data-testid=lineage-verified]").first).to_have_text("signature verified")
+    expect(page.locator("[data-testid=card-box]")).to_have_text(re.compile(
+        r"^No model card\.This version was not trained on this platform \(an imported model\): there is no "
+        r"held-out evaluation\.$"))
 
 
 def test_the_alert_card_links_to_the_model_version_that_raised_it(live: ThreadedPlatform, page: Page) -> None:

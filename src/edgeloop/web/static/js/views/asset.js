@@ -6,7 +6,7 @@ import { ASSET_STATUS_TEXT, ASSET_STATUS_TONE, SEVERITY_RANK } from "../componen
 import { ChartCard, groupChannels } from "../components/charts.js";
 import { syncKeyed } from "../components/list.js";
 import { badge, segmented, stateBox } from "../components/widgets.js";
-import { $, h, setText } from "../dom.js";
+import { $, append, h, setText } from "../dom.js";
 import { fmtAgo, fmtClock, fmtNumber, fmtTime, humanize, isoAttr } from "../format.js";
 import { ensureStats } from "../header.js";
 import { poll } from "../poll.js";
@@ -31,7 +31,8 @@ function updateDriftRow(li, d) {
   li._sig = sig;
   li.dataset.kind = d.kind;
   const channels = Object.entries(d.channels || {}).sort((a, b) => b[1] - a[1]);
-  li.replaceChildren(
+  li.replaceChildren();
+  append(li, [
     h("div", { class: "alert-head" },
       badge("warning", DRIFT_KIND[d.kind] || humanize(d.kind)),
       h("span", { class: "alert-device" }, d.device),
@@ -46,7 +47,7 @@ function updateDriftRow(li, d) {
       h("div", null, h("dt", null, "Detected"), h("dd", { dataset: { testid: "drift-detected" } },
         h("time", { datetime: isoAttr(d.detected_ms) }, fmtTime(d.detected_ms)))),
       h("div", { title: "the model version whose training reference the data left" }, h("dt", null, "Model"),
-        h("dd", { dataset: { testid: "drift-model" } }, d.model ? modelLink(d.model) : "—"))));
+        h("dd", { dataset: { testid: "drift-model" } }, d.model ? modelLink(d.model) : "—")))]);
 }
 
 const RANGES = [

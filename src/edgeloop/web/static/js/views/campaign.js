@@ -32,7 +32,7 @@ function phases(view) {
     else if (e.kind === "wave.entered" && k !== null) started.set(`wave-${k}`, e.ts_ms);
   }
   const out = [];
-  if (spec.shadow && spec.shadow_ms > 0) out.push({ key: "shadow", label: "Shadow", plan: `lasts ${fmtDuration(spec.shadow_ms)}`, ms: spec.shadow_ms });
+  if (spec.shadow && spec.shadow_ms > 0) out.push({ key: "shadow", label: `Shadow: ${spec.to_ref} scores beside ${spec.from_ref} on every target, never pages`, plan: `lasts ${fmtDuration(spec.shadow_ms)}`, ms: spec.shadow_ms });
   (spec.waves || []).forEach((share, k) => {
     if (spec.approvals && spec.approvals[k]) out.push({ key: `approval-${k}`, label: `Approval for wave ${k + 1}`, plan: "waits for an operator" });
     out.push({ key: `wave-${k}`, label: `Wave ${k + 1} (${fmtPct(share)} of targets)`, plan: `soaks ${fmtDuration(spec.soak_ms)}`, ms: spec.soak_ms });
@@ -62,13 +62,19 @@ function phaseRow(view, p) {
   }
   return h("tr", { class: `phase-row is-${p.status}`, dataset: { testid: "phase-row", phase: p.key, status: p.status } },
     h("th", { scope: "row" }, p.label, p.status === "now" ? h("span", { class: "asset-id" }, "now") : null),
-    h("td", { dataset: { testid: "phase-start" } }, p.start === null ? "—" : when(p.start)),
-    h("td", { dataset: { testid: "phase-end" } }, ends));
+    h("td", { "data-label": "Started", dataset: { testid: "phase-start" } }, p.start === null ? "—" : when(p.start)),
+    h("td", { "data-label": "Ends", dataset: { testid: "phase-end" } }, ends));
+}
+
+/** A figure of a gate or log entry: durations (``*_ms``) and shares (``fraction``) in their units. */
+function figureText(k, v) {
+  if (k.endsWith("_ms") && Number.isFinite(v)) return `${humanize(k.slice(0, -3))} ${fmtDuration(v)}`;
+  if ((k === "fraction" || k.endsWith("_share")) && Number.isFinite(v)) return `${humanize(k)} ${fmtPct(v)}`;
+  return `${humanize(k)} ${fmtMetric(v)}`;
 }
 
 function figuresText(figures) {
-  const entries = Object.entries(figures || {});
-  return entries.length ? entries.map(([k, v]) => `${humanize(k)} ${fmtMetric(v)}`).join(" · ") : "";
+  return Object.entries(figures || {}).map(([k, v]) => figureText(k, v)).join(" · ");
 }
 
 function gateItem(view, name, status) {

@@ -17,12 +17,13 @@ const GATE_TONE = { pass: "ok", fail: "critical", continue: "info", pending: "of
 /** The share of targets wave ``k`` (1-based) runs the candidate on, as the spec plans it. */
 const waveShare = (spec, k) => fmtPct((spec.waves || [])[k - 1]);
 
-/** Where a campaign is, in words: "Shadow", "Wave 2 of 3 (50 % of targets)", "Awaiting approval for wave 1 of 3
+/** Where a campaign is, in words: "Shadow" (the candidate scores beside the champion on every target, never
+ * pages), "Wave 2 of 3 (50 % of targets)", "Awaiting approval for wave 1 of 3
  * (10 % of targets)", "Promoted", "Rolled back", "Aborted". */
 export function phaseText(view) {
   const p = view.progress;
   switch (p.phase) {
-    case "shadow": return "Shadow (every target scores in shadow, nothing pages from it)";
+    case "shadow": return "Shadow";
     case "wave": return `Wave ${p.wave} of ${p.waves} (${waveShare(view.spec, p.wave)} of targets)`;
     case "awaiting_approval": return `Awaiting approval for wave ${p.wave} of ${p.waves} (${waveShare(view.spec, p.wave)} of targets)`;
     case "promoted": return "Promoted";
@@ -33,14 +34,14 @@ export function phaseText(view) {
 }
 
 export function phaseBadge(view) {
-  const b = badge(PHASE_TONE[view.progress.phase] || "info", phaseText(view));
+  const b = badge(PHASE_TONE[view.progress.phase] || "info", phaseText(view), "badge-text");
   b.dataset.testid = "campaign-phase";
   b.dataset.phase = view.progress.phase;
   return b;
 }
 
 export function gateBadge(name, status) {
-  const b = badge(GATE_TONE[status] || "info", `${name.replace(/_/g, " ")}: ${status}`);
+  const b = badge(GATE_TONE[status] || "info", `${name.replace(/_/g, " ")}: ${status}`, "badge-text");
   b.dataset.testid = "gate-badge";
   b.dataset.gate = name;
   b.dataset.status = status;

@@ -5,7 +5,7 @@
 import { api, isAbort } from "../api.js";
 import { syncKeyed } from "../components/list.js";
 import { badge, stateBox } from "../components/widgets.js";
-import { $, append, h, setText } from "../dom.js";
+import { append, h, setText } from "../dom.js";
 import { fmtDuration, fmtNumber, fmtPct, fmtSpan, fmtTime, humanize, isoAttr } from "../format.js";
 import { poll } from "../poll.js";
 import { fmtMetric, metricsText, modelHref, triggerText, versionText } from "./models.js";
@@ -102,10 +102,10 @@ function renderLineage(box, lin) {
   const root = entries[entries.length - 1];
   const verdict = lin.complete
     ? h("div", { class: "lineage-verdict is-complete", dataset: { testid: "lineage-status", complete: "true" } },
-      badge("ok", "Complete lineage"),
+      badge("ok", "Complete lineage", "badge-text"),
       h("span", null, ` Every link is stored here, signed and verified, back to ${root ? root.ref : "its root"}.`))
     : h("div", { class: "lineage-verdict is-incomplete", role: "status", dataset: { testid: "lineage-status", complete: "false" } },
-      badge("critical", "Incomplete lineage"),
+      badge("critical", "Incomplete lineage", "badge-text"),
       h("span", null, " Where this version came from cannot be fully shown:"),
       h("ul", { class: "lineage-problems" }, lineageProblems(lin).map((p) => h("li", null, p))));
   box.replaceChildren(verdict, h("ol", { class: "lineage", dataset: { testid: "lineage" } }, entries.map(lineageStep)));
@@ -132,10 +132,12 @@ function renderCard(box, view) {
   const m = view.manifest;
   const card = m.card || {};
   if (!Object.keys(card).length) {
-    box.replaceChildren(stateBox("empty", "No model card.", m.data
-      ? "This version was registered without an evaluation."
-      : "This version was not trained on this platform (an imported model): there is no held-out evaluation."),
-    Object.keys(m.metrics || {}).length ? h("p", { class: "muted" }, `Figures in its manifest: ${metricsText(m.metrics)}`) : null);
+    box.replaceChildren();
+    let why = "This version was not trained on this platform (an imported model): there is no held-out evaluation.";
+    if (m.data) why = "This version was registered without an evaluation.";
+    else if (trained(m)) why = `This version was trained (trigger ${m.trigger.kind}) but records neither its training data nor an evaluation.`;
+    append(box, [stateBox("empty", "No model card.", why),
+    Object.keys(m.metrics || {}).length ? h("p", { class: "muted" }, `Figures in its manifest: ${metricsText(m.metrics)}`) : null]);
     return;
   }
   if (!card.candidate_metrics) { // a card of another shape: its figures as they are
@@ -144,11 +146,12 @@ function renderCard(box, view) {
     return;
   }
   const better = card.verdict === "better";
-  const verdict = badge(better ? "ok" : "warning", better ? "better than the champion" : "not better than the champion");
+  const verdict = badge(better ? "ok" : "warning", better ? "better than the champion" : "not better than the champion", "badge-text");
   verdict.dataset.testid = "card-verdict";
   verdict.dataset.verdict = card.verdict;
   const labels = Object.entries(card.labels || {}).map(([k, n]) => `${n} ${humanize(k)}`).join(", ");
-  box.replaceChildren(
+  box.replaceChildren();
+  append(box, [
     h("div", { class: "card-head" }, verdict,
       h("span", { class: "muted" }, ` ${card.detector || ""} · held out ${windowText(card.split_ms, card.window_end_ms)}`
         + ` (the last ${fmtPct(card.holdout_fraction)} of the window)`)),
@@ -158,7 +161,7 @@ function renderCard(box, view) {
     h("dl", { class: "alert-meta card-facts" },
       fact("Training window", windowText(card.window_start_ms, card.window_end_ms)),
       fact("Labels used", labels || "none"),
-      fact("Devices", `${(card.devices || []).filter((d) => d.trained).length} trained of ${(card.devices || []).length}`)));
+      fact("Devices", `${(card.devices || []).filter((d) => d.trained).length} trained of ${(card.devices || []).length}`))]);
 }
 
 export function modelView(root, name, query, signal) {
