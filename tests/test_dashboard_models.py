@@ -27,7 +27,7 @@ from edgeloop.messages import Alert, Severity
 from edgeloop.models.detector_artifact import dump_detectors
 from edgeloop.models.manifest import DataWindow, Trigger
 from edgeloop.store.base import DriftRecord
-from tests.browser_platform import T0, TENANT, Pump, ThreadedPlatform, chromium, watched_page
+from tests.browser_platform import PHONE, T0, TENANT, Pump, ThreadedPlatform, chromium, watched_page
 from tests.support import open_alert
 from tests.test_model_registry import tiny_onnx
 
@@ -373,3 +373,27 @@ def test_a_campaign_page_follows_a_rollout_through_approval_and_abort(live: Thre
     row.locator("[data-testid=campaign-link]").click()
     expect(page.locator("[data-testid=campaign-actions] .readonly-note")).to_be_visible()
     expect(page.locator("[data-testid=approve-btn]")).to_have_count(0)
+
+
+def test_the_pages_fit_a_phone(live: ThreadedPlatform, browser: Browser) -> None:
+    """At 390 px each page of the loop is read without scrolling sideways; its tables become cards whose facts
+    say what they are."""
+    started = live.call("POST", "/campaigns", expect_status=201, body={"model": "detector.pump@3", "plan": {
+        "waves": [0.1, 0.5, 1.0], "shadow_h": 2, "soak_h": 1, "probes": False}})
+    cid = started["spec"]["id"]
+    try:
+        for phone in watched_page(browser, viewport=PHONE, is_mobile=True, has_touch=True, locale="en-US"):
+            sign_in(phone, live, "#/models")
+            for route, shown in (("#/models", "model-row"), ("#/models/detector.pump", "card-row"),
+                                 ("#/models/edge.fan?version=2", "lineage-step"), ("#/campaigns", "campaign-row"),
+                                 (f"#/campaigns/{cid}", "gate"), ("#/asset/pump-1", "drift-event")):
+                phone.goto(f"{live.base_url}/{route}")
+                expect(phone.locator(f"[data-testid={shown}]").first).to_be_visible()
+                width = phone.evaluate("document.documentElement.scrollWidth")
+                assert width <= PHONE["width"], f"{route} is {width} px wide on a {PHONE['width']} px phone"
+            phone.goto(f"{live.base_url}/#/models/detector.pump")  # a version is a card: each fact says what it is
+            trigger = phone.locator("[data-testid=version-row][data-version='2'] td").nth(2)
+            expect(trigger).to_have_text("labels by retraining-policy (job-3)")
+            assert trigger.evaluate("td => getComputedStyle(td, '::before').content") == '"Trigger: "'
+    finally:
+        live.call("POST", f"/campaigns/{cid}/abort", body={"reason": "the test is over"})
