@@ -318,6 +318,8 @@ def test_a_campaign_page_follows_a_rollout_through_approval_and_abort(live: Thre
     expect(phase).to_have_text("Awaiting approval for wave 1 of 2 (50 % of targets)")
     expect(page.locator("[data-testid=campaign-subject]")).to_have_text(
         "detector.pump: detector.pump@2 → detector.pump@3")
+    expect(page.locator("[data-testid=campaign-subject] a").nth(1)).to_have_attribute(
+        "href", "#/models/detector.pump?version=3")
     rows = page.locator("[data-testid=phase-row]")
     assert [rows.nth(k).get_attribute("data-phase") for k in range(rows.count())] == [
         "approval-0", "wave-0", "approval-1", "wave-1"]

@@ -140,7 +140,7 @@ export function campaignView(root, id, _query, signal) {
       const { spec, progress } = view;
       phaseSlot.replaceChildren(phaseBadge(view));
       subtitle.replaceChildren(
-        h("span", { dataset: { testid: "campaign-subject" } }, spec.subject, ": ", refLink(spec.from_ref), " → ", refLink(spec.to_ref)),
+        h("span", { dataset: { testid: "campaign-subject" } }, spec.subject, ": ", refLink(spec, spec.from_ref), " → ", refLink(spec, spec.to_ref)),
         h("span", { dataset: { testid: "campaign-share" } }, `${progress.on_candidate} of ${progress.targets} targets on ${spec.to_ref}`));
       overview.replaceChildren(
         h("table", { class: "fleet-table phase-table", dataset: { testid: "phase-table" } },

@@ -48,10 +48,11 @@ export function gateBadge(name, status) {
   return b;
 }
 
-/** "detector.pump@3" as a link to that version's page. */
-export function refLink(ref) {
+/** "detector.pump@3" as a link to that version's page (a model campaign's versions; a software release's
+ * versions are text). */
+export function refLink(spec, ref) {
   const at = String(ref).lastIndexOf("@");
-  if (at < 0) return ref;
+  if (at < 0 || spec.payload !== "model") return ref;
   return h("a", { class: "model-link", href: modelHref(ref.slice(0, at), ref.slice(at + 1)) }, ref);
 }
 
@@ -94,7 +95,7 @@ export function campaignsView(root, _query, signal) {
     const [cId, cRefs, cPhase, cShare, cGates, cStarted] = tr.children;
     tr.dataset.phase = v.progress.phase;
     setText($(".asset-id", cId), v.spec.subject);
-    cRefs.replaceChildren(refLink(v.spec.from_ref), " → ", refLink(v.spec.to_ref));
+    cRefs.replaceChildren(refLink(v.spec, v.spec.from_ref), " → ", refLink(v.spec, v.spec.to_ref));
     cPhase.replaceChildren(phaseBadge(v));
     setText(cShare, `${v.progress.on_candidate} of ${v.progress.targets}`);
     cGates.replaceChildren(h("div", { class: "source-chips" },
