@@ -98,9 +98,11 @@ def seed(p: ThreadedPlatform) -> None:
         await models.register("detector", "detector.pump", DETECTOR, by="trainer", parent="detector.pump@1",
                               trigger=Trigger(kind="labels", by="retraining-policy", ref="job-3"), data=WINDOW,
                               label_ids=[11, 12, 15, 16, 17],
-                              metrics={"false_alarms_per_asset_day": 0.17, "recall": 1.0}, card=card("detector.pump@1"))
+                              metrics={"alarms": 3.0, "false_alarms_per_asset_day": 0.17, "median_delay_s": 95.0,
+                                       "recall": 1.0}, card=card("detector.pump@1"))
         await models.register("detector", "detector.pump", DETECTOR, by="trainer", parent="detector.pump@2",
-                              trigger=Trigger(kind="labels", by="retraining-policy", ref="job-5"))  # no data window
+                              trigger=Trigger(kind="labels", by="retraining-policy", ref="job-5"),  # no data window
+                              metrics={"alarms": 4.0, "faults": 2.0, "false_alarms_per_asset_day": 0.2, "recall": 0.5})
         await models.register("edge", "edge.fan", b"fan-onnx-1" * 8, by="ana", trigger=Trigger(kind="person", by="ana"))
         await models.register("edge", "edge.fan", b"fan-onnx-2" * 8, by="ana", parent="edge.fan@1",
                               trigger=Trigger(kind="person", by="ana"))
@@ -164,6 +166,8 @@ def test_the_model_list_shows_each_model_with_its_champion_and_newest_version(li
     expect(pump.locator("[data-testid=model-versions]")).to_have_text("3")
     expect(pump.locator("[data-testid=model-newest]")).to_contain_text("v3")
     expect(pump.locator("[data-testid=model-newest]")).to_contain_text("labels by retraining-policy (job-5)")
+    expect(pump.locator("[data-testid=model-metrics]")).to_have_text(
+        "false alarms per asset day 0.20 · recall 50 % · alarms 4 · +1 more")
     edge = page.locator("[data-testid=model-row][data-model='edge.pump']")
     expect(edge.locator("[data-testid=model-champion]")).to_have_text("—")  # an edge model has no built-in
     expect(edge.locator("[data-testid=model-newest]")).to_contain_text("person by admin (upload)")
@@ -184,7 +188,7 @@ def test_a_model_page_shows_versions_alias_history_lineage_and_card_of_the_champ
     expect(v2.locator("[data-testid=version-aliases]")).to_have_text("champion")
     expect(v2).to_contain_text("labels by retraining-policy (job-3)")
     expect(v2).to_contain_text("detector.pump@1")
-    expect(v2).to_contain_text("false alarms per asset day 0.17 · recall 1")
+    expect(v2).to_contain_text("false alarms per asset day 0.17 · recall 100 % · median delay 1.6 min · alarms 3")
 
     # the alias history, newest first: who promoted what, when, why
     events = page.locator("[data-testid=alias-event]")
@@ -250,7 +254,7 @@ def test_an_incomplete_lineage_says_so_and_where(live: ThreadedPlatform, page: P
         "MISSING: a trained version without its data window")
     expect(page.locator("[data-testid=card-box]")).to_have_text(re.compile(
         r"^No model card\.This version was trained \(trigger labels\) but records neither its training data nor an "
-        r"evaluation\.$"))
+        r"evaluation\.Figures in its manifest: false alarms per asset day 0\.20 · recall 50 % · alarms 4 · faults 2$"))
 
     # a parent whose signature no longer checks out: the link is marked, the lineage incomplete
     page.goto(f"{live.base_url}/#/models/edge.fan?version=2")

@@ -5,7 +5,7 @@ import { api, isAbort } from "../api.js";
 import { syncKeyed } from "../components/list.js";
 import { badge, stateBox } from "../components/widgets.js";
 import { $, append, h, setText } from "../dom.js";
-import { fmtTime, humanize } from "../format.js";
+import { fmtPct, fmtSpan, fmtTime, humanize } from "../format.js";
 import { poll } from "../poll.js";
 
 const MODELS_EVERY_MS = 5000;
@@ -33,11 +33,23 @@ export function fmtMetric(x) {
   return x.toPrecision(2);
 }
 
-/** "false alarms per asset day 0.20 · recall 0.90" of a metrics dict (at most ``max`` entries). */
+/** The headline figures first (as a training job records them), then the others by name. */
+const METRIC_ORDER = ["false_alarms_per_asset_day", "recall", "median_delay_s"];
+const metricRank = (k) => (METRIC_ORDER.includes(k) ? METRIC_ORDER.indexOf(k) : METRIC_ORDER.length);
+
+/** One named figure in its unit: a share (recall, share_*) as a percentage, seconds (``*_s``) as a duration. */
+export function fmtNamedMetric(k, v) {
+  if (k.endsWith("_s") && Number.isFinite(v)) return `${humanize(k.slice(0, -2))} ${fmtSpan(v * 1000)}`;
+  if ((k === "recall" || k === "precision" || k.startsWith("share_")) && Number.isFinite(v)) return `${humanize(k)} ${fmtPct(v)}`;
+  return `${humanize(k)} ${fmtMetric(v)}`;
+}
+
+/** "false alarms per asset day 0.17 · recall 90 %" of a metrics dict (at most ``max`` entries). */
 export function metricsText(metrics, max = Infinity) {
-  const entries = Object.entries(metrics || {}).filter(([, v]) => Number.isFinite(v)).sort(([a], [b]) => a.localeCompare(b));
+  const entries = Object.entries(metrics || {}).filter(([, v]) => Number.isFinite(v))
+    .sort(([a], [b]) => metricRank(a) - metricRank(b) || a.localeCompare(b));
   if (!entries.length) return "—";
-  const shown = entries.slice(0, max).map(([k, v]) => `${humanize(k)} ${fmtMetric(v)}`);
+  const shown = entries.slice(0, max).map(([k, v]) => fmtNamedMetric(k, v));
   if (entries.length > max) shown.push(`+${entries.length - max} more`);
   return shown.join(" · ");
 }
