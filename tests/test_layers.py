@@ -104,10 +104,10 @@ def test_nothing_in_the_package_edits_sys_path() -> None:
     assert not edits, f"sys.path used in {sorted(edits)}"
 
 
-#: Where the platform is composed and run: the command line, ``python -m edgeloop``, the embedded platform, and the
-#: scenario runner behind ``edgeloop scenario`` and the benchmarks behind ``edgeloop bench`` (each starts a platform of
-#: its own).
-ENTRY_POINTS = ("cli/**/*.py", "__main__.py", "embedded.py", "scenario.py", "bench/*.py")
+#: Where the platform is composed and run: the command line, ``python -m edgeloop``, the embedded platform, the
+#: scenario runner behind ``edgeloop scenario``, the learning-loop evaluation behind ``edgeloop eval loop`` and the
+#: benchmarks behind ``edgeloop bench`` (each starts a platform of its own).
+ENTRY_POINTS = ("cli/**/*.py", "__main__.py", "embedded.py", "scenario.py", "evaluation/loop.py", "bench/*.py")
 
 
 def test_only_the_entry_points_import_the_composition_root() -> None:

@@ -17,7 +17,15 @@ import pytest
 from edgeloop.detect import AssetDetector, Finding
 from edgeloop.models.detector_artifact import PlatformDetector, dump_detectors, load_detectors
 from edgeloop.models.trainer import SeriesWriter, TrainingFailed, TrainingRequest, read_series, run_training
-from edgeloop.models.training import DeviceSeries, TrainingConfig, TrainingError, newest_labels, train
+from edgeloop.models.training import (
+    DeviceSeries,
+    TrainingConfig,
+    TrainingError,
+    merge_summaries,
+    newest_labels,
+    summarise,
+    train,
+)
 from edgeloop.sim import Fleet
 from edgeloop.sim.fleet import CHANNELS
 from edgeloop.store.alerting import Label, Verdict
@@ -74,6 +82,27 @@ def test_a_candidate_trained_on_the_new_regime_stops_the_champions_false_alarms(
     assert ref.channels == list(CHANNELS) and all(len(edges) == 11 for edges in ref.bin_edges)
     assert all(np.all(np.diff(edges) >= 0) for edges in ref.bin_edges)
     assert ref.bin_edges[TEMP][0] > before[series[0].device]._model.center[TEMP]  # type: ignore[union-attr]
+
+
+def test_a_device_whose_regime_changed_inside_the_window_learns_from_the_change_on() -> None:
+    shift_at, end = 2 * H, 10 * H
+    series = _fleet(3, seed=5, end_ms=end)
+    for s in series[:2]:
+        s.values[s.ts >= shift_at, TEMP] += 10.0
+    since = {s.device: shift_at for s in series[:2]}  # the drift events' since
+    across = train(series, [], window_start_ms=0, window_end_ms=end)
+    aware = train(series, [], window_start_ms=0, window_end_ms=end, regime_since=since)
+    for s in series[:2]:
+        # fitted across the change, the warm-up learnt the old regime: it alarms on the new one like the champion
+        assert across.card.per_device[s.device]["candidate"].false_alarms >= 1
+        assert aware.card.per_device[s.device]["candidate"].false_alarms == 0
+        assert aware.card.per_device[s.device]["champion"].false_alarms >= 1
+    rows = {r.device: r for r in aware.card.devices}
+    assert rows[series[0].device].before_regime_rows == 2 * 3600 - 1  # samples at 1 s .. 7 199 s
+    assert rows[series[0].device].regime_since_ms == shift_at
+    untouched = rows[series[2].device]  # a device without a regime change keeps its whole reference
+    assert untouched.before_regime_rows == 0 and untouched.reference_rows == untouched.train_rows
+    assert aware.card.verdict == "better" and across.card.verdict == "not_better"
 
 
 def _vibration_fault_series(seed: int) -> tuple[DeviceSeries, tuple[int, int], tuple[int, int]]:
@@ -274,6 +303,10 @@ async def test_a_training_error_in_the_worker_says_why(tmp_path: Path) -> None:
                               window_end_ms=H // 2)
     with pytest.raises(TrainingFailed, match=r"no device could be trained.*only 1259 reference rows \(need 4800\)"):
         await run_training(request)
+    bad = TrainingRequest(series_path=request.series_path, window_start_ms=0, window_end_ms=H // 2,
+                          labels=[_label(1, series[0].device, 0, 1000)], label_ids=[1, 2])
+    with pytest.raises(TrainingFailed, match="ValueError: label_ids must give one id per label"):
+        await run_training(bad)
 
 
 @pytest.mark.parametrize(("kind", "name"), [("baseline", "trained-baseline-v1"),
@@ -299,3 +332,16 @@ async def test_a_training_that_overruns_its_time_is_stopped(tmp_path: Path) -> N
     with pytest.raises(TrainingFailed, match=r"did not finish within 0\.05 s"):
         await run_training(request, timeout_s=0.05)  # less than a Python process takes to start
     assert not multiprocessing.active_children()
+
+
+def test_score_quantiles_merged_over_devices_stay_close_to_the_exact_ones() -> None:
+    rng = np.random.default_rng(0)
+    parts = [rng.exponential(scale, size) for scale, size in ((0.1, 50_000), (0.3, 20_000), (0.05, 130_000))]
+    parts[1][:30] = np.nan  # rows not scored
+    quantiles, above, count = merge_summaries([summarise(p) for p in parts])
+    every = np.concatenate(parts)
+    every = every[np.isfinite(every)]
+    assert count == every.size and above == pytest.approx((every > 1.0).mean())
+    for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)):
+        lo, hi = np.quantile(every, [q - 0.001, q + 0.001])  # within 0.1 % of rank
+        assert lo <= quantiles[name] <= hi, name

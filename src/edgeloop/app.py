@@ -41,6 +41,11 @@ from edgeloop.identity.tls import TlsIdentity
 from edgeloop.models.deployment import Deployment
 from edgeloop.models.drift_service import DriftService
 from edgeloop.models.findings import FindingLog
+from edgeloop.models.loop import LearningLoop
+from edgeloop.models.probe_runner import PlatformProbes
+from edgeloop.models.retraining import PolicySet, load_policies
+from edgeloop.models.rollout import RolloutPlan
+from edgeloop.models.training_jobs import TrainingJobs
 
 if TYPE_CHECKING:
     from edgeloop.agent.config import AgentConfig
@@ -90,6 +95,8 @@ class PlatformConfig:
     trusted_proxies: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     rul_horizon: float = 30.0  # cycles: a RUL model's alert fires when the RUL's lower bound is below this
+    retraining: Path | None = None  # retraining policies (default: data_dir/retraining.yaml if there; else none)
+    rollout: RolloutPlan = field(default_factory=RolloutPlan)  # how the policies' candidates roll out
     alerting: Path | None = None  # notification channels and escalation (default: data_dir/alerting.yaml if there)
 
     @property
@@ -314,9 +321,21 @@ class Platform:
                                     rul=RulMonitor(rul_models, horizon=cfg.rul_horizon) if rul_models else None,
                                     history=self.store.read_chunks, on_findings=FindingLog(store=self.store),
                                     models=self.deployment)
+        self.probes = True  # known-answer probes judge every phase of a detector rollout (the probe gate)
         self.campaigns = CampaignService(store=self.store, now=self.alerts.now, placement=self.deployment,
-                                         aliases=self.deployment, audit=self.store.audit)
+                                         aliases=self.deployment, audit=self.store.audit,
+                                         probes=PlatformProbes(store=self.store, scoring=self.scoring))
         await self.campaigns.resume()  # a campaign a restart interrupted continues where it was
+        self.training = TrainingJobs(store=self.store, models=self.models, assets=registry,
+                                     work_dir=cfg.data_dir / "models" / "jobs", now=self.alerts.now)
+        self._stack.push_async_callback(self.training.close)
+        policies = load_policies(cfg.retraining) if cfg.retraining is not None else (
+            load_policies(cfg.data_dir / "retraining.yaml") if (cfg.data_dir / "retraining.yaml").exists()
+            else PolicySet())
+        self.learning = LearningLoop(store=self.store, assets=registry, policies=policies, training=self.training,
+                                     campaigns=self.campaigns, models=self.models, now=self.alerts.now,
+                                     plan=cfg.rollout, probes=self.probes)
+        self.drift.listeners.append(self.learning.on_drift)
         self.source = MqttSource(
             host=cfg.mqtt_host, port=cfg.mqtt_port, client_id=cfg.ingest_client_id, clock=self.clock,
             topics=() if handoff is not None else [
@@ -335,6 +354,8 @@ class Platform:
         self._spawn(self._alert_ticks(), "alerts")
         self._spawn(self.drift.run(), "drift")
         self._spawn(self.campaigns.run(CAMPAIGN_TICK_S), "campaigns")
+        if self.models.writable and policies.policies:
+            self._spawn(self._learning_ticks(), "learning")
         self._spawn(self.pipeline.run(), "ingest")
         if self.ca is not None:
             self._spawn(self._keep_crl_fresh(self.ca), "crl")
@@ -360,6 +381,15 @@ class Platform:
         self.drift.observe(chunks)
         if self.on_scored is not None:
             self.on_scored(chunks)
+
+    async def _learning_ticks(self) -> None:
+        """The retraining policies, judged every few seconds (a store outage waits for the next tick)."""
+        while True:
+            await asyncio.sleep(CAMPAIGN_TICK_S)
+            try:
+                await self.learning.tick()
+            except StoreError as exc:
+                log.warning("learning loop tick failed: %s", exc)
 
     async def _alert_ticks(self) -> None:
         """Time passing for alerting: silent devices, gateway states, pages, auto-resolves (every second)."""
@@ -534,7 +564,8 @@ class Platform:
         return Services(store=self.store, registry=self.registry, access=self.access, alerts=self.alerts,
                         ingest=_IngestView(self), gateways=self, clock=self.clock, provisioning=self.provisioning,
                         auth=cfg.auth, mqtt_address=f"{cfg.mqtt_host}:{cfg.mqtt_port}", models=self.models,
-                        campaigns=self.campaigns if self.models.writable else None)
+                        campaigns=self.campaigns if self.models.writable else None,
+                        training=self.training if self.models.writable else None, probes=self.probes)
 
     @property
     def http_url(self) -> str | None:

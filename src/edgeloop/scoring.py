@@ -134,6 +134,15 @@ class ScoringStage:
         self.warm_ms = warm_ms
 
 
+    def detector(self, device: str, ref: str) -> Detector | None:
+        """The detector of version ``ref`` scoring ``device`` now (live or shadow), if any: read it, never feed it
+        (the known-answer probes copy it)."""
+        return self._detectors.get(device, {}).get(ref)
+
+    def last_scored_ms(self, device: str) -> int | None:
+        """The newest sample time of ``device`` its detectors have seen."""
+        return self._last_ts.get(device)
+
     async def submit(self, chunks: list[TelemetryChunk]) -> None:
         """Queue chunks for scoring; waits while the queue is full."""
         await self.queue.put(chunks)

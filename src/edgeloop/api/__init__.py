@@ -41,6 +41,7 @@ from edgeloop.api.routers import (
     rules,
     stats,
     telemetry,
+    training,
     users,
 )
 from edgeloop.api.routers.gateways import MAX_CONFIG_BODY
@@ -54,7 +55,7 @@ __all__ = ["MAX_BODY", "MAX_CONFIG_BODY", "MAX_PROVISION_BODY", "MAX_TIME_MS", "
 
 ROUTERS = (public.router, auth.router, users.router, stats.router, registry.router, telemetry.router, alerts.router,
            incidents.router, feedback.router, kpis.router, rules.router, gateways.router, provisioning.router,
-           audit.router, models.router, drift.router, campaigns.router)
+           audit.router, models.router, drift.router, campaigns.router, training.router)
 """Every router of the API; all but ``public`` require at least a viewer."""
 
 

@@ -21,6 +21,7 @@ from edgeloop.identity.access import AccessService
 from edgeloop.identity.provisioning import ProvisioningService
 from edgeloop.messages import Alert
 from edgeloop.models.registry import ModelRegistry
+from edgeloop.models.training_jobs import TrainingJobs
 from edgeloop.registry import RegistryService
 from edgeloop.store import Store
 from edgeloop.store.alerting import IncidentRecord, Label, MaintenanceRecord, SilenceRecord
@@ -116,4 +117,5 @@ class Services:
     mqtt_address: str = ""  # where devices connect (``host:port``), told to whoever creates an enrollment
     models: ModelRegistry | None = None
     campaigns: CampaignService | None = None  # rollout campaigns (None without a model registry: 503)
+    training: TrainingJobs | None = None  # training jobs (None without a model registry: 503)
     probes: bool = False  # whether the platform runs known-answer probes for the campaigns' probe gate

@@ -312,6 +312,15 @@ class ProbeGate(msgspec.Struct, frozen=True, kw_only=True, tag="probes", tag_fie
     max_delay_ratio: float = 2.0
     delay_slack_ms: int = 60_000
 
+    def falls_short(self, p: ProbeResult) -> bool:
+        """The champion detected the probe and the challenger did not, or much later."""
+        if not p.champion_detected:
+            return False
+        if not p.challenger_detected:
+            return True
+        return p.champion_delay_ms is not None and p.challenger_delay_ms is not None and (
+            p.challenger_delay_ms > self.max_delay_ratio * p.champion_delay_ms + self.delay_slack_ms)
+
     def decide(self, results: ProbeResults, *, now_ms: int, end_of_soak: bool,
                gate: str = "probes") -> GateDecision:
         del now_ms, end_of_soak
@@ -319,13 +328,8 @@ class ProbeGate(msgspec.Struct, frozen=True, kw_only=True, tag="probes", tag_fie
         missed: list[ProbeResult] = []
         slow: list[ProbeResult] = []
         for p in results.probes:
-            if not p.champion_detected:
-                continue
-            if not p.challenger_detected:
-                missed.append(p)
-            elif p.champion_delay_ms is not None and p.challenger_delay_ms is not None and (
-                    p.challenger_delay_ms > self.max_delay_ratio * p.champion_delay_ms + self.delay_slack_ms):
-                slow.append(p)
+            if self.falls_short(p):
+                (slow if p.challenger_detected else missed).append(p)
         counted = [p for p in results.probes if p.champion_detected]
         figures: dict[str, float] = {
             "probes": float(len(results.probes)), "champion_detected": float(len(counted)),

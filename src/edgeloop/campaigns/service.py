@@ -349,7 +349,8 @@ class CampaignService:
         except EdgeLoopError as exc:
             log.warning("campaign %s: probes failed (%s); tried again on the next tick", spec.id, exc)
             return None
-        self._probe_cache[spec.id] = (state.phase_start_ms, state.wave, results)
+        if results.probes:  # none yet (the candidate's detectors not attached, too little data): next tick
+            self._probe_cache[spec.id] = (state.phase_start_ms, state.wave, results)
         return results
 
     # --- persistence and placement ----------------------------------------------------------------------------

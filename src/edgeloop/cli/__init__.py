@@ -10,6 +10,7 @@ from edgeloop.cli import (
     alerts,
     bench,
     broker,
+    campaigns,
     devices,
     edge_model,
     enroll,
@@ -44,6 +45,7 @@ app.add_typer(devices.devices_app, name="devices")
 app.add_typer(alerts.alerts_app, name="alerts")
 app.add_typer(gateways.gateways_app, name="gateways")
 app.add_typer(models.models_app, name="models")
+app.add_typer(campaigns.campaigns_app, name="campaigns")
 app.add_typer(incidents.incidents_app, name="incidents")
 app.add_typer(rules.rules_app, name="rules")
 app.add_typer(suppressions.maintenance_app, name="maintenance")

@@ -175,4 +175,57 @@ def _was(version: int | None) -> str:
     return "unset" if version is None else f"v{version}"
 
 
-# `edgeloop models train` (a training job from stored data and labels) is added here by the learning loop.
+@models_app.command("train")
+def models_train(
+    profile: Annotated[str, typer.Option("--profile", help="The device profile whose detector is trained.")],
+    hours: Annotated[float, typer.Option("--hours", min=0.1, help="Train on this many hours before the devices' "
+                                         "newest sample.")] = 24.0,
+    device: Annotated[list[str] | None, typer.Option("--device", help="Only these devices (repeat).")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the job until it ends.")] = True,
+    url: Url = DEFAULT_URL,
+    as_json: Json = False,
+) -> None:
+    """Train a candidate detector for a profile from its stored data and the technicians' labels (platform
+    administrator). The candidate is registered as the model's next version with its model card (compared with
+    the champion on the same held-out data); roll it out with `edgeloop campaigns start`."""
+    job = api("POST", url, "/api/v1/training-jobs", {"profile": profile, "hours": hours, "devices": device or None})
+    if wait:
+        job = _follow(url, job, quiet=as_json)
+    if as_json:
+        print_json(job)
+        return
+    if job["state"] == "failed":
+        raise fail(f"training job {job['id']} failed: {job['error']}")
+    if job["state"] == "done":
+        out.print(f"{job['version']}: verdict {job['verdict']}"
+                  + (f" ({'; '.join(job['reasons'])})" if job["reasons"] else ""))
+    else:
+        out.print(f"training job {job['id']} started; follow it with: edgeloop models jobs")
+
+
+def _follow(url: str, job: dict[str, Any], *, quiet: bool) -> dict[str, Any]:
+    """Poll a training job until it ends, showing its stage and progress."""
+    import time
+
+    last = ""
+    while job["state"] == "running":
+        line = f"{job['stage']} {job['done']}/{job['total']}" if job["total"] else job["stage"]
+        if line != last and not quiet:
+            out.print(f"  {line}")
+            last = line
+        time.sleep(0.5)
+        job = api("GET", url, f"/api/v1/training-jobs/{job['id']}")
+    return job
+
+
+@models_app.command("jobs")
+def models_jobs(url: Url = DEFAULT_URL, as_json: Json = False) -> None:
+    """Recent training jobs: state, progress, the candidate and its verdict against the champion."""
+
+    def row(j: dict[str, Any]) -> tuple[str, ...]:
+        progress = f"{j['stage']} {j['done']}/{j['total']}" if j["state"] == "running" else j["state"]
+        return (j["id"], j["model"], progress, j["version"] or "-", j["verdict"] or j["error"][:60] or "-",
+                ts(j["started_ms"]))
+
+    show(api("GET", url, "/api/v1/training-jobs"), as_json=as_json, title="training jobs", row=row,
+         columns=("job", "model", "state", "candidate", "verdict", "started"))

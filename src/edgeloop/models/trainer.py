@@ -133,6 +133,7 @@ class TrainingRequest:
     detector_config: DetectorConfig | None = None
     champion_artifact: bytes | None = None
     champion_ref: str = "built-in"
+    regime_since: dict[str, int] | None = None  # device -> when its current regime began (see training.train)
 
 
 def _init_worker(conn: Connection) -> None:
@@ -156,7 +157,7 @@ def _work(request: TrainingRequest) -> TrainingResult:
                  label_ids=list(request.label_ids) if request.label_ids is not None else None,
                  champion=(lambda device: champions.pop(device, None)) if champions else None,
                  champion_ref=request.champion_ref, detector_config=request.detector_config,
-                 progress=_report, total_devices=total)
+                 progress=_report, total_devices=total, regime_since=request.regime_since)
 
 
 def _kill_workers(executor: ProcessPoolExecutor) -> None:
@@ -200,8 +201,10 @@ async def run_training(request: TrainingRequest, *, progress: Callable[[str, int
                                  "memory); no model was made") from exc
         except TimeoutError as exc:
             raise TrainingFailed(f"training did not finish within {timeout_s:g} s; the worker was stopped") from exc
-        except (EdgeLoopError, ValueError) as exc:
+        except EdgeLoopError as exc:
             raise TrainingFailed(f"training failed: {exc}") from exc
+        except Exception as exc:  # anything else the worker raised (a bad request, memory): the job failed
+            raise TrainingFailed(f"training failed: {type(exc).__name__}: {exc}") from exc
         finished = True
         return result
     finally:
