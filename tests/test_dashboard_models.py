@@ -71,7 +71,7 @@ WINDOW = DataWindow(window_start_ms=T0 - 10 * DAY, window_end_ms=T0, devices=["p
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedPlatform]:
     """A platform with a PKI and: detector.pump v1 (drift), v2 (labels; champion after v1) and v3 (no data window:
     an incomplete lineage); edge.fan v1, v2 whose parent v1's signature is broken; edge.pump v1 uploaded raw; an
-    alert raised by detector.pump@2 and a drift event of pump-1 from it."""
+    alert raised by detector.pump@2 and a drift event of pump-1 from it; an alert of the built-in detector.valve@0."""
     root = tmp_path_factory.mktemp("models-dashboard")
     p = ThreadedPlatform(root / "platform", pumps=[Pump("pump-1", "pump-1", "Pump 1", "line-a"),
                                                    Pump("pump-2", "pump-2", "Pump 2", "line-a")],
@@ -113,6 +113,10 @@ def seed(p: ThreadedPlatform) -> None:
             tenant=TENANT, asset="pump-1", device="pump-1", kind="anomaly", severity=Severity.WARNING,
             first_seen=T0 + 60_000, last_seen=T0 + 61_000, score=2.5, message="temp above what the load explains",
             explanation={"temp": 1.0}, detector="robust-ensemble-v2", model="detector.pump@2"))
+        await open_alert(p.platform.store, Alert(
+            tenant=TENANT, asset="pump-2", device="pump-2", kind="anomaly", severity=Severity.WARNING,
+            first_seen=T0 + 60_000, last_seen=T0 + 61_000, score=1.5, message="vibration unlike its own history",
+            explanation={"temp": 1.0}, detector="robust-ensemble-v2", model="detector.valve@0"))
         await p.platform.store.add_drift_event(DriftRecord(
             tenant=TENANT, device="pump-1", asset="pump-1", profile="pump", model="detector.pump@2", kind="input",
             since_ms=T0 - 2 * HOUR, detected_ms=T0 - HOUR, figure=0.42, threshold=0.25,
@@ -279,6 +283,14 @@ def test_the_alert_card_links_to_the_model_version_that_raised_it(live: Threaded
     expect(page).to_have_url(f"{live.base_url}/#/models/detector.pump?version=2")
     expect(page.locator("[data-testid=chosen-version]")).to_have_text("v2 (champion)")
     expect(page.locator("[data-testid=lineage-status]")).to_have_attribute("data-complete", "true")
+
+    # the built-in detector of a profile with no trained version: its link says so
+    page.goto(f"{live.base_url}/#/alerts")
+    builtin = page.locator("[data-testid=alert-row]").filter(has_text="vibration unlike its own history")
+    builtin.locator("[data-testid=alert-model-link]").click()
+    expect(page).to_have_url(f"{live.base_url}/#/models/detector.valve?version=0")
+    expect(page.locator("main")).to_contain_text("No trained version of this model yet.")
+    expect(page.locator("main")).to_contain_text("The built-in online detector (v0) serves this profile")
 
 
 def test_the_asset_page_lists_its_drift_events(live: ThreadedPlatform, page: Page) -> None:
