@@ -200,8 +200,11 @@ export function modelView(root, name, query, signal) {
   }
 
   function updateVersionRow(tr, v) {
-    const [cV, cCreated, cTrigger, cParent, cMetrics, cAliases] = tr.children;
     tr.classList.toggle("is-chosen", v.version === chosen);
+    const sig = JSON.stringify(v);
+    if (tr._sig === sig) return; // a version is immutable; only its aliases change
+    tr._sig = sig;
+    const [cV, cCreated, cTrigger, cParent, cMetrics, cAliases] = tr.children;
     cV.replaceChildren(h("a", { class: "asset-link", href: modelHref(name, v.version), dataset: { testid: "version-link" } }, `v${v.version}`),
       h("span", { class: "asset-id" }, v.format));
     cCreated.replaceChildren(h("time", { datetime: isoAttr(v.created_ms) }, fmtTime(v.created_ms)), h("span", { class: "asset-id" }, `by ${v.created_by}`));
@@ -211,7 +214,12 @@ export function modelView(root, name, query, signal) {
     cAliases.replaceChildren(...(v.aliases || []).map((a) => badge(a.startsWith("champion") ? "ok" : "info", a)));
   }
 
-  function renderHistory(events) {
+  let historySig = null;
+  function renderHistory(kind, events) {
+    const sig = JSON.stringify(events);
+    if (sig === historySig) return;
+    historySig = sig;
+    const v = (x) => (x === null || x === undefined ? "unset" : versionText(kind, x));
     if (!events.length) {
       historyBox.replaceChildren(stateBox("empty", "No alias was ever set.", "Promotions and rollbacks appear here with who, when and why."));
       return;
@@ -222,7 +230,7 @@ export function modelView(root, name, query, signal) {
         h("time", { class: "tl-time", datetime: isoAttr(e.ts) }, fmtTime(e.ts)),
         h("div", { class: "tl-body" },
           h("span", { class: "tl-what" }, `${e.alias}${e.scope === "*" ? "" : ` (${e.scope})`} ${ALIAS_ACTION[e.action] || e.action}: `
-            + `${e.previous === null || e.previous === undefined ? "unset" : `v${e.previous}`} → ${e.version === null || e.version === undefined ? "unset" : `v${e.version}`}`),
+            + `${v(e.previous)} → ${v(e.version)}`),
           h("span", { class: "tl-actor" }, e.set_by || "—"),
           e.reason ? h("p", { class: "tl-detail" }, e.reason) : null)))));
   }
@@ -275,7 +283,7 @@ export function modelView(root, name, query, signal) {
       versionsBox.replaceChildren(versionsTable);
     }
     syncKeyed(versionsBody, versions, { key: (v) => v.version, create: makeVersionRow, update: updateVersionRow });
-    renderHistory(model.history || []);
+    renderHistory(model.kind, model.history || []);
     if (chosen === null || chosen === 0) {
       setText(chosenTitle, versionText(model.kind, 0));
       lineageBox.replaceChildren(stateBox("empty", "The built-in detector has no lineage.", "It is the root every trained version of this model descends from."));

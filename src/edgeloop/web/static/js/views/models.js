@@ -93,6 +93,9 @@ export function modelsView(root, _query, signal) {
   }
 
   function updateRow(tr, m) {
+    const sig = JSON.stringify(m);
+    if (tr._sig === sig) return;
+    tr._sig = sig;
     const [cName, cChamp, cChall, cCount, cNewest, cMetrics] = tr.children;
     setText($(".asset-link", cName), m.name);
     setText($(".asset-id", cName), [m.kind, m.profile ? `profile ${m.profile}` : null].filter(Boolean).join(" · "));
