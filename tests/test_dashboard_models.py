@@ -368,6 +368,9 @@ def test_a_campaign_page_follows_a_rollout_through_approval_and_abort(live: Thre
     assert live.call("GET", f"/campaigns/{cid}")["progress"]["phase"] == "wave"
 
     page.locator("[data-testid=abort-reason]").fill("false alarms on line A")
+    with page.expect_response(lambda r: r.url.endswith(f"/api/v1/campaigns/{cid}")):
+        pass  # the page polls: a half-typed reason survives the refresh
+    expect(page.locator("[data-testid=abort-reason]")).to_have_value("false alarms on line A")
     page.locator("[data-testid=abort-btn]").click()
     expect(phase).to_have_attribute("data-phase", "aborted")
     expect(page.locator("[data-testid=campaign-outcome]")).to_contain_text("aborted by admin: false alarms on line A")
