@@ -5,11 +5,15 @@ import { stateBox } from "./components/widgets.js";
 import { $ } from "./dom.js";
 import { alertsView } from "./views/alerts.js";
 import { assetView } from "./views/asset.js";
+import { campaignView } from "./views/campaign.js";
+import { campaignsView } from "./views/campaigns.js";
 import { fleetView } from "./views/fleet.js";
 import { gatewaysView } from "./views/gateways.js";
 import { incidentDetailView } from "./views/incident.js";
 import { incidentsView } from "./views/incidents.js";
 import { kpisView } from "./views/kpis.js";
+import { modelView } from "./views/model.js";
+import { modelsView } from "./views/models.js";
 
 /**
  * The pages: the first path pattern that matches wins; nav names the main navigation's tab to highlight; view
@@ -23,6 +27,10 @@ const ROUTES = [
   { path: /^\/incidents\/(\d+)\/?$/, nav: "incidents", view: (root, m, query, signal) => incidentDetailView(root, Number(m[1]), query, signal) },
   { path: /^\/gateways\/?$/, nav: "gateways", view: (root, _m, query, signal) => gatewaysView(root, query, signal) },
   { path: /^\/kpis\/?$/, nav: "kpis", view: (root, _m, query, signal) => kpisView(root, query, signal) },
+  { path: /^\/models\/?$/, nav: "models", view: (root, _m, query, signal) => modelsView(root, query, signal) },
+  { path: /^\/campaigns\/?$/, nav: "models", view: (root, _m, query, signal) => campaignsView(root, query, signal) },
+  { path: /^\/campaigns\/([^/]+)\/?$/, nav: "models", view: (root, m, query, signal) => campaignView(root, decodeURIComponent(m[1]), query, signal) },
+  { path: /^\/models\/([^/]+)\/?$/, nav: "models", view: (root, m, query, signal) => modelView(root, decodeURIComponent(m[1]), query, signal) },
 ];
 
 let routing = false; // false while signed out: the hash is kept and shown after sign-in

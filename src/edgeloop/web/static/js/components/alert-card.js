@@ -27,6 +27,17 @@ export function explanationBars(expl) {
     rest > 0 ? h("div", { class: "expl-more" }, `+ ${rest} more channel${rest > 1 ? "s" : ""}`) : null);
 }
 
+const MODEL_REF = /^([a-z0-9][a-z0-9._-]{0,63})@(\d+)$/;
+
+/** A model reference ("detector.pump@3") as a link to that version's page (lineage, model card); anything
+ * else (a rule's version) as text. */
+export function modelLink(ref) {
+  const m = MODEL_REF.exec(ref);
+  if (!m) return ref;
+  return h("a", { class: "model-link", href: `#/models/${encodeURIComponent(m[1])}?version=${m[2]}`,
+    title: "the model version that raised it: its lineage and model card", dataset: { testid: "alert-model-link" } }, ref);
+}
+
 function alertSignature(a) {
   return JSON.stringify(a);
 }
@@ -78,7 +89,7 @@ function renderAlertCard(card, a, { showAsset = true } = {}) {
         scoreFact(a),
         a.detector ? h("div", null, h("dt", null, "Detector"), h("dd", null, a.detector)) : null,
         a.model ? h("div", { title: "the model version that raised it" }, h("dt", null, "Model"),
-          h("dd", { dataset: { testid: "alert-model" } }, a.model)) : null),
+          h("dd", { dataset: { testid: "alert-model" } }, modelLink(a.model))) : null),
       lifecycle.length ? h("p", { class: "alert-lifecycle" }, lifecycle.join(" · ")) : null,
       h("p", { class: "alert-error", role: "alert", dataset: { testid: "alert-error" }, hidden: true })),
     h("div", { class: "alert-side" },

@@ -1,17 +1,54 @@
-// Page 2: Asset (#/asset/{id}): live telemetry charts per device and the asset's alerts.
+// Page 2: Asset (#/asset/{id}): live telemetry charts per device, the asset's alerts and its drift events.
 
 import { api, ApiError, isAbort } from "../api.js";
-import { syncAlertList } from "../components/alert-card.js";
+import { modelLink, syncAlertList } from "../components/alert-card.js";
 import { ASSET_STATUS_TEXT, ASSET_STATUS_TONE, SEVERITY_RANK } from "../components/asset-status.js";
 import { ChartCard, groupChannels } from "../components/charts.js";
+import { syncKeyed } from "../components/list.js";
 import { badge, segmented, stateBox } from "../components/widgets.js";
-import { $, h, setText } from "../dom.js";
-import { fmtAgo, fmtClock, fmtNumber, fmtTime } from "../format.js";
+import { $, append, h, setText } from "../dom.js";
+import { fmtAgo, fmtClock, fmtNumber, fmtTime, humanize, isoAttr } from "../format.js";
 import { ensureStats } from "../header.js";
 import { poll } from "../poll.js";
 import { rememberAssets } from "../state.js";
 
 const ASSET_EVERY_MS = 3000;
+const DRIFT_EVERY_MS = 10000; // drift events are rare and never page
+const DRIFT_SHOWN = 20;
+const DRIFT_KIND = { input: "Input drift", score: "Score shift", alert_rate: "Alert-rate shift", precision: "Label precision" };
+
+const fmtDistance = (x) => (Number.isFinite(x) ? x.toFixed(Math.abs(x) >= 10 ? 1 : 2) : "—");
+
+function makeDriftRow() {
+  return h("li", { class: "drift-event", dataset: { testid: "drift-event" } });
+}
+
+/** One drift event: what drifted (which channels, how far against the limit), since when, found when, from which
+ * model version. */
+function updateDriftRow(li, d) {
+  const sig = JSON.stringify(d);
+  if (li._sig === sig) return;
+  li._sig = sig;
+  li.dataset.kind = d.kind;
+  const channels = Object.entries(d.channels || {}).sort((a, b) => b[1] - a[1]);
+  li.replaceChildren();
+  append(li, [
+    h("div", { class: "alert-head" },
+      badge("warning", DRIFT_KIND[d.kind] || humanize(d.kind)),
+      h("span", { class: "alert-device" }, d.device),
+      h("span", { class: "muted small", dataset: { testid: "drift-figure" } },
+        `${fmtDistance(d.figure)} (limit ${fmtDistance(d.threshold)})`)),
+    d.message ? h("p", { class: "alert-msg", dataset: { testid: "drift-message" } }, d.message) : null,
+    channels.length ? h("ul", { class: "drift-channels", dataset: { testid: "drift-channels" } }, channels.map(([ch, dist]) =>
+      h("li", { dataset: { testid: "drift-channel", channel: ch } }, h("span", { class: "expl-ch" }, ch), ` ${fmtDistance(dist)}`))) : null,
+    h("dl", { class: "alert-meta" },
+      h("div", null, h("dt", null, "Since"), h("dd", { dataset: { testid: "drift-since" } },
+        h("time", { datetime: isoAttr(d.since_ms) }, fmtTime(d.since_ms)))),
+      h("div", null, h("dt", null, "Detected"), h("dd", { dataset: { testid: "drift-detected" } },
+        h("time", { datetime: isoAttr(d.detected_ms) }, fmtTime(d.detected_ms)))),
+      h("div", { title: "the model version whose training reference the data left" }, h("dt", null, "Model"),
+        h("dd", { dataset: { testid: "drift-model" } }, d.model ? modelLink(d.model) : "—")))]);
+}
 
 const RANGES = [
   { key: "30m", label: "30 min", ms: 30 * 60_000 },
@@ -33,6 +70,8 @@ export function assetView(root, assetId, query, signal) {
   const chartsBox = h("div", { class: "charts-body" }, stateBox("loading", "Loading devices…"));
   const alertsList = h("div", { class: "alert-list", dataset: { testid: "asset-alerts" } });
   const alertsBody = h("div", null, stateBox("loading", "Loading alerts…"));
+  const driftList = h("ul", { class: "drift-list", dataset: { testid: "drift-list" } });
+  const driftBody = h("div", { class: "panel-pad" }, stateBox("loading", "Loading drift events…"));
 
   const setRange = (key) => {
     const q = new URLSearchParams(query);
@@ -55,7 +94,11 @@ export function assetView(root, assetId, query, signal) {
       h("div", { class: "panel-head" },
         h("h2", null, "Alerts"),
         h("a", { class: "panel-link", href: `#/alerts?asset=${encodeURIComponent(assetId)}` }, "Open in alert list →")),
-      alertsBody));
+      alertsBody),
+    h("section", { class: "panel", dataset: { testid: "asset-drift" } },
+      h("div", { class: "panel-head" }, h("h2", null, "Drift"),
+        h("span", { class: "muted small" }, "where live data left the reference of the model that scores it; never pages")),
+      driftBody));
 
   let asset = null;
   let openSeverity = null; // highest severity among the asset's open alerts
@@ -199,6 +242,27 @@ export function assetView(root, assetId, query, signal) {
       throw e;
     }
   }, range.ms > 6 * 3600_000 ? 5000 : ASSET_EVERY_MS, signal);
+
+  poll(async () => {
+    let list;
+    try {
+      list = await api(`/drift?asset=${encodeURIComponent(assetId)}&limit=${DRIFT_SHOWN}`, { signal });
+    } catch (e) {
+      if (!isAbort(e) && !driftList.childElementCount) {
+        const why = e.status === 404 || e.status === 503 ? "Drift monitoring is not available on this platform." : `${e.message}. Retrying…`;
+        driftBody.replaceChildren(stateBox("error", "Could not load drift events.", why));
+      }
+      throw e;
+    }
+    if (!list.length) {
+      driftList.replaceChildren();
+      driftBody.replaceChildren(stateBox("empty", "No drift for this asset.",
+        "Drift is when a device's data moves away from what its model was trained on (a new product run, a recalibrated sensor)."));
+      return;
+    }
+    if (driftList.parentElement !== driftBody) driftBody.replaceChildren(driftList);
+    syncKeyed(driftList, list, { key: (d) => d.id, create: makeDriftRow, update: updateDriftRow });
+  }, DRIFT_EVERY_MS, signal);
 
   poll(async () => {
     try {
