@@ -508,7 +508,7 @@ async def test_probes_run_once_per_phase_and_a_missed_probe_rolls_back(sqlite_st
     fleet = fleet_for(sqlite_store, probes=good)
     await fleet.service.start(make_spec(gates=gates), by="alice")
     await fleet.hours(19)  # shadow (0-6 h), wave 1 (6-18 h), the first hour of wave 2
-    assert [n for _, n in good.calls] == [20, 2, 10]  # once per phase, over the phase's compared targets
+    assert [n for _, n in good.calls] == [20, 20, 20]  # once per phase, over every target (synthetic faults)
     assert (await fleet.service.get("c-1")).progress.wave == 2
 
     bad = FakeProbes(challenger_detects=False)

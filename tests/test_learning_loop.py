@@ -12,8 +12,8 @@ from pathlib import Path
 from typer.testing import CliRunner, Result
 
 from edgeloop.app import Platform, PlatformConfig
-from edgeloop.clock import ManualClock
 from edgeloop.cli import app
+from edgeloop.clock import ManualClock
 from edgeloop.scoring import Assignment
 from edgeloop.sim.fleet import Fleet
 from edgeloop.sim.publisher import FleetPublisher
@@ -69,7 +69,7 @@ async def test_a_candidate_is_trained_rolled_out_resumed_after_a_restart_and_pro
         job = json.loads(trained.stdout)
         assert (job["state"], job["version"]) == ("done", f"detector.{PROFILE}@1"), job
         shown = json.loads((await run("models", "show", f"detector.{PROFILE}@1", "--json")).stdout)
-        manifest = shown["manifest"] if "manifest" in shown else shown
+        manifest = shown.get("manifest", shown)
         assert manifest["parent"] == f"detector.{PROFILE}@0" and manifest["data"]["devices"] == pumps
         assert set(manifest["card"]["drift_reference"]) == set(pumps)  # what drift compares against once it runs
         lineage = json.loads((await run("models", "lineage", f"detector.{PROFILE}@1", "--json")).stdout)

@@ -264,7 +264,7 @@ class CampaignService:
           phase or confirmed during it (a fault of an earlier phase whose verdict came late still counts); the
           champion's findings are not references of their own (a champion finding the candidate does not share is
           judged by the technicians' verdict on it, paged through the safety net);
-        - ``ProbeGate``: the probe runner's results, once per phase;
+        - ``ProbeGate``: the probe runner's results on every target, once per phase;
         - other gates: no observation (they stay pending, which is why ``start`` refuses them).
         """
         targets = engine.compared_targets(spec, state)
@@ -293,7 +293,9 @@ class CampaignService:
                                 if f.model == spec.to_ref and f.device in faulty],
                     confirmed=[Episode(target=f.device, start_ms=f.start_ms, end_ms=f.end_ms) for f in judged])
             elif isinstance(gate, ProbeGate) and self.probes is not None:
-                results = await self._probe(spec, state, targets, now_ms)
+                # every target, in every phase: probes are synthetic, and a wave of one device whose champion is
+                # alarming (a changed regime) would give no evidence at all
+                results = await self._probe(spec, state, spec.targets, now_ms)
                 if results is not None:
                     observations[name] = results
         return observations

@@ -109,10 +109,9 @@ class _DeviceClient:
         if graceful:
             self.client.publish(self.status_topic, b"offline", qos=1, retain=True).wait_for_publish(2)
         self.client.disconnect()
-        try:
+        # paho's network thread may end by itself between loop_stop's check and its join (AttributeError)
+        with contextlib.suppress(AttributeError):
             self.client.loop_stop()
-        except AttributeError:  # paho's network thread ended by itself between loop_stop's check and its join
-            pass
 
 
 def chunk_messages(chunk: DeviceChunk, samples_per_message: int, period_ms: int) -> list[Telemetry]:
