@@ -211,6 +211,11 @@ def cases(ids: dict[str, Any]) -> dict[tuple[str, str], list[Attempt]]:
             "version": 0, "reason": "sabotage"}})],
         ("POST", "/api/v1/models/{name}/rollback"): [("/models/detector.pump/rollback", {"json": {
             "reason": "sabotage"}})],
+        ("POST", "/api/v1/training-jobs"): [("/training-jobs", {"json": {"profile": "pump"}})],
+        ("POST", "/api/v1/campaigns"): [("/campaigns", {"json": {"model": "detector.pump@1"}})],
+        ("POST", "/api/v1/campaigns/{campaign_id}/approve"): [("/campaigns/c-pump-1/approve", {})],
+        ("POST", "/api/v1/campaigns/{campaign_id}/abort"): [("/campaigns/c-pump-1/abort", {"json": {
+            "reason": "sabotage"}})],
     }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import HTTPException
+
 from edgeloop.api.services import Services
 from edgeloop.assets import Asset, Device, Line, Site, Tenant
 from edgeloop.errors import NotFoundError
@@ -62,6 +64,14 @@ def visible_target(svc: Services, who: Principal, scope: str, target: str) -> st
     if tenant is None or not who.sees(tenant):
         raise NotFoundError(scope, target)
     return tenant
+
+
+def shared_models_admin(who: Principal) -> None:
+    """Models, their training and their rollouts are shared by every tenant (a detector model serves a device
+    profile): changing them takes a platform administrator (an admin of no tenant)."""
+    if who.tenant is not None:
+        raise HTTPException(403, "models are shared by every tenant: changing, training, rolling out or downloading "
+                                 "them is for platform administrators")
 
 
 def actor(who: Principal, given: str | None) -> str:

@@ -14,8 +14,9 @@ from fastapi.responses import Response
 from edgeloop.api.bodies import body, body_doc, json_response, reply
 from edgeloop.api.security import ROLE, Admin, Svc, Viewer
 from edgeloop.api.services import Services
+from edgeloop.api.visibility import shared_models_admin
 from edgeloop.campaigns.service import CampaignService, CampaignView
-from edgeloop.identity.auth import Principal, Role
+from edgeloop.identity.auth import Role
 from edgeloop.messages import ID_PATTERN
 from edgeloop.models.rollout import RolloutPlan, start_rollout
 
@@ -44,10 +45,6 @@ def _campaigns(svc: Services) -> CampaignService:
     return svc.campaigns
 
 
-def _platform_admin(who: Principal) -> None:
-    if who.tenant is not None:
-        raise HTTPException(403, "models are shared by every tenant: their rollouts are for platform administrators")
-
 
 @router.get("", responses=reply(list[CampaignView]))
 async def list_campaigns(svc: Svc, who: Viewer, running: bool = False) -> Response:
@@ -65,7 +62,7 @@ async def get_campaign(campaign_id: CampaignId, svc: Svc, who: Viewer) -> Respon
 @router.post("", status_code=201, openapi_extra=body_doc(StartBody), responses=reply(CampaignView, 201))
 async def start_campaign(svc: Svc, who: Admin, req: Annotated[StartBody, Depends(body(StartBody, _BODY))]) -> Response:
     """Start rolling a detector version out (409 while another campaign of the model runs); audited."""
-    _platform_admin(who)
+    shared_models_admin(who)
     if svc.models is None:
         raise HTTPException(503, "rollout campaigns need the model registry (the platform's PKI)")
     view = await start_rollout(campaigns=_campaigns(svc), models=svc.models, registry=svc.registry.registry,
@@ -77,7 +74,7 @@ async def start_campaign(svc: Svc, who: Admin, req: Annotated[StartBody, Depends
 @router.post("/{campaign_id}/approve", responses=reply(CampaignView))
 async def approve_campaign(campaign_id: CampaignId, svc: Svc, who: Admin) -> Response:
     """Let a campaign waiting for approval enter its next wave; audited with who approved."""
-    _platform_admin(who)
+    shared_models_admin(who)
     return json_response(await _campaigns(svc).approve(campaign_id, by=who.name))
 
 
@@ -85,5 +82,5 @@ async def approve_campaign(campaign_id: CampaignId, svc: Svc, who: Admin) -> Res
 async def abort_campaign(campaign_id: CampaignId, svc: Svc, who: Admin,
                          req: Annotated[ReasonBody, Depends(body(ReasonBody, _BODY))]) -> Response:
     """Stop a campaign: every device that ran the candidate goes back to the champion; audited with the reason."""
-    _platform_admin(who)
+    shared_models_admin(who)
     return json_response(await _campaigns(svc).abort(campaign_id, by=who.name, reason=req.reason))

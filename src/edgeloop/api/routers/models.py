@@ -21,6 +21,7 @@ from fastapi.responses import Response
 from edgeloop.api.bodies import body, body_doc, json_response, raw_body, reply
 from edgeloop.api.security import ROLE, Admin, Source, Svc, Viewer
 from edgeloop.api.services import Services
+from edgeloop.api.visibility import shared_models_admin
 from edgeloop.errors import ConfigError, NotFoundError
 from edgeloop.identity.auth import Principal, Role
 from edgeloop.models.manifest import NAME_PATTERN, ModelManifest, ModelRef, Trigger
@@ -129,12 +130,6 @@ def _models(svc: Services) -> ModelRegistry:
     return svc.models
 
 
-def _platform_admin(who: Principal) -> None:
-    if who.tenant is not None:
-        raise HTTPException(403, "models are shared by every tenant: changing or downloading them is for platform "
-                                 "administrators")
-
-
 def _alias_text(a: ModelAlias) -> str:
     return a.alias if a.scope == "*" else f"{a.alias}@{a.scope}"
 
@@ -224,7 +219,7 @@ async def get_artifact(name: ModelName, version: Version, svc: Svc, src: Source,
                        format: Literal["elm", "json"] = "elm") -> Response:
     """The version as a signed model file (``.elm``: manifest, signature, signer, artifact), verified first (a
     refused version answers 422 with its code); ``format=json``: the signed manifest without the artifact."""
-    _platform_admin(who)
+    shared_models_admin(who)
     models = _models(svc)
     ref = ModelRef(name, version)
     blob = await models.export(ref, by=who.name, source=src)
@@ -256,7 +251,7 @@ async def import_model(svc: Svc, src: Source, who: Admin, raw: Annotated[bytes, 
     with ``kind`` (edge or rul) and ``name``, registered here as the name's next version and signed. A refused
     file answers 422 with its ``code`` (``untrusted_signer``, ``tampered``, ``bad_bundle`` ...). Detector models
     are never uploaded raw: they come from training, or signed."""
-    _platform_admin(who)
+    shared_models_admin(who)
     models = _models(svc)
     if (kind is None) != (name is None):
         raise HTTPException(422, "a raw ONNX model needs both kind and name; a signed model file (.elm) neither")
@@ -289,7 +284,7 @@ def _changed(e: ModelAliasEvent) -> AliasChanged:
 async def promote(name: ModelName, svc: Svc, src: Source, who: Admin,
                   req: Annotated[PromoteBody, Depends(body(PromoteBody, _ACTION_BODY))]) -> Response:
     """Make a version the champion (verified first: a refused version never serves); audited ``model.alias``."""
-    _platform_admin(who)
+    shared_models_admin(who)
     event = await _models(svc).promote(ModelRef(name, req.version), by=who.name, reason=req.reason,
                                        scope=req.scope, source=src)
     return json_response(_changed(event))
@@ -299,6 +294,6 @@ async def promote(name: ModelName, svc: Svc, src: Source, who: Admin,
 async def rollback(name: ModelName, svc: Svc, src: Source, who: Admin,
                    req: Annotated[RollbackBody, Depends(body(RollbackBody, _ACTION_BODY))]) -> Response:
     """Make the previous champion champion again (409 when there is none); audited ``model.alias``."""
-    _platform_admin(who)
+    shared_models_admin(who)
     event = await _models(svc).rollback(name, by=who.name, reason=req.reason, scope=req.scope, source=src)
     return json_response(_changed(event))

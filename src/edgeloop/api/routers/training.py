@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from edgeloop.api.bodies import body, body_doc, json_response, reply
 from edgeloop.api.security import ROLE, Admin, Svc, Viewer
 from edgeloop.api.services import Services
+from edgeloop.api.visibility import shared_models_admin
 from edgeloop.errors import NotFoundError
 from edgeloop.identity.auth import Role
 from edgeloop.messages import Id
@@ -47,8 +48,7 @@ def _jobs(svc: Services) -> TrainingJobs:
 async def start_training(svc: Svc, who: Admin, req: Annotated[TrainBody, Depends(body(TrainBody, _BODY))]) -> Response:
     """Start a training job (a worker process); follow it with ``GET /api/v1/training-jobs/{id}``. The candidate
     is registered as the model's next version and never promoted by training itself."""
-    if who.tenant is not None:
-        raise HTTPException(403, "models are shared by every tenant: training them is for platform administrators")
+    shared_models_admin(who)
     jobs = _jobs(svc)
     start = req.start_ms
     if start is None and req.hours is not None and req.end_ms is not None:
