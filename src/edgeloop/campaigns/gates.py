@@ -144,13 +144,16 @@ def _bounded(name: str, items: Sequence[object]) -> None:
 
 class RateSPRT(msgspec.Struct, frozen=True, kw_only=True, tag="rate_sprt", tag_field="kind"):
     """The challenger's event rate must not be worse than the champion's (``stats.RateTest`` with truncation at
-    the end of the soak: pass iff ``x1 · e0 ≤ truncation_ratio · x0 · e1``), over the campaign or per phase
-    (``scope``, see ``spans_phases``)."""
+    the end of the soak: pass iff ``x1 · e0 ≤ truncation_ratio · x0 · e1``, or the challenger had fewer than
+    ``min_events`` events: one or two events are no evidence of a worse rate, and a champion whose false alarms
+    are episodes that began before the campaign shows none), over the campaign or per phase (``scope``, see
+    ``spans_phases``)."""
 
     ratio_h1: float = 2.0
     alpha: float = 0.05
     beta: float = 0.10
     truncation_ratio: float = 1.0
+    min_events: int = 3
     scope: Literal["phase", "campaign"] = "campaign"
     sticky: ClassVar[bool] = True  # a sequential test stops at its first decision: a pass stays a pass
 
@@ -203,6 +206,10 @@ class RateSPRT(msgspec.Struct, frozen=True, kw_only=True, tag="rate_sprt", tag_f
             return GateDecision(status="pass", gate=gate, figures=figures,
                                 reason=f"undecided at the end of the soak, observed rate not above the champion's: "
                                        f"{rates}")
+        if x1 < self.min_events:
+            return GateDecision(status="pass", gate=gate, figures=figures,
+                                reason=f"undecided at the end of the soak, fewer than {self.min_events} challenger "
+                                       f"events (no evidence of a worse rate): {rates}")
         return GateDecision(status="fail", gate=gate, figures=figures,
                             reason=f"undecided at the end of the soak, observed rate above the champion's: {rates}")
 
