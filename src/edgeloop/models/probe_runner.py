@@ -1,7 +1,14 @@
-"""The campaigns' known-answer probes on the platform: each compared target's recent stored data, with a canonical
-fault injected, through copies of the detectors the scoring stage runs for both versions (the pure part is
-:mod:`edgeloop.models.probes`). The copies are made on the event loop, between two scored batches, so they are
-consistent; the live detectors are never fed."""
+"""The campaigns' known-answer probes on the platform (the pure part is :mod:`edgeloop.models.probes`):
+
+- **injected faults**: each target's recent stored data with a canonical fault injected, through copies of the
+  detectors the scoring stage runs for both versions (made on the event loop, between two scored batches, so they
+  are consistent; the live detectors are never fed);
+- **confirmed faults that still hold**: a target whose fault a technician confirmed and whose alert is still open
+  must be anomalous to the candidate too (``confirmed-fault`` results: each version's detector is or is not in an
+  anomaly episode now). A version that learnt an ongoing fault as normal (trained on a window that held it,
+  without the labels) is caught here, where injected probes cannot tell (the champion, alarming, gives no
+  evidence on that device).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +21,10 @@ import numpy.typing as npt
 
 from edgeloop.campaigns.engine import CampaignSpec
 from edgeloop.campaigns.gates import ProbeGate, ProbeResult, ProbeResults
+from edgeloop.detect import AssetDetector
 from edgeloop.models.probes import DEFAULT_PROBES, Probe, ProbedDetector, probe_results, run_probes
 from edgeloop.scoring import ScoringStage
+from edgeloop.store.alerting import Verdict
 from edgeloop.store.base import Store
 
 __all__ = ["PlatformProbes"]
@@ -43,12 +52,17 @@ class PlatformProbes:
 
     async def run(self, spec: CampaignSpec, targets: Sequence[str], now_ms: int) -> ProbeResults:
         results: list[ProbeResult] = []
+        confirmed = await self._confirmed_faults(targets)
         for device in list(targets)[: self.max_targets]:
             champion = self.scoring.detector(device, spec.from_ref)
             challenger = self.scoring.detector(device, spec.to_ref)
             seen = self.scoring.last_scored_ms(device)
             if champion is None or challenger is None or seen is None:
                 continue
+            if device in confirmed and isinstance(champion, AssetDetector) and isinstance(challenger, AssetDetector):
+                results.append(ProbeResult(target=device, probe=f"confirmed-fault-{confirmed[device]}",
+                                           champion_detected=champion.anomaly_active,
+                                           challenger_detected=challenger.anomaly_active))
             chunks = await self.store.read_chunks(device, seen - 2 * self.span_ms, seen + 1)  # a second stretch
             chunks = [c for c in chunks if c.channels == tuple(champion.channels)]
             if not chunks:
@@ -69,6 +83,17 @@ class PlatformProbes:
                 log.info("no probes on %s: %s", device, exc)
             await asyncio.sleep(0)
         return probe_results(results)
+
+    async def _confirmed_faults(self, targets: Sequence[str]) -> dict[str, int]:
+        """Targets whose alert a technician confirmed as a fault (the newest verdict) and which is still open."""
+        wanted = set(targets)
+        open_alerts = {a.id: a.device for a in await self.store.list_alerts(unresolved=True, limit=100_000)
+                       if a.device in wanted}
+        newest: dict[int, Verdict] = {}
+        for label in await self.store.list_labels(since_ms=None):  # oldest first: the newest verdict wins
+            if label.alert in open_alerts:
+                newest[label.alert] = label.verdict
+        return {open_alerts[a]: a for a, v in newest.items() if v in (Verdict.CONFIRMED, Verdict.RELABEL)}
 
     def _confirm(self, result: ProbeResult, champion: ProbedDetector, challenger: ProbedDetector, ts: I64,
                  values: F64, channels: tuple[str, ...], seen: int) -> ProbeResult:
