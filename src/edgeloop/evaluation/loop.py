@@ -62,7 +62,7 @@ class LoopConfig:
     devices: int = 20
     change_h: float = 8.0  # the regime change: after the built-in detector has calibrated (6 h 20 min)
     changed_fraction: float = 0.4
-    min_post_drift_h: float = 3.0  # the policy trains on this much of the new normal
+    min_post_drift_h: float = 6.0  # the policy trains on this much of the new normal (3 h left thermal transients)
     shadow_h: float = 2.0
     soak_h: float = 2.0
     waves: tuple[float, ...] = (0.1, 0.5, 1.0)
