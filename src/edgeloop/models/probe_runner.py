@@ -15,15 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from edgeloop.campaigns.engine import CampaignSpec
 from edgeloop.campaigns.gates import ProbeGate, ProbeResult, ProbeResults
-from edgeloop.detect import AssetDetector
 from edgeloop.models.probes import DEFAULT_PROBES, Probe, ProbedDetector, probe_results, run_probes
-from edgeloop.scoring import ScoringStage
 from edgeloop.store.alerting import Verdict
 from edgeloop.store.base import Store
 
@@ -36,10 +35,18 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 
+class LiveDetectors(Protocol):
+    """What the probes read of the scoring stage (``ScoringStage`` is one)."""
+
+    def detector(self, device: str, ref: str) -> ProbedDetector | None: ...
+
+    def last_scored_ms(self, device: str) -> int | None: ...
+
+
 class PlatformProbes:
     """``CampaignService(probes=PlatformProbes(...))``."""
 
-    def __init__(self, *, store: Store, scoring: ScoringStage, probes: Sequence[Probe] = DEFAULT_PROBES,
+    def __init__(self, *, store: Store, scoring: LiveDetectors, probes: Sequence[Probe] = DEFAULT_PROBES,
                  warm_rows: int = 2700, max_targets: int = 500) -> None:
         self.store = store
         self.scoring = scoring
@@ -59,10 +66,10 @@ class PlatformProbes:
             seen = self.scoring.last_scored_ms(device)
             if champion is None or challenger is None or seen is None:
                 continue
-            if device in confirmed and isinstance(champion, AssetDetector) and isinstance(challenger, AssetDetector):
+            states = (getattr(champion, "anomaly_active", None), getattr(challenger, "anomaly_active", None))
+            if device in confirmed and all(isinstance(st, bool) for st in states):  # detectors that tell it
                 results.append(ProbeResult(target=device, probe=f"confirmed-fault-{confirmed[device]}",
-                                           champion_detected=champion.anomaly_active,
-                                           challenger_detected=challenger.anomaly_active))
+                                           champion_detected=bool(states[0]), challenger_detected=bool(states[1])))
             chunks = await self.store.read_chunks(device, seen - 2 * self.span_ms, seen + 1)  # a second stretch
             chunks = [c for c in chunks if c.channels == tuple(champion.channels)]
             if not chunks:

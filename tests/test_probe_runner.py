@@ -1,0 +1,82 @@
+"""The campaigns' probes on the platform: a device whose fault a technician confirmed and whose alert is still open
+must be anomalous to the candidate too. A candidate that learnt the ongoing fault as normal fails the probe gate;
+one that agrees passes; a fault called a false alarm, or whose alert is resolved, asks nothing."""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+from edgeloop.campaigns.engine import CampaignSpec
+from edgeloop.campaigns.gates import ProbeGate
+from edgeloop.detect.finding import Finding
+from edgeloop.messages import Alert, AlertStatus, Severity
+from edgeloop.models.probe_runner import PlatformProbes
+from edgeloop.store import Store
+from edgeloop.store.alerting import AlertChanges, Label, Verdict
+
+T0 = 1_796_400_000_000
+SPEC = CampaignSpec(id="c-1", payload="model", subject="detector.pump", from_ref="detector.pump@1",
+                    to_ref="detector.pump@2", targets=["d1", "d2"])
+
+
+class Episode:
+    """A detector that is, or is not, in an anomaly episode now (and sees no data: no injected probe runs)."""
+
+    channels = ("a",)
+
+    def __init__(self, active: bool) -> None:
+        self.anomaly_active = active
+
+    def process(self, ts: np.ndarray, x: np.ndarray) -> list[Finding]:
+        return []
+
+
+class Scoring:
+    def __init__(self, states: dict[tuple[str, str], bool]) -> None:
+        self.states = states
+
+    def detector(self, device: str, ref: str) -> Episode:
+        return Episode(self.states[(device, ref)])
+
+    def last_scored_ms(self, device: str) -> int | None:
+        return T0
+
+
+async def _alert(store: Store, alert_id: int, device: str, verdict: Verdict, *, resolved: bool = False) -> None:
+    alert = Alert(id=alert_id, tenant="t", asset=f"a-{device}", device=device, kind="anomaly",
+                  severity=Severity.WARNING, first_seen=T0 - 3_600_000, last_seen=T0, detector="robust-ensemble-v2",
+                  model="detector.pump@1")
+    await store.write_alert_changes(AlertChanges(opened=[alert]))
+    if resolved:
+        await store.write_alert_changes(AlertChanges(updated=[msgspec.structs.replace(
+            alert, status=AlertStatus.RESOLVED, resolved_at=T0, resolved_by="tech")]))
+    await store.put_labels([Label(alert=alert_id, incident=None, tenant="t", asset=alert.asset, device=device,
+                                  rule="anomaly", verdict=verdict, fault_type="bearing_wear", reason="",
+                                  start_ms=alert.first_seen, end_ms=alert.last_seen, first_seen=alert.first_seen,
+                                  last_seen=alert.last_seen, peak=None, model_version=alert.model, by="tech",
+                                  ts=T0)])
+
+
+async def test_a_candidate_calm_on_a_confirmed_ongoing_fault_fails_the_probe_gate(store: Store) -> None:
+    await _alert(store, 1, "d1", Verdict.CONFIRMED)
+    await _alert(store, 2, "d2", Verdict.FALSE_ALARM)  # not a fault: asks nothing of the candidate
+    learnt = Scoring({("d1", "detector.pump@1"): True, ("d1", "detector.pump@2"): False,
+                      ("d2", "detector.pump@1"): True, ("d2", "detector.pump@2"): False})
+    results = await PlatformProbes(store=store, scoring=learnt, probes=()).run(SPEC, SPEC.targets, T0)
+    assert [(r.target, r.probe, r.champion_detected, r.challenger_detected) for r in results.probes] == [
+        ("d1", "confirmed-fault-1", True, False)]
+    decision = ProbeGate().decide(results, now_ms=T0, end_of_soak=False)
+    assert decision.status == "fail" and "confirmed-fault-1 on d1" in decision.reason
+
+    agrees = Scoring({(d, r): True for d in ("d1", "d2") for r in ("detector.pump@1", "detector.pump@2")})
+    results = await PlatformProbes(store=store, scoring=agrees, probes=()).run(SPEC, SPEC.targets, T0)
+    assert ProbeGate().decide(results, now_ms=T0, end_of_soak=False).status == "pass"
+
+
+async def test_a_resolved_fault_asks_nothing(store: Store) -> None:
+    await _alert(store, 1, "d1", Verdict.CONFIRMED, resolved=True)
+    scoring = Scoring({("d1", "detector.pump@1"): True, ("d1", "detector.pump@2"): False,
+                       ("d2", "detector.pump@1"): False, ("d2", "detector.pump@2"): False})
+    results = await PlatformProbes(store=store, scoring=scoring, probes=()).run(SPEC, SPEC.targets, T0)
+    assert results.probes == []
