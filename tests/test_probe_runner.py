@@ -1,6 +1,7 @@
 """The campaigns' probes on the platform: a device whose fault a technician confirmed and whose alert is still open
-must be anomalous to the candidate too. A candidate that learnt the ongoing fault as normal fails the probe gate;
-one that agrees passes; a fault called a false alarm, or whose alert is resolved, asks nothing."""
+must be anomalous to the candidate too (its last 30 min of data replayed through copies of both versions). A
+candidate that learnt the ongoing fault as normal fails the probe gate; one that agrees passes; a fault called a
+false alarm, or whose alert is resolved, asks nothing."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from edgeloop.messages import Alert, AlertStatus, Severity
 from edgeloop.models.probe_runner import PlatformProbes
 from edgeloop.store import Store
 from edgeloop.store.alerting import AlertChanges, Label, Verdict
+from edgeloop.store.base import TelemetryChunk
 
 T0 = 1_796_400_000_000
 SPEC = CampaignSpec(id="c-1", payload="model", subject="detector.pump", from_ref="detector.pump@1",
@@ -21,14 +23,16 @@ SPEC = CampaignSpec(id="c-1", payload="model", subject="detector.pump", from_ref
 
 
 class Episode:
-    """A detector that is, or is not, in an anomaly episode now (and sees no data: no injected probe runs)."""
+    """A detector that calls every row anomalous, or none (too little data is stored for an injected probe)."""
 
     channels = ("a",)
 
-    def __init__(self, active: bool) -> None:
-        self.anomaly_active = active
+    def __init__(self, alarming: bool) -> None:
+        self.alarming = alarming
+        self.last_scores = np.zeros(0)
 
     def process(self, ts: np.ndarray, x: np.ndarray) -> list[Finding]:
+        self.last_scores = np.full(len(ts), 2.0 if self.alarming else 0.2)
         return []
 
 
@@ -41,6 +45,13 @@ class Scoring:
 
     def last_scored_ms(self, device: str) -> int | None:
         return T0
+
+
+async def _data(store: Store) -> None:
+    """20 min of each device's data before T0."""
+    ts = T0 - np.arange(1200, 0, -1, dtype=np.int64) * 1000
+    await store.write_chunks([TelemetryChunk(device=d, seq=1, channels=("a",), ts=ts, values=np.ones((1200, 1)))
+                              for d in ("d1", "d2")])
 
 
 async def _alert(store: Store, alert_id: int, device: str, verdict: Verdict, *, resolved: bool = False) -> None:
@@ -59,6 +70,7 @@ async def _alert(store: Store, alert_id: int, device: str, verdict: Verdict, *, 
 
 
 async def test_a_candidate_calm_on_a_confirmed_ongoing_fault_fails_the_probe_gate(store: Store) -> None:
+    await _data(store)
     await _alert(store, 1, "d1", Verdict.CONFIRMED)
     await _alert(store, 2, "d2", Verdict.FALSE_ALARM)  # not a fault: asks nothing of the candidate
     learnt = Scoring({("d1", "detector.pump@1"): True, ("d1", "detector.pump@2"): False,
@@ -75,6 +87,7 @@ async def test_a_candidate_calm_on_a_confirmed_ongoing_fault_fails_the_probe_gat
 
 
 async def test_a_resolved_fault_asks_nothing(store: Store) -> None:
+    await _data(store)
     await _alert(store, 1, "d1", Verdict.CONFIRMED, resolved=True)
     scoring = Scoring({("d1", "detector.pump@1"): True, ("d1", "detector.pump@2"): False,
                        ("d2", "detector.pump@1"): False, ("d2", "detector.pump@2"): False})

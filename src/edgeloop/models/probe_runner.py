@@ -4,15 +4,17 @@
   detectors the scoring stage runs for both versions (made on the event loop, between two scored batches, so they
   are consistent; the live detectors are never fed);
 - **confirmed faults that still hold**: a target whose fault a technician confirmed and whose alert is still open
-  must be anomalous to the candidate too (``confirmed-fault`` results: each version's detector is or is not in an
-  anomaly episode now). A version that learnt an ongoing fault as normal (trained on a window that held it,
-  without the labels) is caught here, where injected probes cannot tell (the champion, alarming, gives no
-  evidence on that device).
+  must be anomalous to the candidate too (``confirmed-fault`` results): the device's last 30 min of data is
+  replayed through copies of both versions; where the champion scores at least 30 % of it over the threshold,
+  the candidate must score at least 10 %. A version that learnt an ongoing fault as normal (trained on a window
+  that held it, without the labels) is caught here, where injected probes cannot tell (the champion, alarming,
+  gives no evidence on that device).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Sequence
 from typing import Protocol
@@ -31,6 +33,8 @@ __all__ = ["PlatformProbes"]
 log = logging.getLogger(__name__)
 
 _MIN = 60_000
+FAULT_REPLAY_MS = 30 * _MIN  # the recent data a confirmed, ongoing fault is judged on
+FAULT_SHARE = 0.3  # the champion calls it anomalous on this share of rows; the candidate must on a third of it
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
@@ -66,10 +70,6 @@ class PlatformProbes:
             seen = self.scoring.last_scored_ms(device)
             if champion is None or challenger is None or seen is None:
                 continue
-            states = (getattr(champion, "anomaly_active", None), getattr(challenger, "anomaly_active", None))
-            if device in confirmed and all(isinstance(st, bool) for st in states):  # detectors that tell it
-                results.append(ProbeResult(target=device, probe=f"confirmed-fault-{confirmed[device]}",
-                                           champion_detected=bool(states[0]), challenger_detected=bool(states[1])))
             chunks = await self.store.read_chunks(device, seen - 2 * self.span_ms, seen + 1)  # a second stretch
             chunks = [c for c in chunks if c.channels == tuple(champion.channels)]
             if not chunks:
@@ -80,6 +80,11 @@ class PlatformProbes:
             ts, values = ts[order], values[order]
             keep = np.concatenate([[True], np.diff(ts) > 0])
             ts, values, channels = ts[keep], values[keep], chunks[0].channels
+            if device in confirmed:
+                held = self._still_faulty(champion, challenger, ts, values, seen)
+                if held is not None:
+                    results.append(ProbeResult(target=device, probe=f"confirmed-fault-{confirmed[device]}",
+                                               champion_detected=held[0], challenger_detected=held[1]))
             recent = ts >= seen - self.span_ms
             try:  # between two awaits: the copies see one consistent state of the live detectors
                 found = run_probes(champion, challenger, device=device, ts=ts[recent], values=values[recent],
@@ -90,6 +95,26 @@ class PlatformProbes:
                 log.info("no probes on %s: %s", device, exc)
             await asyncio.sleep(0)
         return probe_results(results)
+
+    def _still_faulty(self, champion: ProbedDetector, challenger: ProbedDetector, ts: I64, values: F64,
+                      seen: int) -> tuple[bool, bool] | None:
+        """Whether each version calls the device's last ``FAULT_REPLAY_MS`` of data anomalous (at least
+        ``FAULT_SHARE`` of its rows at or over the threshold), replayed through copies after what they have seen;
+        None when a version has no per-row scores."""
+        last = ts >= ts[-1] - FAULT_REPLAY_MS
+        if last.sum() < 10:
+            return None
+        shifted = ts[last] - int(ts[last][0]) + seen + 1000
+        shares = []
+        for det in (champion, challenger):
+            twin = copy.deepcopy(det)
+            twin.process(shifted, values[last])
+            scores = getattr(twin, "last_scores", None)
+            if not isinstance(scores, np.ndarray) or scores.shape != shifted.shape:
+                return None
+            scored = scores[np.isfinite(scores)]
+            shares.append(float((scored >= 1.0).mean()) if scored.size else 0.0)
+        return shares[0] >= FAULT_SHARE, shares[1] >= FAULT_SHARE / 3
 
     async def _confirmed_faults(self, targets: Sequence[str]) -> dict[str, int]:
         """Targets whose alert a technician confirmed as a fault (the newest verdict) and which is still open."""
