@@ -5,8 +5,8 @@
   are consistent; the live detectors are never fed);
 - **confirmed faults that still hold**: a target whose fault a technician confirmed and whose alert is still open
   must be anomalous to the candidate too (``confirmed-fault`` results): the device's last 30 min of data is
-  replayed through copies of both versions; where the champion scores at least 30 % of it over the threshold,
-  the candidate must score at least 10 %. A version that learnt an ongoing fault as normal (trained on a window
+  replayed through copies of both versions, and the candidate's 95th-percentile score must reach half the
+  champion's (or the threshold). A version that learnt an ongoing fault as normal (trained on a window
   that held it, without the labels) is caught here, where injected probes cannot tell (the champion, alarming,
   gives no evidence on that device).
 """
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 _MIN = 60_000
 FAULT_REPLAY_MS = 30 * _MIN  # the recent data a confirmed, ongoing fault is judged on
-FAULT_SHARE = 0.3  # the champion calls it anomalous on this share of rows; the candidate must on a third of it
+FAULT_SCORE_SHARE = 0.5  # a candidate scoring an ongoing confirmed fault at under half the champion's level missed it
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
@@ -98,14 +98,16 @@ class PlatformProbes:
 
     def _still_faulty(self, champion: ProbedDetector, challenger: ProbedDetector, ts: I64, values: F64,
                       seen: int) -> tuple[bool, bool] | None:
-        """Whether each version calls the device's last ``FAULT_REPLAY_MS`` of data anomalous (at least
-        ``FAULT_SHARE`` of its rows at or over the threshold), replayed through copies after what they have seen;
-        None when a version has no per-row scores."""
+        """The device's last ``FAULT_REPLAY_MS`` of data replayed through copies of both versions (after what they
+        have seen): the technician's verdict says the champion found a fault; the candidate finds it too when its
+        95th-percentile score is at least ``FAULT_SCORE_SHARE`` of the champion's, or over the threshold (a slow
+        fault keeps the champion's score around 1 while its alert stays open, so "over the threshold" alone would
+        ask nothing). None when a version has no per-row scores."""
         last = ts >= ts[-1] - FAULT_REPLAY_MS
         if last.sum() < 10:
             return None
         shifted = ts[last] - int(ts[last][0]) + seen + 1000
-        shares = []
+        levels = []
         for det in (champion, challenger):
             twin = copy.deepcopy(det)
             twin.process(shifted, values[last])
@@ -113,8 +115,8 @@ class PlatformProbes:
             if not isinstance(scores, np.ndarray) or scores.shape != shifted.shape:
                 return None
             scored = scores[np.isfinite(scores)]
-            shares.append(float((scored >= 1.0).mean()) if scored.size else 0.0)
-        return shares[0] >= FAULT_SHARE, shares[1] >= FAULT_SHARE / 3
+            levels.append(float(np.quantile(scored, 0.95)) if scored.size else 0.0)
+        return True, levels[1] >= min(1.0, FAULT_SCORE_SHARE * levels[0])
 
     async def _confirmed_faults(self, targets: Sequence[str]) -> dict[str, int]:
         """Targets whose alert a technician confirmed as a fault (the newest verdict) and which is still open."""
