@@ -213,7 +213,8 @@ async def _bad_candidate(run: _Run, device: str, fault_ms: int) -> dict[str, Any
     p = run.platform
     profile = p.registry.registry.devices[device].profile
     now = run.fleet.now_ms
-    job = await p.training.plan(profile=profile, start_ms=max(fault_ms - 3 * _HOUR, now - 6 * _HOUR), end_ms=now,
+    # the window starts after the fault began: the whole reference is the worn machine, learnt as its normal
+    job = await p.training.plan(profile=profile, start_ms=max(fault_ms + 20 * _MIN, now - 6 * _HOUR), end_ms=now,
                                 trigger=Trigger(kind="person", by="operator", ref="pushed by hand"),
                                 use_labels=False)
     try:

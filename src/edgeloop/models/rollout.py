@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from typing import Annotated
 
 import msgspec
 
@@ -13,6 +14,7 @@ from edgeloop.campaigns.engine import CampaignSpec, default_gates
 from edgeloop.campaigns.gates import Gate, ProbeGate
 from edgeloop.campaigns.service import CampaignService, CampaignView
 from edgeloop.errors import ConfigError, NotFoundError
+from edgeloop.messages import Id
 from edgeloop.models.manifest import ModelRef
 from edgeloop.models.registry import ModelRegistry
 from edgeloop.registry import Registry
@@ -26,11 +28,12 @@ class RolloutPlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """How carefully to roll a version out (the defaults: a day of shadow, then 10 % → 50 % → 100 % of the
     profile's devices, each soaking a day)."""
 
-    waves: list[float] = msgspec.field(default_factory=lambda: [0.1, 0.5, 1.0])
-    shadow_h: float = 24.0
-    soak_h: float = 24.0
-    approvals: list[bool] = msgspec.field(default_factory=list)
-    targets: list[str] | None = None  # default: every device of the version's profile
+    waves: Annotated[list[Annotated[float, msgspec.Meta(gt=0, le=1)]], msgspec.Meta(min_length=1, max_length=20)] = \
+        msgspec.field(default_factory=lambda: [0.1, 0.5, 1.0])
+    shadow_h: Annotated[float, msgspec.Meta(ge=0, le=24 * 90)] = 24.0
+    soak_h: Annotated[float, msgspec.Meta(gt=0, le=24 * 90)] = 24.0
+    approvals: Annotated[list[bool], msgspec.Meta(max_length=20)] = msgspec.field(default_factory=list)
+    targets: Annotated[list[Id], msgspec.Meta(max_length=100_000)] | None = None  # default: the profile's devices
     probes: bool = True  # known-answer fault probes gate every phase (when the platform runs them)
 
 
@@ -38,7 +41,10 @@ async def start_rollout(*, campaigns: CampaignService, models: ModelRegistry, re
                         plan: RolloutPlan, by: str, now_ms: int, probes: bool = False) -> CampaignView:
     """Start the campaign that moves ``ref``'s profile from its champion to ``ref``. ``probes``: whether the
     platform runs known-answer probes (the probe gate is added only then)."""
-    target = ModelRef.parse(ref)
+    try:
+        target = ModelRef.parse(ref)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     manifest = await models.get(target)
     if manifest.kind != "detector" or manifest.profile is None:
         raise ConfigError(f"{ref} is a {manifest.kind} model: only detector versions roll out to devices here")
