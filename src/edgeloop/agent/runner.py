@@ -21,7 +21,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +43,23 @@ from edgeloop.messages import DeviceEvent, Sample, Severity, encode
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 ACTION_TIMEOUT_S = 5.0
+
+
+async def cancel_all(tasks: Sequence[asyncio.Task[Any]], *, every_s: float = 1.0) -> None:
+    """Cancel ``tasks`` and wait until every one has ended. A cancellation can be swallowed (Python 3.11's
+    ``asyncio.wait_for``, inside a client library, loses one that arrives as its inner call completes: the task
+    then goes on with its retry loop), so one still running after ``every_s`` is cancelled again; a plain
+    ``gather`` after one ``cancel`` waited forever there (a hung test under load)."""
+    for task in tasks:
+        task.cancel()
+    pending = set(tasks)
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=every_s)
+        for task in pending:
+            task.cancel()
+    for task in tasks:  # retrieved, so that none is reported as never retrieved
+        if not task.cancelled():
+            task.exception()
 
 
 def merge_by_time(samples: list[Sample]) -> list[Sample]:
@@ -157,9 +174,7 @@ class Agent:
 
     @staticmethod
     async def _stop_sources(run: _Running) -> None:
-        for task in run.tasks:
-            task.cancel()
-        await asyncio.gather(*run.tasks, return_exceptions=True)
+        await cancel_all(run.tasks)
 
     # -- accepting ------------------------------------------------------------------------------
     async def _commit_loop(self) -> None:
@@ -389,9 +404,7 @@ class Agent:
                 task.result()  # a journal or uplink failure is fatal and says why; sources never end
         finally:
             await self._stop_sources(self.running)
-            for task in [*core, *self._actions]:
-                task.cancel()
-            await asyncio.gather(*core, *self._actions, return_exceptions=True)
+            await cancel_all([*core, *self._actions])
             with contextlib.suppress(Exception):
                 await self.commit(flush=True)  # a clean stop accepts what the sources already produced
             if not uplink.done():
@@ -399,8 +412,7 @@ class Agent:
                     await self._drain(drain_s)
                 except Exception:  # whatever is not delivered stays in the journal
                     log.exception("delivering the journal before stopping failed")
-            uplink.cancel()
-            await asyncio.gather(uplink, return_exceptions=True)
+            await cancel_all([uplink])
             await self.in_journal(lambda j: j.close())
             self._executor.shutdown(wait=True)
             self._lock.release()
