@@ -93,3 +93,53 @@ async def test_a_resolved_fault_asks_nothing(store: Store) -> None:
                        ("d2", "detector.pump@1"): False, ("d2", "detector.pump@2"): False})
     results = await PlatformProbes(store=store, scoring=scoring, probes=()).run(SPEC, SPEC.targets, T0)
     assert results.probes == []
+
+
+class Level:
+    """A detector that finds values above its level (an onset when it is crossed), scores value / level."""
+
+    channels = ("a",)
+
+    def __init__(self, level: float) -> None:
+        self.level = level
+        self.high = False
+        self.last_scores = np.zeros(0)
+
+    def process(self, ts: np.ndarray, x: np.ndarray) -> list[Finding]:
+        out = []
+        self.last_scores = x[:, 0] / self.level
+        for t, v in zip(ts.tolist(), x[:, 0].tolist(), strict=True):
+            if v > self.level and not self.high:
+                out.append(Finding(ts=t, kind="anomaly", severity="warning", score=v / self.level,
+                                   explanation={"a": 1.0}, message="a above its level"))
+            self.high = v > self.level
+        return out
+
+
+class Levels:
+    def __init__(self, champion: float, challenger: float) -> None:
+        self.levels = {"detector.pump@1": champion, "detector.pump@2": challenger}
+
+    def detector(self, device: str, ref: str) -> Level:
+        return Level(self.levels[ref])
+
+    def last_scored_ms(self, device: str) -> int | None:
+        return T0
+
+
+async def test_a_candidate_that_learnt_a_fault_s_onset_as_normal_misses_it_in_the_replay(store: Store) -> None:
+    """The fault rose from 40 to 60 two hours before its alert and reads 200 now: a candidate whose normal reaches
+    100 still scores the fault high now (a level check passes it) but misses its onset when it is replayed."""
+    hour = 3_600_000
+    ts = T0 - np.arange(4 * 3600, 0, -1, dtype=np.int64) * 1000  # four hours up to T0
+    values = np.where(ts < T0 - 2 * hour, 40.0, np.where(ts < T0 - 20 * 60_000, 60.0, 200.0)).reshape(-1, 1)
+    await store.write_chunks([TelemetryChunk(device="d1", seq=1, channels=("a",), ts=ts, values=values)])
+    await _alert(store, 1, "d1", Verdict.CONFIRMED)  # first seen an hour before T0
+    spec = CampaignSpec(id="c-1", payload="model", subject="detector.pump", from_ref="detector.pump@1",
+                        to_ref="detector.pump@2", targets=["d1"])
+    learnt = await PlatformProbes(store=store, scoring=Levels(50.0, 100.0), probes=()).run(spec, ["d1"], T0)
+    by_probe = {r.probe: (r.champion_detected, r.challenger_detected) for r in learnt.probes}
+    assert by_probe == {"confirmed-fault-1": (True, True), "confirmed-onset-1": (True, False)}
+    assert ProbeGate().decide(learnt, now_ms=T0, end_of_soak=False).status == "fail"
+    same = await PlatformProbes(store=store, scoring=Levels(50.0, 50.0), probes=()).run(spec, ["d1"], T0)
+    assert ProbeGate().decide(same, now_ms=T0, end_of_soak=False).status == "pass"

@@ -8,7 +8,11 @@
   replayed through copies of both versions, and the candidate's 95th-percentile score must reach half the
   champion's (or the threshold). A version that learnt an ongoing fault as normal (trained on a window
   that held it, without the labels) is caught here, where injected probes cannot tell (the champion, alarming,
-  gives no evidence on that device).
+  gives no evidence on that device);
+- **the onset of a confirmed, ongoing fault** (``confirmed-onset`` results): 45 min of the device's data from
+  well before its alert, then the data up to 30 min after it, replayed through copies of both versions: where the
+  champion finds the fault again, the candidate must too (a slow wear grows past what a bad candidate learnt, so
+  its level alone may not tell; its onset does).
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ log = logging.getLogger(__name__)
 
 _MIN = 60_000
 FAULT_REPLAY_MS = 30 * _MIN  # the recent data a confirmed, ongoing fault is judged on
+ONSET_WARM_MS = 45 * _MIN  # a confirmed fault's onset replay: normal data this long ...
+ONSET_BEFORE_MS = 135 * _MIN  # ... ending this long before its alert (a slow fault starts well before it is found)
+ONSET_AFTER_MS = 30 * _MIN  # ... then the data up to this long after its alert
 FAULT_SCORE_SHARE = 0.5  # a candidate scoring an ongoing confirmed fault at under half the champion's level missed it
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -70,23 +77,30 @@ class PlatformProbes:
             seen = self.scoring.last_scored_ms(device)
             if champion is None or challenger is None or seen is None:
                 continue
-            chunks = await self.store.read_chunks(device, seen - 2 * self.span_ms, seen + 1)  # a second stretch
-            chunks = [c for c in chunks if c.channels == tuple(champion.channels)]
-            if not chunks:
+            channels = tuple(champion.channels)
+            series = await self._series(device, seen - 2 * self.span_ms, seen, channels)  # a second stretch too
+            if series is None:
                 continue
-            ts = np.concatenate([c.ts for c in chunks])
-            values = np.concatenate([c.values for c in chunks])
-            order = np.argsort(ts, kind="stable")
-            ts, values = ts[order], values[order]
-            keep = np.concatenate([[True], np.diff(ts) > 0])
-            ts, values, channels = ts[keep], values[keep], chunks[0].channels
+            ts, values = series
+            onset = None
             if device in confirmed:
+                first_seen = confirmed[device][1]
+                onset = await self._series(device, first_seen - ONSET_BEFORE_MS - ONSET_WARM_MS,
+                                           first_seen + ONSET_AFTER_MS, channels)
+            # from here to the next await: the copies see one consistent state of the live detectors
+            if device in confirmed:
+                name = confirmed[device][0]
                 held = self._still_faulty(champion, challenger, ts, values, seen)
                 if held is not None:
-                    results.append(ProbeResult(target=device, probe=f"confirmed-fault-{confirmed[device]}",
+                    results.append(ProbeResult(target=device, probe=f"confirmed-fault-{name}",
                                                champion_detected=held[0], challenger_detected=held[1]))
+                found_onset = None if onset is None else self._onset(champion, challenger, *onset,
+                                                                      confirmed[device][1], seen)
+                if found_onset is not None:
+                    results.append(ProbeResult(target=device, probe=f"confirmed-onset-{name}",
+                                               champion_detected=found_onset[0], challenger_detected=found_onset[1]))
             recent = ts >= seen - self.span_ms
-            try:  # between two awaits: the copies see one consistent state of the live detectors
+            try:
                 found = run_probes(champion, challenger, device=device, ts=ts[recent], values=values[recent],
                                    channels=channels, probes=self.probes, warm_rows=self.warm_rows, after_ms=seen)
                 results += [self._confirm(r, champion, challenger, ts[~recent], values[~recent], channels, seen)
@@ -95,6 +109,38 @@ class PlatformProbes:
                 log.info("no probes on %s: %s", device, exc)
             await asyncio.sleep(0)
         return probe_results(results)
+
+    async def _series(self, device: str, start_ms: int, end_ms: int,
+                      channels: tuple[str, ...]) -> tuple[I64, F64] | None:
+        """A device's stored samples in ``[start_ms, end_ms]`` with ``channels``, in time order, once each."""
+        chunks = [c for c in await self.store.read_chunks(device, start_ms, end_ms + 1) if c.channels == channels]
+        if not chunks:
+            return None
+        ts = np.concatenate([c.ts for c in chunks])
+        values = np.concatenate([c.values for c in chunks])
+        order = np.argsort(ts, kind="stable")
+        ts, values = ts[order], values[order]
+        keep = np.concatenate([[True], np.diff(ts) > 0]) & (ts >= start_ms) & (ts <= end_ms)
+        return ts[keep], values[keep]
+
+    def _onset(self, champion: ProbedDetector, challenger: ProbedDetector, ts: I64, values: F64, first_seen: int,
+               seen: int) -> tuple[bool, bool] | None:
+        """The confirmed fault's onset replayed (after what the detectors have seen): ``ONSET_WARM_MS`` of data from
+        well before its alert, then up to ``ONSET_AFTER_MS`` after it; each version detected it when it reported an
+        anomaly onset after the warm rows. A version that learnt the fault as normal stays quiet where the champion
+        found it; the fault's current level may not tell (a slow wear grows past what it learnt). None: too
+        little data."""
+        warm_end = first_seen - ONSET_BEFORE_MS
+        if (ts < warm_end).sum() < 600 or (ts >= warm_end).sum() < 600:
+            return None
+        shifted = ts - int(ts[0]) + seen + 1000
+        start = int(shifted[int(np.searchsorted(ts, warm_end))])
+        found = []
+        for det in (champion, challenger):
+            twin = copy.deepcopy(det)
+            findings = twin.process(shifted, values)
+            found.append(any(f.kind == "anomaly" and f.ts >= start for f in findings))  # process() gives onsets
+        return found[0], found[1]
 
     def _still_faulty(self, champion: ProbedDetector, challenger: ProbedDetector, ts: I64, values: F64,
                       seen: int) -> tuple[bool, bool] | None:
@@ -118,16 +164,18 @@ class PlatformProbes:
             levels.append(float(np.quantile(scored, 0.95)) if scored.size else 0.0)
         return True, levels[1] >= min(1.0, FAULT_SCORE_SHARE * levels[0])
 
-    async def _confirmed_faults(self, targets: Sequence[str]) -> dict[str, int]:
-        """Targets whose alert a technician confirmed as a fault (the newest verdict) and which is still open."""
+    async def _confirmed_faults(self, targets: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Targets whose alert a technician confirmed as a fault (the newest verdict) and which is still open:
+        device -> (alert id, when it was first seen)."""
         wanted = set(targets)
-        open_alerts = {a.id: a.device for a in await self.store.list_alerts(unresolved=True, limit=100_000)
-                       if a.device in wanted}
+        alerts = {a.id: a for a in await self.store.list_alerts(unresolved=True, limit=100_000) if a.device in wanted}
+        open_alerts = {a.id: a.device for a in alerts.values()}
         newest: dict[int, Verdict] = {}
         for label in await self.store.list_labels(since_ms=None):  # oldest first: the newest verdict wins
             if label.alert in open_alerts:
                 newest[label.alert] = label.verdict
-        return {open_alerts[a]: a for a, v in newest.items() if v in (Verdict.CONFIRMED, Verdict.RELABEL)}
+        return {open_alerts[a]: (a, alerts[a].first_seen) for a, v in newest.items()
+                if v in (Verdict.CONFIRMED, Verdict.RELABEL)}
 
     def _confirm(self, result: ProbeResult, champion: ProbedDetector, challenger: ProbedDetector, ts: I64,
                  values: F64, channels: tuple[str, ...], seen: int) -> ProbeResult:
