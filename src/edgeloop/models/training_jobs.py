@@ -75,7 +75,8 @@ class TrainingJobs:
     """Runs training jobs and keeps the last ``keep`` of them for the API (the versions themselves are stored)."""
 
     def __init__(self, *, store: Store, models: ModelRegistry, assets: Registry, work_dir: Path,
-                 now: Callable[[], int], config: TrainingConfig | None = None, keep: int = 100) -> None:
+                 now: Callable[[], int], config: TrainingConfig | None = None, keep: int = 100,
+                 timeout_s: float = 3600.0) -> None:
         self.store = store
         self.models = models
         self.assets = assets
@@ -83,6 +84,7 @@ class TrainingJobs:
         self.now = now
         self.config = config or TrainingConfig()
         self.keep = keep
+        self.timeout_s = timeout_s  # a job that runs longer fails (its worker is stopped): a profile is never blocked
         self.jobs: dict[str, JobView] = {}
         self._tasks: set[asyncio.Task[ModelManifest | None]] = set()
 
@@ -180,7 +182,8 @@ class TrainingJobs:
             result = await run_training(TrainingRequest(
                 series_path=str(path), window_start_ms=job.window_start_ms, window_end_ms=job.window_end_ms,
                 labels=labels, config=self.config, champion_artifact=artifact,
-                champion_ref=str(champion) if champion is not None else "built-in"), progress=progress)
+                champion_ref=str(champion) if champion is not None else "built-in"), progress=progress,
+                timeout_s=self.timeout_s)
             job.stage = "registering"
             manifest = await self._register(job, result, champion)
         finally:

@@ -24,7 +24,9 @@ _ARRAYS = {"text": "text[]", "int": "int[]", "big": "bigint[]", "real": "float8[
 #: lone surrogate, a number out of range) and class 23 (a violated constraint). The same data can never be stored.
 _REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 #: The database failed or could not be reached (connection lost, shutting down, disk full): retrying can succeed.
-_UNAVAILABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+#: ``InternalClientError``: a pooled connection whose server end was terminated mid-call can be handed out in a
+#: confused state ("another operation is in progress"); the call fails, the pool replaces the connection.
+_UNAVAILABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 
 
 @contextlib.contextmanager
