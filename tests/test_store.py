@@ -415,3 +415,20 @@ async def test_drift_events_are_kept_with_their_explanation(store: Store) -> Non
     assert got.id == first and got.channels == {"bearing_temp": 1.8, "speed": 0.9} and got.asset == "a-d1"
     assert [e.device for e in await store.list_drift_events(tenant="acme")] == ["d2", "d1"]  # newest first
     assert [e.device for e in await store.list_drift_events(since=15_000_000)] == ["d2"]
+
+
+async def test_read_samples_gives_each_time_once_in_order_within_the_window(store: Store) -> None:
+    """Stored chunks as one series: a resent message overlapping another counts once, times outside the window
+    and chunks of another channel set are left out."""
+    def chunk(seq: int, start: int, channels: tuple[str, ...] = ("a",)) -> TelemetryChunk:
+        ts = np.arange(start, start + 5, dtype=np.int64) * 1000
+        return TelemetryChunk(device="d1", seq=seq, channels=channels, ts=ts,
+                              values=np.full((5, len(channels)), float(seq)))
+
+    await store.write_chunks([chunk(2, 5), chunk(1, 0), chunk(3, 3), chunk(4, 10, ("a", "b"))])
+    found = await store.read_samples("d1", 1000, 8000)
+    assert found is not None
+    ts, values, channels = found
+    assert channels == ("a",) and ts.tolist() == [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000]
+    assert values.shape == (8, 1)
+    assert await store.read_samples("d1", 1000, 8000, ("x",)) is None

@@ -112,14 +112,10 @@ class DriftService:
         first = (await self.store.first_sample_ms()).get(device)
         if first is None:
             return None
-        chunks = [c for c in await self.store.read_chunks(device, first, first + self.reference_ms)
-                  if c.channels == channels]
-        if not chunks or chunks[-1].t1 - first < self.reference_ms * 0.9:
+        found = await self.store.read_samples(device, first, first + self.reference_ms, channels)
+        if found is None or found[0][-1] - first < self.reference_ms * 0.9:
             return None
-        ts = np.concatenate([c.ts for c in chunks])
-        values = np.concatenate([c.values for c in chunks])
-        keep = np.concatenate([[True], np.diff(ts) > 0])
-        ts, values = ts[keep], values[keep]
+        ts, values, _ = found
         if ts.shape[0] > _MAX_REFERENCE_ROWS:
             pick = np.linspace(0, ts.shape[0] - 1, _MAX_REFERENCE_ROWS).astype(np.intp)
             ts, values = ts[pick], values[pick]

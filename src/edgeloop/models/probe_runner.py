@@ -78,15 +78,16 @@ class PlatformProbes:
             if champion is None or challenger is None or seen is None:
                 continue
             channels = tuple(champion.channels)
-            series = await self._series(device, seen - 2 * self.span_ms, seen, channels)  # a second stretch too
+            series = await self.store.read_samples(device, seen - 2 * self.span_ms, seen, channels)  # 2 stretches
             if series is None:
                 continue
-            ts, values = series
+            ts, values, _ = series
             onset = None
             if device in confirmed:
                 first_seen = confirmed[device][1]
-                onset = await self._series(device, first_seen - ONSET_BEFORE_MS - ONSET_WARM_MS,
-                                           first_seen + ONSET_AFTER_MS, channels)
+                replay = await self.store.read_samples(device, first_seen - ONSET_BEFORE_MS - ONSET_WARM_MS,
+                                                       first_seen + ONSET_AFTER_MS, channels)
+                onset = None if replay is None else (replay[0], replay[1])
             # from here to the next await: the copies see one consistent state of the live detectors
             if device in confirmed:
                 name = confirmed[device][0]
@@ -109,19 +110,6 @@ class PlatformProbes:
                 log.info("no probes on %s: %s", device, exc)
             await asyncio.sleep(0)
         return probe_results(results)
-
-    async def _series(self, device: str, start_ms: int, end_ms: int,
-                      channels: tuple[str, ...]) -> tuple[I64, F64] | None:
-        """A device's stored samples in ``[start_ms, end_ms]`` with ``channels``, in time order, once each."""
-        chunks = [c for c in await self.store.read_chunks(device, start_ms, end_ms + 1) if c.channels == channels]
-        if not chunks:
-            return None
-        ts = np.concatenate([c.ts for c in chunks])
-        values = np.concatenate([c.values for c in chunks])
-        order = np.argsort(ts, kind="stable")
-        ts, values = ts[order], values[order]
-        keep = np.concatenate([[True], np.diff(ts) > 0]) & (ts >= start_ms) & (ts <= end_ms)
-        return ts[keep], values[keep]
 
     def _onset(self, champion: ProbedDetector, challenger: ProbedDetector, ts: I64, values: F64, first_seen: int,
                seen: int) -> tuple[bool, bool] | None:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
-import numpy as np
 
 from edgeloop.errors import ConfigError, EdgeLoopError, NotFoundError
 from edgeloop.models.detector_artifact import PlatformDetector, dump_detectors
@@ -217,17 +216,11 @@ class TrainingJobs:
 
     async def _series(self, device: str, start_ms: int, end_ms: int) -> DeviceSeries | None:
         """A device's stored samples in ``[start_ms, end_ms]``, in time order, once each (its usual channels)."""
-        chunks = await self.store.read_chunks(device, start_ms, end_ms + 1)
-        if not chunks:
+        found = await self.store.read_samples(device, start_ms, end_ms)
+        if found is None:
             return None
-        channels = max((c.channels for c in chunks), key=lambda ch: sum(c.channels == ch for c in chunks))
-        chunks = [c for c in chunks if c.channels == channels]
-        ts = np.concatenate([c.ts for c in chunks])
-        values = np.concatenate([c.values for c in chunks])
-        order = np.argsort(ts, kind="stable")
-        ts, values = ts[order], values[order]
-        keep = np.concatenate([[True], np.diff(ts) > 0]) & (ts >= start_ms) & (ts <= end_ms)
-        return DeviceSeries(device=device, ts=ts[keep], values=values[keep], channels=channels,
+        ts, values, channels = found
+        return DeviceSeries(device=device, ts=ts, values=values, channels=channels,
                             asset=self.assets.devices[device].asset)
 
     async def _write_series(self, job: JobView, path: Path) -> None:

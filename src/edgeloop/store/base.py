@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
 import msgspec
+import numpy as np
 
 from edgeloop.assets import Asset, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.errors import ConflictError, DuplicateKey, NotFoundError
@@ -23,6 +24,8 @@ from edgeloop.store import alerting as al
 from edgeloop.store.alerting import Label
 from edgeloop.store.driver import Connection, Driver, Row, insert_sql, record, select_where, values
 from edgeloop.store.records import (
+    F64,
+    I64,
     RAW_DEAD_LETTER_BYTES,
     ROLLUP_MS,
     AuditRecord,
@@ -272,6 +275,24 @@ class Store:
             if agg:
                 await tx.insert_many("rollup_1m", ROLLUP_COLUMNS, agg, ROLLUP_MERGE)
         return new
+
+    async def read_samples(self, device: str, start: int, end: int,
+                           channels: tuple[str, ...] | None = None) -> tuple[I64, F64, tuple[str, ...]] | None:
+        """A device's stored samples with ``start <= ts <= end``, in time order, each time once (resent messages
+        overlap), as ``(ts, values, channels)``; only chunks with ``channels`` (default: the device's most common
+        channel set). None: nothing stored there."""
+        chunks = await self.read_chunks(device, start, end + 1)
+        if channels is None and chunks:
+            channels = max((c.channels for c in chunks), key=lambda ch: sum(c.channels == ch for c in chunks))
+        chunks = [c for c in chunks if c.channels == channels]
+        if not chunks or channels is None:
+            return None
+        ts = np.concatenate([c.ts for c in chunks])
+        values = np.concatenate([c.values for c in chunks])
+        order = np.argsort(ts, kind="stable")
+        ts, values = ts[order], values[order]
+        keep = np.concatenate([[True], np.diff(ts) > 0]) & (ts >= start) & (ts <= end)
+        return ts[keep], values[keep], channels
 
     async def read_chunks(self, device: str, start: int, end: int) -> list[TelemetryChunk]:
         """Chunks of ``device`` overlapping [start, end), in time order."""
