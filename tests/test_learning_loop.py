@@ -99,3 +99,34 @@ async def test_a_candidate_is_trained_rolled_out_resumed_after_a_restart_and_pro
         assert kinds.count("wave.entered") == 2 and kinds[-1] == "promoted"
         audited = [a.detail for a in await platform.store.list_audit(action="campaign.wave.entered", limit=100)]
         assert len(audited) == 2, "each step is audited once, across the restart"
+
+
+async def test_a_device_counts_as_faulty_only_while_the_newest_verdict_on_its_open_alert_is_a_fault() -> None:
+    """A confirmation corrected to a false alarm (a repair visit found nothing) leaves the device's data normal:
+    the loop retrains it again; a confirmation that stands keeps it out while the alert is open."""
+    from types import SimpleNamespace
+
+    from edgeloop.models.loop import LearningLoop
+    from edgeloop.store.alerting import Label, Verdict
+
+    now = 1_767_225_600_000
+
+    def lab(alert: int, device: str, verdict: Verdict, ts: int) -> Label:
+        return Label(alert=alert, incident=None, tenant="acme", asset=f"asset-{device}", device=device,
+                     rule="anomaly", verdict=verdict, fault_type="", reason="", start_ms=now - 9_000_000,
+                     end_ms=now - 8_000_000, first_seen=now - 9_000_000, last_seen=now - 8_000_000, peak=2.0,
+                     model_version="detector.pump-v1@0", by="tech", ts=ts)
+
+    labels = [lab(1, "d1", Verdict.CONFIRMED, now - 7_000_000), lab(1, "d1", Verdict.FALSE_ALARM, now - 1_000),
+              lab(2, "d2", Verdict.CONFIRMED, now - 7_000_000), lab(3, "d3", Verdict.CONFIRMED, now - 7_000_000)]
+
+    class Store:
+        async def list_alerts(self, **_: object) -> list[SimpleNamespace]:
+            return [SimpleNamespace(id=1), SimpleNamespace(id=2)]  # alert 3 is resolved
+
+        async def list_labels(self, **_: object) -> list[Label]:
+            return labels
+
+    loop = LearningLoop.__new__(LearningLoop)
+    loop.store, loop.now = Store(), lambda: now  # type: ignore[assignment]
+    assert await loop._open_faults() == {"d2"}

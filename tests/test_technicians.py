@@ -213,6 +213,39 @@ async def test_the_verdict_uses_the_alert_as_it_stands_when_due() -> None:
     assert (v.verdict, v.fault_type) == ("confirmed", "bearing_wear")
 
 
+async def test_a_repair_visit_corrects_a_mistaken_confirmation_and_leaves_a_real_one() -> None:
+    """A technician who took a false alarm for a fault finds nothing on site: the verdict is corrected (the newest
+    label of the alert wins downstream); a real fault's confirmation stands, and each alert is visited once."""
+    p = Platform()
+    truth = Truth(faults={"d1": (T0, T0 + 10 * HOUR, "overheating")})
+    tech = SimulatedTechnicians(policy=TechnicianPolicy(seed=1, error_rate=1.0), truth=truth, alerts=p.alerts,
+                                feedback=p.feedback, data_now=lambda: p.now, by="tech-sim")
+    p.open = [alert(1, "d1", T0), alert(2, "d2", T0)]  # every first verdict is wrong (error rate 1)
+    await tech.step()
+    p.now = max(tech.policy.due_ms(1, T0), tech.policy.due_ms(2, T0))  # both answered, no visit due yet (4 h)
+    await tech.step()
+    assert sorted(v for _, v, *_ in p.given) == ["confirmed", "false_alarm"]  # d2 confirmed, d1 called false
+    confirmed_due = max(v.due_ms for v in tech.verdicts if v.verdict == "confirmed")
+    p.now = confirmed_due + round(tech.policy.repair_visit_min * MIN) - 1
+    assert await tech.step() == []
+    p.now += 1
+    [fix] = await tech.step()
+    assert (fix.alert_id, fix.verdict, fix.mistaken) == (2, "false_alarm", False) and "on site" in fix.reason
+    p.now += 24 * HOUR
+    assert await tech.step() == []
+    assert (tech.stats.visits, tech.stats.corrected, len(p.given)) == (1, 1, 3)
+
+    p2 = Platform()
+    real = SimulatedTechnicians(policy=TechnicianPolicy(seed=1, error_rate=0.0), truth=truth, alerts=p2.alerts,
+                                feedback=p2.feedback, data_now=lambda: p2.now, by="tech-sim")
+    p2.open = [alert(1, "d1", T0)]
+    await real.step()
+    p2.now = T0 + 24 * HOUR
+    await real.step()
+    await real.step()
+    assert [v for _, v, *_ in p2.given] == ["confirmed"] and (real.stats.visits, real.stats.corrected) == (1, 0)
+
+
 async def test_store_errors_are_retried_and_refusals_are_not() -> None:
     p = Platform(now=T0 + 10 * HOUR)
     tech = technicians(p, Truth())

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -306,6 +307,7 @@ async def _outcome(run: _Run, promoted_ms: int | None, after_end: int, bad: dict
         "lineage_complete": lineage,
         "campaigns": [_campaign(v) for v in campaigns],
         "labels": len(await p.store.list_labels()), "alerts": len(alerts),
+        "technicians": dataclasses.asdict(run.technicians.stats),
     }
 
 

@@ -31,6 +31,7 @@ from edgeloop.models.registry import ModelRegistry
 from edgeloop.models.retraining import PolicySet
 from edgeloop.models.retraining import TrainingRequest as RetrainRequest
 from edgeloop.models.rollout import RolloutPlan, start_rollout
+from edgeloop.models.training import newest_labels
 from edgeloop.models.training_jobs import JobView, TrainingJobs
 from edgeloop.registry import Registry
 from edgeloop.store.alerting import Verdict
@@ -143,9 +144,11 @@ class LearningLoop:
         return any(v.spec.subject == model for v in await self.campaigns.list(running_only=True))
 
     async def _open_faults(self) -> set[str]:
-        """Devices whose alert, confirmed as a fault (or relabelled), is still open."""
+        """Devices whose alert, confirmed as a fault (or relabelled), is still open: the newest verdict on the alert
+        counts (a confirmation later corrected to a false alarm leaves the device's data normal)."""
         open_alerts = {a.id for a in await self.store.list_alerts(unresolved=True, limit=100_000)}
-        return {lab.device for lab in await self.store.list_labels(since_ms=self.now() - 7 * 86_400_000)
+        labels = await self.store.list_labels(since_ms=self.now() - 7 * 86_400_000)
+        return {lab.device for _, lab in newest_labels(labels)
                 if lab.alert in open_alerts and lab.verdict in (Verdict.CONFIRMED, Verdict.RELABEL)}
 
     async def _audit(self, action: str, target: str, detail: str, *, actor: str = "policy") -> None:

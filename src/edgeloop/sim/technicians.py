@@ -13,7 +13,10 @@ Two parts:
   or was last seen), else ``false_alarm`` with a reason (a benign regime change in force is named: the
   technician finds the new product run or the recalibrated sensors). With probability ``error_rate`` the verdict
   is the wrong one. Every random draw comes from the seed and the alert id only, so the same alert gets the
-  same answer whatever else happens in the run.
+  same answer whatever else happens in the run. A confirmed fault sends someone to repair it
+  (``repair_visit_min`` after the verdict): on site a fault is seen for what it is, so a confirmation that was
+  mistaken is corrected to ``false_alarm`` ("no fault found on site"), as a closed work order corrects it in a
+  plant. A real fault's confirmation stands.
 * :class:`SimulatedTechnicians` (async driver): each :meth:`~SimulatedTechnicians.step` lists the open alerts,
   schedules the ones it has not seen, and answers each scheduled alert exactly once when the platform's data
   clock (simulated time) has reached its due time. :meth:`~SimulatedTechnicians.run` steps at an interval until
@@ -54,6 +57,7 @@ log = logging.getLogger(__name__)
 _MINUTE_MS = 60_000
 _SALT = 0x7EC4  # seeds the technicians' draws apart from the fleet's
 NO_FAULT = "no fault found on inspection"
+NOT_FOUND_ON_SITE = "repair visit: no fault found on site, the machine is healthy"
 _REGIME_REASONS = {
     RegimeKind.PRODUCT_RUN: "machine healthy: new product run changed the operating point",
     RegimeKind.RECALIBRATION: "machine healthy: sensors were recalibrated (readings offset)",
@@ -139,6 +143,7 @@ class TechnicianPolicy:
     delay_max_min: float = 240.0
     error_rate: float = 0.03
     pad_ms: int = 5 * _MINUTE_MS
+    repair_visit_min: float = 240.0  # a confirmed fault's repair visit, this long after the verdict
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.error_rate <= 1.0:
@@ -147,6 +152,8 @@ class TechnicianPolicy:
             raise ValueError("TechnicianPolicy: need delay_median_min > 0, delay_sigma >= 0, delay_max_min >= 0")
         if self.pad_ms < 0:
             raise ValueError("TechnicianPolicy.pad_ms must be >= 0")
+        if self.repair_visit_min < 0:
+            raise ValueError("TechnicianPolicy.repair_visit_min must be >= 0")
 
     def _draws(self, alert_id: int) -> tuple[float, float, float]:
         """The alert's own draws, in a fixed order: delay (standard normal), error (uniform), wrong type (uniform)."""
@@ -177,6 +184,22 @@ class TechnicianPolicy:
                                  reason=reason, mistaken=mistaken, truth=found)
 
 
+    def revisit(self, facts: AlertFacts, given: TechnicianVerdict, truth: GroundTruth) -> TechnicianVerdict | None:
+        """The repair visit after a confirmed fault: the corrected verdict when the confirmation was mistaken (the
+        span inspected on site holds no fault), None when it stands. Nothing is left to chance on site."""
+        if given.verdict != "confirmed":
+            return None
+        end = facts.cleared_at if facts.cleared_at is not None else facts.last_seen
+        found = truth.inspect(device=facts.device, asset=facts.asset, start_ms=facts.first_seen - self.pad_ms,
+                              end_ms=max(end, facts.first_seen))
+        if found.fault is not None:
+            return None
+        return TechnicianVerdict(alert_id=facts.alert_id, due_ms=given.due_ms + round(self.repair_visit_min
+                                                                                       * _MINUTE_MS),
+                                 verdict="false_alarm", fault_type="", reason=NOT_FOUND_ON_SITE, mistaken=False,
+                                 truth=found)
+
+
 class FeedbackFn(Protocol):
     """The feedback path of the API: ``AlertService.feedback`` fits."""
 
@@ -196,6 +219,8 @@ class TechnicianStats:
     failed: int = 0  # feedback refused for good (the alert gone, the verdict invalid): not retried
     retried: int = 0  # feedback that hit a store error and will be given again at the next step
     dropped: int = 0  # times a listed alert was not taken in because ``max_pending`` were waiting (taken later)
+    visits: int = 0  # repair visits made after confirmed faults
+    corrected: int = 0  # confirmations a repair visit found mistaken (relabelled false alarm)
 
 
 class SimulatedTechnicians:
@@ -204,7 +229,8 @@ class SimulatedTechnicians:
     ``alerts`` lists the open alerts (e.g. ``lambda: store.list_alerts(unresolved=True, limit=1000)``);
     ``feedback`` gives a verdict (``AlertService.feedback``); ``data_now`` is the platform's data clock
     (``Platform.data_now_ms``). An alert seen once is answered even if it resolves before its due time, from
-    the facts last listed. At most ``max_pending`` alerts wait for an answer; the ids of answered alerts are
+    the facts last listed; a confirmed one is visited for repair later (``TechnicianPolicy.revisit``). At most
+    ``max_pending`` alerts wait for an answer (and as many for a visit); the ids of answered alerts are
     remembered up to ``max_remembered`` (older ids, which the platform allocates in increasing order, count as
     answered).
     """
@@ -225,6 +251,7 @@ class SimulatedTechnicians:
         self._data_now = data_now
         self._max_pending = max_pending
         self._pending: dict[int, tuple[int, AlertFacts]] = {}  # alert id -> (due ms, latest facts)
+        self._visits: dict[int, tuple[TechnicianVerdict, AlertFacts]] = {}  # alert id -> (confirmation, latest facts)
         self._done: set[int] = set()
         self._done_order: deque[int] = deque()
         self._max_done = max_remembered
@@ -253,6 +280,8 @@ class SimulatedTechnicians:
             log.warning("simulated technicians: cannot list alerts (%s); trying again at the next step", exc)
             listed = []
         for alert in listed:
+            if alert.id in self._visits:
+                self._visits[alert.id] = (self._visits[alert.id][0], AlertFacts.of(alert))
             if self._answered(alert.id):
                 continue
             facts = AlertFacts.of(alert)
@@ -282,9 +311,39 @@ class SimulatedTechnicians:
             else:
                 self._count(v)
                 given.append(v)
+                if v.verdict == "confirmed" and len(self._visits) < self._max_pending:
+                    self._visits[alert_id] = (v, facts)
             del self._pending[alert_id]
             self._remember(alert_id)
+        given.extend(await self._repair_visits(now))
         return given
+
+    async def _repair_visits(self, now: int) -> list[TechnicianVerdict]:
+        """The repair visits that are due: a mistaken confirmation is corrected (see ``TechnicianPolicy.revisit``)."""
+        visit_ms = round(self.policy.repair_visit_min * _MINUTE_MS)
+        corrected: list[TechnicianVerdict] = []
+        for alert_id, (confirmation, facts) in sorted(self._visits.items(), key=lambda kv: (kv[1][0].due_ms, kv[0])):
+            if confirmation.due_ms + visit_ms > now:
+                break
+            v = self.policy.revisit(facts, confirmation, self.truth)
+            if v is not None:
+                try:
+                    await self._feedback(alert_id, v.verdict, by=self.by, fault_type=v.fault_type, reason=v.reason)
+                except StoreError as exc:
+                    self.stats.retried += 1
+                    log.warning("simulated technicians: correction of alert %d not stored (%s); trying again",
+                                alert_id, exc)
+                    break
+                except EdgeLoopError as exc:
+                    self.stats.failed += 1
+                    log.warning("simulated technicians: correction of alert %d refused: %s", alert_id, exc)
+                else:
+                    self.stats.corrected += 1
+                    self.verdicts.append(v)
+                    corrected.append(v)
+            self.stats.visits += 1
+            del self._visits[alert_id]
+        return corrected
 
     def _count(self, v: TechnicianVerdict) -> None:
         self.stats.answered += 1
