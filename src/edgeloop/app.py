@@ -40,6 +40,7 @@ from edgeloop.identity.pki import PkiError
 from edgeloop.identity.tls import TlsIdentity
 from edgeloop.models.deployment import Deployment
 from edgeloop.models.drift_service import DriftService
+from edgeloop.models.edge_rollout import EdgeRollout
 from edgeloop.models.findings import FindingLog
 from edgeloop.models.loop import LearningLoop
 from edgeloop.models.probe_runner import PlatformProbes
@@ -322,9 +323,13 @@ class Platform:
                                     history=self.store.read_chunks, on_findings=FindingLog(store=self.store),
                                     models=self.deployment)
         self.probes = True  # known-answer probes judge every phase of a detector rollout (the probe gate)
+        self.edge_rollout = EdgeRollout(store=self.store, bundle=lambda ref: self.models.export(ref, by="campaigns"),
+                                        publish=self._publish_retained, tenant_of=self._gateway_tenant,
+                                        now=self.alerts.now)
         self.campaigns = CampaignService(store=self.store, now=self.alerts.now, placement=self.deployment,
                                          aliases=self.deployment, audit=self.store.audit,
-                                         probes=PlatformProbes(store=self.store, scoring=self.scoring))
+                                         probes=PlatformProbes(store=self.store, scoring=self.scoring),
+                                         gateways=self.edge_rollout)
         await self.campaigns.resume()  # a campaign a restart interrupted continues where it was
         self.training = TrainingJobs(store=self.store, models=self.models, assets=registry,
                                      work_dir=cfg.data_dir / "models" / "jobs", now=self.alerts.now)
@@ -468,6 +473,14 @@ class Platform:
             source=source, detail=f"serials {', '.join(f'{n:x}' for n in serials)}"
                                   f"{'; live MQTT session closed' if closed else ''}"))
         return Revoked(serials=serials, sessions_closed=int(closed))
+
+    async def _publish_retained(self, topic_: str, payload: bytes) -> None:
+        """Publish a push to a gateway: QoS 1, retained (an offline gateway gets it when it reconnects)."""
+        await self.source.publish(topic_, payload, qos=1, retain=True)
+
+    def _gateway_tenant(self, gateway: str) -> str | None:
+        device = self.registry.registry.devices.get(gateway)
+        return device.tenant if device is not None else None
 
     async def push_gateway_config(self, gateway: str, text: str, *, by: str, source: str = "") -> GatewayConfig:
         """Validate an agent configuration, store it as the gateway's next version and publish it (retained,

@@ -115,6 +115,18 @@ class SourceHealth(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     error: str = ""
 
 
+class EdgeModelHealth(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One local model of an edge agent: the version it runs and how it runs (a rollout's gates read these)."""
+
+    version: Annotated[int, msgspec.Meta(ge=0)]
+    on_probation: bool = False
+    scored: Annotated[int, msgspec.Meta(ge=0)] = 0  # windows scored since the version started here
+    alarms: Annotated[int, msgspec.Meta(ge=0)] = 0  # anomaly episodes it began since then
+    errors: Annotated[int, msgspec.Meta(ge=0)] = 0  # inferences that failed since then
+    p95_ms: Annotated[float, msgspec.Meta(ge=0)] | None = None  # inference latency over its last 256 windows
+    latencies: Annotated[int, msgspec.Meta(ge=0)] = 0  # how many windows p95_ms is over
+
+
 class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """An edge agent's honest health, sent every ``interval_s`` on its gateway's ``health`` topic.
 
@@ -145,6 +157,7 @@ class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     config_message: str = ""
     config_pushed: int | None = None  # the pushed version config_status is about (None: no push seen)
     agent_version: str = ""
+    models: Annotated[dict[str, EdgeModelHealth], msgspec.Meta(max_length=64)] = {}  # local models, by name
     v: int = SCHEMA_VERSION
 
 

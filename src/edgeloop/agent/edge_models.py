@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from edgeloop.agent.config import AgentConfig, LocalModel
 from edgeloop.agent.inference import LocalModelRunner, Score
@@ -35,7 +36,7 @@ from edgeloop.agent.model_slots import Installed, ModelSlots, SlotRefusal, Verif
 from edgeloop.clock import Clock, SystemClock
 from edgeloop.errors import ConfigError, ModelRefused
 from edgeloop.identity.auth import OncePer
-from edgeloop.messages import DeviceEvent, ModelPush, Sample, Severity, decode_model_push
+from edgeloop.messages import DeviceEvent, EdgeModelHealth, ModelPush, Sample, Severity, decode_model_push
 
 __all__ = ["EdgeModels", "trust_chain"]
 
@@ -63,6 +64,7 @@ class _Active:
     model: VerifiedModel
     installed_ms: int
     guard: ModelGuard | None  # None once out of probation
+    errors: int = 0  # inferences that failed
 
 
 class EdgeModels:
@@ -196,6 +198,7 @@ class EdgeModels:
                 score = act.runner.observe(device, sample)
             except Exception as exc:  # noqa: BLE001  # any failure of the model is an inference error
                 error = f"{type(exc).__name__}: {exc}"
+                act.errors += 1
                 if self._error_logged.due(name, self.clock.now_ms()):
                     log.error("model %s: inference failed on %s: %s", act.runner.ref, device, error)
                 breach = act.guard.failed(error) if act.guard is not None else None
@@ -315,6 +318,17 @@ class EdgeModels:
         self._answer(push, "rolled_back", push.to_version, why_not)
 
     # -- status ---------------------------------------------------------------------------------
+    def health(self) -> dict[str, EdgeModelHealth]:
+        """What the heartbeat says of each model running: its version and how it runs since it started here."""
+        out: dict[str, EdgeModelHealth] = {}
+        for name, act in self.active.items():
+            lat = act.runner.latencies_ms
+            out[name] = EdgeModelHealth(
+                version=act.model.version, on_probation=act.guard is not None, scored=act.runner.scored,
+                alarms=act.runner.alarms, errors=act.errors, latencies=len(lat),
+                p95_ms=round(float(np.percentile(np.fromiter(lat, dtype=np.float64), 95)), 4) if lat else None)
+        return out
+
     def status(self) -> dict[str, Any]:
         """What runs, for the agent's health: per model its version, probation and guard figures."""
         return {name: {"version": act.model.version, "on_probation": act.guard is not None,

@@ -13,7 +13,7 @@ from edgeloop.agent.journal import JournalStats
 from edgeloop.agent.remote import ConfigOutcome
 from edgeloop.agent.sources import SourceStatus
 from edgeloop.agent.uplink import Uplink
-from edgeloop.messages import Heartbeat, SourceHealth
+from edgeloop.messages import EdgeModelHealth, Heartbeat, SourceHealth
 
 
 def _agent_version() -> str:
@@ -39,7 +39,7 @@ class ProcessMeter:
 
 def build_heartbeat(cfg: AgentConfig, js: JournalStats, uplink: Uplink, sources: Mapping[str, SourceStatus],
                     outcome: ConfigOutcome, meter: ProcessMeter, *, accepted: int, bytes_raw: int,
-                    unjournaled: int = 0) -> Heartbeat:
+                    unjournaled: int = 0, models: Mapping[str, EdgeModelHealth] | None = None) -> Heartbeat:
     now = int(time.time() * 1000)
     cpu, rss = meter.read()
     links = {d: up for d, up in uplink.connected.items() if d != cfg.agent.gateway}
@@ -56,4 +56,4 @@ def build_heartbeat(cfg: AgentConfig, js: JournalStats, uplink: Uplink, sources:
                                     error=st.error) for name, st in sources.items()},
         config_version=outcome.running, config_status=outcome.status, config_message=outcome.message[:1000],
         config_pushed=outcome.pushed if outcome.pushed >= 1 else None,
-        agent_version=AGENT_VERSION)
+        agent_version=AGENT_VERSION, models=dict(models or {}))

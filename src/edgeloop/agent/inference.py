@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from edgeloop.errors import ConfigError
 from edgeloop.messages import Sample
 
 FEATURES = ("mean", "std", "min", "max")
+LATENCY_WINDOW = 256  # inferences whose latency the heartbeat summarises
 Matrix = npt.NDArray[np.float64]
 
 
@@ -116,7 +118,8 @@ class Score:
 
 
 class LocalModelRunner:
-    """Scores one model's devices every ``every_s`` of sample time."""
+    """Scores one model's devices every ``every_s`` of sample time; keeps the latency of its last
+    ``LATENCY_WINDOW`` inferences (the heartbeat reports their p95)."""
 
     def __init__(self, cfg: LocalModel, model: bytes, *, ref: str = "") -> None:
         """``model``: the ONNX bytes of a verified version (``edge_models.py`` verifies the signature first);
@@ -148,6 +151,8 @@ class LocalModelRunner:
         self._windows = {device: _DeviceWindow() for device in cfg.devices}
         self.scored = 0
         self.skipped = 0
+        self.alarms = 0  # episodes begun
+        self.latencies_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
 
     def observe(self, device: str, sample: Sample) -> Score | None:
         win = self._windows.get(device)
@@ -168,12 +173,15 @@ class LocalModelRunner:
         if feats is None:
             self.skipped += 1
             return None
+        started = time.perf_counter()
         out = self.session.run([self.output], {self.input: feats.astype(np.float32)[None, :]})[0]
+        self.latencies_ms.append((time.perf_counter() - started) * 1000.0)
         score = self.sign * float(np.asarray(out).reshape(-1)[0])
         self.scored += 1
         starts = ends = False
         if score >= self.threshold:
             starts, win.anomalous, win.calm_since = not win.anomalous, True, None
+            self.alarms += starts
         elif win.anomalous:
             win.calm_since = sample.ts if win.calm_since is None else win.calm_since
             if sample.ts - win.calm_since >= self.window_ms:

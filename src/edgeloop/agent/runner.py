@@ -324,7 +324,7 @@ class Agent:
         js = await self.in_journal(lambda j: j.stats())
         beat = build_heartbeat(self.cfg, js, self.uplink, self.sources, self.outcome, self._meter,
                                accepted=self.accepted, bytes_raw=self.local.forwarder.bytes_raw,
-                               unjournaled=self.unjournaled_samples)
+                               unjournaled=self.unjournaled_samples, models=self.models.health())
         return self.uplink.publish_health(encode(beat))
 
     # -- remote configuration -------------------------------------------------------------------

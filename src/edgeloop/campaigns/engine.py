@@ -119,7 +119,7 @@ class CampaignSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     no)."""
 
     id: str
-    payload: Literal["model", "release"]
+    payload: Literal["model", "edge_model", "release"]
     subject: str
     from_ref: str
     to_ref: str

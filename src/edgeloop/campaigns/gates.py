@@ -13,6 +13,8 @@ since the current phase began, cumulative (re-deciding on the same observation g
 - ``ScoreShiftGate``: the challenger's live scores against the score quantiles of its model card.
 - ``ProbeGate``: known-answer fault injections; the challenger must detect what the champion detects, not much later.
 - ``LatencyGate``: inference latency (p95) and CPU of the challenger relative to the champion (edge models).
+- ``InstallGate``: the wave's gateways run the pushed version; none refused it or went back from it by itself
+  (edge models).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ __all__ = [
     "Episodes",
     "Gate",
     "GateDecision",
+    "InstallGate",
+    "Installs",
     "LatencyGate",
     "LatencyObservation",
     "MissedFaultGate",
@@ -131,7 +135,17 @@ class LatencyObservation(msgspec.Struct, frozen=True, kw_only=True):
     champion_cpu: float
 
 
-Observation = RateCounts | Episodes | ScoreSample | ProbeResults | LatencyObservation
+class Installs(msgspec.Struct, frozen=True, kw_only=True):
+    """What the wave's gateways did with the version pushed to them (edge models): how many run it now, and
+    which refused it or went back from it by themselves (their local guardrail), with why."""
+
+    targets: int
+    running: int
+    refused: Sequence[str] = ()  # "gateway: reason"
+    reverted: Sequence[str] = ()
+
+
+Observation = RateCounts | Episodes | ScoreSample | ProbeResults | LatencyObservation | Installs
 
 
 def _bounded(name: str, items: Sequence[object]) -> None:
@@ -410,7 +424,44 @@ class LatencyGate(msgspec.Struct, frozen=True, kw_only=True, tag="latency", tag_
                             reason=f"p95 {p95_ratio:.2f}× and CPU {cpu_ratio:.2f}× the champion's")
 
 
-Gate = RateSPRT | MissedFaultGate | ScoreShiftGate | ProbeGate | LatencyGate
+class InstallGate(msgspec.Struct, frozen=True, kw_only=True, tag="install", tag_field="kind"):
+    """Edge models: a gateway that refuses the pushed version (its signature, a model it cannot load) or goes back
+    from it by itself (its probation guardrail: alarm rate, inference errors) fails the wave at once, beyond
+    ``max_failures``; the phase passes at the end of its soak when at least ``min_running_share`` of the wave's
+    gateways run the version (an offline gateway that has not taken it yet holds the wave until the longest soak).
+    """
+
+    sticky: ClassVar[bool] = False
+    spans_phases: ClassVar[bool] = False
+
+    max_failures: int = 0
+    min_running_share: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_failures < 0 or not 0.0 < self.min_running_share <= 1.0:
+            raise ValueError("install gate: max_failures must be >= 0 and min_running_share in (0, 1]")
+
+    def decide(self, obs: Installs, *, now_ms: int, end_of_soak: bool, gate: str = "install") -> GateDecision:
+        del now_ms
+        _bounded("refused", obs.refused)
+        _bounded("reverted", obs.reverted)
+        share = obs.running / obs.targets if obs.targets else 0.0
+        figures = {"targets": float(obs.targets), "running": float(obs.running), "running_share": share,
+                   "refused": float(len(obs.refused)), "reverted": float(len(obs.reverted))}
+        failures = [*(f"refused on {r}" for r in obs.refused), *(f"reverted on {r}" for r in obs.reverted)]
+        if len(failures) > self.max_failures:
+            return GateDecision(status="fail", gate=gate, figures=figures,
+                                reason=f"{len(failures)} gateway(s) could not keep the version: "
+                                       + "; ".join(failures[:5]) + (" …" if len(failures) > 5 else ""))
+        if end_of_soak and obs.targets and share >= self.min_running_share:
+            return GateDecision(status="pass", gate=gate, figures=figures,
+                                reason=f"{obs.running} of {obs.targets} gateway(s) run it, none went back")
+        return GateDecision(status="continue", gate=gate, figures=figures,
+                            reason=f"{obs.running} of {obs.targets} gateway(s) run it so far "
+                                   f"(need {self.min_running_share:.0%})")
+
+
+Gate = RateSPRT | MissedFaultGate | ScoreShiftGate | ProbeGate | LatencyGate | InstallGate
 
 
 def decide(name: str, gate: Gate, observation: Observation, *, now_ms: int, end_of_soak: bool) -> GateDecision:
@@ -425,5 +476,7 @@ def decide(name: str, gate: Gate, observation: Observation, *, now_ms: int, end_
     if isinstance(gate, ProbeGate) and isinstance(observation, ProbeResults):
         return gate.decide(observation, now_ms=now_ms, end_of_soak=end_of_soak, gate=name)
     if isinstance(gate, LatencyGate) and isinstance(observation, LatencyObservation):
+        return gate.decide(observation, now_ms=now_ms, end_of_soak=end_of_soak, gate=name)
+    if isinstance(gate, InstallGate) and isinstance(observation, Installs):
         return gate.decide(observation, now_ms=now_ms, end_of_soak=end_of_soak, gate=name)
     raise TypeError(f"gate {name!r} ({type(gate).__name__}) cannot judge a {type(observation).__name__}")

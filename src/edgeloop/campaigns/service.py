@@ -22,8 +22,10 @@ the loop never crashes on one campaign's trouble, it logs and tries again on the
 One change at a time: ``tick``, ``start``, ``approve`` and ``abort`` hold one lock (a probe run, once per phase,
 holds it too). One service per database: two platforms over one PostgreSQL would both step every campaign.
 
-Only model campaigns (payload ``model``: targets are devices, refs ``<subject>@<version>``) are run here; a
-release campaign (issue 17) needs its own placement.
+Model campaigns run here: payload ``model`` (platform detectors: targets are devices, refs
+``<subject>@<version>``, placed by ``Placement``) and payload ``edge_model`` (edge models: targets are gateways,
+placed by pushes and observed from heartbeats by a ``GatewayPlacement``); a release campaign (issue 17) needs its
+own placement.
 """
 
 from __future__ import annotations
@@ -96,6 +98,21 @@ class Aliases(Protocol):
         ...
 
 
+class GatewayPlacement(Protocol):
+    """Edge-model campaigns (payload ``edge_model``): the pushes to gateways and what their gates observe
+    (``edgeloop.models.edge_rollout.EdgeRollout``)."""
+
+    def check(self, spec: CampaignSpec) -> None:
+        """``ConfigError`` for an edge campaign that cannot run."""
+        ...
+
+    async def place(self, spec: CampaignSpec, state: CampaignState) -> None: ...
+
+    async def observe(self, spec: CampaignSpec, state: CampaignState) -> dict[str, Observation]: ...
+
+    def forget(self, campaign_id: str) -> None: ...
+
+
 class ProbeRunner(Protocol):
     """Known-answer fault injections on the targets' recent normal data, scored by both versions."""
 
@@ -146,13 +163,15 @@ class CampaignService:
     """Starts, steps, persists and resumes campaigns; see the module docstring."""
 
     def __init__(self, *, store: Store, now: Callable[[], int], placement: Placement, aliases: Aliases,
-                 audit: Callable[[AuditRecord], Awaitable[None]], probes: ProbeRunner | None = None) -> None:
+                 audit: Callable[[AuditRecord], Awaitable[None]], probes: ProbeRunner | None = None,
+                 gateways: GatewayPlacement | None = None) -> None:
         self.store = store
         self.now = now
         self.placement = placement
         self.aliases = aliases
         self.audit = audit
         self.probes = probes
+        self.gateways = gateways
         self._lock = asyncio.Lock()  # one change of a campaign at a time (tick, start, approve, abort)
         self._audited: dict[str, int] = {}  # campaign id → the next log entry not yet audited (kept only while active)
         self._probe_cache: dict[str, tuple[int, int, ProbeResults]] = {}  # id → (phase start, wave, results)
@@ -267,6 +286,8 @@ class CampaignService:
         - ``ProbeGate``: the probe runner's results on every target, once per phase;
         - other gates: no observation (they stay pending, which is why ``start`` refuses them).
         """
+        if spec.payload == "edge_model":
+            return await self.gateways.observe(spec, state) if self.gateways is not None else {}
         targets = engine.compared_targets(spec, state)
         if not targets:
             return {}
@@ -360,6 +381,11 @@ class CampaignService:
     def _check(self, spec: CampaignSpec) -> None:
         """What the engine accepts and this service can also run."""
         engine.validate_spec(spec)
+        if spec.payload == "edge_model":
+            if self.gateways is None:
+                raise ConfigError("this platform does not roll edge models out (no gateway placement)")
+            self.gateways.check(spec)
+            return
         if spec.payload != "model":
             raise ConfigError(f"payload {spec.payload!r}: this service rolls out model versions only")
         for ref in (spec.from_ref, spec.to_ref):
@@ -414,14 +440,19 @@ class CampaignService:
             self._audited.pop(spec.id, None)
             self._probe_cache.pop(spec.id, None)
             self._placed.discard(spec.id)
+            if self.gateways is not None:
+                self.gateways.forget(spec.id)
         return state
 
     async def _place(self, spec: CampaignSpec, state: CampaignState) -> None:
         """Make the state's placement hold, whatever was applied before (idempotent)."""
-        if state.phase == "promoted":
-            reason = f"campaign {spec.id}: {state.outcome}"
-            await self.aliases.promote(spec.to_ref, by=f"campaign:{spec.id}", reason=reason[:engine.MAX_TEXT])
-            await self.aliases.refresh()
+        if spec.payload == "edge_model":
+            assert self.gateways is not None  # checked at start
+            await self.gateways.place(spec, state)
+            if state.phase == "promoted":
+                await self._promote(spec, state)
+        elif state.phase == "promoted":
+            await self._promote(spec, state)
             self.placement.release(spec.targets)
         elif state.phase in TERMINAL:
             self.placement.release(spec.targets)
@@ -432,6 +463,11 @@ class CampaignService:
             if spec.shadow:
                 assignments |= {t: Assignment(spec.from_ref, spec.to_ref) for t in spec.targets if t not in live}
             await self.placement.assign(assignments)
+
+    async def _promote(self, spec: CampaignSpec, state: CampaignState) -> None:
+        reason = f"campaign {spec.id}: {state.outcome}"
+        await self.aliases.promote(spec.to_ref, by=f"campaign:{spec.id}", reason=reason[:engine.MAX_TEXT])
+        await self.aliases.refresh()
 
     async def _deliver(self, spec: CampaignSpec, events: Sequence[Event]) -> None:
         """Audit each log entry once: entries below the campaign's watermark were audited already (the watermark

@@ -22,6 +22,7 @@ from edgeloop.errors import ConfigError, ModelRefused
 from edgeloop.messages import MAX_MODEL_BUNDLE_BYTES, DeviceEvent, ModelPush, TopicKind, encode, topic
 from edgeloop.models.manifest import decode_manifest
 from edgeloop.models.signing import read_bundle
+from edgeloop.store.records import StoredEvent
 
 __all__ = ["MAX_PAYLOAD_BYTES", "PushAnswer", "Reverted", "push_answer", "push_message", "reverted"]
 
@@ -100,22 +101,23 @@ class Reverted(msgspec.Struct, frozen=True, kw_only=True):
     errors: int
 
 
-def push_answer(event: DeviceEvent) -> PushAnswer | None:
+def push_answer(event: DeviceEvent | StoredEvent) -> PushAnswer | None:
     """The answer in a ``model`` event; None for any other event or one that does not hold an answer."""
     if event.kind != "model":
         return None
     return _convert(event, PushAnswer)
 
 
-def reverted(event: DeviceEvent) -> Reverted | None:
+def reverted(event: DeviceEvent | StoredEvent) -> Reverted | None:
     """The figures of a ``model_reverted`` event; None for any other event."""
     if event.kind != "model_reverted":
         return None
     return _convert(event, Reverted)
 
 
-def _convert(event: DeviceEvent, kind: type[_T]) -> _T | None:
+def _convert(event: DeviceEvent | StoredEvent, kind: type[_T]) -> _T | None:
+    ts = event.ts if isinstance(event, DeviceEvent) else event.ts_ms
     try:
-        return msgspec.convert({**event.data, "gateway": event.device, "ts": event.ts}, kind, strict=False)
+        return msgspec.convert({**event.data, "gateway": event.device, "ts": ts}, kind, strict=False)
     except msgspec.ValidationError:
         return None

@@ -1,6 +1,7 @@
-"""Rolling a detector version out to its profile's devices: the campaign a person (or the retraining policy) asks
-for, built from the registry (the champion it replaces, the version's profile) and the asset registry (the
-profile's devices are the targets)."""
+"""Rolling a model version out: the campaign a person (or the retraining policy) asks for, built from the registry
+(the champion it replaces). A detector version goes to its profile's devices (the asset registry); an edge model's
+version goes to the gateways that run the model (their heartbeats say so), with no shadow phase and the edge gates
+(``models/edge_rollout.py``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from edgeloop.campaigns.engine import CampaignSpec, default_gates
 from edgeloop.campaigns.gates import Gate, ProbeGate
 from edgeloop.campaigns.service import CampaignService, CampaignView
 from edgeloop.errors import ConfigError, NotFoundError
+from edgeloop.ingest.gateways import read_heartbeat
 from edgeloop.messages import Id
+from edgeloop.models.edge_rollout import default_edge_gates
 from edgeloop.models.manifest import ModelRef
 from edgeloop.models.registry import ModelRegistry
 from edgeloop.registry import Registry
@@ -34,6 +37,7 @@ class RolloutPlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     soak_h: Annotated[float, msgspec.Meta(gt=0, le=24 * 90)] = 24.0
     approvals: Annotated[list[bool], msgspec.Meta(max_length=20)] = msgspec.field(default_factory=list)
     targets: Annotated[list[Id], msgspec.Meta(max_length=100_000)] | None = None  # default: the profile's devices
+    # (an edge model: the gateways running it)
     probes: bool = True  # known-answer fault probes gate every phase (when the platform runs them)
 
 
@@ -46,8 +50,11 @@ async def start_rollout(*, campaigns: CampaignService, models: ModelRegistry, re
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     manifest = await models.get(target)
+    if manifest.kind == "edge":
+        return await _start_edge(campaigns=campaigns, models=models, registry=registry, target=target, plan=plan,
+                                 by=by, now_ms=now_ms)
     if manifest.kind != "detector" or manifest.profile is None:
-        raise ConfigError(f"{ref} is a {manifest.kind} model: only detector versions roll out to devices here")
+        raise ConfigError(f"{ref} is a {manifest.kind} model: only detector and edge versions roll out")
     champion = await models.champion(target.name)
     if champion is None or champion == target:
         raise ConfigError(f"{ref} is already the champion of {target.name}")
@@ -60,6 +67,32 @@ async def start_rollout(*, campaigns: CampaignService, models: ModelRegistry, re
         subject=target.name, from_ref=str(champion), to_ref=str(target), targets=devices, waves=list(plan.waves),
         shadow=True, shadow_ms=int(plan.shadow_h * _HOUR_MS), soak_ms=int(plan.soak_h * _HOUR_MS),
         approvals=list(plan.approvals), gates=gates, created_by=by, created_ms=now_ms)
+    return await campaigns.start(spec, by=by)
+
+
+async def _start_edge(*, campaigns: CampaignService, models: ModelRegistry, registry: Registry, target: ModelRef,
+                      plan: RolloutPlan, by: str, now_ms: int) -> CampaignView:
+    champion = await models.champion(target.name)
+    if champion is None:
+        raise ConfigError(f"edge model {target.name} has no champion: promote the version the gateways run first "
+                          f"(edgeloop models promote {target.name}@<n>)")
+    if champion == target:
+        raise ConfigError(f"{target} is already the champion of {target.name}")
+    if plan.targets is not None:
+        gateways = sorted(set(plan.targets))
+        for gateway in gateways:
+            if gateway not in registry.devices:
+                raise NotFoundError("gateway", gateway)
+    else:
+        gateways = sorted(g.id for g in await campaigns.store.list_gateways()
+                          if (hb := read_heartbeat(g)) is not None and target.name in hb.models)
+        if not gateways:
+            raise ConfigError(f"no gateway reports running edge model {target.name}: nothing to roll out to")
+    spec = CampaignSpec(
+        id=f"c-{target.name.removeprefix('edge.')}-{target.version}-{secrets.token_hex(3)}", payload="edge_model",
+        subject=target.name, from_ref=str(champion), to_ref=str(target), targets=gateways, waves=list(plan.waves),
+        shadow=False, shadow_ms=0, soak_ms=int(plan.soak_h * _HOUR_MS), approvals=list(plan.approvals),
+        gates=default_edge_gates(), created_by=by, created_ms=now_ms)
     return await campaigns.start(spec, by=by)
 
 
