@@ -1,5 +1,6 @@
-"""Rollout campaigns: a detector version moving to its profile's devices through shadow and canary waves, gated on
-its quality against the champion (see ``docs/models.md``). Reading takes a viewer; starting, approving and
+"""Rollout campaigns: a detector version moving to its profile's devices through shadow and canary waves, or an
+edge model's version moving to the gateways that run it in canary waves, gated on its quality against the champion
+(see ``docs/models.md``). Reading takes a viewer; starting, approving and
 aborting a campaign a platform administrator (models are shared by every tenant)."""
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ CampaignId = Annotated[str, FastApiPath(pattern=ID_PATTERN)]
 
 
 class StartBody(msgspec.Struct, forbid_unknown_fields=True):
-    """Roll ``model`` (``name@version``, a detector version) out to its profile's devices, replacing the champion.
-    ``plan``: waves, shadow and soak hours, approvals per wave, targets (default: every device of the profile)."""
+    """Roll ``model`` (``name@version``) out, replacing the champion: a detector version to its profile's devices, an
+    edge version to the gateways running the model. ``plan``: waves, shadow and soak hours (no shadow for an edge
+    model), approvals per wave, targets (default: every device of the profile, or every gateway running the edge
+    model)."""
 
     model: Annotated[str, msgspec.Meta(max_length=100)]
     plan: RolloutPlan = msgspec.field(default_factory=RolloutPlan)
@@ -61,7 +64,7 @@ async def get_campaign(campaign_id: CampaignId, svc: Svc, who: Viewer) -> Respon
 
 @router.post("", status_code=201, openapi_extra=body_doc(StartBody), responses=reply(CampaignView, 201))
 async def start_campaign(svc: Svc, who: Admin, req: Annotated[StartBody, Depends(body(StartBody, _BODY))]) -> Response:
-    """Start rolling a detector version out (409 while another campaign of the model runs); audited."""
+    """Start rolling a detector or edge version out (409 while another campaign of the model runs); audited."""
     shared_models_admin(who)
     if svc.models is None:
         raise HTTPException(503, "rollout campaigns need the model registry (the platform's PKI)")
