@@ -243,6 +243,23 @@ def test_latency_gate_compares_p95_and_cpu_with_the_champion() -> None:
     assert gate.decide(few, now_ms=T0, end_of_soak=False).status == "continue"
 
 
+def test_latency_gate_on_reported_p95s_compares_the_typical_p95_so_one_busy_moment_does_not_fail_it() -> None:
+    """Gateways report a p95 per heartbeat: a few heartbeats of a busy moment must not fail a version that is as
+    fast as the champion, while a version slower in every heartbeat still fails."""
+    gate = LatencyGate(min_samples=5, samples="p95")
+    champion = [1.0] * 20
+    spiky = [1.0] * 15 + [5.0] * 5  # 5 of 20 heartbeats during a busy moment
+    assert LatencyGate(min_samples=5).decide(LatencyObservation(
+        challenger_ms=spiky, champion_ms=champion, challenger_cpu=1.0, champion_cpu=1.0),
+        now_ms=T0, end_of_soak=False).status == "fail", "as raw latencies, the spikes are the p95"
+    decision = gate.decide(LatencyObservation(challenger_ms=spiky, champion_ms=champion, challenger_cpu=1.0,
+                                              champion_cpu=1.0), now_ms=T0, end_of_soak=False)
+    assert decision.status == "pass" and decision.figures["p95_ratio"] == pytest.approx(1.0)
+    slower = gate.decide(LatencyObservation(challenger_ms=[2.0] * 20, champion_ms=champion, challenger_cpu=1.0,
+                                            champion_cpu=1.0), now_ms=T0, end_of_soak=False)
+    assert slower.status == "fail" and slower.figures["p95_ratio"] == pytest.approx(2.0)
+
+
 def test_decide_refuses_an_observation_of_the_wrong_kind_and_decisions_serialise() -> None:
     with pytest.raises(TypeError, match="cannot judge"):
         decide("false_alarms", RateSPRT(), ScoreSample(scores=[1.0]), now_ms=T0, end_of_soak=False)

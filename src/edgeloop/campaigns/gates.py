@@ -380,7 +380,9 @@ class ProbeGate(msgspec.Struct, frozen=True, kw_only=True, tag="probes", tag_fie
 class LatencyGate(msgspec.Struct, frozen=True, kw_only=True, tag="latency", tag_field="kind"):
     """Edge models: the challenger's p95 inference latency and its CPU use, each relative to the champion's, at
     most ``max_p95_ratio`` and ``max_cpu_ratio`` (and the p95 under ``max_p95_ms`` when set); ``continue`` while
-    either side has fewer than ``min_samples`` latencies."""
+    either side has fewer than ``min_samples`` latencies. ``samples``: what each latency is: one inference's
+    (``latency``: the gate takes the 95th percentile), or a p95 a gateway reported over many (``p95``: the gate
+    takes their median, the typical p95, which one busy moment of a gateway does not move)."""
 
     sticky: ClassVar[bool] = False  # judged again on every step until the phase ends
     spans_phases: ClassVar[bool] = False  # judged on each phase's own observations
@@ -389,6 +391,7 @@ class LatencyGate(msgspec.Struct, frozen=True, kw_only=True, tag="latency", tag_
     max_cpu_ratio: float = 1.5
     max_p95_ms: float | None = None
     min_samples: int = 50
+    samples: Literal["latency", "p95"] = "latency"
 
     def decide(self, obs: LatencyObservation, *, now_ms: int, end_of_soak: bool,
                gate: str = "latency") -> GateDecision:
@@ -404,8 +407,9 @@ class LatencyGate(msgspec.Struct, frozen=True, kw_only=True, tag="latency", tag_
                                 reason=f"fewer than {self.min_samples} latencies on a side")
         if not (math.isfinite(obs.challenger_cpu) and math.isfinite(obs.champion_cpu)):
             raise ValueError(f"CPU figures must be finite, not {obs.challenger_cpu} and {obs.champion_cpu}")
-        p95_new = float(np.percentile(new, 95))
-        p95_old = float(np.percentile(old, 95))
+        q = 95 if self.samples == "latency" else 50
+        p95_new = float(np.percentile(new, q))
+        p95_old = float(np.percentile(old, q))
         p95_ratio = p95_new / max(p95_old, 1e-9)
         cpu_ratio = obs.challenger_cpu / max(obs.champion_cpu, 1e-9)
         figures.update(challenger_p95_ms=p95_new, champion_p95_ms=p95_old, p95_ratio=p95_ratio,

@@ -295,7 +295,8 @@ def eval_loop(
 ) -> None:
     """The closed learning loop end to end on a simulated fleet through the real platform: a benign regime change,
     drift, retraining on technicians' verdicts, a gated rollout to promotion; then a bad candidate that must be
-    rolled back and a tampered artifact that must be refused (see docs/models.md)."""
+    rolled back and a tampered artifact that must be refused; then real edge agents get a good and a bad edge model
+    version through gated campaigns (see docs/models.md)."""
     import asyncio
 
     from edgeloop.evaluation.loop import LoopConfig, run_loop
@@ -313,6 +314,8 @@ def eval_loop(
     for key in ("drift_detected_min", "false_alarms_per_100_machine_days_before",
                 "false_alarms_per_100_machine_days_after", "fault_recall_after", "promoted", "promotion_hours",
                 "bad_candidate_max_share", "bad_candidate_rolled_back", "rollback_min",
-                "missed_faults_during_rollout", "tampered_artifact_refused", "lineage_complete"):
-        table.add_row(key, str(result[key]))
+                "missed_faults_during_rollout", "tampered_artifact_refused", "lineage_complete", "edge_gateways",
+                "edge_promoted", "edge_promotion_s", "edge_bad_max_share", "edge_bad_rolled_back", "edge_rollback_s"):
+        if key in result:
+            table.add_row(key, str(result[key]))
     out.print(table)

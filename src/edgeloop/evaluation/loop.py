@@ -41,6 +41,7 @@ from edgeloop.broker import free_port
 from edgeloop.campaigns.service import CampaignView
 from edgeloop.clock import Clock, SystemClock
 from edgeloop.errors import EdgeLoopError
+from edgeloop.evaluation.edge_story import run_edge_story
 from edgeloop.messages import Alert
 from edgeloop.models.manifest import ModelRef, Trigger
 from edgeloop.models.rollout import RolloutPlan, start_rollout
@@ -71,6 +72,8 @@ class LoopConfig:
     deadline_h: float = 30.0  # after the change: a loop that has not promoted by then has failed
     technician_error_rate: float = 0.03
     step_min: float = 10.0
+    edge_gateways: int = 3  # real agents running an edge model, for the edge story (0: none)
+    edge_soak_s: float = 20.0  # each wave of an edge campaign, in real time (longer than the guard's 10 windows)
     tenant: str = "plant"
     data_dir: Path | None = None
 
@@ -192,6 +195,10 @@ async def _story(cfg: LoopConfig, platform: Platform, clock: Clock, report: Prog
         bad = await _bad_candidate(run, fleet.devices[bad_device].device_id, bad_fault_ms)
         tampered = await _tampered(platform, bad.get("ref"))
         outcome = await _outcome(run, promoted_ms, after_end, bad, tampered)
+    if cfg.edge_gateways:
+        outcome |= await run_edge_story(platform, tenant=cfg.tenant, data_dir=platform.config.data_dir,
+                                        seed=cfg.seed, gateways=cfg.edge_gateways, soak_s=cfg.edge_soak_s,
+                                        report=report)
     outcome["wall_seconds"] = round(clock.monotonic() - started, 1)
     return outcome
 

@@ -20,7 +20,8 @@ Observations, from the wave's gateways' heartbeats (``Heartbeat.models``: versio
 latency) and their answers (``model`` / ``model_reverted`` events):
 
 - ``InstallGate``: how many of the wave's gateways run ``to_ref``; which refused the push or went back from it;
-- ``LatencyGate``: p95 inference latencies reported by gateways running ``to_ref`` (this phase) against those
+- ``LatencyGate``: p95 inference latencies (each over at least 30 inferences: a new version's first inference
+  is slow) reported by gateways running ``to_ref`` (this phase) against those
   running ``from_ref`` (any phase of the campaign: the last wave has no control gateways), and the mean CPU of
   each side's gateways;
 - ``RateSPRT``: anomaly episodes begun per device-day by each version, from the heartbeats' counters: the
@@ -64,14 +65,16 @@ log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
 MAX_BEATS = 4096  # heartbeats remembered per gateway and phase
 EVENTS_READ = 200  # a gateway's newest answers read per observation
+MIN_LATENCIES = 30  # a heartbeat's p95 counts once it is over this many inferences (a new session's first is slow)
 EDGE_GATES = (InstallGate, LatencyGate, RateSPRT)  # the gates an edge campaign can be judged by
 Publish = Callable[[str, bytes], Awaitable[None]]  # topic, payload: QoS 1, retained
 
 
 def default_edge_gates() -> dict[str, Gate]:
     """An edge model's rollout: every wave gateway takes and keeps the version, its latency and CPU stay within
-    1.5× the champion's, and it does not alarm more often than the champion (sequential test)."""
-    return {"install": InstallGate(), "latency": LatencyGate(min_samples=20), "alarms": RateSPRT()}
+    1.5× the champion's, and it does not alarm more often than the champion (sequential test). A latency sample is
+    one heartbeat's p95 (itself over up to 256 inferences; the gate compares their medians): 5 a side suffice."""
+    return {"install": InstallGate(), "latency": LatencyGate(min_samples=5, samples="p95"), "alarms": RateSPRT()}
 
 
 @dataclass(slots=True)
@@ -80,6 +83,7 @@ class _Beat:
     version: int
     alarms: int
     p95_ms: float | None
+    latencies: int
     cpu: float
     devices: int
 
@@ -185,7 +189,7 @@ class EdgeRollout:
                 if len(beats) >= MAX_BEATS:
                     del beats[: MAX_BEATS // 2]
                 beats.append(beat)
-                if beat.version == from_v and beat.p95_ms is not None:
+                if beat.version == from_v and beat.p95_ms is not None and beat.latencies >= MIN_LATENCIES:
                     phase.champion_ms.append(beat.p95_ms)
                     phase.champion_cpu.append(beat.cpu)
                     del phase.champion_ms[:-MAX_BEATS], phase.champion_cpu[:-MAX_BEATS]
@@ -197,7 +201,7 @@ class EdgeRollout:
                 observations[name] = Installs(targets=len(wave), running=running, refused=refused, reverted=back)
             elif isinstance(gate, LatencyGate):
                 new = [(b.p95_ms, b.cpu) for g in wave for b in phase.beats.get(g, ())
-                       if b.version == to_v and b.p95_ms is not None]
+                       if b.version == to_v and b.p95_ms is not None and b.latencies >= MIN_LATENCIES]
                 observations[name] = LatencyObservation(
                     challenger_ms=[ms for ms, _ in new], champion_ms=list(phase.champion_ms),
                     challenger_cpu=_mean(c for _, c in new), champion_cpu=_mean(phase.champion_cpu))
@@ -221,7 +225,8 @@ class EdgeRollout:
         if hb is None or model not in hb.models:
             return None
         m = hb.models[model]
-        return _Beat(ts=hb.ts, version=m.version, alarms=m.alarms, p95_ms=m.p95_ms, cpu=hb.cpu_percent,
+        return _Beat(ts=hb.ts, version=m.version, alarms=m.alarms, p95_ms=m.p95_ms, latencies=m.latencies,
+                     cpu=hb.cpu_percent,
                      devices=len(hb.devices))
 
     async def _answers(self, spec: CampaignSpec, wave: set[str], to_v: int) -> tuple[list[str], list[str]]:
