@@ -44,6 +44,7 @@ from edgeloop.errors import EdgeLoopError
 from edgeloop.evaluation.edge_story import run_edge_story
 from edgeloop.messages import Alert
 from edgeloop.models.manifest import ModelRef, Trigger
+from edgeloop.models.retraining import PolicySet
 from edgeloop.models.rollout import RolloutPlan, start_rollout
 from edgeloop.sim.fleet import FaultKind, FaultSpec, Fleet, RegimeKind, RegimeSpec
 from edgeloop.sim.publisher import FleetPublisher
@@ -196,6 +197,11 @@ async def _story(cfg: LoopConfig, platform: Platform, clock: Clock, report: Prog
         tampered = await _tampered(platform, bad.get("ref"))
         outcome = await _outcome(run, promoted_ms, after_end, bad, tampered)
     if cfg.edge_gateways:
+        # the edge story runs in real time: the replay of simulated history is over (alerting follows the clock
+        # again, as ``edgeloop up`` does once its replay caught up), and the operator turns the detectors'
+        # retraining policy off first (its windows would span the jump from the fleet's simulated past to now)
+        platform.alerts.replaying = False
+        platform.learning.policies = PolicySet()
         outcome |= await run_edge_story(platform, tenant=cfg.tenant, data_dir=platform.config.data_dir,
                                         seed=cfg.seed, gateways=cfg.edge_gateways, soak_s=cfg.edge_soak_s,
                                         report=report)

@@ -1,0 +1,32 @@
+"""The edge story of ``edgeloop eval loop``: real agents (simulator source, journal, MQTT uplink, signed model
+slots, probation guardrail) on two gateways of a real platform (embedded broker, SQLite, registry signing with the
+platform's own PKI, campaign service) get a good edge version through gated waves and a miscalibrated one that
+the first wave's gateway reverts by itself, which rolls the campaign back. Real time: about a minute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeloop.app import Platform, PlatformConfig
+from edgeloop.assets import Tenant
+from edgeloop.evaluation.edge_story import EDGE_MODEL, run_edge_story
+from tests.support import free_port
+
+
+async def test_real_agents_take_a_good_edge_version_and_roll_a_bad_one_back_at_the_first_wave(tmp_path: Path) -> None:
+    cfg = PlatformConfig(data_dir=tmp_path / "platform", mqtt_port=free_port(), http_port=None,
+                         pki_dir=tmp_path / "pki", create_pki=True)
+    async with Platform(cfg) as platform:
+        await platform.registry.create(Tenant(id="plant", name="plant"))
+        out = await run_edge_story(platform, tenant="plant", data_dir=tmp_path, seed=1, gateways=2, soak_s=20.0)
+        assert out["edge_ready"], "every agent ran version 1, signed by the platform, before the rollouts"
+        assert out["edge_promoted"], out["edge_campaigns"][0]
+        assert out["edge_bad_rolled_back"] and out["edge_bad_max_share"] <= 0.5, out["edge_campaigns"][1]
+        assert out["edge_running_at_end"] == {"edge1-gw": 2, "edge2-gw": 2}, "the promoted version, everywhere"
+        [good, bad] = out["edge_campaigns"]
+        assert good["phase"] == "promoted" and bad["phase"] == "rolled_back"
+        assert any("reverted on" in e and "alarm_rate" in e for e in bad["events"]), bad["events"]
+        assert platform.models is not None
+        assert str(await platform.models.champion(EDGE_MODEL)) == f"{EDGE_MODEL}@2"
+        audit = [a.action for a in await platform.store.list_audit(limit=500)]
+        assert "campaign.promoted" in audit and "campaign.rolled_back" in audit
