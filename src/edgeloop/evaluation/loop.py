@@ -17,12 +17,14 @@ The story (times from the regime change ``T``):
 4. True faults come after ``T``: on unchanged devices during the rollout, on changed devices after it.
 5. After ``after_promotion_h`` an operator trains a candidate *ignoring the labels* on a window that holds a
    developing fault, and pushes it out: it must be stopped in its shadow phase or first wave, and rolled back.
-6. Finally a version's artifact is changed on disk: the platform must refuse to load it.
+6. Then a version's artifact is changed on disk: the platform must refuse to load it.
+7. Finally, in real time, the edge story (``edge_story.py``): real agents on ``edge_gateways`` gateways get a good
+   edge model version (promoted) and a miscalibrated one (reverted by a gateway's guardrail, rolled back).
 
 The outcome (``--json``): ``drift_detected_min``, ``false_alarms_per_100_machine_days_before`` / ``_after``,
 ``fault_recall_after``, ``promoted``, ``promotion_hours``, ``bad_candidate_max_share``,
 ``bad_candidate_rolled_back``, ``rollback_min``, ``missed_faults_during_rollout``, ``tampered_artifact_refused``,
-``lineage_complete``, and the figures behind them.
+``lineage_complete``, the edge story's ``edge_*`` figures, and the figures behind them.
 """
 
 from __future__ import annotations
