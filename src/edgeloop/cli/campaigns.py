@@ -48,7 +48,8 @@ def campaigns_show(campaign: Annotated[str, typer.Argument(help="The campaign id
         print_json(doc)
         return
     spec = doc["spec"]
-    out.print(f"{spec['id']}: {spec['from_ref']} -> {spec['to_ref']} on {len(spec['targets'])} devices; "
+    what = "gateways" if spec["payload"] == "edge_model" else "devices"
+    out.print(f"{spec['id']}: {spec['from_ref']} -> {spec['to_ref']} on {len(spec['targets'])} {what}; "
               f"{_phase(doc)}")
     for e in doc["events"]:
         figures = ", ".join(f"{k}={v:.3g}" for k, v in e["figures"].items())
@@ -58,15 +59,18 @@ def campaigns_show(campaign: Annotated[str, typer.Argument(help="The campaign id
 
 @campaigns_app.command("start")
 def campaigns_start(
-    ref: Annotated[str, typer.Argument(help="The detector version to roll out (NAME@VERSION).")],
-    waves: Annotated[str, typer.Option("--waves", help="Cumulative shares of devices, e.g. 0.1,0.5,1.")] = "0.1,0.5,1",
-    shadow_h: Annotated[float, typer.Option("--shadow-hours", min=0)] = 24.0,
+    ref: Annotated[str, typer.Argument(help="The detector or edge version to roll out (NAME@VERSION).")],
+    waves: Annotated[str, typer.Option("--waves", help="Cumulative shares of the targets, e.g. 0.1,0.5,1.")] = \
+        "0.1,0.5,1",
+    shadow_h: Annotated[float, typer.Option("--shadow-hours", min=0, help="Detectors only (an edge model has "
+                                                                         "no shadow phase).")] = 24.0,
     soak_h: Annotated[float, typer.Option("--soak-hours", min=0.01)] = 24.0,
     approve_waves: Annotated[bool, typer.Option("--approve-waves", help="Each wave waits for an operator.")] = False,
     url: Url = DEFAULT_URL,
     as_json: Json = False,
 ) -> None:
-    """Roll a detector version out to its profile's devices, replacing the champion (platform administrator)."""
+    """Roll a version out, replacing the champion (platform administrator): a detector version to its profile's
+    devices, an edge version to the gateways that run the model."""
     try:
         shares = [float(w) for w in waves.split(",")]
     except ValueError:
