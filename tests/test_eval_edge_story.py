@@ -18,7 +18,7 @@ async def test_real_agents_take_a_good_edge_version_and_roll_a_bad_one_back_at_t
                          pki_dir=tmp_path / "pki", create_pki=True)
     async with Platform(cfg) as platform:
         await platform.registry.create(Tenant(id="plant", name="plant"))
-        out = await run_edge_story(platform, tenant="plant", data_dir=tmp_path, seed=1, gateways=2, soak_s=20.0)
+        out = await run_edge_story(platform, tenant="plant", data_dir=tmp_path, seed=1, gateways=2, soak_s=15.0)
         assert out["edge_ready"], "every agent ran version 1, signed by the platform, before the rollouts"
         assert out["edge_promoted"], out["edge_campaigns"][0]
         assert out["edge_bad_rolled_back"] and out["edge_bad_max_share"] <= 0.5, out["edge_campaigns"][1]

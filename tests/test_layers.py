@@ -105,9 +105,10 @@ def test_nothing_in_the_package_edits_sys_path() -> None:
 
 
 #: Where the platform is composed and run: the command line, ``python -m edgeloop``, the embedded platform, the
-#: scenario runner behind ``edgeloop scenario``, the learning-loop evaluation behind ``edgeloop eval loop`` and the
-#: benchmarks behind ``edgeloop bench`` (each starts a platform of its own).
-ENTRY_POINTS = ("cli/**/*.py", "__main__.py", "embedded.py", "scenario.py", "evaluation/loop.py", "bench/*.py")
+#: scenario runner behind ``edgeloop scenario``, the learning-loop evaluation behind ``edgeloop eval loop`` (with its
+#: edge story, run on that platform) and the benchmarks behind ``edgeloop bench`` (each starts a platform of its own).
+ENTRY_POINTS = ("cli/**/*.py", "__main__.py", "embedded.py", "scenario.py", "evaluation/loop.py",
+                "evaluation/edge_story.py", "bench/*.py")
 
 
 def test_only_the_entry_points_import_the_composition_root() -> None:

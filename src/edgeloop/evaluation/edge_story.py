@@ -46,7 +46,7 @@ __all__ = ["EDGE_MODEL", "run_edge_story"]
 
 EDGE_MODEL = "edge.sim-pump"
 _HOUR = 3_600_000
-WINDOW_S = 5.0  # the edge model's feature window: a new version scores 5 s after it is installed
+WINDOW_S = 5.0  # the edge model's feature window: a new version scores 5 s after it is installed, then every 0.5 s
 Report = Callable[[str, float, dict[str, Any]], None]
 
 
@@ -153,7 +153,7 @@ async def _campaign(platform: Platform, ref: str, plan: RolloutPlan, *, timeout_
 
 
 async def run_edge_story(platform: Platform, *, tenant: str, data_dir: Path, seed: int, gateways: int = 3,
-                         soak_s: float = 20.0, report: Report | None = None) -> dict[str, Any]:
+                         soak_s: float = 15.0, report: Report | None = None) -> dict[str, Any]:
     """Run the story above on ``platform`` (started, its broker without TLS); its figures."""
     say = report or (lambda _p, _f, _d: None)
     assert platform.models is not None and platform.config.pki_dir is not None
@@ -181,8 +181,8 @@ agent: {{tenant: {tenant}, gateway: {name}-gw, data_dir: {folder / name}, commit
          models_trust: {chain}}}
 uplink: {{mqtt: "{platform.config.mqtt_host}:{platform.config.mqtt_port}"}}
 sources: [{{name: sim, kind: simulator, devices: 1, seed: {seed}, prefix: {name}-, poll_ms: 1000}}]
-models: [{{name: {EDGE_MODEL}, path: {v1_file}, devices: [{name}-{device}], guard_windows: 10, max_alarm_rate: 0.5,
-           probation_h: 1}}]
+models: [{{name: {EDGE_MODEL}, path: {v1_file}, devices: [{name}-{device}], every_s: 0.5, guard_windows: 10,
+           max_alarm_rate: 0.5, probation_h: 1}}]
 """ for name in names]
     gw_ids = [f"{n}-gw" for n in names]
     plan = RolloutPlan(waves=[1 / gateways, 1.0], shadow_h=0.0, soak_h=soak_s / 3600)

@@ -76,7 +76,7 @@ class LoopConfig:
     technician_error_rate: float = 0.03
     step_min: float = 10.0
     edge_gateways: int = 3  # real agents running an edge model, for the edge story (0: none)
-    edge_soak_s: float = 20.0  # each wave of an edge campaign, in real time (longer than the guard's 10 windows)
+    edge_soak_s: float = 15.0  # each wave of an edge campaign, in real time (longer than the guard's 10 windows)
     tenant: str = "plant"
     data_dir: Path | None = None
 

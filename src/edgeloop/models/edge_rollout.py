@@ -20,7 +20,7 @@ Observations, from the wave's gateways' heartbeats (``Heartbeat.models``: versio
 latency) and their answers (``model`` / ``model_reverted`` events):
 
 - ``InstallGate``: how many of the wave's gateways run ``to_ref``; which refused the push or went back from it;
-- ``LatencyGate``: p95 inference latencies (each over at least 30 inferences: a new version's first inference
+- ``LatencyGate``: p95 inference latencies (each over at least 20 inferences: a new version's first inference
   is slow) reported by gateways running ``to_ref`` (this phase) against those
   running ``from_ref`` (any phase of the campaign: the last wave has no control gateways), and the mean CPU of
   each side's gateways;
@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
 MAX_BEATS = 4096  # heartbeats remembered per gateway and phase
 EVENTS_READ = 200  # a gateway's newest answers read per observation
-MIN_LATENCIES = 30  # a heartbeat's p95 counts once it is over this many inferences (a new session's first is slow)
+MIN_LATENCIES = 20  # a heartbeat's p95 counts once it is over this many inferences (a new session's first is slow)
 EDGE_GATES = (InstallGate, LatencyGate, RateSPRT)  # the gates an edge campaign can be judged by
 Publish = Callable[[str, bytes], Awaitable[None]]  # topic, payload: QoS 1, retained
 
@@ -73,8 +73,8 @@ Publish = Callable[[str, bytes], Awaitable[None]]  # topic, payload: QoS 1, reta
 def default_edge_gates() -> dict[str, Gate]:
     """An edge model's rollout: every wave gateway takes and keeps the version, its latency and CPU stay within
     1.5× the champion's, and it does not alarm more often than the champion (sequential test). A latency sample is
-    one heartbeat's p95 (itself over up to 256 inferences; the gate compares their medians): 5 a side suffice."""
-    return {"install": InstallGate(), "latency": LatencyGate(min_samples=5, samples="p95"), "alarms": RateSPRT()}
+    one heartbeat's p95 (itself over 20 to 256 inferences; the gate compares their medians): 3 a side suffice."""
+    return {"install": InstallGate(), "latency": LatencyGate(min_samples=3, samples="p95"), "alarms": RateSPRT()}
 
 
 @dataclass(slots=True)
