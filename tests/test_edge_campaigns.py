@@ -17,11 +17,12 @@ from edgeloop.agent.config import LocalModel
 from edgeloop.agent.edge_models import EdgeModels
 from edgeloop.campaigns.engine import CampaignSpec
 from edgeloop.campaigns.gates import InstallGate, LatencyGate, MissedFaultGate, RateSPRT
-from edgeloop.campaigns.service import CampaignService
+from edgeloop.campaigns.service import CampaignService, CampaignView
 from edgeloop.clock import ManualClock
 from edgeloop.errors import ConfigError
 from edgeloop.messages import DeviceEvent, Heartbeat, Sample, encode
 from edgeloop.models.edge_rollout import EdgeRollout, default_edge_gates
+from edgeloop.models.manifest import Trigger
 from edgeloop.store import Store, open_store
 from edgeloop.store.base import AuditRecord, GatewayHeartbeat, StoredEvent
 from tests.test_agent_models import NAME, Pki, write
@@ -231,3 +232,40 @@ async def test_an_edge_campaign_refuses_what_it_could_not_run(store: Store, pki:
     assert set(default_edge_gates()) == {"install", "latency", "alarms"}
     assert isinstance(default_edge_gates()["install"], InstallGate)
     assert isinstance(default_edge_gates()["alarms"], RateSPRT)
+
+
+async def test_start_rollout_targets_the_gateways_running_the_model_and_says_why_it_cannot_start(
+        store: Store, pki: Pki, tmp_path: Path) -> None:
+    """``edgeloop campaigns start edge.press@2``: from the champion to the version, on the gateways whose heartbeat
+    says they run the model, no shadow phase, the edge gates; a clear error without a champion or a gateway."""
+    from edgeloop.assets import Device
+    from edgeloop.identity.pki import CertificateAuthority
+    from edgeloop.models.rollout import RolloutPlan, start_rollout
+    from edgeloop.registry import Registry
+    from tests.test_agent_models import onnx_model
+    from tests.test_model_registry import make_registry
+
+    w = world(store, pki, tmp_path)
+    svc, _, _ = service(w, {f"{NAME}@2": pki.bundle(2)})
+    models = make_registry(store, CertificateAuthority.init(tmp_path / "platform-pki"), tmp_path)
+    trigger = Trigger(kind="person", by="ana")
+    v1 = await models.register("edge", NAME, onnx_model(70.0), by="ana", trigger=trigger)
+    v2 = await models.register("edge", NAME, onnx_model(70.0), by="ana", trigger=trigger, parent=v1.ref)
+    assets = Registry(devices={g: Device(id=g, tenant="acme", asset=g, profile="gw") for g in GATEWAYS})
+
+    async def start() -> CampaignView:
+        return await start_rollout(campaigns=svc, models=models, registry=assets, ref=str(v2.ref),
+                                   plan=RolloutPlan(waves=[0.5, 1.0], soak_h=1.0), by="ana",
+                                   now_ms=w.clock.now_ms())
+
+    with pytest.raises(ConfigError, match="has no champion: promote the version the gateways run first"):
+        await start()
+    await models.promote(v1.ref, by="ana", reason="what runs")
+    with pytest.raises(ConfigError, match="no gateway reports running edge model"):
+        await start()  # no heartbeat yet
+    w.gateways["gw-d"].online = False  # its last heartbeat never came: not a target
+    await w.report()
+    view = await start()
+    assert view.spec.payload == "edge_model" and view.spec.targets == ["gw-a", "gw-b", "gw-c"]
+    assert (view.spec.from_ref, view.spec.to_ref, view.spec.shadow) == (f"{NAME}@1", f"{NAME}@2", False)
+    assert set(view.spec.gates) == {"install", "latency", "alarms"} and view.state.phase == "wave"
