@@ -1,8 +1,7 @@
 // Page 9: Campaigns (#/campaigns): every rollout of a model version, newest first: what moves from which version
 // to which, where it is (shadow, a canary wave, awaiting approval, promoted, rolled back, aborted), its gates.
 
-import { api, isAbort } from "../api.js";
-import { syncKeyed } from "../components/list.js";
+import { listLoader, syncKeyed } from "../components/list.js";
 import { badge, stateBox } from "../components/widgets.js";
 import { $, append, h, setText } from "../dom.js";
 import { fmtPct, fmtTime, isoAttr } from "../format.js";
@@ -74,7 +73,6 @@ export function campaignsView(root, _query, signal) {
       h("span", { "aria-hidden": "true" }, "/"), h("span", null, "Campaigns")),
     h("div", { class: "page-head" }, h("div", null, h("h1", null, "Campaigns"), summary)),
     h("section", { class: "panel" }, body));
-  let loaded = false;
 
   function makeRow(v) {
     return h("tr", { class: "campaign-row", dataset: { testid: "campaign-row", campaign: v.spec.id } },
@@ -104,28 +102,14 @@ export function campaignsView(root, _query, signal) {
       h("span", { class: "asset-id" }, `by ${v.spec.created_by || "?"}`));
   }
 
+  const load = listLoader({
+    path: "/campaigns", body, table, noun: "campaigns",
+    unavailable: "Rollout campaigns need the model registry (the platform's PKI).",
+    empty: ["No campaign yet.",
+      "A campaign rolls a new model version out: in shadow first, then to growing waves of targets, gated on its quality."],
+  });
   poll(async () => {
-    let list;
-    try {
-      list = await api("/campaigns", { signal });
-    } catch (e) {
-      if (!loaded && !isAbort(e)) {
-        const why = e.status === 503 ? "Rollout campaigns need the model registry (the platform's PKI)." : `${e.message}. Retrying…`;
-        body.replaceChildren(stateBox("error", "Could not load campaigns.", why));
-      }
-      throw e;
-    }
-    if (!loaded) {
-      loaded = true;
-      body.replaceChildren(table);
-    }
-    table.hidden = !list.length;
-    if (!list.length && !$(".state-empty", body)) {
-      body.append(stateBox("empty", "No campaign yet.",
-        "A campaign rolls a new model version out: in shadow first, then to growing waves of targets, gated on its quality."));
-    } else if (list.length) {
-      $(".state-empty", body)?.remove();
-    }
+    const list = await load(signal);
     syncKeyed(tbody, list, { key: (v) => v.spec.id, create: makeRow, update: updateRow });
     const running = list.filter((v) => !TERMINAL.has(v.progress.phase)).length;
     const waiting = list.filter((v) => v.progress.phase === "awaiting_approval").length;

@@ -1,7 +1,6 @@
 // Page 4: Gateways (#/gateways): edge gateways' state and why, backlog, lag, sources, configuration.
 
-import { api, isAbort } from "../api.js";
-import { syncKeyed } from "../components/list.js";
+import { listLoader, syncKeyed } from "../components/list.js";
 import { badge, stateBox } from "../components/widgets.js";
 import { $, append, h, setText } from "../dom.js";
 import { fmtDuration, fmtNumber } from "../format.js";
@@ -43,7 +42,6 @@ export function gatewaysView(root, _query, signal) {
   root.append(
     h("div", { class: "page-head" }, h("div", null, h("h1", null, "Gateways"), summary)),
     h("section", { class: "panel" }, body));
-  let loaded = false;
 
   function makeRow(g) {
     return h("tr", { class: "gateway-row", dataset: { testid: "gateway-row", gatewayId: g.id } },
@@ -105,24 +103,12 @@ export function gatewaysView(root, _query, signal) {
     cSeen.title = `CPU ${fmtNumber(g.cpu_percent, 1)} %, RSS ${fmtBytes(g.rss_bytes)}`;
   }
 
+  const load = listLoader({
+    path: "/gateways", body, table, noun: "gateways",
+    empty: ["No gateways yet.", "A gateway appears here with its first heartbeat (edgeloop agent)."],
+  });
   poll(async () => {
-    let list;
-    try {
-      list = await api("/gateways", { signal });
-    } catch (e) {
-      if (!loaded && !isAbort(e)) body.replaceChildren(stateBox("error", "Could not load gateways.", `${e.message}. Retrying…`));
-      throw e;
-    }
-    if (!loaded) {
-      loaded = true;
-      body.replaceChildren(table);
-    }
-    table.hidden = !list.length;
-    if (!list.length && !$(".state-empty", body)) {
-      body.append(stateBox("empty", "No gateways yet.", "A gateway appears here with its first heartbeat (edgeloop agent)."));
-    } else if (list.length) {
-      $(".state-empty", body)?.remove();
-    }
+    const list = await load(signal);
     list.sort((x, y) => (GATEWAY_STATE_RANK[x.state] ?? 9) - (GATEWAY_STATE_RANK[y.state] ?? 9)
       || String(x.id).localeCompare(String(y.id)));
     syncKeyed(tbody, list, { key: (g) => g.id, create: makeRow, update: updateRow });

@@ -1,8 +1,7 @@
 // Page 7: Models (#/models): every model in the registry: kind, champion, challenger, its versions, the newest
 // version with why it exists (its trigger) and its headline figures.
 
-import { api, isAbort } from "../api.js";
-import { syncKeyed } from "../components/list.js";
+import { listLoader, syncKeyed } from "../components/list.js";
 import { badge, stateBox } from "../components/widgets.js";
 import { $, append, h, setText } from "../dom.js";
 import { fmtPct, fmtSpan, fmtTime, humanize } from "../format.js";
@@ -78,7 +77,6 @@ export function modelsView(root, _query, signal) {
     h("div", { class: "page-head" }, h("div", null, h("h1", null, "Models"), summary),
       h("div", { class: "page-tools" }, h("a", { class: "panel-link", href: "#/campaigns" }, "Rollout campaigns →"))),
     h("section", { class: "panel" }, body));
-  let loaded = false;
 
   function makeRow(m) {
     return h("tr", { class: "model-row", dataset: { testid: "model-row", model: m.name } },
@@ -119,28 +117,14 @@ export function modelsView(root, _query, signal) {
     setText(cMetrics, metricsText(newest.metrics, HEADLINE_SHOWN));
   }
 
+  const load = listLoader({
+    path: "/models", body, table, noun: "models",
+    unavailable: "The model registry is not enabled on this platform.",
+    empty: ["No models yet.",
+      "Detector models appear with their first trained version; edge and RUL models when one is imported."],
+  });
   poll(async () => {
-    let list;
-    try {
-      list = await api("/models", { signal });
-    } catch (e) {
-      if (!loaded && !isAbort(e)) {
-        const why = e.status === 503 ? "The model registry is not enabled on this platform." : `${e.message}. Retrying…`;
-        body.replaceChildren(stateBox("error", "Could not load models.", why));
-      }
-      throw e;
-    }
-    if (!loaded) {
-      loaded = true;
-      body.replaceChildren(table);
-    }
-    table.hidden = !list.length;
-    if (!list.length && !$(".state-empty", body)) {
-      body.append(stateBox("empty", "No models yet.",
-        "Detector models appear with their first trained version; edge and RUL models when one is imported."));
-    } else if (list.length) {
-      $(".state-empty", body)?.remove();
-    }
+    const list = await load(signal);
     list.sort((x, y) => String(x.name).localeCompare(String(y.name)));
     syncKeyed(tbody, list, { key: (m) => m.name, create: makeRow, update: updateRow });
     const challengers = list.filter((m) => aliasVersion(m, "challenger") !== null).length;
