@@ -416,6 +416,29 @@ def test_after_probation_the_guard_no_longer_reverts(pki: Pki, tmp_path: Path) -
     assert not [e for e in events if e.kind == "model_reverted"] and em.active[NAME].model.version == 2
 
 
+def test_the_heartbeat_says_what_each_model_runs_and_when_its_guardrail_has_judged_a_full_window(
+        pki: Pki, tmp_path: Path) -> None:
+    """What an edge campaign's gates read: the version, probation, whether the guardrail judged a full window yet,
+    windows scored, episodes begun and the p95 latency of the version since it started here."""
+    clock = ManualClock()
+    em, _ = models(tmp_path, pki, clock)
+    em.configure([entry(guard_windows=10, probation_h=1)], strict=False)
+    assert em.health() == {}, "no version yet"
+    em.apply_push(push("install", "p-1", bundle=pki.bundle(1)))
+    for i in range(14):  # a 10 s window: the first score at 10 s, then one a second
+        em.observe("press-1", normal(i))
+    early = em.health()[NAME]
+    assert (early.version, early.on_probation, early.judged) == (1, True, False)
+    assert early.scored == early.latencies == 4 and early.p95_ms is not None and early.p95_ms > 0
+    for i in range(14, 30):
+        em.observe("press-1", normal(i))
+    assert em.health()[NAME].judged and em.health()[NAME].alarms == 0
+    clock.advance(HOUR_MS)
+    em.observe("press-1", normal(30))
+    later = em.health()[NAME]
+    assert (later.on_probation, later.judged) == (False, True), "out of probation: nothing left to judge"
+
+
 # -- crash safety of the slot switch -----------------------------------------------------------------------
 def test_an_interrupted_switch_leaves_a_verifiable_current_version(pki: Pki, tmp_path: Path) -> None:
     slots = ModelSlots(tmp_path / "models")

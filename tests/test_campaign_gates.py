@@ -13,6 +13,8 @@ from edgeloop.campaigns.gates import (
     Episode,
     Episodes,
     Gate,
+    InstallGate,
+    Installs,
     LatencyGate,
     LatencyObservation,
     MissedFaultGate,
@@ -258,6 +260,29 @@ def test_latency_gate_on_reported_p95s_compares_the_typical_p95_so_one_busy_mome
     slower = gate.decide(LatencyObservation(challenger_ms=[2.0] * 20, champion_ms=champion, challenger_cpu=1.0,
                                             champion_cpu=1.0), now_ms=T0, end_of_soak=False)
     assert slower.status == "fail" and slower.figures["p95_ratio"] == pytest.approx(2.0)
+
+
+def test_install_gate_fails_on_a_refusal_or_a_self_revert_and_passes_once_every_gateway_kept_and_was_judged() -> None:
+    gate = InstallGate()
+
+    def judge(obs: Installs, end: bool) -> str:
+        return gate.decide(obs, now_ms=T0, end_of_soak=end).status
+
+    assert judge(Installs(targets=2, running=2), False) == "continue", "a wave passes only when its soak is over"
+    assert judge(Installs(targets=2, running=2), True) == "pass"
+    assert judge(Installs(targets=2, running=1), True) == "continue", "one gateway (offline?) has not taken it"
+    assert judge(Installs(targets=2, running=2, unjudged=["gw-b"]), True) == "continue"
+    waiting = gate.decide(Installs(targets=2, running=2, unjudged=["gw-b"]), now_ms=T0, end_of_soak=True)
+    assert "gw-b" in waiting.reason and waiting.figures["unjudged"] == 1.0
+    reverted = gate.decide(Installs(targets=2, running=1, reverted=["gw-a: alarm_rate 0.9 (limit 0.5)"]),
+                           now_ms=T0, end_of_soak=False)
+    assert reverted.status == "fail" and "reverted on gw-a: alarm_rate" in reverted.reason
+    assert judge(Installs(targets=2, running=1, refused=["gw-b: tampered: hash differs"]), False) == "fail"
+    lenient = InstallGate(max_failures=1, min_running_share=0.5)
+    assert lenient.decide(Installs(targets=2, running=1, refused=["gw-b: unloadable"]), now_ms=T0,
+                          end_of_soak=True).status == "pass"
+    with pytest.raises(ValueError):
+        InstallGate(min_running_share=0.0)
 
 
 def test_decide_refuses_an_observation_of_the_wrong_kind_and_decisions_serialise() -> None:

@@ -120,6 +120,7 @@ class EdgeModelHealth(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     version: Annotated[int, msgspec.Meta(ge=0)]
     on_probation: bool = False
+    judged: bool = True  # its probation guardrail has judged a full window (or it is not on probation)
     scored: Annotated[int, msgspec.Meta(ge=0)] = 0  # windows scored since the version started here
     alarms: Annotated[int, msgspec.Meta(ge=0)] = 0  # anomaly episodes it began since then
     errors: Annotated[int, msgspec.Meta(ge=0)] = 0  # inferences that failed since then

@@ -324,7 +324,8 @@ class EdgeModels:
         for name, act in self.active.items():
             lat = act.runner.latencies_ms
             out[name] = EdgeModelHealth(
-                version=act.model.version, on_probation=act.guard is not None, scored=act.runner.scored,
+                version=act.model.version, on_probation=act.guard is not None,
+                judged=act.guard is None or act.guard.judged, scored=act.runner.scored,
                 alarms=act.runner.alarms, errors=act.errors, latencies=len(lat),
                 p95_ms=round(float(np.percentile(np.fromiter(lat, dtype=np.float64), 95)), 4) if lat else None)
         return out

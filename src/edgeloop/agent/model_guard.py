@@ -87,6 +87,11 @@ class ModelGuard:
         self._errors += outcome == _ERROR
         return self._check()
 
+    @property
+    def judged(self) -> bool:
+        """A full window of outcomes has been judged (a version that has not breached by then kept its limits once)."""
+        return len(self._outcomes) == self.limits.window
+
     def scored(self, score: float, threshold: float) -> Breach | None:
         """One scored window; a score that is not finite is an error."""
         if not math.isfinite(score):

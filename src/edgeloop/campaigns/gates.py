@@ -143,6 +143,7 @@ class Installs(msgspec.Struct, frozen=True, kw_only=True):
     running: int
     refused: Sequence[str] = ()  # "gateway: reason"
     reverted: Sequence[str] = ()
+    unjudged: Sequence[str] = ()  # gateways that run it whose guardrail has not judged a full window of it yet
 
 
 Observation = RateCounts | Episodes | ScoreSample | ProbeResults | LatencyObservation | Installs
@@ -457,9 +458,14 @@ class InstallGate(msgspec.Struct, frozen=True, kw_only=True, tag="install", tag_
             return GateDecision(status="fail", gate=gate, figures=figures,
                                 reason=f"{len(failures)} gateway(s) could not keep the version: "
                                        + "; ".join(failures[:5]) + (" …" if len(failures) > 5 else ""))
-        if end_of_soak and obs.targets and share >= self.min_running_share:
+        figures["unjudged"] = float(len(obs.unjudged))
+        if end_of_soak and obs.targets and share >= self.min_running_share and not obs.unjudged:
             return GateDecision(status="pass", gate=gate, figures=figures,
                                 reason=f"{obs.running} of {obs.targets} gateway(s) run it, none went back")
+        if end_of_soak and obs.unjudged:
+            return GateDecision(status="continue", gate=gate, figures=figures,
+                                reason=f"the guardrail of {', '.join(obs.unjudged[:5])} has not judged a full "
+                                       "window of it yet")
         return GateDecision(status="continue", gate=gate, figures=figures,
                             reason=f"{obs.running} of {obs.targets} gateway(s) run it so far "
                                    f"(need {self.min_running_share:.0%})")

@@ -19,7 +19,8 @@ model).
 Observations, from the wave's gateways' heartbeats (``Heartbeat.models``: version, alarms begun, p95 inference
 latency) and their answers (``model`` / ``model_reverted`` events):
 
-- ``InstallGate``: how many of the wave's gateways run ``to_ref``; which refused the push or went back from it;
+- ``InstallGate``: how many of the wave's gateways run ``to_ref``, which of those have not had a full window of it
+  judged by their guardrail yet, and which refused the push or went back from it;
 - ``LatencyGate``: p95 inference latencies (each over at least 20 inferences: a new version's first inference
   is slow) reported by gateways running ``to_ref`` (this phase) against those
   running ``from_ref`` (any phase of the campaign: the last wave has no control gateways), and the mean CPU of
@@ -84,6 +85,7 @@ class _Beat:
     alarms: int
     p95_ms: float | None
     latencies: int
+    judged: bool
     cpu: float
     devices: int
 
@@ -178,6 +180,7 @@ class EdgeRollout:
         to_v, from_v = ModelRef.parse(spec.to_ref).version, ModelRef.parse(spec.from_ref).version
         wave = set(state.live)
         running = 0
+        unjudged: list[str] = []
         for gateway in spec.targets:
             beat = await self._heartbeat(gateway, spec.subject)
             if beat is None:
@@ -193,12 +196,16 @@ class EdgeRollout:
                     phase.champion_ms.append(beat.p95_ms)
                     phase.champion_cpu.append(beat.cpu)
                     del phase.champion_ms[:-MAX_BEATS], phase.champion_cpu[:-MAX_BEATS]
-            running += gateway in wave and beat.version == to_v
+            if gateway in wave and beat.version == to_v:
+                running += 1
+                if not beat.judged:
+                    unjudged.append(gateway)
         refused, back = await self._answers(spec, wave, to_v)
         observations: dict[str, Observation] = {}
         for name, gate in spec.gates.items():
             if isinstance(gate, InstallGate):
-                observations[name] = Installs(targets=len(wave), running=running, refused=refused, reverted=back)
+                observations[name] = Installs(targets=len(wave), running=running, refused=refused, reverted=back,
+                                              unjudged=unjudged)
             elif isinstance(gate, LatencyGate):
                 new = [(b.p95_ms, b.cpu) for g in wave for b in phase.beats.get(g, ())
                        if b.version == to_v and b.p95_ms is not None and b.latencies >= MIN_LATENCIES]
@@ -226,7 +233,7 @@ class EdgeRollout:
             return None
         m = hb.models[model]
         return _Beat(ts=hb.ts, version=m.version, alarms=m.alarms, p95_ms=m.p95_ms, latencies=m.latencies,
-                     cpu=hb.cpu_percent,
+                     judged=m.judged, cpu=hb.cpu_percent,
                      devices=len(hb.devices))
 
     async def _answers(self, spec: CampaignSpec, wave: set[str], to_v: int) -> tuple[list[str], list[str]]:
