@@ -30,3 +30,13 @@ async def test_real_agents_take_a_good_edge_version_and_roll_a_bad_one_back_at_t
         assert str(await platform.models.champion(EDGE_MODEL)) == f"{EDGE_MODEL}@2"
         audit = [a.action for a in await platform.store.list_audit(limit=500)]
         assert "campaign.promoted" in audit and "campaign.rolled_back" in audit
+
+
+def test_the_edge_story_needs_a_wave_and_its_control() -> None:
+    from typer.testing import CliRunner
+
+    from edgeloop.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "loop", "--edge-gateways", "1"])
+    words = " ".join(result.output.replace("│", " ").split())  # the error box wraps the message
+    assert result.exit_code == 2 and "at least 2: a wave and its control" in words, result.output

@@ -291,6 +291,9 @@ def eval_loop(
     changed: Annotated[float, typer.Option(min=0.05, max=0.95, help="Share of the fleet that changes regime.")] = 0.4,
     shadow_h: Annotated[float, typer.Option("--shadow-hours", min=0.25, help="A candidate's shadow phase.")] = 2.0,
     soak_h: Annotated[float, typer.Option("--soak-hours", min=0.25, help="Each canary wave's soak.")] = 2.0,
+    edge_gateways: Annotated[int, typer.Option("--edge-gateways", min=0, max=10,
+                                               help="Real agents for the edge story, in real time: 0 skips it, "
+                                                    "else at least 2 (a wave and its control).")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """The closed learning loop end to end on a simulated fleet through the real platform: a benign regime change,
@@ -301,7 +304,11 @@ def eval_loop(
 
     from edgeloop.evaluation.loop import LoopConfig, run_loop
 
-    cfg = LoopConfig(seed=seed, devices=devices, changed_fraction=changed, shadow_h=shadow_h, soak_h=soak_h)
+    if edge_gateways == 1:
+        raise typer.BadParameter("0 (no edge story) or at least 2: a wave and its control",
+                                 param_hint="--edge-gateways")
+    cfg = LoopConfig(seed=seed, devices=devices, changed_fraction=changed, shadow_h=shadow_h, soak_h=soak_h,
+                     edge_gateways=edge_gateways)
     with progress_reporter() as progress:
         result = asyncio.run(run_loop(cfg, progress=progress))
     if as_json:

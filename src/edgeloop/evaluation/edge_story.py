@@ -36,6 +36,7 @@ from edgeloop.agent.runner import Agent
 from edgeloop.app import Platform
 from edgeloop.assets import Asset, Device, Line, Site
 from edgeloop.campaigns.service import CampaignView
+from edgeloop.errors import ConfigError
 from edgeloop.ingest.gateways import read_heartbeat
 from edgeloop.models.manifest import Trigger
 from edgeloop.models.rollout import RolloutPlan, start_rollout
@@ -155,6 +156,8 @@ async def _campaign(platform: Platform, ref: str, plan: RolloutPlan, *, timeout_
 async def run_edge_story(platform: Platform, *, tenant: str, data_dir: Path, seed: int, gateways: int = 3,
                          soak_s: float = 15.0, report: Report | None = None) -> dict[str, Any]:
     """Run the story above on ``platform`` (started, its broker without TLS); its figures."""
+    if gateways < 2:
+        raise ConfigError(f"the edge story needs at least 2 gateways (a wave and its control), not {gateways}")
     say = report or (lambda _p, _f, _d: None)
     assert platform.models is not None and platform.config.pki_dir is not None
     names = [f"edge{k + 1}" for k in range(gateways)]
