@@ -331,7 +331,7 @@ class EdgeModels:
         return out
 
     def status(self) -> dict[str, Any]:
-        """What runs, for the agent's health: per model its version, probation and guard figures."""
-        return {name: {"version": act.model.version, "on_probation": act.guard is not None,
-                       "installed_ms": act.installed_ms, "scored": act.runner.scored}
-                for name, act in self.active.items()} | {"reverts": self.reverts}
+        """What runs, for the agent's health: per model what its heartbeat says (:meth:`health`) and when it was
+        installed, and how many times a version was reverted."""
+        return {name: msgspec.structs.asdict(h) | {"installed_ms": self.active[name].installed_ms}
+                for name, h in self.health().items()} | {"reverts": self.reverts}

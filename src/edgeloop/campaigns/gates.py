@@ -452,23 +452,21 @@ class InstallGate(msgspec.Struct, frozen=True, kw_only=True, tag="install", tag_
         _bounded("reverted", obs.reverted)
         share = obs.running / obs.targets if obs.targets else 0.0
         figures = {"targets": float(obs.targets), "running": float(obs.running), "running_share": share,
-                   "refused": float(len(obs.refused)), "reverted": float(len(obs.reverted))}
+                   "refused": float(len(obs.refused)), "reverted": float(len(obs.reverted)),
+                   "unjudged": float(len(obs.unjudged))}
         failures = [*(f"refused on {r}" for r in obs.refused), *(f"reverted on {r}" for r in obs.reverted)]
         if len(failures) > self.max_failures:
             return GateDecision(status="fail", gate=gate, figures=figures,
                                 reason=f"{len(failures)} gateway(s) could not keep the version: "
                                        + "; ".join(failures[:5]) + (" …" if len(failures) > 5 else ""))
-        figures["unjudged"] = float(len(obs.unjudged))
-        if end_of_soak and obs.targets and share >= self.min_running_share and not obs.unjudged:
+        if not end_of_soak or not obs.targets or share < self.min_running_share:
+            reason = f"{obs.running} of {obs.targets} gateway(s) run it so far (need {self.min_running_share:.0%})"
+        elif obs.unjudged:
+            reason = f"the guardrail of {', '.join(obs.unjudged[:5])} has not judged a full window of it yet"
+        else:
             return GateDecision(status="pass", gate=gate, figures=figures,
                                 reason=f"{obs.running} of {obs.targets} gateway(s) run it, none went back")
-        if end_of_soak and obs.unjudged:
-            return GateDecision(status="continue", gate=gate, figures=figures,
-                                reason=f"the guardrail of {', '.join(obs.unjudged[:5])} has not judged a full "
-                                       "window of it yet")
-        return GateDecision(status="continue", gate=gate, figures=figures,
-                            reason=f"{obs.running} of {obs.targets} gateway(s) run it so far "
-                                   f"(need {self.min_running_share:.0%})")
+        return GateDecision(status="continue", gate=gate, figures=figures, reason=reason)
 
 
 Gate = RateSPRT | MissedFaultGate | ScoreShiftGate | ProbeGate | LatencyGate | InstallGate

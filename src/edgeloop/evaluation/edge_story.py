@@ -32,12 +32,12 @@ import numpy as np
 from edgeloop.agent.config import parse_config
 from edgeloop.agent.gateway_kit import SIM_PROFILE, sim_profile, sim_serials
 from edgeloop.agent.inference import sliding_features, train_edge_model
-from edgeloop.agent.runner import Agent
+from edgeloop.agent.runner import Agent, cancel_all
 from edgeloop.app import Platform
 from edgeloop.assets import Asset, Device, Line, Site
 from edgeloop.campaigns.service import CampaignView
 from edgeloop.errors import ConfigError
-from edgeloop.ingest.gateways import read_heartbeat
+from edgeloop.models.edge_rollout import gateways_running
 from edgeloop.models.manifest import Trigger
 from edgeloop.models.rollout import RolloutPlan, start_rollout
 from edgeloop.sim import CHANNELS
@@ -104,11 +104,7 @@ async def _agents(configs: list[str]) -> AsyncIterator[list[Agent]]:
     try:
         yield agents
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(tasks)
 
 
 async def _wait(done: Callable[[], Any], *, timeout_s: float, every_s: float = 0.5) -> bool:
@@ -122,12 +118,8 @@ async def _wait(done: Callable[[], Any], *, timeout_s: float, every_s: float = 0
 
 async def _running(platform: Platform, gateways: list[str]) -> dict[str, int | None]:
     """The edge model's version each gateway's latest heartbeat reports."""
-    out: dict[str, int | None] = {}
-    for gw in gateways:
-        record = await platform.store.get_gateway(gw)
-        hb = read_heartbeat(record) if record is not None else None
-        out[gw] = hb.models[EDGE_MODEL].version if hb is not None and EDGE_MODEL in hb.models else None
-    return out
+    beats = await gateways_running(platform.store, EDGE_MODEL)
+    return {gw: beats[gw].models[EDGE_MODEL].version if gw in beats else None for gw in gateways}
 
 
 async def _campaign(platform: Platform, ref: str, plan: RolloutPlan, *, timeout_s: float,

@@ -29,8 +29,9 @@ latency) and their answers (``model`` / ``model_reverted`` events):
   challenger on the wave's gateways, the champion on the others (the control cohort). Unlike a detector campaign,
   the counts include episodes of real faults (the gateways do not know the technicians' verdicts).
 
-Heartbeats are read from the store (each gateway's latest) on every observation and remembered in memory for the
-running phase, bounded per gateway; after a restart a phase's figures start again from the next heartbeats.
+Heartbeats are read from the store (each gateway's latest, one read of them all) on every observation and remembered
+in memory for the running phase, bounded per gateway; after a restart a phase's figures start again from the next
+heartbeats.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from edgeloop.models.edge_delivery import push_answer, push_message, reverted
 from edgeloop.models.manifest import ModelRef
 from edgeloop.store.base import Store
 
-__all__ = ["EDGE_GATES", "EdgeRollout", "default_edge_gates"]
+__all__ = ["EDGE_GATES", "EdgeRollout", "default_edge_gates", "gateways_running"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,16 @@ EVENTS_READ = 200  # a gateway's newest answers read per observation
 MIN_LATENCIES = 20  # a heartbeat's p95 counts once it is over this many inferences (a new session's first is slow)
 EDGE_GATES = (InstallGate, LatencyGate, RateSPRT)  # the gates an edge campaign can be judged by
 Publish = Callable[[str, bytes], Awaitable[None]]  # topic, payload: QoS 1, retained
+
+
+async def gateways_running(store: Store, model: str) -> dict[str, Heartbeat]:
+    """The latest heartbeat of each gateway that reports running edge model ``model``, by gateway (one read)."""
+    out: dict[str, Heartbeat] = {}
+    for record in await store.list_gateways():
+        hb = read_heartbeat(record)
+        if hb is not None and model in hb.models:
+            out[record.id] = hb
+    return out
 
 
 def default_edge_gates() -> dict[str, Gate]:
@@ -83,11 +94,17 @@ class _Beat:
     ts: int
     version: int
     alarms: int
-    p95_ms: float | None
-    latencies: int
+    p95_ms: float | None  # None: over fewer than MIN_LATENCIES inferences
     judged: bool
     cpu: float
     devices: int
+
+    @classmethod
+    def of(cls, hb: Heartbeat, model: str) -> _Beat:
+        m = hb.models[model]
+        return cls(ts=hb.ts, version=m.version, alarms=m.alarms,
+                   p95_ms=m.p95_ms if m.latencies >= MIN_LATENCIES else None, judged=m.judged, cpu=hb.cpu_percent,
+                   devices=len(hb.devices))
 
 
 @dataclass(slots=True)
@@ -181,10 +198,11 @@ class EdgeRollout:
         wave = set(state.live)
         running = 0
         unjudged: list[str] = []
+        heartbeats = await gateways_running(self.store, spec.subject)
         for gateway in spec.targets:
-            beat = await self._heartbeat(gateway, spec.subject)
-            if beat is None:
+            if gateway not in heartbeats:
                 continue
+            beat = _Beat.of(heartbeats[gateway], spec.subject)
             beats = phase.beats.setdefault(gateway, [])
             if beats and beats[-1].ts >= beat.ts:
                 beat = beats[-1]  # nothing new since the last observation
@@ -192,7 +210,7 @@ class EdgeRollout:
                 if len(beats) >= MAX_BEATS:
                     del beats[: MAX_BEATS // 2]
                 beats.append(beat)
-                if beat.version == from_v and beat.p95_ms is not None and beat.latencies >= MIN_LATENCIES:
+                if beat.version == from_v and beat.p95_ms is not None:
                     phase.champion_ms.append(beat.p95_ms)
                     phase.champion_cpu.append(beat.cpu)
                     del phase.champion_ms[:-MAX_BEATS], phase.champion_cpu[:-MAX_BEATS]
@@ -208,7 +226,7 @@ class EdgeRollout:
                                               unjudged=unjudged)
             elif isinstance(gate, LatencyGate):
                 new = [(b.p95_ms, b.cpu) for g in wave for b in phase.beats.get(g, ())
-                       if b.version == to_v and b.p95_ms is not None and b.latencies >= MIN_LATENCIES]
+                       if b.version == to_v and b.p95_ms is not None]
                 observations[name] = LatencyObservation(
                     challenger_ms=[ms for ms, _ in new], champion_ms=list(phase.champion_ms),
                     challenger_cpu=_mean(c for _, c in new), champion_cpu=_mean(phase.champion_cpu))
@@ -225,16 +243,6 @@ class EdgeRollout:
             phase = self._phases[campaign_id] = _Phase(key, champion_ms=phase.champion_ms,
                                                        champion_cpu=phase.champion_cpu)
         return phase
-
-    async def _heartbeat(self, gateway: str, model: str) -> _Beat | None:
-        record = await self.store.get_gateway(gateway)
-        hb: Heartbeat | None = read_heartbeat(record) if record is not None else None
-        if hb is None or model not in hb.models:
-            return None
-        m = hb.models[model]
-        return _Beat(ts=hb.ts, version=m.version, alarms=m.alarms, p95_ms=m.p95_ms, latencies=m.latencies,
-                     judged=m.judged, cpu=hb.cpu_percent,
-                     devices=len(hb.devices))
 
     async def _answers(self, spec: CampaignSpec, wave: set[str], to_v: int) -> tuple[list[str], list[str]]:
         """The wave's gateways that refused this campaign's install, and those that went back from ``to_v`` by

@@ -12,12 +12,11 @@ from typing import Annotated
 import msgspec
 
 from edgeloop.campaigns.engine import CampaignSpec, default_gates
-from edgeloop.campaigns.gates import Gate, ProbeGate
+from edgeloop.campaigns.gates import ProbeGate
 from edgeloop.campaigns.service import CampaignService, CampaignView
 from edgeloop.errors import ConfigError, NotFoundError
-from edgeloop.ingest.gateways import read_heartbeat
 from edgeloop.messages import Id
-from edgeloop.models.edge_rollout import default_edge_gates
+from edgeloop.models.edge_rollout import default_edge_gates, gateways_running
 from edgeloop.models.manifest import ModelRef
 from edgeloop.models.registry import ModelRegistry
 from edgeloop.registry import Registry
@@ -50,50 +49,46 @@ async def start_rollout(*, campaigns: CampaignService, models: ModelRegistry, re
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     manifest = await models.get(target)
-    if manifest.kind == "edge":
-        return await _start_edge(campaigns=campaigns, models=models, registry=registry, target=target, plan=plan,
-                                 by=by, now_ms=now_ms)
-    if manifest.kind != "detector" or manifest.profile is None:
+    if manifest.kind not in ("detector", "edge") or (manifest.kind == "detector" and manifest.profile is None):
         raise ConfigError(f"{ref} is a {manifest.kind} model: only detector and edge versions roll out")
     champion = await models.champion(target.name)
-    if champion is None or champion == target:
+    if champion is None:  # a detector always has one (the built-in detector)
+        raise ConfigError(f"edge model {target.name} has no champion: promote the version the gateways run first "
+                          f"(edgeloop models promote {target.name}@<n>)")
+    if champion == target:
         raise ConfigError(f"{ref} is already the champion of {target.name}")
-    devices = _targets(registry, manifest.profile, plan.targets)
-    gates: dict[str, Gate] = default_gates()
-    if probes and plan.probes:
-        gates["probes"] = ProbeGate()
+    edge = manifest.kind == "edge"
+    if edge:
+        targets = await _gateways(campaigns, registry, target.name, plan.targets)
+        gates = default_edge_gates()
+    else:
+        assert manifest.profile is not None  # checked above
+        targets = _targets(registry, manifest.profile, plan.targets)
+        gates = default_gates() | ({"probes": ProbeGate()} if probes and plan.probes else {})
     spec = CampaignSpec(
-        id=f"c-{target.name.removeprefix('detector.')}-{target.version}-{secrets.token_hex(3)}", payload="model",
-        subject=target.name, from_ref=str(champion), to_ref=str(target), targets=devices, waves=list(plan.waves),
-        shadow=True, shadow_ms=int(plan.shadow_h * _HOUR_MS), soak_ms=int(plan.soak_h * _HOUR_MS),
+        id=_campaign_id(target, "edge." if edge else "detector."), payload="edge_model" if edge else "model",
+        subject=target.name, from_ref=str(champion), to_ref=str(target), targets=targets, waves=list(plan.waves),
+        shadow=not edge, shadow_ms=0 if edge else int(plan.shadow_h * _HOUR_MS), soak_ms=int(plan.soak_h * _HOUR_MS),
         approvals=list(plan.approvals), gates=gates, created_by=by, created_ms=now_ms)
     return await campaigns.start(spec, by=by)
 
 
-async def _start_edge(*, campaigns: CampaignService, models: ModelRegistry, registry: Registry, target: ModelRef,
-                      plan: RolloutPlan, by: str, now_ms: int) -> CampaignView:
-    champion = await models.champion(target.name)
-    if champion is None:
-        raise ConfigError(f"edge model {target.name} has no champion: promote the version the gateways run first "
-                          f"(edgeloop models promote {target.name}@<n>)")
-    if champion == target:
-        raise ConfigError(f"{target} is already the champion of {target.name}")
-    if plan.targets is not None:
-        gateways = sorted(set(plan.targets))
-        for gateway in gateways:
+def _campaign_id(target: ModelRef, prefix: str) -> str:
+    return f"c-{target.name.removeprefix(prefix)}-{target.version}-{secrets.token_hex(3)}"
+
+
+async def _gateways(campaigns: CampaignService, registry: Registry, model: str,
+                    chosen: Sequence[str] | None) -> list[str]:
+    """An edge campaign's targets: the gateways chosen (registered), else those whose heartbeat runs ``model``."""
+    if chosen is not None:
+        for gateway in chosen:
             if gateway not in registry.devices:
                 raise NotFoundError("gateway", gateway)
-    else:
-        gateways = sorted(g.id for g in await campaigns.store.list_gateways()
-                          if (hb := read_heartbeat(g)) is not None and target.name in hb.models)
-        if not gateways:
-            raise ConfigError(f"no gateway reports running edge model {target.name}: nothing to roll out to")
-    spec = CampaignSpec(
-        id=f"c-{target.name.removeprefix('edge.')}-{target.version}-{secrets.token_hex(3)}", payload="edge_model",
-        subject=target.name, from_ref=str(champion), to_ref=str(target), targets=gateways, waves=list(plan.waves),
-        shadow=False, shadow_ms=0, soak_ms=int(plan.soak_h * _HOUR_MS), approvals=list(plan.approvals),
-        gates=default_edge_gates(), created_by=by, created_ms=now_ms)
-    return await campaigns.start(spec, by=by)
+        return sorted(set(chosen))
+    gateways = sorted(await gateways_running(campaigns.store, model))
+    if not gateways:
+        raise ConfigError(f"no gateway reports running edge model {model}: nothing to roll out to")
+    return gateways
 
 
 def _targets(registry: Registry, profile: str, chosen: Sequence[str] | None) -> list[str]:

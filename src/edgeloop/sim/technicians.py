@@ -169,9 +169,7 @@ class TechnicianPolicy:
     def verdict(self, facts: AlertFacts, truth: GroundTruth) -> TechnicianVerdict:
         """The verdict on the alert as it stands (its span may have grown since it was first seen)."""
         _, err, pick = self._draws(facts.alert_id)
-        end = facts.cleared_at if facts.cleared_at is not None else facts.last_seen
-        found = truth.inspect(device=facts.device, asset=facts.asset, start_ms=facts.first_seen - self.pad_ms,
-                              end_ms=max(end, facts.first_seen))
+        found = self._inspect(facts, truth)
         mistaken = err < self.error_rate
         due = self.due_ms(facts.alert_id, facts.first_seen)
         if (found.fault is not None) != mistaken:  # a real fault, or a false alarm taken for one
@@ -183,15 +181,18 @@ class TechnicianPolicy:
         return TechnicianVerdict(alert_id=facts.alert_id, due_ms=due, verdict="false_alarm", fault_type="",
                                  reason=reason, mistaken=mistaken, truth=found)
 
+    def _inspect(self, facts: AlertFacts, truth: GroundTruth) -> Inspection:
+        """The alert's span as it stands, from ``pad_ms`` before it began to when it cleared (or was last seen)."""
+        end = facts.cleared_at if facts.cleared_at is not None else facts.last_seen
+        return truth.inspect(device=facts.device, asset=facts.asset, start_ms=facts.first_seen - self.pad_ms,
+                             end_ms=max(end, facts.first_seen))
 
     def revisit(self, facts: AlertFacts, given: TechnicianVerdict, truth: GroundTruth) -> TechnicianVerdict | None:
         """The repair visit after a confirmed fault: the corrected verdict when the confirmation was mistaken (the
         span inspected on site holds no fault), None when it stands. Nothing is left to chance on site."""
         if given.verdict != "confirmed":
             return None
-        end = facts.cleared_at if facts.cleared_at is not None else facts.last_seen
-        found = truth.inspect(device=facts.device, asset=facts.asset, start_ms=facts.first_seen - self.pad_ms,
-                              end_ms=max(end, facts.first_seen))
+        found = self._inspect(facts, truth)
         if found.fault is not None:
             return None
         return TechnicianVerdict(alert_id=facts.alert_id, due_ms=given.due_ms + round(self.repair_visit_min
@@ -298,17 +299,10 @@ class SimulatedTechnicians:
             if due > now:
                 break
             v = self.policy.verdict(facts, self.truth)
-            try:
-                await self._feedback(alert_id, v.verdict, by=self.by, fault_type=v.fault_type, reason=v.reason)
-            except StoreError as exc:
-                self.stats.retried += 1
-                log.warning("simulated technicians: feedback on alert %d not stored (%s); trying again", alert_id,
-                            exc)
+            stored = await self._give(v, "feedback on")
+            if stored is None:
                 break
-            except EdgeLoopError as exc:
-                self.stats.failed += 1
-                log.warning("simulated technicians: feedback on alert %d refused: %s", alert_id, exc)
-            else:
+            if stored:
                 self._count(v)
                 given.append(v)
                 if v.verdict == "confirmed" and len(self._visits) < self._max_pending:
@@ -327,23 +321,31 @@ class SimulatedTechnicians:
                 break
             v = self.policy.revisit(facts, confirmation, self.truth)
             if v is not None:
-                try:
-                    await self._feedback(alert_id, v.verdict, by=self.by, fault_type=v.fault_type, reason=v.reason)
-                except StoreError as exc:
-                    self.stats.retried += 1
-                    log.warning("simulated technicians: correction of alert %d not stored (%s); trying again",
-                                alert_id, exc)
+                stored = await self._give(v, "correction of")
+                if stored is None:
                     break
-                except EdgeLoopError as exc:
-                    self.stats.failed += 1
-                    log.warning("simulated technicians: correction of alert %d refused: %s", alert_id, exc)
-                else:
+                if stored:
                     self.stats.corrected += 1
                     self.verdicts.append(v)
                     corrected.append(v)
             self.stats.visits += 1
             del self._visits[alert_id]
         return corrected
+
+    async def _give(self, v: TechnicianVerdict, what: str) -> bool | None:
+        """Give ``v`` through the feedback path: True when stored, False when refused for good (counted as failed),
+        None when the store failed (counted as retried: given again at the next step, so stop this round)."""
+        try:
+            await self._feedback(v.alert_id, v.verdict, by=self.by, fault_type=v.fault_type, reason=v.reason)
+        except StoreError as exc:
+            self.stats.retried += 1
+            log.warning("simulated technicians: %s alert %d not stored (%s); trying again", what, v.alert_id, exc)
+            return None
+        except EdgeLoopError as exc:
+            self.stats.failed += 1
+            log.warning("simulated technicians: %s alert %d refused: %s", what, v.alert_id, exc)
+            return False
+        return True
 
     def _count(self, v: TechnicianVerdict) -> None:
         self.stats.answered += 1
