@@ -419,7 +419,7 @@ def test_after_probation_the_guard_no_longer_reverts(pki: Pki, tmp_path: Path) -
 def test_the_heartbeat_says_what_each_model_runs_and_when_its_guardrail_has_judged_a_full_window(
         pki: Pki, tmp_path: Path) -> None:
     """What an edge campaign's gates read: the version, probation, whether the guardrail judged a full window yet,
-    windows scored, episodes begun and the p95 latency of the version since it started here."""
+    windows scored, episodes begun and the p95 latency of the version since it started here (after its warm-up)."""
     clock = ManualClock()
     em, _ = models(tmp_path, pki, clock)
     em.configure([entry(guard_windows=10, probation_h=1)], strict=False)
@@ -429,7 +429,8 @@ def test_the_heartbeat_says_what_each_model_runs_and_when_its_guardrail_has_judg
         em.observe("press-1", normal(i))
     early = em.health()[NAME]
     assert (early.version, early.on_probation, early.judged) == (1, True, False)
-    assert early.scored == early.latencies == 4 and early.p95_ms is not None and early.p95_ms > 0
+    assert early.scored == 4 and early.latencies == 1, "the first three inferences warm the session up, untimed"
+    assert early.p95_ms is not None and early.p95_ms > 0
     for i in range(14, 30):
         em.observe("press-1", normal(i))
     assert em.health()[NAME].judged and em.health()[NAME].alarms == 0

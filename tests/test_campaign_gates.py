@@ -233,16 +233,48 @@ def test_latency_gate_compares_p95_and_cpu_with_the_champion() -> None:
     gate = LatencyGate(max_p95_ratio=1.5, max_cpu_ratio=1.5, min_samples=50)
     base = [float(v) for v in range(1, 101)]  # p95 = 95.05
     same = LatencyObservation(challenger_ms=base, champion_ms=base, challenger_cpu=1.0, champion_cpu=1.0)
-    assert gate.decide(same, now_ms=T0, end_of_soak=False).status == "pass"
+    assert gate.decide(same, now_ms=T0, end_of_soak=True).status == "pass"
     slower = LatencyObservation(challenger_ms=[2 * v for v in base], champion_ms=base, challenger_cpu=1.0,
                                 champion_cpu=1.0)
-    decision = gate.decide(slower, now_ms=T0, end_of_soak=False)
+    decision = gate.decide(slower, now_ms=T0, end_of_soak=True)
     assert decision.status == "fail"
     assert decision.figures["p95_ratio"] == pytest.approx(2.0)
     hungry = LatencyObservation(challenger_ms=base, champion_ms=base, challenger_cpu=1.6, champion_cpu=1.0)
-    assert "CPU" in gate.decide(hungry, now_ms=T0, end_of_soak=False).reason
+    assert "CPU" in gate.decide(hungry, now_ms=T0, end_of_soak=True).reason
     few = LatencyObservation(challenger_ms=base[:10], champion_ms=base, challenger_cpu=1.0, champion_cpu=1.0)
-    assert gate.decide(few, now_ms=T0, end_of_soak=False).status == "continue"
+    assert gate.decide(few, now_ms=T0, end_of_soak=True).status == "continue"
+
+
+def test_latency_gate_decides_once_at_the_end_of_the_soak_on_all_of_the_phases_samples() -> None:
+    """A gate that failed at the first step whose figures crossed the limit would fail a version as fast as the
+    champion after one busy minute; it says how things look so far and decides when the soak is over."""
+    gate = LatencyGate(min_samples=3, samples="p95")
+    busy = LatencyObservation(challenger_ms=[1.0, 2.0, 2.0], champion_ms=[1.0] * 10, challenger_cpu=1.7,
+                              champion_cpu=1.0)
+    early = gate.decide(busy, now_ms=T0, end_of_soak=False)
+    assert early.status == "continue" and "so far" in early.reason and early.figures["p95_ratio"] == 2.0
+    calm = LatencyObservation(challenger_ms=[1.0, 2.0, 2.0, *[1.0] * 10], champion_ms=[1.0] * 10,
+                              challenger_cpu=1.1, champion_cpu=1.0)
+    assert gate.decide(calm, now_ms=T0, end_of_soak=True).status == "pass"
+    assert gate.decide(busy, now_ms=T0, end_of_soak=True).status == "fail", "still slower at the end: it fails"
+    assert gate.sticky, "one decision per phase: the pass at the end of the soak is not judged again"
+
+
+def test_latency_gate_ignores_a_ratio_whose_difference_is_below_its_floor() -> None:
+    """Sub-millisecond models on a busy machine: 0.27 ms against 0.95 ms is 3.5× but no reason to roll back;
+    the same ratio a millisecond wide is."""
+    gate = LatencyGate(min_samples=3, samples="p95", min_delta_ms=1.0, min_cpu_delta=10.0)
+    tiny = LatencyObservation(challenger_ms=[0.95] * 5, champion_ms=[0.27] * 5, challenger_cpu=16.0,
+                              champion_cpu=8.0)
+    decision = gate.decide(tiny, now_ms=T0, end_of_soak=True)
+    assert decision.status == "pass" and decision.figures["p95_ratio"] == pytest.approx(0.95 / 0.27)
+    heavy = LatencyObservation(challenger_ms=[4.0] * 5, champion_ms=[1.0] * 5, challenger_cpu=40.0,
+                               champion_cpu=20.0)
+    failed = gate.decide(heavy, now_ms=T0, end_of_soak=True)
+    assert failed.status == "fail" and "4 ms is 4.00× the champion's 1 ms" in failed.reason
+    assert "CPU 40 is 2.00× the champion's 20" in failed.reason
+    with pytest.raises(ValueError, match="deltas"):
+        LatencyGate(min_delta_ms=-1.0)
 
 
 def test_latency_gate_on_reported_p95s_compares_the_typical_p95_so_one_busy_moment_does_not_fail_it() -> None:
@@ -253,12 +285,12 @@ def test_latency_gate_on_reported_p95s_compares_the_typical_p95_so_one_busy_mome
     spiky = [1.0] * 15 + [5.0] * 5  # 5 of 20 heartbeats during a busy moment
     assert LatencyGate(min_samples=5).decide(LatencyObservation(
         challenger_ms=spiky, champion_ms=champion, challenger_cpu=1.0, champion_cpu=1.0),
-        now_ms=T0, end_of_soak=False).status == "fail", "as raw latencies, the spikes are the p95"
+        now_ms=T0, end_of_soak=True).status == "fail", "as raw latencies, the spikes are the p95"
     decision = gate.decide(LatencyObservation(challenger_ms=spiky, champion_ms=champion, challenger_cpu=1.0,
-                                              champion_cpu=1.0), now_ms=T0, end_of_soak=False)
+                                              champion_cpu=1.0), now_ms=T0, end_of_soak=True)
     assert decision.status == "pass" and decision.figures["p95_ratio"] == pytest.approx(1.0)
     slower = gate.decide(LatencyObservation(challenger_ms=[2.0] * 20, champion_ms=champion, challenger_cpu=1.0,
-                                            champion_cpu=1.0), now_ms=T0, end_of_soak=False)
+                                            champion_cpu=1.0), now_ms=T0, end_of_soak=True)
     assert slower.status == "fail" and slower.figures["p95_ratio"] == pytest.approx(2.0)
 
 

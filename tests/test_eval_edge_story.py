@@ -20,10 +20,10 @@ async def test_real_agents_take_a_good_edge_version_and_roll_a_bad_one_back_at_t
         await platform.registry.create(Tenant(id="plant", name="plant"))
         out = await run_edge_story(platform, tenant="plant", data_dir=tmp_path, seed=1, gateways=2, soak_s=15.0)
         assert out["edge_ready"], "every agent ran version 1, signed by the platform, before the rollouts"
-        assert out["edge_promoted"], out["edge_campaigns"][0]
-        assert out["edge_bad_rolled_back"] and out["edge_bad_max_share"] <= 0.5, out["edge_campaigns"][1]
-        assert out["edge_running_at_end"] == {"edge1-gw": 2, "edge2-gw": 2}, "the promoted version, everywhere"
         [good, bad] = out["edge_campaigns"]
+        assert out["edge_promoted"], "\n".join(good["events"])
+        assert out["edge_bad_rolled_back"] and out["edge_bad_max_share"] <= 0.5, "\n".join(bad["events"])
+        assert out["edge_running_at_end"] == {"edge1-gw": 2, "edge2-gw": 2}, "the promoted version, everywhere"
         assert good["phase"] == "promoted" and bad["phase"] == "rolled_back"
         assert any("reverted on" in e and "alarm_rate" in e for e in bad["events"]), bad["events"]
         assert platform.models is not None

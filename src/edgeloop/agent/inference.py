@@ -33,6 +33,7 @@ from edgeloop.messages import Sample
 
 FEATURES = ("mean", "std", "min", "max")
 LATENCY_WINDOW = 256  # inferences whose latency the heartbeat summarises
+WARMUP_INFERENCES = 3  # a session's first inferences (allocations, caches) are not timed: not the model's speed
 Matrix = npt.NDArray[np.float64]
 
 
@@ -119,7 +120,7 @@ class Score:
 
 class LocalModelRunner:
     """Scores one model's devices every ``every_s`` of sample time; keeps the latency of its last
-    ``LATENCY_WINDOW`` inferences (the heartbeat reports their p95)."""
+    ``LATENCY_WINDOW`` inferences after the first ``WARMUP_INFERENCES`` (the heartbeat reports their p95)."""
 
     def __init__(self, cfg: LocalModel, model: bytes, *, ref: str = "") -> None:
         """``model``: the ONNX bytes of a verified version (``edge_models.py`` verifies the signature first);
@@ -175,7 +176,8 @@ class LocalModelRunner:
             return None
         started = time.perf_counter()
         out = self.session.run([self.output], {self.input: feats.astype(np.float32)[None, :]})[0]
-        self.latencies_ms.append((time.perf_counter() - started) * 1000.0)
+        if self.scored >= WARMUP_INFERENCES:
+            self.latencies_ms.append((time.perf_counter() - started) * 1000.0)
         score = self.sign * float(np.asarray(out).reshape(-1)[0])
         self.scored += 1
         starts = ends = False

@@ -383,9 +383,17 @@ class LatencyGate(msgspec.Struct, frozen=True, kw_only=True, tag="latency", tag_
     most ``max_p95_ratio`` and ``max_cpu_ratio`` (and the p95 under ``max_p95_ms`` when set); ``continue`` while
     either side has fewer than ``min_samples`` latencies. ``samples``: what each latency is: one inference's
     (``latency``: the gate takes the 95th percentile), or a p95 a gateway reported over many (``p95``: the gate
-    takes their median, the typical p95, which one busy moment of a gateway does not move)."""
+    takes their median, the typical p95, which one busy moment of a gateway does not move). A ratio over its
+    limit fails only when the difference is also above ``min_delta_ms`` (p95) or ``min_cpu_delta`` (CPU, in the
+    observation's unit): a sub-millisecond model that takes 0.3 ms more is no reason to roll back, and at that
+    scale the ratio is the machine's noise.
 
-    sticky: ClassVar[bool] = False  # judged again on every step until the phase ends
+    Judged once, at the end of the soak, on all of the phase's samples (``continue`` before, with the figures so
+    far): latency and CPU are noisy on a shared gateway, and a gate that fails at the first step whose figures
+    cross a limit fails a version as fast as the champion sooner or later (one busy minute is enough). A version
+    that is too slow to run at all is caught sooner, by the install gate (inference errors, the guardrail)."""
+
+    sticky: ClassVar[bool] = True  # one decision per phase, at the end of its soak: a pass stays a pass
     spans_phases: ClassVar[bool] = False  # judged on each phase's own observations
 
     max_p95_ratio: float = 1.5
@@ -393,10 +401,17 @@ class LatencyGate(msgspec.Struct, frozen=True, kw_only=True, tag="latency", tag_
     max_p95_ms: float | None = None
     min_samples: int = 50
     samples: Literal["latency", "p95"] = "latency"
+    min_delta_ms: float = 0.0
+    min_cpu_delta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (self.max_p95_ratio > 0 and self.max_cpu_ratio > 0 and self.min_delta_ms >= 0
+                and self.min_cpu_delta >= 0 and self.min_samples >= 1):
+            raise ValueError("latency gate: ratios must be above 0, deltas at least 0 and min_samples at least 1")
 
     def decide(self, obs: LatencyObservation, *, now_ms: int, end_of_soak: bool,
                gate: str = "latency") -> GateDecision:
-        del now_ms, end_of_soak
+        del now_ms
         _bounded("challenger_ms", obs.challenger_ms)
         _bounded("champion_ms", obs.champion_ms)
         new = np.asarray(obs.challenger_ms, dtype=np.float64)
@@ -416,17 +431,21 @@ class LatencyGate(msgspec.Struct, frozen=True, kw_only=True, tag="latency", tag_
         figures.update(challenger_p95_ms=p95_new, champion_p95_ms=p95_old, p95_ratio=p95_ratio,
                        cpu_ratio=cpu_ratio)
         problems = []
-        if p95_ratio > self.max_p95_ratio:
-            problems.append(f"p95 latency {p95_new:.3g} ms is {p95_ratio:.2f}× the champion's "
+        if p95_ratio > self.max_p95_ratio and p95_new - p95_old > self.min_delta_ms:
+            problems.append(f"p95 latency {p95_new:.3g} ms is {p95_ratio:.2f}× the champion's {p95_old:.3g} ms "
                             f"(limit {self.max_p95_ratio:g}×)")
         if self.max_p95_ms is not None and p95_new > self.max_p95_ms:
             problems.append(f"p95 latency {p95_new:.3g} ms over {self.max_p95_ms:g} ms")
-        if cpu_ratio > self.max_cpu_ratio:
-            problems.append(f"CPU {cpu_ratio:.2f}× the champion's (limit {self.max_cpu_ratio:g}×)")
+        if cpu_ratio > self.max_cpu_ratio and obs.challenger_cpu - obs.champion_cpu > self.min_cpu_delta:
+            problems.append(f"CPU {obs.challenger_cpu:.3g} is {cpu_ratio:.2f}× the champion's {obs.champion_cpu:.3g} "
+                            f"(limit {self.max_cpu_ratio:g}×)")
+        so_far = f"p95 {p95_ratio:.2f}× and CPU {cpu_ratio:.2f}× the champion's"
+        if not end_of_soak:
+            return GateDecision(status="continue", gate=gate, figures=figures,
+                                reason=f"{so_far} so far (judged at the end of the soak)")
         if problems:
             return GateDecision(status="fail", gate=gate, figures=figures, reason="; ".join(problems))
-        return GateDecision(status="pass", gate=gate, figures=figures,
-                            reason=f"p95 {p95_ratio:.2f}× and CPU {cpu_ratio:.2f}× the champion's")
+        return GateDecision(status="pass", gate=gate, figures=figures, reason=so_far)
 
 
 class InstallGate(msgspec.Struct, frozen=True, kw_only=True, tag="install", tag_field="kind"):

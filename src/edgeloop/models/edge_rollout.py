@@ -22,9 +22,9 @@ latency) and their answers (``model`` / ``model_reverted`` events):
 - ``InstallGate``: how many of the wave's gateways run ``to_ref``, which of those have not had a full window of it
   judged by their guardrail yet, and which refused the push or went back from it;
 - ``LatencyGate``: p95 inference latencies (each over at least 20 inferences: a new version's first inference
-  is slow) reported by gateways running ``to_ref`` (this phase) against those
-  running ``from_ref`` (any phase of the campaign: the last wave has no control gateways), and the mean CPU of
-  each side's gateways;
+  is slow) reported by gateways running ``to_ref`` (this phase) against those running ``from_ref`` in the same
+  phase (the control gateways, over the same minutes), or, in the last wave, which has no control, in the
+  campaign's earlier phases; and the median CPU of each side's heartbeats (one busy moment does not move it);
 - ``RateSPRT``: anomaly episodes begun per device-day by each version, from the heartbeats' counters: the
   challenger on the wave's gateways, the champion on the others (the control cohort). Unlike a detector campaign,
   the counts include episodes of real faults (the gateways do not know the technicians' verdicts).
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import statistics
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -84,9 +85,11 @@ async def gateways_running(store: Store, model: str) -> dict[str, Heartbeat]:
 
 def default_edge_gates() -> dict[str, Gate]:
     """An edge model's rollout: every wave gateway takes and keeps the version, its latency and CPU stay within
-    1.5× the champion's, and it does not alarm more often than the champion (sequential test). A latency sample is
-    one heartbeat's p95 (itself over 20 to 256 inferences; the gate compares their medians): 3 a side suffice."""
-    return {"install": InstallGate(), "latency": LatencyGate(min_samples=3, samples="p95"), "alarms": RateSPRT()}
+    1.5× the champion's (or within 1 ms at p95 and 10 points of CPU of it), and it does not alarm more often than
+    the champion (sequential test). A latency sample is one heartbeat's p95 (itself over 20 to 256 inferences; the
+    gate compares their medians): 3 a side suffice."""
+    latency = LatencyGate(min_samples=3, samples="p95", min_delta_ms=1.0, min_cpu_delta=10.0)
+    return {"install": InstallGate(), "latency": latency, "alarms": RateSPRT()}
 
 
 @dataclass(slots=True)
@@ -111,8 +114,10 @@ class _Beat:
 class _Phase:
     key: tuple[int, int]  # (phase start, wave)
     beats: dict[str, list[_Beat]] = field(default_factory=dict)  # gateway → this phase's heartbeats, oldest first
-    champion_ms: list[float] = field(default_factory=list)  # the campaign's champion latencies (every phase)
+    champion_ms: list[float] = field(default_factory=list)  # the champion's latencies in this phase (control)
     champion_cpu: list[float] = field(default_factory=list)
+    earlier_ms: list[float] = field(default_factory=list)  # ... in the campaign's earlier phases
+    earlier_cpu: list[float] = field(default_factory=list)
 
 
 class EdgeRollout:
@@ -227,9 +232,12 @@ class EdgeRollout:
             elif isinstance(gate, LatencyGate):
                 new = [(b.p95_ms, b.cpu) for g in wave for b in phase.beats.get(g, ())
                        if b.version == to_v and b.p95_ms is not None]
+                control = len(wave) < len(spec.targets)
+                old_ms, old_cpu = ((phase.champion_ms, phase.champion_cpu) if control
+                                   else (phase.earlier_ms, phase.earlier_cpu))
                 observations[name] = LatencyObservation(
-                    challenger_ms=[ms for ms, _ in new], champion_ms=list(phase.champion_ms),
-                    challenger_cpu=_mean(c for _, c in new), champion_cpu=_mean(phase.champion_cpu))
+                    challenger_ms=[ms for ms, _ in new], champion_ms=list(old_ms),
+                    challenger_cpu=_median(c for _, c in new), champion_cpu=_median(old_cpu))
             elif isinstance(gate, RateSPRT):
                 observations[name] = self._alarm_counts(phase.beats, wave, to_v=to_v, from_v=from_v)
         return observations
@@ -240,8 +248,9 @@ class EdgeRollout:
         if phase is None:
             phase = self._phases[campaign_id] = _Phase(key)
         elif phase.key != key:  # a new phase: its own heartbeats, the champion's latencies carried over
-            phase = self._phases[campaign_id] = _Phase(key, champion_ms=phase.champion_ms,
-                                                       champion_cpu=phase.champion_cpu)
+            phase = self._phases[campaign_id] = _Phase(
+                key, earlier_ms=[*phase.earlier_ms, *phase.champion_ms][-MAX_BEATS:],
+                earlier_cpu=[*phase.earlier_cpu, *phase.champion_cpu][-MAX_BEATS:])
         return phase
 
     async def _answers(self, spec: CampaignSpec, wave: set[str], to_v: int) -> tuple[list[str], list[str]]:
@@ -282,6 +291,6 @@ class EdgeRollout:
                           champion_events=events[from_v], champion_exposure=exposure[from_v])
 
 
-def _mean(values: Iterable[float]) -> float:
+def _median(values: Iterable[float]) -> float:
     items = list(values)
-    return sum(items) / len(items) if items else 0.0
+    return statistics.median(items) if items else 0.0
