@@ -316,6 +316,45 @@ def test_anomaly_explanation_and_episode() -> None:
     assert [f.kind for f in det.process(ts2, x2)] == [FindingKind.ANOMALY]
 
 
+def test_a_new_cause_under_an_open_episode_ends_it_and_opens_its_own() -> None:
+    """Vibration 60 % high from 2000 s on (an episode opens, explained by vib), then from 3000 s the flow reads
+    40 % high as well, far more surprising: after ``cause_change_samples`` the vib episode ends and a flow episode
+    begins at the same sample, whatever the batches; with the check off there is one episode."""
+    ts, x = _synthetic(5000)
+    x[2000:, 2] *= 1.6
+    x[3000:, 1] *= 1.4
+    cfg = DetectorConfig(warmup_samples=600)
+    det = AssetDetector(channels=["speed", "flow", "vib"], config=cfg)
+    onsets: list[Finding] = []
+    ended: list[Finding] = []
+    for lo in range(0, 5000, 250):
+        onsets += [f for f in det.process(ts[lo:lo + 250], x[lo:lo + 250]) if f.kind == FindingKind.ANOMALY]
+        ended += [f for f in det.last_updates if f.kind == FindingKind.ANOMALY and f.phase.value == "ended"]
+    assert [max(f.explanation, key=f.explanation.__getitem__) for f in onsets] == ["vib", "flow"]
+    # 300 s after flow took over from vib as the largest contributor (both residuals are clipped: a few minutes)
+    assert ts[3000 + cfg.cause_change_samples - 1] <= onsets[1].ts < ts[4000]
+    assert [f.ts for f in ended] == [onsets[1].ts], "the vib episode ends where the flow one begins"
+    assert "its cause changed (now flow)" in ended[0].message and ended[0].explanation == onsets[0].explanation
+    assert det.anomaly_active and det.process(ts[:0], x[:0]) == []
+    whole = AssetDetector(channels=["speed", "flow", "vib"], config=cfg)
+    assert _reports(whole, ts, x, 5000) == _reports(AssetDetector(channels=["speed", "flow", "vib"], config=cfg),
+                                                     ts, x, 37)
+    off = AssetDetector(channels=["speed", "flow", "vib"], config=DetectorConfig(warmup_samples=600,
+                                                                                  cause_change_samples=0))
+    assert len([f for f in off.process(ts, x) if f.kind == FindingKind.ANOMALY]) == 1
+
+
+def test_a_detector_config_stored_before_a_field_was_added_takes_its_default() -> None:
+    """Registered detector versions are pickles: one made before ``cause_change_samples`` existed still loads."""
+    cfg = DetectorConfig(warmup_samples=600)
+    old_state = cfg.__getstate__()[:-1]
+    old = DetectorConfig.__new__(DetectorConfig)
+    old.__setstate__(old_state)
+    assert old == cfg and old.cause_change_samples == 300
+    with pytest.raises(ValueError, match="more fields"):
+        DetectorConfig.__new__(DetectorConfig).__setstate__([*cfg.__getstate__(), 1])
+
+
 def test_detector_has_a_version_name() -> None:
     assert AssetDetector.name == "robust-ensemble-v2"
 

@@ -30,7 +30,12 @@ How it works
 3. **Confirmation.** An anomaly is confirmed when the score stays above 1 for
    ``persistence_samples`` consecutive samples, and cleared after
    ``clear_samples`` consecutive samples below ``clear_score``. One
-   :class:`Finding` per episode, at the sample that confirmed it.
+   :class:`Finding` per episode, at the sample that confirmed it. **A new cause is a new episode:** when, for
+   ``cause_change_samples`` consecutive samples above 1, the channel that contributes most to the score belongs
+   to none of the channel families that explained the episode's onset (with at least 10 % each), the episode
+   ends there (an ``ended`` report, "its cause changed") and a new one begins at the same sample, with its own
+   onset and explanation. Without this, a fault that starts under an open episode of another cause (a
+   false alarm on motor current that is still open when a bearing starts to overheat) raised no alert of its own.
 4. **Settling after a gap.** Across a timestamp gap the load path the machine followed is unknown, so the
    lagged load features (and the residual smoothing) start from a guess. For the longest lag time constant
    (the smoothing time when no lags are used) after the data returns, scores are computed and
@@ -76,10 +81,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from edgeloop.detect._numeric import F64, I64, Bool, ewma, run_lengths
 from edgeloop.detect.finding import Finding, FindingKind, FindingPhase
@@ -131,6 +137,8 @@ class DetectorConfig:
     persistence_samples: int = 45  # consecutive samples above 1.0 to confirm an anomaly
     clear_score: float = 0.5  # an anomaly clears below this score ...
     clear_samples: int = 300  # ... held for this many consecutive samples
+    cause_change_samples: int = 300  # an open episode whose cause moves to other channels for this long ends and
+    # a new one begins (0: never); see 3. in the module docstring
     critical_score: float = 3.0  # score at confirmation from which a finding is critical
     stuck_samples: int = 120  # identical consecutive values that make a channel stuck
     stuck_max_repeat_fraction: float = 0.2  # channels repeating more often than this in warm-up are exempt
@@ -140,6 +148,14 @@ class DetectorConfig:
     gap_critical_ms: int = 900_000  # a timestamp gap this long is critical
     settle_after_gap: bool = True  # after a timestamp gap, confirm no anomaly while the lagged state settles
     reassert_ms: int = 60_000  # a state that holds is re-asserted this often (well inside the rules' hold_s)
+
+    def __setstate__(self, state: Sequence[object]) -> None:
+        """Unpickle (a registered detector's config): one stored before a field was added takes its default."""
+        known = fields(self)
+        if len(state) > len(known):
+            raise ValueError("a stored DetectorConfig has more fields than this version knows")
+        for k, f in enumerate(known):
+            object.__setattr__(self, f.name, state[k] if k < len(state) else f.default)
 
     def __post_init__(self) -> None:
         positive_ints = ("warmup_samples", "cv_folds", "load_degree", "persistence_samples", "clear_samples",
@@ -190,6 +206,9 @@ class AssetDetector:
     """Streaming multi-sensor detector for one asset; see the module docstring."""
 
     name: ClassVar[str] = "robust-ensemble-v2"
+    # state added after detectors were first stored (a detector unpickled from an older version starts from these)
+    _cause_carry: int = 0
+    _cause: frozenset[str] = frozenset()
 
     def __init__(self, *, channels: Sequence[str], period_ms: int = 1000,
                  config: DetectorConfig | None = None) -> None:
@@ -229,6 +248,8 @@ class AssetDetector:
         self._ensemble: Detector | None = None  # fused detectors over the residual t-values, made at fit
         self._active = False  # an anomaly episode is open
         self._carry = 0  # current run: above threshold (if not active) / below clear (if active)
+        self._cause_carry = 0  # current run (episode open): above 1 with its top channel outside the cause
+        self._cause: frozenset[str] = frozenset()  # the channel families that explained the open episode's onset
         self._scored_center = np.zeros(self._scored.size)
         self._scored_scale = np.ones(self._scored.size)
         self._load_const = np.zeros(self._load.size * cfg.load_degree, dtype=bool)
@@ -264,6 +285,7 @@ class AssetDetector:
         n = tsa.shape[0]
         self.last_scores = np.zeros(0)
         self.last_updates = []
+        self._cause_ends: list[Finding] = []  # ``ended`` reports of episodes whose cause changed (this batch)
         if n == 0:
             return []
         prev_ts = self._last_ts if self._last_ts is not None else np.iinfo(np.int64).min
@@ -309,6 +331,7 @@ class AssetDetector:
         for kind, rows in ((FindingKind.DATA_GAP, self._gap_rows), (FindingKind.SENSOR_STUCK, stuck_rows),
                            (FindingKind.ANOMALY, self._anomaly_rows)):
             self.last_updates += self._state_reports(kind, tsa, xa, rows)
+        self.last_updates += self._cause_ends
         if len(self.last_updates) > 1:
             self.last_updates.sort(key=lambda f: (f.ts, _KIND_ORDER[FindingKind(f.kind)]))
         return findings
@@ -681,6 +704,7 @@ class AssetDetector:
         above = score > 1.0 if settling is None else (score > 1.0) & ~settling
         out: list[Finding] = []
         n = score.shape[0]
+        top = self._top_families(t) if cfg.cause_change_samples else None
         i = 0
         while i < n:
             if not self._active:
@@ -690,21 +714,57 @@ class AssetDetector:
                     self._carry = int(run[-1])
                     break
                 k = i + int(hit[0])
-                out.append(self._anomaly_finding(int(ts[k]), float(score[k]), t[k], m[k], bool(ens[k] >= score[k]),
-                                                 pred[k]))
-                self._active, self._carry = True, 0
+                self._open(out, k, ts, score, t, m, ens, pred)
                 out_active[k:] = True
             else:
                 run = run_lengths(score[i:] < cfg.clear_score, self._carry)
                 hit = np.flatnonzero(run >= cfg.clear_samples)
-                if not hit.size:
+                k = i + int(hit[0]) if hit.size else n
+                moved = self._cause_moved(above[i:k], top[i:k]) if top is not None and k > i else None
+                if moved is not None:  # a new cause before the episode cleared: it ends, a new one begins
+                    k = i + moved
+                    onset = self._onset.get(FindingKind.ANOMALY)
+                    old = out[-1] if out else onset
+                    self._cause_ends.append(Finding(
+                        ts=int(ts[k]), kind=FindingKind.ANOMALY, phase=FindingPhase.ENDED, score=0.0,
+                        severity=old.severity if old is not None else "warning",
+                        explanation=dict(old.explanation) if old is not None else {},
+                        message=f"anomaly over: its cause changed (now {top[k] if top is not None else '?'})"))
+                    self._open(out, k, ts, score, t, m, ens, pred)
+                elif not hit.size:
                     self._carry = int(run[-1])
                     break
-                k = i + int(hit[0])
-                self._active, self._carry = False, 0
-                out_active[k:] = False
+                else:
+                    self._active, self._carry, self._cause_carry = False, 0, 0
+                    out_active[k:] = False
             i = k + 1
         return out
+
+    def _open(self, out: list[Finding], k: int, ts: I64, score: F64, t: F64, m: F64, ens: F64, pred: F64) -> None:
+        """Open an episode at row ``k``: its onset finding, and the channel families that explain it."""
+        finding = self._anomaly_finding(int(ts[k]), float(score[k]), t[k], m[k], bool(ens[k] >= score[k]), pred[k])
+        out.append(finding)
+        self._active, self._carry, self._cause_carry = True, 0, 0
+        self._cause = frozenset(_family(c) for c, share in finding.explanation.items() if share >= 0.1)
+
+    def _top_families(self, t: F64) -> npt.NDArray[np.str_]:
+        """Per row, the family of the scored channel with the largest squared t-value."""
+        families = np.array([_family(self.channels[j]) for j in self._scored.tolist()])
+        top: npt.NDArray[np.str_] = families[np.argmax(np.nan_to_num(t * t), axis=1)]
+        return top
+
+    def _cause_moved(self, above: Bool, top: npt.NDArray[np.str_]) -> int | None:
+        """The first row (of these, the episode open) where its cause has moved for ``cause_change_samples`` rows
+        (above 1, the top channel outside the onset's families), or None (the run carried on)."""
+        if not self._cause:
+            return None  # an episode opened before causes were kept: its cause is unknown
+        moved = above & ~np.isin(top, list(self._cause))
+        run = run_lengths(moved, self._cause_carry)
+        hit = np.flatnonzero(run >= self.config.cause_change_samples)
+        if hit.size:
+            return int(hit[0])
+        self._cause_carry = int(run[-1])
+        return None
 
     def _anomaly_finding(self, ts: int, score: float, t: F64, m: F64, by_ensemble: bool, pred: F64) -> Finding:
         # the exact shares of sum(t**2), or the ensemble's explanation when it is the larger score
