@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 
 from edgeloop.campaigns.engine import CampaignSpec, CampaignState, CampaignStateError, wave_targets
@@ -31,12 +32,13 @@ from edgeloop.campaigns.gates import (
     RateCounts,
     ScoreShiftGate,
 )
+from edgeloop.campaigns.live_scores import LiveScores
 from edgeloop.campaigns.service import CampaignService, CampaignView
 from edgeloop.errors import ConfigError, ConflictError, ModelRefused, NotFoundError, StoreError
 from edgeloop.scoring import Assignment
 from edgeloop.store import Store, open_store
 from edgeloop.store.alerting import Label, Verdict
-from edgeloop.store.base import AuditRecord, CampaignRecord, ModelFinding
+from edgeloop.store.base import AuditRecord, CampaignRecord, ModelFinding, TelemetryChunk
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -142,9 +144,9 @@ def finding(device: str, ref: str, ts: int, kind: str = "anomaly") -> ModelFindi
 
 def service_for(store: Store, clock: Clock, placement: FakePlacement, aliases: FakeAliases, *,
                 audit: Callable[[AuditRecord], Awaitable[None]] | None = None,
-                probes: Any = None) -> CampaignService:
+                probes: Any = None, scores: LiveScores | None = None) -> CampaignService:
     return CampaignService(store=store, now=clock, placement=placement, aliases=aliases,
-                           audit=audit or store.audit, probes=probes)
+                           audit=audit or store.audit, probes=probes, scores=scores)
 
 
 def fleet_for(store: Store, clock: Clock | None = None, **kw: Any) -> Fleet:
@@ -400,7 +402,7 @@ async def test_start_refuses_what_cannot_run(sqlite_store: Store) -> None:
     with pytest.raises(ConflictError, match="already exists"):
         await fleet.service.start(make_spec(subject="detector.fan", from_ref="detector.fan@1",
                                             to_ref="detector.fan@2"), by="bob")
-    with pytest.raises(ConfigError, match="no observations"):  # a gate nothing feeds could never pass
+    with pytest.raises(ConfigError, match="no live scores"):  # a gate nothing feeds could never pass
         await fleet.service.start(make_spec(id="c-3", gates={"shift": ScoreShiftGate(reference=[(0.5, 1.0)])}),
                                   by="bob")
     with pytest.raises(ConfigError, match="no probe runner"):
@@ -518,6 +520,56 @@ async def test_probes_run_once_per_phase_and_a_missed_probe_rolls_back(sqlite_st
     await other.hours(1)
     view = await other.service.get("c-2")
     assert view.state.phase == "rolled_back" and "probe" in view.state.outcome
+
+
+def scored_run(device: str, start: int, scores: Sequence[float]) -> TelemetryChunk:
+    """``len(scores)`` samples a second apart from ``start`` (the values do not matter to the score gate)."""
+    ts = start + np.arange(len(scores), dtype=np.int64) * 1000
+    return TelemetryChunk(device=device, seq=1, channels=("temp",), ts=ts, values=np.zeros((len(scores), 1)),
+                          tenant="acme", asset=f"asset-{device}")
+
+
+def test_live_scores_keep_a_thinned_bounded_sample_per_version() -> None:
+    live = LiveScores(per_version=50, every_ms=10_000, max_versions=2)
+    scores = np.full(120, 0.2)
+    scores[:15] = np.nan  # not scored yet (warm-up): skipped
+    live.observe(scored_run("pump-00", T0, scores), NEW, scores, True)
+    kept = live.sample(NEW, ["pump-00"], since_ms=T0)
+    assert kept == [0.2] * 11, "one score per 10 s of sample time, from the first scored row (15 s, 25 s, ... 115 s)"
+    later = np.full(30, 0.4)  # the next run continues the device's 10 s rhythm
+    live.observe(scored_run("pump-00", T0 + 120_000, later), NEW, later, False)
+    assert live.sample(NEW, ["pump-00"], since_ms=T0 + 120_000) == [0.4] * 3
+    assert live.sample(NEW, ["pump-01"], since_ms=T0) == [], "only the devices asked for"
+    for _ in range(10):  # bounded per version: the newest 50
+        live.observe(scored_run("pump-00", T0 + 10 * HOUR + _ * 1000 * 600, np.ones(600)), NEW, np.ones(600), True)
+    assert len(live.sample(NEW, ["pump-00"], since_ms=0)) == 50
+    live.observe(scored_run("pump-00", T0, np.ones(1)), OLD, np.ones(1), True)
+    live.observe(scored_run("pump-00", T0, np.ones(1)), "detector.pump@5", np.ones(1), True)
+    assert live.sample(NEW, ["pump-00"], since_ms=0) == [], "at most two versions: the least recently fed went"
+
+
+async def test_the_score_gate_judges_the_candidates_live_scores_on_the_compared_targets(sqlite_store: Store) -> None:
+    """A candidate whose live scores sit where its model card says passes; one whose scores are all above its
+    threshold (a scaling bug, say) rolls back in its shadow phase."""
+    reference = [(0.5, 0.2), (0.9, 0.5), (0.99, 0.9)]
+    gates: dict[str, Any] = {"score_shift": ScoreShiftGate(reference=reference, min_samples=100)}
+    for cid, level, phase in (("c-good", 0.2, "promoted"), ("c-bad", 3.0, "rolled_back")):
+        live = LiveScores()
+        fleet = fleet_for(sqlite_store, scores=live)
+        await fleet.service.start(make_spec(id=cid, gates=gates, shadow_ms=HOUR, soak_ms=HOUR), by="alice")
+        rng = np.random.default_rng(1)
+
+        async def scenario(t: int, level: float = level, live: LiveScores = live) -> None:
+            for device in TARGETS:
+                values = rng.uniform(0.0, 0.45, 360) if level < 1 else rng.uniform(level, level + 1, 360)
+                live.observe(scored_run(device, t - HOUR, values), NEW, values, True)
+
+        await fleet.hours(8, scenario)
+        view = await fleet.service.get(cid)
+        assert view.state.phase == phase, view.events
+        if phase == "rolled_back":
+            assert "shadow" in view.state.outcome and "score_shift" in view.state.outcome
+            assert any("KS 0.990 > 0.3" in e.message for e in view.events), [e.message for e in view.events]
 
 
 # --- the store (both backends) -----------------------------------------------------------------------------------

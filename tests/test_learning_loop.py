@@ -76,7 +76,7 @@ async def test_a_candidate_is_trained_rolled_out_resumed_after_a_restart_and_pro
         assert lineage["complete"] is True
 
         started = await run("campaigns", "start", f"detector.{PROFILE}@1", "--waves", "0.5,1",
-                            "--shadow-hours", "0.5", "--soak-hours", "0.5", "--json")
+                            "--shadow-hours", "0.5", "--soak-hours", "0.5", "--score-shift", "1", "--json")
         assert started.exit_code == 0, started.output
         cid = json.loads(started.stdout)["spec"]["id"]
         await _publish(platform, clock, fleet, START + 10 * HOUR + 50 * 60_000)  # past the shadow phase, into wave 1
@@ -97,6 +97,9 @@ async def test_a_candidate_is_trained_rolled_out_resumed_after_a_restart_and_pro
         assert all(a == Assignment(f"detector.{PROFILE}@1") for a in _placement(platform, pumps).values())
         kinds = [e.kind for e in view.events]
         assert kinds.count("wave.entered") == 2 and kinds[-1] == "promoted"
+        # the score gate (asked for, at KS 1: it passes once fed) judged the scoring stage's live scores, per phase
+        shifts = [e.figures for e in view.events if e.kind == "gate.passed" and "score_shift" in e.message]
+        assert len(shifts) == 3 and all(f["samples"] >= 200 and 0 <= f["distance"] <= 1 for f in shifts), shifts
         audited = [a.detail for a in await platform.store.list_audit(action="campaign.wave.entered", limit=100)]
         assert len(audited) == 2, "each step is audited once, across the restart"
 

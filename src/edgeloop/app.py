@@ -29,6 +29,7 @@ from edgeloop.alerts.service import AlertingSettings, AlertService, load_setting
 from edgeloop.assets import DeviceProfile
 from edgeloop.broker.acl import BROKER_IDENTITY, INGEST_IDENTITY
 from edgeloop.broker.embedded import BrokerTls, EmbeddedBroker
+from edgeloop.campaigns.live_scores import LiveScores
 from edgeloop.campaigns.service import CampaignService
 from edgeloop.clock import Clock, SystemClock
 from edgeloop.dir_lock import DirLock
@@ -318,10 +319,11 @@ class Platform:
         self.drift = DriftService(store=self.store, models=self.deployment, profile_of=profile_of,
                                   manifest_of=self.models.get)
         self._stack.push_async_callback(self.drift.close)
+        self.live_scores = LiveScores()  # each version's live scores, sampled (a campaign's score gate)
         self.scoring = ScoringStage(alerts=self.alerts, on_scored=self._scored, profile_of=profile_of,
                                     rul=RulMonitor(rul_models, horizon=cfg.rul_horizon) if rul_models else None,
                                     history=self.store.read_chunks, on_findings=FindingLog(store=self.store),
-                                    models=self.deployment)
+                                    models=self.deployment, on_scores=self.live_scores.observe)
         self.probes = True  # known-answer probes judge every phase of a detector rollout (the probe gate)
         self.edge_rollout = EdgeRollout(store=self.store, bundle=lambda ref: self.models.export(ref, by="campaigns"),
                                         publish=self._publish_retained, tenant_of=self._gateway_tenant,
@@ -329,7 +331,7 @@ class Platform:
         self.campaigns = CampaignService(store=self.store, now=self.alerts.now, placement=self.deployment,
                                          aliases=self.deployment, audit=self.store.audit,
                                          probes=PlatformProbes(store=self.store, scoring=self.scoring),
-                                         gateways=self.edge_rollout)
+                                         gateways=self.edge_rollout, scores=self.live_scores)
         await self.campaigns.resume()  # a campaign a restart interrupted continues where it was
         self.training = TrainingJobs(store=self.store, models=self.models, assets=registry,
                                      work_dir=cfg.data_dir / "models" / "jobs", now=self.alerts.now)

@@ -99,6 +99,10 @@ class ScoredFinding:
 
 
 FindingsHook = Callable[[list[ScoredFinding]], Awaitable[None]]
+ScoresHook = Callable[[TelemetryChunk, str, np.ndarray, bool], None]
+"""A scored run (one device, its consecutive chunks as one), the version, its score per row (1.0 = the version's
+threshold, NaN where not scored yet) and whether the version is live; synchronous, called for every run of every
+version that scores it (drift's score shift, the score-distribution gate of a campaign)."""
 
 
 @dataclass(slots=True)
@@ -116,7 +120,7 @@ class ScoringStage:
         self, *, alerts: AlertService, capacity: int = 256, period_ms: int = 1000, on_scored: ScoredHook | None = None,
         rul: RulMonitor | None = None, profile_of: Callable[[str], DeviceProfile | None] | None = None,
         history: History | None = None, warm_ms: int = WARM_MS, models: ModelSource | None = None,
-        on_findings: FindingsHook | None = None,
+        on_findings: FindingsHook | None = None, on_scores: ScoresHook | None = None,
     ) -> None:
         self.alerts = alerts
         self.rul = rul  # remaining-useful-life models for devices that report the channels they read
@@ -127,6 +131,7 @@ class ScoringStage:
         self.profile_of = profile_of  # device -> its profile, which may choose the detector
         self.models = models  # which version runs where (None: every device its profile's built-in detector)
         self.on_findings = on_findings  # every onset finding, live and shadow, with its version
+        self.on_scores = on_scores  # every scored run's scores, live and shadow, with its version
         self._detectors: dict[str, dict[str, Detector]] = {}  # device -> version -> its detector
         self._last_ts: dict[str, int] = {}
         self.busy = False
@@ -230,12 +235,14 @@ class ScoringStage:
         if assignment.shadow is not None:  # recorded beside the live version's; paged only as a safety net
             shadow_detector = detectors[assignment.shadow]
             shadow = shadow_detector.process(ts, whole.values)
+            self._scores(whole, assignment.shadow, shadow_detector, live=False)
             self.stats.shadow_findings += len(shadow)
             out += [ScoredFinding(assignment.shadow, False, first.device, asset, first.tenant, f) for f in shadow]
             if assignment.safety_net:
                 self._page(run, starts, shadow_detector, shadow, assignment.shadow)
         detector = detectors[assignment.live]
         findings = detector.process(ts, whole.values)
+        self._scores(whole, assignment.live, detector, live=True)
         self.stats.findings += len(findings)
         out += [ScoredFinding(assignment.live, True, first.device, asset, first.tenant, f) for f in findings]
         self.alerts.observe_run(whole)
@@ -246,6 +253,12 @@ class ScoringStage:
             alert = self.rul.observe(run)
             if alert is not None:
                 self.alerts.observe_alert(alert)
+
+    def _scores(self, whole: TelemetryChunk, ref: str, detector: Detector, *, live: bool) -> None:
+        """Hand a run's scores to ``on_scores`` (all of its rows: a detector that dropped rows out of time order
+        has no score per row, and this run is left out)."""
+        if self.on_scores is not None and detector.last_scores.shape == whole.ts.shape:
+            self.on_scores(whole, ref, detector.last_scores, live)
 
     def _page(self, run: list[TelemetryChunk], starts: list[int], detector: Detector, findings: list[Finding],
               ref: str) -> None:

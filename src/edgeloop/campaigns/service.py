@@ -56,7 +56,10 @@ from edgeloop.campaigns.gates import (
     ProbeResults,
     RateCounts,
     RateSPRT,
+    ScoreSample,
+    ScoreShiftGate,
 )
+from edgeloop.campaigns.live_scores import LiveScores
 from edgeloop.errors import ConfigError, EdgeLoopError, ModelRefused, NotFoundError
 from edgeloop.scoring import Assignment
 from edgeloop.store.alerting import Label, Verdict
@@ -164,7 +167,7 @@ class CampaignService:
 
     def __init__(self, *, store: Store, now: Callable[[], int], placement: Placement, aliases: Aliases,
                  audit: Callable[[AuditRecord], Awaitable[None]], probes: ProbeRunner | None = None,
-                 gateways: GatewayPlacement | None = None) -> None:
+                 gateways: GatewayPlacement | None = None, scores: LiveScores | None = None) -> None:
         self.store = store
         self.now = now
         self.placement = placement
@@ -172,6 +175,7 @@ class CampaignService:
         self.audit = audit
         self.probes = probes
         self.gateways = gateways
+        self.scores = scores  # the versions' live scores (the score-distribution gate), fed by the scoring stage
         self._lock = asyncio.Lock()  # one change of a campaign at a time (tick, start, approve, abort)
         self._audited: dict[str, int] = {}  # campaign id → the next log entry not yet audited (kept only while active)
         self._probe_cache: dict[str, tuple[int, int, ProbeResults]] = {}  # id → (phase start, wave, results)
@@ -284,6 +288,8 @@ class CampaignService:
           champion's findings are not references of their own (a champion finding the candidate does not share is
           judged by the technicians' verdict on it, paged through the safety net);
         - ``ProbeGate``: the probe runner's results on every target, once per phase;
+        - ``ScoreShiftGate``: the candidate's live scores on the compared targets since the phase began (live or
+          shadow, thinned, ``campaigns/live_scores.py``);
         - other gates: no observation (they stay pending, which is why ``start`` refuses them).
         """
         if spec.payload == "edge_model":
@@ -319,6 +325,8 @@ class CampaignService:
                 results = await self._probe(spec, state, spec.targets, now_ms)
                 if results is not None:
                     observations[name] = results
+            elif isinstance(gate, ScoreShiftGate) and self.scores is not None:
+                observations[name] = ScoreSample(scores=self.scores.sample(spec.to_ref, targets, since_ms=since))
         return observations
 
     async def _onsets(self, spec: CampaignSpec, targets: Sequence[str], *, since: int,
@@ -392,11 +400,12 @@ class CampaignService:
             if _ref_model(ref) != spec.subject or not ref.rpartition("@")[2].isdigit():
                 raise ConfigError(f"{ref!r} is not a version of {spec.subject!r} (expected {spec.subject}@<n>)")
         for name, gate in spec.gates.items():
-            if isinstance(gate, RateSPRT | MissedFaultGate) or (isinstance(gate, ProbeGate) and self.probes):
+            if (isinstance(gate, RateSPRT | MissedFaultGate) or (isinstance(gate, ProbeGate) and self.probes)
+                    or (isinstance(gate, ScoreShiftGate) and self.scores is not None)):
                 continue
+            missing = {ProbeGate: " (no probe runner)", ScoreShiftGate: " (no live scores)"}.get(type(gate), "")
             raise ConfigError(f"gate {name!r} ({type(gate).__name__}): the platform collects no observations for "
-                              f"it{' (no probe runner)' if isinstance(gate, ProbeGate) else ''}, so it could never "
-                              "pass")
+                              f"it{missing}, so it could never pass")
 
     async def _load(self, campaign_id: str) -> tuple[CampaignSpec, CampaignState]:
         rec = await self.store.get_campaign(campaign_id)

@@ -66,6 +66,9 @@ def campaigns_start(
                                                                          "no shadow phase).")] = 24.0,
     soak_h: Annotated[float, typer.Option("--soak-hours", min=0.01)] = 24.0,
     approve_waves: Annotated[bool, typer.Option("--approve-waves", help="Each wave waits for an operator.")] = False,
+    score_shift: Annotated[float | None, typer.Option(
+        "--score-shift", min=0.01, max=1.0, help="Detectors: also gate on the live scores' KS distance to the model "
+                                                "card's held-out scores, at most this (off by default).")] = None,
     url: Url = DEFAULT_URL,
     as_json: Json = False,
 ) -> None:
@@ -76,7 +79,8 @@ def campaigns_start(
     except ValueError:
         raise typer.BadParameter(f"--waves {waves!r}: comma-separated numbers, e.g. 0.1,0.5,1") from None
     plan = {"waves": shares, "shadow_h": shadow_h, "soak_h": soak_h,
-            "approvals": [approve_waves] * len(shares) if approve_waves else []}
+            "approvals": [approve_waves] * len(shares) if approve_waves else [],
+            **({"score_shift_max": score_shift} if score_shift is not None else {})}
     doc = api("POST", url, "/api/v1/campaigns", {"model": ref, "plan": plan})
     if as_json:
         print_json(doc)

@@ -1,18 +1,20 @@
 """Rolling a model version out: the campaign a person (or the retraining policy) asks for, built from the registry
 (the champion it replaces). A detector version goes to its profile's devices (the asset registry); an edge model's
 version goes to the gateways that run the model (their heartbeats say so), with no shadow phase and the edge gates
-(``models/edge_rollout.py``)."""
+(``models/edge_rollout.py``). On request (``RolloutPlan.score_shift_max``) a trained detector version is also
+gated on its live scores against its model card's held-out score quantiles (``ScoreShiftGate``)."""
 
 from __future__ import annotations
 
+import math
 import secrets
-from collections.abc import Sequence
-from typing import Annotated
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
 
 import msgspec
 
 from edgeloop.campaigns.engine import CampaignSpec, default_gates
-from edgeloop.campaigns.gates import ProbeGate
+from edgeloop.campaigns.gates import ProbeGate, ScoreShiftGate
 from edgeloop.campaigns.service import CampaignService, CampaignView
 from edgeloop.errors import ConfigError, NotFoundError
 from edgeloop.messages import Id
@@ -38,6 +40,9 @@ class RolloutPlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     targets: Annotated[list[Id], msgspec.Meta(max_length=100_000)] | None = None  # default: the profile's devices
     # (an edge model: the gateways running it)
     probes: bool = True  # known-answer fault probes gate every phase (when the platform runs them)
+    # the candidate's live scores against its model card's held-out score quantiles: the largest KS distance
+    # allowed (None: no such gate; see docs/models.md for why it is not on by default)
+    score_shift_max: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
 
 
 async def start_rollout(*, campaigns: CampaignService, models: ModelRegistry, registry: Registry, ref: str,
@@ -65,12 +70,32 @@ async def start_rollout(*, campaigns: CampaignService, models: ModelRegistry, re
         assert manifest.profile is not None  # checked above
         targets = _targets(registry, manifest.profile, plan.targets)
         gates = default_gates() | ({"probes": ProbeGate()} if probes and plan.probes else {})
+        if plan.score_shift_max is not None:
+            reference = _score_reference(manifest.card)
+            if not reference:
+                raise ConfigError(f"{ref} has no held-out score quantiles in its model card: no score_shift gate")
+            gates["score_shift"] = ScoreShiftGate(reference=reference, max_distance=plan.score_shift_max)
     spec = CampaignSpec(
         id=_campaign_id(target, "edge." if edge else "detector."), payload="edge_model" if edge else "model",
         subject=target.name, from_ref=str(champion), to_ref=str(target), targets=targets, waves=list(plan.waves),
         shadow=not edge, shadow_ms=0 if edge else int(plan.shadow_h * _HOUR_MS), soak_ms=int(plan.soak_h * _HOUR_MS),
         approvals=list(plan.approvals), gates=gates, created_by=by, created_ms=now_ms)
     return await campaigns.start(spec, by=by)
+
+
+def _score_reference(card: Mapping[str, Any]) -> list[tuple[float, float]]:
+    """The ``(probability, value)`` quantiles of a trained version's held-out scores, from its model card (empty
+    for a version without a card: the score-distribution gate needs one)."""
+    quantiles = (card.get("candidate_metrics") or {}).get("score_quantiles") or {}
+    out: list[tuple[float, float]] = []
+    for name, value in quantiles.items():
+        try:
+            q = float(str(name).removeprefix("p")) / 100.0
+        except ValueError:
+            continue
+        if 0.0 <= q <= 1.0 and isinstance(value, int | float) and math.isfinite(value):
+            out.append((q, float(value)))
+    return sorted(out)
 
 
 def _campaign_id(target: ModelRef, prefix: str) -> str:
