@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 MAX_BEATS = 4096  # heartbeats remembered per gateway and phase
-EVENTS_READ = 200  # a gateway's newest answers read per observation
+EVENTS_READ = 50  # a gateway's newest answers of each kind (``model``, ``model_reverted``) read per observation
 MIN_LATENCIES = 20  # a heartbeat's p95 counts once it is over this many inferences (a new session's first is slow)
 EDGE_GATES = (InstallGate, LatencyGate, RateSPRT)  # the gates an edge campaign can be judged by
 Publish = Callable[[str, bytes], Awaitable[None]]  # topic, payload: QoS 1, retained
@@ -260,16 +260,18 @@ class EdgeRollout:
         back: list[str] = []
         push_id = f"{spec.id}:install"
         for gateway in sorted(wave):
-            for event in await self.store.list_events(device=gateway, limit=EVENTS_READ):
+            for event in await self.store.list_events(device=gateway, kind="model", limit=EVENTS_READ):
                 answer = push_answer(event)
                 if answer is not None and answer.id == push_id and answer.status == "refused":
                     refused.append(f"{gateway}: {answer.reason}")
                     break
-                gone = reverted(event)
-                if (gone is not None and gone.name == spec.subject and gone.from_version == to_v
-                        and event.received_ms >= spec.created_ms):
-                    back.append(f"{gateway}: {gone.reason} {gone.alarm_rate:.3g} (limit {gone.limit:.3g})")
-                    break
+            else:
+                for event in await self.store.list_events(device=gateway, kind="model_reverted", limit=EVENTS_READ):
+                    gone = reverted(event)
+                    if (gone is not None and gone.name == spec.subject and gone.from_version == to_v
+                            and event.received_ms >= spec.created_ms):
+                        back.append(f"{gateway}: {gone.reason} {gone.alarm_rate:.3g} (limit {gone.limit:.3g})")
+                        break
         return refused, back
 
     @staticmethod
