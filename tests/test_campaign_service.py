@@ -559,7 +559,8 @@ async def test_the_score_gate_judges_the_candidates_live_scores_on_the_compared_
         await fleet.service.start(make_spec(id=cid, gates=gates, shadow_ms=HOUR, soak_ms=HOUR), by="alice")
         rng = np.random.default_rng(1)
 
-        async def scenario(t: int, level: float = level, live: LiveScores = live) -> None:
+        async def scenario(t: int, level: float = level, live: LiveScores = live,
+                           rng: np.random.Generator = rng) -> None:
             for device in TARGETS:
                 values = rng.uniform(0.0, 0.45, 360) if level < 1 else rng.uniform(level, level + 1, 360)
                 live.observe(scored_run(device, t - HOUR, values), NEW, values, True)
