@@ -92,3 +92,39 @@ async def test_a_regime_change_is_a_stored_explained_audited_drift_event(tmp_pat
     assert {"speed", "bearing_temp"} & set(event.channels) and event.since_ms >= shift_at - 30 * MIN
     assert [a.target for a in audit] == [shifted] and heard and heard[0].id == event.id
     assert healthy not in {e.device for e in events} and np.isfinite(event.figure)
+
+
+async def test_a_trained_versions_score_shift_is_found_from_the_live_scores_the_platform_feeds(tmp_path: Path) -> None:
+    """A version whose reference has score bins (a trained version's held-out scores): inputs unchanged, but its
+    live scores move far up (a fault, or a model gone wrong) for an hour. ``observe_run`` with the scores finds
+    a score-shift event; the same data without scores finds nothing."""
+    from edgeloop.models.drift import reference_from
+
+    rng = np.random.default_rng(2)
+    ts = np.arange(0, 6 * HOUR, 1000, dtype=np.int64)
+    values = rng.normal(50.0, 2.0, (ts.size, 1))
+    reference = reference_from(values, ["temp"], ts=ts, scores=rng.uniform(0.0, 0.5, ts.size))
+    assert reference.score_quantiles and reference.score_limit is not None
+
+    async def reference_of(device: str, ref: str, channels: tuple[str, ...]) -> object:
+        return reference
+
+    found: dict[bool, list[DriftRecord]] = {}
+    for with_scores in (True, False):
+        async with open_store(f"sqlite:///{tmp_path / f's{with_scores}.db'}") as store:
+            service = DriftService(store=store, models=Builtin(Registry()), profile_of=lambda d: None,
+                                   reference_of=reference_of)  # type: ignore[arg-type]
+            runner = asyncio.create_task(service.run())
+            for k, lo in enumerate(range(0, 3 * HOUR, 10 * MIN)):
+                t = np.arange(lo, lo + 10 * MIN, 1000, dtype=np.int64)
+                chunk = TelemetryChunk(device="d1", seq=k + 1, channels=("temp",), ts=t,
+                                       values=rng.normal(50.0, 2.0, (t.size, 1)), tenant="plant", asset="d1")
+                scores = rng.uniform(0.0, 0.5, t.size) if lo < HOUR else rng.uniform(0.8, 2.0, t.size)
+                service.observe_run(chunk, scores if with_scores else None)
+                await service.settle()
+            runner.cancel()
+            await service.close()
+            found[with_scores] = await store.list_drift_events()
+    [event] = found[True]
+    assert event.kind == "score" and "score" in event.channels and HOUR <= event.detected_ms <= 2 * HOUR
+    assert found[False] == [], "without the scores only the inputs are judged, and they did not move"

@@ -72,6 +72,9 @@ async def test_a_candidate_is_trained_rolled_out_resumed_after_a_restart_and_pro
         manifest = shown.get("manifest", shown)
         assert manifest["parent"] == f"detector.{PROFILE}@0" and manifest["data"]["devices"] == pumps
         assert set(manifest["card"]["drift_reference"]) == set(pumps)  # what drift compares against once it runs
+        # with the score bins of the candidate's held-out scores: drift judges its live scores' shift too
+        assert all(r["score_quantiles"] and r["score_limit"] is not None
+                   for r in manifest["card"]["drift_reference"].values())
         lineage = json.loads((await run("models", "lineage", f"detector.{PROFILE}@1", "--json")).stdout)
         assert lineage["complete"] is True
 

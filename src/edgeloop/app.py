@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+import numpy as np
 import uvicorn
 
 from edgeloop.alerts.notify import Notifier
@@ -323,7 +324,7 @@ class Platform:
         self.scoring = ScoringStage(alerts=self.alerts, on_scored=self._scored, profile_of=profile_of,
                                     rul=RulMonitor(rul_models, horizon=cfg.rul_horizon) if rul_models else None,
                                     history=self.store.read_chunks, on_findings=FindingLog(store=self.store),
-                                    models=self.deployment, on_scores=self.live_scores.observe)
+                                    models=self.deployment, on_scores=self._run_scores)
         self.probes = True  # known-answer probes judge every phase of a detector rollout (the probe gate)
         self.edge_rollout = EdgeRollout(store=self.store, bundle=lambda ref: self.models.export(ref, by="campaigns"),
                                         publish=self._publish_retained, tenant_of=self._gateway_tenant,
@@ -384,10 +385,15 @@ class Platform:
                 await asyncio.sleep(0.02)
 
     def _scored(self, chunks: list[TelemetryChunk]) -> None:
-        """After each scored batch: drift monitoring, then the caller's hook (``on_scored``)."""
-        self.drift.observe(chunks)
+        """After each scored batch: the caller's hook (``on_scored``)."""
         if self.on_scored is not None:
             self.on_scored(chunks)
+
+    def _run_scores(self, run: TelemetryChunk, ref: str, scores: np.ndarray, live: bool) -> None:
+        """Each scored run of each version: the campaigns' live-score sample, and drift (the live version)."""
+        self.live_scores.observe(run, ref, scores, live)
+        if live:
+            self.drift.observe_run(run, scores)
 
     async def _learning_ticks(self) -> None:
         """The retraining policies, judged every few seconds (a store outage waits for the next tick)."""

@@ -45,6 +45,7 @@ from edgeloop.assets import DeviceProfile
 from edgeloop.detect import AssetDetector
 from edgeloop.detect.baseline import TrainedBaselineDetector
 from edgeloop.detect.finding import Finding, FindingPhase
+from edgeloop.detect.scores import threshold_scores
 from edgeloop.detect.stream import UnivariateStreamDetector
 from edgeloop.errors import StoreError
 from edgeloop.rul.monitor import RulMonitor
@@ -255,10 +256,9 @@ class ScoringStage:
                 self.alerts.observe_alert(alert)
 
     def _scores(self, whole: TelemetryChunk, ref: str, detector: Detector, *, live: bool) -> None:
-        """Hand a run's scores to ``on_scores`` (all of its rows: a detector that dropped rows out of time order
-        has no score per row, and this run is left out)."""
-        if self.on_scores is not None and detector.last_scores.shape == whole.ts.shape:
-            self.on_scores(whole, ref, detector.last_scores, live)
+        """Hand a run's scores (1.0 = the version's threshold) to ``on_scores``."""
+        if self.on_scores is not None:
+            self.on_scores(whole, ref, threshold_scores(detector, whole.ts.shape[0]), live)
 
     def _page(self, run: list[TelemetryChunk], starts: list[int], detector: Detector, findings: list[Finding],
               ref: str) -> None:

@@ -5,7 +5,9 @@ that scores it live (the thin async shell around :mod:`edgeloop.models.drift`).
   written by the training job). The built-in detector (version 0) learns from the device's own first data, so its
   reference is the device's first ``reference_ms`` (6 h) of stored telemetry, read back from the store: the same
   after a restart, whatever the device did since.
-- **Observing** is synchronous and cheap (per device: bin counts of one window); it is fed every scored batch.
+- **Observing** is synchronous and cheap (per device: bin counts of one window); it is fed every scored run, with
+  the live version's scores (score shift, against the score bins of the version's reference: a trained version's
+  held-out scores; the built-in detector's reference has none, so only its inputs are judged).
   A device whose live version changed (a promotion, a canary) gets a new monitor against the new version's
   reference. While a reference is being built (or the device has less history than ``reference_ms``), its data
   is not judged.
@@ -63,15 +65,21 @@ class DriftService:
 
     # -- fed by the scoring stage (synchronous) ------------------------------------------------------------
     def observe(self, chunks: Sequence[TelemetryChunk]) -> None:
+        """Scored chunks, without their scores (no score shift is judged on them)."""
         for chunk in chunks:
-            profile = self.profile_of(chunk.device)
-            live = self.models.assignment(chunk.device, profile).live
-            monitor = self._monitors.get(chunk.device)
-            if monitor is None or monitor.model != live or tuple(monitor.reference.channels) != chunk.channels:
-                self._need(chunk, live, profile)
-                continue
-            for event in monitor.observe(chunk.ts, chunk.values):
-                self._emit(event, chunk.tenant)
+            self.observe_run(chunk)
+
+    def observe_run(self, chunk: TelemetryChunk, scores: np.ndarray | None = None) -> None:
+        """A scored run of one device and, when given, the live version's score of each row (1.0 = threshold):
+        the platform feeds it from the scoring stage's ``on_scores``, so score shift is judged too."""
+        profile = self.profile_of(chunk.device)
+        live = self.models.assignment(chunk.device, profile).live
+        monitor = self._monitors.get(chunk.device)
+        if monitor is None or monitor.model != live or tuple(monitor.reference.channels) != chunk.channels:
+            self._need(chunk, live, profile)
+            return
+        for event in monitor.observe(chunk.ts, chunk.values, scores):
+            self._emit(event, chunk.tenant)
 
     def _need(self, chunk: TelemetryChunk, live: str, profile: DeviceProfile | None) -> None:
         self._monitors.pop(chunk.device, None)

@@ -67,6 +67,7 @@ import numpy.typing as npt
 
 from edgeloop.detect import AssetDetector, DetectorConfig, Finding, FindingKind, FindingPhase
 from edgeloop.detect.baseline import TrainedBaselineDetector
+from edgeloop.detect.scores import threshold_scores
 from edgeloop.detect.stream import UnivariateStreamDetector
 from edgeloop.errors import EdgeLoopError
 from edgeloop.models import drift
@@ -313,6 +314,7 @@ class _Run:
     onsets: list[int]
     scores: ScoreSummary
     days: float
+    raw: F64  # the score of each held-out row (1.0 = threshold, NaN: not scored)
 
 
 def _onsets(findings: Iterable[Finding]) -> list[int]:
@@ -325,15 +327,6 @@ def _alarm_open(det: PlatformDetector) -> bool:
     if isinstance(det, TrainedBaselineDetector):
         return bool(det.last_labels.size and det.last_labels[-1])
     return False
-
-
-def _scores(det: PlatformDetector, n: int) -> F64:
-    """The last batch's scores with 1.0 = the threshold, one per kept row (NaN: not scored)."""
-    raw = np.asarray(det.last_scores, dtype=np.float64)
-    if isinstance(det, TrainedBaselineDetector):
-        raw = raw / det.threshold if det.warmed_up else np.full(raw.shape, np.nan)
-    out: F64 = raw if raw.size == n else np.concatenate([raw, np.full(max(n - raw.size, 0), np.nan)])[:n]
-    return out
 
 
 def _feed(det: PlatformDetector, ts: I64, x: F64) -> list[Finding]:
@@ -349,9 +342,9 @@ def _run_heldout(det: PlatformDetector, ts: I64, x: F64, split_ms: int, end_ms: 
     for lo in range(0, ts.size, _BATCH):
         found = det.process(ts[lo:lo + _BATCH], x[lo:lo + _BATCH])
         onsets += _onsets(found)
-        parts.append(_scores(det, min(_BATCH, ts.size - lo)))
-    scores = summarise(np.concatenate(parts) if parts else np.zeros(0))
-    return _Run(onsets=onsets, scores=scores, days=max(end_ms - split_ms, 0) / DAY_MS)
+        parts.append(threshold_scores(det, min(_BATCH, ts.size - lo)))
+    raw = np.concatenate(parts) if parts else np.zeros(0)
+    return _Run(onsets=onsets, scores=summarise(raw), days=max(end_ms - split_ms, 0) / DAY_MS, raw=raw)
 
 
 def evaluate(runs: Sequence[tuple[Sequence[int], ScoreSummary, float]], faults: Sequence[Sequence[Window]],
@@ -561,7 +554,7 @@ def train(series: Iterable[DeviceSeries], labels: Sequence[Label], *, window_sta
         x_ref = x[ref]
         _feed(cand, ts[ref], x_ref)
         edges = _bin_edges(x_ref, cfg.bins)
-        drift_refs[s.device] = _drift_reference(ts[ref], x_ref, s.channels)
+        inputs = _drift_reference(ts[ref], x_ref, s.channels)
         del x_ref  # one device's copy at a time
         fitted = champion(s.device) if champion is not None else None
         champ = fitted if fitted is not None else make_detector(cfg.detector, s.channels, cfg.period_ms,
@@ -569,6 +562,7 @@ def train(series: Iterable[DeviceSeries], labels: Sequence[Label], *, window_sta
         _feed(champ, ts[:k], x[:k])
         cand_run = _run_heldout(cand, ts[k:], x[k:], split_ms, window_end_ms)
         champ_run = _run_heldout(champ, ts[k:], x[k:], split_ms, window_end_ms)
+        drift_refs[s.device] = _with_scores(inputs, ts[k:], x[k:], s.channels, cand_run.raw)
         # the candidate as it stands at the end of the held-out span is what is deployed: it has seen (scored,
         # then learnt from) every row of the window after its training rows, as a live detector would have
         detectors[s.device] = cand
@@ -623,3 +617,18 @@ def _drift_reference(ts: I64, x: F64, channels: Sequence[str]) -> drift.Referenc
         pick = np.linspace(0, ts.size - 1, _DRIFT_ROWS).astype(np.intp)
         ts, x = ts[pick], x[pick]
     return drift.reference_from(x, list(channels), ts=ts)
+
+
+def _with_scores(inputs: drift.ReferenceStats, ts: I64, x: F64, channels: Sequence[str],
+                 scores: F64) -> drift.ReferenceStats:
+    """``inputs`` with the score part of the reference: the candidate's scores on the held-out rows (``ts``,
+    ``x``), where it runs as it will live (its ensemble calibrated; on its training rows it was still warming up),
+    with the limit its own windows there set. Unchanged when no held-out row was scored."""
+    if scores.shape != ts.shape or not np.isfinite(scores).any():
+        return inputs
+    if ts.size > _DRIFT_ROWS:
+        pick = np.linspace(0, ts.size - 1, _DRIFT_ROWS).astype(np.intp)
+        ts, x, scores = ts[pick], x[pick], scores[pick]
+    held = drift.reference_from(x, list(channels), ts=ts, scores=scores)
+    return msgspec.structs.replace(inputs, score_quantiles=held.score_quantiles,
+                                   score_fractions=held.score_fractions, score_limit=held.score_limit)
