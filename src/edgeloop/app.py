@@ -100,6 +100,7 @@ class PlatformConfig:
     rul_horizon: float = 30.0  # cycles: a RUL model's alert fires when the RUL's lower bound is below this
     retraining: Path | None = None  # retraining policies (default: data_dir/retraining.yaml if there; else none)
     rollout: RolloutPlan = field(default_factory=RolloutPlan)  # how the policies' candidates roll out
+    drift_scores: bool = False  # drift also judges the live version's score shift (off: see docs/models.md)
     alerting: Path | None = None  # notification channels and escalation (default: data_dir/alerting.yaml if there)
 
     @property
@@ -393,7 +394,7 @@ class Platform:
         """Each scored run of each version: the campaigns' live-score sample, and drift (the live version)."""
         self.live_scores.observe(run, ref, scores, live)
         if live:
-            self.drift.observe_run(run, scores)
+            self.drift.observe_run(run, scores if self.config.drift_scores else None)
 
     async def _learning_ticks(self) -> None:
         """The retraining policies, judged every few seconds (a store outage waits for the next tick)."""

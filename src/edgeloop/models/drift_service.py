@@ -6,8 +6,9 @@ that scores it live (the thin async shell around :mod:`edgeloop.models.drift`).
   reference is the device's first ``reference_ms`` (6 h) of stored telemetry, read back from the store: the same
   after a restart, whatever the device did since.
 - **Observing** is synchronous and cheap (per device: bin counts of one window); it is fed every scored run, with
-  the live version's scores (score shift, against the score bins of the version's reference: a trained version's
-  held-out scores; the built-in detector's reference has none, so only its inputs are judged).
+  the live version's scores when the platform's ``drift_scores`` is on (score shift, against the score bins of the
+  version's reference: a trained version's held-out scores; the built-in detector's reference has none, so only
+  its inputs are judged). Off by default: see docs/models.md.
   A device whose live version changed (a promotion, a canary) gets a new monitor against the new version's
   reference. While a reference is being built (or the device has less history than ``reference_ms``), its data
   is not judged.
