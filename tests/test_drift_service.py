@@ -79,7 +79,8 @@ async def test_a_regime_change_is_a_stored_explained_audited_drift_event(tmp_pat
         t = 0
         while t < fleet.end_ms:
             t += 10 * MIN
-            service.observe(await _stored(store, fleet, t, shifted, shift_at, seq))
+            for chunk in await _stored(store, fleet, t, shifted, shift_at, seq):
+                service.observe_run(chunk)
             await service.settle()
         runner.cancel()
         await service.close()

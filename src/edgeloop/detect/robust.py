@@ -704,7 +704,7 @@ class AssetDetector:
         above = score > 1.0 if settling is None else (score > 1.0) & ~settling
         out: list[Finding] = []
         n = score.shape[0]
-        top = self._top_families(t) if cfg.cause_change_samples else None
+        top: npt.NDArray[np.str_] | None = None  # per row, the top channel's family (made once an episode is open)
         i = 0
         while i < n:
             if not self._active:
@@ -720,16 +720,18 @@ class AssetDetector:
                 run = run_lengths(score[i:] < cfg.clear_score, self._carry)
                 hit = np.flatnonzero(run >= cfg.clear_samples)
                 k = i + int(hit[0]) if hit.size else n
-                moved = self._cause_moved(above[i:k], top[i:k]) if top is not None and k > i else None
-                if moved is not None:  # a new cause before the episode cleared: it ends, a new one begins
+                moved = None
+                if cfg.cause_change_samples and k > i:
+                    top = self._top_families(t) if top is None else top
+                    moved = self._cause_moved(above[i:k], top[i:k])
+                if moved is not None and top is not None:  # a new cause before the episode cleared: a new episode
                     k = i + moved
-                    onset = self._onset.get(FindingKind.ANOMALY)
-                    old = out[-1] if out else onset
+                    old = out[-1] if out else self._onset.get(FindingKind.ANOMALY)
                     self._cause_ends.append(Finding(
                         ts=int(ts[k]), kind=FindingKind.ANOMALY, phase=FindingPhase.ENDED, score=0.0,
                         severity=old.severity if old is not None else "warning",
                         explanation=dict(old.explanation) if old is not None else {},
-                        message=f"anomaly over: its cause changed (now {top[k] if top is not None else '?'})"))
+                        message=f"anomaly over: its cause changed (now {top[k]})"))
                     self._open(out, k, ts, score, t, m, ens, pred)
                 elif not hit.size:
                     self._carry = int(run[-1])

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 import msgspec
 import numpy as np
@@ -65,11 +65,6 @@ class DriftService:
         self.dropped = 0  # events not recorded because the queue was full (the store down for long)
 
     # -- fed by the scoring stage (synchronous) ------------------------------------------------------------
-    def observe(self, chunks: Sequence[TelemetryChunk]) -> None:
-        """Scored chunks, without their scores (no score shift is judged on them)."""
-        for chunk in chunks:
-            self.observe_run(chunk)
-
     def observe_run(self, chunk: TelemetryChunk, scores: np.ndarray | None = None) -> None:
         """A scored run of one device and, when given, the live version's score of each row (1.0 = threshold):
         the platform feeds it from the scoring stage's ``on_scores``, so score shift is judged too."""

@@ -562,7 +562,7 @@ def train(series: Iterable[DeviceSeries], labels: Sequence[Label], *, window_sta
         _feed(champ, ts[:k], x[:k])
         cand_run = _run_heldout(cand, ts[k:], x[k:], split_ms, window_end_ms)
         champ_run = _run_heldout(champ, ts[k:], x[k:], split_ms, window_end_ms)
-        drift_refs[s.device] = _with_scores(inputs, ts[k:], x[k:], s.channels, cand_run.raw)
+        drift_refs[s.device] = _with_scores(inputs, ts[k:], cand_run.raw)
         # the candidate as it stands at the end of the held-out span is what is deployed: it has seen (scored,
         # then learnt from) every row of the window after its training rows, as a live detector would have
         detectors[s.device] = cand
@@ -611,24 +611,24 @@ def train(series: Iterable[DeviceSeries], labels: Sequence[Label], *, window_sta
 _DRIFT_ROWS: Final = 20_000  # rows a drift reference is computed from (evenly thinned beyond that)
 
 
+def _thinned(ts: I64) -> npt.NDArray[np.intp] | slice:
+    """The rows a drift reference is computed from: all, or ``_DRIFT_ROWS`` evenly spread."""
+    return np.linspace(0, ts.size - 1, _DRIFT_ROWS).astype(np.intp) if ts.size > _DRIFT_ROWS else slice(None)
+
+
 def _drift_reference(ts: I64, x: F64, channels: Sequence[str]) -> drift.ReferenceStats:
     """The drift monitor's reference of a device's training rows (with the limits its own windows set)."""
-    if ts.size > _DRIFT_ROWS:
-        pick = np.linspace(0, ts.size - 1, _DRIFT_ROWS).astype(np.intp)
-        ts, x = ts[pick], x[pick]
-    return drift.reference_from(x, list(channels), ts=ts)
+    pick = _thinned(ts)
+    return drift.reference_from(x[pick], list(channels), ts=ts[pick])
 
 
-def _with_scores(inputs: drift.ReferenceStats, ts: I64, x: F64, channels: Sequence[str],
-                 scores: F64) -> drift.ReferenceStats:
-    """``inputs`` with the score part of the reference: the candidate's scores on the held-out rows (``ts``,
-    ``x``), where it runs as it will live (its ensemble calibrated; on its training rows it was still warming up),
-    with the limit its own windows there set. Unchanged when no held-out row was scored."""
+def _with_scores(inputs: drift.ReferenceStats, ts: I64, scores: F64) -> drift.ReferenceStats:
+    """``inputs`` with the score part of the reference: the candidate's scores on the held-out rows at ``ts``,
+    where it runs as it will live (its ensemble calibrated; on its training rows it was still warming up), with
+    the limit its own windows there set. Unchanged when no held-out row was scored."""
     if scores.shape != ts.shape or not np.isfinite(scores).any():
         return inputs
-    if ts.size > _DRIFT_ROWS:
-        pick = np.linspace(0, ts.size - 1, _DRIFT_ROWS).astype(np.intp)
-        ts, x, scores = ts[pick], x[pick], scores[pick]
-    held = drift.reference_from(x, list(channels), ts=ts, scores=scores)
+    pick = _thinned(ts)
+    held = drift.reference_from(np.zeros((scores[pick].size, 0)), [], ts=ts[pick], scores=scores[pick])
     return msgspec.structs.replace(inputs, score_quantiles=held.score_quantiles,
                                    score_fractions=held.score_fractions, score_limit=held.score_limit)
