@@ -316,7 +316,7 @@ async def test_the_schema_upgrades_a_version_2_database_keeping_its_timeline(tmp
                                                                               recorded_at=9)]))
         assert [(e.ts, e.recorded_at) for e in await store.incident_timeline(1)] == [(5, None), (6, 9)]
     db = sqlite3.connect(path)
-    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("4",)
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("5",)
     db.close()
 
 

@@ -237,6 +237,8 @@ async def test_device_under_another_tenants_asset_is_409(client: httpx.AsyncClie
     ("tenants", {"id": "t1", "colour": "red"}, "unknown field `colour`"),
     ("tenants", {"id": 7}, "Expected `str`, got `int`"),
     ("assets", {"id": "a1", "line": LINE, "criticality": 9}, "$.criticality"),
+    ("devices", {"id": "d1", "tenant": "t", "asset": "a", "profile": "p", "rollout_group": "north wing"},
+     "$.rollout_group"),
     ("profiles", {"name": "p1", "channels": []}, "$.channels"),
     ("profiles", {"name": "p1", "channels": [{"name": "Bad-Channel"}]}, "$.channels[0].name"),
     ("devices", ["not", "an", "object"], "Expected `object`, got `array`"),
@@ -257,6 +259,20 @@ async def test_non_json_body_is_400(client: httpx.AsyncClient, raw: bytes) -> No
     assert resp.status_code == 400, resp.text
     assert resp.json()["detail"].startswith("body is not valid JSON")
     assert (await client.get(f"{API}/tenants")).json() == []
+
+
+async def test_a_device_joins_a_rollout_group_and_leaves_it(client: httpx.AsyncClient,
+                                                             platform: Platform) -> None:
+    """A device's rollout group (the model aliases of scope group:NAME it follows) is set and cleared by a PUT,
+    and the platform's deployment sees it at once."""
+    await seed(client)
+    device = (await client.get(f"{API}/devices/{DEVICE}")).json()
+    body = {k: device[k] for k in ("id", "tenant", "asset", "profile", "name")}
+    assert (await client.put(f"{API}/devices/{DEVICE}", json={**body, "rollout_group": "north"})).status_code == 200
+    assert (await client.get(f"{API}/devices/{DEVICE}")).json()["rollout_group"] == "north"
+    assert platform.deployment.scope_of(DEVICE) == "group:north"
+    assert (await client.put(f"{API}/devices/{DEVICE}", json=body)).status_code == 200
+    assert platform.deployment.scope_of(DEVICE) == "*"
 
 
 async def test_unknown_device_is_404(client: httpx.AsyncClient) -> None:

@@ -89,7 +89,7 @@ class FakeAliases:
     promotions: list[tuple[str, str, str]] = field(default_factory=list)
     refreshes: int = 0
 
-    async def promote(self, ref: str, *, by: str, reason: str) -> object:
+    async def promote(self, ref: str, *, by: str, reason: str, scope: str = "*") -> object:
         self.champion = ref
         self.promotions.append((ref, by, reason))
         return None

@@ -225,7 +225,8 @@ def test_create_through_the_cli_then_list(live: LivePlatform, tmp_path: Path) ->
 
     devices = json_out(cli("list", "devices", "--json", "--url", url))
     mine = [d for d in devices if d["id"] == "cli-dev"]
-    assert mine == [{"id": "cli-dev", "tenant": "demo", "asset": "cli-asset", "profile": profile, "name": ""}]
+    assert mine == [{"id": "cli-dev", "tenant": "demo", "asset": "cli-asset", "profile": profile, "name": "",
+                     "rollout_group": ""}]
     assets = {a["id"]: a for a in json_out(cli("list", "assets", "--json", "--url", url))}
     assert assets["cli-asset"]["devices"] == ["cli-dev"]
     assert (assets["cli-asset"]["site"], assets["cli-asset"]["tenant"]) == ("cli-site", "demo")

@@ -326,13 +326,16 @@ async def test_gateway_config_versions(store: Store) -> None:
 
 
 # A database as a schema-2 platform left it (the tables the upgrade touches, with rows in them): alerts with the
-# incident columns, an incident timeline without ``recorded_at`` (schema 3 adds it). The other tables are missing
-# and must be created.
+# incident columns, an incident timeline without ``recorded_at`` (schema 3 adds it), devices without a rollout group
+# (schema 5 adds it). The other tables are missing and must be created.
 SCHEMA_2 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO meta VALUES ('schema_version', '2');
 CREATE TABLE tenants (id TEXT PRIMARY KEY, name TEXT NOT NULL);
 INSERT INTO tenants VALUES ('acme', 'Acme');
+CREATE TABLE devices (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, asset TEXT NOT NULL, profile TEXT NOT NULL,
+    name TEXT NOT NULL);
+INSERT INTO devices VALUES ('d1', 'acme', 'a1', 'pump', 'Pump 1');
 CREATE TABLE alerts (id {serial}, tenant TEXT NOT NULL, asset TEXT NOT NULL, device TEXT NOT NULL,
     kind TEXT NOT NULL, severity TEXT NOT NULL, status TEXT NOT NULL, first_seen {big} NOT NULL,
     last_seen {big} NOT NULL, count INTEGER NOT NULL, score {real} NOT NULL, message TEXT NOT NULL,
@@ -365,7 +368,9 @@ async def test_a_schema_2_postgres_database_upgrades_in_place_keeping_its_data(p
 
 async def upgrades_in_place(url: str) -> None:
     async with open_store(url) as store:
-        assert list((await store.load_registry()).tenants) == ["acme"]
+        registry = await store.load_registry()
+        assert list(registry.tenants) == ["acme"]
+        assert (registry.devices["d1"].name, registry.devices["d1"].scope) == ("Pump 1", "*"), "schema 5: no group"
         [old] = await store.list_alerts()
         assert (old.id, old.incident, old.priority, old.status) == (41, 7, 0.5, AlertStatus.OPEN)
         assert old.model == ""  # schema 4: alerts raised before provenance have no model version
@@ -377,7 +382,7 @@ async def upgrades_in_place(url: str) -> None:
         await seed_registry(store)  # the tables schema 2 did not have here were created
         assert (await store.get_user("nobody")) is None
         version = await store.driver.fetchone("SELECT value FROM meta WHERE key='schema_version'")
-        assert version is not None and version["value"] == str(SCHEMA_VERSION) == "4"
+        assert version is not None and version["value"] == str(SCHEMA_VERSION) == "5"
     async with open_store(url) as again:  # opening an up-to-date database changes nothing
         assert len(await again.incident_timeline(7)) == 2
 

@@ -304,6 +304,10 @@ class Platform:
             dev = registry.devices.get(device)
             return registry.profiles.get(dev.profile) if dev is not None else None
 
+        def scope_of(device: str) -> str:
+            dev = registry.devices.get(device)
+            return dev.scope if dev is not None else "*"
+
         settings_path = cfg.alerting or (cfg.data_dir / "alerting.yaml")
         settings = (load_settings(settings_path) if cfg.alerting is not None or settings_path.exists()
                     else AlertingSettings())
@@ -315,7 +319,7 @@ class Platform:
         await self.alerts.start()
         if settings.channels:
             log.info("alerting: pages go to %s", ", ".join(c.name for c in settings.channels))
-        self.deployment = Deployment(registry=self.models)
+        self.deployment = Deployment(registry=self.models, scope_of=scope_of)
         await self.deployment.refresh()  # the champions (verified) before the first sample is scored
         self.models.alias_listeners.append(lambda _event: self.deployment.refresh())
         self.drift = DriftService(store=self.store, models=self.deployment, profile_of=profile_of,

@@ -13,6 +13,11 @@ import msgspec
 
 from edgeloop.messages import ChannelName, Id
 
+GROUP_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+#: A rollout group: devices (gateways included) that follow the model aliases of scope ``group:NAME`` and that a
+#: campaign can target as one (empty: no group, the whole profile's aliases).
+RolloutGroup = Annotated[str, msgspec.Meta(pattern=f"^({GROUP_NAME})?$")]
+
 
 class ChannelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: ChannelName
@@ -67,3 +72,9 @@ class Device(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     asset: Id
     profile: Id
     name: str = ""
+    rollout_group: RolloutGroup = ""
+
+    @property
+    def scope(self) -> str:
+        """The alias scope this device follows: ``group:NAME`` for a device in a rollout group, else ``*``."""
+        return f"group:{self.rollout_group}" if self.rollout_group else "*"

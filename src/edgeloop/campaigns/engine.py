@@ -116,7 +116,8 @@ def default_gates() -> dict[str, Gate]:
 class CampaignSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What to roll out where, and how carefully. ``approvals[k]``: wave k waits for an operator before it starts
     (empty = no approvals). ``shadow``: whether ``to_ref`` can score beside ``from_ref`` (models yes, releases
-    no)."""
+    no). ``scope``: the alias scope whose champion ``from_ref`` is and that a promotion changes (``*`` the whole
+    profile, ``group:NAME`` a rollout group's)."""
 
     id: str
     payload: Literal["model", "edge_model", "release"]
@@ -133,6 +134,7 @@ class CampaignSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     gates: dict[str, Gate] = msgspec.field(default_factory=default_gates)
     created_by: str = ""
     created_ms: int = 0
+    scope: str = "*"
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag="event", tag_field="action"):

@@ -92,8 +92,8 @@ class Placement(Protocol):
 class Aliases(Protocol):
     """The champion aliases (``edgeloop.models.registry.ModelRegistry`` and the deployment that reads them)."""
 
-    async def promote(self, ref: str, *, by: str, reason: str) -> object:
-        """``ref`` becomes its model's champion (audited by the registry)."""
+    async def promote(self, ref: str, *, by: str, reason: str, scope: str = "*") -> object:
+        """``ref`` becomes its model's champion in ``scope`` (audited by the registry)."""
         ...
 
     async def refresh(self) -> None:
@@ -475,7 +475,8 @@ class CampaignService:
 
     async def _promote(self, spec: CampaignSpec, state: CampaignState) -> None:
         reason = f"campaign {spec.id}: {state.outcome}"
-        await self.aliases.promote(spec.to_ref, by=f"campaign:{spec.id}", reason=reason[:engine.MAX_TEXT])
+        await self.aliases.promote(spec.to_ref, by=f"campaign:{spec.id}", reason=reason[:engine.MAX_TEXT],
+                                   scope=spec.scope)
         await self.aliases.refresh()
 
     async def _deliver(self, spec: CampaignSpec, events: Sequence[Event]) -> None:

@@ -49,7 +49,9 @@ def campaigns_show(campaign: Annotated[str, typer.Argument(help="The campaign id
         return
     spec = doc["spec"]
     what = "gateways" if spec["payload"] == "edge_model" else "devices"
-    out.print(f"{spec['id']}: {spec['from_ref']} -> {spec['to_ref']} on {len(spec['targets'])} {what}; "
+    scope = spec.get("scope", "*")
+    where = f" of rollout group {scope.removeprefix('group:')}" if scope != "*" else ""
+    out.print(f"{spec['id']}: {spec['from_ref']} -> {spec['to_ref']} on {len(spec['targets'])} {what}{where}; "
               f"{_phase(doc)}")
     for e in doc["events"]:
         figures = ", ".join(f"{k}={v:.3g}" for k, v in e["figures"].items())
@@ -69,18 +71,21 @@ def campaigns_start(
     score_shift: Annotated[float | None, typer.Option(
         "--score-shift", min=0.01, max=1.0, help="Detectors: also gate on the live scores' KS distance to the model "
                                                 "card's held-out scores, at most this (off by default).")] = None,
+    group: Annotated[str, typer.Option("--group", help="Only this rollout group's devices (gateways); the "
+                                                      "promotion sets the group's champion (scope group:NAME).")] = "",
     url: Url = DEFAULT_URL,
     as_json: Json = False,
 ) -> None:
     """Roll a version out, replacing the champion (platform administrator): a detector version to its profile's
-    devices, an edge version to the gateways that run the model."""
+    devices, an edge version to the gateways that run the model (with --group, those of one rollout group)."""
     try:
         shares = [float(w) for w in waves.split(",")]
     except ValueError:
         raise typer.BadParameter(f"--waves {waves!r}: comma-separated numbers, e.g. 0.1,0.5,1") from None
     plan = {"waves": shares, "shadow_h": shadow_h, "soak_h": soak_h,
             "approvals": [approve_waves] * len(shares) if approve_waves else [],
-            **({"score_shift_max": score_shift} if score_shift is not None else {})}
+            **({"score_shift_max": score_shift} if score_shift is not None else {}),
+            **({"group": group} if group else {})}
     doc = api("POST", url, "/api/v1/campaigns", {"model": ref, "plan": plan})
     if as_json:
         print_json(doc)

@@ -1,7 +1,8 @@
 """Which detector version scores each device: the scoring stage's :class:`~edgeloop.scoring.ModelSource`.
 
-- A device runs its profile's **champion** (the registry's alias ``champion`` of ``detector.<profile>``); without
-  one, the built-in online detector (version 0).
+- A device runs its profile's **champion** (the registry's alias ``champion`` of ``detector.<profile>``): the one of
+  its rollout group's scope (``group:NAME``) if the group has one, else the whole profile's (``*``); without one,
+  the built-in online detector (version 0).
 - A **campaign** overrides the assignment of its targets (:meth:`Deployment.assign`): in its shadow phase the
   champion pages and the candidate shadows; a target in a canary wave runs the candidate live with the champion in
   shadow (its safety net); at the end the override is lifted (:meth:`Deployment.release`).
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from edgeloop.assets import DeviceProfile
 from edgeloop.errors import EdgeLoopError, ModelRefused
@@ -41,9 +42,11 @@ def detector_model(profile: DeviceProfile | None) -> str:
 class Deployment:
     """Champions per detector model, campaign overrides per device, and the loaded versions' detectors."""
 
-    def __init__(self, *, registry: ModelRegistry | None) -> None:
+    def __init__(self, *, registry: ModelRegistry | None, scope_of: Callable[[str], str] = lambda _device: "*"
+                 ) -> None:
         self.registry = registry
-        self._champion: dict[str, str] = {}  # model name -> champion reference (absent: the built-in)
+        self.scope_of = scope_of  # device -> the alias scope it follows (``*`` or ``group:NAME``)
+        self._champion: dict[tuple[str, str], str] = {}  # (model name, scope) -> champion reference
         self._overrides: dict[str, Assignment] = {}  # device -> a campaign's assignment
         self._loaded: dict[str, Mapping[str, PlatformDetector]] = {}  # reference -> device -> fitted template
         self.refused: dict[str, str] = {}  # reference -> why it was not loaded
@@ -54,7 +57,9 @@ class Deployment:
         override = self._overrides.get(device)
         if override is not None:
             return override
-        champion = self._champion.get(detector_model(profile))
+        model = detector_model(profile)
+        scope = self.scope_of(device)
+        champion = (self._champion.get((model, scope)) if scope != "*" else None) or self._champion.get((model, "*"))
         return Assignment(champion if champion is not None else builtin_ref(profile))
 
     def detector(self, ref: str, device: str, channels: tuple[str, ...]) -> PlatformDetector | None:
@@ -67,18 +72,20 @@ class Deployment:
 
     # -- changes (async: they may load and verify versions) ----------------------------------------------------
     async def refresh(self) -> None:
-        """Read every detector model's champion from the registry and load the ones not loaded yet."""
+        """Read every detector model's champions (each scope's) from the registry and load the ones not loaded
+        yet."""
         if self.registry is None:
             return
-        champions: dict[str, str] = {}
+        champions: dict[tuple[str, str], str] = {}
         for alias in await self.registry.aliases():
-            if alias.alias == "champion" and alias.scope == "*" and alias.name.startswith("detector."):
+            if alias.alias == "champion" and alias.name.startswith("detector."):
+                key = (alias.name, alias.scope)
                 ref = str(ModelRef(alias.name, alias.version))
                 if alias.version == 0 or await self.prepare(ref):
-                    champions[alias.name] = ref
-                elif alias.name in self._champion:  # keep scoring with the last version that loaded
-                    champions[alias.name] = self._champion[alias.name]
-        self._champion = {name: ref for name, ref in champions.items() if not ref.endswith("@0")}
+                    champions[key] = ref
+                elif key in self._champion:  # keep scoring with the last version that loaded
+                    champions[key] = self._champion[key]
+        self._champion = champions
         self._forget_unused()
 
     async def prepare(self, ref: str) -> bool:
@@ -118,15 +125,16 @@ class Deployment:
             self._overrides.pop(device, None)
         self._forget_unused()
 
-    async def promote(self, ref: str, *, by: str, reason: str) -> object:
-        """Make ``ref`` its model's champion in the registry (its alias listeners then refresh this deployment)."""
+    async def promote(self, ref: str, *, by: str, reason: str, scope: str = "*") -> object:
+        """Make ``ref`` its model's champion in the registry, in ``scope`` (its alias listeners then refresh this
+        deployment)."""
         if self.registry is None:
             raise ModelRefused("not_loaded", f"{ref}: no model registry")
-        return await self.registry.promote(ref, by=by, reason=reason)
+        return await self.registry.promote(ref, by=by, reason=reason, scope=scope)
 
-    def champion(self, model: str) -> str:
-        """The reference a model's devices run outside campaigns."""
-        return self._champion.get(model, f"{model}@0")
+    def champion(self, model: str, scope: str = "*") -> str:
+        """The reference a model's devices of ``scope`` run outside campaigns."""
+        return self._champion.get((model, scope)) or self._champion.get((model, "*"), f"{model}@0")
 
     def _forget_unused(self) -> None:
         used = set(self._champion.values()) | self._pinned

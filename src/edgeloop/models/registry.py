@@ -31,6 +31,7 @@ from typing import Any, Final, cast
 import msgspec
 
 from edgeloop import __version__
+from edgeloop.assets import GROUP_NAME
 from edgeloop.clock import Clock
 from edgeloop.errors import ConfigError, ConflictError, ModelRefused, NotFoundError
 from edgeloop.models.artifacts import ArtifactStore
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 ALIASES: Final = ("champion", "challenger")
 BUILTIN_DETECTOR: Final = 0  # version 0 of a detector model: the built-in online detector (no artifact)
 _NAME = re.compile(NAME_PATTERN)
-_SCOPE = re.compile(r"^(\*|group:[A-Za-z0-9][A-Za-z0-9._-]{0,63})$")
+_SCOPE = re.compile(rf"^(\*|group:{GROUP_NAME})$")
 _MAX_LINEAGE = 1000  # a parent chain longer than this is cut (and incomplete)
 AuditFn = Callable[[AuditRecord], Awaitable[None]]
 
@@ -296,17 +297,18 @@ class ModelRegistry:
     async def rollback(self, name: str, *, by: str, reason: str, scope: str = "*",
                        source: str = "") -> ModelAliasEvent:
         """Make the champion before the current one champion again (from the alias history: each promotion
-        stacks, each rollback unstacks; a detector model's first champion rolls back to the built-in detector).
-        ConflictError when there is no earlier champion."""
+        stacks, each rollback unstacks; a detector model's first champion rolls back to the built-in detector; a
+        group's first champion is removed, so the group follows the whole profile's again). ConflictError when
+        there is no earlier champion."""
         if not self.writable:
             raise _needs_pki()
         history = await self.store.model_alias_history(name, alias="champion", scope=scope)
-        stack = champion_stack(name, history)
-        if len(stack) < 2:
+        stack = champion_stack(name, history, scope=scope)
+        if not stack or (len(stack) < 2 and scope == "*"):
             raise ConflictError(f"{name} has no earlier champion to roll back to"
                                 + (f" in scope {scope}" if scope != "*" else ""))
-        return await self._set(name, "champion", stack[-2], scope=scope, by=by, reason=reason, source=source,
-                               action="rollback", expect=stack[-1])
+        return await self._set(name, "champion", stack[-2] if len(stack) > 1 else None, scope=scope, by=by,
+                               reason=reason, source=source, action="rollback", expect=stack[-1])
 
     # -- inside -------------------------------------------------------------------------------------------------
     async def _set(self, name: str, alias: str, version: int | None, *, scope: str, by: str, reason: str,
@@ -319,7 +321,7 @@ class ModelRegistry:
             raise ConfigError(f"scope {scope!r} must be * (the whole profile) or group:NAME")
         if not _NAME.match(name):
             raise ConfigError(f"model name {name!r} must match {NAME_PATTERN}")
-        if version is None and alias == "champion":
+        if version is None and alias == "champion" and (scope == "*" or action != "rollback"):
             raise ConfigError("a champion is replaced (promote) or rolled back, never removed")
         if version == BUILTIN_DETECTOR and not name.startswith("detector."):
             raise NotFoundError("model version", f"{name}@0")
@@ -427,10 +429,11 @@ class ModelRegistry:
                                          outcome=outcome, detail=detail, source=source))
 
 
-def champion_stack(name: str, history: Sequence[ModelAliasEvent]) -> list[int]:
+def champion_stack(name: str, history: Sequence[ModelAliasEvent], *, scope: str = "*") -> list[int]:
     """The champions of one scope as a stack, from its alias history (oldest first): a promotion pushes (unless it
-    is already on top), a rollback pops; a detector model starts from the built-in detector (version 0)."""
-    stack: list[int] = [BUILTIN_DETECTOR] if name.startswith("detector.") else []
+    is already on top), a rollback pops; a detector model's whole-profile scope starts from the built-in detector
+    (version 0), a group's from nothing (it follows the whole profile)."""
+    stack: list[int] = [BUILTIN_DETECTOR] if name.startswith("detector.") and scope == "*" else []
     for e in history:
         if e.version is None:
             stack.clear()

@@ -243,7 +243,7 @@ class Store:
         await self._upsert("profiles", "name", "name, body", profile, body=msgspec.json.encode(profile))
 
     async def put_device(self, device: Device) -> None:
-        await self._upsert("devices", "id", "id, tenant, asset, profile, name", device)
+        await self._upsert("devices", "id", "id, tenant, asset, profile, name, rollout_group", device)
 
     async def load_registry(self) -> Registry:
         reg = Registry()

@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS assets (id TEXT PRIMARY KEY, line TEXT NOT NULL REFER
     kind TEXT NOT NULL, criticality INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS profiles (name TEXT PRIMARY KEY, body {blob} NOT NULL);
 CREATE TABLE IF NOT EXISTS devices (id TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(id), asset TEXT NOT
-    NULL REFERENCES assets(id), profile TEXT NOT NULL REFERENCES profiles(name), name TEXT NOT NULL);
+    NULL REFERENCES assets(id), profile TEXT NOT NULL REFERENCES profiles(name), name TEXT NOT NULL, rollout_group TEXT
+    NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS chunks (device TEXT NOT NULL, seq {big} NOT NULL, t0 {big} NOT NULL, t1 {big} NOT NULL, n
     INTEGER NOT NULL, channels TEXT NOT NULL, data {blob} NOT NULL, received {big} NOT NULL, PRIMARY KEY (device, seq));
 CREATE INDEX IF NOT EXISTS chunks_time ON chunks (device, t0);
@@ -145,6 +146,8 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[tuple[str, str, str], ...]], ...]] = (
     (3, (("incident_timeline", "recorded_at", "{big}"),)),
     # 4: provenance: an alert records the model version (or rule version) that raised it
     (4, (("alerts", "model", "TEXT NOT NULL DEFAULT ''"),)),
+    # 5: a device's rollout group (the model aliases of scope group:NAME it follows)
+    (5, (("devices", "rollout_group", "TEXT NOT NULL DEFAULT ''"),)),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 

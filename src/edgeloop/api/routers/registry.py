@@ -51,6 +51,7 @@ class DeviceDetail(msgspec.Struct, kw_only=True):
     asset: str
     profile: str
     name: str
+    rollout_group: str  # the model aliases of scope group:NAME it follows ("": none, the whole profile's)
     online: bool
     stored_messages: int
     stored_samples: int

@@ -150,6 +150,7 @@ export function campaignView(root, id, _query, signal) {
         h("dl", { class: "alert-meta" },
           fact("Started", [when(spec.created_ms), ` by ${spec.created_by || "?"}`]),
           fact("Targets", `${progress.targets} (${spec.payload === "model" ? "devices" : "gateways"})`),
+          fact("Scope", spec.scope && spec.scope !== "*" ? `rollout group ${spec.scope.slice("group:".length)}` : "whole profile", "campaign-scope"),
           TERMINAL.has(progress.phase) ? fact(OUTCOME_TEXT[progress.phase], [when(progress.ended_ms), progress.outcome ? `: ${progress.outcome}` : ""], "campaign-outcome") : null));
       const names = Object.keys(progress.gates || {});
       gatesBox.replaceChildren(names.length
