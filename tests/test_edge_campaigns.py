@@ -269,3 +269,11 @@ async def test_start_rollout_targets_the_gateways_running_the_model_and_says_why
     assert view.spec.payload == "edge_model" and view.spec.targets == ["gw-a", "gw-b", "gw-c"]
     assert (view.spec.from_ref, view.spec.to_ref, view.spec.shadow) == (f"{NAME}@1", f"{NAME}@2", False)
     assert set(view.spec.gates) == {"install", "latency", "alarms"} and view.state.phase == "wave"
+
+    # a rollout group of gateways: only its gateways that run the model, and the group's scope is promoted
+    await svc.abort(view.spec.id, by="ana", reason="rolled out per group instead")
+    assets.devices["gw-b"] = Device(id="gw-b", tenant="acme", asset="gw-b", profile="gw", rollout_group="east")
+    east = await start_rollout(campaigns=svc, models=models, registry=assets, ref=str(v2.ref),
+                               plan=RolloutPlan(waves=[1.0], soak_h=1.0, group="east"), by="ana",
+                               now_ms=w.clock.now_ms())
+    assert (east.spec.targets, east.spec.scope, east.spec.from_ref) == (["gw-b"], "group:east", f"{NAME}@1")
