@@ -93,15 +93,35 @@ class DeviceEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     v: int = SCHEMA_VERSION
 
 
-class Command(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A request from the platform to a device; ``id`` makes it idempotent on the device."""
+MAX_COMMAND_TTL_MS: Final = 24 * 3_600_000  # a command lives at most a day (the agent's ledger keeps two)
 
-    id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+class Command(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Set ``action`` (an actuator configured on the gateway, e.g. ``speed``) of ``device`` to ``value``: from the
+    platform on the device's ``cmd`` topic.
+
+    - ``id``: the agent acts on an id once, whatever is redelivered (a repeat gets the first answer again).
+    - ``key``: the idempotency key of what was decided (e.g. the policy and incident): a second command with the
+      same key is refused as a duplicate, even under another id.
+    - ``seq``: per device, increasing; a command older than one the agent already applied to the device is
+      refused (a late delivery never undoes a newer setpoint).
+    - ``expires``: the agent never starts it at or after this time (its own clock), however late it arrives.
+    - ``trace``: the trace id that runs from the samples through the decision to the acknowledgement.
+
+    The agent answers with a ``command`` event (``data``: id, key, seq, action, status ``applied`` /
+    ``refused`` / ``failed``, reason, value, read_back, trace)."""
+
+    id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+    key: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     device: Id
+    seq: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
     ts: TimestampMs
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    args: dict[str, str | int | float | bool | None] = {}
-    issued_by: str = "system"
+    expires: TimestampMs
+    action: Id
+    value: float
+    trace: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
+    issued_by: Annotated[str, msgspec.Meta(max_length=200)] = "system"
+    decision: Annotated[str, msgspec.Meta(max_length=64)] = ""  # the platform's decision record
     v: int = SCHEMA_VERSION
 
 

@@ -152,6 +152,57 @@ class OpcUaWrite(msgspec.Struct, tag="opcua", tag_field="kind", forbid_unknown_f
     value: float | int | bool
 
 
+class ModbusTarget(msgspec.Struct, tag="modbus", tag_field="kind", forbid_unknown_fields=True):
+    """Holding register(s) ``address`` of Modbus source ``source``: a value is written as
+    ``(value - offset) / scale`` in ``type`` and read back the same way."""
+
+    source: Name
+    address: Annotated[int, msgspec.Meta(ge=0, le=65_535)]
+    type: Literal["int16", "uint16", "int32", "uint32", "float32"] = "uint16"
+    word_order: Literal["big", "little"] = "big"
+    scale: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    offset: float = 0.0
+
+
+class OpcUaTarget(msgspec.Struct, tag="opcua", tag_field="kind", forbid_unknown_fields=True):
+    """Node ``node`` of OPC UA source ``source`` (written with the node's own data type, read back)."""
+
+    source: Name
+    node: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+
+
+class Interlock(msgspec.Struct, forbid_unknown_fields=True):
+    """While ``channel`` of ``device`` (a reading of this gateway) is above ``above``, below ``below`` or equal to
+    ``equals`` (give one), the actuator does not move; a reading older than the actuator's ``max_age_s``, or none,
+    holds it too."""
+
+    name: Name
+    device: DeviceId
+    channel: Channel
+    above: float | None = None
+    below: float | None = None
+    equals: float | None = None
+
+
+class Actuator(msgspec.Struct, forbid_unknown_fields=True):
+    """A setpoint the platform may command (``Command.action`` names it), inside a local safety envelope that no
+    platform command can override: ``min``..``max``, at most ``max_step`` from the value read back before the
+    write, at most one applied change per ``min_interval_s``, never while ``override`` (a channel of the device,
+    e.g. a key switch) is non-zero or an interlock holds."""
+
+    name: Name
+    device: DeviceId
+    write: ModbusTarget | OpcUaTarget
+    min: float
+    max: float
+    max_step: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    min_interval_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 0.0
+    override: Channel | None = None
+    interlocks: Annotated[list[Interlock], msgspec.Meta(max_length=32)] = msgspec.field(default_factory=list)
+    max_age_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0  # readings the checks rest on
+    tolerance: Annotated[float, msgspec.Meta(ge=0)] | None = None  # read-back vs value (default: the scale)
+
+
 class FailSafeRule(msgspec.Struct, forbid_unknown_fields=True):
     """``channel`` of ``device`` above ``above`` (or below ``below``) for ``for_s`` seconds -> ``action``.
 
@@ -219,6 +270,7 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True):
     rules: list[FailSafeRule] = msgspec.field(default_factory=list)
     models: list[LocalModel] = msgspec.field(default_factory=list)
     bandwidth: BandwidthSection = msgspec.field(default_factory=BandwidthSection)
+    actuators: Annotated[list[Actuator], msgspec.Meta(max_length=256)] = msgspec.field(default_factory=list)
     version: Annotated[int, msgspec.Meta(ge=1)] = 1
 
     def resolve(self, base: Path) -> AgentConfig:
@@ -257,6 +309,7 @@ def parse_config(text: str, *, origin: str = "agent.yaml") -> AgentConfig:
     if cfg.provision is not None and not cfg.uplink.tls:
         raise ConfigError(f"{origin}: 'provision' needs 'uplink.tls', the folder the certificates are written to")
     _check_rules(cfg, origin)
+    _check_actuators(cfg, origin)
     return cfg
 
 
@@ -278,6 +331,28 @@ def _check_rules(cfg: AgentConfig, origin: str) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"{origin}: rule and model names must be unique; repeated: {', '.join(dupes)}")
+
+
+def _check_actuators(cfg: AgentConfig, origin: str) -> None:
+    sources = {s.name: s for s in cfg.sources}
+    names = [a.name for a in cfg.actuators]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{origin}: actuator names must be unique; repeated: {', '.join(dupes)}")
+    for i, act in enumerate(cfg.actuators):
+        where = f"{origin}: actuators[{i}] ({act.name})"
+        if act.min > act.max:
+            raise ConfigError(f"{where}: min {act.min:g} is above max {act.max:g}")
+        source = sources.get(act.write.source)
+        wanted = ModbusSource if isinstance(act.write, ModbusTarget) else OpcUaSource
+        kind = act.write.__struct_config__.tag
+        if source is None or not isinstance(source, wanted):
+            raise ConfigError(f"{where}: write source {act.write.source!r} is not a {kind} source of this file")
+        if source.device != act.device:
+            raise ConfigError(f"{where}: source {source.name!r} reads device {source.device!r}, not {act.device!r}")
+        for lock in act.interlocks:
+            if sum(x is not None for x in (lock.above, lock.below, lock.equals)) != 1:
+                raise ConfigError(f"{where}: interlock {lock.name!r}: give exactly one of above, below, equals")
 
 
 def load_config(path: Path) -> AgentConfig:

@@ -48,6 +48,12 @@ in 0700).
 
 Events (gaps, fail-safe actions, overrides, local anomalies, configuration changes) wait in
 the ``events`` outbox, committed like telemetry and deleted when the broker acknowledges them.
+
+Commands: the ``commands`` ledger records each platform command before its write (``command_start``, status
+``executing``, committed and fsynced like telemetry) and its answer with the answer's outbox event in one
+transaction (``command_answer``). A redelivered id gets its stored answer again; a command found ``executing`` at
+start was interrupted mid-write and is answered ``failed``, never executed again. Rows live
+``COMMAND_KEEP_MS`` (twice the longest command lifetime: an older command is refused as expired anyway).
 """
 
 from __future__ import annotations
@@ -61,7 +67,16 @@ from pathlib import Path
 from typing import Literal
 
 from edgeloop.file_modes import create_private_file, private_dir, tighten
-from edgeloop.messages import DeviceEvent, Sample, Severity, Telemetry, decode_telemetry, encode
+from edgeloop.messages import (
+    MAX_COMMAND_TTL_MS,
+    Command,
+    DeviceEvent,
+    Sample,
+    Severity,
+    Telemetry,
+    decode_telemetry,
+    encode,
+)
 from edgeloop.sqlite_files import inspect, move_aside, side_files
 
 log = logging.getLogger(__name__)
@@ -71,6 +86,7 @@ EVENT_SHARE = 4  # over the budget, events beyond 1/EVENT_SHARE of it go first (
 MEMORY = ":memory:"
 SENT_GAPS_KEPT = 100  # reported gap rows kept as history; older ones are deleted
 GAP_REASON = "disk budget exhausted"
+COMMAND_KEEP_MS = 2 * MAX_COMMAND_TTL_MS
 
 
 def wal_pages(budget_bytes: int, page_size: int = 4096) -> int:
@@ -118,6 +134,21 @@ CREATE TABLE IF NOT EXISTS events (
     taken INTEGER NOT NULL DEFAULT 0  -- handed to the uplink: its bytes are final (no more coalescing)
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+-- The command ledger: every platform command the agent saw, with what it did (executing, applied, refused,
+-- failed) and its answer, so no id or idempotency key ever runs twice, across redeliveries and restarts.
+CREATE TABLE IF NOT EXISTS commands (
+    id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    device TEXT NOT NULL,
+    action TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    received_ms INTEGER NOT NULL,
+    answer BLOB  -- the encoded answer event, once there is one
+);
+CREATE INDEX IF NOT EXISTS commands_by_key ON commands (key);
+CREATE INDEX IF NOT EXISTS commands_by_device ON commands (device, status, seq);
+CREATE INDEX IF NOT EXISTS commands_by_action ON commands (device, action, status, received_ms);
 """
 
 
@@ -462,6 +493,69 @@ class Journal:
             if db.in_transaction:  # SQLite may have rolled back already (e.g. the disk is full)
                 db.execute("ROLLBACK")
             raise
+
+    # -- the command ledger ---------------------------------------------------------------------
+    def command_seen(self, cmd: Command) -> tuple[str | None, bytes | None, str | None]:
+        """``(status, answer, other)``: this id's status and stored answer (None, None: never seen), and the id of
+        another command with the same idempotency key that was executed, or tried (None: none)."""
+        row = self._db.execute("SELECT status, answer FROM commands WHERE id=?", (cmd.id,)).fetchone()
+        other = self._db.execute("SELECT id FROM commands WHERE key=? AND id<>? AND status IN ('applied', "
+                                 "'executing', 'failed') LIMIT 1", (cmd.key, cmd.id)).fetchone()
+        return (None if row is None else str(row[0]), None if row is None or row[1] is None else bytes(row[1]),
+                None if other is None else str(other[0]))
+
+    def command_history(self, device: str, action: str) -> tuple[int | None, int | None]:
+        """``(seq, at)``: the newest seq applied (or being applied) to ``device``, and when ``action`` of it last
+        started a change (ms; None: never)."""
+        seq = self._db.execute("SELECT MAX(seq) FROM commands WHERE device=? AND status IN ('applied', "
+                               "'executing', 'failed')", (device,)).fetchone()[0]
+        at = self._db.execute("SELECT MAX(received_ms) FROM commands WHERE device=? AND action=? AND status IN "
+                              "('applied', 'executing', 'failed')", (device, action)).fetchone()[0]
+        return (None if seq is None else int(seq)), (None if at is None else int(at))
+
+    def command_start(self, cmd: Command, now_ms: int) -> None:
+        """Record, durably, that ``cmd`` is about to be written to the machine (before the write)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("DELETE FROM commands WHERE received_ms < ?", (now_ms - COMMAND_KEEP_MS,))
+            self._db.execute("INSERT INTO commands VALUES (?, ?, ?, ?, ?, 'executing', ?, NULL)",
+                             (cmd.id, cmd.key, cmd.device, cmd.action, cmd.seq, now_ms))
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def command_answer(self, cmd: Command, status: str, answer: DeviceEvent, now_ms: int) -> None:
+        """Record what became of ``cmd`` and queue its answer event, in one transaction."""
+        payload = encode(answer)
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                       "status=excluded.status, answer=excluded.answer",
+                       (cmd.id, cmd.key, cmd.device, cmd.action, cmd.seq, status, now_ms, payload))
+            db.execute("INSERT INTO events (device, payload) VALUES (?, ?)", (answer.device, payload))
+            self._event_bytes += len(payload)
+            self._enforce_budget(now_ms)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            self._event_bytes = int(db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM events")
+                                    .fetchone()[0])
+            raise
+
+    def commands_interrupted(self) -> list[tuple[str, str, str, str, int]]:
+        """``(id, key, device, action, seq)`` of the commands a stop interrupted between the ledger and the
+        answer (status ``executing``)."""
+        return [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4])) for r in self._db.execute(
+            "SELECT id, key, device, action, seq FROM commands WHERE status='executing' ORDER BY received_ms")]
+
+    def resend_answer(self, device: str, answer: bytes) -> None:
+        """Queue a stored answer again (the platform asked again: its first copy may be lost)."""
+        self._db.execute("INSERT INTO events (device, payload) VALUES (?, ?)", (device, answer))
+        self._event_bytes += len(answer)
 
     # -- health ---------------------------------------------------------------------------------
     def stats(self) -> JournalStats:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edgeloop.agent.command_runner import CommandRunner
 from edgeloop.agent.config import AgentConfig, ModbusWrite
 from edgeloop.agent.edge_models import EdgeModels, trust_chain
 from edgeloop.agent.failsafe import Decision, FailSafe
@@ -104,13 +105,15 @@ class Agent:
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self.uplink = Uplink(cfg.uplink, tenant=cfg.agent.tenant, gateway=cfg.agent.gateway, journal=self.in_journal,
                              keepalive_s=cfg.uplink.keepalive_s, on_config=self._on_config,
-                             on_model=self._on_model)
+                             on_model=self._on_model, on_command=self._on_command)
         self.local = _Local.build(cfg)
         self._pending_events: list[DeviceEvent] = []
         self.models = EdgeModels(data_dir=Path(cfg.agent.data_dir), chain_pem=trust_chain(cfg),
                                  gateway=cfg.agent.gateway, emit=self._event)
         self.models.configure(cfg.models, strict=False)
         self.running = _Running()
+        self.commands = CommandRunner(in_journal=self.in_journal, actuators=lambda: self.cfg.actuators,
+                                      readers=lambda: self.running.readers, wake=self.uplink.wake)
         self.outcome = ConfigOutcome(cfg.version, running=cfg.version)
         self._buffer: dict[str, list[Sample]] = {}
         self._actions: set[asyncio.Task[Any]] = set()
@@ -162,6 +165,7 @@ class Agent:
     # -- sources --------------------------------------------------------------------------------
     def _emit(self, device: str, sample: Sample) -> None:
         self._buffer.setdefault(device, []).append(sample)
+        self.commands.observe(device, sample.ts, sample.values)
 
     def _start_sources(self, cfg: AgentConfig) -> _Running:
         run = _Running()
@@ -333,6 +337,9 @@ class Agent:
         self._actions.add(task)
         task.add_done_callback(self._actions.discard)
 
+    def _on_command(self, device: str, payload: bytes) -> None:
+        self.commands.submit(device, payload)
+
     def _on_model(self, payload: bytes) -> None:
         """A model push: verified and installed (or rolled back) at once, between two commits; its answer is an
         event journaled with the next commit."""
@@ -360,6 +367,7 @@ class Agent:
         await self._stop_sources(old_run)
         await self.commit(flush=True)  # what the old sources read is accepted under the old policy
         self.cfg, self.local, self.running = new_cfg, new_local, self._start_sources(new_cfg)
+        self.commands.configure(new_cfg.actuators)
         failed = await self._verify(self.running, new_cfg.agent.config_verify_s)
         if failed is None:
             pushed.persist(self.pushed_path)
@@ -372,6 +380,7 @@ class Agent:
         self.models.undo(installed)  # the versions its model files installed go too
         self.models.configure(old_cfg.models, strict=False)
         self.cfg, self.local, self.running = old_cfg, old_local, self._start_sources(old_cfg)
+        self.commands.configure(old_cfg.actuators)
         return ConfigOutcome(new_cfg.version, "rolled_back", failed, old_cfg.version)
 
     @staticmethod
@@ -396,7 +405,8 @@ class Agent:
         to ``drain_s`` to deliver what is pending (what it cannot stays in the journal for next time)."""
         self.running = self._start_sources(self.cfg)
         core = [asyncio.create_task(self._commit_loop(), name="journal"),
-                asyncio.create_task(self._heartbeat_loop(), name="heartbeat")]
+                asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+                asyncio.create_task(self.commands.run(), name="commands")]
         uplink = asyncio.create_task(self.uplink.run(), name="uplink")
         try:
             done, _ = await asyncio.wait([*core, uplink], return_when=asyncio.FIRST_EXCEPTION)

@@ -19,7 +19,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeloop.agent.config import ModbusPoint, ModbusSource, OpcUaSource, SimulatorSource, SourceConfig
+from edgeloop.agent.config import (
+    ModbusPoint,
+    ModbusSource,
+    ModbusTarget,
+    OpcUaSource,
+    SimulatorSource,
+    SourceConfig,
+)
 from edgeloop.messages import Sample
 from edgeloop.sim.fleet import CHANNELS, Fleet
 
@@ -50,7 +57,7 @@ class SourceStatus:
         self.failures += 1
 
 
-def decode_point(point: ModbusPoint, regs: Sequence[int]) -> float | None:
+def decode_point(point: ModbusPoint | ModbusTarget, regs: Sequence[int]) -> float | None:
     """Registers (16-bit, as read) -> engineering value; None if the raw value is not a valid number."""
     if point.type in ("int16", "uint16"):
         raw: float = regs[0] - 65536 if point.type == "int16" and regs[0] >= 32768 else regs[0]
@@ -64,8 +71,29 @@ def decode_point(point: ModbusPoint, regs: Sequence[int]) -> float | None:
     return raw * point.scale + point.offset
 
 
-def register_count(point: ModbusPoint) -> int:
+def register_count(point: ModbusPoint | ModbusTarget) -> int:
     return 1 if point.type in ("int16", "uint16") else 2
+
+
+_RANGES = {"int16": (-32768, 32767), "uint16": (0, 65535), "int32": (-2**31, 2**31 - 1), "uint32": (0, 2**32 - 1)}
+
+
+def encode_value(target: ModbusTarget, value: float) -> list[int]:
+    """Engineering value -> registers (16-bit, as written): the inverse of :func:`decode_point`. ValueError for
+    a value the register type cannot hold."""
+    raw = (value - target.offset) / target.scale
+    if target.type == "float32":
+        data = struct.pack(">f", raw)
+    else:
+        number = round(raw)
+        lo, hi = _RANGES[target.type]
+        if not lo <= number <= hi:
+            raise ValueError(f"{value:g} is {number} in the register, outside {target.type} ({lo}..{hi})")
+        if target.type in ("int16", "uint16"):
+            return [number & 0xFFFF]
+        data = struct.pack(">i" if target.type == "int32" else ">I", number)
+    high, low = struct.unpack(">HH", data)
+    return [high, low] if target.word_order == "big" else [low, high]
 
 
 class ModbusReader:
@@ -82,8 +110,7 @@ class ModbusReader:
                                            reconnect_delay=0)
 
     async def poll(self) -> None:
-        if not self.client.connected and not await self.client.connect():
-            raise ConnectionError(f"cannot connect to Modbus server {self.cfg.host}:{self.cfg.port}")
+        await self._connected()
         values: dict[str, float | None] = {}
         for table in ("holding", "input"):
             points = [p for p in self.cfg.points if p.table == table]
@@ -104,11 +131,32 @@ class ModbusReader:
 
     async def write_register(self, address: int, value: int) -> None:
         """Write one holding register (a fail-safe action); raises ConnectionError if it did not happen."""
-        if not self.client.connected and not await self.client.connect():
-            raise ConnectionError(f"cannot connect to Modbus server {self.cfg.host}:{self.cfg.port}")
+        await self._connected()
         resp = await self.client.write_register(address, value, device_id=self.cfg.unit)
         if resp.isError():
             raise ConnectionError(f"Modbus write of register {address} failed: {resp}")
+
+    async def write_value(self, target: ModbusTarget, value: float) -> None:
+        """Write an engineering value to holding register(s) (a command); raises ConnectionError if it did not
+        happen."""
+        regs = encode_value(target, value)
+        await self._connected()
+        resp = await self.client.write_registers(target.address, regs, device_id=self.cfg.unit)
+        if resp.isError():
+            raise ConnectionError(f"Modbus write of register {target.address} failed: {resp}")
+
+    async def read_value(self, target: ModbusTarget) -> float | None:
+        """Read an engineering value back from holding register(s) (None: not a valid number)."""
+        await self._connected()
+        resp = await self.client.read_holding_registers(target.address, count=register_count(target),
+                                                        device_id=self.cfg.unit)
+        if resp.isError():
+            raise ConnectionError(f"Modbus read of register {target.address} failed: {resp}")
+        return decode_point(target, resp.registers)
+
+    async def _connected(self) -> None:
+        if not self.client.connected and not await self.client.connect():
+            raise ConnectionError(f"cannot connect to Modbus server {self.cfg.host}:{self.cfg.port}")
 
     async def close(self) -> None:
         self.client.close()
@@ -179,8 +227,25 @@ class OpcUaReader:
         variant_type = await target.read_data_type_as_variant_type()
         from asyncua import ua
 
+        if variant_type == ua.VariantType.Boolean:
+            value = bool(value)
+        elif variant_type not in (ua.VariantType.Float, ua.VariantType.Double):
+            value = round(value)  # an integer node
         async with asyncio.timeout(self.cfg.timeout_ms / 1000):
             await target.write_value(ua.DataValue(ua.Variant(value, variant_type)))
+
+    async def read_node(self, node: str) -> float | None:
+        """Read one node's value back (None: not Good, or not a number)."""
+        if self.client is None:
+            raise ConnectionError(f"not connected to {self.cfg.url}")
+        async with asyncio.timeout(self.cfg.timeout_ms / 1000):
+            dv = await self.client.get_node(node).read_data_value()
+        code = getattr(dv, "StatusCode_", None) or getattr(dv, "StatusCode", None)
+        value = dv.Value.Value if dv.Value is not None else None
+        if (code is not None and not code.is_good()) or not isinstance(value, int | float) or \
+                not math.isfinite(value):
+            return None
+        return float(value)
 
     async def _drop(self) -> None:
         client, self.client = self.client, None

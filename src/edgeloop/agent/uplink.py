@@ -82,12 +82,14 @@ class _Link:
 class Uplink:
     def __init__(self, cfg: UplinkSection, *, tenant: str, gateway: str, journal: RunInJournal[Any],
                  keepalive_s: int = 10, on_config: Callable[[bytes], None] | None = None,
-                 on_model: Callable[[bytes], None] | None = None) -> None:
+                 on_model: Callable[[bytes], None] | None = None,
+                 on_command: Callable[[str, bytes], None] | None = None) -> None:
         self.cfg = cfg
         self.tenant = tenant
         self.gateway = gateway
         self.on_config = on_config
         self.on_model = on_model
+        self.on_command = on_command
         self.journal = journal
         self.keepalive_s = keepalive_s
         self.stats = UplinkStats()
@@ -133,11 +135,19 @@ class Uplink:
             if device == self.gateway:
                 c.subscribe([(topic(self.tenant, device, TopicKind.CONFIG), 1),
                              (topic(self.tenant, device, TopicKind.MODEL), 1)])
+            if self.on_command is not None:  # every device: a command names the machine it acts on
+                c.subscribe(topic(self.tenant, device, TopicKind.CMD), 1)
             self._signal(device, "up")
 
         def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+            if self._loop is None:
+                return
+            if msg.topic.endswith(f"/{TopicKind.CMD.value}"):
+                if self.on_command is not None:
+                    self._loop.call_soon_threadsafe(self.on_command, device, bytes(msg.payload))
+                return
             handler = self.on_model if msg.topic.endswith(f"/{TopicKind.MODEL.value}") else self.on_config
-            if handler is not None and self._loop is not None:
+            if handler is not None:
                 self._loop.call_soon_threadsafe(handler, bytes(msg.payload))
 
         def on_connect_fail(_c: mqtt.Client, _u: Any) -> None:
