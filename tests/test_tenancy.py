@@ -374,6 +374,16 @@ async def test_stats_show_only_the_callers_tenant(env: Env) -> None:
     assert (await env.call("GET", "/stats"))["now_ms"] == env.clock.now_ms()
 
 
+async def test_a_tenant_sees_only_its_own_commands(env: Env) -> None:
+    """globex's command (nobody is connected: it waits unanswered) is not acme's to list or read."""
+    cmd = await env.platform.commands.issue(device="globex-dev", action="speed", value=5, key="globex:1", ttl_s=60,
+                                            issued_by="admin")
+    assert await env.call("GET", "/commands", "acme-viewer") == []
+    await env.call("GET", f"/commands/{cmd.id}", "acme-viewer", status=404)
+    await env.call("GET", "/commands?device=globex-dev", "acme-viewer", status=404)
+    assert [c["id"] for c in await env.call("GET", "/commands", "globex-viewer")] == [cmd.id]
+
+
 async def test_a_device_cannot_write_into_another_tenants_dead_letters(env: Env) -> None:
     """acme's device publishes bad payloads under globex's tenant segment, naming globex's device: the letters
     are acme's (its own topic's device), never globex's."""

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Self
 import numpy as np
 import uvicorn
 
+from edgeloop.actions.commands import CommandService
 from edgeloop.alerts.notify import Notifier
 from edgeloop.alerts.service import AlertingSettings, AlertService, load_settings
 from edgeloop.assets import DeviceProfile
@@ -358,8 +359,12 @@ class Platform:
         )
         await self._stack.enter_async_context(self.source)
         self.inbound = handoff if handoff is not None else self.source
+        self.commands = CommandService(store=self.store, registry=registry, clock=self.clock,
+                                       publish=lambda topic_, payload: self.source.publish(topic_, payload, qos=1),
+                                       online=self.presence.online.get)
         self.pipeline = IngestPipeline(source=self.inbound, store=self.store, validator=validator,
-                                       downstream=self.scoring.submit, presence=self.presence, clock=self.clock)
+                                       downstream=self.scoring.submit, on_answers=self.commands.answered,
+                                       presence=self.presence, clock=self.clock)
         self.pipeline.last_seen.update(await self.store.latest_sample_ms())
         self.pipeline.gateways.update(g.id for g in await self.store.list_gateways())
         self._stack.push_async_callback(self._stop_tasks)
@@ -367,6 +372,7 @@ class Platform:
         self._spawn(self._alert_ticks(), "alerts")
         self._spawn(self.drift.run(), "drift")
         self._spawn(self.campaigns.run(CAMPAIGN_TICK_S), "campaigns")
+        self._spawn(self.commands.run(), "commands")
         if self.models.writable and policies.policies:
             self._spawn(self._learning_ticks(), "learning")
         self._spawn(self.pipeline.run(), "ingest")

@@ -29,6 +29,7 @@ from edgeloop.api.routers import (
     audit,
     auth,
     campaigns,
+    commands,
     drift,
     feedback,
     gateways,
@@ -55,7 +56,7 @@ __all__ = ["MAX_BODY", "MAX_CONFIG_BODY", "MAX_PROVISION_BODY", "MAX_TIME_MS", "
 
 ROUTERS = (public.router, auth.router, users.router, stats.router, registry.router, telemetry.router, alerts.router,
            incidents.router, feedback.router, kpis.router, rules.router, gateways.router, provisioning.router,
-           audit.router, models.router, drift.router, campaigns.router, training.router)
+           audit.router, models.router, drift.router, commands.router, campaigns.router, training.router)
 """Every router of the API; all but ``public`` require at least a viewer."""
 
 

@@ -11,6 +11,7 @@ from edgeloop.cli import (
     bench,
     broker,
     campaigns,
+    commands,
     devices,
     edge_model,
     enroll,
@@ -46,6 +47,7 @@ app.add_typer(alerts.alerts_app, name="alerts")
 app.add_typer(gateways.gateways_app, name="gateways")
 app.add_typer(models.models_app, name="models")
 app.add_typer(campaigns.campaigns_app, name="campaigns")
+app.add_typer(commands.commands_app, name="commands")
 app.add_typer(incidents.incidents_app, name="incidents")
 app.add_typer(rules.rules_app, name="rules")
 app.add_typer(suppressions.maintenance_app, name="maintenance")

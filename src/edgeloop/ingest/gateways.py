@@ -22,6 +22,7 @@ from typing import Any, Final
 import msgspec
 
 from edgeloop.messages import Heartbeat, decode_heartbeat
+from edgeloop.store.actions import ANSWERED, CommandAnswer
 from edgeloop.store.base import GatewayConfig, GatewayRecord, StoredEvent
 
 OFFLINE_AFTER_INTERVALS: Final = 3
@@ -186,3 +187,21 @@ def config_updates(configs: Sequence[GatewayConfig], outcome: ConfigOutcome) -> 
         if len(newer) == 1 and current[newer[0]][0] == "pending":
             wanted[newer[0]] = (outcome.status, outcome.error)
     return sorted((v, s, e) for v, (s, e) in wanted.items() if v in current and current[v] != (s, e))
+
+
+def answer_of_event(event: StoredEvent) -> CommandAnswer | None:
+    """A gateway's answer in a ``command`` event; None for another event or one that is not a well-formed answer."""
+    if event.kind != "command":
+        return None
+    data = event.data
+    cid, status = data.get("id"), data.get("status")
+    if not isinstance(cid, str) or status not in ANSWERED:
+        return None
+
+    def number(key: str) -> float | None:
+        value = data.get(key)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    return CommandAnswer(id=cid, device=event.device, status=str(status), at_ms=event.ts_ms,
+                         code=str(data.get("code") or ""), reason=str(data.get("reason") or ""),
+                         value_before=number("before"), read_back=number("read_back"))

@@ -25,11 +25,18 @@ from typing import Protocol, TypeVar
 
 from edgeloop.clock import Clock, SystemClock
 from edgeloop.errors import StoreError, StoreRejected
-from edgeloop.ingest.gateways import ConfigOutcome, config_updates, outcome_of_event, outcome_of_heartbeat
+from edgeloop.ingest.gateways import (
+    ConfigOutcome,
+    answer_of_event,
+    config_updates,
+    outcome_of_event,
+    outcome_of_heartbeat,
+)
 from edgeloop.ingest.mqtt import Inbound
 from edgeloop.ingest.validate import CheckedHeartbeat, Validator
 from edgeloop.log_limit import LogLimiter
 from edgeloop.messages import TopicKind, parse_topic
+from edgeloop.store.actions import CommandAnswer
 from edgeloop.store.base import DeadLetter, GatewayHeartbeat, Store, StoredEvent, TelemetryChunk
 
 log = logging.getLogger(__name__)
@@ -120,6 +127,7 @@ class IngestPipeline:
         store: Store,
         validator: Validator,
         downstream: Downstream | None = None,
+        on_answers: Callable[[list[str]], Awaitable[None]] | None = None,
         presence: Presence | None = None,
         clock: Clock | None = None,
         max_batch: int = 5000,
@@ -129,6 +137,7 @@ class IngestPipeline:
         self.store = store
         self.validator = validator
         self.downstream = downstream
+        self.on_answers = on_answers  # the ids of commands whose answer was just recorded
         self.presence = presence or Presence()
         self.clock = clock or SystemClock()
         self.max_batch = max_batch
@@ -206,6 +215,9 @@ class IngestPipeline:
                 outcome = outcome_of_event(result)
                 if outcome is not None:
                     out.outcomes.append((outcome, item))
+                answer = answer_of_event(result)
+                if answer is not None:
+                    out.answers.append((answer, item))
             elif isinstance(result, CheckedHeartbeat):
                 record = replace(result.record, received_ms=self._stamp(result.record.gateway, now))
                 out.heartbeats.append((self._with_status(record), item))
@@ -282,6 +294,8 @@ class IngestPipeline:
         await self._isolating(b, b.statuses, store.write_gateway_status, "status")
         b.outcomes = [(o, item) for o, item in b.outcomes if id(item) not in b.refused]
         await self._isolating(b, b.outcomes, self._apply_outcomes, "configuration outcome", letter=False)
+        b.answers = [(a, item) for a, item in b.answers if id(item) not in b.refused]
+        await self._isolating(b, b.answers, self._apply_answers, "command answer", letter=False)
         await self._isolating(b, b.chunks, chunks, "telemetry message")
         await self._write_letters(b.letters)
 
@@ -360,6 +374,12 @@ class IngestPipeline:
                                        "in plain ASCII (%s); dropped", letters[0].topic, why)
             del letters[0]
 
+    async def _apply_answers(self, answers: Sequence[CommandAnswer]) -> None:
+        """Record gateways' answers to commands (idempotent: the first answer is final)."""
+        changed = await self.store.answer_commands(answers)
+        if changed and self.on_answers is not None:
+            await self.on_answers(changed)
+
     async def _apply_outcomes(self, outcomes: Sequence[ConfigOutcome]) -> None:
         """Update the stored status of pushed configurations from what agents report (idempotent)."""
         for outcome in outcomes:
@@ -378,6 +398,7 @@ class _Sorted:
     heartbeats: list[tuple[GatewayHeartbeat, Inbound]] = field(default_factory=list)
     statuses: list[tuple[Status, Inbound]] = field(default_factory=list)
     outcomes: list[tuple[ConfigOutcome, Inbound]] = field(default_factory=list)
+    answers: list[tuple[CommandAnswer, Inbound]] = field(default_factory=list)
     refused: set[int] = field(default_factory=set)  # id() of the messages the store refused
     stored: list[TelemetryChunk] = field(default_factory=list)  # new telemetry (not a duplicate)
     duplicates: int = 0

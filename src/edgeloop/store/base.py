@@ -21,6 +21,7 @@ from edgeloop.errors import ConflictError, DuplicateKey, NotFoundError
 from edgeloop.messages import Alert, AlertStatus, Severity
 from edgeloop.registry import Registry
 from edgeloop.store import alerting as al
+from edgeloop.store.actions import ANSWERED, COMMANDS, CommandAnswer, CommandRecord
 from edgeloop.store.alerting import Label
 from edgeloop.store.driver import Connection, Driver, Row, insert_sql, record, select_where, values
 from edgeloop.store.records import (
@@ -477,6 +478,66 @@ class Store:
         return await self.driver.execute(
             "UPDATE gateway_configs SET status=?, error=?, status_ms=? WHERE gateway=? AND version=?",
             (status, error[:1000], at_ms, gateway, version)) == 1
+
+    # -- commands to machines ---------------------------------------------------------------------------------
+    async def add_command(self, build: Callable[[int], CommandRecord]) -> tuple[CommandRecord, bool]:
+        """Store ``build(seq)`` with its device's next sequence number (chosen in the insert's transaction).
+        ``(record, True)``; or, if a command with the same idempotency key exists, ``(that one, False)``."""
+        probe = build(0)
+        async with self.driver.transaction() as tx:
+            await tx.lock(f"commands:{probe.device}")
+            found = await tx.fetchone(f"SELECT {COMMANDS} FROM commands WHERE key=?", (probe.key,))
+            if found is not None:
+                return record(CommandRecord, found), False
+            row = await tx.fetchone("SELECT coalesce(max(seq), 0) AS seq FROM commands WHERE device=?",
+                                    (probe.device,))
+            cmd = build(int(row["seq"]) + 1 if row is not None else 1)
+            await tx.execute(insert_sql("commands", COMMANDS), values(cmd, COMMANDS))
+        return cmd, True
+
+    async def mark_command_sent(self, command_id: str, at_ms: int) -> None:
+        """It was published (again): a pending command becomes ``sent``."""
+        await self.driver.execute("UPDATE commands SET sends=sends+1, sent_ms=?, status=CASE WHEN status='pending' "
+                                  "THEN 'sent' ELSE status END, status_ms=CASE WHEN status='pending' THEN ? ELSE "
+                                  "status_ms END WHERE id=?", (at_ms, at_ms, command_id))
+
+    async def answer_commands(self, answers: Sequence[CommandAnswer]) -> list[str]:
+        """Record gateways' answers; the first answer of a command is final (a repeat changes nothing). Returns
+        the ids whose status changed."""
+        changed: list[str] = []
+        answered = ", ".join(f"'{s}'" for s in ANSWERED)
+        async with self.driver.transaction() as tx:
+            for a in answers:
+                row = await tx.fetchone(
+                    f"UPDATE commands SET status=?, status_ms=?, code=?, reason=?, value_before=?, read_back=? "
+                    f"WHERE id=? AND device=? AND status NOT IN ({answered}) RETURNING id",
+                    (a.status, a.at_ms, a.code[:64], a.reason[:1000], a.value_before, a.read_back, a.id, a.device))
+                if row is not None:
+                    changed.append(str(row["id"]))
+        return changed
+
+    async def open_commands(self, *, limit: int = 1000) -> list[CommandRecord]:
+        """Commands still waiting for an answer (``pending`` or ``sent``), oldest first."""
+        return await self._list(lambda r: record(CommandRecord, r), f"SELECT {COMMANDS} FROM commands",
+                                [("status IN ('pending', 'sent')", True)], "ts, id", limit)
+
+    async def expire_commands(self, now_ms: int) -> list[str]:
+        """Unanswered commands whose time ran out become ``expired``; their ids."""
+        rows = await self.driver.fetch("UPDATE commands SET status='expired', status_ms=? WHERE status IN "
+                                       "('pending', 'sent') AND expires <= ? RETURNING id", (now_ms, now_ms))
+        return [str(r["id"]) for r in rows]
+
+    async def get_command(self, command_id: str) -> CommandRecord | None:
+        return await self._one(lambda r: record(CommandRecord, r), f"SELECT {COMMANDS} FROM commands",
+                               [("id = ?", command_id)])
+
+    async def list_commands(self, *, tenant: str | None = None, device: str | None = None, status: str | None = None,
+                            since: int | None = None, until: int | None = None,
+                            limit: int = 1000) -> list[CommandRecord]:
+        """Newest first."""
+        return await self._list(lambda r: record(CommandRecord, r), f"SELECT {COMMANDS} FROM commands", [
+            ("tenant = ?", tenant), ("device = ?", device), ("status = ?", status), ("ts >= ?", since),
+            ("ts < ?", until)], "ts DESC, id DESC", limit)
 
     # -- model registry (versions are immutable: there is no update or delete of them) ----------------------
     async def add_model_version(self, name: str, build: Callable[[int], ModelVersionRecord]) -> ModelVersionRecord:

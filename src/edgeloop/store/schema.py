@@ -67,6 +67,13 @@ CREATE TABLE IF NOT EXISTS audit (id {serial}, ts_ms {big} NOT NULL, actor TEXT 
 CREATE TABLE IF NOT EXISTS gateways (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, heartbeat TEXT NOT NULL, ts {big} NOT
     NULL, received {big} NOT NULL, dropped {big} NOT NULL, dropped_at {big}, status TEXT, status_ms {big});
 CREATE INDEX IF NOT EXISTS gateways_tenant ON gateways (tenant, id);
+CREATE TABLE IF NOT EXISTS commands (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, device TEXT NOT NULL, action TEXT NOT
+    NULL, value {real} NOT NULL, key TEXT NOT NULL UNIQUE, seq {big} NOT NULL, ts {big} NOT NULL, expires {big} NOT
+    NULL, trace TEXT NOT NULL, issued_by TEXT NOT NULL, decision TEXT NOT NULL, status TEXT NOT NULL, status_ms {big}
+    NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL, value_before {real}, read_back {real}, sends INTEGER NOT NULL,
+    sent_ms {big}, UNIQUE (device, seq));
+CREATE INDEX IF NOT EXISTS commands_open ON commands (status, expires);
+CREATE INDEX IF NOT EXISTS commands_by_time ON commands (tenant, ts);
 CREATE TABLE IF NOT EXISTS gateway_devices (gateway TEXT NOT NULL, device TEXT NOT NULL, PRIMARY KEY (gateway, device));
 CREATE INDEX IF NOT EXISTS gateway_devices_device ON gateway_devices (device);
 CREATE TABLE IF NOT EXISTS gateway_configs (gateway TEXT NOT NULL, tenant TEXT NOT NULL, version INTEGER NOT NULL,
