@@ -21,7 +21,22 @@ from edgeloop.errors import ConflictError, DuplicateKey, NotFoundError
 from edgeloop.messages import Alert, AlertStatus, Severity
 from edgeloop.registry import Registry
 from edgeloop.store import alerting as al
-from edgeloop.store.actions import ANSWERED, COMMANDS, CommandAnswer, CommandRecord
+from edgeloop.store.actions import (
+    ANSWERED,
+    COMMANDS,
+    DECISION_LOG,
+    DECISIONS,
+    GENESIS,
+    HOLDS,
+    POLICY_DOCUMENTS,
+    CommandAnswer,
+    CommandRecord,
+    DecisionEntry,
+    DecisionRecord,
+    HoldRecord,
+    PolicyDocument,
+    chain,
+)
 from edgeloop.store.alerting import Label
 from edgeloop.store.driver import Connection, Driver, Row, insert_sql, record, select_where, values
 from edgeloop.store.records import (
@@ -538,6 +553,91 @@ class Store:
         return await self._list(lambda r: record(CommandRecord, r), f"SELECT {COMMANDS} FROM commands", [
             ("tenant = ?", tenant), ("device = ?", device), ("status = ?", status), ("ts >= ?", since),
             ("ts < ?", until)], "ts DESC, id DESC", limit)
+
+    # -- action policies, decisions and their chained log, automation holds ----------------------------------
+    async def put_policies(self, tenant: str, text: str, *, by: str, at_ms: int) -> PolicyDocument:
+        """Store ``tenant``'s policy document as its next version."""
+        async with self.driver.transaction() as tx:
+            await tx.lock(f"policies:{tenant}")
+            row = await tx.fetchone("SELECT coalesce(max(version), 0) AS v FROM policy_documents WHERE tenant=?",
+                                    (tenant,))
+            doc = PolicyDocument(tenant=tenant, version=(int(row["v"]) if row else 0) + 1, text=text, created_ms=at_ms,
+                                 created_by=by)
+            await tx.execute(insert_sql("policy_documents", POLICY_DOCUMENTS), values(doc, POLICY_DOCUMENTS))
+        return doc
+
+    async def latest_policies(self, tenant: str | None = None) -> list[PolicyDocument]:
+        """Each tenant's policy document in force (or only ``tenant``'s)."""
+        return await self._list(lambda r: record(PolicyDocument, r), f"SELECT {POLICY_DOCUMENTS} FROM "
+                                "policy_documents p", [("tenant = ?", tenant), (
+                                    "version = (SELECT max(version) FROM policy_documents q WHERE q.tenant = p.tenant)",
+                                    True)], "tenant")
+
+    async def get_policies(self, tenant: str, version: int) -> PolicyDocument | None:
+        return await self._one(lambda r: record(PolicyDocument, r), f"SELECT {POLICY_DOCUMENTS} FROM policy_documents",
+                               [("tenant = ?", tenant), ("version = ?", version)])
+
+    async def record_decision(self, decision: DecisionRecord, entries: Sequence[DecisionEntry], *,
+                              expect_state: str | None = None, new: bool = False) -> bool:
+        """Insert (``new``) or update ``decision`` and append ``entries`` to the decision log, chained, in one
+        transaction. ``expect_state``: the update happens only if the stored state is still that one (False: it
+        changed meanwhile, nothing written)."""
+        async with self.driver.transaction() as tx:
+            await tx.lock("decision-log")  # one chain: appends are serial
+            if new:
+                await tx.execute(insert_sql("decisions", DECISIONS), values(decision, DECISIONS))
+            else:
+                sets = ", ".join(f"{c}=?" for c in DECISIONS.split(", ")[1:])
+                sql = f"UPDATE decisions SET {sets} WHERE id=?" + (" AND state=?" if expect_state is not None else "")
+                params = [*values(decision, DECISIONS)[1:], decision.id,
+                          *([expect_state] if expect_state is not None else [])]
+                if await tx.execute(sql, params) != 1:
+                    return False
+            row = await tx.fetchone("SELECT hash FROM decision_log ORDER BY id DESC LIMIT 1")
+            prev = str(row["hash"]) if row is not None else GENESIS
+            for entry in entries:
+                chained = chain(entry, prev)
+                await tx.execute(insert_sql("decision_log", DECISION_LOG), values(chained, DECISION_LOG))
+                prev = chained.hash
+        return True
+
+    async def get_decision(self, decision_id: str) -> DecisionRecord | None:
+        return await self._one(lambda r: record(DecisionRecord, r), f"SELECT {DECISIONS} FROM decisions",
+                               [("id = ?", decision_id)])
+
+    async def list_decisions(self, *, tenant: str | None = None, asset: str | None = None, state: str | None = None,
+                             command: str | None = None, since: int | None = None, until: int | None = None,
+                             limit: int = 1000) -> list[DecisionRecord]:
+        """Newest first."""
+        return await self._list(lambda r: record(DecisionRecord, r), f"SELECT {DECISIONS} FROM decisions", [
+            ("tenant = ?", tenant), ("asset = ?", asset), ("state = ?", state), ("command = ?", command),
+            ("created_ms >= ?", since), ("created_ms < ?", until)], "created_ms DESC, id DESC", limit)
+
+    async def decision_entries(self, decision_id: str) -> list[DecisionEntry]:
+        """The decision's records, oldest first."""
+        return await self._list(lambda r: record(DecisionEntry, r), f"SELECT id, {DECISION_LOG} FROM decision_log",
+                                [("decision = ?", decision_id)], "id")
+
+    async def decision_log(self, *, after_id: int = 0, limit: int = 5000) -> list[DecisionEntry]:
+        """The whole log in order, a page at a time (``verify`` walks it)."""
+        return await self._list(lambda r: record(DecisionEntry, r), f"SELECT id, {DECISION_LOG} FROM decision_log",
+                                [("id > ?", after_id)], "id", limit)
+
+    async def add_hold(self, hold: HoldRecord) -> None:
+        await self.driver.execute(insert_sql("automation_holds", HOLDS), values(hold, HOLDS))
+
+    async def end_hold(self, hold_id: str, *, by: str, at_ms: int) -> HoldRecord | None:
+        """End a hold early; None if there is no such hold still running."""
+        row = await self.driver.fetchone(f"UPDATE automation_holds SET ended_ms=?, ended_by=? WHERE id=? AND ended_ms "
+                                         f"IS NULL AND until_ms > ? RETURNING {HOLDS}", (at_ms, by, hold_id, at_ms))
+        return None if row is None else record(HoldRecord, row)
+
+    async def list_holds(self, *, tenant: str | None = None, target: str | None = None, active_at: int | None = None,
+                         limit: int = 1000) -> list[HoldRecord]:
+        """Newest first; ``active_at``: only those running then."""
+        return await self._list(lambda r: record(HoldRecord, r), f"SELECT {HOLDS} FROM automation_holds", [
+            ("tenant = ?", tenant), ("target = ?", target), ("until_ms > ?", active_at),
+            ("ended_ms IS NULL", active_at is not None)], "created_ms DESC, id DESC", limit)
 
     # -- model registry (versions are immutable: there is no update or delete of them) ----------------------
     async def add_model_version(self, name: str, build: Callable[[int], ModelVersionRecord]) -> ModelVersionRecord:

@@ -73,6 +73,22 @@ CREATE TABLE IF NOT EXISTS commands (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, 
     NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL, value_before {real}, read_back {real}, sends INTEGER NOT NULL,
     sent_ms {big}, UNIQUE (device, seq));
 CREATE INDEX IF NOT EXISTS commands_open ON commands (status, expires);
+CREATE TABLE IF NOT EXISTS policy_documents (tenant TEXT NOT NULL, version INTEGER NOT NULL, text TEXT NOT NULL,
+    created_ms {big} NOT NULL, created_by TEXT NOT NULL, PRIMARY KEY (tenant, version));
+CREATE TABLE IF NOT EXISTS decisions (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, asset TEXT NOT NULL, device TEXT NOT
+    NULL, policy TEXT NOT NULL, policy_version INTEGER NOT NULL, mode TEXT NOT NULL, state TEXT NOT NULL, created_ms
+    {big} NOT NULL, updated_ms {big} NOT NULL, expires_ms {big} NOT NULL, command TEXT NOT NULL, trace TEXT NOT NULL,
+    cause TEXT NOT NULL, action TEXT NOT NULL, approvals INTEGER NOT NULL, needed INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS decisions_by_asset ON decisions (tenant, asset, created_ms);
+CREATE INDEX IF NOT EXISTS decisions_open ON decisions (state, expires_ms);
+CREATE TABLE IF NOT EXISTS decision_log (id {serial}, decision TEXT NOT NULL, tenant TEXT NOT NULL, asset TEXT NOT
+    NULL, ts {big} NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL, body TEXT NOT NULL, prev TEXT NOT NULL, hash
+    TEXT NOT NULL UNIQUE);
+CREATE INDEX IF NOT EXISTS decision_log_by_decision ON decision_log (decision, id);
+CREATE TABLE IF NOT EXISTS automation_holds (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, target TEXT NOT NULL, held_by
+    TEXT NOT NULL, reason TEXT NOT NULL, created_ms {big} NOT NULL, until_ms {big} NOT NULL, ended_ms {big}, ended_by
+    TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS automation_holds_by_target ON automation_holds (target, until_ms);
 CREATE INDEX IF NOT EXISTS commands_by_time ON commands (tenant, ts);
 CREATE TABLE IF NOT EXISTS gateway_devices (gateway TEXT NOT NULL, device TEXT NOT NULL, PRIMARY KEY (gateway, device));
 CREATE INDEX IF NOT EXISTS gateway_devices_device ON gateway_devices (device);
