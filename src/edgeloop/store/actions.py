@@ -95,7 +95,8 @@ class DecisionRecord:
     policy: str
     policy_version: int
     mode: str  # dry-run | on
-    state: str  # held | dry_run | awaiting_approval | sent | applied | refused | failed | expired | rejected | done
+    state: str  # held | dry_run | awaiting_approval | approved | sent | applied | verified | refused | failed |
+    # expired | rejected | done (a work order opened)
     created_ms: int
     updated_ms: int
     expires_ms: int
