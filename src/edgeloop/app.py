@@ -26,6 +26,8 @@ import numpy as np
 import uvicorn
 
 from edgeloop.actions.commands import CommandService
+from edgeloop.actions.engine import ActionEngine
+from edgeloop.actions.readings import LatestReadings
 from edgeloop.alerts.notify import Notifier
 from edgeloop.alerts.service import AlertingSettings, AlertService, load_settings
 from edgeloop.assets import DeviceProfile
@@ -362,8 +364,18 @@ class Platform:
         self.commands = CommandService(store=self.store, registry=registry, clock=self.clock,
                                        publish=lambda topic_, payload: self.source.publish(topic_, payload, qos=1),
                                        online=self.presence.online.get)
+        self.readings = LatestReadings()  # what the actions engine checks its preconditions and interlocks on
+        self.actions = ActionEngine(store=self.store, registry=registry, commands=self.commands,
+                                    readings=self.readings, clock=self.clock)
+        await self.actions.start()
+        self.alerts.opened_listeners.append(self.actions.on_alerts)
+
+        async def downstream(chunks: list[TelemetryChunk]) -> None:
+            self.readings.observe(chunks)
+            await self.scoring.submit(chunks)
+
         self.pipeline = IngestPipeline(source=self.inbound, store=self.store, validator=validator,
-                                       downstream=self.scoring.submit, on_answers=self.commands.answered,
+                                       downstream=downstream, on_answers=self.commands.answered,
                                        presence=self.presence, clock=self.clock)
         self.pipeline.last_seen.update(await self.store.latest_sample_ms())
         self.pipeline.gateways.update(g.id for g in await self.store.list_gateways())
@@ -373,6 +385,7 @@ class Platform:
         self._spawn(self.drift.run(), "drift")
         self._spawn(self.campaigns.run(CAMPAIGN_TICK_S), "campaigns")
         self._spawn(self.commands.run(), "commands")
+        self._spawn(self.actions.run(), "actions")
         if self.models.writable and policies.policies:
             self._spawn(self._learning_ticks(), "learning")
         self._spawn(self.pipeline.run(), "ingest")
@@ -597,7 +610,8 @@ class Platform:
                         ingest=_IngestView(self), gateways=self, clock=self.clock, provisioning=self.provisioning,
                         auth=cfg.auth, mqtt_address=f"{cfg.mqtt_host}:{cfg.mqtt_port}", models=self.models,
                         campaigns=self.campaigns if self.models.writable else None,
-                        training=self.training if self.models.writable else None, probes=self.probes)
+                        training=self.training if self.models.writable else None, probes=self.probes,
+                        actions=self.actions)
 
     @property
     def http_url(self) -> str | None:

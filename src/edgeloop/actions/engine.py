@@ -54,11 +54,11 @@ from edgeloop.clock import Clock
 from edgeloop.errors import ConflictError, NotFoundError
 from edgeloop.messages import Alert, AlertStatus
 from edgeloop.registry import Registry
-from edgeloop.store.actions import DecisionEntry, DecisionRecord, HoldRecord, PolicyDocument
+from edgeloop.store.actions import GENESIS, DecisionEntry, DecisionRecord, HoldRecord, PolicyDocument, entry_digest
 from edgeloop.store.alerting import WorkOrderRecord
 from edgeloop.store.base import AuditRecord, Store
 
-__all__ = ["EFFECT_AFTER_S", "ActionEngine", "Check"]
+__all__ = ["EFFECT_AFTER_S", "ActionEngine", "Check", "LogCheck", "verify_log"]
 
 log = logging.getLogger(__name__)
 MAX_QUEUED = 10_000
@@ -517,3 +517,41 @@ def _action_body(policy: Policy) -> dict[str, Any]:
     if isinstance(action, SetpointAction):
         return {"kind": "setpoint", "actuator": action.actuator, "value": action.value}
     return {"kind": "work_order", "title": action.title}
+
+
+@dataclass(frozen=True, slots=True)
+class LogCheck:
+    """What ``verify_log`` found: the records walked, the newest hash (keep it elsewhere: a record cut off the
+    end of the log shows only against it), and each break of the chain."""
+
+    records: int
+    head: str
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+async def verify_log(store: Store, *, max_problems: int = 100) -> LogCheck:
+    """Walk the whole decision log: each record's hash must be its content's, and its ``prev`` the hash of the
+    record before it. An altered record fails the first; a deleted one the second."""
+    prev, count, after = GENESIS, 0, 0
+    problems: list[str] = []
+    while True:
+        page = await store.decision_log(after_id=after)
+        if not page:
+            break
+        for entry in page:
+            count += 1
+            if entry.prev != prev:
+                problems.append(f"record {entry.id} ({entry.decision} {entry.kind}): it follows {entry.prev[:12]}, "
+                                f"but the record before it is {prev[:12]}: a record before it was removed or changed")
+            if entry_digest(entry, entry.prev) != entry.hash:
+                problems.append(f"record {entry.id} ({entry.decision} {entry.kind}): its content does not match its "
+                                "hash: it was altered")
+            prev = entry.hash
+            after = entry.id
+        if len(problems) >= max_problems:
+            break
+    return LogCheck(records=count, head=prev, problems=problems[:max_problems])

@@ -219,6 +219,7 @@ class AlertService:
         self.engine = ie.IncidentEngine(Topology(), self._engine_config(), clock=clock, ids=self._ids)
         self.lifecycle = lc.Lifecycle(policy, clock=clock)
         self.notifier = notifier
+        self.opened_listeners: list[Callable[[Sequence[Alert]], None]] = []  # alerts just opened, once stored
         self._sending: set[asyncio.Task[None]] = set()
         self.tuner = Tuner(self.ruleset, clock=clock)
         self._pending: list[tuple[Signal, Origin]] = []  # (signal, origin) not yet through the incident engine
@@ -919,6 +920,9 @@ class AlertService:
             return
         self._unwritten, self._unwritten_batches = _Batch(), 0
         self.stats.writes += 1
+        if changes.opened:
+            for listener in self.opened_listeners:
+                listener(changes.opened)
         if remap:
             log.warning("alert service: %d new alerts merged into alerts another process opened", len(remap))
             self._remap.update(remap)

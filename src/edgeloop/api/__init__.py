@@ -25,6 +25,7 @@ from edgeloop.api.flood import PUBLIC_RATE, PublicRateLimit
 from edgeloop.api.headers import SecurityHeaders, add_doc_routes
 from edgeloop.api.limits import BodyLimit, route_limits
 from edgeloop.api.routers import (
+    actions,
     alerts,
     audit,
     auth,
@@ -56,7 +57,8 @@ __all__ = ["MAX_BODY", "MAX_CONFIG_BODY", "MAX_PROVISION_BODY", "MAX_TIME_MS", "
 
 ROUTERS = (public.router, auth.router, users.router, stats.router, registry.router, telemetry.router, alerts.router,
            incidents.router, feedback.router, kpis.router, rules.router, gateways.router, provisioning.router,
-           audit.router, models.router, drift.router, commands.router, campaigns.router, training.router)
+           audit.router, models.router, drift.router, commands.router, actions.router, campaigns.router,
+           training.router)
 """Every router of the API; all but ``public`` require at least a viewer."""
 
 

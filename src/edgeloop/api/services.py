@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from edgeloop.actions.engine import ActionEngine
 from edgeloop.alerts.feedback import Decision, Proposal
 from edgeloop.alerts.incidents import IncidentEngine
 from edgeloop.alerts.rule_documents import RuleDocument
@@ -119,3 +120,4 @@ class Services:
     campaigns: CampaignService | None = None  # rollout campaigns (None without a model registry: 503)
     training: TrainingJobs | None = None  # training jobs (None without a model registry: 503)
     probes: bool = False  # whether the platform runs known-answer probes for the campaigns' probe gate
+    actions: ActionEngine | None = None  # policies, decisions, approvals, holds (None: their routes answer 503)

@@ -1,0 +1,239 @@
+"""Closed-loop actions under human control: the tenant's action policies, the decisions they made (with their
+hash-chained record), approvals, and holds on automation (a technician's manual override of an asset, an
+operator's stop of a policy). See ``docs/actions.md``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import Response
+
+from edgeloop.actions.engine import ActionEngine, verify_log
+from edgeloop.api.bodies import body, body_doc, json_response, raw_body, reply
+from edgeloop.api.security import ROLE, Admin, Operator, Source, Svc, Technician, Viewer
+from edgeloop.api.services import Services
+from edgeloop.errors import NotFoundError
+from edgeloop.identity.auth import Principal, Role
+from edgeloop.store.actions import DecisionRecord, HoldRecord
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["actions"], dependencies=[ROLE[Role.VIEWER]])
+MAX_POLICIES_BODY = 1024 * 1024
+_BODY_LIMIT = 16 * 1024
+Text = Annotated[str, msgspec.Meta(max_length=1000)]
+
+
+class PoliciesView(msgspec.Struct):
+    """A tenant's action policies in force (version 0: none yet)."""
+
+    tenant: str
+    version: int
+    text: str
+    policies: list[dict[str, Any]]
+
+
+class PoliciesReplaced(msgspec.Struct):
+    tenant: str
+    version: int
+    policies: int
+
+
+class RunBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Run a person-triggered policy on an asset now."""
+
+    asset: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class NoteBody(msgspec.Struct, forbid_unknown_fields=True):
+    note: Text = ""
+
+
+class HoldBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Hold automation on ``target`` (an asset id; or ``policy:NAME`` to stop a policy) for ``duration_s``."""
+
+    target: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    duration_s: Annotated[float, msgspec.Meta(gt=0, le=30 * 86_400)]
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+
+
+class EntryView(msgspec.Struct):
+    id: int
+    ts: int
+    kind: str
+    actor: str
+    body: dict[str, Any]
+    prev: str
+    hash: str
+
+
+class DecisionView(msgspec.Struct):
+    """A decision and every record of it, oldest first: why, what was checked with which values, who approved,
+    the command, the gateway's answer, the effect."""
+
+    decision: DecisionRecord
+    entries: list[EntryView]
+
+
+class LogCheckView(msgspec.Struct):
+    ok: bool
+    records: int
+    head: str  # keep it elsewhere: a record cut off the end of the log shows only against it
+    problems: list[str]
+
+
+def _engine(svc: Services) -> ActionEngine:
+    if svc.actions is None:
+        raise HTTPException(503, "the actions engine is not running")
+    return svc.actions
+
+
+def _tenant(svc: Services, who: Principal, tenant: str | None) -> str:
+    """The tenant a request means: ``tenant`` (404 if the caller does not see it), else the caller's."""
+    if tenant is None:
+        if who.tenant is None:
+            raise HTTPException(422, "say which tenant (?tenant=...)")
+        return who.tenant
+    if tenant not in svc.registry.registry.tenants or not who.sees(tenant):
+        raise NotFoundError("tenant", tenant)
+    return tenant
+
+
+async def _visible_decision(svc: Services, who: Principal, decision_id: str) -> DecisionRecord:
+    found = await svc.store.get_decision(decision_id)
+    if found is None or not who.sees(found.tenant):
+        raise NotFoundError("decision", decision_id)
+    return found
+
+
+# -- policies -------------------------------------------------------------------------------------------------
+@router.get("/policies", responses=reply(PoliciesView))
+async def get_policies(svc: Svc, who: Viewer, tenant: Annotated[str | None, Query(max_length=128)] = None) -> Response:
+    """The tenant's action policies in force, as written and as read."""
+    scope = _tenant(svc, who, tenant)
+    version, found = _engine(svc).policies(scope)
+    stored = await svc.store.get_policies(scope, version) if version else None
+    return json_response(PoliciesView(tenant=scope, version=version, text=stored.text if stored else "",
+                                      policies=msgspec.to_builtins(found)["policies"]))
+
+
+_POLICIES_BODY = {"requestBody": {"required": True, "content": {
+    "application/yaml": {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}}}}}
+
+
+@router.put("/policies", responses=reply(PoliciesReplaced), openapi_extra=_POLICIES_BODY)
+async def put_policies(svc: Svc, src: Source, who: Admin, raw: Annotated[bytes, Depends(raw_body(MAX_POLICIES_BODY))],
+                       tenant: Annotated[str | None, Query(max_length=128)] = None) -> Response:
+    """Replace the tenant's action policies (administrators): YAML or JSON ``{policies: [...]}``. It is checked
+    first: an error names the line, the policy and the problem (422), and nothing changes."""
+    scope = _tenant(svc, who, tenant)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HTTPException(400, "the policy document is not UTF-8 text") from exc
+    doc = await _engine(svc).put_policies(scope, text, by=who.name, source=src)
+    return json_response(PoliciesReplaced(tenant=scope, version=doc.version,
+                                          policies=len(_engine(svc).policies(scope)[1].policies)))
+
+
+@router.post("/policies/{name}/run", status_code=201, responses=reply(DecisionRecord),
+             openapi_extra=body_doc(RunBody))
+async def run_policy(name: str, svc: Svc, who: Operator, req: Annotated[RunBody, Depends(body(RunBody, _BODY_LIMIT))],
+                     tenant: Annotated[str | None, Query(max_length=128)] = None) -> Response:
+    """Run a person-triggered policy on an asset now (operators): its checks, approvals and mode apply."""
+    scope = _tenant(svc, who, tenant)
+    return json_response(await _engine(svc).run_person(scope, name, req.asset, by=who.name))
+
+
+# -- decisions ------------------------------------------------------------------------------------------------
+@router.get("/decisions", responses=reply(list[DecisionRecord]))
+async def list_decisions(svc: Svc, who: Viewer, asset: str | None = None, state: str | None = None,
+                         command: str | None = None, since: Annotated[int | None, Query(ge=0)] = None,
+                         until: Annotated[int | None, Query(ge=0)] = None,
+                         limit: Annotated[int, Query(ge=1, le=10_000)] = 200) -> Response:
+    """Decisions of the caller's tenant, newest first: by asset, state, command, or time (``since <= created <
+    until``, ms). "Why did pump 7 slow down at 10:42?": ``?asset=pump-7&since=...``, then the decision."""
+    return json_response(await svc.store.list_decisions(tenant=who.tenant, asset=asset, state=state, command=command,
+                                                        since=since, until=until, limit=limit))
+
+
+@router.get("/decisions/{decision_id}", responses=reply(DecisionView))
+async def get_decision(decision_id: str, svc: Svc, who: Viewer) -> Response:
+    """One decision with its whole record."""
+    decision = await _visible_decision(svc, who, decision_id)
+    entries = [EntryView(id=e.id, ts=e.ts, kind=e.kind, actor=e.actor, body=json.loads(e.body), prev=e.prev,
+                         hash=e.hash) for e in await svc.store.decision_entries(decision_id)]
+    return json_response(DecisionView(decision=decision, entries=entries))
+
+
+async def _approve(svc: Services, who: Principal, decision_id: str, approve: bool, note: str) -> Response:
+    decision = await _visible_decision(svc, who, decision_id)
+    return json_response(await _engine(svc).approve(decision.id, by=who.name, approve=approve, note=note,
+                                                    tenant=decision.tenant))
+
+
+@router.post("/decisions/{decision_id}/approve", responses=reply(DecisionRecord), openapi_extra=body_doc(NoteBody))
+async def approve_decision(decision_id: str, svc: Svc, who: Operator,
+                           req: Annotated[NoteBody, Depends(body(NoteBody, _BODY_LIMIT))]) -> Response:
+    """Approve a decision awaiting approval (operators); with enough different approvers its checks run again
+    and it acts. A second approval by the same person is refused (409)."""
+    return await _approve(svc, who, decision_id, True, req.note)
+
+
+@router.post("/decisions/{decision_id}/reject", responses=reply(DecisionRecord), openapi_extra=body_doc(NoteBody))
+async def reject_decision(decision_id: str, svc: Svc, who: Operator,
+                          req: Annotated[NoteBody, Depends(body(NoteBody, _BODY_LIMIT))]) -> Response:
+    """Reject a decision awaiting approval (operators): it ends, nothing is sent."""
+    return await _approve(svc, who, decision_id, False, req.note)
+
+
+@router.get("/decision-log/verify", responses=reply(LogCheckView))
+async def verify_decision_log(svc: Svc, who: Admin) -> Response:
+    """Walk the whole hash-chained decision log (administrators): an altered or removed record is named."""
+    found = await verify_log(svc.store)
+    return json_response(LogCheckView(ok=found.ok, records=found.records, head=found.head, problems=found.problems))
+
+
+# -- holds ----------------------------------------------------------------------------------------------------
+@router.get("/holds", responses=reply(list[HoldRecord]))
+async def list_holds(svc: Svc, who: Viewer, active: bool = True) -> Response:
+    """Holds on automation of the caller's tenant (``active=false``: also those over), newest first."""
+    return json_response(await svc.store.list_holds(tenant=who.tenant,
+                                                    active_at=svc.clock.now_ms() if active else None))
+
+
+def _hold_tenant(svc: Services, who: Principal, target: str, tenant: str | None) -> str:
+    if target.startswith("policy:"):
+        if who.role < Role.OPERATOR:
+            raise HTTPException(403, "stopping a policy is for operators")
+        return _tenant(svc, who, tenant)
+    owner = svc.registry.registry.tenant_of("asset", target)
+    if owner is None or not who.sees(owner):
+        raise NotFoundError("asset", target)
+    return owner
+
+
+@router.post("/holds", status_code=201, responses=reply(HoldRecord), openapi_extra=body_doc(HoldBody))
+async def add_hold(svc: Svc, src: Source, who: Technician,
+                   req: Annotated[HoldBody, Depends(body(HoldBody, _BODY_LIMIT))],
+                   tenant: Annotated[str | None, Query(max_length=128)] = None) -> Response:
+    """Hold automation for a time: on an asset (technicians: a manual override; no policy acts on it) or on
+    ``policy:NAME`` (operators: the policy decides nothing). Shown on the asset and audited."""
+    scope = _hold_tenant(svc, who, req.target, tenant)
+    return json_response(await _engine(svc).hold(scope, req.target, by=who.name, duration_s=req.duration_s,
+                                                 reason=req.reason, source=src))
+
+
+@router.post("/holds/{hold_id}/release", responses=reply(HoldRecord))
+async def release_hold(hold_id: str, svc: Svc, src: Source, who: Technician) -> Response:
+    """End a hold before its time."""
+    found = [h for h in await svc.store.list_holds(tenant=who.tenant, active_at=svc.clock.now_ms())
+             if h.id == hold_id]
+    if not found:
+        raise NotFoundError("hold", hold_id)
+    if found[0].target.startswith("policy:") and who.role < Role.OPERATOR:
+        raise HTTPException(403, "restarting a policy is for operators")
+    return json_response(await _engine(svc).release(hold_id, by=who.name, tenant=found[0].tenant, source=src))
