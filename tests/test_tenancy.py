@@ -32,6 +32,12 @@ API = "/api/v1"
 T0 = 1_795_000_000_000
 ADMIN_PASSWORD = "tenancy-admin-password"
 ROLES = ("viewer", "technician", "operator", "admin")
+#: globex's action policy: a person runs it; it needs an operator's approval (so a decision waits for one).
+GLOBEX_POLICY = """\
+policies:
+  - {name: cool-down, mode: "on", trigger: {kind: person}, approval: one,
+     action: {kind: setpoint, actuator: fan, value: 1, device: globex-dev}}
+"""
 TUNED_RULES = HOT_RULES + "    tune: {mode: propose, after_false_alarms: 1, period_s: 3600, max_step: 5, max: 95}\n"
 
 
@@ -106,6 +112,13 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
             await e.call("POST", "/users", status=201, json={"username": "globex-viewer", "role": "viewer",
                                                              "password": "globex-viewer-password", "tenant": "globex"})
             e.headers["globex-viewer"] = await _login(client, "globex-viewer", "globex-viewer-password")
+            await e.call("PUT", "/policies?tenant=globex", content=GLOBEX_POLICY)
+            decision = await e.call("POST", "/policies/cool-down/run?tenant=globex", status=201,
+                                    json={"asset": "globex-asset"})
+            assert decision["state"] == "awaiting_approval", decision  # an approval by acme would send it
+            e.ids["decision"] = decision["id"]
+            e.ids["hold"] = (await e.call("POST", "/holds", status=201, json={
+                "target": "globex-asset", "duration_s": 3600, "reason": "globex's own override"}))["id"]
             await e.call("PUT", "/alert-rules?tenant=globex", content=HOT_RULES)
             await e.call("PUT", "/alert-rules", "acme-operator", content=HOT_RULES)
             # Neither tenant's rule change dropped the pending proposal.
@@ -216,6 +229,16 @@ def cases(ids: dict[str, Any]) -> dict[tuple[str, str], list[Attempt]]:
         ("POST", "/api/v1/campaigns/{campaign_id}/approve"): [("/campaigns/c-pump-1/approve", {})],
         ("POST", "/api/v1/campaigns/{campaign_id}/abort"): [("/campaigns/c-pump-1/abort", {"json": {
             "reason": "sabotage"}})],
+        ("PUT", "/api/v1/policies"): [("/policies?tenant=globex", {"content": GLOBEX_POLICY})],
+        ("POST", "/api/v1/policies/{name}/run"): [
+            ("/policies/cool-down/run?tenant=globex", {"json": {"asset": "globex-asset"}}),
+            ("/policies/cool-down/run", {"json": {"asset": "globex-asset"}})],
+        ("POST", "/api/v1/decisions/{decision_id}/approve"): [(f"/decisions/{ids['decision']}/approve", {"json": {}})],
+        ("POST", "/api/v1/decisions/{decision_id}/reject"): [(f"/decisions/{ids['decision']}/reject", {"json": {}})],
+        ("POST", "/api/v1/holds"): [
+            ("/holds", {"json": {"target": "globex-asset", "duration_s": 60, "reason": "sabotage"}}),
+            ("/holds?tenant=globex", {"json": {"target": "policy:cool-down", "duration_s": 60, "reason": "x"}})],
+        ("POST", "/api/v1/holds/{hold_id}/release"): [(f"/holds/{ids['hold']}/release", {})],
     }
 
 
@@ -246,7 +269,9 @@ async def state(env: Env) -> dict[str, Any]:
     for path in ("/tenants", "/sites", "/lines", "/assets", "/devices", "/profiles", "/alerts", "/incidents",
                  f"/incidents/{env.ids['incident']}", "/silences", "/maintenance-windows", "/work-orders", "/users",
                  "/labels", "/tuning/proposals", "/alert-rules", "/alert-rules?tenant=globex",
-                 "/alert-rules?tenant=acme", "/gateways/globex-dev/config", "/dead-letters", "/models"):
+                 "/alert-rules?tenant=acme", "/gateways/globex-dev/config", "/dead-letters", "/models",
+                 "/policies?tenant=globex", "/decisions", f"/decisions/{env.ids['decision']}", "/holds",
+                 "/commands"):
         out[path] = await env.call("GET", path)
     out["globex api key"] = await env.platform.store.get_credential(env.ids["api_key"])
     out["globex user"] = await env.platform.store.get_user("globex-viewer")  # its password hash too

@@ -65,6 +65,7 @@ MAX_QUEUED = 10_000
 EFFECT_AFTER_S = 30.0
 OPEN = ("awaiting_approval", "sent")
 NEEDED = {"none": 0, "one": 1, "two": 2}
+QUIET = ("maintenance", "silenced")  # an alert raised during planned work, or silenced by a person, acts on nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +90,10 @@ class _Trigger:
 
 class ActionEngine:
     def __init__(self, *, store: Store, registry: Registry, commands: CommandService, readings: LatestReadings,
-                 clock: Clock, audit: Callable[[AuditRecord], Awaitable[None]] | None = None) -> None:
+                 clock: Clock, audit: Callable[[AuditRecord], Awaitable[None]] | None = None,
+                 effect_after_s: float = EFFECT_AFTER_S) -> None:
         self.store = store
+        self.effect_after_s = effect_after_s
         self.registry = registry
         self.commands = commands
         self.readings = readings
@@ -128,7 +131,8 @@ class ActionEngine:
     def on_alerts(self, alerts: Sequence[Alert]) -> None:
         """Alerts that just opened (the alert service calls it after storing them)."""
         for alert in alerts:
-            if alert.status != AlertStatus.OPEN or alert.tenant not in self._documents:
+            if alert.status != AlertStatus.OPEN or alert.tenant not in self._documents or \
+                    alert.suppressed in QUIET:
                 continue
             facts = {"alert": alert.id, "rule": alert.kind, "incident": alert.incident, "device": alert.device,
                      "model": alert.model, "score": alert.score, "severity": str(alert.severity),
@@ -405,7 +409,7 @@ class ActionEngine:
                 "command": cmd.id, "status": cmd.status, "code": cmd.code, "reason": cmd.reason,
                 "before": cmd.value_before, "read_back": cmd.read_back, "at": cmd.status_ms})])
         for decision in await self.store.list_decisions(state="applied", limit=1000):
-            if now - decision.updated_ms < EFFECT_AFTER_S * 1000:
+            if now - decision.updated_ms < self.effect_after_s * 1000:
                 continue
             policy = self._policy_of(decision)
             channel = policy.action.channel if policy is not None and isinstance(policy.action, SetpointAction) \

@@ -4,7 +4,8 @@ approval. A YAML or JSON document, validated with the line of each error (like t
     policies:
       - name: slow-press-on-bearing-wear
         mode: dry-run                       # off | dry-run (decides and records, never sends) | on
-        trigger: {on: alert, rule: bearing-wear}   # or {on: schedule, every_s: 3600, assets: [...]}, {on: person}
+        trigger: {kind: alert, rule: bearing-wear}   # or {kind: schedule, every_s: 3600, assets: [...]},
+                                                    # {kind: person}
         action: {kind: setpoint, actuator: speed, value: 900}     # or {kind: work_order, title: ...}
         preconditions:
           fresh_s: 10                       # the target device's newest reading at most 10 s old
@@ -17,7 +18,9 @@ approval. A YAML or JSON document, validated with the line of each error (like t
         ttl_s: 300                          # the decision (and its command) lapses after this
 
 A RUL horizon or a detector finding triggers a policy through the alert rule that watches it (``rul`` and
-``score`` rules): ``{on: alert, rule: <that rule>}``.
+``score`` rules): ``{kind: alert, rule: <that rule>}``.
+
+YAML reads a bare ``on`` / ``off`` as a boolean: ``mode: on`` and ``mode: off`` mean the modes of those names.
 """
 
 from __future__ import annotations
@@ -39,21 +42,21 @@ Channel = Annotated[str, msgspec.Meta(pattern=CHANNEL_PATTERN)]
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=7 * 86_400)]
 
 
-class AlertTrigger(msgspec.Struct, tag="alert", tag_field="on", forbid_unknown_fields=True, frozen=True):
+class AlertTrigger(msgspec.Struct, tag="alert", tag_field="kind", forbid_unknown_fields=True, frozen=True):
     """An alert of rule ``rule`` opens (``*``: of any rule) on an asset in ``assets`` (empty: any)."""
 
     rule: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     assets: list[DeviceId] = msgspec.field(default_factory=list)
 
 
-class ScheduleTrigger(msgspec.Struct, tag="schedule", tag_field="on", forbid_unknown_fields=True, frozen=True):
+class ScheduleTrigger(msgspec.Struct, tag="schedule", tag_field="kind", forbid_unknown_fields=True, frozen=True):
     """Every ``every_s``, on each asset of ``assets``."""
 
     every_s: Annotated[float, msgspec.Meta(ge=60, le=30 * 86_400)]
     assets: Annotated[list[DeviceId], msgspec.Meta(min_length=1, max_length=1000)]
 
 
-class PersonTrigger(msgspec.Struct, tag="person", tag_field="on", forbid_unknown_fields=True, frozen=True):
+class PersonTrigger(msgspec.Struct, tag="person", tag_field="kind", forbid_unknown_fields=True, frozen=True):
     """A person runs it on an asset (``edgeloop actions run``)."""
 
 
@@ -172,6 +175,11 @@ def policies_from_obj(doc: Any, *, origin: str = "policies", node: Any = None) -
             text = f"{head}] {name!r}, {rest}" if rest else f"{text} {name!r}"
         return text
 
+    policies = doc.get("policies")
+    if isinstance(policies, list):  # YAML 1.1 reads a bare on/off as true/false: mode: on is the mode "on"
+        doc = {**doc, "policies": [{**p, "mode": {True: "on", False: "off"}[p["mode"]]}
+                                   if isinstance(p, dict) and isinstance(p.get("mode"), bool) else p
+                                   for p in policies]}
     found = convert(doc, PolicySet, origin=origin, node=node, label=label)
     at = where(origin, node)
     seen: set[str] = set()

@@ -139,13 +139,13 @@ async def put_policies(svc: Svc, src: Source, who: Admin, raw: Annotated[bytes, 
                                           policies=len(_engine(svc).policies(scope)[1].policies)))
 
 
-@router.post("/policies/{name}/run", status_code=201, responses=reply(DecisionRecord),
+@router.post("/policies/{name}/run", status_code=201, responses=reply(DecisionRecord, 201),
              openapi_extra=body_doc(RunBody))
 async def run_policy(name: str, svc: Svc, who: Operator, req: Annotated[RunBody, Depends(body(RunBody, _BODY_LIMIT))],
                      tenant: Annotated[str | None, Query(max_length=128)] = None) -> Response:
     """Run a person-triggered policy on an asset now (operators): its checks, approvals and mode apply."""
     scope = _tenant(svc, who, tenant)
-    return json_response(await _engine(svc).run_person(scope, name, req.asset, by=who.name))
+    return json_response(await _engine(svc).run_person(scope, name, req.asset, by=who.name), 201)
 
 
 # -- decisions ------------------------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ def _hold_tenant(svc: Services, who: Principal, target: str, tenant: str | None)
     return owner
 
 
-@router.post("/holds", status_code=201, responses=reply(HoldRecord), openapi_extra=body_doc(HoldBody))
+@router.post("/holds", status_code=201, responses=reply(HoldRecord, 201), openapi_extra=body_doc(HoldBody))
 async def add_hold(svc: Svc, src: Source, who: Technician,
                    req: Annotated[HoldBody, Depends(body(HoldBody, _BODY_LIMIT))],
                    tenant: Annotated[str | None, Query(max_length=128)] = None) -> Response:
@@ -224,7 +224,7 @@ async def add_hold(svc: Svc, src: Source, who: Technician,
     ``policy:NAME`` (operators: the policy decides nothing). Shown on the asset and audited."""
     scope = _hold_tenant(svc, who, req.target, tenant)
     return json_response(await _engine(svc).hold(scope, req.target, by=who.name, duration_s=req.duration_s,
-                                                 reason=req.reason, source=src))
+                                                 reason=req.reason, source=src), 201)
 
 
 @router.post("/holds/{hold_id}/release", responses=reply(HoldRecord))
