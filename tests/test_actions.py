@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from edgeloop.actions.engine import verify_log
 from edgeloop.actions.policy import parse_policies
@@ -23,6 +24,7 @@ from edgeloop.agent.config import parse_config
 from edgeloop.agent.runner import Agent
 from edgeloop.api import create_app
 from edgeloop.app import Platform, PlatformConfig
+from edgeloop.cli import app
 from edgeloop.errors import ConfigError
 from edgeloop.store import Store
 from edgeloop.store.actions import DecisionEntry, DecisionRecord
@@ -266,3 +268,40 @@ async def test_approvals_dry_run_and_a_hold_on_the_asset(tmp_path: Path) -> None
         await pl.decision(state="verified")
         assert await read_holding(pl.plc, SPEED) == 650
         assert (await pl.call("GET", "/decision-log/verify"))["ok"] is True
+
+
+async def test_the_command_line_sets_policies_runs_one_shows_its_record_and_verifies_the_chain(
+        tmp_path: Path) -> None:
+    cfg = PlatformConfig(data_dir=tmp_path / "platform", mqtt_port=free_port(), http_port=free_port())
+    async with Platform(cfg) as p:
+        await register_press(p)
+        url = p.http_url
+        assert url is not None
+
+        async def cli(*args: str) -> Any:
+            return await asyncio.to_thread(CliRunner().invoke, app, [*args, "--url", url])
+
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("policies:\n  - {name: x, trigger: {kind: person}, action: {kind: reboot}}\n")
+        refused = await cli("policies", "set", str(bad), "--tenant", "acme")
+        assert refused.exit_code == 1 and "line 2" in refused.output, refused.output
+        good = tmp_path / "policies.yaml"
+        good.write_text("policies:\n" + policy("nudge", mode="on").replace("{kind: alert, rule: hot}",
+                                                                           "{kind: person}"))
+        assert "policies version 1 of acme in force (1 policies)" in (await cli("policies", "set", str(good),
+                                                                                  "--tenant", "acme")).output
+        ran = await cli("policies", "run", "nudge", "--asset", "press-a", "--tenant", "acme")
+        assert ran.exit_code == 0 and "speed -> 600 on press-a: held" in ran.output, ran.output  # no reading yet
+        [d] = await p.store.list_decisions()
+        shown = await cli("decisions", "show", d.id)
+        assert "decided" in shown.output and "newest reading of press-1 unknown" in shown.output, shown.output
+        held = await cli("holds", "add", "press-a", "--minutes", "5", "--reason", "bearing change")
+        hold_id = held.output.split(":")[0]
+        assert "automation held on press-a" in held.output
+        assert hold_id in (await cli("holds", "list")).output
+        assert "released" in (await cli("holds", "release", hold_id)).output
+        ok = await cli("decisions", "verify")
+        assert ok.exit_code == 0 and "the chain holds" in ok.output
+        await p.store.driver.execute("UPDATE decision_log SET actor='mallory' WHERE kind='decided'")
+        broken = await cli("decisions", "verify")
+        assert broken.exit_code == 1 and "it was altered" in broken.output, broken.output

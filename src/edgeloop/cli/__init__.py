@@ -7,6 +7,7 @@ A new command group is a new module exposing its ``typer.Typer``, added to the l
 from __future__ import annotations
 
 from edgeloop.cli import (
+    actions,
     alerts,
     bench,
     broker,
@@ -48,6 +49,9 @@ app.add_typer(gateways.gateways_app, name="gateways")
 app.add_typer(models.models_app, name="models")
 app.add_typer(campaigns.campaigns_app, name="campaigns")
 app.add_typer(commands.commands_app, name="commands")
+app.add_typer(actions.policies_app, name="policies")
+app.add_typer(actions.decisions_app, name="decisions")
+app.add_typer(actions.holds_app, name="holds")
 app.add_typer(incidents.incidents_app, name="incidents")
 app.add_typer(rules.rules_app, name="rules")
 app.add_typer(suppressions.maintenance_app, name="maintenance")
