@@ -24,13 +24,16 @@ from edgeloop.agent.config import parse_config
 from edgeloop.agent.runner import Agent
 from edgeloop.api import create_app
 from edgeloop.app import Platform, PlatformConfig
+from edgeloop.assets import Asset, Device
 from edgeloop.cli import app
 from edgeloop.errors import ConfigError
+from edgeloop.messages import Sample, Telemetry, TopicKind, encode, topic
 from edgeloop.store import Store
 from edgeloop.store.actions import DecisionEntry, DecisionRecord
 from tests.support import HOT_RULES, free_port
 from tests.test_agent import modbus_server, register_press, write_holding
 from tests.test_agent_local import eventually, read_holding
+from tests.test_api import publish_all
 
 SPEED = 10  # the PLC's speed setpoint register
 API = "/api/v1"
@@ -41,7 +44,7 @@ def policy(name: str = "slow-when-hot", *, mode: str = "on", approval: str = "no
     return f"""\
   - name: {name}
     mode: {mode}
-    trigger: {{kind: alert, rule: hot}}
+    trigger: {{kind: alert, rule: hot, assets: [press-a]}}
     action: {{kind: setpoint, actuator: speed, value: {value}, device: press-1}}
     preconditions: {{fresh_s: 10}}
     approval: {approval}
@@ -111,6 +114,7 @@ class Plant:
     platform: Platform
     client: httpx.AsyncClient
     plc: int
+    heated_ms: int = 0
 
     async def call(self, method: str, path: str, status: int = 200, **kw: Any) -> Any:
         resp = await self.client.request(method, f"{API}{path}", **kw)
@@ -122,6 +126,7 @@ class Plant:
 
     async def heat(self) -> int:
         """The press runs hot: an alert of rule ``hot`` opens; returns its id."""
+        self.heated_ms = int(time.time() * 1000)
         await write_holding(self.plc, 0, [95])
         return int(await until(self, self._open_alert))
 
@@ -146,9 +151,9 @@ class Plant:
         return not [a for a in await self.platform.store.list_alerts() if a.status != "resolved"]
 
     async def decision(self, *, state: str) -> dict[str, Any]:
-        """The newest decision once it is in ``state``, with its record."""
+        """The newest decision, made since the press last ran hot, once it is in ``state``, with its record."""
         async def newest() -> dict[str, Any] | None:
-            found = await self.call("GET", "/decisions?limit=1")
+            found = await self.call("GET", f"/decisions?limit=1&since={self.heated_ms}")
             if not found or found[0]["state"] != state:
                 return None
             return await self.call("GET", f"/decisions/{found[0]['id']}")  # type: ignore[no-any-return]
@@ -286,8 +291,8 @@ async def test_the_command_line_sets_policies_runs_one_shows_its_record_and_veri
         refused = await cli("policies", "set", str(bad), "--tenant", "acme")
         assert refused.exit_code == 1 and "line 2" in refused.output, refused.output
         good = tmp_path / "policies.yaml"
-        good.write_text("policies:\n" + policy("nudge", mode="on").replace("{kind: alert, rule: hot}",
-                                                                           "{kind: person}"))
+        person = policy("nudge", mode="on").replace("{kind: alert, rule: hot, assets: [press-a]}", "{kind: person}")
+        good.write_text("policies:\n" + person)
         assert "policies version 1 of acme in force (1 policies)" in (await cli("policies", "set", str(good),
                                                                                   "--tenant", "acme")).output
         ran = await cli("policies", "run", "nudge", "--asset", "press-a", "--tenant", "acme")
@@ -305,3 +310,50 @@ async def test_the_command_line_sets_policies_runs_one_shows_its_record_and_veri
         await p.store.driver.execute("UPDATE decision_log SET actor='mallory' WHERE kind='decided'")
         broken = await cli("decisions", "verify")
         assert broken.exit_code == 1 and "it was altered" in broken.output, broken.output
+
+
+async def test_state_and_peer_interlocks_hold_with_the_values_they_saw(tmp_path: Path) -> None:
+    """press-b, a peer of press-a on the same line, reports its own temperature (published here as a device
+    would): cool, the interlocks pass; hot, the peer interlock holds; press-1's own state interlock too."""
+    async with plant(tmp_path) as pl:
+        await pl.platform.registry.put_asset(Asset(id="press-b", line="l1", kind="press"))
+        await pl.platform.registry.put_device(Device(id="press-2", tenant="acme", asset="press-b", profile="press-v1"))
+        seq = iter(range(1, 1000))
+
+        async def peer(temp: float) -> None:
+            sample = Sample(ts=int(time.time() * 1000), values={"temp": temp})
+            await publish_all(pl.platform, [(topic("acme", "press-2", TopicKind.TELEMETRY),
+                                             encode(Telemetry("press-2", next(seq), [sample])))])
+            await eventually(lambda: _value(pl, "press-2") == temp, what=f"press-2 at {temp}")
+
+        locks = ("    interlocks:\n"
+                 "      - {kind: state, name: not-overheated, device: press-1, channel: temp, above: 99}\n"
+                 "      - {kind: peers, name: peer-hot, channel: temp, above: 90}\n")
+        await pl.policies(policy(extra=locks))
+        await peer(20)
+        await pl.heat()
+        view = await pl.decision(state="verified")
+        checks = {c["name"]: c for c in body(view, "checked")["checks"]}
+        assert (checks["not-overheated"]["ok"], checks["not-overheated"]["value"]) == (True, 95)
+        assert (checks["peer-hot"]["ok"], checks["peer-hot"]["value"]) == (True, 20)
+        await pl.cool()
+
+        await peer(96)
+        await pl.heat()
+        held = await pl.decision(state="held")
+        peer_check = next(c for c in body(held, "checked")["checks"] if c["name"] == "peer-hot")
+        assert (peer_check["ok"], peer_check["value"], peer_check["detail"]) == (
+            False, 96, "press-2.temp = 96: is above 90")
+        await pl.cool()
+
+        await peer(20)
+        await pl.policies(policy(extra=locks.replace("above: 99", "above: 90")))
+        await pl.heat()
+        held = await pl.decision(state="held")
+        assert "press-1.temp = 95: is above 90" in body(held, "held")["reason"]
+        assert await read_holding(pl.plc, SPEED) == 600, "only the first decision reached the PLC"
+
+
+def _value(pl: Plant, device: str) -> float | None:
+    found = pl.platform.readings.reading(device, "temp")
+    return None if found is None else found.value
