@@ -202,6 +202,7 @@ def body(view: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 async def test_an_alert_slows_the_press_and_the_decision_record_has_every_link(tmp_path: Path) -> None:
+    started = int(time.time() * 1000)
     async with plant(tmp_path) as pl:
         await pl.policies(policy(extra="    interlocks: [{kind: rate, name: one-per-10-min, max: 1, window_s: 600}]\n"))
         alert = await pl.heat()
@@ -231,6 +232,19 @@ async def test_an_alert_slows_the_press_and_the_decision_record_has_every_link(t
         assert (lock["ok"], lock["value"]) == (False, 1)
         assert "1 change(s) of speed on press-a" in body(held, "held")["reason"]
         assert (await pl.call("GET", "/decision-log/verify"))["ok"] is True
+
+        # replay on this known history: the version in force, then a new version without the rate interlock
+        window = {"from_ms": started, "to_ms": int(time.time() * 1000) + 1}
+        again = await pl.call("POST", "/policies/slow-when-hot/replay?tenant=acme", json=window)
+        assert [(r["outcome"], r["actual"]) for r in again["rows"]] == [("would_send", "verified"),
+                                                                        ("held", "held")]
+        assert "1 change(s) of speed" in again["rows"][1]["detail"], "its own first send counts, as it did live"
+        proposed = "policies:\n" + policy(value=650)
+        other = await pl.call("POST", "/policies/slow-when-hot/replay?tenant=acme", json={**window, "text": proposed})
+        assert other["version"] == "proposed" and other["counts"] == {"would_send": 2}
+        assert [r["in_force"] for r in other["rows"]] == ["would_send", "held"] and other["differs"] == 1
+        assert await pl.call("GET", "/commands", params={"limit": 10}) != [] and len(
+            await pl.call("GET", "/commands")) == 1, "a replay sends nothing"
 
 
 async def test_approvals_dry_run_and_a_hold_on_the_asset(tmp_path: Path) -> None:
@@ -305,6 +319,10 @@ async def test_the_command_line_sets_policies_runs_one_shows_its_record_and_veri
         assert "automation held on press-a" in held.output
         assert hold_id in (await cli("holds", "list")).output
         assert "released" in (await cli("holds", "release", hold_id)).output
+        replayed = await cli("policies", "replay", "nudge", "--from", "1h", "--tenant", "acme")
+        assert replayed.exit_code == 0 and "0 triggers: no trigger" in replayed.output, replayed.output
+        when = await cli("policies", "replay", "nudge", "--from", "yesterday", "--tenant", "acme")
+        assert when.exit_code == 1 and "--from 'yesterday': a duration ago" in when.output, when.output
         ok = await cli("decisions", "verify")
         assert ok.exit_code == 0 and "the chain holds" in ok.output
         await p.store.driver.execute("UPDATE decision_log SET actor='mallory' WHERE kind='decided'")

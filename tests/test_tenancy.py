@@ -233,6 +233,9 @@ def cases(ids: dict[str, Any]) -> dict[tuple[str, str], list[Attempt]]:
         ("POST", "/api/v1/policies/{name}/run"): [
             ("/policies/cool-down/run?tenant=globex", {"json": {"asset": "globex-asset"}}),
             ("/policies/cool-down/run", {"json": {"asset": "globex-asset"}})],
+        ("POST", "/api/v1/policies/{name}/replay"): [
+            ("/policies/cool-down/replay?tenant=globex", {"json": {"from_ms": 0, "to_ms": 1}}),
+            ("/policies/cool-down/replay", {"json": {"from_ms": 0, "to_ms": 1}})],
         ("POST", "/api/v1/decisions/{decision_id}/approve"): [(f"/decisions/{ids['decision']}/approve", {"json": {}})],
         ("POST", "/api/v1/decisions/{decision_id}/reject"): [(f"/decisions/{ids['decision']}/reject", {"json": {}})],
         ("POST", "/api/v1/holds"): [

@@ -34,22 +34,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from edgeloop.actions.checks import Check, run_checks, target_device
 from edgeloop.actions.commands import CommandService
 from edgeloop.actions.policy import (
     AlertTrigger,
-    Condition,
-    PeersInterlock,
     PersonTrigger,
     Policy,
     PolicySet,
-    RateInterlock,
     ScheduleTrigger,
     SetpointAction,
-    StateInterlock,
     WorkOrderAction,
     parse_policies,
 )
-from edgeloop.actions.readings import LatestReadings
+from edgeloop.actions.readings import LatestReadings, Reading
 from edgeloop.clock import Clock
 from edgeloop.errors import ConflictError, NotFoundError
 from edgeloop.messages import Alert, AlertStatus
@@ -66,14 +63,6 @@ EFFECT_AFTER_S = 30.0
 OPEN = ("awaiting_approval", "sent")
 NEEDED = {"none": 0, "one": 1, "two": 2}
 QUIET = ("maintenance", "silenced")  # an alert raised during planned work, or silenced by a person, acts on nothing
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    value: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +207,7 @@ class ActionEngine:
                 d.policy == policy.name for d in await self.store.list_decisions(
                     tenant=trigger.tenant, asset=trigger.asset, state="sent", limit=100)):
             return None  # one open decision of a policy per asset
-        device = self._target(policy, trigger.asset)
+        device = target_device(policy, trigger.asset, self.registry)
         decision = DecisionRecord(
             id=f"dec-{secrets.token_hex(8)}", tenant=trigger.tenant, asset=trigger.asset, device=device or "",
             policy=policy.name, policy_version=version, mode=policy.mode, state="held", created_ms=now,
@@ -250,74 +239,8 @@ class ActionEngine:
         return decision
 
     async def _checks(self, policy: Policy, decision: DecisionRecord, now: int) -> list[Check]:
-        out: list[Check] = []
-        hold = await self._held(decision.tenant, decision.asset, now)
-        out.append(Check("override", hold is None, "no hold on the asset" if hold is None else
-                         f"automation held on {decision.asset} by {hold.held_by} until {hold.until_ms}: {hold.reason}"))
-        if isinstance(policy.action, WorkOrderAction):
-            return out
-        if not decision.device:
-            out.append(Check("target", False, f"no device of {decision.asset} to act on"))
-            return out
-        newest = self.readings.newest_ts(decision.device)
-        age_s = None if newest is None else (now - newest) / 1000
-        fresh = age_s is not None and age_s <= policy.preconditions.fresh_s
-        out.append(Check("fresh", fresh, f"newest reading of {decision.device} "
-                         + ("unknown" if age_s is None else f"{age_s:.1f} s old")
-                         + f" (at most {policy.preconditions.fresh_s:g} s)", age_s))
-        if policy.preconditions.mode is not None:
-            out.append(self._condition_check("mode", decision.device, policy.preconditions.mode, now,
-                                             policy.preconditions.fresh_s, wanted=True))
-        for lock in policy.interlocks:
-            if isinstance(lock, StateInterlock):
-                cond = Condition(channel=lock.channel, above=lock.above, below=lock.below, equals=lock.equals)
-                out.append(self._condition_check(lock.name, lock.device, cond, now, lock.fresh_s, wanted=False))
-            elif isinstance(lock, PeersInterlock):
-                out.extend(self._peer_checks(lock, decision, now))
-            else:
-                out.append(await self._rate_check(lock, policy, decision, now))
-        return out
-
-    def _condition_check(self, name: str, device: str, cond: Condition, now: int, fresh_s: float, *,
-                         wanted: bool) -> Check:
-        """``wanted``: the condition must hold (a mode); else it must not (an interlock). A missing or stale
-        reading fails either way."""
-        found = self.readings.reading(device, cond.channel)
-        what = f"{device}.{cond.channel}"
-        if found is None or (now - found.ts) > fresh_s * 1000:
-            return Check(name, False, f"{what}: no reading in the last {fresh_s:g} s")
-        holds = _holds(cond, found.value)
-        ok = holds if wanted else not holds
-        verb = "is" if holds else "is not"
-        return Check(name, ok, f"{what} = {found.value:g}: {verb} {_condition_text(cond)}", found.value)
-
-    def _peer_checks(self, lock: PeersInterlock, decision: DecisionRecord, now: int) -> list[Check]:
-        """One check per device of the line's other machines whose profile reports the channel."""
-        asset = self.registry.assets.get(decision.asset)
-        peers = {a.id for a in self.registry.assets.values() if asset is not None and a.line == asset.line
-                 and a.id != asset.id}
-        cond = Condition(channel=lock.channel, above=lock.above, below=lock.below, equals=lock.equals)
-        devices = sorted(d.id for d in self.registry.devices.values() if d.asset in peers
-                         and self._reports(d.id, lock.channel))
-        return [self._condition_check(lock.name, dev, cond, now, lock.fresh_s, wanted=False) for dev in devices] \
-            or [Check(lock.name, True, f"no other machine of the line reports {lock.channel}")]
-
-    def _reports(self, device: str, channel: str) -> bool:
-        dev = self.registry.devices.get(device)
-        profile = self.registry.profiles.get(dev.profile) if dev is not None else None
-        return profile is not None and channel in profile.channel_names()
-
-    async def _rate_check(self, lock: RateInterlock, policy: Policy, decision: DecisionRecord, now: int) -> Check:
-        assert isinstance(policy.action, SetpointAction)
-        devices = [d.id for d in self.registry.devices.values() if d.asset == decision.asset]
-        count = 0
-        for dev in devices:
-            count += sum(1 for c in await self.store.list_commands(device=dev, since=now - int(lock.window_s * 1000),
-                                                                 limit=lock.max + 1)
-                         if c.action == policy.action.actuator and c.status not in ("refused", "expired"))
-        ok = count < lock.max
-        return Check(lock.name, ok, f"{count} change(s) of {policy.action.actuator} on {decision.asset} in the last "
-                                    f"{lock.window_s:g} s (at most {lock.max})", float(count))
+        return await run_checks(policy, tenant=decision.tenant, asset=decision.asset, device=decision.device,
+                                world=LiveWorld(self.readings, self.store, now), registry=self.registry)
 
     # -- approvals and acting -----------------------------------------------------------------------------------
     async def approve(self, decision_id: str, *, by: str, approve: bool, note: str = "",
@@ -466,18 +389,6 @@ class ActionEngine:
     def _policy_of(self, decision: DecisionRecord) -> Policy | None:
         return self.policies(decision.tenant)[1].by_name().get(decision.policy)
 
-    def _target(self, policy: Policy, asset: str) -> str | None:
-        action = policy.action
-        if not isinstance(action, SetpointAction):
-            return None
-        if action.device is not None:
-            dev = self.registry.devices.get(action.device)
-            return action.device if dev is not None and dev.asset == asset else None
-        devices = sorted(d.id for d in self.registry.devices.values() if d.asset == asset)
-        if action.channel is not None:
-            devices = [d for d in devices if self._reports(d, action.channel)]
-        return devices[0] if len(devices) == 1 else None
-
     def _entry(self, decision: DecisionRecord, kind: str, actor: str, body: dict[str, Any]) -> DecisionEntry:
         return DecisionEntry(decision=decision.id, tenant=decision.tenant, asset=decision.asset,
                              ts=self.clock.now_ms(), kind=kind, actor=actor[:200],
@@ -491,22 +402,6 @@ def _fires(policy: Policy, trigger: _Trigger) -> bool:
         return trigger.rule is not None and policy.trigger.rule in ("*", trigger.rule) and (
             not policy.trigger.assets or trigger.asset in policy.trigger.assets)
     return False
-
-
-def _holds(cond: Condition | StateInterlock | PeersInterlock, value: float) -> bool:
-    if cond.above is not None:
-        return value > cond.above
-    if cond.below is not None:
-        return value < cond.below
-    return value == cond.equals
-
-
-def _condition_text(cond: Condition) -> str:
-    if cond.above is not None:
-        return f"above {cond.above:g}"
-    if cond.below is not None:
-        return f"below {cond.below:g}"
-    return f"equal to {cond.equals:g}"
 
 
 def _describe(policy: Policy) -> str:
@@ -559,3 +454,29 @@ async def verify_log(store: Store, *, max_problems: int = 100) -> LogCheck:
         if len(problems) >= max_problems:
             break
     return LogCheck(records=count, head=prev, problems=problems[:max_problems])
+
+
+class LiveWorld:
+    """The world now: the newest readings (``LatestReadings``), the stored holds and commands."""
+
+    def __init__(self, readings: LatestReadings, store: Store, now: int) -> None:
+        self.readings = readings
+        self.store = store
+        self.now = now
+
+    async def newest_ts(self, device: str) -> int | None:
+        return self.readings.newest_ts(device)
+
+    async def reading(self, device: str, channel: str) -> Reading | None:
+        return self.readings.reading(device, channel)
+
+    async def hold(self, tenant: str, target: str) -> HoldRecord | None:
+        found = await self.store.list_holds(tenant=tenant, target=target, active_at=self.now, limit=1)
+        return found[0] if found else None
+
+    async def changes(self, devices: Sequence[str], actuator: str, since: int) -> int:
+        count = 0
+        for device in devices:
+            count += sum(1 for c in await self.store.list_commands(device=device, since=since, limit=1000)
+                         if c.action == actuator and c.status not in ("refused", "expired"))
+        return count

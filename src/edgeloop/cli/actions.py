@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -10,7 +12,8 @@ from urllib.parse import quote, urlencode
 import typer
 
 from edgeloop.cli.client import DEFAULT_URL, Url, api, request
-from edgeloop.cli.output import Json, out, print_json, show, ts
+from edgeloop.cli.durations import parse_duration
+from edgeloop.cli.output import Json, fail, out, print_json, show, ts
 
 __all__ = ["decisions_app", "holds_app", "policies_app"]
 
@@ -55,6 +58,48 @@ def policies_run(policy: Annotated[str, typer.Argument(help="A policy triggered 
         print_json(doc)
         return
     out.print(f"{doc['id']}: {doc['action']} on {doc['asset']}: {doc['state']}")
+
+
+def _when(text: str, option: str) -> int:
+    """``7d`` (that long ago) or an ISO-8601 time (UTC unless it says otherwise), as ms."""
+    text = text.strip()
+    if text and text[0].isdigit() and text[-1] in "smhd" and "-" not in text:
+        return int((time.time() - parse_duration(text, option)) * 1000)
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise fail(f"{option} {text!r}: a duration ago (7d, 12h) or an ISO-8601 time (2026-12-01T08:00)") from None
+    return int((when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp() * 1000)
+
+
+@policies_app.command("replay")
+def policies_replay(policy: Annotated[str, typer.Argument(help="The policy's name.")],
+                    start: Annotated[str, typer.Option("--from", help="7d (ago) or an ISO-8601 time.")] = "7d",
+                    end: Annotated[str, typer.Option("--to", help="0s (now) or an ISO-8601 time.")] = "0s",
+                    file: Annotated[Path | None, typer.Option(
+                        "--file", exists=True, dir_okay=False,
+                        help="A policy document holding a new version of the policy, not yet in force.")] = None,
+                    tenant: Tenant = None, url: Url = DEFAULT_URL, as_json: Json = False) -> None:
+    """What a policy (or a new version of it) would have done on stored history, before it is turned on: each
+    trigger, the outcome, the checks that held it, what the version in force would have done, what really
+    happened. Nothing is sent or recorded (operators)."""
+    payload: dict[str, Any] = {"from_ms": _when(start, "--from"), "to_ms": _when(end, "--to")}
+    if file is not None:
+        payload["text"] = file.read_text()
+    doc = api("POST", url, f"/api/v1/policies/{quote(policy)}/replay{_q(tenant=tenant)}", payload)
+    if as_json:
+        print_json(doc)
+        return
+
+    def row(r: dict[str, Any]) -> tuple[str, ...]:
+        return (ts(r["ts"]), r["asset"], r["cause"], r["outcome"], r["in_force"] or "-", r["actual"] or "-",
+                r["detail"][:70])
+
+    show(doc["rows"], as_json=False, title=f"{doc['policy']} ({doc['version']}) replayed", row=row,
+         columns=("at", "asset", "cause", "would", "in force", "actually", "what / why held"))
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(doc["counts"].items())) or "no trigger"
+    out.print(f"{len(doc['rows'])} triggers: {counts}" + (f"; differs from the version in force on {doc['differs']}"
+                                                           if file is not None else ""))
 
 
 @decisions_app.command("list")

@@ -4,6 +4,7 @@ operator's stop of a policy). See ``docs/actions.md``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any
 
@@ -12,6 +13,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response
 
 from edgeloop.actions.engine import ActionEngine, verify_log
+from edgeloop.actions.policy import parse_policies
+from edgeloop.actions.replay import replay
 from edgeloop.api.bodies import body, body_doc, json_response, raw_body, reply
 from edgeloop.api.security import ROLE, Admin, Operator, Source, Svc, Technician, Viewer
 from edgeloop.api.services import Services
@@ -23,6 +26,7 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1", tags=["actions"], dependencies=[ROLE[Role.VIEWER]])
 MAX_POLICIES_BODY = 1024 * 1024
+MAX_REPLAY_MS = 31 * 86_400_000
 _BODY_LIMIT = 16 * 1024
 Text = Annotated[str, msgspec.Meta(max_length=1000)]
 
@@ -46,6 +50,44 @@ class RunBody(msgspec.Struct, forbid_unknown_fields=True):
     """Run a person-triggered policy on an asset now."""
 
     asset: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class ReplayBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Replay a policy on ``[from_ms, to_ms)``: the version in force, or the one of that name in ``text`` (a
+    whole policy document, YAML or JSON, not yet in force)."""
+
+    from_ms: Annotated[int, msgspec.Meta(ge=0)]
+    to_ms: Annotated[int, msgspec.Meta(ge=0)]
+    text: Annotated[str, msgspec.Meta(max_length=MAX_POLICIES_BODY)] | None = None
+
+
+class CheckView(msgspec.Struct):
+    name: str
+    ok: bool
+    detail: str
+    value: float | None
+
+
+class ReplayRowView(msgspec.Struct):
+    ts: int
+    asset: str
+    cause: str
+    outcome: str  # would_send | held | dry_run | awaiting_approval | off
+    detail: str
+    checks: list[CheckView]
+    in_force: str | None  # what the version in force would have done on the same trigger
+    actual: str | None  # the state of the decision the platform really made
+
+
+class ReplayView(msgspec.Struct):
+    policy: str
+    tenant: str
+    from_ms: int
+    to_ms: int
+    version: str  # "in force v3", or "proposed"
+    rows: list[ReplayRowView]
+    counts: dict[str, int]  # outcome -> triggers
+    differs: int  # triggers where the replayed version and the version in force would act differently
 
 
 class NoteBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -146,6 +188,42 @@ async def run_policy(name: str, svc: Svc, who: Operator, req: Annotated[RunBody,
     """Run a person-triggered policy on an asset now (operators): its checks, approvals and mode apply."""
     scope = _tenant(svc, who, tenant)
     return json_response(await _engine(svc).run_person(scope, name, req.asset, by=who.name), 201)
+
+
+@router.post("/policies/{name}/replay", responses=reply(ReplayView), openapi_extra=body_doc(ReplayBody))
+async def replay_policy(name: str, svc: Svc, who: Operator,
+                        req: Annotated[ReplayBody, Depends(body(ReplayBody, MAX_POLICIES_BODY + 1024))],
+                        tenant: Annotated[str | None, Query(max_length=128)] = None) -> Response:
+    """What a policy (the version in force, or the one in ``text``) would have done on stored history: each
+    trigger, the outcome with the checks that held it, what the version in force would have done, what the
+    platform really decided. Nothing is sent or recorded."""
+    scope = _tenant(svc, who, tenant)
+    if req.to_ms <= req.from_ms:
+        raise HTTPException(422, "to_ms must come after from_ms")
+    if req.to_ms - req.from_ms > MAX_REPLAY_MS:
+        raise HTTPException(422, f"replay at most {MAX_REPLAY_MS // 86_400_000} days at a time")
+    version, current = _engine(svc).policies(scope)
+    in_force = current.by_name().get(name)
+    if req.text is not None:
+        proposed = (await asyncio.to_thread(parse_policies, req.text, origin="policies")).by_name().get(name)
+        if proposed is None:
+            raise NotFoundError("policy", name)
+        chosen, label = proposed, "proposed"
+    elif in_force is not None:
+        chosen, label = in_force, f"in force v{version}"
+    else:
+        raise NotFoundError("policy", name)
+    rows = await replay(svc.store, svc.registry.registry, chosen, tenant=scope, start=req.from_ms, end=req.to_ms,
+                        in_force=in_force if req.text is not None else None)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.outcome] = counts.get(r.outcome, 0) + 1
+    return json_response(ReplayView(
+        policy=name, tenant=scope, from_ms=req.from_ms, to_ms=req.to_ms, version=label, counts=counts,
+        differs=sum(1 for r in rows if r.in_force is not None and r.in_force != r.outcome),
+        rows=[ReplayRowView(ts=r.ts, asset=r.asset, cause=r.cause, outcome=r.outcome, detail=r.detail,
+                            checks=[CheckView(c.name, c.ok, c.detail, c.value) for c in r.checks],
+                            in_force=r.in_force, actual=r.actual) for r in rows]))
 
 
 # -- decisions ------------------------------------------------------------------------------------------------
