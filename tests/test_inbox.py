@@ -33,7 +33,13 @@ pytestmark = pytest.mark.browser
 
 ASSET, DEVICE = "pump-1", "pump-1-dev"
 ADMIN_PASSWORD = "inbox-admin-password"
-USERS = {"tina": ("technician", "tina-password-1"), "vera": ("viewer", "vera-password-1")}
+USERS = {"tina": ("technician", "tina-password-1"), "vera": ("viewer", "vera-password-1"),
+         "olga": ("operator", "olga-password-1"), "otto": ("operator", "otto-password-1")}
+#: an action policy that needs two people's approval: when the pump runs hot, turn its fan up (JSON, as the API
+#: takes it too)
+TWO_PERSON_POLICY = {"policies": [{
+    "name": "fan-up", "mode": "on", "trigger": {"kind": "alert", "rule": "hot"}, "approval": "two", "ttl_s": 3600,
+    "action": {"kind": "setpoint", "actuator": "fan", "value": 2, "device": "pump-1-dev"}}]}
 
 
 @pytest.fixture
@@ -288,3 +294,46 @@ def test_a_missing_incident_shows_no_actions(live: ThreadedPlatform, phone: Page
     expect(phone.locator("[data-testid=incident-actions]")).to_be_hidden()
     expect(phone.locator("[data-testid=incident-facts]")).to_be_hidden()
     expect(phone.locator("#view button:visible")).to_have_count(0)
+
+
+def test_two_operators_approve_an_action_from_their_phones(live: ThreadedPlatform, phone: Page,
+                                                           browser: Browser) -> None:
+    """The pump runs hot; the policy wants the fan up and needs two people. Olga approves from her phone (once:
+    her second tap is refused, the card says why), then Otto approves from his, and the command is sent."""
+    live.call("PUT", "/policies?tenant=acme", body=TWO_PERSON_POLICY)
+    live.telemetry(DEVICE, 70, 90)
+    sign_in(phone, live, "olga", "#/incidents")
+    card = phone.locator("[data-testid=approval-card]")
+    expect(card).to_have_count(1)
+    [waiting] = live.call("GET", "/decisions?state=awaiting_approval", who="olga")
+    expect(card).to_have_attribute("data-decision-id", waiting["id"])
+    expect(card.locator("[data-testid=approval-action]")).to_have_text("fan -> 2 on Pump 1 (pump-1-dev)")
+    expect(card.locator("[data-testid=approval-count]")).to_have_text("0 of 2 approvals")
+    assert_touch_targets(card.locator("button"), "the approval card")
+    assert_fits(phone, "the inbox with an approval")
+    assert_no_leaks(phone, "the inbox with an approval")
+    shot(phone, "approval")
+
+    card.get_by_role("button", name="Approve").tap()
+    expect(card.locator("[data-testid=approval-count]")).to_have_text("1 of 2 approvals")
+    card.get_by_role("button", name="Approve").tap()
+    expect(card.locator("[data-testid=approval-error]")).to_contain_text("must come from another person")
+    assert live.call("GET", "/commands", who="olga") == [], "one person's approval sends nothing"
+
+    ctx = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, locale="en-US")
+    ctx.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        other = ctx.new_page()
+        sign_in(other, live, "otto", "#/incidents")
+        theirs = other.locator(f"[data-testid=approval-card][data-decision-id='{waiting['id']}']")
+        expect(theirs.locator("[data-testid=approval-count]")).to_have_text("1 of 2 approvals")
+        theirs.get_by_role("button", name="Approve").tap()
+        expect(other.locator("[data-testid=approvals]")).to_be_hidden()
+    finally:
+        ctx.close()
+    decision = live.call("GET", f"/decisions/{waiting['id']}", who="vera")
+    assert decision["decision"]["state"] == "sent"
+    assert [e["actor"] for e in decision["entries"] if e["kind"] == "approved"] == ["olga", "otto"]
+    [command] = live.call("GET", "/commands", who="vera")
+    assert (command["device"], command["action"], command["value"], command["decision"]) == (
+        "pump-1-dev", "fan", 2, waiting["id"])

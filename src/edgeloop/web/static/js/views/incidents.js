@@ -1,9 +1,11 @@
 // Page 5: Incidents (#/incidents[?show=done]), the technician's inbox.
 //
 // The inbox lists what is still being worked on (open, acknowledged, in progress) in the API's order (highest
-// priority first); each card has one-tap actions. show=done lists resolved and closed incidents.
+// priority first); each card has one-tap actions. show=done lists resolved and closed incidents. Above the
+// incidents: the actions waiting for a person's approval (components/approvals.js).
 
 import { api, isAbort } from "../api.js";
+import { approvalsSection } from "../components/approvals.js";
 import { kickIncidentCount } from "../components/incident-count.js";
 import {
   canAct, distinctVerdicts, INCIDENT_MOVES, incidentCall, incidentRoute, INCIDENTS_EVERY_MS, incidentStatusPill, me,
@@ -111,11 +113,13 @@ export function incidentsView(root, query, signal) {
     done ? "done" : "inbox", (k) => { location.hash = k === "done" ? "#/incidents?show=done" : "#/incidents"; });
   toggle.classList.add("segmented-touch");
   toggle.dataset.testid = "incident-toggle";
+  const approvals = approvalsSection(signal);
   append(root, [
     h("div", { class: "page-head" },
       h("div", null, h("h1", null, "Incidents"), h("div", { class: "summary" }, counter)),
       h("div", { class: "page-tools" }, toggle)),
     canAct() ? null : h("p", { class: "readonly-note" }, "You can read incidents; acting on them needs the technician role."),
+    done ? null : approvals.section,
     body]);
   let namesTried = false; // asset names for the cards: fetched once, before the first cards are drawn
   let verdicts = new Map(); // incident id -> distinct verdicts (kept when the labels call fails)
@@ -123,11 +127,13 @@ export function incidentsView(root, query, signal) {
 
   let p = null;
   const ctx = { refresh: () => p && p.kick() };
+  approvals.onRefresh(ctx.refresh);
   p = poll(async () => {
     if (!namesTried) {
       namesTried = true;
       if (!state.assets.size) await api("/assets", { signal }).then(rememberAssets).catch((e) => { if (isAbort(e)) throw e; });
     }
+    if (!done) await approvals.load();
     let incidents;
     try {
       incidents = await api(done ? "/incidents?status=resolved&status=closed&limit=100" : "/incidents?inbox=true&limit=200", { signal });
