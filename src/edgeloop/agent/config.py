@@ -335,10 +335,10 @@ def _check_rules(cfg: AgentConfig, origin: str) -> None:
 
 def _check_actuators(cfg: AgentConfig, origin: str) -> None:
     sources = {s.name: s for s in cfg.sources}
-    names = [a.name for a in cfg.actuators]
+    names = [f"{a.device}.{a.name}" for a in cfg.actuators]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ConfigError(f"{origin}: actuator names must be unique; repeated: {', '.join(dupes)}")
+        raise ConfigError(f"{origin}: an actuator name is unique per device; repeated: {', '.join(dupes)}")
     for i, act in enumerate(cfg.actuators):
         where = f"{origin}: actuators[{i}] ({act.name})"
         if act.min > act.max:

@@ -413,19 +413,22 @@ class Agent:
             for task in done:
                 task.result()  # a journal or uplink failure is fatal and says why; sources never end
         finally:
-            await self._stop_sources(self.running)
-            await cancel_all([*core, *self._actions])
-            with contextlib.suppress(Exception):
-                await self.commit(flush=True)  # a clean stop accepts what the sources already produced
-            if not uplink.done():
-                try:
-                    await self._drain(drain_s)
-                except Exception:  # whatever is not delivered stays in the journal
-                    log.exception("delivering the journal before stopping failed")
-            await cancel_all([uplink])
-            await self.in_journal(lambda j: j.close())
-            self._executor.shutdown(wait=True)
-            self._lock.release()
+            try:
+                await self._stop_sources(self.running)
+                await cancel_all([*core, *self._actions])
+                with contextlib.suppress(Exception):
+                    await self.commit(flush=True)  # a clean stop accepts what the sources already produced
+                if not uplink.done():
+                    try:
+                        await self._drain(drain_s)
+                    except Exception:  # whatever is not delivered stays in the journal
+                        log.exception("delivering the journal before stopping failed")
+                await cancel_all([uplink])
+                await self.in_journal(lambda j: j.close())
+                self._executor.shutdown(wait=True)
+            finally:  # a second cancellation during the clean-up must not keep the data directory locked
+                self.uplink.close()
+                self._lock.release()
 
     async def _drain(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
