@@ -257,25 +257,29 @@ async def test_a_command_that_expires_while_the_gateway_is_offline_is_never_exec
             side.close()
 
 
-async def test_a_command_interrupted_mid_write_is_answered_failed_at_the_next_start_never_executed_again(
+async def test_a_command_interrupted_mid_write_is_answered_at_the_next_start_and_never_executed_again(
         tmp_path: Path) -> None:
-    """As if ``kill -9`` hit between the ledger's ``executing`` and the answer: the next start answers it
-    ``failed`` with the value the PLC reads, and a redelivery of it gets that answer, not a second write."""
+    """As if ``kill -9`` hit between the ledger's ``executing`` and the answer: the next start answers each such
+    command from what the PLC reads (``applied`` if it holds the value asked for, else ``failed``), and a
+    redelivery of it gets that answer, not a second write."""
     plc = free_port()
     cfg = parse_config(agent_config(tmp_path, free_port(), plc))
-    interrupted = command(id="c-9", seq=9, value=1000)
     journal = Journal(tmp_path / "agent" / "journal.db")
-    journal.command_start(interrupted, NOW)
+    journal.command_start(command(id="c-8", key="k8", seq=8, value=700), NOW)  # the PLC never got this one
+    journal.command_start(command(id="c-9", seq=9, value=1000), NOW)  # nor the answer of this one
     journal.close()
     async with modbus_server(plc, [50, 0] + [0] * 8 + [1000] + [0] * 5, [0]):
         agent = Agent(cfg)
         async with running(agent):
-            await eventually(lambda: agent.commands.failed == 1, what="the interrupted command answered")
+            await eventually(lambda: agent.commands.applied + agent.commands.failed == 2, what="both answered")
             await write_holding(plc, 10, [600])
             agent.commands.submit("press-1", encode(live(id="c-9", seq=9, value=1000)))
+            agent.commands.submit("press-1", encode(live(id="c-8", key="k8", seq=8, value=700)))
             await asyncio.sleep(0.5)
             assert await read_holding(plc, 10) == 600, "never executed again"
             answers = [decode_event(e.payload) for e in await agent.in_journal(lambda j: j.unsent_events())]
-            mine = [a for a in answers if a.kind == "command" and a.data["id"] == "c-9"]
-            assert len(mine) == 2 and all(a.data["status"] == "failed" for a in mine)
-            assert mine[0].data["read_back"] == 1000 and "the agent stopped during the write" in mine[0].message
+            mine = {cid: [a for a in answers if a.kind == "command" and a.data["id"] == cid] for cid in ("c-8", "c-9")}
+            assert [a.data["status"] for a in mine["c-9"]] == ["applied", "applied"], "answered, then again"
+            assert mine["c-9"][0].data["read_back"] == 1000
+            assert [a.data["status"] for a in mine["c-8"]] == ["failed", "failed"]
+            assert "reads 1000 now, not 700" in mine["c-8"][0].message

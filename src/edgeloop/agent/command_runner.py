@@ -109,21 +109,25 @@ class CommandRunner:
                 log.exception("command %s could not be handled", cmd.id)
 
     async def recover(self) -> None:
-        """Answer the commands a stop interrupted mid-write: ``failed``, with the value read back now."""
-        for cid, key, device, action, seq in await self.in_journal(lambda j: j.commands_interrupted()):
-            act = self._actuator(device, action)
-            now = self.clock()
+        """Answer the commands a stop interrupted mid-write, never executing them again: ``applied`` if the
+        machine reads the value asked for now, else ``failed``, with the value read back."""
+        for cmd in await self.in_journal(lambda j: j.commands_interrupted()):
+            act = self._actuator(cmd.device, cmd.action)
             read_back = await self._read(act) if act is not None else None
-            cmd = Command(id=cid, key=key, device=device, seq=seq, ts=now, expires=now, action=action, value=0.0,
-                          trace="0" * 32)
-            note = "" if read_back is None else f"; {action} reads {read_back:g} now"
-            await self._answer(cmd, "failed", Refusal("invalid", f"the agent stopped during the write{note}"),
-                               read_back=read_back, known_value=False)
+            if act is not None and read_back_ok(act, cmd.value, read_back):
+                await self._answer(cmd, "applied", None, read_back=read_back,
+                                   note="the agent stopped during the write; the machine reads the value asked for")
+                continue
+            got = "nothing" if read_back is None else f"{read_back:g}"
+            await self._answer(cmd, "failed", Refusal("invalid", f"the agent stopped during the write; {cmd.action} "
+                                                                 f"reads {got} now, not {cmd.value:g}"),
+                               read_back=read_back)
 
     async def execute(self, cmd: Command) -> str:
         """Handle one command; returns its status (``applied``, ``refused``, ``failed``, or ``repeat``)."""
         status, answer, other = await self.in_journal(lambda j: j.command_seen(cmd))
         if status is not None:
+            log.warning("command %s delivered again (it is %s): answered as before, not executed", cmd.id, status)
             if answer is not None:  # a redelivery: the same answer again, nothing done
                 await self.in_journal(lambda j: j.resend_answer(cmd.device, answer))
                 self.wake()
@@ -198,9 +202,9 @@ class CommandRunner:
         return reader
 
     async def _answer(self, cmd: Command, status: str, why: Refusal | None, *, before: float | None = None,
-                      read_back: float | None = None, known_value: bool = True) -> str:
+                      read_back: float | None = None, known_value: bool = True, note: str = "") -> str:
         now = self.clock()
-        reason = "" if why is None else why.reason
+        reason = note if why is None else why.reason
         code = "" if why is None else why.code
         if status == "applied":
             self.applied += 1

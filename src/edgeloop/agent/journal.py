@@ -144,7 +144,8 @@ CREATE TABLE IF NOT EXISTS commands (
     seq INTEGER NOT NULL,
     status TEXT NOT NULL,
     received_ms INTEGER NOT NULL,
-    answer BLOB  -- the encoded answer event, once there is one
+    answer BLOB,  -- the encoded answer event, once there is one
+    value REAL NOT NULL DEFAULT 0  -- the value asked for
 );
 CREATE INDEX IF NOT EXISTS commands_by_key ON commands (key);
 CREATE INDEX IF NOT EXISTS commands_by_device ON commands (device, status, seq);
@@ -232,6 +233,8 @@ class Journal:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 1")
         if "messages" not in {r[1] for r in self._db.execute("PRAGMA table_info(gaps)")}:
             self._db.execute("ALTER TABLE gaps ADD COLUMN messages INTEGER NOT NULL DEFAULT 1")
+        if "value" not in {r[1] for r in self._db.execute("PRAGMA table_info(commands)")}:
+            self._db.execute("ALTER TABLE commands ADD COLUMN value REAL NOT NULL DEFAULT 0")
 
     @property
     def used_bytes(self) -> int:
@@ -518,8 +521,8 @@ class Journal:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.execute("DELETE FROM commands WHERE received_ms < ?", (now_ms - COMMAND_KEEP_MS,))
-            self._db.execute("INSERT INTO commands VALUES (?, ?, ?, ?, ?, 'executing', ?, NULL)",
-                             (cmd.id, cmd.key, cmd.device, cmd.action, cmd.seq, now_ms))
+            self._db.execute("INSERT INTO commands VALUES (?, ?, ?, ?, ?, 'executing', ?, NULL, ?)",
+                             (cmd.id, cmd.key, cmd.device, cmd.action, cmd.seq, now_ms, cmd.value))
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
@@ -532,9 +535,9 @@ class Journal:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute("INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            db.execute("INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
                        "status=excluded.status, answer=excluded.answer",
-                       (cmd.id, cmd.key, cmd.device, cmd.action, cmd.seq, status, now_ms, payload))
+                       (cmd.id, cmd.key, cmd.device, cmd.action, cmd.seq, status, now_ms, payload, cmd.value))
             db.execute("INSERT INTO events (device, payload) VALUES (?, ?)", (answer.device, payload))
             self._event_bytes += len(payload)
             self._enforce_budget(now_ms)
@@ -546,11 +549,13 @@ class Journal:
                                     .fetchone()[0])
             raise
 
-    def commands_interrupted(self) -> list[tuple[str, str, str, str, int]]:
-        """``(id, key, device, action, seq)`` of the commands a stop interrupted between the ledger and the
-        answer (status ``executing``)."""
-        return [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4])) for r in self._db.execute(
-            "SELECT id, key, device, action, seq FROM commands WHERE status='executing' ORDER BY received_ms")]
+    def commands_interrupted(self) -> list[Command]:
+        """The commands a stop interrupted between the ledger and the answer (status ``executing``), as far as
+        the ledger knows them (no expiry, trace or decision: they are only answered)."""
+        return [Command(id=str(r[0]), key=str(r[1]), device=str(r[2]), action=str(r[3]), seq=int(r[4]), ts=int(r[5]),
+                        expires=int(r[5]), value=float(r[6]), trace="0" * 32) for r in self._db.execute(
+            "SELECT id, key, device, action, seq, received_ms, value FROM commands WHERE status='executing' "
+            "ORDER BY received_ms")]
 
     def resend_answer(self, device: str, answer: bytes) -> None:
         """Queue a stored answer again (the platform asked again: its first copy may be lost)."""
