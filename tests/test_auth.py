@@ -99,7 +99,8 @@ async def test_every_route_refuses_anonymous_and_too_low_roles(env: Env) -> None
         as_viewer = await env.client.request(method, path, json={}, headers=viewer)
         if method != "GET" and path != "/api/v1/auth/logout":
             assert as_viewer.status_code == 403, (method, path, as_viewer.status_code, as_viewer.text)
-        elif path not in ("/api/v1/audit", "/api/v1/users", "/api/v1/models/{name}/versions/{version}/artifact"):
+        elif path not in ("/api/v1/audit", "/api/v1/users", "/api/v1/models/{name}/versions/{version}/artifact",
+                          "/api/v1/decision-log/verify"):
             assert as_viewer.status_code not in (401, 403), (method, path, as_viewer.text)
     # The public routes answer without credentials.
     assert (await env.client.get("/api/v1/health")).status_code == 200
