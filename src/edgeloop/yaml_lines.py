@@ -11,7 +11,7 @@ import yaml
 
 from edgeloop.errors import ConfigError
 
-__all__ = ["convert", "line_of", "load_yaml", "read_text", "where"]
+__all__ = ["convert", "item_label", "line_of", "load_yaml", "read_text", "where"]
 
 T = TypeVar("T")
 MAX_DEPTH = 64  # levels of nesting a document may have; deeper is refused before it is built
@@ -119,3 +119,31 @@ def read_text(path: Path, what: str) -> str:
         return path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read the {what} {path}: {exc.strerror}") from None
+
+
+def item_label(doc: Any, key: str, field: str) -> Callable[[str], str]:
+    """A ``label`` for :func:`convert` over a document holding a list under ``key``: the error's path, with the
+    ``field`` of the item it points into (``rules[2] 'hot', above``), when that item has one."""
+
+    def label(path: str) -> str:
+        text = path.removeprefix("$.") if path != "$" else "document"
+        named = _field_at(doc, key, field, path)
+        if named:
+            head, _, rest = text.partition("].")
+            text = f"{head}] {named!r}, {rest}" if rest else f"{text} {named!r}"
+        return text
+
+    return label
+
+
+def _field_at(doc: Any, key: str, field: str, path: str) -> str | None:
+    prefix = f"$.{key}["
+    if not path.startswith(prefix):
+        return None
+    try:
+        item = doc[key][int(path[len(prefix):].partition("]")[0])]
+    except (ValueError, IndexError, KeyError, TypeError):
+        return None
+    value = item.get(field) if isinstance(item, dict) else None
+    return value if isinstance(value, str) else None
+

@@ -17,10 +17,11 @@ from edgeloop.actions.policy import (
     WorkOrderAction,
 )
 from edgeloop.actions.readings import Reading
+from edgeloop.conditions import condition_text, holds
 from edgeloop.registry import Registry
 from edgeloop.store.actions import HoldRecord
 
-__all__ = ["Check", "World", "condition_text", "reports", "run_checks", "target_device"]
+__all__ = ["Check", "World", "reports", "run_checks", "target_device"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,14 +106,6 @@ def reports(registry: Registry, device: str, channel: str) -> bool:
     return profile is not None and channel in profile.channel_names()
 
 
-def condition_text(cond: Condition) -> str:
-    if cond.above is not None:
-        return f"above {cond.above:g}"
-    if cond.below is not None:
-        return f"below {cond.below:g}"
-    return f"equal to {cond.equals:g}"
-
-
 async def _condition(name: str, device: str, cond: Condition, world: World, fresh_s: float, *,
                      wanted: bool) -> Check:
     """``wanted``: the condition must hold (a mode); else it must not (an interlock). A missing or stale reading
@@ -121,9 +114,9 @@ async def _condition(name: str, device: str, cond: Condition, world: World, fres
     what = f"{device}.{cond.channel}"
     if found is None or (world.now - found.ts) > fresh_s * 1000:
         return Check(name, False, f"{what}: no reading in the last {fresh_s:g} s")
-    holds = _holds(cond, found.value)
-    ok = holds if wanted else not holds
-    return Check(name, ok, f"{what} = {found.value:g}: {'is' if holds else 'is not'} {condition_text(cond)}",
+    met = holds(cond, found.value)
+    ok = met if wanted else not met
+    return Check(name, ok, f"{what} = {found.value:g}: {'is' if met else 'is not'} {condition_text(cond)}",
                  found.value)
 
 
@@ -144,11 +137,3 @@ async def _rate(lock: RateInterlock, policy: Policy, asset: str, world: World, r
     count = await world.changes(devices, policy.action.actuator, world.now - int(lock.window_s * 1000))
     return Check(lock.name, count < lock.max, f"{count} change(s) of {policy.action.actuator} on {asset} in the "
                                               f"last {lock.window_s:g} s (at most {lock.max})", float(count))
-
-
-def _holds(cond: Condition, value: float) -> bool:
-    if cond.above is not None:
-        return value > cond.above
-    if cond.below is not None:
-        return value < cond.below
-    return value == cond.equals

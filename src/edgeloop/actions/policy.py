@@ -32,7 +32,7 @@ import msgspec
 
 from edgeloop.errors import ConfigError
 from edgeloop.messages import CHANNEL_PATTERN, ID_PATTERN
-from edgeloop.yaml_lines import convert, load_yaml, read_text, where
+from edgeloop.yaml_lines import convert, item_label, load_yaml, read_text, where
 
 __all__ = ["Policy", "PolicySet", "load_policies", "parse_policies", "policies_from_obj"]
 
@@ -167,20 +167,12 @@ def policies_from_obj(doc: Any, *, origin: str = "policies", node: Any = None) -
     if not isinstance(doc, dict) or "policies" not in doc:
         raise ConfigError(f"{origin}: expected a mapping with a 'policies' list")
 
-    def label(path: str) -> str:
-        text = path.removeprefix("$.") if path != "$" else "document"
-        name = _name_at(doc, path)
-        if name:
-            head, _, rest = text.partition("].")
-            text = f"{head}] {name!r}, {rest}" if rest else f"{text} {name!r}"
-        return text
-
     policies = doc.get("policies")
     if isinstance(policies, list):  # YAML 1.1 reads a bare on/off as true/false: mode: on is the mode "on"
         doc = {**doc, "policies": [{**p, "mode": {True: "on", False: "off"}[p["mode"]]}
                                    if isinstance(p, dict) and isinstance(p.get("mode"), bool) else p
                                    for p in policies]}
-    found = convert(doc, PolicySet, origin=origin, node=node, label=label)
+    found = convert(doc, PolicySet, origin=origin, node=node, label=item_label(doc, "policies", "name"))
     at = where(origin, node)
     seen: set[str] = set()
     for i, policy in enumerate(found.policies):
@@ -201,14 +193,3 @@ def policies_from_obj(doc: Any, *, origin: str = "policies", node: Any = None) -
         if isinstance(policy.action, WorkOrderAction) and policy.interlocks:
             raise ConfigError(f"{spot}: interlocks guard machine actions; a work order has none")
     return found
-
-
-def _name_at(doc: dict[str, Any], path: str) -> str | None:
-    if not path.startswith("$.policies["):
-        return None
-    try:
-        policy = doc["policies"][int(path[len("$.policies["):].partition("]")[0])]
-    except (ValueError, IndexError, KeyError, TypeError):
-        return None
-    name = policy.get("name") if isinstance(policy, dict) else None
-    return name if isinstance(name, str) else None

@@ -27,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from edgeloop.agent.config import Actuator, Interlock
+from edgeloop.agent.config import Actuator
+from edgeloop.conditions import condition_text, holds
 from edgeloop.messages import Command
 
 __all__ = ["Reading", "Refusal", "check", "check_step", "read_back_ok", "watched_channels"]
@@ -87,9 +88,9 @@ def check(cmd: Command, act: Actuator | None, *, now_ms: int, applied_seq: int |
         found = _fresh(reading(lock.device, lock.channel), now_ms, max_age_ms)
         if isinstance(found, Refusal):
             return Refusal(found.code, f"interlock {lock.name} ({lock.device}.{lock.channel}): {found.reason}")
-        if _holds(lock, found):
+        if holds(lock, found):
             return Refusal("interlock", f"interlock {lock.name}: {lock.device}.{lock.channel} is {found:g} "
-                                        f"({_condition(lock)})")
+                                        f"({condition_text(lock)})")
     return None
 
 
@@ -121,19 +122,3 @@ def _fresh(found: Reading | None, now_ms: int, max_age_ms: float) -> float | Ref
     if age > max_age_ms:
         return Refusal("stale_reading", f"newest reading is {age / 1000:.1f} s old (at most {max_age_ms / 1000:g} s)")
     return found.value
-
-
-def _holds(lock: Interlock, value: float) -> bool:
-    if lock.above is not None:
-        return value > lock.above
-    if lock.below is not None:
-        return value < lock.below
-    return value == lock.equals
-
-
-def _condition(lock: Interlock) -> str:
-    if lock.above is not None:
-        return f"above {lock.above:g}"
-    if lock.below is not None:
-        return f"below {lock.below:g}"
-    return f"equal to {lock.equals:g}"

@@ -362,14 +362,19 @@ class Journal:
     def record_event(self, event: DeviceEvent, *, now_ms: int | None = None) -> None:
         """Commit ``event`` to the outbox (within the disk budget); the uplink reports it (at least once)
         when it can."""
-        now = int(time.time() * 1000) if now_ms is None else now_ms
-        payload = encode(event)
+        self._commit_event(event.device, encode(event), int(time.time() * 1000) if now_ms is None else now_ms)
+
+    def _commit_event(self, device: str, payload: bytes, now_ms: int, *, with_: tuple[str, tuple[object, ...]] | None
+                      = None) -> None:
+        """One transaction: ``with_`` (a statement and its parameters), the event into the outbox, the budget."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute("INSERT INTO events (device, payload) VALUES (?, ?)", (event.device, payload))
+            if with_ is not None:
+                db.execute(*with_)
+            db.execute("INSERT INTO events (device, payload) VALUES (?, ?)", (device, payload))
             self._event_bytes += len(payload)
-            self._enforce_budget(now)
+            self._enforce_budget(now_ms)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -532,22 +537,10 @@ class Journal:
     def command_answer(self, cmd: Command, status: str, answer: DeviceEvent, now_ms: int) -> None:
         """Record what became of ``cmd`` and queue its answer event, in one transaction."""
         payload = encode(answer)
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute("INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                       "status=excluded.status, answer=excluded.answer",
-                       (cmd.id, cmd.key, cmd.device, cmd.action, cmd.seq, status, now_ms, payload, cmd.value))
-            db.execute("INSERT INTO events (device, payload) VALUES (?, ?)", (answer.device, payload))
-            self._event_bytes += len(payload)
-            self._enforce_budget(now_ms)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            self._event_bytes = int(db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM events")
-                                    .fetchone()[0])
-            raise
+        self._commit_event(answer.device, payload, now_ms, with_=(
+            "INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "status=excluded.status, answer=excluded.answer",
+            (cmd.id, cmd.key, cmd.device, cmd.action, cmd.seq, status, now_ms, payload, cmd.value)))
 
     def commands_interrupted(self) -> list[Command]:
         """The commands a stop interrupted between the ledger and the answer (status ``executing``), as far as

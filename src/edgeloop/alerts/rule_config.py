@@ -42,7 +42,7 @@ import msgspec
 
 from edgeloop.errors import ConfigError
 from edgeloop.messages import ChannelName, Id
-from edgeloop.yaml_lines import convert, load_yaml, read_text, where
+from edgeloop.yaml_lines import convert, item_label, load_yaml, read_text, where
 
 __all__ = [
     "AllRule",
@@ -246,29 +246,9 @@ def rules_from_obj(doc: Any, *, origin: str = "rules", node: Any = None) -> Rule
     if not isinstance(doc, dict) or "rules" not in doc:
         raise ConfigError(f"{origin}: expected a mapping with a 'rules' list")
 
-    def label(path: str) -> str:
-        text = path.removeprefix("$.") if path != "$" else "document"
-        name = _rule_name_at(doc, path)
-        if name:
-            head, _, rest = text.partition("].")
-            text = f"{head}] {name!r}, {rest}" if rest else f"{text} {name!r}"
-        return text
-
-    ruleset = convert(doc, RuleSet, origin=origin, node=node, label=label)
+    ruleset = convert(doc, RuleSet, origin=origin, node=node, label=item_label(doc, "rules", "name"))
     _check(ruleset, where(origin, node))
     return ruleset
-
-
-def _rule_name_at(doc: dict[str, Any], path: str) -> str | None:
-    if not path.startswith("$.rules["):
-        return None
-    try:
-        i = int(path[len("$.rules["):].partition("]")[0])
-        rule = doc["rules"][i]
-    except (ValueError, IndexError, KeyError, TypeError):
-        return None
-    name = rule.get("name") if isinstance(rule, dict) else None
-    return name if isinstance(name, str) else None
 
 
 def _check(ruleset: RuleSet, where: Any) -> None:

@@ -33,7 +33,7 @@ import msgspec
 from edgeloop.errors import ConfigError
 from edgeloop.messages import Id
 from edgeloop.models.drift import PROFILE_SCOPE, DriftEvent, DriftKind, LabelLike
-from edgeloop.yaml_lines import convert, load_yaml, read_text, where
+from edgeloop.yaml_lines import convert, item_label, load_yaml, read_text, where
 
 __all__ = [
     "PolicySet",
@@ -185,19 +185,11 @@ def policies_from_obj(doc: Any, *, origin: str = "retraining policies", node: An
     if not isinstance(doc, dict) or "policies" not in doc:
         raise ConfigError(f"{origin}: expected a mapping with a 'policies' list")
 
-    def label(path: str) -> str:
-        text = path.removeprefix("$.") if path != "$" else "document"
-        profile = _profile_at(doc, path)
-        if profile:
-            head, _, rest = text.partition("].")
-            text = f"{head}] {profile!r}, {rest}" if rest else f"{text} {profile!r}"
-        return text
-
     items = doc.get("policies")
     if isinstance(items, list):  # YAML 1.1 reads an unquoted ``mode: off`` as false: that is what was meant
         doc = {**doc, "policies": [{**p, "mode": "off"} if isinstance(p, dict) and p.get("mode") is False else p
                                    for p in items]}
-    policies = convert(doc, PolicySet, origin=origin, node=node, label=label)
+    policies = convert(doc, PolicySet, origin=origin, node=node, label=item_label(doc, "policies", "profile"))
     at = where(origin, node)
     seen: dict[str, int] = {}
     for i, p in enumerate(policies.policies):
@@ -213,16 +205,3 @@ def policies_from_obj(doc: Any, *, origin: str = "retraining policies", node: An
                               f"min_post_drift_h): {p.min_post_drift_h:g} h of data after a drift cannot fit in "
                               f"a window of {p.window_days:g} days")
     return policies
-
-
-def _profile_at(doc: dict[str, Any], path: str) -> str | None:
-    """The ``profile`` of the policy a msgspec error path points into (``$.policies[2].mode``), if it has one."""
-    if not path.startswith("$.policies["):
-        return None
-    try:
-        i = int(path[len("$.policies["):].split("]", 1)[0])
-        item = doc["policies"][i]
-    except (ValueError, IndexError, KeyError, TypeError):
-        return None
-    profile = item.get("profile") if isinstance(item, dict) else None
-    return profile if isinstance(profile, str) else None
