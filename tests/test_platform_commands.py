@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ from edgeloop.app import Platform, PlatformConfig
 from edgeloop.cli import app
 from tests.support import free_port
 from tests.test_agent import modbus_server, register_press
-from tests.test_agent_local import eventually, read_holding
+from tests.test_agent_local import eventually, read_holding, running
 
 SPEED_REGISTER = 10
 
@@ -38,16 +37,8 @@ actuators:
 """
 
 
-@contextlib.asynccontextmanager
-async def agent_running(tmp_path: Path, mqtt_port: int, plc: int) -> AsyncIterator[Agent]:
-    agent = Agent(parse_config(agent_yaml(tmp_path, mqtt_port, plc)))
-    task = asyncio.create_task(agent.run(drain_s=1))
-    try:
-        yield agent
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def agent_running(tmp_path: Path, mqtt_port: int, plc: int) -> contextlib.AbstractAsyncContextManager[Agent]:
+    return running(Agent(parse_config(agent_yaml(tmp_path, mqtt_port, plc))))
 
 
 async def test_a_command_is_applied_on_the_plc_and_its_answer_recorded_once(tmp_path: Path) -> None:
