@@ -283,3 +283,41 @@ async def test_a_command_interrupted_mid_write_is_answered_at_the_next_start_and
             assert mine["c-9"][0].data["read_back"] == 1000
             assert [a.data["status"] for a in mine["c-8"]] == ["failed", "failed"]
             assert "reads 1000 now, not 700" in mine["c-8"][0].message
+
+
+async def test_a_command_sets_an_opc_ua_node_with_its_own_type_and_reads_it_back(tmp_path: Path) -> None:
+    """An integer setpoint node: the value is written as the node's type (Int32) and read back."""
+    from asyncua import ua
+    from asyncua.server.server import Server
+
+    port = free_port()
+    server = Server()
+    await server.init()
+    server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/")
+    idx = await server.register_namespace("urn:edgeloop:test")
+    press = await server.nodes.objects.add_object(idx, "Press")
+    temp = await press.add_variable(idx, "Temp", 50.0)
+    speed = await press.add_variable(idx, "Speed", ua.Variant(800, ua.VariantType.Int32))
+    await speed.set_writable()
+    async with server:
+        cfg = parse_config(f"""\
+agent: {{tenant: acme, gateway: gw-1, data_dir: {tmp_path / 'agent'}, commit_ms: 50}}
+uplink: {{mqtt: 127.0.0.1:{free_port()}}}
+sources:
+  - {{name: plc, kind: opcua, url: "opc.tcp://127.0.0.1:{port}/", device: press-1, sampling_ms: 50, poll_ms: 200,
+     nodes: [{{channel: temp, node: "{temp.nodeid.to_string()}"}}]}}
+actuators:
+  - {{name: speed, device: press-1, min: 0, max: 1500, write: {{kind: opcua, source: plc,
+     node: "{speed.nodeid.to_string()}"}}}}
+""")
+        agent = Agent(cfg)
+        async with running(agent):
+            await eventually(lambda: agent.commands.reading("press-1", "temp") is not None or (
+                (src := agent.sources.get("plc")) is not None and src.state == "ok"), what="the OPC UA source up")
+            agent.commands.submit("press-1", encode(live(id="c-opc", seq=1, value=1100)))
+            await eventually(lambda: agent.commands.applied == 1, what="applied")
+            assert await speed.read_value() == 1100
+            assert (await speed.read_data_type_as_variant_type()) == ua.VariantType.Int32
+            answers = [decode_event(e.payload) for e in await agent.in_journal(lambda j: j.unsent_events())]
+            [answer] = [a for a in answers if a.kind == "command"]
+            assert (answer.data["status"], answer.data["before"], answer.data["read_back"]) == ("applied", 800, 1100)
