@@ -319,6 +319,14 @@ def test_asset_page_shows_live_charts(dash: Dash) -> None:
     plotted: list[str] = charts.evaluate_all("els => els.flatMap(e => e.dataset.channels.split(','))")
     assert channels <= set(plotted), f"channels not charted: {channels - set(plotted)}"
 
+    # a technician's hold on automation shows on the asset, and goes when it is released
+    hold = dash.api("/holds", method="POST", body={"target": asset_id, "duration_s": 600, "reason": "belt change"})
+    banner = dash.page.locator("[data-testid=asset-hold]")
+    expect(banner).to_contain_text("Automation held by")
+    expect(banner).to_contain_text("belt change")
+    dash.api(f"/holds/{hold['id']}/release", method="POST")
+    expect(banner).to_be_hidden()
+
     # the range selector re-queries a longer window and still plots data
     dash.page.get_by_role("button", name="6 h").click()
     expect(dash.page).to_have_url(f"{dash.base_url}/#/asset/{asset_id}?range=6h")

@@ -64,6 +64,8 @@ export function assetView(root, assetId, query, signal) {
 
   const title = h("h1", null, assetId);
   const statusSlot = h("span", { class: "status-slot" });
+  // a person's hold on automation (closed-loop actions, docs/actions.md): no policy acts on the asset meanwhile
+  const holdBanner = h("p", { class: "hold-banner", role: "status", dataset: { testid: "asset-hold" }, hidden: true });
   const meta = h("dl", { class: "asset-meta" });
   const devicesBox = h("div", { class: "devices" });
   const rangeInfo = h("span", { class: "range-info muted", dataset: { testid: "range-info" } });
@@ -84,6 +86,7 @@ export function assetView(root, assetId, query, signal) {
   root.append(
     h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/" }, "Fleet"), h("span", { "aria-hidden": "true" }, "/"), h("span", null, assetId)),
     h("div", { class: "page-head" }, h("div", { class: "title-row" }, title, statusSlot)),
+    holdBanner,
     h("section", { class: "panel asset-info" }, meta, devicesBox),
     h("section", { class: "panel" },
       h("div", { class: "panel-head" },
@@ -242,6 +245,22 @@ export function assetView(root, assetId, query, signal) {
       throw e;
     }
   }, range.ms > 6 * 3600_000 ? 5000 : ASSET_EVERY_MS, signal);
+
+  poll(async () => {
+    let holds;
+    try {
+      holds = await api("/holds", { signal });
+    } catch (e) {
+      if (!isAbort(e) && (e.status === 404 || e.status === 503)) holdBanner.hidden = true;
+      throw e;
+    }
+    const mine = holds.filter((x) => x.target === assetId);
+    holdBanner.hidden = !mine.length;
+    if (mine.length) {
+      const hold = mine[0];
+      setText(holdBanner, `Automation held by ${hold.held_by} until ${fmtTime(hold.until_ms)} (${hold.reason}): no policy acts on this asset.`);
+    }
+  }, ASSET_EVERY_MS, signal);
 
   poll(async () => {
     let list;
