@@ -108,6 +108,7 @@ def test_nothing_in_the_package_edits_sys_path() -> None:
 #: scenario runner behind ``edgeloop scenario``, the learning-loop evaluation behind ``edgeloop eval loop`` (with its
 #: edge story, run on that platform) and the benchmarks behind ``edgeloop bench`` (each starts a platform of its own).
 ENTRY_POINTS = ("cli/**/*.py", "__main__.py", "embedded.py", "scenario.py", "evaluation/loop.py",
+                "evaluation/actions_story.py",
                 "evaluation/edge_story.py", "bench/*.py")
 
 
