@@ -8,4 +8,6 @@ echo "==> ruff"
 echo "==> mypy --strict"
 .venv/bin/mypy
 echo "==> pytest"
-exec .venv/bin/pytest "$@"
+# Two workers, each taking whole files (a file's fixtures and its order stay together): most tests wait on
+# brokers, databases, browsers and real time, so two run side by side on two cores (about 11 min instead of 20).
+exec .venv/bin/pytest -n 2 --dist loadfile "$@"

@@ -459,13 +459,14 @@ def test_api_docs_render_offline_under_the_csp(dash: Dash) -> None:
     dash.page.on("requestfailed", lambda r: None if r.url.startswith(own) else tried.append(
         (r.url, r.failure or "")))
     dash.page.goto(f"{dash.base_url}/docs")
-    expect(dash.page.locator(".swagger-ui .info .title")).to_contain_text("EdgeLoop")
+    # both render the whole API's description in the browser: seconds on a busy machine, so the UI's timeout
+    expect(dash.page.locator(".swagger-ui .info .title")).to_contain_text("EdgeLoop", timeout=UI_TIMEOUT_MS)
     expect(dash.page.locator(".opblock-summary-path[data-path='/api/v1/auth/token']")).to_be_visible()
     assert not tried, f"/docs tried other servers: {tried}"
     dash.assert_no_page_errors()
     dash.page.goto(f"{dash.base_url}/redoc")
-    expect(dash.page.locator("h1").first).to_contain_text("EdgeLoop")
-    expect(dash.page.get_by_text("/api/v1/auth/token").first).to_be_attached()
+    expect(dash.page.locator("h1").first).to_contain_text("EdgeLoop", timeout=UI_TIMEOUT_MS)
+    expect(dash.page.get_by_text("/api/v1/auth/token").first).to_be_attached(timeout=UI_TIMEOUT_MS)
     expect(dash.page.get_by_role("img", name="redocly logo")).to_have_count(0)  # refused, and hidden
     assert all(failure == "csp" for _, failure in tried), tried  # blocked by the policy, never sent
     assert all(e.startswith("Loading the image 'https://cdn.redoc.ly/") for e in dash.errors), dash.errors
