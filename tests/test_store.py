@@ -437,3 +437,42 @@ async def test_read_samples_gives_each_time_once_in_order_within_the_window(stor
     assert channels == ("a",) and ts.tolist() == [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000]
     assert values.shape == (8, 1)
     assert await store.read_samples("d1", 1000, 8000, ("x",)) is None
+
+
+async def test_commands_holds_and_policy_documents_on_both_backends(store: Store) -> None:
+    """The actions tables: a command per idempotency key with its device's next seq, the first answer final,
+    expiry of the unanswered; a hold ended early only by its own tenant; policy documents numbered per tenant."""
+    import dataclasses
+    from collections.abc import Callable
+
+    from edgeloop.store.actions import CommandAnswer, CommandRecord, HoldRecord
+
+    def command(cid: str, key: str, expires: int = 2_000) -> Callable[[int], CommandRecord]:
+        return lambda seq: CommandRecord(id=cid, tenant="acme", device="d1", action="speed", value=5.0, key=key,
+                                         seq=seq, ts=1_000, expires=expires, trace="ab" * 16, issued_by="ana",
+                                         decision="", status_ms=1_000)
+
+    first, new = await store.add_command(command("c1", "k1"))
+    again, repeated = await store.add_command(command("c2", "k1"))
+    second, _ = await store.add_command(command("c3", "k3", expires=1_500))
+    assert (first.seq, new, again.id, repeated, second.seq) == (1, True, "c1", False, 2)
+    await store.mark_command_sent("c1", 1_100)
+    answer = CommandAnswer(id="c1", device="d1", status="applied", at_ms=1_200, read_back=5.0)
+    assert await store.answer_commands([answer]) == ["c1"]
+    assert await store.answer_commands([dataclasses.replace(answer, status="failed")]) == [], "the first is final"
+    assert await store.expire_commands(1_600) == ["c3"]
+    got = {c.id: (c.status, c.sends, c.read_back) for c in await store.list_commands(tenant="acme")}
+    assert got == {"c1": ("applied", 1, 5.0), "c3": ("expired", 0, None)}
+
+    await store.add_hold(HoldRecord(id="h1", tenant="acme", target="a1", held_by="tina", reason="belts",
+                                    created_ms=1_000, until_ms=5_000))
+    assert await store.end_hold("h1", by="x", at_ms=2_000, tenant="globex") is None, "not another tenant's"
+    assert [h.id for h in await store.list_holds(target="a1", active_at=2_000)] == ["h1"]
+    ended = await store.end_hold("h1", by="tina", at_ms=2_000, tenant="acme")
+    stored = await store.get_hold("h1")
+    assert ended is not None and stored is not None and (ended.ended_ms, stored.ended_by) == (2_000, "tina")
+    assert await store.list_holds(target="a1", active_at=2_500) == []
+
+    assert [(await store.put_policies(t, "policies: []", by="ana", at_ms=1)).version
+            for t in ("acme", "acme", "globex")] == [1, 2, 1]
+    assert {(d.tenant, d.version) for d in await store.latest_policies()} == {("acme", 2), ("globex", 1)}

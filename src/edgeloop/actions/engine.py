@@ -134,17 +134,18 @@ class ActionEngine:
     async def run_person(self, tenant: str, policy: str, asset: str, *, by: str) -> DecisionRecord:
         """A person runs ``policy`` on ``asset`` now (its checks, approvals and mode apply as always)."""
         version, found = self.policies(tenant)
-        if policy not in found.by_name():
+        chosen = found.by_name().get(policy)
+        if chosen is None:
             raise NotFoundError("policy", policy)
-        if not isinstance(found.by_name()[policy].trigger, PersonTrigger):
+        if not isinstance(chosen.trigger, PersonTrigger):
             raise ConflictError(f"policy {policy} is not run by a person (its trigger is "
-                                f"{found.by_name()[policy].trigger.__struct_config__.tag})")
+                                f"{chosen.trigger.__struct_config__.tag})")
         if asset not in self.registry.assets or self.registry.tenant_of("asset", asset) != tenant:
             raise NotFoundError("asset", asset)
         trigger = _Trigger(tenant=tenant, asset=asset, cause=f"person {by}", facts={"person": by},
                            trace=secrets.token_hex(16), only=policy, by=by)
         async with self._lock:
-            made = await self._decide(trigger, found.by_name()[policy], version)
+            made = await self._decide(trigger, chosen, version)
         if made is None:
             raise ConflictError(f"policy {policy} decided nothing on {asset}: it is off, stopped, or a decision of it "
                                 "is still open there")
@@ -198,15 +199,15 @@ class ActionEngine:
     # -- deciding ---------------------------------------------------------------------------------------------
     async def _decide(self, trigger: _Trigger, policy: Policy, version: int) -> DecisionRecord | None:
         now = self.clock.now_ms()
-        if policy.mode == "off" or await self._held(trigger.tenant, f"policy:{policy.name}", now) is not None:
+        world = LiveWorld(self.readings, self.store, now)
+        if policy.mode == "off" or await world.hold(trigger.tenant, f"policy:{policy.name}") is not None:
             return None
         if trigger.asset not in self.registry.assets:
             return None
-        if any(d.policy == policy.name for d in await self.store.list_decisions(
-                tenant=trigger.tenant, asset=trigger.asset, state="awaiting_approval", limit=100)) or any(
-                d.policy == policy.name for d in await self.store.list_decisions(
-                    tenant=trigger.tenant, asset=trigger.asset, state="sent", limit=100)):
-            return None  # one open decision of a policy per asset
+        for state in OPEN:  # one open decision of a policy per asset
+            if any(d.policy == policy.name for d in await self.store.list_decisions(
+                    tenant=trigger.tenant, asset=trigger.asset, state=state, limit=100)):
+                return None
         device = target_device(policy, trigger.asset, self.registry)
         decision = DecisionRecord(
             id=f"dec-{secrets.token_hex(8)}", tenant=trigger.tenant, asset=trigger.asset, device=device or "",
@@ -371,19 +372,12 @@ class ActionEngine:
 
     async def release(self, hold_id: str, *, by: str, tenant: str | None = None, source: str = "") -> HoldRecord:
         now = self.clock.now_ms()
-        found = [h for h in await self.store.list_holds(tenant=tenant, active_at=now) if h.id == hold_id]
-        if not found:
-            raise NotFoundError("hold", hold_id)
-        ended = await self.store.end_hold(hold_id, by=by, at_ms=now)
+        ended = await self.store.end_hold(hold_id, by=by, at_ms=now, tenant=tenant)
         if ended is None:
             raise NotFoundError("hold", hold_id)
         await self.audit(AuditRecord(ts_ms=now, actor=by, action="automation.release", target=ended.target,
                                      outcome="ok", detail=ended.id, source=source))
         return ended
-
-    async def _held(self, tenant: str, target: str, now: int) -> HoldRecord | None:
-        found = await self.store.list_holds(tenant=tenant, target=target, active_at=now, limit=1)
-        return found[0] if found else None
 
     # -- helpers ------------------------------------------------------------------------------------------------
     def _policy_of(self, decision: DecisionRecord) -> Policy | None:

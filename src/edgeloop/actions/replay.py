@@ -21,7 +21,7 @@ from edgeloop.actions.readings import Reading
 from edgeloop.messages import Alert
 from edgeloop.registry import Registry
 from edgeloop.store.actions import HoldRecord
-from edgeloop.store.base import Store
+from edgeloop.store.base import Store, TelemetryChunk
 
 __all__ = ["MAX_TRIGGERS", "ReplayRow", "replay"]
 
@@ -50,15 +50,26 @@ class HistoryWorld:
         self.sent = sent  # (device, actuator, ts)
         self.now = 0
         self._own: dict[str, bool] = {}  # decision id -> whether it is this policy's
+        self._read: tuple[int, dict[str, list[TelemetryChunk]]] = (-1, {})  # (now, device -> its chunks then)
+
+    async def _chunks(self, device: str) -> list[TelemetryChunk]:
+        """The device's chunks of the hour up to ``now``, read once per moment (every check of it looks at them)."""
+        at, read = self._read
+        if at != self.now:
+            read = {}
+            self._read = (self.now, read)
+        if device not in read:
+            read[device] = await self.store.read_chunks(device, self.now - LOOKBACK_MS, self.now + 1)
+        return read[device]
 
     async def newest_ts(self, device: str) -> int | None:
-        chunks = await self.store.read_chunks(device, self.now - LOOKBACK_MS, self.now + 1)
+        chunks = await self._chunks(device)
         times = [int(t) for c in chunks for t in c.ts if t <= self.now]
         return max(times) if times else None
 
     async def reading(self, device: str, channel: str) -> Reading | None:
         best: Reading | None = None
-        for chunk in await self.store.read_chunks(device, self.now - LOOKBACK_MS, self.now + 1):
+        for chunk in await self._chunks(device):
             if channel not in chunk.channels:
                 continue
             j = chunk.channels.index(channel)

@@ -12,17 +12,49 @@ from edgeloop.assets import Asset, Device, Line, Site, Tenant
 from edgeloop.errors import NotFoundError
 from edgeloop.identity.auth import Principal
 from edgeloop.messages import Alert
+from edgeloop.store.actions import CommandRecord, DecisionRecord, HoldRecord
 from edgeloop.store.alerting import IncidentRecord
 from edgeloop.store.base import AuditRecord, GatewayRecord
 
-__all__ = ["actor", "audit", "visible", "visible_alert", "visible_device", "visible_gateway", "visible_incident",
-           "visible_target"]
+__all__ = ["actor", "audit", "tenant_scope", "visible", "visible_alert", "visible_command", "visible_decision",
+           "visible_device", "visible_gateway", "visible_hold", "visible_incident", "visible_target"]
 
 
 def visible(svc: Services, who: Principal, item: Any) -> bool:
     """A registry entry ``who`` sees: one of their tenant's, or a shared one (a device profile)."""
     tenant = svc.registry.registry.tenant_of_entry(item)
     return (tenant is None and not isinstance(item, Tenant | Site | Line | Asset | Device)) or who.sees(tenant)
+
+
+def tenant_scope(svc: Services, who: Principal, tenant: str | None) -> str | None:
+    """The tenant a request means: ``tenant`` if given (404 for one the caller does not see), else the caller's
+    own (None: a platform principal's, the platform-wide scope)."""
+    if tenant is None:
+        return who.tenant
+    if tenant not in svc.registry.registry.tenants or not who.sees(tenant):
+        raise NotFoundError("tenant", tenant)
+    return tenant
+
+
+async def visible_command(svc: Services, who: Principal, command_id: str) -> CommandRecord:
+    found = await svc.store.get_command(command_id)
+    if found is None or not who.sees(found.tenant):
+        raise NotFoundError("command", command_id)
+    return found
+
+
+async def visible_decision(svc: Services, who: Principal, decision_id: str) -> DecisionRecord:
+    found = await svc.store.get_decision(decision_id)
+    if found is None or not who.sees(found.tenant):
+        raise NotFoundError("decision", decision_id)
+    return found
+
+
+async def visible_hold(svc: Services, who: Principal, hold_id: str) -> HoldRecord:
+    found = await svc.store.get_hold(hold_id)
+    if found is None or not who.sees(found.tenant):
+        raise NotFoundError("hold", hold_id)
+    return found
 
 
 def visible_device(svc: Services, who: Principal, device_id: str) -> Device:

@@ -626,10 +626,16 @@ class Store:
     async def add_hold(self, hold: HoldRecord) -> None:
         await self.driver.execute(insert_sql("automation_holds", HOLDS), values(hold, HOLDS))
 
-    async def end_hold(self, hold_id: str, *, by: str, at_ms: int) -> HoldRecord | None:
-        """End a hold early; None if there is no such hold still running."""
-        row = await self.driver.fetchone(f"UPDATE automation_holds SET ended_ms=?, ended_by=? WHERE id=? AND ended_ms "
-                                         f"IS NULL AND until_ms > ? RETURNING {HOLDS}", (at_ms, by, hold_id, at_ms))
+    async def get_hold(self, hold_id: str) -> HoldRecord | None:
+        return await self._one(lambda r: record(HoldRecord, r), f"SELECT {HOLDS} FROM automation_holds",
+                               [("id = ?", hold_id)])
+
+    async def end_hold(self, hold_id: str, *, by: str, at_ms: int, tenant: str | None = None) -> HoldRecord | None:
+        """End a hold early (of ``tenant``, if given); None if there is no such hold still running."""
+        mine = "" if tenant is None else " AND tenant = ?"
+        row = await self.driver.fetchone(
+            f"UPDATE automation_holds SET ended_ms=?, ended_by=? WHERE id=? AND ended_ms IS NULL AND until_ms > ?"
+            f"{mine} RETURNING {HOLDS}", (at_ms, by, hold_id, at_ms, *(() if tenant is None else (tenant,))))
         return None if row is None else record(HoldRecord, row)
 
     async def list_holds(self, *, tenant: str | None = None, target: str | None = None, active_at: int | None = None,

@@ -18,6 +18,7 @@ from edgeloop.actions.replay import replay
 from edgeloop.api.bodies import body, body_doc, json_response, raw_body, reply
 from edgeloop.api.security import ROLE, Admin, Operator, Source, Svc, Technician, Viewer
 from edgeloop.api.services import Services
+from edgeloop.api.visibility import tenant_scope, visible_decision, visible_hold
 from edgeloop.errors import NotFoundError
 from edgeloop.identity.auth import Principal, Role
 from edgeloop.store.actions import DecisionRecord, HoldRecord
@@ -134,21 +135,11 @@ def _engine(svc: Services) -> ActionEngine:
 
 
 def _tenant(svc: Services, who: Principal, tenant: str | None) -> str:
-    """The tenant a request means: ``tenant`` (404 if the caller does not see it), else the caller's."""
-    if tenant is None:
-        if who.tenant is None:
-            raise HTTPException(422, "say which tenant (?tenant=...)")
-        return who.tenant
-    if tenant not in svc.registry.registry.tenants or not who.sees(tenant):
-        raise NotFoundError("tenant", tenant)
-    return tenant
-
-
-async def _visible_decision(svc: Services, who: Principal, decision_id: str) -> DecisionRecord:
-    found = await svc.store.get_decision(decision_id)
-    if found is None or not who.sees(found.tenant):
-        raise NotFoundError("decision", decision_id)
-    return found
+    """The tenant a request means (``tenant_scope``); a platform principal must name one."""
+    scope = tenant_scope(svc, who, tenant)
+    if scope is None:
+        raise HTTPException(422, "say which tenant (?tenant=...)")
+    return scope
 
 
 # -- policies -------------------------------------------------------------------------------------------------
@@ -241,14 +232,14 @@ async def list_decisions(svc: Svc, who: Viewer, asset: str | None = None, state:
 @router.get("/decisions/{decision_id}", responses=reply(DecisionView))
 async def get_decision(decision_id: str, svc: Svc, who: Viewer) -> Response:
     """One decision with its whole record."""
-    decision = await _visible_decision(svc, who, decision_id)
+    decision = await visible_decision(svc, who, decision_id)
     entries = [EntryView(id=e.id, ts=e.ts, kind=e.kind, actor=e.actor, body=json.loads(e.body), prev=e.prev,
                          hash=e.hash) for e in await svc.store.decision_entries(decision_id)]
     return json_response(DecisionView(decision=decision, entries=entries))
 
 
 async def _approve(svc: Services, who: Principal, decision_id: str, approve: bool, note: str) -> Response:
-    decision = await _visible_decision(svc, who, decision_id)
+    decision = await visible_decision(svc, who, decision_id)
     return json_response(await _engine(svc).approve(decision.id, by=who.name, approve=approve, note=note,
                                                     tenant=decision.tenant))
 
@@ -308,10 +299,7 @@ async def add_hold(svc: Svc, src: Source, who: Technician,
 @router.post("/holds/{hold_id}/release", responses=reply(HoldRecord))
 async def release_hold(hold_id: str, svc: Svc, src: Source, who: Technician) -> Response:
     """End a hold before its time."""
-    found = [h for h in await svc.store.list_holds(tenant=who.tenant, active_at=svc.clock.now_ms())
-             if h.id == hold_id]
-    if not found:
-        raise NotFoundError("hold", hold_id)
-    if found[0].target.startswith("policy:") and who.role < Role.OPERATOR:
+    found = await visible_hold(svc, who, hold_id)
+    if found.target.startswith("policy:") and who.role < Role.OPERATOR:
         raise HTTPException(403, "restarting a policy is for operators")
-    return json_response(await _engine(svc).release(hold_id, by=who.name, tenant=found[0].tenant, source=src))
+    return json_response(await _engine(svc).release(hold_id, by=who.name, tenant=found.tenant, source=src))

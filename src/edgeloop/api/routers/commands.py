@@ -10,8 +10,7 @@ from fastapi.responses import Response
 
 from edgeloop.api.bodies import json_response, reply
 from edgeloop.api.security import ROLE, Svc, Viewer
-from edgeloop.api.visibility import visible_device
-from edgeloop.errors import NotFoundError
+from edgeloop.api.visibility import visible_command, visible_device
 from edgeloop.identity.auth import Role
 from edgeloop.store.actions import CommandRecord
 
@@ -39,7 +38,4 @@ async def list_commands(svc: Svc, who: Viewer, device: str | None = None, status
 @router.get("/{command_id}", responses=reply(CommandRecord))
 async def get_command(command_id: str, svc: Svc, who: Viewer) -> Response:
     """One command and its answer."""
-    found = await svc.store.get_command(command_id)
-    if found is None or not who.sees(found.tenant):
-        raise NotFoundError("command", command_id)
-    return json_response(found)
+    return json_response(await visible_command(svc, who, command_id))

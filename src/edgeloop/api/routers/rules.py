@@ -14,10 +14,9 @@ from edgeloop.api.bodies import body, body_doc, json_response, raw_body, reply
 from edgeloop.api.routers.feedback import OptMs
 from edgeloop.api.routers.incidents import BODY_LIMIT, Who
 from edgeloop.api.security import ROLE, Operator, Source, Svc, Technician, Viewer
-from edgeloop.api.services import Services
-from edgeloop.api.visibility import actor, audit, visible_target
+from edgeloop.api.visibility import actor, audit, tenant_scope, visible_target
 from edgeloop.errors import NotFoundError
-from edgeloop.identity.auth import Principal, Role
+from edgeloop.identity.auth import Role
 from edgeloop.store.alerting import MaintenanceRecord, SilenceRecord
 
 __all__ = ["router"]
@@ -82,21 +81,11 @@ class SuppressionView(msgspec.Struct):
 
 
 # -- rules ------------------------------------------------------------------------------------------------------
-def _rules_tenant(svc: Services, who: Principal, tenant: str | None) -> str | None:
-    """Whose rule document a request means: ``tenant`` if given (404 for one the caller does not see), else
-    the caller's own tenant's (None: the platform's default, for a platform principal)."""
-    if tenant is None:
-        return who.tenant
-    if tenant not in svc.registry.registry.tenants or not who.sees(tenant):
-        raise NotFoundError("tenant", tenant)
-    return tenant
-
-
 @router.get("/alert-rules", responses=reply(RuleDocumentView))
 async def get_rules(svc: Svc, who: Viewer, tenant: Annotated[str | None, Query(max_length=128)] = None) -> Response:
     """The rule document in force for the caller's tenant (or ``tenant``): its own, or else the platform's
     default (``own: false``; version 0: the built-in defaults), and its rules."""
-    scope = _rules_tenant(svc, who, tenant)
+    scope = tenant_scope(svc, who, tenant)
     doc = svc.alerts.rules_of(scope)
     if doc.tenant is None:
         from edgeloop.alerts.service import DEFAULT_RULES
@@ -121,7 +110,7 @@ async def put_rules(svc: Svc, src: Source, who: Operator,
     [...]}``; other tenants' rules do not change. A platform administrator without ``tenant`` replaces the
     platform's default, which every tenant without a document of its own uses. It is checked first: an error
     names the line, the rule and the problem (422), and nothing changes."""
-    scope = _rules_tenant(svc, who, tenant)
+    scope = tenant_scope(svc, who, tenant)
     if scope is None and who.role < Role.ADMIN:
         raise HTTPException(403, "the platform's default rules are for platform administrators")
     try:
