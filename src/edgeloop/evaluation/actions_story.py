@@ -51,6 +51,7 @@ from edgeloop.agent.runner import Agent, cancel_all
 from edgeloop.app import Platform, PlatformConfig
 from edgeloop.assets import Asset, ChannelSpec, Device, DeviceProfile, Line, Site, Tenant
 from edgeloop.broker import free_port
+from edgeloop.errors import ConflictError
 from edgeloop.messages import Command, TopicKind, encode, topic
 from edgeloop.store.actions import CommandRecord, DecisionRecord
 
@@ -251,7 +252,7 @@ async def _run(cfg: ActionsConfig, base: Path, report: Report) -> dict[str, Any]
         try:
             await p.actions.approve(decision, by=people[0], approve=True)
             case.note = "the same person approved twice"
-        except Exception as exc:  # noqa: BLE001  # the refusal is the point
+        except ConflictError as exc:  # the refusal is the point
             case.note = f"second approval by {people[0]} refused: {type(exc).__name__}"
         await p.actions.approve(decision, by=people[1], approve=True)
         await world.settle(decision)
